@@ -1,0 +1,73 @@
+# mptcpgo: Multipath TCP in Go with an eBPF datapath.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+# Debian packages the build and the tests need; `make deps` installs the missing ones (root).
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 tshark ethtool libc6-dev linux-libc-dev
+# Deterministic seed-corpus fuzzing time for `make test`; `make fuzz` runs longer.
+FUZZ_SHORT ?= 10s
+FUZZ_TIME ?= 60s
+FUZZ_TARGETS := ./pkg/wire:FuzzParse
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the missing Debian packages (clang, bpftool, iproute2, tshark, ...) when root
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing packages: $$missing (run as root to install)"; exit 1; fi; \
+		echo "installing:" $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+.PHONY: generate
+generate: deps ## Compile bpf/ with bpf2go into gen/ (the result is committed)
+	cd gen && $(GO) generate ./...
+
+.PHONY: check-generate
+check-generate: generate ## Regenerate gen/ and fail when it differs from what is committed
+	@if ! git diff --quiet -- gen/ || [ -n "$$(git ls-files --others --exclude-standard gen/)" ]; then \
+		git status --short gen/; echo "gen/ differs from the committed files: run 'make generate' and commit"; exit 1; \
+	fi
+
+.PHONY: build
+build: ## Build mptcpd and mptcpctl into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: vet ## gofmt, go vet and clang-format-free checks of the tree
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: test
+test: deps check-generate lint ## All tests: unit, BPF, netns integration against the kernel (root), brief fuzzing
+	$(GO) test -count=1 -timeout 30m ./...
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($(FUZZ_SHORT))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_SHORT) || exit 1; done
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZ_TIME (60s)
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($(FUZZ_TIME))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_TIME) || exit 1; done
+
+.PHONY: demo
+demo: deps build ## Build everything and run the demonstration between network namespaces (root)
+	$(GO) test -count=1 -v -run '^TestDemo$$' ./tests/netns
+
+.PHONY: bench
+bench: deps build ## Benchmarks: Go micro-benchmarks and the netns suite beside the kernel's MPTCP (root)
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)
