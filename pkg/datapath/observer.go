@@ -1,0 +1,156 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/mptcpgo/mptcpgo/gen"
+)
+
+// ObserverOptions configure the TC observer before it is loaded.
+type ObserverOptions struct {
+	// Capture records the MPTCP options of the last segment seen (debugging and tests).
+	Capture bool
+}
+
+// Observer is the TC program that parses MPTCP options on the wire, counts them and can capture
+// the last segment's options. It never changes or drops a packet.
+type Observer struct {
+	objs  gen.ObserverObjects
+	links []link.Link
+}
+
+// ObserverCounters are the observer's counters summed over CPUs.
+type ObserverCounters struct {
+	Packets        uint64 // TCP segments seen
+	MPTCPPackets   uint64 // segments with at least one MPTCP option
+	Parsed         uint64 // MPTCP options parsed
+	Malformed      uint64 // MPTCP options the strict parser rejected
+	UnknownSubtype uint64 // MPTCP options of an unknown subtype
+	BadTCPOptions  uint64 // TCP option areas with a bad length
+	Unsupported    uint64 // IP packets not parsed (fragments, IPv6 extension headers)
+	BySubtype      [9]uint64
+}
+
+// CapturedOption is one MPTCP option as the BPF parser extracted it.
+type CapturedOption = gen.ObserverMptcpOpt
+
+// LoadObserver loads the TC observer.
+func LoadObserver(opts ObserverOptions) (*Observer, error) {
+	spec, err := gen.LoadObserver()
+	if err != nil {
+		return nil, fmt.Errorf("load observer spec: %w", err)
+	}
+	cfg := gen.ObserverTcConfig{}
+	if opts.Capture {
+		cfg.Capture = 1
+	}
+	if err := spec.Variables["cfg"].Set(cfg); err != nil {
+		return nil, fmt.Errorf("configure observer: %w", err)
+	}
+	o := &Observer{}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		return nil, fmt.Errorf("load observer: %w", verifierError(err))
+	}
+	return o, nil
+}
+
+// AttachTCX attaches the observer to an interface's ingress and egress with TCX links.
+func (o *Observer) AttachTCX(ifindex int) error {
+	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: o.objs.MptcpTcObserve, Attach: at})
+		if err != nil {
+			return fmt.Errorf("attach observer to ifindex %d (%v): %w", ifindex, at, err)
+		}
+		o.links = append(o.links, l)
+	}
+	return nil
+}
+
+// Run feeds one Ethernet frame to the observer through BPF_PROG_TEST_RUN.
+func (o *Observer) Run(frame []byte) error {
+	ret, err := o.objs.MptcpTcObserve.Run(&ebpf.RunOptions{Data: frame})
+	if err != nil {
+		return fmt.Errorf("run observer: %w", err)
+	}
+	if ret != 0 { // TC_ACT_OK
+		return fmt.Errorf("observer returned verdict %d, want TC_ACT_OK", ret)
+	}
+	return nil
+}
+
+// Counters returns the observer's counters summed over CPUs.
+func (o *Observer) Counters() (ObserverCounters, error) {
+	var c ObserverCounters
+	get := func(idx gen.ObserverTcCounter) (uint64, error) {
+		var per []uint64
+		if err := o.objs.TcCounters.Lookup(uint32(idx), &per); err != nil {
+			return 0, fmt.Errorf("read observer counter %d: %w", idx, err)
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		return sum, nil
+	}
+	fields := []struct {
+		idx gen.ObserverTcCounter
+		dst *uint64
+	}{
+		{gen.ObserverTcCounterTC_PKTS, &c.Packets},
+		{gen.ObserverTcCounterTC_PKTS_MPTCP, &c.MPTCPPackets},
+		{gen.ObserverTcCounterTC_OPT_PARSED, &c.Parsed},
+		{gen.ObserverTcCounterTC_OPT_MALFORMED, &c.Malformed},
+		{gen.ObserverTcCounterTC_OPT_UNKNOWN, &c.UnknownSubtype},
+		{gen.ObserverTcCounterTC_HDR_MALFORMED, &c.BadTCPOptions},
+		{gen.ObserverTcCounterTC_PKT_UNSUPPORTED, &c.Unsupported},
+	}
+	for _, f := range fields {
+		v, err := get(f.idx)
+		if err != nil {
+			return c, err
+		}
+		*f.dst = v
+	}
+	for i := range c.BySubtype {
+		v, err := get(gen.ObserverTcCounterTC_OPT_SUBTYPE_BASE + gen.ObserverTcCounter(i))
+		if err != nil {
+			return c, err
+		}
+		c.BySubtype[i] = v
+	}
+	return c, nil
+}
+
+// Capture returns the options of the last captured segment, with the capture sequence number.
+func (o *Observer) Capture() (seq uint32, opts []CapturedOption, err error) {
+	var c gen.ObserverCapture
+	if err := o.objs.TcCapture.Lookup(uint32(0), &c); err != nil {
+		return 0, nil, fmt.Errorf("read capture: %w", err)
+	}
+	n := min(int(c.NrOpts), len(c.Opts))
+	return c.Seq, append([]CapturedOption(nil), c.Opts[:n]...), nil
+}
+
+// Close detaches and unloads the observer.
+func (o *Observer) Close() error {
+	var errs []error
+	for _, l := range o.links {
+		errs = append(errs, l.Close())
+	}
+	o.links = nil
+	errs = append(errs, o.objs.Close())
+	return errors.Join(errs...)
+}
+
+// verifierError adds the verifier log's tail to a load error.
+func verifierError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%w\n%+v", err, ve)
+	}
+	return err
+}
