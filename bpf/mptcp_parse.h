@@ -275,10 +275,10 @@ struct opt_walk {
 	__u32 len;
 };
 
-/* mptcp_next_opt advances w to the next kind-30 option (tolerant, like mptcp_get_options) and
- * returns its length, 0 at the end, or -1 when a bad option length stops the walk. The caller
- * moves w->pos past the option after parsing it. */
-__noinline int mptcp_next_opt(const struct optbuf *ob, struct opt_walk *w)
+/* tcp_next_opt advances w to the next option of the given kind (tolerant, like the kernel's
+ * mptcp_get_options) and returns its length, 0 at the end, or -1 when a bad option length stops
+ * the walk. The caller moves w->pos past the option after handling it. */
+__noinline int tcp_next_opt(const struct optbuf *ob, struct opt_walk *w, __u32 want)
 {
 	if (!ob || !w)
 		return -1;
@@ -301,11 +301,17 @@ __noinline int mptcp_next_opt(const struct optbuf *ob, struct opt_walk *w)
 		size = OB(ob->b, pos + 1);
 		if (size < 2 || size > len - pos)
 			return -1;
-		if (kind == TCPOPT_MPTCP)
+		if (kind == want)
 			return size;
 		w->pos = pos + size;
 	}
 	return 0;
+}
+
+/* mptcp_next_opt advances w to the next MPTCP option, as tcp_next_opt. */
+static __always_inline int mptcp_next_opt(const struct optbuf *ob, struct opt_walk *w)
+{
+	return tcp_next_opt(ob, w, TCPOPT_MPTCP);
 }
 
 #endif

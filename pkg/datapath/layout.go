@@ -14,6 +14,12 @@ import (
 var sharedStructs = map[string]uintptr{
 	"mptcp_opt": unsafe.Sizeof(gen.ObserverMptcpOpt{}),
 	"capture":   unsafe.Sizeof(gen.ObserverCapture{}),
+	"conn":      unsafe.Sizeof(gen.DatapathConn{}),
+	"sub":       unsafe.Sizeof(gen.DatapathSub{}),
+	"sk_sub":    unsafe.Sizeof(gen.DatapathSkSub{}),
+	"event":     unsafe.Sizeof(gen.DatapathEvent{}),
+	"ticket":    unsafe.Sizeof(gen.DatapathTicket{}),
+	"txmap":     unsafe.Sizeof(gen.DatapathTxmap{}),
 }
 
 // checkStructSizes compares the sizes of the shared structs in the object's BTF with the Go

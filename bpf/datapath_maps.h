@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Maps of the datapath object (sock_ops, congestion control, SYN option rewriter). */
+#ifndef MPTCPGO_DATAPATH_MAPS_H
+#define MPTCPGO_DATAPATH_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "datapath_types.h"
+#include "mptcp_parse.h"
+
+/* Per-socket MPTCP state of our subflows and listeners. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_sub);
+} sk_subs SEC(".maps");
+
+/* Connections, indexed by slot; Go maps this array into its memory. Size set by Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+/* Subflows, indexed by slot; Go maps this array into its memory. Size set by Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sub);
+} subs SEC(".maps");
+
+/* Keys and slots for our listeners' MP_CAPABLE SYN/ACKs, fed by Go from crypto/rand. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 1024);
+	__type(value, struct ticket);
+} tickets SEC(".maps");
+
+/* Passive opens between SYN/ACK and the third ACK, by 4-tuple (request socks have no storage). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct req_key);
+	__type(value, struct req_val);
+} reqs SEC(".maps");
+
+/* Events for Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Per-CPU counters indexed by enum dp_counter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DP_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} dp_counters SEC(".maps");
+
+/* Scratch space: an options copy, a parsed option and an option to write. */
+struct dp_scratch {
+	struct optbuf ob;
+	struct mptcp_opt opt;
+	__u8 out[32];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_scratch);
+} dp_scratch_map SEC(".maps");
+
+/* Emit the shared types into BTF for bpf2go. */
+const enum dp_counter *dp_counter_btf __attribute__((unused));
+const enum event_type *event_type_btf __attribute__((unused));
+const struct event *event_btf __attribute__((unused));
+
+static __always_inline void dp_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&dp_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct dp_scratch *dp_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&dp_scratch_map, &zero);
+}
+
+static __always_inline void dp_emit(__u32 type, const struct sk_sub *s, __u32 flags, __u64 a, __u64 b,
+				    __u64 c, __u64 cookie)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		dp_count(DP_EVENT_LOST);
+		return;
+	}
+	e->type = type;
+	e->conn = s ? s->conn : ~0U;
+	e->sub = s ? s->sub : ~0U;
+	e->flags = flags;
+	e->a = a;
+	e->b = b;
+	e->c = c;
+	e->cookie = cookie;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Wrap-safe 64-bit sequence comparison (RFC 8684 data sequence space). */
+static __always_inline int before64(__u64 a, __u64 b)
+{
+	return (__s64)(a - b) < 0;
+}
+
+/* expand32 widens a 32-bit DSN or DATA_ACK against the expected 64-bit value, wrap-safe in both
+ * directions (as the kernel's __mptcp_expand_seq). */
+static __always_inline __u64 expand32(__u64 old, __u32 cur32)
+{
+	__u32 old32 = (__u32)old;
+	__u64 cur = (old & 0xffffffff00000000ULL) | cur32;
+
+	if (cur32 < old32 && (__s32)(old32 - cur32) < 0)
+		return cur + (1ULL << 32);
+	if (cur32 > old32 && (__s32)(cur32 - old32) < 0)
+		return cur - (1ULL << 32);
+	return cur;
+}
+
+static __always_inline struct conn *conn_of(const struct sk_sub *s)
+{
+	__u32 k = s->conn;
+
+	return bpf_map_lookup_elem(&conns, &k);
+}
+
+static __always_inline struct sub *sub_of(const struct sk_sub *s)
+{
+	__u32 k = s->sub;
+
+	return bpf_map_lookup_elem(&subs, &k);
+}
+
+#endif

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* State shared between the sock_ops/struct_ops datapath and Go (bpf2go -type). Padding is
+ * explicit and Go checks the sizes at load.
+ *
+ * Ownership: the *_ctl halves are written by Go (through mmap) and only read by BPF; the *_st
+ * halves and struct sk_sub are written by BPF and only read by Go. Go writes struct sk_sub once,
+ * when it registers a socket before connect() or listen().
+ */
+#ifndef MPTCPGO_DATAPATH_TYPES_H
+#define MPTCPGO_DATAPATH_TYPES_H
+
+#include <linux/types.h>
+
+#define TXMAP_RING 256 /* mappings per subflow in flight; a power of two */
+#define TXMAP_MASK (TXMAP_RING - 1)
+
+/* struct txmap flags */
+#define TXMAP_DATA_FIN 0x1 /* the mapping ends with our DATA_FIN (one more DSN) */
+
+/* One outgoing mapping: DSNs [dsn, dsn+len) on relative subflow sequence [ssn, ssn+len). */
+struct txmap {
+	__u64 dsn;
+	__u32 ssn;
+	__u16 len;
+	__u16 flags;
+};
+
+/* struct sk_sub.role */
+enum sub_role {
+	ROLE_NONE = 0,
+	ROLE_ACTIVE = 1,   /* our connect(): MP_CAPABLE initiator */
+	ROLE_LISTENER = 2, /* our listen() socket */
+	ROLE_PASSIVE = 3,  /* a child of our listener */
+};
+
+/* struct sk_sub.state */
+enum sub_state {
+	SUB_INIT = 0,
+	SUB_SYN_SENT = 1,     /* MP_CAPABLE SYN sent */
+	SUB_MPTCP = 2,        /* MP_CAPABLE completed; options flow */
+	SUB_FALLBACK = 3,     /* plain TCP: no MPTCP options are written */
+};
+
+/* struct sk_sub.flags */
+#define SUBF_MPC_ACKED 0x1      /* the peer's DSS data ACK arrived: stop repeating MP_CAPABLE */
+#define SUBF_PEER_FIN 0x2       /* the peer's DATA_FIN was seen */
+#define SUBF_RX_MAP_VALID 0x4   /* rx_map holds the peer's current mapping */
+#define SUBF_FASTCLOSE_RX 0x8   /* a valid MP_FASTCLOSE arrived */
+#define SUBF_RST_RX 0x10        /* MP_TCPRST arrived */
+#define SUBF_UNMAPPED_RX 0x20   /* data arrived that no mapping covers */
+
+/* Per-socket state, SK_STORAGE. Go creates it for its active and listening sockets; BPF creates
+ * it for the children of our listeners. */
+struct sk_sub {
+	__u32 conn;       /* index into the conns array */
+	__u32 sub;        /* index into the subs array */
+	__u8 role;        /* enum sub_role */
+	__u8 state;       /* enum sub_state */
+	__u8 flags;       /* SUBF_* */
+	__u8 fallback_reason;
+	__u32 snd_isn;    /* our ISN: relative SSN = seq - snd_isn */
+	__u32 rcv_isn;    /* the peer's ISN */
+	__u32 _pad0;
+	__u64 local_key;
+	__u64 remote_key;
+	__u64 rx_map_dsn; /* the peer's current mapping */
+	__u32 rx_map_ssn;
+	__u16 rx_map_len;
+	__u8 rx_map_fin;
+	__u8 rst_reason;
+};
+
+/* conn_ctl.flags, written by Go */
+#define CONNF_CAN_ACK 0x1        /* the data ACK fields are valid: write a data ACK */
+#define CONNF_DATA_FIN 0x2       /* our DATA_FIN is at snd_fin_dsn */
+#define CONNF_FASTCLOSE 0x4      /* write MP_FASTCLOSE on resets */
+#define CONNF_FALLBACK 0x8       /* plain TCP now: write no options */
+#define CONNF_MP_FAIL 0x10       /* write MP_FAIL at mp_fail_dsn, then an infinite mapping */
+
+/* The per-connection half Go writes. */
+struct conn_ctl {
+	__u64 local_key;
+	__u64 remote_key;
+	__u64 rcv_nxt;     /* data level: next DSN Go expects (reassembled) */
+	__u64 peer_idsn;   /* the peer's IDSN: implicit MP_CAPABLE mappings start at peer_idsn+1 */
+	__u64 snd_nxt;     /* data level: one past the highest DSN sent (bounds the peer's DATA_ACK) */
+	__u64 snd_fin_dsn; /* DSN of our DATA_FIN when CONNF_DATA_FIN */
+	__u64 mp_fail_dsn;
+	__u32 flags;       /* CONNF_* */
+	__u32 ack_wakeup;  /* doorbell: Go wants an event when the peer's DATA_ACK advances */
+	__u8 _pad[64];     /* keep the BPF half on its own cache line */
+};
+
+/* The per-connection half BPF writes. */
+struct conn_st {
+	__u64 rx_ack;        /* data level: next DSN received in order, as the datapath saw it */
+	__u64 peer_data_ack; /* the peer's latest DATA_ACK, expanded to 64 bits */
+	__u64 peer_fin_dsn;  /* DSN of the peer's DATA_FIN when seen */
+	__u32 ack_wakeup;    /* last doorbell generation answered */
+	__u32 peer_fin;      /* nonzero once the peer's DATA_FIN was seen */
+	__u8 _pad[96];
+};
+
+struct conn {
+	struct conn_ctl ctl;
+	struct conn_st st;
+};
+
+/* The per-subflow half Go writes. */
+struct sub_ctl {
+	__u64 txmap_head;   /* txmap entries written so far; entry i sits at txmap[i & TXMAP_MASK] */
+	__u32 ack_req;      /* doorbell: Go asks for a pure ACK (answered by the congestion control) */
+	__u8 rst_reason;    /* MP_TCPRST reason on our resets */
+	__u8 rst_flags;
+	__u8 _pad[2];
+	__u8 _pad1[48];
+	struct txmap txmap[TXMAP_RING];
+};
+
+/* The per-subflow half BPF writes. */
+struct sub_st {
+	__u64 txmap_hint;   /* last txmap index found, where the next lookup starts */
+	__u32 snd_una_rel;  /* subflow level: relative SSN acknowledged by the peer */
+	__u32 ack_done;     /* last ack_req generation answered */
+	__u64 tx_dss;       /* DSS options written */
+	__u64 tx_nomap;     /* data segments for which no mapping was found */
+	__u32 ack_pending;  /* the datapath wants a pure ACK sent (e.g. for the peer's DATA_FIN) */
+	__u8 _pad[28];
+};
+
+struct sub {
+	struct sub_ctl ctl;
+	struct sub_st st;
+};
+
+/* A passive-open ticket Go feeds: the key for one SYN/ACK and the slots of its connection. */
+struct ticket {
+	__u64 key;
+	__u32 conn;
+	__u32 sub;
+};
+
+/* The 4-tuple of a request socket; the SYN/ACK callbacks have no full socket. */
+struct req_key {
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u32 family;
+};
+
+struct req_val {
+	struct ticket t;
+	__u32 client_isn;
+	__u32 _pad;
+};
+
+/* Event types sent to Go through the ring buffer. */
+enum event_type {
+	EV_ESTABLISHED = 1, /* active subflow: MP_CAPABLE completed (a = remote key) or fell back */
+	EV_RX_MAP = 2,      /* a new peer mapping: a = DSN, b = relative SSN, c = len | fin << 16 | mpc << 17 */
+	EV_DATA_FIN = 3,    /* the peer's DATA_FIN: a = DSN */
+	EV_DATA_ACK = 4,    /* the peer's DATA_ACK advanced past a doorbell: a = DATA_ACK */
+	EV_FASTCLOSE = 5,   /* a valid MP_FASTCLOSE */
+	EV_TCPRST = 6,      /* MP_TCPRST: a = reason, b = flags */
+	EV_MP_FAIL = 7,     /* MP_FAIL: a = DSN */
+	EV_UNMAPPED = 8,    /* data no mapping covers: a = relative SSN, b = length */
+	EV_OPTION = 9,      /* ADD_ADDR, REMOVE_ADDR, MP_PRIO: opt holds the parsed option */
+};
+
+struct event {
+	__u32 type;
+	__u32 conn;
+	__u32 sub;
+	__u32 flags;
+	__u64 a;
+	__u64 b;
+	__u64 c;
+	__u64 cookie; /* socket cookie of the subflow */
+};
+
+/* Datapath counters, indexes into the per-CPU counter array; Go names them like the kernel's
+ * MPTcpExt MIB where one exists. */
+enum dp_counter {
+	DP_MPC_SYN_TX = 0,        /* MP_CAPABLE SYNs sent */
+	DP_MPC_SYNACK_RX,         /* valid MP_CAPABLE SYN/ACKs received */
+	DP_MPC_FALLBACK_SYNACK,   /* SYN/ACKs without a valid MP_CAPABLE: fallback */
+	DP_MPC_SYN_RX,            /* valid MP_CAPABLE SYNs received by our listeners */
+	DP_MPC_SYNACK_TX,         /* MP_CAPABLE SYN/ACKs sent */
+	DP_MPC_NO_TICKET,         /* MP_CAPABLE SYNs answered without MPTCP: no key ready */
+	DP_MPC_ACK_RX,            /* third ACKs completing MP_CAPABLE on our listeners */
+	DP_MPC_FALLBACK_ACK,      /* third ACKs without a valid MP_CAPABLE: fallback */
+	DP_MPC_ACK_TX,            /* MP_CAPABLE ACKs sent (third ACK and repeats) */
+	DP_MPC_DATA_TX,           /* MP_CAPABLE with data-level length sent */
+	DP_DSS_TX,                /* DSS options written */
+	DP_DSS_TX_NOMAP,          /* data segments for which no mapping was found */
+	DP_OPT_NOSPACE,           /* options that did not fit the header */
+	DP_DSS_RX,                /* DSS options received */
+	DP_RX_MAP,                /* new peer mappings passed to Go */
+	DP_DATA_ACK_RX,           /* DATA_ACKs that advanced */
+	DP_DATA_ACK_INVALID,      /* DATA_ACKs beyond what we sent, ignored */
+	DP_DATA_FIN_RX,           /* the peer's DATA_FINs */
+	DP_DATA_FIN_TX,           /* DSS with our DATA_FIN written */
+	DP_FASTPATH_ACK,          /* in-order data acknowledged at the data level by the datapath */
+	DP_ACK_SENT,              /* pure ACKs sent on demand by the congestion control */
+	DP_FASTCLOSE_TX,
+	DP_FASTCLOSE_RX,
+	DP_FASTCLOSE_BADKEY,      /* MP_FASTCLOSE with a wrong key: ignored */
+	DP_TCPRST_TX,
+	DP_TCPRST_RX,
+	DP_MP_FAIL_TX,
+	DP_MP_FAIL_RX,
+	DP_ADD_ADDR_RX,
+	DP_RM_ADDR_RX,
+	DP_MP_PRIO_RX,
+	DP_MPJ_RX,                /* MP_JOIN seen (handled in a later stage): counted */
+	DP_UNMAPPED_RX,           /* data segments no mapping covers */
+	DP_OPT_MALFORMED,         /* MPTCP options the strict parser rejected */
+	DP_OPT_UNEXPECTED,        /* well-formed options out of place (e.g. MP_CAPABLE mid-stream) */
+	DP_HDR_MALFORMED,         /* TCP option areas with a bad length */
+	DP_EVENT_LOST,            /* events dropped: the ring buffer was full */
+	DP_NO_STATE,              /* a registered socket whose state slot was out of range */
+	DP_SACK_STRIPPED,         /* SACK-permitted removed from an incoming SYN or SYN/ACK */
+	DP_COUNTER_MAX,
+};
+
+#endif

@@ -1,0 +1,876 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* sock_ops: MPTCP option I/O on our plain TCP subflows.
+ *
+ * Writes MP_CAPABLE (SYN, SYN/ACK, third ACK, first data), DSS (mapping looked up by the
+ * segment's sequence number in the table Go fills, data ACK from connection state, DATA_FIN),
+ * MP_FASTCLOSE and MP_TCPRST; parses every incoming MPTCP option into state and events. Acts
+ * only on sockets that have an sk_subs entry (registered by Go, or children of our listeners).
+ */
+#ifndef MPTCPGO_SOCKOPS_H
+#define MPTCPGO_SOCKOPS_H
+
+#include <linux/bpf.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "datapath_maps.h"
+
+#define OPT_FLAGS (BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG)
+#define LEN_DSS_ACK_ONLY (LEN_DSS_BASE + LEN_DSS_ACK64)
+#define LEN_DSS_FULL (LEN_DSS_BASE + LEN_DSS_ACK64 + LEN_DSS_MAP64)
+#define ALIGN4(x) (((x) + 3) & ~3)
+
+static __always_inline struct sk_sub *sub_state(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&sk_subs, sk, 0, 0);
+}
+
+/* copy_hdr_opts copies the options of the TCP header at skb_data into ob; returns their length
+ * and the header in *th, or -1. */
+static __always_inline int copy_hdr_opts(struct bpf_sock_ops *skops, struct optbuf *ob, struct tcphdr *th)
+{
+	void *data = (void *)(long)skops->skb_data;
+	void *end = (void *)(long)skops->skb_data_end;
+	__u32 len;
+
+	if (data + sizeof(*th) > end)
+		return -1;
+	__builtin_memcpy(th, data, sizeof(*th));
+	len = th->doff * 4;
+	if (len < sizeof(*th) || len > sizeof(*th) + MAX_TCP_OPTION_SPACE)
+		return -1;
+	len -= sizeof(*th);
+	for (__u32 i = 0; i < MAX_TCP_OPTION_SPACE; i++) {
+		__u8 *p = data + sizeof(*th) + i;
+
+		if (i >= len)
+			break;
+		if ((void *)(p + 1) > end)
+			return -1;
+		ob->b[i] = *p;
+	}
+	return len;
+}
+
+/* ---- writing options ---- */
+
+static __always_inline void put_be16(__u8 *p, __u16 v)
+{
+	p[0] = v >> 8;
+	p[1] = v;
+}
+
+static __always_inline void put_be32(__u8 *p, __u32 v)
+{
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+}
+
+static __always_inline void put_be64(__u8 *p, __u64 v)
+{
+	put_be32(p, v >> 32);
+	put_be32(p + 4, v);
+}
+
+static __always_inline int store_opt(struct bpf_sock_ops *skops, __u8 *out, __u32 len)
+{
+	int err = bpf_store_hdr_opt(skops, out, len, 0);
+
+	if (err)
+		dp_count(DP_OPT_NOSPACE);
+	return err;
+}
+
+/* build_mpc fills an MP_CAPABLE of length len (4, 12, 20 or 22). */
+static __always_inline void build_mpc(__u8 *o, __u32 len, __u64 sender, __u64 receiver, __u16 data_len)
+{
+	o[0] = TCPOPT_MPTCP;
+	o[1] = len;
+	o[2] = (MPTCPOPT_MP_CAPABLE << 4) | MPTCP_SUPPORTED_VERSION;
+	o[3] = MPC_FLAG_HMAC_SHA256;
+	if (len >= LEN_MPC_SYNACK)
+		put_be64(o + 4, sender);
+	if (len >= LEN_MPC_ACK)
+		put_be64(o + 12, receiver);
+	if (len >= LEN_MPC_ACK_DATA)
+		put_be16(o + 20, data_len);
+}
+
+/* build_dss fills a DSS with a 64-bit data ACK when has_ack, and a 64-bit mapping when has_map;
+ * returns its length. */
+static __always_inline __u32 build_dss(__u8 *o, int has_ack, __u64 ack, int has_map, __u64 dsn, __u32 ssn,
+				       __u16 len, int fin)
+{
+	__u32 n = LEN_DSS_BASE;
+	__u8 flags = 0;
+
+	if (has_ack) {
+		flags |= DSS_FLAG_HAS_ACK | DSS_FLAG_ACK64;
+		put_be64(o + n, ack);
+		n += 8;
+	}
+	if (has_map) {
+		flags |= DSS_FLAG_HAS_MAP | DSS_FLAG_DSN64;
+		if (fin)
+			flags |= DSS_FLAG_DATA_FIN;
+		put_be64(o + n, dsn);
+		put_be32(o + n + 8, ssn);
+		put_be16(o + n + 12, len);
+		n += 14;
+	}
+	o[0] = TCPOPT_MPTCP;
+	o[1] = n;
+	o[2] = MPTCPOPT_DSS << 4;
+	o[3] = flags;
+	return n;
+}
+
+/* find_txmap returns the index of the mapping covering relative SSN rel, or -1. Mappings are
+ * appended in SSN order; the search starts at the last hit, then bisects the ring. */
+static __always_inline __s64 find_txmap(struct sub *sb, __u32 rel)
+{
+	__u64 head = sb->ctl.txmap_head, lo, hi, i;
+	struct txmap *m;
+
+	if (!head)
+		return -1;
+	lo = head > TXMAP_RING ? head - TXMAP_RING : 0;
+	hi = head; /* search [lo, hi) */
+	i = sb->st.txmap_hint;
+	if (i < lo || i >= hi)
+		i = hi - 1;
+	m = &sb->ctl.txmap[i & TXMAP_MASK];
+	if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
+		return i;
+	if (i + 1 < hi) {
+		m = &sb->ctl.txmap[(i + 1) & TXMAP_MASK];
+		if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
+			return i + 1;
+	}
+	/* Bisect: the first entry whose ssn is after rel, minus one. */
+	for (int k = 0; k < 10; k++) {
+		__u64 mid;
+
+		if (lo + 1 >= hi)
+			break;
+		mid = lo + (hi - lo) / 2;
+		m = &sb->ctl.txmap[mid & TXMAP_MASK];
+		if ((__s32)(rel - m->ssn) < 0)
+			hi = mid;
+		else
+			lo = mid;
+	}
+	m = &sb->ctl.txmap[lo & TXMAP_MASK];
+	if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
+		return lo;
+	return -1;
+}
+
+/* ---- the handshake ---- */
+
+static __always_inline int on_connect(struct bpf_sock_ops *skops)
+{
+	struct sk_sub *s = sub_state(skops);
+
+	if (!s || s->role != ROLE_ACTIVE)
+		return 1;
+	s->state = SUB_SYN_SENT;
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | OPT_FLAGS);
+	return 1;
+}
+
+static __always_inline int on_listen(struct bpf_sock_ops *skops)
+{
+	struct sk_sub *s = sub_state(skops);
+
+	if (!s || s->role != ROLE_LISTENER)
+		return 1;
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | OPT_FLAGS);
+	return 1;
+}
+
+/* find_mpc parses the options in ob for an MP_CAPABLE valid for the segment; returns 1 if found. */
+static __always_inline int find_mpc(struct dp_scratch *sc, int optlen, __u32 seg)
+{
+	struct opt_walk w = {.pos = 0, .len = optlen};
+
+	for (int i = 0; i < 8; i++) {
+		int n = mptcp_next_opt(&sc->ob, &w);
+
+		if (n <= 0)
+			return 0;
+		if (mptcp_parse_opt(&sc->ob, w.pos, n, seg, &sc->opt) == PARSE_OK &&
+		    sc->opt.subtype == MPTCPOPT_MP_CAPABLE)
+			return 1;
+		w.pos += n;
+	}
+	return 0;
+}
+
+static __always_inline int on_active_established(struct bpf_sock_ops *skops)
+{
+	struct sk_sub *s = sub_state(skops);
+	struct dp_scratch *sc = dp_scratch();
+	struct tcphdr th;
+	int optlen;
+
+	if (!s || s->role != ROLE_ACTIVE || !sc)
+		return 1;
+	s->rcv_isn = skops->rcv_nxt - 1;
+	s->snd_isn = skops->snd_una - 1;
+	optlen = copy_hdr_opts(skops, &sc->ob, &th);
+	/* A checksum-requiring peer is not supported yet: fall back rather than break (§3.3.0). */
+	if (optlen > 0 && find_mpc(sc, optlen, TCP_FLAG_SYN | TCP_FLAG_ACK) && sc->opt.len == LEN_MPC_SYNACK &&
+	    !(sc->opt.flags & MPC_FLAG_CHECKSUM)) {
+		s->remote_key = sc->opt.key_a;
+		s->state = SUB_MPTCP;
+		dp_count(DP_MPC_SYNACK_RX);
+		dp_emit(EV_ESTABLISHED, s, 1, s->remote_key, 0, 0, 0);
+		return 1;
+	}
+	s->state = SUB_FALLBACK;
+	s->fallback_reason = optlen > 0 && sc->opt.subtype == MPTCPOPT_MP_CAPABLE ? 2 : 1;
+	dp_count(DP_MPC_FALLBACK_SYNACK);
+	dp_emit(EV_ESTABLISHED, s, 0, 0, 0, 0, 0);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+	return 1;
+}
+
+static __always_inline void req_key_of(struct bpf_sock_ops *skops, struct req_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = skops->family;
+	if (skops->family == 2 /* AF_INET */) {
+		k->local_ip[0] = skops->local_ip4;
+		k->remote_ip[0] = skops->remote_ip4;
+	} else {
+		k->local_ip[0] = skops->local_ip6[0];
+		k->local_ip[1] = skops->local_ip6[1];
+		k->local_ip[2] = skops->local_ip6[2];
+		k->local_ip[3] = skops->local_ip6[3];
+		k->remote_ip[0] = skops->remote_ip6[0];
+		k->remote_ip[1] = skops->remote_ip6[1];
+		k->remote_ip[2] = skops->remote_ip6[2];
+		k->remote_ip[3] = skops->remote_ip6[3];
+	}
+	k->local_port = skops->local_port;
+	k->remote_port = bpf_ntohl(skops->remote_port) >> 16;
+}
+
+/* syn_has_mpc reports whether the SYN a SYN/ACK answers carried a usable MP_CAPABLE. */
+static __always_inline int syn_has_mpc(struct bpf_sock_ops *skops, struct dp_scratch *sc)
+{
+	int n;
+
+	__builtin_memset(sc->ob.b, 0, 8);
+	sc->ob.b[0] = TCPOPT_MPTCP; /* search by kind; length 0 matches any */
+	n = bpf_load_hdr_opt(skops, sc->ob.b, 40, BPF_LOAD_HDR_OPT_TCP_SYN);
+	if (n <= 0)
+		return 0;
+	if (mptcp_parse_opt(&sc->ob, 0, n, TCP_FLAG_SYN, &sc->opt) != PARSE_OK ||
+	    sc->opt.subtype != MPTCPOPT_MP_CAPABLE)
+		return 0;
+	/* No DSS checksums yet: a SYN that requires them is answered as plain TCP. */
+	return !(sc->opt.flags & MPC_FLAG_CHECKSUM);
+}
+
+/* synack_len reserves room on a SYN/ACK of our listener (request socket, no storage). */
+static __always_inline int synack_len(struct bpf_sock_ops *skops, struct dp_scratch *sc)
+{
+	if (syn_has_mpc(skops, sc))
+		bpf_reserve_hdr_opt(skops, LEN_MPC_SYNACK, 0);
+	return 1;
+}
+
+static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_scratch *sc)
+{
+	void *data = (void *)(long)skops->skb_data;
+	void *end = (void *)(long)skops->skb_data_end;
+	struct tcphdr *th = data;
+	struct req_key k;
+	struct req_val v = {}, *old;
+	__u32 client_isn;
+
+	if ((void *)(th + 1) > end)
+		return 1;
+	client_isn = bpf_ntohl(th->ack_seq) - 1;
+	if (!syn_has_mpc(skops, sc))
+		return 1;
+	dp_count(DP_MPC_SYN_RX);
+	req_key_of(skops, &k);
+	old = bpf_map_lookup_elem(&reqs, &k);
+	if (old && old->client_isn == client_isn) {
+		v = *old; /* a retransmitted SYN/ACK carries the same key */
+	} else {
+		if (bpf_map_pop_elem(&tickets, &v.t)) {
+			dp_count(DP_MPC_NO_TICKET);
+			return 1;
+		}
+		v.client_isn = client_isn;
+		bpf_map_update_elem(&reqs, &k, &v, BPF_ANY);
+	}
+	build_mpc(sc->out, LEN_MPC_SYNACK, v.t.key, 0, 0);
+	if (!store_opt(skops, sc->out, LEN_MPC_SYNACK))
+		dp_count(DP_MPC_SYNACK_TX);
+	return 1;
+}
+
+static __always_inline int on_passive_established(struct bpf_sock_ops *skops)
+{
+	struct dp_scratch *sc = dp_scratch();
+	struct req_key k;
+	struct req_val *v;
+	struct sk_sub *s;
+	struct tcphdr th;
+	int optlen, payload;
+	struct conn *c;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sc || !sk)
+		return 1;
+	req_key_of(skops, &k);
+	v = bpf_map_lookup_elem(&reqs, &k);
+	if (!v || v->client_isn != skops->rcv_nxt - 1) {
+		/* A plain TCP client of our listener: nothing to do on this socket. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+		return 1;
+	}
+	s = bpf_sk_storage_get(&sk_subs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s) {
+		bpf_map_delete_elem(&reqs, &k);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+		return 1;
+	}
+	s->role = ROLE_PASSIVE;
+	s->conn = v->t.conn;
+	s->sub = v->t.sub;
+	s->local_key = v->t.key;
+	s->rcv_isn = skops->rcv_nxt - 1;
+	s->snd_isn = skops->snd_una - 1;
+	optlen = copy_hdr_opts(skops, &sc->ob, &th);
+	payload = skops->skb_len > th.doff * 4;
+	c = conn_of(s);
+	/* The slot must still be reserved for this key: Go reclaims tickets that were never used. */
+	if (optlen > 0 && c && c->ctl.local_key == v->t.key &&
+	    find_mpc(sc, optlen, TCP_FLAG_ACK | (payload ? SEG_HAS_PAYLOAD : 0)) && sc->opt.key_b == v->t.key) {
+		s->remote_key = sc->opt.key_a;
+		s->state = SUB_MPTCP;
+		if (sc->opt.len >= LEN_MPC_ACK_DATA) {
+			/* The third ACK was lost; this data segment completed the handshake and carries the
+			 * first mapping implicitly (§3.1). */
+			s->rx_map_ssn = 1;
+			s->rx_map_len = sc->opt.data_len;
+			s->flags |= SUBF_RX_MAP_VALID;
+			dp_count(DP_RX_MAP);
+			dp_emit(EV_RX_MAP, s, 0, 0, 1, sc->opt.data_len | (1 << 17), 0);
+		}
+		dp_count(DP_MPC_ACK_RX);
+	} else {
+		s->state = SUB_FALLBACK;
+		s->fallback_reason = 3;
+		dp_count(DP_MPC_FALLBACK_ACK);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+	}
+	bpf_map_delete_elem(&reqs, &k);
+	return 1;
+}
+
+/* ---- established: option length, writing ---- */
+
+static __always_inline int data_fin_pending(struct conn *c)
+{
+	return (c->ctl.flags & CONNF_DATA_FIN) && !before64(c->ctl.snd_fin_dsn, c->st.peer_data_ack);
+}
+
+static __always_inline int on_hdr_len(struct bpf_sock_ops *skops)
+{
+	__u32 tcp_flags = skops->skb_tcp_flags;
+	struct dp_scratch *sc;
+	struct sk_sub *s;
+	struct conn *c;
+	__u32 len = 0;
+
+	if (!skops->is_fullsock) {
+		/* A SYN/ACK of our listener: only listeners we registered have the callback on. */
+		if ((tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK)) {
+			sc = dp_scratch();
+			if (sc)
+				return synack_len(skops, sc);
+		}
+		return 1;
+	}
+	s = sub_state(skops);
+	if (!s)
+		return 1;
+	if (skops->args[0] & BPF_WRITE_HDR_TCP_CURRENT_MSS) {
+		/* Sizing the MSS: room for a full DSS on every data segment. */
+		if (s->state == SUB_MPTCP)
+			bpf_reserve_hdr_opt(skops, ALIGN4(LEN_DSS_FULL), 0);
+		return 1;
+	}
+	if (s->state == SUB_SYN_SENT && (tcp_flags & TCP_FLAG_SYN)) {
+		bpf_reserve_hdr_opt(skops, LEN_MPC_SYN, 0);
+		return 1;
+	}
+	if (s->state != SUB_MPTCP)
+		return 1;
+	c = conn_of(s);
+	if (!c) {
+		dp_count(DP_NO_STATE);
+		return 1;
+	}
+	if (c->ctl.flags & CONNF_FALLBACK)
+		return 1;
+	if (tcp_flags & TCP_FLAG_RST) {
+		len = LEN_MP_FASTCLOSE;
+	} else if (skops->skb_len > 0 || (tcp_flags & TCP_FLAG_FIN) || data_fin_pending(c) ||
+		   (c->ctl.flags & CONNF_MP_FAIL)) {
+		len = ALIGN4(LEN_DSS_FULL);
+	} else if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED)) {
+		len = LEN_MPC_ACK;
+	} else {
+		len = LEN_DSS_ACK_ONLY;
+	}
+	if (bpf_reserve_hdr_opt(skops, len, 0))
+		dp_count(DP_OPT_NOSPACE);
+	return 1;
+}
+
+static __always_inline int write_rst(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
+				     struct sub *sb, struct dp_scratch *sc)
+{
+	__u8 *o = sc->out;
+
+	if (c->ctl.flags & CONNF_FASTCLOSE) {
+		o[0] = TCPOPT_MPTCP;
+		o[1] = LEN_MP_FASTCLOSE;
+		o[2] = MPTCPOPT_MP_FASTCLOSE << 4;
+		o[3] = 0;
+		put_be64(o + 4, s->remote_key);
+		if (!store_opt(skops, o, LEN_MP_FASTCLOSE))
+			dp_count(DP_FASTCLOSE_TX);
+		return 1;
+	}
+	if (sb && sb->ctl.rst_reason) {
+		o[0] = TCPOPT_MPTCP;
+		o[1] = LEN_MP_TCPRST;
+		o[2] = (MPTCPOPT_RST << 4) | (sb->ctl.rst_flags & 0x0f);
+		o[3] = sb->ctl.rst_reason;
+		if (!store_opt(skops, o, LEN_MP_TCPRST))
+			dp_count(DP_TCPRST_TX);
+	}
+	return 1;
+}
+
+static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
+{
+	__u32 tcp_flags = skops->skb_tcp_flags;
+	struct dp_scratch *sc = dp_scratch();
+	struct sk_sub *s;
+	struct conn *c;
+	struct sub *sb;
+	struct tcphdr *th;
+	void *data, *end;
+	__u32 seq, rel, payload, n;
+	int has_ack;
+	__u64 ack;
+
+	if (!sc)
+		return 1;
+	if (!skops->is_fullsock) {
+		if ((tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK))
+			return synack_write(skops, sc);
+		return 1;
+	}
+	s = sub_state(skops);
+	if (!s)
+		return 1;
+	data = (void *)(long)skops->skb_data;
+	end = (void *)(long)skops->skb_data_end;
+	th = data;
+	if ((void *)(th + 1) > end)
+		return 1;
+	seq = bpf_ntohl(th->seq);
+	payload = skops->skb_len - th->doff * 4;
+	if (payload > skops->skb_len)
+		payload = 0;
+
+	if (s->state == SUB_SYN_SENT && (tcp_flags & TCP_FLAG_SYN)) {
+		s->snd_isn = seq;
+		build_mpc(sc->out, LEN_MPC_SYN, 0, 0, 0);
+		if (!store_opt(skops, sc->out, LEN_MPC_SYN))
+			dp_count(DP_MPC_SYN_TX);
+		return 1;
+	}
+	if (s->state != SUB_MPTCP)
+		return 1;
+	c = conn_of(s);
+	sb = sub_of(s);
+	if (!c || !sb) {
+		dp_count(DP_NO_STATE);
+		return 1;
+	}
+	sb->st.snd_una_rel = skops->snd_una - s->snd_isn;
+	if (c->ctl.flags & CONNF_FALLBACK)
+		return 1;
+	if (tcp_flags & TCP_FLAG_RST)
+		return write_rst(skops, s, c, sb, sc);
+
+	rel = seq - s->snd_isn;
+	has_ack = !!(c->ctl.flags & CONNF_CAN_ACK);
+	ack = c->ctl.rcv_nxt;
+	if (before64(ack, c->st.rx_ack))
+		ack = c->st.rx_ack;
+
+	if (c->ctl.flags & CONNF_MP_FAIL && !payload) {
+		__u8 *o = sc->out;
+
+		o[0] = TCPOPT_MPTCP;
+		o[1] = LEN_MP_FAIL;
+		o[2] = MPTCPOPT_MP_FAIL << 4;
+		o[3] = 0;
+		put_be64(o + 4, c->ctl.mp_fail_dsn);
+		if (!store_opt(skops, o, LEN_MP_FAIL))
+			dp_count(DP_MP_FAIL_TX);
+		return 1;
+	}
+
+	if (payload) {
+		__s64 idx = find_txmap(sb, rel);
+		struct txmap *m;
+		__u16 mlen;
+		int fin;
+
+		if (idx < 0) {
+			dp_count(DP_DSS_TX_NOMAP);
+			sb->st.tx_nomap++;
+			goto ack_only;
+		}
+		sb->st.txmap_hint = idx;
+		m = &sb->ctl.txmap[idx & TXMAP_MASK];
+		mlen = m->len;
+		fin = !!(m->flags & TXMAP_DATA_FIN);
+		/* Our DATA_FIN rides on the last mapping when it has room for the extra DSN. */
+		if (!fin && (c->ctl.flags & CONNF_DATA_FIN) && m->dsn + mlen == c->ctl.snd_fin_dsn && mlen < 0xffff)
+			fin = 1;
+		if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && m->ssn == 1 && !fin) {
+			/* The first data repeats MP_CAPABLE with the data-level length until the peer's
+			 * DSS shows it arrived (§3.1); the mapping is implicit. */
+			build_mpc(sc->out, LEN_MPC_ACK_DATA, s->local_key, s->remote_key, mlen);
+			if (!store_opt(skops, sc->out, LEN_MPC_ACK_DATA))
+				dp_count(DP_MPC_DATA_TX);
+			return 1;
+		}
+		n = build_dss(sc->out, has_ack, ack, 1, m->dsn, m->ssn, mlen + fin, fin);
+		if (store_opt(skops, sc->out, n)) {
+			/* Short of room: the mapping matters more than the data ACK. */
+			n = build_dss(sc->out, 0, 0, 1, m->dsn, m->ssn, mlen + fin, fin);
+			if (store_opt(skops, sc->out, n))
+				return 1;
+		}
+		dp_count(DP_DSS_TX);
+		if (fin)
+			dp_count(DP_DATA_FIN_TX);
+		sb->st.tx_dss++;
+		return 1;
+	}
+
+	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && rel == 1 && !(tcp_flags & TCP_FLAG_FIN) &&
+	    !data_fin_pending(c)) {
+		build_mpc(sc->out, LEN_MPC_ACK, s->local_key, s->remote_key, 0);
+		if (!store_opt(skops, sc->out, LEN_MPC_ACK))
+			dp_count(DP_MPC_ACK_TX);
+		return 1;
+	}
+
+ack_only:
+	if (data_fin_pending(c)) {
+		/* A DATA_FIN without data: SSN 0, length 1 (§3.3.3). */
+		n = build_dss(sc->out, has_ack, ack, 1, c->ctl.snd_fin_dsn, 0, 1, 1);
+		if (!store_opt(skops, sc->out, n)) {
+			dp_count(DP_DSS_TX);
+			dp_count(DP_DATA_FIN_TX);
+		}
+		return 1;
+	}
+	if (!has_ack)
+		return 1;
+	n = build_dss(sc->out, 1, ack, 0, 0, 0, 0, 0);
+	if (!store_opt(skops, sc->out, n))
+		dp_count(DP_DSS_TX);
+	return 1;
+}
+
+/* ---- established: parsing ---- */
+
+/* rx_ack_advance moves the datapath's data-level ACK from want to to, if nobody moved it. */
+static __always_inline void rx_ack_advance(struct conn *c, __u64 want, __u64 to)
+{
+	if (__sync_val_compare_and_swap(&c->st.rx_ack, want, to) == want)
+		dp_count(DP_FASTPATH_ACK);
+}
+
+static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
+				      struct sub *sb, struct mptcp_opt *o, __u32 payload)
+{
+	dp_count(DP_DSS_RX);
+	if (o->flags & DSS_FLAG_HAS_ACK) {
+		__u64 old = c->st.peer_data_ack, ack;
+
+		ack = (o->flags & DSS_FLAG_ACK64) ? o->data_ack : expand32(old, o->data_ack);
+		if (before64(c->ctl.snd_nxt + 1, ack)) {
+			dp_count(DP_DATA_ACK_INVALID);
+		} else if (before64(old, ack)) {
+			c->st.peer_data_ack = ack;
+			dp_count(DP_DATA_ACK_RX);
+			if (c->ctl.ack_wakeup != c->st.ack_wakeup) {
+				c->st.ack_wakeup = c->ctl.ack_wakeup;
+				dp_emit(EV_DATA_ACK, s, 0, ack, 0, 0, 0);
+			}
+		}
+		if (!(s->flags & SUBF_MPC_ACKED))
+			s->flags |= SUBF_MPC_ACKED;
+	}
+	if (o->flags & DSS_FLAG_HAS_MAP) {
+		__u64 base = c->ctl.rcv_nxt, dsn;
+		int fin = !!(o->flags & DSS_FLAG_DATA_FIN);
+		__u32 len = o->data_len;
+
+		if (before64(base, c->st.rx_ack))
+			base = c->st.rx_ack;
+		dsn = (o->flags & DSS_FLAG_DSN64) ? o->dsn : expand32(base, o->dsn);
+		if (fin) {
+			__u64 fin_dsn = dsn + len - 1;
+
+			if (!(s->flags & SUBF_PEER_FIN)) {
+				s->flags |= SUBF_PEER_FIN;
+				c->st.peer_fin_dsn = fin_dsn;
+				c->st.peer_fin = 1;
+				dp_count(DP_DATA_FIN_RX);
+				dp_emit(EV_DATA_FIN, s, 0, fin_dsn, 0, 0, 0);
+			}
+			if (len == 1 && !payload) {
+				/* DATA_FIN alone: acknowledge it at once if everything before it arrived. */
+				if (fin_dsn == base && (c->ctl.flags & CONNF_CAN_ACK))
+					rx_ack_advance(c, base, fin_dsn + 1);
+				if (c->ctl.flags & CONNF_CAN_ACK)
+					sb->st.ack_pending = 1;
+				return;
+			}
+		}
+		if (len == 0) {
+			/* An infinite mapping: the peer fell back (§3.7). */
+			dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, 1 << 18, bpf_get_socket_cookie(skops));
+			return;
+		}
+		if (!(s->flags & SUBF_RX_MAP_VALID) || s->rx_map_dsn != dsn || s->rx_map_ssn != o->ssn ||
+		    s->rx_map_len != len || s->rx_map_fin != fin) {
+			s->rx_map_dsn = dsn;
+			s->rx_map_ssn = o->ssn;
+			s->rx_map_len = len;
+			s->rx_map_fin = fin;
+			s->flags |= SUBF_RX_MAP_VALID;
+			dp_count(DP_RX_MAP);
+			dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, len | (fin << 16), 0);
+		}
+	}
+}
+
+static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
+					struct mptcp_opt *o, __u32 payload)
+{
+	switch (o->subtype) {
+	case MPTCPOPT_MP_CAPABLE:
+		if (s->role == ROLE_PASSIVE && o->len >= LEN_MPC_ACK_DATA && o->key_b == s->local_key) {
+			/* The client's first data repeats MP_CAPABLE: an implicit mapping at SSN 1 and
+			 * DSN IDSN+1, which Go provides once it accepted the connection. */
+			__u64 dsn = (c->ctl.flags & CONNF_CAN_ACK) ? c->ctl.peer_idsn + 1 : 0;
+
+			s->rx_map_dsn = dsn;
+			if (!(s->flags & SUBF_RX_MAP_VALID) || s->rx_map_ssn != 1 || s->rx_map_len != o->data_len) {
+				s->rx_map_ssn = 1;
+				s->rx_map_len = o->data_len;
+				s->rx_map_fin = 0;
+				s->flags |= SUBF_RX_MAP_VALID;
+				dp_count(DP_RX_MAP);
+				dp_emit(EV_RX_MAP, s, 0, dsn, 1, o->data_len | (1 << 17), 0);
+			}
+			return;
+		}
+		if (s->role == ROLE_PASSIVE && o->len == LEN_MPC_ACK)
+			return; /* a repeated third ACK */
+		dp_count(DP_OPT_UNEXPECTED);
+		return;
+	case MPTCPOPT_MP_FASTCLOSE:
+		if (o->key_a != s->local_key) {
+			dp_count(DP_FASTCLOSE_BADKEY);
+			return;
+		}
+		if (!(s->flags & SUBF_FASTCLOSE_RX)) {
+			s->flags |= SUBF_FASTCLOSE_RX;
+			dp_count(DP_FASTCLOSE_RX);
+			dp_emit(EV_FASTCLOSE, s, 0, 0, 0, 0, 0);
+		}
+		return;
+	case MPTCPOPT_RST:
+		s->flags |= SUBF_RST_RX;
+		s->rst_reason = o->reason;
+		dp_count(DP_TCPRST_RX);
+		dp_emit(EV_TCPRST, s, 0, o->reason, o->flags, 0, 0);
+		return;
+	case MPTCPOPT_MP_FAIL:
+		dp_count(DP_MP_FAIL_RX);
+		dp_emit(EV_MP_FAIL, s, 0, o->dsn, 0, 0, 0);
+		return;
+	case MPTCPOPT_ADD_ADDR:
+		dp_count(DP_ADD_ADDR_RX);
+		dp_emit(EV_OPTION, s, o->subtype, 0, 0, 0, 0);
+		return;
+	case MPTCPOPT_RM_ADDR:
+		dp_count(DP_RM_ADDR_RX);
+		dp_emit(EV_OPTION, s, o->subtype, 0, 0, 0, 0);
+		return;
+	case MPTCPOPT_MP_PRIO:
+		dp_count(DP_MP_PRIO_RX);
+		dp_emit(EV_OPTION, s, o->subtype, o->flags, 0, 0, 0);
+		return;
+	case MPTCPOPT_MP_JOIN:
+		dp_count(DP_MPJ_RX);
+		return;
+	}
+}
+
+/* fast_ack acknowledges, at the data level, in-order data the subflow just received when it
+ * continues what the connection already has: every ACK then carries an up-to-date DATA_ACK
+ * without waiting for Go. Out-of-order data is left to Go's reassembly. */
+static __always_inline void fast_ack(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
+				     struct sub *sb, __u32 seq, __u32 payload)
+{
+	__u32 rcv_rel = skops->rcv_nxt - s->rcv_isn, seg_rel = seq - s->rcv_isn, end_rel, map_end;
+	__u64 base, want_dsn;
+
+	if (!(c->ctl.flags & CONNF_CAN_ACK) || !(s->flags & SUBF_RX_MAP_VALID))
+		return;
+	end_rel = seg_rel + payload;
+	/* New bytes start at rcv_nxt: the segment must reach it and go beyond. */
+	if ((__s32)(rcv_rel - seg_rel) < 0 || (__s32)(end_rel - rcv_rel) <= 0)
+		return;
+	map_end = s->rx_map_ssn + s->rx_map_len - s->rx_map_fin;
+	if ((__s32)(rcv_rel - s->rx_map_ssn) < 0 || (__s32)(map_end - rcv_rel) <= 0)
+		return;
+	if ((__s32)(end_rel - map_end) > 0)
+		end_rel = map_end;
+	base = c->ctl.rcv_nxt;
+	if (before64(base, c->st.rx_ack))
+		base = c->st.rx_ack;
+	want_dsn = s->rx_map_dsn + (rcv_rel - s->rx_map_ssn);
+	if (want_dsn != base)
+		return;
+	base = s->rx_map_dsn + (end_rel - s->rx_map_ssn);
+	if (s->rx_map_fin && end_rel == map_end) {
+		base++; /* the DATA_FIN at the end of the mapping */
+		sb->st.ack_pending = 1;
+	}
+	rx_ack_advance(c, want_dsn, base);
+}
+
+static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
+{
+	struct dp_scratch *sc = dp_scratch();
+	struct opt_walk w = {};
+	struct sk_sub *s;
+	struct conn *c;
+	struct sub *sb;
+	struct tcphdr th;
+	__u32 payload, seg;
+	int optlen, mapped = 0;
+
+	if (!sc)
+		return 1;
+	s = sub_state(skops);
+	if (!s || s->state != SUB_MPTCP)
+		return 1;
+	c = conn_of(s);
+	sb = sub_of(s);
+	if (!c || !sb) {
+		dp_count(DP_NO_STATE);
+		return 1;
+	}
+	optlen = copy_hdr_opts(skops, &sc->ob, &th);
+	if (optlen < 0)
+		return 1;
+	payload = skops->skb_len - th.doff * 4;
+	if (payload > skops->skb_len)
+		payload = 0;
+	seg = ((__u8 *)&th)[13] | (payload ? SEG_HAS_PAYLOAD : 0);
+	w.len = optlen;
+	for (int i = 0; i < 8; i++) {
+		int n = mptcp_next_opt(&sc->ob, &w), r;
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			dp_count(DP_HDR_MALFORMED);
+			break;
+		}
+		r = mptcp_parse_opt(&sc->ob, w.pos, n, seg, &sc->opt);
+		w.pos += n;
+		if (r != PARSE_OK) {
+			dp_count(DP_OPT_MALFORMED);
+			continue;
+		}
+		if (sc->opt.subtype == MPTCPOPT_DSS) {
+			parse_dss(skops, s, c, sb, &sc->opt, payload);
+			if (sc->opt.flags & DSS_FLAG_HAS_MAP)
+				mapped = 1;
+		} else {
+			parse_other(skops, s, c, &sc->opt, payload);
+			if (sc->opt.subtype == MPTCPOPT_MP_CAPABLE)
+				mapped = 1;
+		}
+	}
+	if (!payload || (c->ctl.flags & CONNF_FALLBACK))
+		return 1;
+	if (!mapped && !(s->flags & SUBF_RX_MAP_VALID)) {
+		/* Data no mapping covers: options vanished, Go decides on MP_FAIL/fallback (§3.7). */
+		dp_count(DP_UNMAPPED_RX);
+		if (!(s->flags & SUBF_UNMAPPED_RX)) {
+			s->flags |= SUBF_UNMAPPED_RX;
+			dp_emit(EV_UNMAPPED, s, 0, bpf_ntohl(th.seq) - s->rcv_isn, payload, 0, 0);
+		}
+		return 1;
+	}
+	fast_ack(skops, s, c, sb, bpf_ntohl(th.seq), payload);
+	return 1;
+}
+
+SEC("sockops")
+int mptcp_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		return on_connect(skops);
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		return on_listen(skops);
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		return on_active_established(skops);
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		return on_passive_established(skops);
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		return on_hdr_len(skops);
+	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
+		return on_write_hdr(skops);
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+		return on_parse_hdr(skops);
+	}
+	return 1;
+}
+
+#endif

@@ -1,0 +1,32 @@
+package datapath
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/mptcpgo/mptcpgo/internal/testenv"
+)
+
+func TestOpenClose(t *testing.T) {
+	testenv.RequireRoot(t)
+	d, err := Open(Config{MaxConns: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if !strings.Contains(string(cc), d.CongestionControl()) {
+		t.Errorf("congestion control %s not registered: %s", d.CongestionControl(), cc)
+	}
+	path := d.CgroupPath()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s left behind: %v", path, err)
+	}
+	cc, _ = os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if strings.Contains(string(cc), "mpg") {
+		t.Errorf("congestion control left registered: %s", cc)
+	}
+}
