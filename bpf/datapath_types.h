@@ -221,6 +221,7 @@ enum dp_counter {
 	DP_EVENT_LOST,            /* events dropped: the ring buffer was full */
 	DP_NO_STATE,              /* a registered socket whose state slot was out of range */
 	DP_SACK_STRIPPED,         /* SACK-permitted removed from an incoming SYN or SYN/ACK */
+	DP_TICKET_USED,           /* passive-open tickets taken from the queue */
 	DP_COUNTER_MAX,
 };
 

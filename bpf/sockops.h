@@ -141,7 +141,8 @@ static __always_inline __s64 find_txmap(struct sub *sb, __u32 rel)
 
 	if (!head)
 		return -1;
-	lo = head > TXMAP_RING ? head - TXMAP_RING : 0;
+	/* Go overwrites the slot of entry head-RING while writing entry head: never read it. */
+	lo = head > TXMAP_RING - 1 ? head - (TXMAP_RING - 1) : 0;
 	hi = head; /* search [lo, hi) */
 	i = sb->st.txmap_hint;
 	if (i < lo || i >= hi)
@@ -313,6 +314,7 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 			dp_count(DP_MPC_NO_TICKET);
 			return 1;
 		}
+		dp_count(DP_TICKET_USED);
 		v.client_isn = client_isn;
 		bpf_map_update_elem(&reqs, &k, &v, BPF_ANY);
 	}

@@ -81,7 +81,8 @@ const (
 	DatapathDpCounterDP_EVENT_LOST          DatapathDpCounter = 36
 	DatapathDpCounterDP_NO_STATE            DatapathDpCounter = 37
 	DatapathDpCounterDP_SACK_STRIPPED       DatapathDpCounter = 38
-	DatapathDpCounterDP_COUNTER_MAX         DatapathDpCounter = 39
+	DatapathDpCounterDP_TICKET_USED         DatapathDpCounter = 39
+	DatapathDpCounterDP_COUNTER_MAX         DatapathDpCounter = 40
 )
 
 type DatapathEvent struct {

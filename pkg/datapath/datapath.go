@@ -101,7 +101,7 @@ type Datapath struct {
 
 	tc struct {
 		sync.Mutex
-		links map[int][]link.Link
+		links map[IfaceKey]link.Link
 	}
 }
 
@@ -127,7 +127,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	spec.Maps["conns"].MaxEntries = uint32(cfg.MaxConns)
 	spec.Maps["subs"].MaxEntries = uint32(cfg.MaxSubs)
 	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs}
-	d.tc.links = map[int][]link.Link{}
+	d.tc.links = map[IfaceKey]link.Link{}
 	// Congestion-control names are global to the host: make ours unique per process.
 	for i, m := range []string{"ca_a", "ca_b"} {
 		d.ccNames[i] = fmt.Sprintf("mpg%d%c", os.Getpid(), 'a'+i)
@@ -177,10 +177,8 @@ func (d *Datapath) Close() error {
 		errs = append(errs, d.events.Close())
 	}
 	d.tc.Lock()
-	for _, ls := range d.tc.links {
-		for _, l := range ls {
-			errs = append(errs, l.Close())
-		}
+	for _, l := range d.tc.links {
+		errs = append(errs, l.Close())
 	}
 	d.tc.links = nil
 	d.tc.Unlock()
@@ -294,31 +292,46 @@ func (d *Datapath) SendACK(fd int, sub uint32) error {
 	return nil
 }
 
-// AttachInterface attaches the SYN option rewriter to an interface's ingress.
-func (d *Datapath) AttachInterface(ifindex int) error {
+// IfaceKey names an interface across network namespaces.
+type IfaceKey struct {
+	Netns   uint64 // inode of the network namespace
+	Ifindex int
+}
+
+// AttachInterface attaches the SYN option rewriter to an interface's ingress. It must run on a
+// thread in the interface's network namespace.
+func (d *Datapath) AttachInterface(k IfaceKey) error {
 	d.tc.Lock()
 	defer d.tc.Unlock()
-	if _, ok := d.tc.links[ifindex]; ok {
+	if _, ok := d.tc.links[k]; ok {
 		return nil
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.MptcpSynOpts, Attach: ebpf.AttachTCXIngress})
+	l, err := link.AttachTCX(link.TCXOptions{Interface: k.Ifindex, Program: d.objs.MptcpSynOpts, Attach: ebpf.AttachTCXIngress})
 	if err != nil {
-		return fmt.Errorf("attach SYN option rewriter to ifindex %d: %w", ifindex, err)
+		return fmt.Errorf("attach SYN option rewriter to ifindex %d: %w", k.Ifindex, err)
 	}
-	d.tc.links[ifindex] = []link.Link{l}
+	d.tc.links[k] = l
 	return nil
 }
 
 // DetachInterface removes the SYN option rewriter from an interface (e.g. one that went away).
-func (d *Datapath) DetachInterface(ifindex int) error {
+func (d *Datapath) DetachInterface(k IfaceKey) error {
 	d.tc.Lock()
 	defer d.tc.Unlock()
-	var errs []error
-	for _, l := range d.tc.links[ifindex] {
-		errs = append(errs, l.Close())
+	l, ok := d.tc.links[k]
+	if !ok {
+		return nil
 	}
-	delete(d.tc.links, ifindex)
-	return errors.Join(errs...)
+	delete(d.tc.links, k)
+	return l.Close()
+}
+
+// Attached reports whether the rewriter is on an interface.
+func (d *Datapath) Attached(k IfaceKey) bool {
+	d.tc.Lock()
+	defer d.tc.Unlock()
+	_, ok := d.tc.links[k]
+	return ok
 }
 
 func mmapArray(m *ebpf.Map) ([]byte, error) {
@@ -357,4 +370,12 @@ func setStructOpsName(ms *ebpf.MapSpec, name string) error {
 		return nil
 	}
 	return fmt.Errorf("struct_ops map %s: no name member", ms.Name)
+}
+
+// Forget removes a socket's datapath state: the datapath leaves it alone from then on.
+func (d *Datapath) Forget(fd int) error {
+	if err := d.objs.SkSubs.Delete(int32(fd)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("forget socket: %w", err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mptcpgo/mptcpgo/gen"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
@@ -28,5 +29,14 @@ func TestOpenClose(t *testing.T) {
 	cc, _ = os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
 	if strings.Contains(string(cc), "mpg") {
 		t.Errorf("congestion control left registered: %s", cc)
+	}
+}
+
+// TestCounterNames checks that every datapath counter has a name.
+func TestCounterNames(t *testing.T) {
+	for i := 0; i < int(gen.DatapathDpCounterDP_COUNTER_MAX); i++ {
+		if counterNames[gen.DatapathDpCounter(i)] == "" {
+			t.Errorf("counter %d has no name", i)
+		}
 	}
 }

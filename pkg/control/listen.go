@@ -1,0 +1,112 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+)
+
+// Listener accepts MPTCP connections, and plain TCP clients, which get a *TCPConn.
+type Listener struct {
+	s  *Stack
+	ln *net.TCPListener
+}
+
+// Listen listens on address on the default stack.
+func Listen(network, address string) (*Listener, error) {
+	s, err := DefaultStack()
+	if err != nil {
+		return nil, err
+	}
+	return s.Listen(context.Background(), network, address)
+}
+
+// Listen listens on address for MPTCP and plain TCP clients.
+func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, fmt.Errorf("mptcp: listen %s: unsupported network", network)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := s.prepareNetns(); err != nil {
+		return nil, err
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return s.prepareSocket(rc, datapath.SkState{Role: datapath.RoleListener, Conn: ^uint32(0), Sub: ^uint32(0)})
+	}}
+	// Go listens with the kernel's MPTCP by default; ours must be plain TCP.
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	s.addListener(1)
+	return &Listener{s: s, ln: l.(*net.TCPListener)}, nil
+}
+
+// Accept waits for the next connection: a *Conn for an MPTCP client, a *TCPConn otherwise.
+func (l *Listener) Accept() (net.Conn, error) {
+	s := l.s
+	for {
+		tc, err := l.ln.AcceptTCP()
+		if err != nil {
+			return nil, err
+		}
+		st, ok, err := s.socketState(tc)
+		if err != nil {
+			tc.Close()
+			return nil, err
+		}
+		if !ok {
+			s.stats.FallbackPassive.Add(1)
+			return &TCPConn{tc}, nil
+		}
+		t, claimed := s.claimTicket(st.Conn, st.LocalKey)
+		if st.State != datapath.StateMPTCP {
+			if claimed {
+				s.releaseSlots(t.Conn, t.Sub, t.token)
+			}
+			s.stats.FallbackPassive.Add(1)
+			return &TCPConn{tc}, nil
+		}
+		if !claimed {
+			// Accepted after its slot was reclaimed: it cannot continue as MPTCP safely.
+			s.log.Warn("accepted an MPTCP connection whose slot was reclaimed; resetting it")
+			tc.SetLinger(0)
+			tc.Close()
+			continue
+		}
+		c := newConn(s)
+		c.slot, c.token, c.localKey, c.remoteKey = st.Conn, t.token, st.LocalKey, st.RemoteKey
+		c.shm = s.dp.Conn(st.Conn)
+		c.laddr, c.raddr = tc.LocalAddr(), tc.RemoteAddr()
+		if c.sf, err = newSubflow(c, st.Sub, tc); err != nil {
+			tc.Close()
+			s.releaseSlots(t.Conn, t.Sub, t.token)
+			return nil, err
+		}
+		s.stats.PassiveOpens.Add(1)
+		c.start()
+		return c, nil
+	}
+}
+
+// Close stops listening.
+func (l *Listener) Close() error {
+	err := l.ln.Close()
+	l.s.addListener(-1)
+	return err
+}
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// SetDeadline sets the deadline for Accept.
+func (l *Listener) SetDeadline(t time.Time) error { return l.ln.SetDeadline(t) }

@@ -1,0 +1,194 @@
+package control
+
+import (
+	"os"
+	"sync"
+	"time"
+)
+
+// byteQueue hands bytes between the application and a connection's goroutine: the receive side
+// (ready, in-order data for Read) and the send side (data Write accepted). Readers and writers
+// wait on its wake channel, which is closed and replaced whenever the queue changes.
+type byteQueue struct {
+	mu    sync.Mutex
+	bufs  [][]byte
+	n     int
+	err   error // set once: no more data will be added (io.EOF or a connection error)
+	wake  chan struct{}
+	limit int
+}
+
+func newByteQueue(limit int) *byteQueue {
+	return &byteQueue{wake: make(chan struct{}), limit: limit}
+}
+
+func (q *byteQueue) notifyLocked() {
+	close(q.wake)
+	q.wake = make(chan struct{})
+}
+
+// push appends b (taking ownership) and wakes waiters.
+func (q *byteQueue) push(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	q.mu.Lock()
+	q.bufs = append(q.bufs, b)
+	q.n += len(b)
+	q.notifyLocked()
+	q.mu.Unlock()
+}
+
+// finish records that no more data comes, with err as the reason.
+func (q *byteQueue) finish(err error) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = err
+		q.notifyLocked()
+	}
+	q.mu.Unlock()
+}
+
+func (q *byteQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// popInto copies up to len(b) bytes out; it waits for data until the deadline or cancel.
+func (q *byteQueue) popInto(b []byte, deadline *deadline, cancel <-chan struct{}) (int, error) {
+	for {
+		q.mu.Lock()
+		if q.n > 0 {
+			n := 0
+			for n < len(b) && len(q.bufs) > 0 {
+				c := copy(b[n:], q.bufs[0])
+				n += c
+				if c == len(q.bufs[0]) {
+					q.bufs[0] = nil
+					q.bufs = q.bufs[1:]
+				} else {
+					q.bufs[0] = q.bufs[0][c:]
+				}
+			}
+			q.n -= n
+			q.notifyLocked()
+			q.mu.Unlock()
+			return n, nil
+		}
+		if q.err != nil {
+			err := q.err
+			q.mu.Unlock()
+			return 0, err
+		}
+		wake := q.wake
+		q.mu.Unlock()
+		if err := deadline.wait(wake, cancel); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// take removes and returns up to max bytes of whole or split buffers (for the connection's
+// goroutine on the send side).
+func (q *byteQueue) take(max int) [][]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out [][]byte
+	taken := 0
+	for taken < max && len(q.bufs) > 0 {
+		b := q.bufs[0]
+		if taken+len(b) > max {
+			out = append(out, b[:max-taken])
+			q.bufs[0] = b[max-taken:]
+			taken = max
+			break
+		}
+		out = append(out, b)
+		taken += len(b)
+		q.bufs[0] = nil
+		q.bufs = q.bufs[1:]
+	}
+	q.n -= taken
+	if taken > 0 {
+		q.notifyLocked()
+	}
+	return out
+}
+
+// pushWait appends a copy of b in pieces, waiting while the queue is over its limit.
+func (q *byteQueue) pushWait(b []byte, deadline *deadline, cancel <-chan struct{}, kick func()) (int, error) {
+	written := 0
+	for written < len(b) {
+		q.mu.Lock()
+		if q.err != nil {
+			err := q.err
+			q.mu.Unlock()
+			return written, err
+		}
+		if q.n < q.limit {
+			n := min(len(b)-written, q.limit-q.n, 64<<10)
+			buf := make([]byte, n)
+			copy(buf, b[written:])
+			q.bufs = append(q.bufs, buf)
+			q.n += n
+			written += n
+			q.notifyLocked()
+			q.mu.Unlock()
+			kick()
+			continue
+		}
+		wake := q.wake
+		q.mu.Unlock()
+		if err := deadline.wait(wake, cancel); err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// deadline is a settable deadline, as net.Conn's.
+type deadline struct {
+	mu      sync.Mutex
+	t       time.Time
+	changed chan struct{}
+}
+
+func newDeadline() *deadline { return &deadline{changed: make(chan struct{})} }
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	d.t = t
+	close(d.changed)
+	d.changed = make(chan struct{})
+	d.mu.Unlock()
+}
+
+// wait blocks until wake is closed, the deadline passes (os.ErrDeadlineExceeded) or cancel is
+// closed (net.ErrClosed).
+func (d *deadline) wait(wake, cancel <-chan struct{}) error {
+	for {
+		d.mu.Lock()
+		t, changed := d.t, d.changed
+		d.mu.Unlock()
+		var timer <-chan time.Time
+		if !t.IsZero() {
+			dur := time.Until(t)
+			if dur <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			tm := time.NewTimer(dur)
+			defer tm.Stop()
+			timer = tm.C
+		}
+		select {
+		case <-wake:
+			return nil
+		case <-cancel:
+			return errConnClosed
+		case <-timer:
+			return os.ErrDeadlineExceeded
+		case <-changed:
+		}
+	}
+}

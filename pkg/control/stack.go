@@ -1,0 +1,378 @@
+package control
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
+)
+
+// Slot reuse waits this long after a connection ended, so that events still queued for the
+// old connection are not delivered to the new one.
+const slotCooldown = 2 * time.Second
+
+// Passive-open tickets: how many keys wait in the datapath's queue while a listener exists, and
+// how long a ticket taken by a SYN/ACK may go unclaimed by accept() before its slot is reused.
+const (
+	ticketTarget  = 64
+	ticketTimeout = 2 * time.Minute
+)
+
+// StackConfig configures a Stack.
+type StackConfig struct {
+	Datapath datapath.Config
+	Logger   *slog.Logger
+	Rand     io.Reader // key source; crypto/rand when nil
+}
+
+// Stack is a process's MPTCP stack: the datapath and the connections that use it. Its
+// dispatcher goroutine reads datapath events and hands them to the connection they belong to.
+//
+// Locking: the fields under mu are guarded by it; methods that need it held end in Locked.
+type Stack struct {
+	dp     *datapath.Datapath
+	log    *slog.Logger
+	rand   io.Reader
+	tokens mpcrypto.TokenSet
+	stats  Stats
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		freeConns []freeSlot
+		freeSubs  []freeSlot
+		nextConn  uint32
+		nextSub   uint32
+		conns     map[uint32]*Conn            // by conn slot
+		pending   map[uint32][]datapath.Event // events for slots not claimed yet (passive opens)
+		listeners int
+		queued    []ticketRec // pushed, not taken yet (FIFO, as the BPF queue)
+		taken     []ticketRec // taken by a SYN/ACK, not yet accepted
+		usedSeen  uint64      // the datapath's KeyTicketUsed when last read
+		closed    bool
+	}
+}
+
+type freeSlot struct {
+	slot uint32
+	at   time.Time
+}
+
+type ticketRec struct {
+	datapath.Ticket
+	token   uint32
+	takenAt time.Time
+}
+
+// Stats are the connection layer's own counters.
+type Stats struct {
+	ActiveOpens     atomic.Uint64
+	PassiveOpens    atomic.Uint64
+	FallbackActive  atomic.Uint64 // our connects that continued as plain TCP
+	FallbackPassive atomic.Uint64 // accepted connections that are plain TCP
+	Fastclose       atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
+	InfiniteMapTx   atomic.Uint64 // MP_FAIL fallbacks we started
+	EventsOrphaned  atomic.Uint64 // events for no known connection
+	TicketsReclaim  atomic.Uint64 // tickets taken by a SYN/ACK and never accepted
+}
+
+// NewStack opens the datapath and starts the dispatcher.
+func NewStack(cfg StackConfig) (*Stack, error) {
+	dp, err := datapath.Open(cfg.Datapath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, done: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	s.mu.conns = map[uint32]*Conn{}
+	s.mu.pending = map[uint32][]datapath.Event{}
+	s.wg.Add(2)
+	go s.dispatch()
+	go s.maintain()
+	return s, nil
+}
+
+var defaultStack struct {
+	once  sync.Once
+	stack *Stack
+	err   error
+}
+
+// DefaultStack returns the process-wide stack that Dial and Listen use, opening it on first use.
+func DefaultStack() (*Stack, error) {
+	defaultStack.once.Do(func() {
+		defaultStack.stack, defaultStack.err = NewStack(StackConfig{})
+	})
+	return defaultStack.stack, defaultStack.err
+}
+
+// Datapath returns the stack's datapath.
+func (s *Stack) Datapath() *datapath.Datapath { return s.dp }
+
+// Stats returns the connection layer's counters.
+func (s *Stack) Stats() *Stats { return &s.stats }
+
+// Counters returns the datapath's counters and the connection layer's, by name.
+func (s *Stack) Counters() (map[string]uint64, error) {
+	c, err := s.dp.Counters()
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range map[string]*atomic.Uint64{
+		"ActiveOpens":      &s.stats.ActiveOpens,
+		"PassiveOpens":     &s.stats.PassiveOpens,
+		"FallbackActive":   &s.stats.FallbackActive,
+		"FallbackPassive":  &s.stats.FallbackPassive,
+		"Fastclose":        &s.stats.Fastclose,
+		"InfiniteMapTx":    &s.stats.InfiniteMapTx,
+		"EventsOrphaned":   &s.stats.EventsOrphaned,
+		"TicketsReclaimed": &s.stats.TicketsReclaim,
+	} {
+		c[name] = v.Load()
+	}
+	return c, nil
+}
+
+// Close stops the stack and unloads the datapath. Connections still open stop working.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.closed = true
+	conns := make([]*Conn, 0, len(s.mu.conns))
+	for _, c := range s.mu.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.abort(errStackClosed, false)
+	}
+	close(s.done)
+	err := s.dp.Close() // also ends the dispatcher's blocking read
+	s.wg.Wait()
+	return err
+}
+
+var errStackClosed = errors.New("mptcp stack closed")
+
+// dispatch routes datapath events to their connections.
+func (s *Stack) dispatch() {
+	defer s.wg.Done()
+	var ev datapath.Event
+	for {
+		if err := s.dp.ReadEvent(&ev); err != nil {
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			s.log.Error("read datapath event", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		c := s.mu.conns[ev.Conn]
+		if c == nil {
+			if len(s.mu.pending[ev.Conn]) < 4096 && s.ticketSlotLocked(ev.Conn) {
+				s.mu.pending[ev.Conn] = append(s.mu.pending[ev.Conn], ev)
+			} else {
+				s.stats.EventsOrphaned.Add(1)
+			}
+			s.mu.Unlock()
+			continue
+		}
+		s.mu.Unlock()
+		c.deliver(ev)
+	}
+}
+
+// ticketSlotLocked reports whether a conn slot belongs to a ticket not yet accepted.
+func (s *Stack) ticketSlotLocked(slot uint32) bool {
+	for _, t := range s.mu.taken {
+		if t.Conn == slot {
+			return true
+		}
+	}
+	for _, t := range s.mu.queued {
+		if t.Conn == slot {
+			return true
+		}
+	}
+	return false
+}
+
+// maintain keeps the ticket queue filled while listeners exist and reclaims stale tickets.
+func (s *Stack) maintain() {
+	defer s.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		if s.mu.listeners > 0 || len(s.mu.taken) > 0 {
+			if err := s.refillTicketsLocked(); err != nil {
+				s.log.Warn("refill passive-open keys", "err", err)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// allocLocked takes a slot from a free list (past its cooldown) or a fresh one.
+func allocLocked(free *[]freeSlot, next *uint32, max int) (uint32, error) {
+	now := time.Now()
+	if len(*free) > 0 && now.Sub((*free)[0].at) >= slotCooldown {
+		slot := (*free)[0].slot
+		*free = (*free)[1:]
+		return slot, nil
+	}
+	if int(*next) < max {
+		*next++
+		return *next - 1, nil
+	}
+	return 0, errors.New("no free connection slots")
+}
+
+// newSlotsLocked allocates a connection and a subflow slot and initialises their shared state
+// for our key: the data-level send side starts at our IDSN+1.
+func (s *Stack) newSlotsLocked() (conn, sub uint32, key uint64, token uint32, err error) {
+	if s.mu.closed {
+		return 0, 0, 0, 0, errStackClosed
+	}
+	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns()); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs()); err != nil {
+		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
+		return 0, 0, 0, 0, err
+	}
+	if key, token, err = s.tokens.NewKey(s.rand); err != nil {
+		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
+		s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{sub, time.Time{}})
+		return 0, 0, 0, 0, fmt.Errorf("new key: %w", err)
+	}
+	idsn := mpcrypto.IDSN(key)
+	c := s.dp.Conn(conn)
+	*c = datapath.Conn{}
+	c.Ctl.LocalKey = key
+	c.Ctl.SndNxt = idsn + 1
+	c.St.PeerDataAck = idsn + 1
+	*s.dp.Sub(sub) = datapath.Sub{}
+	return conn, sub, key, token, nil
+}
+
+// releaseSlots returns a connection's slots and token after a cooldown.
+func (s *Stack) releaseSlots(conn, sub uint32, token uint32) {
+	s.tokens.Release(token)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	delete(s.mu.conns, conn)
+	delete(s.mu.pending, conn)
+	s.dp.Conn(conn).Ctl.LocalKey = 0
+	s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, now})
+	s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{sub, now})
+}
+
+// register makes a connection receive the events of its slot, including any that arrived before
+// it existed.
+func (s *Stack) register(c *Conn) {
+	s.mu.Lock()
+	s.mu.conns[c.slot] = c
+	evs := s.mu.pending[c.slot]
+	delete(s.mu.pending, c.slot)
+	s.mu.Unlock()
+	for _, ev := range evs {
+		c.deliver(ev)
+	}
+}
+
+// refillTicketsLocked accounts for tickets the datapath took, reclaims stale ones and tops the
+// queue up to ticketTarget.
+func (s *Stack) refillTicketsLocked() error {
+	used, err := s.dp.Counter("KeyTicketUsed")
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for ; s.mu.usedSeen < used && len(s.mu.queued) > 0; s.mu.usedSeen++ {
+		t := s.mu.queued[0]
+		s.mu.queued = s.mu.queued[1:]
+		t.takenAt = now
+		s.mu.taken = append(s.mu.taken, t)
+	}
+	for len(s.mu.taken) > 0 && now.Sub(s.mu.taken[0].takenAt) > ticketTimeout {
+		t := s.mu.taken[0]
+		s.mu.taken = s.mu.taken[1:]
+		s.stats.TicketsReclaim.Add(1)
+		s.dp.Conn(t.Conn).Ctl.LocalKey = 0 // a late third ACK now falls back
+		s.tokens.Release(t.token)
+		s.mu.freeConns = append(s.mu.freeConns, freeSlot{t.Conn, now})
+		s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{t.Sub, now})
+	}
+	if s.mu.listeners == 0 {
+		return nil
+	}
+	for len(s.mu.queued) < ticketTarget {
+		conn, sub, key, token, err := s.newSlotsLocked()
+		if err != nil {
+			return err
+		}
+		t := ticketRec{Ticket: datapath.Ticket{Key: key, Conn: conn, Sub: sub}, token: token}
+		if err := s.dp.PushTicket(t.Ticket); err != nil {
+			s.tokens.Release(token)
+			s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
+			s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{sub, time.Time{}})
+			return err
+		}
+		s.mu.queued = append(s.mu.queued, t)
+	}
+	return nil
+}
+
+// claimTicket takes the ticket of an accepted MPTCP connection; ok is false if the slot is not
+// (or no longer) reserved for that key.
+func (s *Stack) claimTicket(conn uint32, key uint64) (t ticketRec, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refillTicketsLocked(); err != nil {
+		s.log.Warn("refill passive-open keys", "err", err)
+	}
+	for i, t := range s.mu.taken {
+		if t.Conn == conn && t.Key == key {
+			s.mu.taken = append(s.mu.taken[:i], s.mu.taken[i+1:]...)
+			return t, true
+		}
+	}
+	return ticketRec{}, false
+}
+
+func (s *Stack) addListener(d int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.listeners += d
+	if d > 0 {
+		if err := s.refillTicketsLocked(); err != nil {
+			s.log.Warn("fill passive-open keys", "err", err)
+		}
+	}
+}

@@ -1,0 +1,259 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+)
+
+// maxMapping is the largest mapping we write: the DSS data-level length is 16 bits, and one
+// DSN is kept free for a DATA_FIN riding on the last mapping.
+const maxMapping = 65535 - 1
+
+// subflow is one TCP subflow of a connection: a plain kernel TCP socket whose MPTCP options the
+// datapath writes and parses. Its reader goroutine passes received bytes to the connection; its
+// writer goroutine writes mappings, each as one MSG_EOR write recorded in the datapath's table
+// first, so that a retransmission carries exactly its original mapping.
+type subflow struct {
+	c    *Conn
+	slot uint32
+	tc   *net.TCPConn
+	raw  syscall.RawConn
+	fd   int
+	shm  *datapath.Sub
+	txCh chan txChunk
+
+	// Owned by the connection's goroutine.
+	rxMaps  []rxMap   // the peer's mappings not yet fully read, by SSN
+	rxHeld  []rxChunk // bytes read whose mapping has not arrived yet
+	mapped  seqnum.Value
+	queued  int // bytes handed to the writer and not yet written
+	eof     bool
+	lastEnd struct { // end of the last mapping consumed, for an infinite-mapping fallback
+		ssn seqnum.Value
+		dsn seqnum.DSN
+	}
+
+	written atomic.Uint64 // bytes written to the socket (writer goroutine)
+}
+
+// rxMap is a mapping of the peer: data bytes [ssn, ssn+len) carry DSNs [dsn, dsn+len).
+type rxMap struct {
+	dsn seqnum.DSN
+	ssn seqnum.Value
+	len uint32
+	fin bool // a DATA_FIN follows the last byte, at dsn+len
+}
+
+func (m rxMap) end() seqnum.Value { return m.ssn.Add(m.len) }
+
+// rxChunk is bytes read from a subflow starting at relative SSN off, or its end (err).
+type rxChunk struct {
+	sf   *subflow
+	off  seqnum.Value
+	data []byte
+	err  error
+}
+
+// txChunk is one mapping for the writer.
+type txChunk struct {
+	dsn  seqnum.DSN
+	data []byte
+}
+
+// txDone reports bytes written by a subflow's writer, or its failure.
+type txDone struct {
+	sf  *subflow
+	n   int
+	err error
+}
+
+func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64)}
+	if c.stack != nil {
+		sf.shm = c.stack.dp.Sub(slot)
+	}
+	if err := raw.Control(func(fd uintptr) { sf.fd = int(fd) }); err != nil {
+		return nil, err
+	}
+	return sf, nil
+}
+
+// readLoop passes everything the socket delivers to the connection, starting at relative SSN 1.
+func (sf *subflow) readLoop() {
+	off := seqnum.Value(1)
+	for {
+		buf := make([]byte, 256<<10)
+		n, err := sf.tc.Read(buf)
+		if n > 0 {
+			select {
+			case sf.c.rxCh <- rxChunk{sf: sf, off: off, data: buf[:n]}:
+			case <-sf.c.done:
+				return
+			}
+			off = off.Add(uint32(n))
+		}
+		if err != nil {
+			select {
+			case sf.c.rxCh <- rxChunk{sf: sf, off: off, err: err}:
+			case <-sf.c.done:
+			}
+			return
+		}
+	}
+}
+
+// writeLoop writes mappings until its channel closes.
+func (sf *subflow) writeLoop() {
+	sndRel := seqnum.Value(1)
+	var acked uint32 // relative SSN known acknowledged (cached TCP_INFO)
+	for ch := range sf.txCh {
+		if sf.c.mptcp.Load() {
+			if err := sf.claimTxSlot(&acked); err != nil {
+				sf.reportTx(0, err)
+				return
+			}
+			sf.addTxMap(ch, sndRel)
+		}
+		err := sf.writeEOR(ch.data)
+		if err != nil {
+			sf.reportTx(0, err)
+			return
+		}
+		sndRel = sndRel.Add(uint32(len(ch.data)))
+		sf.written.Add(uint64(len(ch.data)))
+		sf.reportTx(len(ch.data), nil)
+	}
+}
+
+func (sf *subflow) reportTx(n int, err error) {
+	select {
+	case sf.c.txDoneCh <- txDone{sf: sf, n: n, err: err}:
+	case <-sf.c.done:
+	}
+}
+
+// claimTxSlot waits until the table slot the next mapping overwrites is acknowledged at the
+// subflow level: a retransmission can then no longer need the old mapping.
+func (sf *subflow) claimTxSlot(acked *uint32) error {
+	head := sf.shm.Ctl.TxmapHead
+	if head < uint64(datapath.TxMapRing) {
+		return nil
+	}
+	old := sf.shm.Ctl.Txmap[head%uint64(datapath.TxMapRing)]
+	end := seqnum.Value(old.Ssn).Add(uint32(old.Len))
+	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		if end.LessThanEq(seqnum.Value(*acked)) {
+			return nil
+		}
+		info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return fmt.Errorf("read subflow TCP_INFO: %w", err)
+		}
+		*acked = uint32(info.Bytes_acked) + 1
+		if end.LessThanEq(seqnum.Value(*acked)) {
+			return nil
+		}
+		select {
+		case <-sf.c.done:
+			return errConnClosed
+		case <-time.After(wait):
+		}
+	}
+}
+
+// addTxMap records the mapping for the bytes about to be written, then publishes it.
+func (sf *subflow) addTxMap(ch txChunk, ssn seqnum.Value) {
+	head := sf.shm.Ctl.TxmapHead
+	e := &sf.shm.Ctl.Txmap[head%uint64(datapath.TxMapRing)]
+	e.Dsn = uint64(ch.dsn)
+	e.Ssn = uint32(ssn)
+	e.Len = uint16(len(ch.data))
+	e.Flags = 0
+	atomic.StoreUint64(&sf.shm.Ctl.TxmapHead, head+1)
+}
+
+// writeEOR writes b completely with MSG_EOR, so the kernel never appends other bytes to the
+// last buffer of this mapping.
+func (sf *subflow) writeEOR(b []byte) error {
+	for len(b) > 0 {
+		var n int
+		var werr error
+		err := sf.raw.Write(func(fd uintptr) bool {
+			n, werr = unix.SendmsgN(int(fd), b, nil, nil, unix.MSG_EOR|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			return !errors.Is(werr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// addRxMap stores a peer mapping, ignoring repeats.
+func (sf *subflow) addRxMap(m rxMap) {
+	if m.end().LessThanEq(sf.mapped) && len(sf.rxMaps) == 0 {
+		return // already fully read
+	}
+	for i, x := range sf.rxMaps {
+		if x.ssn == m.ssn {
+			if m.len > x.len || m.fin {
+				sf.rxMaps[i] = m
+			}
+			return
+		}
+		if m.ssn.LessThan(x.ssn) {
+			sf.rxMaps = append(sf.rxMaps, rxMap{})
+			copy(sf.rxMaps[i+1:], sf.rxMaps[i:])
+			sf.rxMaps[i] = m
+			return
+		}
+	}
+	sf.rxMaps = append(sf.rxMaps, m)
+}
+
+// mapFor returns the mapping covering relative SSN off.
+func (sf *subflow) mapFor(off seqnum.Value) (rxMap, bool) {
+	for _, m := range sf.rxMaps {
+		if off.InRange(m.ssn, m.end()) {
+			return m, true
+		}
+	}
+	return rxMap{}, false
+}
+
+// pruneRx drops mappings that end at or before off.
+func (sf *subflow) pruneRx(off seqnum.Value) {
+	i := 0
+	for i < len(sf.rxMaps) && sf.rxMaps[i].end().LessThanEq(off) {
+		i++
+	}
+	sf.rxMaps = sf.rxMaps[i:]
+}
+
+// close deletes the socket's datapath state, so that segments still arriving after close (FIN
+// states) produce no events for a reused slot, and closes the socket. abort resets it.
+func (sf *subflow) close(abort bool) {
+	if abort {
+		sf.tc.SetLinger(0)
+	} else if sf.c.stack != nil {
+		sf.c.stack.dp.Forget(sf.fd)
+	}
+	sf.tc.Close()
+}
