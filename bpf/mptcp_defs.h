@@ -87,4 +87,8 @@
 
 #define MAX_TCP_OPTION_SPACE 40
 
+/* TCX verdict that lets the next program of the chain run (linux/pkt_cls.h since 6.6); the
+ * legacy TC hook reads it as TC_ACT_UNSPEC, which also continues. */
+#define TCX_NEXT -1
+
 #endif

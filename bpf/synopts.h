@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* TC ingress: remove SACK-permitted from SYNs and SYN/ACKs that reach our sockets.
+/* TC: remove SACK-permitted from the SYNs of our subflows, both ways.
  *
  * The kernel lays out TCP options as timestamps, then SACK blocks, then BPF options. With data
  * flowing both ways under loss, SACK blocks leave no room for a DSS, data goes out unmapped and
- * the peer falls back (DESIGN.md, hard part 2). Without SACK-permitted in the SYN our kernel
- * never negotiates SACK for that subflow, and every segment has room for a full DSS. Only
- * segments for our registered listeners and connecting sockets are touched; nothing host-wide
- * changes.
+ * the peer falls back (DESIGN.md, hard part 2). So SACK is not negotiated on our subflows:
+ *  - egress: our connecting socket's SYN leaves without SACK-permitted, so the peer knows;
+ *  - ingress: a SYN for our listener arrives without it (our kernel then answers without it),
+ *    and so does a SYN/ACK for our connecting socket, should a peer offer it anyway.
+ * Only segments of our registered sockets are touched; nothing host-wide changes.
  */
 #ifndef MPTCPGO_SYNOPTS_H
 #define MPTCPGO_SYNOPTS_H
@@ -26,7 +27,19 @@
 #define TCPOPT_SACK_PERM 4
 #define TCPOLEN_SACK_PERM 2
 
-/* ours reports whether the socket the segment is for is one of our registered sockets. */
+/* ours_egress reports whether an outgoing SYN is our connecting socket's. */
+static __always_inline int ours_egress(struct bpf_sock *sk)
+{
+	struct bpf_sock *fsk = bpf_sk_fullsock(sk);
+	struct sk_sub *s;
+
+	if (!fsk)
+		return 0;
+	s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
+	return s && s->role == ROLE_ACTIVE && s->state == SUB_SYN_SENT;
+}
+
+/* ours reports whether the socket an incoming segment is for is one of our registered sockets. */
 static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen)
 {
 	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
@@ -45,8 +58,7 @@ static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t,
 	return ret;
 }
 
-SEC("tc")
-int mptcp_syn_opts(struct __sk_buff *skb)
+static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -58,15 +70,15 @@ int mptcp_syn_opts(struct __sk_buff *skb)
 	__u64 olen;
 
 	if ((void *)(eth + 1) > end)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 
 		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5)
-			return TC_ACT_OK;
+			return TCX_NEXT;
 		th = (void *)(ip + 1);
 		if ((void *)(th + 1) > end)
-			return TC_ACT_OK;
+			return TCX_NEXT;
 		t.ipv4.saddr = ip->saddr;
 		t.ipv4.daddr = ip->daddr;
 		t.ipv4.sport = th->source;
@@ -77,10 +89,10 @@ int mptcp_syn_opts(struct __sk_buff *skb)
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
-			return TC_ACT_OK;
+			return TCX_NEXT;
 		th = (void *)(ip6 + 1);
 		if ((void *)(th + 1) > end)
-			return TC_ACT_OK;
+			return TCX_NEXT;
 		__builtin_memcpy(t.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(t.ipv6.daddr, &ip6->daddr, 16);
 		t.ipv6.sport = th->source;
@@ -88,21 +100,29 @@ int mptcp_syn_opts(struct __sk_buff *skb)
 		tlen = sizeof(t.ipv6);
 		l4 = sizeof(*eth) + sizeof(*ip6);
 	} else {
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	}
 	if (!th->syn || th->rst)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	olen = (__u64)th->doff * 4;
 	if (olen <= sizeof(*th) || olen > sizeof(*th) + MAX_TCP_OPTION_SPACE)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	olen -= sizeof(*th);
-	if (!ours(skb, &t, tlen))
-		return TC_ACT_OK;
+	if (egress) {
+		/* Locally sent: only our own connecting sockets' SYNs. */
+		struct bpf_sock *own = skb->sk;
+
+		if (th->ack || !own || !ours_egress(own))
+			return TCX_NEXT;
+	} else if (!ours(skb, &t, tlen)) {
+		/* skb->sk can still name the sender here (veth keeps it), so look the receiver up. */
+		return TCX_NEXT;
+	}
 	sc = dp_scratch();
 	if (!sc)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	if (bpf_skb_load_bytes(skb, l4 + sizeof(*th), sc->ob.b, olen) < 0)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 
 	/* Find SACK-permitted and overwrite it with two NOPs, fixing the checksum over the two
 	 * 16-bit words it may straddle. */
@@ -147,7 +167,19 @@ int mptcp_syn_opts(struct __sk_buff *skb)
 			break;
 		}
 	}
-	return TC_ACT_OK;
+	return TCX_NEXT;
+}
+
+SEC("tc")
+int mptcp_syn_opts_in(struct __sk_buff *skb)
+{
+	return syn_opts(skb, 0);
+}
+
+SEC("tc")
+int mptcp_syn_opts_out(struct __sk_buff *skb)
+{
+	return syn_opts(skb, 1);
 }
 
 #endif

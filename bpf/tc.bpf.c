@@ -107,25 +107,25 @@ int mptcp_tc_observe(struct __sk_buff *skb)
 
 	off = tcp_offset(skb);
 	if (off < 0)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)) < 0) {
 		count(TC_PKT_UNSUPPORTED);
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	}
 	count(TC_PKTS);
 	if (th.doff <= 5)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	s = bpf_map_lookup_elem(&tc_scratch_map, &zero);
 	if (!s)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	olen = (__u64)th.doff * 4;
 	if (olen <= sizeof(th) || olen > sizeof(th) + MAX_TCP_OPTION_SPACE)
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	olen -= sizeof(th);
 	w.len = olen;
 	if (bpf_skb_load_bytes(skb, off + sizeof(th), s->buf.b, olen) < 0) {
 		count(TC_PKT_UNSUPPORTED);
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	}
 	flags = ((__u8 *)&th)[13];
 	payload = skb->len > off + th.doff * 4;
@@ -171,5 +171,5 @@ int mptcp_tc_observe(struct __sk_buff *skb)
 		cap->nr_opts = nr;
 		__sync_fetch_and_add(&cap->seq, 1);
 	}
-	return TC_ACT_OK;
+	return TCX_NEXT;
 }

@@ -174,37 +174,38 @@ type DatapathTxmap struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DatapathMapCaA            = "ca_a"
-	DatapathMapCaB            = "ca_b"
-	DatapathMapConns          = "conns"
-	DatapathMapDpCounters     = "dp_counters"
-	DatapathMapDpScratchMap   = "dp_scratch_map"
-	DatapathMapEvents         = "events"
-	DatapathMapReqs           = "reqs"
-	DatapathMapSkSubs         = "sk_subs"
-	DatapathMapSubs           = "subs"
-	DatapathMapTickets        = "tickets"
-	DatapathProgCaCongAvoidA  = "ca_cong_avoid_a"
-	DatapathProgCaCongAvoidB  = "ca_cong_avoid_b"
-	DatapathProgCaCwndEventA  = "ca_cwnd_event_a"
-	DatapathProgCaCwndEventB  = "ca_cwnd_event_b"
-	DatapathProgCaInAckEventA = "ca_in_ack_event_a"
-	DatapathProgCaInAckEventB = "ca_in_ack_event_b"
-	DatapathProgCaInitA       = "ca_init_a"
-	DatapathProgCaInitB       = "ca_init_b"
-	DatapathProgCaPktsAckedA  = "ca_pkts_acked_a"
-	DatapathProgCaPktsAckedB  = "ca_pkts_acked_b"
-	DatapathProgCaSetStateA   = "ca_set_state_a"
-	DatapathProgCaSetStateB   = "ca_set_state_b"
-	DatapathProgCaSsthreshA   = "ca_ssthresh_a"
-	DatapathProgCaSsthreshB   = "ca_ssthresh_b"
-	DatapathProgCaUndoCwndA   = "ca_undo_cwnd_a"
-	DatapathProgCaUndoCwndB   = "ca_undo_cwnd_b"
-	DatapathProgMptcpSockops  = "mptcp_sockops"
-	DatapathProgMptcpSynOpts  = "mptcp_syn_opts"
-	DatapathVarDpCounterBtf   = "dp_counter_btf"
-	DatapathVarEventBtf       = "event_btf"
-	DatapathVarEventTypeBtf   = "event_type_btf"
+	DatapathMapCaA              = "ca_a"
+	DatapathMapCaB              = "ca_b"
+	DatapathMapConns            = "conns"
+	DatapathMapDpCounters       = "dp_counters"
+	DatapathMapDpScratchMap     = "dp_scratch_map"
+	DatapathMapEvents           = "events"
+	DatapathMapReqs             = "reqs"
+	DatapathMapSkSubs           = "sk_subs"
+	DatapathMapSubs             = "subs"
+	DatapathMapTickets          = "tickets"
+	DatapathProgCaCongAvoidA    = "ca_cong_avoid_a"
+	DatapathProgCaCongAvoidB    = "ca_cong_avoid_b"
+	DatapathProgCaCwndEventA    = "ca_cwnd_event_a"
+	DatapathProgCaCwndEventB    = "ca_cwnd_event_b"
+	DatapathProgCaInAckEventA   = "ca_in_ack_event_a"
+	DatapathProgCaInAckEventB   = "ca_in_ack_event_b"
+	DatapathProgCaInitA         = "ca_init_a"
+	DatapathProgCaInitB         = "ca_init_b"
+	DatapathProgCaPktsAckedA    = "ca_pkts_acked_a"
+	DatapathProgCaPktsAckedB    = "ca_pkts_acked_b"
+	DatapathProgCaSetStateA     = "ca_set_state_a"
+	DatapathProgCaSetStateB     = "ca_set_state_b"
+	DatapathProgCaSsthreshA     = "ca_ssthresh_a"
+	DatapathProgCaSsthreshB     = "ca_ssthresh_b"
+	DatapathProgCaUndoCwndA     = "ca_undo_cwnd_a"
+	DatapathProgCaUndoCwndB     = "ca_undo_cwnd_b"
+	DatapathProgMptcpSockops    = "mptcp_sockops"
+	DatapathProgMptcpSynOptsIn  = "mptcp_syn_opts_in"
+	DatapathProgMptcpSynOptsOut = "mptcp_syn_opts_out"
+	DatapathVarDpCounterBtf     = "dp_counter_btf"
+	DatapathVarEventBtf         = "event_btf"
+	DatapathVarEventTypeBtf     = "event_type_btf"
 )
 
 // LoadDatapath returns the embedded CollectionSpec for Datapath.
@@ -249,24 +250,25 @@ type DatapathSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathProgramSpecs struct {
-	CaCongAvoidA  *ebpf.ProgramSpec `ebpf:"ca_cong_avoid_a"`
-	CaCongAvoidB  *ebpf.ProgramSpec `ebpf:"ca_cong_avoid_b"`
-	CaCwndEventA  *ebpf.ProgramSpec `ebpf:"ca_cwnd_event_a"`
-	CaCwndEventB  *ebpf.ProgramSpec `ebpf:"ca_cwnd_event_b"`
-	CaInAckEventA *ebpf.ProgramSpec `ebpf:"ca_in_ack_event_a"`
-	CaInAckEventB *ebpf.ProgramSpec `ebpf:"ca_in_ack_event_b"`
-	CaInitA       *ebpf.ProgramSpec `ebpf:"ca_init_a"`
-	CaInitB       *ebpf.ProgramSpec `ebpf:"ca_init_b"`
-	CaPktsAckedA  *ebpf.ProgramSpec `ebpf:"ca_pkts_acked_a"`
-	CaPktsAckedB  *ebpf.ProgramSpec `ebpf:"ca_pkts_acked_b"`
-	CaSetStateA   *ebpf.ProgramSpec `ebpf:"ca_set_state_a"`
-	CaSetStateB   *ebpf.ProgramSpec `ebpf:"ca_set_state_b"`
-	CaSsthreshA   *ebpf.ProgramSpec `ebpf:"ca_ssthresh_a"`
-	CaSsthreshB   *ebpf.ProgramSpec `ebpf:"ca_ssthresh_b"`
-	CaUndoCwndA   *ebpf.ProgramSpec `ebpf:"ca_undo_cwnd_a"`
-	CaUndoCwndB   *ebpf.ProgramSpec `ebpf:"ca_undo_cwnd_b"`
-	MptcpSockops  *ebpf.ProgramSpec `ebpf:"mptcp_sockops"`
-	MptcpSynOpts  *ebpf.ProgramSpec `ebpf:"mptcp_syn_opts"`
+	CaCongAvoidA    *ebpf.ProgramSpec `ebpf:"ca_cong_avoid_a"`
+	CaCongAvoidB    *ebpf.ProgramSpec `ebpf:"ca_cong_avoid_b"`
+	CaCwndEventA    *ebpf.ProgramSpec `ebpf:"ca_cwnd_event_a"`
+	CaCwndEventB    *ebpf.ProgramSpec `ebpf:"ca_cwnd_event_b"`
+	CaInAckEventA   *ebpf.ProgramSpec `ebpf:"ca_in_ack_event_a"`
+	CaInAckEventB   *ebpf.ProgramSpec `ebpf:"ca_in_ack_event_b"`
+	CaInitA         *ebpf.ProgramSpec `ebpf:"ca_init_a"`
+	CaInitB         *ebpf.ProgramSpec `ebpf:"ca_init_b"`
+	CaPktsAckedA    *ebpf.ProgramSpec `ebpf:"ca_pkts_acked_a"`
+	CaPktsAckedB    *ebpf.ProgramSpec `ebpf:"ca_pkts_acked_b"`
+	CaSetStateA     *ebpf.ProgramSpec `ebpf:"ca_set_state_a"`
+	CaSetStateB     *ebpf.ProgramSpec `ebpf:"ca_set_state_b"`
+	CaSsthreshA     *ebpf.ProgramSpec `ebpf:"ca_ssthresh_a"`
+	CaSsthreshB     *ebpf.ProgramSpec `ebpf:"ca_ssthresh_b"`
+	CaUndoCwndA     *ebpf.ProgramSpec `ebpf:"ca_undo_cwnd_a"`
+	CaUndoCwndB     *ebpf.ProgramSpec `ebpf:"ca_undo_cwnd_b"`
+	MptcpSockops    *ebpf.ProgramSpec `ebpf:"mptcp_sockops"`
+	MptcpSynOptsIn  *ebpf.ProgramSpec `ebpf:"mptcp_syn_opts_in"`
+	MptcpSynOptsOut *ebpf.ProgramSpec `ebpf:"mptcp_syn_opts_out"`
 }
 
 // DatapathMapSpecs contains maps before they are loaded into the kernel.
@@ -354,24 +356,25 @@ type DatapathVariables struct {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathPrograms struct {
-	CaCongAvoidA  *ebpf.Program `ebpf:"ca_cong_avoid_a"`
-	CaCongAvoidB  *ebpf.Program `ebpf:"ca_cong_avoid_b"`
-	CaCwndEventA  *ebpf.Program `ebpf:"ca_cwnd_event_a"`
-	CaCwndEventB  *ebpf.Program `ebpf:"ca_cwnd_event_b"`
-	CaInAckEventA *ebpf.Program `ebpf:"ca_in_ack_event_a"`
-	CaInAckEventB *ebpf.Program `ebpf:"ca_in_ack_event_b"`
-	CaInitA       *ebpf.Program `ebpf:"ca_init_a"`
-	CaInitB       *ebpf.Program `ebpf:"ca_init_b"`
-	CaPktsAckedA  *ebpf.Program `ebpf:"ca_pkts_acked_a"`
-	CaPktsAckedB  *ebpf.Program `ebpf:"ca_pkts_acked_b"`
-	CaSetStateA   *ebpf.Program `ebpf:"ca_set_state_a"`
-	CaSetStateB   *ebpf.Program `ebpf:"ca_set_state_b"`
-	CaSsthreshA   *ebpf.Program `ebpf:"ca_ssthresh_a"`
-	CaSsthreshB   *ebpf.Program `ebpf:"ca_ssthresh_b"`
-	CaUndoCwndA   *ebpf.Program `ebpf:"ca_undo_cwnd_a"`
-	CaUndoCwndB   *ebpf.Program `ebpf:"ca_undo_cwnd_b"`
-	MptcpSockops  *ebpf.Program `ebpf:"mptcp_sockops"`
-	MptcpSynOpts  *ebpf.Program `ebpf:"mptcp_syn_opts"`
+	CaCongAvoidA    *ebpf.Program `ebpf:"ca_cong_avoid_a"`
+	CaCongAvoidB    *ebpf.Program `ebpf:"ca_cong_avoid_b"`
+	CaCwndEventA    *ebpf.Program `ebpf:"ca_cwnd_event_a"`
+	CaCwndEventB    *ebpf.Program `ebpf:"ca_cwnd_event_b"`
+	CaInAckEventA   *ebpf.Program `ebpf:"ca_in_ack_event_a"`
+	CaInAckEventB   *ebpf.Program `ebpf:"ca_in_ack_event_b"`
+	CaInitA         *ebpf.Program `ebpf:"ca_init_a"`
+	CaInitB         *ebpf.Program `ebpf:"ca_init_b"`
+	CaPktsAckedA    *ebpf.Program `ebpf:"ca_pkts_acked_a"`
+	CaPktsAckedB    *ebpf.Program `ebpf:"ca_pkts_acked_b"`
+	CaSetStateA     *ebpf.Program `ebpf:"ca_set_state_a"`
+	CaSetStateB     *ebpf.Program `ebpf:"ca_set_state_b"`
+	CaSsthreshA     *ebpf.Program `ebpf:"ca_ssthresh_a"`
+	CaSsthreshB     *ebpf.Program `ebpf:"ca_ssthresh_b"`
+	CaUndoCwndA     *ebpf.Program `ebpf:"ca_undo_cwnd_a"`
+	CaUndoCwndB     *ebpf.Program `ebpf:"ca_undo_cwnd_b"`
+	MptcpSockops    *ebpf.Program `ebpf:"mptcp_sockops"`
+	MptcpSynOptsIn  *ebpf.Program `ebpf:"mptcp_syn_opts_in"`
+	MptcpSynOptsOut *ebpf.Program `ebpf:"mptcp_syn_opts_out"`
 }
 
 func (p *DatapathPrograms) Close() error {
@@ -393,7 +396,8 @@ func (p *DatapathPrograms) Close() error {
 		p.CaUndoCwndA,
 		p.CaUndoCwndB,
 		p.MptcpSockops,
-		p.MptcpSynOpts,
+		p.MptcpSynOptsIn,
+		p.MptcpSynOptsOut,
 	)
 }
 

@@ -74,6 +74,7 @@ type Conn struct {
 	txDoneCh chan txDone
 	kick     chan struct{}
 	ctl      chan ctlOp
+	infoCh   chan chan ConnInfo
 	done     chan struct{} // closed when run returned
 	closed   chan struct{} // closed by Close
 	closeMu  sync.Once
@@ -116,6 +117,7 @@ type connState struct {
 	appClosed bool
 	lingerAt  time.Time
 	lastRst   *ResetError
+	events    [16]uint64 // events handled, by type
 }
 
 func newConn(s *Stack) *Conn {
@@ -130,6 +132,7 @@ func newConn(s *Stack) *Conn {
 		txDoneCh: make(chan txDone, 16),
 		kick:     make(chan struct{}, 1),
 		ctl:      make(chan ctlOp, 4),
+		infoCh:   make(chan chan ConnInfo),
 		done:     make(chan struct{}),
 		closed:   make(chan struct{}),
 	}
@@ -270,6 +273,59 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
+// ConnInfo is a snapshot of a connection's state.
+type ConnInfo struct {
+	Token       uint32
+	MPTCP       bool
+	RcvNxt      uint64 // data level: next DSN expected
+	PeerFin     bool
+	PeerFinDSN  uint64
+	RxEOF       bool
+	Held        int // bytes read from subflows waiting for their mapping
+	HeldOff     uint32
+	RxMaps      int
+	RxOOO       int // out-of-order bytes
+	RxReady     int // bytes waiting for Read
+	SndUna      uint64
+	SndNxt      uint64
+	SndEnd      uint64
+	FinSet      bool
+	FinAcked    bool
+	DatapathAck uint64 // the datapath's data-level ACK (rx_ack)
+	PeerDataAck uint64
+	Events      [16]uint64 // datapath events handled, by type
+}
+
+// Info returns a snapshot of the connection's state; ok is false once it has ended.
+func (c *Conn) Info() (ConnInfo, bool) {
+	r := make(chan ConnInfo, 1)
+	select {
+	case c.infoCh <- r:
+		return <-r, true
+	case <-c.done:
+		return ConnInfo{}, false
+	}
+}
+
+func (c *Conn) info() ConnInfo {
+	st := &c.st
+	in := ConnInfo{
+		Token: c.token, MPTCP: c.mptcp.Load(), RcvNxt: uint64(st.rx.rcvNxt), PeerFin: st.rxFin,
+		PeerFinDSN: uint64(st.rxFinDSN), RxEOF: st.rxEOF, RxMaps: len(c.sf.rxMaps), RxOOO: st.rx.nOOO,
+		RxReady: c.rxq.len(), SndUna: uint64(st.sndUna), SndNxt: uint64(st.sndNxt), SndEnd: uint64(st.sndEnd),
+		FinSet: st.finSet, FinAcked: st.finAcked,
+		DatapathAck: atomic.LoadUint64(&c.shm.St.RxAck), PeerDataAck: atomic.LoadUint64(&c.shm.St.PeerDataAck),
+		Events: st.events,
+	}
+	for i, h := range c.sf.rxHeld {
+		if i == 0 {
+			in.HeldOff = uint32(h.off)
+		}
+		in.Held += len(h.data)
+	}
+	return in
+}
+
 // abort ends the connection from outside its goroutine (stack shutdown).
 func (c *Conn) abort(err error, fastclose bool) {
 	c.closeMu.Do(func() { close(c.closed) })
@@ -317,6 +373,8 @@ func (c *Conn) run() {
 				return
 			}
 		case <-c.kick:
+		case r := <-c.infoCh:
+			r <- c.info()
 		case <-finC:
 			c.st.finTimer = nil
 			c.retransmitFin()
@@ -384,6 +442,9 @@ func (c *Conn) teardown(abort bool) {
 
 func (c *Conn) handleEvent(ev datapath.Event) {
 	sf := c.sf
+	if ev.Type < uint32(len(c.st.events)) {
+		c.st.events[ev.Type]++
+	}
 	switch ev.Type {
 	case datapath.EvRxMap:
 		if ev.Sub != sf.slot {

@@ -101,7 +101,7 @@ type Datapath struct {
 
 	tc struct {
 		sync.Mutex
-		links map[IfaceKey]link.Link
+		links map[IfaceKey][]link.Link
 	}
 }
 
@@ -127,7 +127,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	spec.Maps["conns"].MaxEntries = uint32(cfg.MaxConns)
 	spec.Maps["subs"].MaxEntries = uint32(cfg.MaxSubs)
 	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs}
-	d.tc.links = map[IfaceKey]link.Link{}
+	d.tc.links = map[IfaceKey][]link.Link{}
 	// Congestion-control names are global to the host: make ours unique per process.
 	for i, m := range []string{"ca_a", "ca_b"} {
 		d.ccNames[i] = fmt.Sprintf("mpg%d%c", os.Getpid(), 'a'+i)
@@ -177,8 +177,10 @@ func (d *Datapath) Close() error {
 		errs = append(errs, d.events.Close())
 	}
 	d.tc.Lock()
-	for _, l := range d.tc.links {
-		errs = append(errs, l.Close())
+	for _, ls := range d.tc.links {
+		for _, l := range ls {
+			errs = append(errs, l.Close())
+		}
 	}
 	d.tc.links = nil
 	d.tc.Unlock()
@@ -298,19 +300,29 @@ type IfaceKey struct {
 	Ifindex int
 }
 
-// AttachInterface attaches the SYN option rewriter to an interface's ingress. It must run on a
-// thread in the interface's network namespace.
+// AttachInterface attaches the SYN option rewriter to an interface's ingress and egress. It must
+// run on a thread in the interface's network namespace.
 func (d *Datapath) AttachInterface(k IfaceKey) error {
 	d.tc.Lock()
 	defer d.tc.Unlock()
 	if _, ok := d.tc.links[k]; ok {
 		return nil
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: k.Ifindex, Program: d.objs.MptcpSynOpts, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		return fmt.Errorf("attach SYN option rewriter to ifindex %d: %w", k.Ifindex, err)
+	var ls []link.Link
+	for _, h := range []struct {
+		prog *ebpf.Program
+		at   ebpf.AttachType
+	}{{d.objs.MptcpSynOptsIn, ebpf.AttachTCXIngress}, {d.objs.MptcpSynOptsOut, ebpf.AttachTCXEgress}} {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: k.Ifindex, Program: h.prog, Attach: h.at})
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return fmt.Errorf("attach SYN option rewriter to ifindex %d: %w", k.Ifindex, err)
+		}
+		ls = append(ls, l)
 	}
-	d.tc.links[k] = l
+	d.tc.links[k] = ls
 	return nil
 }
 
@@ -318,12 +330,13 @@ func (d *Datapath) AttachInterface(k IfaceKey) error {
 func (d *Datapath) DetachInterface(k IfaceKey) error {
 	d.tc.Lock()
 	defer d.tc.Unlock()
-	l, ok := d.tc.links[k]
-	if !ok {
-		return nil
-	}
+	ls := d.tc.links[k]
 	delete(d.tc.links, k)
-	return l.Close()
+	var errs []error
+	for _, l := range ls {
+		errs = append(errs, l.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Attached reports whether the rewriter is on an interface.

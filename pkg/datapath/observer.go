@@ -70,14 +70,17 @@ func (o *Observer) AttachTCX(ifindex int) error {
 	return nil
 }
 
+// tcxNext is the TCX verdict that passes a packet on to the next program.
+const tcxNext = -1
+
 // Run feeds one Ethernet frame to the observer through BPF_PROG_TEST_RUN.
 func (o *Observer) Run(frame []byte) error {
 	ret, err := o.objs.MptcpTcObserve.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		return fmt.Errorf("run observer: %w", err)
 	}
-	if ret != 0 { // TC_ACT_OK
-		return fmt.Errorf("observer returned verdict %d, want TC_ACT_OK", ret)
+	if int32(ret) != tcxNext {
+		return fmt.Errorf("observer returned verdict %d, want TCX_NEXT", int32(ret))
 	}
 	return nil
 }

@@ -1,0 +1,74 @@
+package netns
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/mptcpgo/mptcpgo/gen"
+)
+
+// Loss is a random packet dropper for what one end sends (a TC BPF program): netem is not
+// available on this kernel. It runs on the peer end's ingress, where packets arrive one
+// segment each once GRO is off (TCP hands egress hooks whole GSO buffers).
+type Loss struct {
+	objs gen.DropperObjects
+	l    link.Link
+}
+
+// SetLoss drops IP packets this end sends with probability p (0..1), at the peer end's
+// ingress. It stays until the test ends; SetRate changes it.
+func (e *Iface) SetLoss(p float64) *Loss {
+	tb := e.NS.topo.tb
+	tb.Helper()
+	lo := &Loss{}
+	if err := gen.LoadDropperObjects(&lo.objs, nil); err != nil {
+		tb.Fatalf("netns: load dropper: %v", err)
+	}
+	tb.Cleanup(func() { lo.close() })
+	if err := lo.SetRate(p); err != nil {
+		tb.Fatal(err)
+	}
+	peer := e.Peer
+	err := peer.NS.Do(func() error {
+		var err error
+		lo.l, err = link.AttachTCX(link.TCXOptions{Interface: peer.Index, Program: lo.objs.DropRandom, Attach: ebpf.AttachTCXIngress})
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("netns: attach dropper to %s: %v", peer, err)
+	}
+	return lo
+}
+
+// SetRate changes the drop probability.
+func (lo *Loss) SetRate(p float64) error {
+	if p < 0 || p > 1 {
+		return fmt.Errorf("netns: loss rate %v out of [0,1]", p)
+	}
+	v := uint32(min(p*math.Exp2(32), math.MaxUint32))
+	return lo.objs.DropRate.Update(uint32(0), v, ebpf.UpdateAny)
+}
+
+// Stats returns the packets seen and dropped.
+func (lo *Loss) Stats() (seen, dropped uint64, err error) {
+	for i, dst := range []*uint64{&seen, &dropped} {
+		var per []uint64
+		if err := lo.objs.DropStats.Lookup(uint32(i), &per); err != nil {
+			return 0, 0, err
+		}
+		for _, v := range per {
+			*dst += v
+		}
+	}
+	return seen, dropped, nil
+}
+
+func (lo *Loss) close() {
+	if lo.l != nil {
+		lo.l.Close()
+	}
+	lo.objs.Close()
+}
