@@ -1,0 +1,137 @@
+// Command mptcpd is the mptcpgo daemon: it owns the MPTCP datapath and carries applications'
+// TCP connections over MPTCP (forward proxies) and MPTCP connections to TCP services (accept
+// proxies).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/pkg/proxy"
+)
+
+func main() {
+	app := &cli.App{
+		Name:  "mptcpd",
+		Usage: "Multipath TCP daemon: carries TCP connections over MPTCP",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "forward", Usage: "accept plain TCP on LISTEN and carry each connection over MPTCP to REMOTE (LISTEN=REMOTE, repeatable)"},
+			&cli.StringSliceFlag{Name: "accept", Usage: "accept MPTCP and plain TCP on LISTEN and relay each connection to TARGET over TCP (LISTEN=TARGET, repeatable)"},
+			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connection slots of the datapath"},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long a graceful shutdown waits for connections to close"},
+		},
+		HideHelpCommand: true,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return err
+		},
+		Action: run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "mptcpd: %v\n", err)
+		os.Exit(2)
+	}
+}
+
+func run(cc *cli.Context) error {
+	if cc.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", cc.Args().First())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cc.String("log-level"))); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cc.String("log-level"))
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var servers []*proxy.Server
+	for _, flag := range []string{"forward", "accept"} {
+		for _, spec := range cc.StringSlice(flag) {
+			r, err := proxy.ParseRule(spec)
+			if err != nil {
+				return fmt.Errorf("--%s %w", flag, err)
+			}
+			servers = append(servers, &proxy.Server{Rule: r, Forward: flag == "forward", Log: log})
+		}
+	}
+	if len(servers) == 0 {
+		return errors.New("nothing to do: give at least one --forward or --accept")
+	}
+	stack, err := control.NewStack(control.StackConfig{Logger: log})
+	if err != nil {
+		return fmt.Errorf("start datapath: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	for _, s := range servers {
+		s.Stack = stack
+		if err := s.Listen(ctx); err != nil {
+			stack.Close()
+			return err
+		}
+		mode := "accept"
+		if s.Forward {
+			mode = "forward"
+		}
+		log.Info("listening", "mode", mode, "listen", s.Addr().String(), "remote", s.Rule.Remote)
+	}
+	if f := cc.String("ready-file"); f != "" {
+		if err := writeReady(f, servers); err != nil {
+			stack.Close()
+			return err
+		}
+	}
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errc <- s.Serve(ctx) }()
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-errc:
+		log.Error("serve", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cc.Duration("shutdown-timeout"))
+	defer cancel()
+	for _, s := range servers {
+		s.Shutdown(sctx)
+	}
+	if cerr := stack.Close(); cerr != nil {
+		log.Error("detach datapath", "err", cerr)
+	}
+	log.Info("stopped")
+	return err
+}
+
+// writeReady writes the listening addresses, one per line, atomically.
+func writeReady(path string, servers []*proxy.Server) error {
+	var b []byte
+	for _, s := range servers {
+		b = append(b, s.Addr().String()...)
+		b = append(b, '\n')
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".mptcpd-ready-*")
+	if err != nil {
+		return fmt.Errorf("ready file: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("ready file: %w", err)
+	}
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("ready file: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package netns_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/tests/netns"
+)
+
+var mptcpdBin struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// mptcpd builds the daemon once per test binary.
+func mptcpd(t *testing.T) string {
+	t.Helper()
+	mptcpdBin.Do(func() {
+		dir, err := os.MkdirTemp("", "mptcpd-test-")
+		if err != nil {
+			mptcpdBin.err = err
+			return
+		}
+		mptcpdBin.path = filepath.Join(dir, "mptcpd")
+		out, err := exec.Command("go", "build", "-o", mptcpdBin.path, "github.com/mptcpgo/mptcpgo/cmd/mptcpd").CombinedOutput()
+		if err != nil {
+			mptcpdBin.err = fmt.Errorf("build mptcpd: %v\n%s", err, out)
+		}
+	})
+	if mptcpdBin.err != nil {
+		t.Fatal(mptcpdBin.err)
+	}
+	return mptcpdBin.path
+}
+
+// startMptcpd runs the daemon in ns with args and waits for its ready file; it returns the
+// process and the listening addresses in rule order.
+func startMptcpd(t *testing.T, ctx context.Context, ns *netns.Namespace, args ...string) (*netns.Process, []string) {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	args = append([]string{"--ready-file", ready, "--log-level", "debug"}, args...)
+	p := ns.Start(mptcpd(t), args...)
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("mptcpd output:\n%s", p.Output())
+		}
+	})
+	for {
+		if b, err := os.ReadFile(ready); err == nil {
+			return p, strings.Fields(string(b))
+		}
+		select {
+		case <-p.Done():
+			t.Fatalf("mptcpd exited: %v\n%s", p.Err(), p.Output())
+		case <-ctx.Done():
+			t.Fatalf("mptcpd not ready: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestMptcpdForwardToKernel: an application's plain TCP connection enters mptcpd --forward and
+// reaches a kernel MPTCP server over MPTCP, both directions byte-exact; SIGTERM then stops the
+// daemon cleanly with nothing left attached.
+func TestMptcpdForwardToKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, addrs := startMptcpd(t, ctx, topo.A, "--forward", "127.0.0.1:0="+ln.Addr().String())
+	const up, down = 64 << 20, 16 << 20
+	served := netns.ServeOne(ctx, ln, down, 2)
+	c, err := topo.A.DialTCP(ctx, addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := netns.Exchange(ctx, c, up, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-served
+	if s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	checkDigests(t, tr, s.Transfer, up, down)
+	if !s.MPTCP {
+		t.Errorf("kernel server socket is not MPTCP")
+	}
+	kc := counters(t, topo.B)
+	for _, name := range []string{"MPCapableSYNRX", "MPCapableACKRX"} {
+		if kc[name] < 1 {
+			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
+		}
+	}
+	checkNoFallback(t, kc)
+	stopMptcpd(t, d)
+}
+
+// TestMptcpdAcceptFromKernel: a kernel MPTCP client reaches mptcpd --accept, which relays to a
+// plain TCP server.
+func TestMptcpdAcceptFromKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, B: ourSide})
+	p := topo.Path(0)
+	target, err := topo.B.ListenTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, addrs := startMptcpd(t, ctx, topo.B, "--accept", p.B.HostPort(netns.IPv4, 0)+"="+target.Addr().String())
+	const up, down = 64 << 20, 16 << 20
+	served := netns.ServeOne(ctx, target, down, 2)
+	c, err := topo.A.DialMPTCP(ctx, addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-netns.ExchangeAsync(ctx, c, up, 1)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	s := <-served
+	if s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	checkDigests(t, r.Transfer, s.Transfer, up, down)
+	if !r.MPTCP {
+		t.Errorf("kernel client socket is not MPTCP")
+	}
+	kc := counters(t, topo.A)
+	if kc["MPCapableSYNACKRX"] < 1 {
+		t.Errorf("kernel MPCapableSYNACKRX = %d, want >= 1", kc["MPCapableSYNACKRX"])
+	}
+	checkNoFallback(t, kc)
+	stopMptcpd(t, d)
+}
+
+// TestMptcpdBothWays chains two daemons (forward in A, accept in B): an application's TCP
+// connection crosses the namespaces over our MPTCP on both ends.
+func TestMptcpdBothWays(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide, B: ourSide})
+	p := topo.Path(0)
+	target, err := topo.B.ListenTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, accAddrs := startMptcpd(t, ctx, topo.B, "--accept", p.B.HostPort(netns.IPv4, 0)+"="+target.Addr().String())
+	_, fwdAddrs := startMptcpd(t, ctx, topo.A, "--forward", "127.0.0.1:0="+accAddrs[0])
+	const up, down = 64 << 20, 64 << 20
+	served := netns.ServeOne(ctx, target, down, 2)
+	c, err := topo.A.DialTCP(ctx, fwdAddrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := netns.Exchange(ctx, c, up, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-served
+	if s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	checkDigests(t, tr, s.Transfer, up, down)
+}
+
+func checkDigests(t *testing.T, client, server netns.Transfer, up, down int64) {
+	t.Helper()
+	if want := netns.StreamDigest(up, 1); client.Sent != want || server.Received != want {
+		t.Errorf("client to server: sent %v, received %v, want %v", client.Sent, server.Received, want)
+	}
+	if want := netns.StreamDigest(down, 2); server.Sent != want || client.Received != want {
+		t.Errorf("server to client: sent %v, received %v, want %v", server.Sent, client.Received, want)
+	}
+}
+
+// checkNoFallback asserts that every fallback counter of a kernel peer is zero.
+func checkNoFallback(t *testing.T, kc map[string]uint64) {
+	t.Helper()
+	for _, name := range []string{"MPCapableFallbackACK", "MPCapableFallbackSYNACK", "MPCapableDataFallback",
+		"DssFallback", "DSSNotMatching", "DSSCorruptionFallback", "InfiniteMapRx", "FallbackFailed", "MPFallbackTokenInit"} {
+		if kc[name] != 0 {
+			t.Errorf("kernel %s = %d, want 0", name, kc[name])
+		}
+	}
+}
+
+// stopMptcpd sends SIGTERM and checks a clean exit: status 0, and no congestion control, cgroup
+// or program of the daemon left behind.
+func stopMptcpd(t *testing.T, p *netns.Process) {
+	t.Helper()
+	pid := p.Pid()
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatalf("mptcpd did not stop on SIGTERM")
+	}
+	if err := p.Err(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 0 {
+			t.Errorf("mptcpd exit: %v\n%s", err, p.Output())
+		}
+	}
+	// nsenter execs the daemon (no fork for a network namespace): pid is the daemon's.
+	cc, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	for _, suffix := range []string{"a", "b"} {
+		if name := fmt.Sprintf("mpg%d%s", pid, suffix); strings.Contains(" "+string(cc)+" ", " "+name+" ") {
+			t.Errorf("congestion control %s still registered after the daemon stopped", name)
+		}
+	}
+	if _, err := os.Stat(fmt.Sprintf("/sys/fs/cgroup/unified/mptcpgo-%d", pid)); err == nil {
+		t.Errorf("the daemon's cgroup is left behind")
+	}
+	if !strings.Contains(p.Output(), "stopped") {
+		t.Errorf("mptcpd did not log a clean stop:\n%s", p.Output())
+	}
+}
