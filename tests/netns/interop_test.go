@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
@@ -60,54 +59,6 @@ func dialOurs(t *testing.T, ctx context.Context, ns *netns.Namespace, addr strin
 	return c
 }
 
-func TestOurClientKernelServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
-	p := topo.Path(0)
-	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const up, down = 32 << 20, 8 << 20
-	served := netns.ServeOne(ctx, ln, down, 2)
-	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
-	if !control.IsMPTCP(c) {
-		t.Fatalf("connection fell back to TCP")
-	}
-	tr, err := netns.Exchange(ctx, c, up, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-served
-	if s.Err != nil {
-		t.Fatal(s.Err)
-	}
-	if want := netns.StreamDigest(up, 1); tr.Sent != want || s.Received != want {
-		t.Errorf("up: sent %v, kernel received %v, want %v", tr.Sent, s.Received, want)
-	}
-	if want := netns.StreamDigest(down, 2); s.Sent != want || tr.Received != want {
-		t.Errorf("down: kernel sent %v, received %v, want %v", s.Sent, tr.Received, want)
-	}
-	if !s.MPTCP {
-		t.Errorf("kernel socket: TCP_IS_MPTCP false")
-	}
-	kc := counters(t, topo.B)
-	t.Logf("kernel counters: %v", kc)
-	oc, _ := ourStack(t).Counters()
-	t.Logf("our counters: %v", oc)
-	for _, name := range []string{"MPCapableSYNRX", "MPCapableACKRX"} {
-		if kc[name] < 1 {
-			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
-		}
-	}
-	for _, name := range []string{"MPCapableFallbackACK", "MPCapableFallbackSYNACK", "DSSNotMatching", "DssFallback", "InfiniteMapRx"} {
-		if kc[name] != 0 {
-			t.Errorf("kernel %s = %d, want 0", name, kc[name])
-		}
-	}
-}
-
 func listenOurs(t *testing.T, ns *netns.Namespace, addr string) *control.Listener {
 	t.Helper()
 	s := ourStack(t)
@@ -124,107 +75,6 @@ func listenOurs(t *testing.T, ns *netns.Namespace, addr string) *control.Listene
 	return ln
 }
 
-func TestKernelClientOurServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	topo := netns.New(t, netns.Config{Paths: 1, B: ourSide})
-	p := topo.Path(0)
-	ln := listenOurs(t, topo.B, p.B.HostPort(netns.IPv4, 0))
-	const up, down = 32 << 20, 8 << 20
-	type res struct {
-		tr    netns.Transfer
-		mptcp bool
-		err   error
-	}
-	served := make(chan res, 1)
-	go func() {
-		c, err := netns.Accept(ctx, ln)
-		if err != nil {
-			served <- res{err: err}
-			return
-		}
-		defer c.Close()
-		tr, err := netns.Exchange(ctx, c, down, 2)
-		served <- res{tr, control.IsMPTCP(c), err}
-	}()
-	c, err := topo.A.DialMPTCP(ctx, ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-netns.ExchangeAsync(ctx, c, up, 1)
-	if r.Err != nil {
-		t.Fatal(r.Err)
-	}
-	s := <-served
-	if s.err != nil {
-		t.Fatal(s.err)
-	}
-	if want := netns.StreamDigest(up, 1); r.Sent != want || s.tr.Received != want {
-		t.Errorf("up: kernel sent %v, we received %v, want %v", r.Sent, s.tr.Received, want)
-	}
-	if want := netns.StreamDigest(down, 2); s.tr.Sent != want || r.Received != want {
-		t.Errorf("down: we sent %v, kernel received %v, want %v", s.tr.Sent, r.Received, want)
-	}
-	if !r.MPTCP || !s.mptcp {
-		t.Errorf("MPTCP: kernel socket %t, ours %t", r.MPTCP, s.mptcp)
-	}
-	kc := counters(t, topo.A)
-	oc, _ := ourStack(t).Counters()
-	t.Logf("our counters: %v", oc)
-	if kc["MPCapableSYNACKRX"] < 1 {
-		t.Errorf("kernel MPCapableSYNACKRX = %d, want >= 1", kc["MPCapableSYNACKRX"])
-	}
-	for _, name := range []string{"MPCapableFallbackACK", "MPCapableFallbackSYNACK", "DSSNotMatching", "DssFallback", "InfiniteMapRx"} {
-		if kc[name] != 0 {
-			t.Errorf("kernel %s = %d, want 0", name, kc[name])
-		}
-	}
-}
-
-func TestOursToOurs(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide, B: ourSide})
-	p := topo.Path(0)
-	ln := listenOurs(t, topo.B, p.B.HostPort(netns.IPv4, 0))
-	const up, down = 32 << 20, 16 << 20
-	type res struct {
-		tr    netns.Transfer
-		mptcp bool
-		err   error
-	}
-	served := make(chan res, 1)
-	go func() {
-		c, err := netns.Accept(ctx, ln)
-		if err != nil {
-			served <- res{err: err}
-			return
-		}
-		defer c.Close()
-		tr, err := netns.Exchange(ctx, c, down, 2)
-		served <- res{tr, control.IsMPTCP(c), err}
-	}()
-	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
-	tr, err := netns.Exchange(ctx, c, up, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-served
-	if s.err != nil {
-		t.Fatal(s.err)
-	}
-	if want := netns.StreamDigest(up, 1); tr.Sent != want || s.tr.Received != want {
-		t.Errorf("up: sent %v, received %v, want %v", tr.Sent, s.tr.Received, want)
-	}
-	if want := netns.StreamDigest(down, 2); s.tr.Sent != want || tr.Received != want {
-		t.Errorf("down: sent %v, received %v, want %v", s.tr.Sent, tr.Received, want)
-	}
-	if !control.IsMPTCP(c) || !s.mptcp {
-		t.Errorf("MPTCP: client %t, server %t", control.IsMPTCP(c), s.mptcp)
-	}
-}
-
-// logNonZero logs the counters that are not zero.
 func logNonZero(t *testing.T, who string, c map[string]uint64) {
 	t.Helper()
 	var parts []string
