@@ -217,5 +217,3 @@ func TestTransfers(t *testing.T) {
 		}
 	}
 }
-
-
