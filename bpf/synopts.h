@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* TC: remove SACK-permitted from the SYNs of our subflows, both ways.
+/* TC: remove SACK-permitted from the SYNs of our subflows, both ways; read the MPTCP options of
+ * resets on ingress.
  *
  * The kernel lays out TCP options as timestamps, then SACK blocks, then BPF options. With data
  * flowing both ways under loss, SACK blocks leave no room for a DSS, data goes out unmapped and
@@ -58,6 +59,55 @@ static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t,
 	return ret;
 }
 
+/* rst_opts reads MP_FASTCLOSE and MP_TCPRST on a reset for one of our subflows. The kernel
+ * handles a RST before the sock_ops parse callback would run, so TC is where they can be seen. */
+static __always_inline void rst_opts(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen, __u32 optoff,
+				     __u64 olen, __u8 tcp_flags)
+{
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
+	struct opt_walk w = {.pos = 0, .len = olen};
+	struct dp_scratch *sc;
+	struct bpf_sock *fsk;
+	struct sk_sub *s;
+
+	if (!sk)
+		return;
+	fsk = bpf_sk_fullsock(sk);
+	if (!fsk)
+		goto out;
+	s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
+	sc = dp_scratch();
+	if (!s || s->state != SUB_MPTCP || !sc || olen > MAX_TCP_OPTION_SPACE || olen < 1)
+		goto out;
+	if (bpf_skb_load_bytes(skb, optoff, sc->ob.b, olen) < 0)
+		goto out;
+	for (int i = 0; i < 4; i++) {
+		int n = mptcp_next_opt(&sc->ob, &w);
+
+		if (n <= 0)
+			break;
+		if (mptcp_parse_opt(&sc->ob, w.pos, n, tcp_flags, &sc->opt) == PARSE_OK) {
+			if (sc->opt.subtype == MPTCPOPT_MP_FASTCLOSE) {
+				if (sc->opt.key_a != s->local_key) {
+					dp_count(DP_FASTCLOSE_BADKEY);
+				} else if (!(s->flags & SUBF_FASTCLOSE_RX)) {
+					s->flags |= SUBF_FASTCLOSE_RX;
+					dp_count(DP_FASTCLOSE_RX);
+					dp_emit(EV_FASTCLOSE, s, 0, 0, 0, 0, 0);
+				}
+			} else if (sc->opt.subtype == MPTCPOPT_RST) {
+				s->flags |= SUBF_RST_RX;
+				s->rst_reason = sc->opt.reason;
+				dp_count(DP_TCPRST_RX);
+				dp_emit(EV_TCPRST, s, 0, sc->opt.reason, sc->opt.flags, 0, 0);
+			}
+		}
+		w.pos += n;
+	}
+out:
+	bpf_sk_release(sk);
+}
+
 static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 {
 	void *data = (void *)(long)skb->data;
@@ -102,12 +152,17 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 	} else {
 		return TCX_NEXT;
 	}
-	if (!th->syn || th->rst)
-		return TCX_NEXT;
 	olen = (__u64)th->doff * 4;
 	if (olen <= sizeof(*th) || olen > sizeof(*th) + MAX_TCP_OPTION_SPACE)
 		return TCX_NEXT;
 	olen -= sizeof(*th);
+	if (th->rst) {
+		if (!egress)
+			rst_opts(skb, &t, tlen, l4 + sizeof(*th), olen, ((__u8 *)th)[13]);
+		return TCX_NEXT;
+	}
+	if (!th->syn)
+		return TCX_NEXT;
 	if (egress) {
 		/* Locally sent: only our own connecting sockets' SYNs. */
 		struct bpf_sock *own = skb->sk;

@@ -588,11 +588,29 @@ func (c *Conn) subflowEnded(sf *subflow, err error) {
 		c.fail(ErrNoDataFin)
 		return
 	}
+	c.fail(c.resetError(err))
+}
+
+// resetError explains a subflow error with what the datapath saw on the reset: the peer's
+// MP_FASTCLOSE or MP_TCPRST. The datapath state is read directly, as the event may still be
+// on its way.
+func (c *Conn) resetError(err error) error {
+	if c.mptcp.Load() {
+		var st datapath.SkState
+		var ok bool
+		c.sf.raw.Control(func(fd uintptr) { st, ok, _ = c.stack.dp.State(int(fd)) })
+		if ok && st.Flags&datapath.SubFastcloseRx != 0 {
+			return ErrFastclose
+		}
+		if ok && st.Flags&datapath.SubRstRx != 0 && c.st.lastRst == nil {
+			c.st.lastRst = &ResetError{Reason: st.RstReason}
+		}
+	}
 	if c.st.lastRst != nil {
 		c.st.lastRst.Err = err
-		err = c.st.lastRst
+		return c.st.lastRst
 	}
-	c.fail(err)
+	return err
 }
 
 // startRxFallback continues reception as plain TCP on sf (§3.7).
@@ -624,12 +642,7 @@ func (c *Conn) startTxFallback() {
 
 func (c *Conn) handleTxDone(d txDone) {
 	if d.err != nil {
-		if c.st.lastRst != nil {
-			c.st.lastRst.Err = d.err
-			c.fail(c.st.lastRst)
-			return
-		}
-		c.fail(d.err)
+		c.fail(c.resetError(d.err))
 		return
 	}
 	d.sf.queued -= d.n

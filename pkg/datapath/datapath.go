@@ -45,6 +45,15 @@ const (
 	StateFallback = 3
 )
 
+// Socket flags the datapath sets (sk_sub.flags).
+const (
+	SubMPCAcked    = 0x1
+	SubPeerFin     = 0x2
+	SubFastcloseRx = 0x8
+	SubRstRx       = 0x10
+	SubUnmappedRx  = 0x20
+)
+
 // Connection flags Go writes (conn_ctl.flags).
 const (
 	ConnCanAck    = 0x1

@@ -1,0 +1,183 @@
+package netns_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/tests/netns"
+)
+
+// TestFallbackToPlainServer: our client reaches a plain TCP server, which answers without
+// MP_CAPABLE; the connection continues as TCP, byte-exact.
+func TestFallbackToPlainServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := netns.ServeOne(ctx, ln, 4<<20, 2)
+	var c net.Conn
+	d := ourCounterDeltas(t, func() {
+		c = dialOurs(t, ctx, topo.A, ln.Addr().String())
+	})
+	if control.IsMPTCP(c) {
+		t.Fatal("connection to a plain TCP server claims MPTCP")
+	}
+	if d["MPCapableFallbackSYNACK"] != 1 || d["FallbackActive"] != 1 {
+		t.Errorf("MPCapableFallbackSYNACK moved by %d, FallbackActive by %d; want 1 each", d["MPCapableFallbackSYNACK"], d["FallbackActive"])
+	}
+	tr, err := netns.Exchange(ctx, c, 8<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-served
+	if s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	checkDigests(t, tr, s.Transfer, 8<<20, 4<<20)
+}
+
+// TestFallbackFromPlainClient: a plain TCP client reaches our listener and is served as TCP.
+func TestFallbackFromPlainClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, B: ourSide})
+	p := topo.Path(0)
+	ln := listenOurs(t, topo.B, p.B.HostPort(netns.IPv4, 0))
+	type res struct {
+		tr    netns.Transfer
+		mptcp bool
+		err   error
+	}
+	done := make(chan res, 1)
+	go func() {
+		c, err := netns.Accept(ctx, ln)
+		if err != nil {
+			done <- res{err: err}
+			return
+		}
+		defer c.Close()
+		tr, err := netns.Exchange(ctx, c, 4<<20, 2)
+		done <- res{tr, control.IsMPTCP(c), err}
+	}()
+	var cr netns.Result
+	d := ourCounterDeltas(t, func() {
+		c, err := topo.A.DialTCP(ctx, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cr = <-netns.ExchangeAsync(ctx, c, 8<<20, 1)
+	})
+	if cr.Err != nil {
+		t.Fatal(cr.Err)
+	}
+	s := <-done
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	checkDigests(t, cr.Transfer, s.tr, 8<<20, 4<<20)
+	if s.mptcp {
+		t.Errorf("a plain TCP client was served as MPTCP")
+	}
+	if d["FallbackPassive"] != 1 || d["MPCapableSYNRX"] != 0 {
+		t.Errorf("FallbackPassive moved by %d (want 1), MPCapableSYNRX by %d (want 0)", d["FallbackPassive"], d["MPCapableSYNRX"])
+	}
+}
+
+// TestFastcloseFromUs: our Abort sends MP_FASTCLOSE; the kernel resets its socket and counts it.
+func TestFastcloseFromUs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := netns.Accept(ctx, ln)
+		accepted <- c
+	}()
+	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
+	kc := <-accepted
+	if kc == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer kc.Close()
+	// Some data first, so that the connection is fully established at the data level.
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(kc, buf); err != nil {
+		t.Fatal(err)
+	}
+	d := ourCounterDeltas(t, func() {
+		c.(*control.Conn).Abort()
+		kc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = kc.Read(buf)
+	})
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("kernel socket read after our fastclose: %v, want ECONNRESET", err)
+	}
+	if d["MPFastcloseTx"] != 1 {
+		t.Errorf("our MPFastcloseTx moved by %d, want 1", d["MPFastcloseTx"])
+	}
+	if n := counters(t, topo.B)["MPFastcloseRx"]; n != 1 {
+		t.Errorf("kernel MPFastcloseRx = %d, want 1", n)
+	}
+}
+
+// TestFastcloseFromKernel: the kernel aborts (close with unread data sends MP_FASTCLOSE); our
+// connection ends with ErrFastclose.
+func TestFastcloseFromKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := netns.Accept(ctx, ln)
+		accepted <- c
+	}()
+	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
+	kc := <-accepted
+	if kc == nil {
+		t.Fatal("no connection accepted")
+	}
+	if _, err := c.Write([]byte("unread")); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.B.WaitMPTCPCounter(ctx, "MPCapableACKRX", 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the bytes reach the kernel socket unread
+	d := ourCounterDeltas(t, func() {
+		kc.Close() // unread data: the kernel aborts with MP_FASTCLOSE
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 16))
+	})
+	if !errors.Is(err, control.ErrFastclose) {
+		t.Errorf("our read after the kernel's fastclose: %v, want ErrFastclose", err)
+	}
+	if n := counters(t, topo.B)["MPFastcloseTx"]; n != 1 {
+		t.Errorf("kernel MPFastcloseTx = %d, want 1", n)
+	}
+	if d["MPFastcloseRx"] != 1 {
+		t.Errorf("our MPFastcloseRx moved by %d, want 1", d["MPFastcloseRx"])
+	}
+}
