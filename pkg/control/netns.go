@@ -9,13 +9,19 @@ import (
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 )
 
-// currentNetns returns the inode of the calling thread's network namespace.
+// currentNetns returns the cookie of the calling thread's network namespace. Unlike its inode,
+// a cookie is never reused by a later namespace.
 func currentNetns() (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return 0, fmt.Errorf("stat network namespace: %w", err)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
 	}
-	return st.Ino, nil
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	return c, nil
 }
 
 // prepareNetns attaches the SYN option rewriter to every interface of the calling thread's

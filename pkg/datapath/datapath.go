@@ -305,7 +305,7 @@ func (d *Datapath) SendACK(fd int, sub uint32) error {
 
 // IfaceKey names an interface across network namespaces.
 type IfaceKey struct {
-	Netns   uint64 // inode of the network namespace
+	Netns   uint64 // cookie of the network namespace (SO_NETNS_COOKIE)
 	Ifindex int
 }
 

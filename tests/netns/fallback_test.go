@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
@@ -165,7 +167,21 @@ func TestFastcloseFromKernel(t *testing.T) {
 	if err := topo.B.WaitMPTCPCounter(ctx, "MPCapableACKRX", 1); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // let the bytes reach the kernel socket unread
+	// Wait until the bytes sit unread in the kernel socket.
+	for {
+		n, err := inq(kc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the bytes never reached the kernel socket")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	d := ourCounterDeltas(t, func() {
 		kc.Close() // unread data: the kernel aborts with MP_FASTCLOSE
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -180,4 +196,18 @@ func TestFastcloseFromKernel(t *testing.T) {
 	if d["MPFastcloseRx"] != 1 {
 		t.Errorf("our MPFastcloseRx moved by %d, want 1", d["MPFastcloseRx"])
 	}
+}
+
+// inq returns the bytes waiting to be read on a kernel socket (SIOCINQ).
+func inq(c net.Conn) (int, error) {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		return 0, err
+	}
+	return n, ierr
 }
