@@ -103,7 +103,7 @@ type connState struct {
 	sndUna  seqnum.DSN // the peer's DATA_ACK
 	sndNxt  seqnum.DSN // next DSN to hand to a writer
 	sndEnd  seqnum.DSN // one past the last byte taken from Write
-	sendBuf []txChunk  // taken from Write, not yet DATA_ACKed, by DSN
+	sendBuf []sendPiece // taken from Write, not yet DATA_ACKed, by DSN
 	unsent  int        // index in sendBuf of the first chunk not handed to a writer
 	unsentN int        // bytes of sendBuf[unsent] already handed over
 
@@ -198,6 +198,62 @@ func (c *Conn) Write(b []byte) (int, error) {
 	default:
 	}
 	return c.txq.pushWait(b, c.wdl, c.closed, c.poke)
+}
+
+// ReadFrom sends everything r yields, reading straight into the send buffers (io.Copy uses it).
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		select {
+		case <-c.closed:
+			return total, errConnClosed
+		default:
+		}
+		buf := getBuf()
+		n, err := r.Read(buf)
+		if n > 0 {
+			if perr := c.txq.pushOwned(buf[:n], c.wdl, c.closed, c.poke); perr != nil {
+				return total, perr
+			}
+			total += int64(n)
+		} else {
+			putBuf(buf)
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// WriteTo writes the received stream to w until EOF, without copying it out first (io.Copy
+// uses it).
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		select {
+		case <-c.closed:
+			return total, errConnClosed
+		default:
+		}
+		bufs, err := c.rxq.popAll(c.rdl, c.closed)
+		for _, b := range bufs {
+			n, werr := w.Write(b)
+			total += int64(n)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		c.poke()
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // CloseWrite sends our DATA_FIN after the data written so far (half-close).
@@ -665,13 +721,14 @@ func (c *Conn) pumpTx() {
 		if st.sndUna.LessThan(ch.dsn.Add(uint64(len(ch.data)))) {
 			break
 		}
-		st.sendBuf[0] = txChunk{}
+		putBuf(ch.data)
+		st.sendBuf[0] = sendPiece{}
 		st.sendBuf = st.sendBuf[1:]
 		st.unsent--
 	}
 	if room := sendLimit - int(st.sndEnd.Sub(st.sndUna)); room > 0 {
 		for _, b := range c.txq.take(room) {
-			st.sendBuf = append(st.sendBuf, txChunk{dsn: st.sndEnd, data: b})
+			st.sendBuf = append(st.sendBuf, sendPiece{dsn: st.sndEnd, data: b})
 			st.sndEnd = st.sndEnd.Add(uint64(len(b)))
 		}
 	} else if c.mptcp.Load() && !st.ackArmed && c.txq.len() > 0 {
@@ -686,36 +743,29 @@ func (c *Conn) pumpTx() {
 	// Only this goroutine sends on txCh, and only while it has room: the send never blocks.
 	for sf.queued < writerQueued && st.unsent < len(st.sendBuf) && len(sf.txCh) < cap(sf.txCh) {
 		ch := c.nextMapping()
-		end := ch.dsn.Add(uint64(len(ch.data)))
+		end := ch.dsn.Add(uint64(ch.n))
 		if c.mptcp.Load() {
 			atomic.StoreUint64(&c.shm.Ctl.SndNxt, uint64(end))
 		}
 		sf.txCh <- ch
-		sf.queued += len(ch.data)
+		sf.queued += ch.n
 		st.sndNxt = end
 	}
 }
 
-// nextMapping cuts the next mapping from the unsent data: up to maxMapping bytes, copying small
-// writes together.
+// nextMapping cuts the next mapping from the unsent data: up to maxMapping bytes over as many
+// buffers as it takes, without copying.
 func (c *Conn) nextMapping() txChunk {
 	st := &c.st
-	first := st.sendBuf[st.unsent]
-	rest := first.data[st.unsentN:]
-	dsn := first.dsn.Add(uint64(st.unsentN))
-	if len(rest) >= maxMapping || st.unsent+1 == len(st.sendBuf) {
-		n := min(len(rest), maxMapping)
-		st.advanceUnsent(n)
-		return txChunk{dsn: dsn, data: rest[:n]}
-	}
-	buf := make([]byte, 0, maxMapping)
-	for len(buf) < maxMapping && st.unsent < len(st.sendBuf) {
+	ch := txChunk{dsn: st.sendBuf[st.unsent].dsn.Add(uint64(st.unsentN))}
+	for ch.n < maxMapping && st.unsent < len(st.sendBuf) {
 		r := st.sendBuf[st.unsent].data[st.unsentN:]
-		n := min(len(r), maxMapping-len(buf))
-		buf = append(buf, r[:n]...)
+		n := min(len(r), maxMapping-ch.n)
+		ch.bufs = append(ch.bufs, r[:n])
+		ch.n += n
 		st.advanceUnsent(n)
 	}
-	return txChunk{dsn: dsn, data: buf}
+	return ch
 }
 
 func (st *connState) advanceUnsent(n int) {
@@ -724,6 +774,12 @@ func (st *connState) advanceUnsent(n int) {
 		st.unsent++
 		st.unsentN = 0
 	}
+}
+
+// sendPiece is a buffer of application data at its DSN, kept until DATA_ACKed.
+type sendPiece struct {
+	dsn  seqnum.DSN
+	data []byte
 }
 
 // checkFin sends our DATA_FIN once everything written before CloseWrite is handed to the

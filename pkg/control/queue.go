@@ -89,8 +89,9 @@ func (q *byteQueue) popInto(b []byte, deadline *deadline, cancel <-chan struct{}
 	}
 }
 
-// take removes and returns up to max bytes of whole or split buffers (for the connection's
-// goroutine on the send side).
+// take removes and returns whole buffers while fewer than max bytes are taken (for the
+// connection's goroutine on the send side; buffers are never split, so that each can go back
+// to the pool when acknowledged).
 func (q *byteQueue) take(max int) [][]byte {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -98,12 +99,6 @@ func (q *byteQueue) take(max int) [][]byte {
 	taken := 0
 	for taken < max && len(q.bufs) > 0 {
 		b := q.bufs[0]
-		if taken+len(b) > max {
-			out = append(out, b[:max-taken])
-			q.bufs[0] = b[max-taken:]
-			taken = max
-			break
-		}
 		out = append(out, b)
 		taken += len(b)
 		q.bufs[0] = nil
@@ -127,8 +122,8 @@ func (q *byteQueue) pushWait(b []byte, deadline *deadline, cancel <-chan struct{
 			return written, err
 		}
 		if q.n < q.limit {
-			n := min(len(b)-written, q.limit-q.n, 64<<10)
-			buf := make([]byte, n)
+			n := min(len(b)-written, q.limit-q.n, bufSize)
+			buf := getBuf()[:n]
 			copy(buf, b[written:])
 			q.bufs = append(q.bufs, buf)
 			q.n += n
@@ -145,6 +140,70 @@ func (q *byteQueue) pushWait(b []byte, deadline *deadline, cancel <-chan struct{
 		}
 	}
 	return written, nil
+}
+
+// popAll waits for data and returns every buffered slice (for WriteTo).
+func (q *byteQueue) popAll(deadline *deadline, cancel <-chan struct{}) ([][]byte, error) {
+	for {
+		q.mu.Lock()
+		if q.n > 0 {
+			out := q.bufs
+			q.bufs = nil
+			q.n = 0
+			q.notifyLocked()
+			q.mu.Unlock()
+			return out, nil
+		}
+		if q.err != nil {
+			err := q.err
+			q.mu.Unlock()
+			return nil, err
+		}
+		wake := q.wake
+		q.mu.Unlock()
+		if err := deadline.wait(wake, cancel); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// pushOwned appends b, which the queue takes over, waiting while the queue is over its limit.
+func (q *byteQueue) pushOwned(b []byte, deadline *deadline, cancel <-chan struct{}, kick func()) error {
+	for {
+		q.mu.Lock()
+		if q.err != nil {
+			err := q.err
+			q.mu.Unlock()
+			return err
+		}
+		if q.n < q.limit {
+			q.bufs = append(q.bufs, b)
+			q.n += len(b)
+			q.notifyLocked()
+			q.mu.Unlock()
+			kick()
+			return nil
+		}
+		wake := q.wake
+		q.mu.Unlock()
+		if err := deadline.wait(wake, cancel); err != nil {
+			return err
+		}
+	}
+}
+
+// bufSize is the size of send buffers: one full mapping.
+const bufSize = maxMapping
+
+var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+
+// getBuf returns a send buffer from the pool; putBuf gives back one that is no longer used.
+func getBuf() []byte { return bufPool.Get().(*[bufSize]byte)[:] }
+
+func putBuf(b []byte) {
+	if cap(b) == bufSize {
+		bufPool.Put((*[bufSize]byte)(b[:bufSize]))
+	}
 }
 
 // deadline is a settable deadline, as net.Conn's.

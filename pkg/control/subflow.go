@@ -63,10 +63,12 @@ type rxChunk struct {
 	err  error
 }
 
-// txChunk is one mapping for the writer.
+// txChunk is one mapping for the writer: DSNs [dsn, dsn+n) in one or more buffers, written
+// with a single vectored MSG_EOR write (no copy to join them).
 type txChunk struct {
 	dsn  seqnum.DSN
-	data []byte
+	bufs [][]byte
+	n    int
 }
 
 // txDone reports bytes written by a subflow's writer, or its failure.
@@ -127,14 +129,14 @@ func (sf *subflow) writeLoop() {
 			}
 			sf.addTxMap(ch, sndRel)
 		}
-		err := sf.writeEOR(ch.data)
+		err := sf.writeEOR(ch.bufs)
 		if err != nil {
 			sf.reportTx(0, err)
 			return
 		}
-		sndRel = sndRel.Add(uint32(len(ch.data)))
-		sf.written.Add(uint64(len(ch.data)))
-		sf.reportTx(len(ch.data), nil)
+		sndRel = sndRel.Add(uint32(ch.n))
+		sf.written.Add(uint64(ch.n))
+		sf.reportTx(ch.n, nil)
 	}
 }
 
@@ -180,19 +182,20 @@ func (sf *subflow) addTxMap(ch txChunk, ssn seqnum.Value) {
 	e := &sf.shm.Ctl.Txmap[head%uint64(datapath.TxMapRing)]
 	e.Dsn = uint64(ch.dsn)
 	e.Ssn = uint32(ssn)
-	e.Len = uint16(len(ch.data))
+	e.Len = uint16(ch.n)
 	e.Flags = 0
 	atomic.StoreUint64(&sf.shm.Ctl.TxmapHead, head+1)
 }
 
-// writeEOR writes b completely with MSG_EOR, so the kernel never appends other bytes to the
-// last buffer of this mapping.
-func (sf *subflow) writeEOR(b []byte) error {
-	for len(b) > 0 {
+// writeEOR writes the buffers completely with MSG_EOR, so the kernel never appends other bytes
+// to the last socket buffer of this mapping. A partial write continues with the rest of the
+// same mapping, which keeps the mapping table right.
+func (sf *subflow) writeEOR(bufs [][]byte) error {
+	for len(bufs) > 0 {
 		var n int
 		var werr error
 		err := sf.raw.Write(func(fd uintptr) bool {
-			n, werr = unix.SendmsgN(int(fd), b, nil, nil, unix.MSG_EOR|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			n, werr = unix.SendmsgBuffers(int(fd), bufs, nil, nil, unix.MSG_EOR|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 			return !errors.Is(werr, unix.EAGAIN)
 		})
 		if err == nil {
@@ -201,7 +204,15 @@ func (sf *subflow) writeEOR(b []byte) error {
 		if err != nil {
 			return err
 		}
-		b = b[n:]
+		for n > 0 && len(bufs) > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0] = bufs[0][n:]
+				n = 0
+			}
+		}
 	}
 	return nil
 }

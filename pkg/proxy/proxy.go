@@ -180,8 +180,8 @@ func (r *relay) run(st *Stats) {
 	var failed atomic.Bool
 	cp := func(dst, src net.Conn, n *atomic.Uint64) {
 		defer wg.Done()
-		buf := make([]byte, 256<<10)
-		c, err := io.CopyBuffer(writerOnly{dst}, src, buf)
+		// io.Copy lets our MPTCP side read into or write from its own buffers.
+		c, err := io.Copy(dst, src)
 		n.Add(uint64(c))
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			if failed.CompareAndSwap(false, true) {
@@ -211,9 +211,6 @@ func (r *relay) abort() {
 	abort(r.a)
 	abort(r.b)
 }
-
-// writerOnly hides ReadFrom, so that io.CopyBuffer uses our buffer.
-type writerOnly struct{ io.Writer }
 
 func closeWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {

@@ -23,7 +23,7 @@ var mptcpdBin struct {
 }
 
 // mptcpd builds the daemon once per test binary.
-func mptcpd(t *testing.T) string {
+func mptcpd(t testing.TB) string {
 	t.Helper()
 	mptcpdBin.Do(func() {
 		dir, err := os.MkdirTemp("", "mptcpd-test-")
@@ -46,6 +46,11 @@ func mptcpd(t *testing.T) string {
 // startMptcpd runs the daemon in ns with args and waits for its ready file; it returns the
 // process and the listening addresses in rule order.
 func startMptcpd(t *testing.T, ctx context.Context, ns *netns.Namespace, args ...string) (*netns.Process, []string) {
+	t.Helper()
+	return startMptcpdB(t, ctx, ns, args...)
+}
+
+func startMptcpdB(t testing.TB, ctx context.Context, ns *netns.Namespace, args ...string) (*netns.Process, []string) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	args = append([]string{"--ready-file", ready, "--log-level", "debug"}, args...)

@@ -1,0 +1,151 @@
+package netns_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/tests/netns"
+)
+
+// cpuTicks returns the machine's busy and total CPU time from /proc/stat, in clock ticks.
+func cpuTicks(tb testing.TB) (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:]
+	for i, s := range f {
+		v, _ := strconv.ParseUint(s, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+// goodput is one measured transfer.
+type goodput struct {
+	gbps      float64
+	cpuPerGiB float64 // CPU seconds (all cores) per GiB moved
+}
+
+func measure(tb testing.TB, bytes int64, f func()) goodput {
+	tb.Helper()
+	b0, _ := cpuTicks(tb)
+	start := time.Now()
+	f()
+	el := time.Since(start)
+	b1, _ := cpuTicks(tb)
+	const hz = 100 // USER_HZ
+	return goodput{
+		gbps:      float64(8*bytes) / el.Seconds() / 1e9,
+		cpuPerGiB: float64(b1-b0) / hz / (float64(bytes) / (1 << 30)),
+	}
+}
+
+// dialCubic dials plain TCP or the kernel's MPTCP with CUBIC, the congestion control our
+// subflows use, so that the comparison is between equals.
+func dialCubic(ctx context.Context, ns *netns.Namespace, addr string, mptcp bool) (net.Conn, error) {
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) {
+			err = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, "cubic")
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	d.SetMultipathTCP(mptcp)
+	return ns.Dial(ctx, d, "tcp", addr)
+}
+
+// oneWay sends n bytes from a client made by dial to a server accepting on ln, and checks them.
+func oneWay(tb testing.TB, ctx context.Context, ln net.Listener, n int64, dial func() (net.Conn, error)) {
+	tb.Helper()
+	served := netns.ServeOne(ctx, ln, 0, 2)
+	c, err := dial()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tr, err := netns.Exchange(ctx, c, n, 1)
+	c.Close()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := <-served
+	if s.Err != nil {
+		tb.Fatal(s.Err)
+	}
+	if tr.Sent != s.Received {
+		tb.Fatalf("data differs: sent %v, received %v", tr.Sent, s.Received)
+	}
+}
+
+// BenchmarkSinglePathGoodput measures, in one run on one unshaped veth path: plain TCP, the
+// kernel's MPTCP to the kernel's MPTCP, and an application's TCP connection carried by
+// mptcpd --forward to a kernel MPTCP server; it reports Gbit/s, CPU seconds per GiB and the
+// ratios to the kernel's MPTCP.
+func BenchmarkSinglePathGoodput(b *testing.B) {
+	const size = 2 << 30
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	defer cancel()
+	topo := netns.New(b, netns.Config{Paths: 1})
+	p := topo.Path(0)
+	tcpLn, err := topo.B.ListenTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	mpLn, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	target, err := topo.A.ListenTCP("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	args := []string{"--forward", "127.0.0.1:0=" + mpLn.Addr().String(), "--accept", p.A.HostPort(netns.IPv4, 0) + "=" + target.Addr().String()}
+	if f := os.Getenv("MPTCPD_CPUPROFILE"); f != "" {
+		args = append(args, "--cpuprofile", f)
+	}
+	d, addrs := startMptcpdB(b, ctx, topo.A, args...)
+	defer d.Stop()
+	var tcp, kern, ours, oursRx goodput
+	for i := 0; i < b.N; i++ {
+		tcp = measure(b, size, func() {
+			oneWay(b, ctx, tcpLn, size, func() (net.Conn, error) { return dialCubic(ctx, topo.A, tcpLn.Addr().String(), false) })
+		})
+		kern = measure(b, size, func() {
+			oneWay(b, ctx, mpLn, size, func() (net.Conn, error) { return dialCubic(ctx, topo.A, mpLn.Addr().String(), true) })
+		})
+		ours = measure(b, size, func() {
+			oneWay(b, ctx, mpLn, size, func() (net.Conn, error) { return topo.A.DialTCP(ctx, addrs[0]) })
+		})
+		oursRx = measure(b, size, func() {
+			oneWay(b, ctx, target, size, func() (net.Conn, error) { return dialCubic(ctx, topo.B, addrs[1], true) })
+		})
+	}
+	b.ReportMetric(tcp.gbps, "tcp-Gbit/s")
+	b.ReportMetric(kern.gbps, "kernel-mptcp-Gbit/s")
+	b.ReportMetric(ours.gbps, "mptcpd-Gbit/s")
+	b.ReportMetric(ours.gbps/kern.gbps, "mptcpd/kernel")
+	b.ReportMetric(oursRx.gbps, "mptcpd-rx-Gbit/s")
+	b.ReportMetric(oursRx.gbps/kern.gbps, "mptcpd-rx/kernel")
+	b.ReportMetric(kern.gbps/tcp.gbps, "kernel/tcp")
+	b.ReportMetric(tcp.cpuPerGiB, "tcp-cpu-s/GiB")
+	b.ReportMetric(kern.cpuPerGiB, "kernel-cpu-s/GiB")
+	b.ReportMetric(ours.cpuPerGiB, "mptcpd-cpu-s/GiB")
+	fmt.Fprintf(os.Stderr, "single path, %d GiB one way: tcp %.2f Gbit/s (%.2f cpu-s/GiB), kernel MPTCP %.2f (%.2f), mptcpd --forward %.2f (%.2f): %.2f x kernel; kernel client to mptcpd --accept %.2f (%.2f): %.2f x kernel\n",
+		size>>30, tcp.gbps, tcp.cpuPerGiB, kern.gbps, kern.cpuPerGiB, ours.gbps, ours.cpuPerGiB, ours.gbps/kern.gbps, oursRx.gbps, oursRx.cpuPerGiB, oursRx.gbps/kern.gbps)
+	_ = control.IsMPTCP
+}
