@@ -100,12 +100,12 @@ type connState struct {
 	rxEOF      bool
 	rxFallback bool // infinite mapping: the subflow's bytes continue the stream in order
 
-	sndUna  seqnum.DSN // the peer's DATA_ACK
-	sndNxt  seqnum.DSN // next DSN to hand to a writer
-	sndEnd  seqnum.DSN // one past the last byte taken from Write
+	sndUna  seqnum.DSN  // the peer's DATA_ACK
+	sndNxt  seqnum.DSN  // next DSN to hand to a writer
+	sndEnd  seqnum.DSN  // one past the last byte taken from Write
 	sendBuf []sendPiece // taken from Write, not yet DATA_ACKed, by DSN
-	unsent  int        // index in sendBuf of the first chunk not handed to a writer
-	unsentN int        // bytes of sendBuf[unsent] already handed over
+	unsent  int         // index in sendBuf of the first chunk not handed to a writer
+	unsentN int         // bytes of sendBuf[unsent] already handed over
 
 	wrClosed  bool
 	finSet    bool

@@ -15,9 +15,9 @@ import (
 // disabled) carries TCP connections over MPTCP to and from the Linux kernel's MPTCP in
 // namespace B, and the kernel confirms it.
 //
-//	 namespace A (mptcpd, net.mptcp.enabled=0)          namespace B (kernel MPTCP)
-//	 app --TCP--> mptcpd --forward  ==== MPTCP ====>  kernel MPTCP server
-//	 TCP server <-- mptcpd --accept <=== MPTCP =====  kernel MPTCP client
+//	namespace A (mptcpd, net.mptcp.enabled=0)          namespace B (kernel MPTCP)
+//	app --TCP--> mptcpd --forward  ==== MPTCP ====>  kernel MPTCP server
+//	TCP server <-- mptcpd --accept <=== MPTCP =====  kernel MPTCP client
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
