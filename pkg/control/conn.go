@@ -127,7 +127,7 @@ func newConn(s *Stack) *Conn {
 		txq:      newByteQueue(txLimit),
 		rdl:      newDeadline(),
 		wdl:      newDeadline(),
-		evCh:     make(chan datapath.Event, 1024),
+		evCh:     make(chan datapath.Event, 64),
 		rxCh:     make(chan rxChunk, 16),
 		txDoneCh: make(chan txDone, 16),
 		kick:     make(chan struct{}, 1),
@@ -201,16 +201,30 @@ func (c *Conn) Write(b []byte) (int, error) {
 }
 
 // ReadFrom sends everything r yields, reading straight into the send buffers (io.Copy uses it).
+// While r yields little, it reads into small buffers, so that an idle connection holds little
+// memory; full reads grow them to pooled mapping-sized buffers.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
+	size := minReadBuf
 	for {
 		select {
 		case <-c.closed:
 			return total, errConnClosed
 		default:
 		}
-		buf := getBuf()
+		var buf []byte
+		if size >= bufSize {
+			buf = getBuf()
+		} else {
+			buf = make([]byte, size)
+		}
 		n, err := r.Read(buf)
+		switch {
+		case n == len(buf) && size < bufSize:
+			size = min(2*size, bufSize)
+		case n < len(buf)/4 && size > minReadBuf:
+			size /= 2
+		}
 		if n > 0 {
 			if perr := c.txq.pushOwned(buf[:n], c.wdl, c.closed, c.poke); perr != nil {
 				return total, perr

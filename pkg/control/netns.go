@@ -2,6 +2,7 @@ package control
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -24,6 +25,9 @@ func currentNetns() (uint64, error) {
 	return c, nil
 }
 
+// netnsRescan is how often Dial and Listen look for new interfaces in a namespace.
+const netnsRescan = time.Second
+
 // prepareNetns attaches the SYN option rewriter to every interface of the calling thread's
 // network namespace that does not have it yet. Callers run on the thread that will create the
 // socket (Dial, Listen).
@@ -31,6 +35,16 @@ func (s *Stack) prepareNetns() error {
 	ns, err := currentNetns()
 	if err != nil {
 		return err
+	}
+	now := time.Now()
+	s.mu.Lock()
+	if s.mu.netnsScan == nil {
+		s.mu.netnsScan = map[uint64]time.Time{}
+	}
+	last, seen := s.mu.netnsScan[ns]
+	s.mu.Unlock()
+	if seen && now.Sub(last) < netnsRescan {
+		return nil
 	}
 	links, err := netlink.LinkList()
 	if err != nil {
@@ -45,5 +59,8 @@ func (s *Stack) prepareNetns() error {
 			return err
 		}
 	}
+	s.mu.Lock()
+	s.mu.netnsScan[ns] = now
+	s.mu.Unlock()
 	return nil
 }

@@ -54,9 +54,10 @@ type Stack struct {
 		conns     map[uint32]*Conn            // by conn slot
 		pending   map[uint32][]datapath.Event // events for slots not claimed yet (passive opens)
 		listeners int
-		queued    []ticketRec // pushed, not taken yet (FIFO, as the BPF queue)
-		taken     []ticketRec // taken by a SYN/ACK, not yet accepted
-		usedSeen  uint64      // the datapath's KeyTicketUsed when last read
+		queued    []ticketRec          // pushed, not taken yet (FIFO, as the BPF queue)
+		taken     []ticketRec          // taken by a SYN/ACK, not yet accepted
+		usedSeen  uint64               // the datapath's KeyTicketUsed when last read
+		netnsScan map[uint64]time.Time // namespaces whose interfaces were scanned, and when
 		closed    bool
 	}
 }

@@ -93,15 +93,28 @@ func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
 	return sf, nil
 }
 
+// Read buffer sizes: an idle subflow holds a small buffer, a busy one reads in large ones.
+const (
+	minReadBuf = 4 << 10
+	maxReadBuf = 256 << 10
+)
+
 // readLoop passes everything the socket delivers to the connection, starting at relative SSN 1.
 func (sf *subflow) readLoop() {
 	off := seqnum.Value(1)
+	size := minReadBuf
 	for {
-		buf := make([]byte, 256<<10)
+		buf := make([]byte, size)
 		n, err := sf.tc.Read(buf)
+		switch {
+		case n == size && size < maxReadBuf:
+			size *= 2
+		case n < size/4 && size > minReadBuf:
+			size /= 2
+		}
 		if n > 0 {
 			select {
-			case sf.c.rxCh <- rxChunk{sf: sf, off: off, data: buf[:n]}:
+			case sf.c.rxCh <- rxChunk{sf: sf, off: off, data: buf[:n:n]}:
 			case <-sf.c.done:
 				return
 			}

@@ -149,3 +149,130 @@ func BenchmarkSinglePathGoodput(b *testing.B) {
 		size>>30, tcp.gbps, tcp.cpuPerGiB, kern.gbps, kern.cpuPerGiB, ours.gbps, ours.cpuPerGiB, ours.gbps/kern.gbps, oursRx.gbps, oursRx.cpuPerGiB, oursRx.gbps/kern.gbps)
 	_ = control.IsMPTCP
 }
+
+// BenchmarkConnectRate measures connection setups per second to a kernel MPTCP server: the
+// kernel's MPTCP client against our library's Dial, in the same run. Each connection sends one
+// byte, which the server reads, and closes.
+func BenchmarkConnectRate(b *testing.B) {
+	const n = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	defer cancel()
+	topo := netns.New(b, netns.Config{Paths: 1})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { // read one byte and close, for every connection
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.Read(make([]byte, 1))
+				c.Close()
+			}()
+		}
+	}()
+	s := ourStack(b)
+	rate := func(dial func() (net.Conn, error)) float64 {
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			c, err := dial()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Write([]byte{1}); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+		return n / time.Since(start).Seconds()
+	}
+	var kern, ours float64
+	for i := 0; i < b.N; i++ {
+		kern = rate(func() (net.Conn, error) { return topo.A.DialMPTCP(ctx, ln.Addr().String()) })
+		ours = rate(func() (net.Conn, error) {
+			var c net.Conn
+			err := topo.A.Do(func() error {
+				var err error
+				c, err = (&control.Dialer{Stack: s}).DialContext(ctx, "tcp", ln.Addr().String())
+				return err
+			})
+			if err == nil && !control.IsMPTCP(c) {
+				err = fmt.Errorf("fell back to TCP")
+			}
+			return c, err
+		})
+	}
+	b.ReportMetric(kern, "kernel-conn/s")
+	b.ReportMetric(ours, "ours-conn/s")
+	b.ReportMetric(ours/kern, "ours/kernel")
+	fmt.Fprintf(os.Stderr, "connection setup: kernel MPTCP %.0f/s, ours %.0f/s: %.2f x kernel\n", kern, ours, ours/kern)
+}
+
+// BenchmarkIdleMemory measures mptcpd's resident memory per 1000 idle connections it carries
+// (forward proxy to a kernel MPTCP server).
+func BenchmarkIdleMemory(b *testing.B) {
+	const n = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	defer cancel()
+	topo := netns.New(b, netns.Config{Paths: 1})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	d, addrs := startMptcpdB(b, ctx, topo.A, "--forward", "127.0.0.1:0="+ln.Addr().String())
+	defer d.Stop()
+	rss := func() float64 {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Pid()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb * 1024
+			}
+		}
+		b.Fatal("no VmRSS")
+		return 0
+	}
+	var perK float64
+	for i := 0; i < b.N; i++ {
+		before := rss()
+		var conns []net.Conn
+		for j := 0; j < n; j++ {
+			c, err := topo.A.DialTCP(ctx, addrs[0])
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		// Every connection through: one byte each way proves it is relayed.
+		for _, c := range conns {
+			if _, err := c.Write([]byte{1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second)
+		perK = (rss() - before) / (n / 1000)
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	b.ReportMetric(perK/(1<<20), "MiB/1000-idle-conns")
+	fmt.Fprintf(os.Stderr, "mptcpd memory: %.1f MiB per 1000 idle connections\n", perK/(1<<20))
+}

@@ -23,7 +23,7 @@ var stackOnce struct {
 
 // ourStack returns the test binary's MPTCP stack (one per process: it owns the process's
 // cgroup).
-func ourStack(t *testing.T) *control.Stack {
+func ourStack(t testing.TB) *control.Stack {
 	t.Helper()
 	stackOnce.Do(func() {
 		var log *slog.Logger
