@@ -62,11 +62,12 @@ fuzz: ## Run every fuzz target for FUZZ_TIME (60s)
 
 .PHONY: demo
 demo: deps build ## Build everything and run the demonstration between network namespaces (root)
-	$(GO) test -count=1 -v -run '^TestDemo$$' ./tests/netns
+	@$(GO) test -count=1 -v -run '^TestDemo$$' ./tests/netns | grep -v '^=== RUN\|^    demo_test.go'
 
 .PHONY: bench
-bench: deps build ## Benchmarks: Go micro-benchmarks and the netns suite beside the kernel's MPTCP (root)
+bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory beside the kernel's MPTCP (root)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
 
 .PHONY: clean
 clean: ## Remove build output

@@ -85,10 +85,22 @@ type Stats struct {
 	TicketsReclaim  atomic.Uint64 // tickets taken by a SYN/ACK and never accepted
 }
 
-// NewStack opens the datapath and starts the dispatcher.
+// stackOpen is set while a stack exists: a process belongs to one cgroup, so it can have only
+// one stack at a time.
+var stackOpen atomic.Bool
+
+// ErrStackExists is returned by NewStack when the process already has a stack.
+var ErrStackExists = errors.New("mptcp: this process already has a stack (one per process: it owns the process's cgroup)")
+
+// NewStack opens the datapath and starts the dispatcher. A process can have one stack at a
+// time; Dial and Listen use DefaultStack.
 func NewStack(cfg StackConfig) (*Stack, error) {
+	if !stackOpen.CompareAndSwap(false, true) {
+		return nil, ErrStackExists
+	}
 	dp, err := datapath.Open(cfg.Datapath)
 	if err != nil {
+		stackOpen.Store(false)
 		return nil, err
 	}
 	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, done: make(chan struct{})}
@@ -108,14 +120,18 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 
 var defaultStack struct {
 	once  sync.Once
+	log   *slog.Logger
 	stack *Stack
 	err   error
 }
 
+// SetDefaultLogger sets the logger of the default stack; it has effect before its first use.
+func SetDefaultLogger(l *slog.Logger) { defaultStack.log = l }
+
 // DefaultStack returns the process-wide stack that Dial and Listen use, opening it on first use.
 func DefaultStack() (*Stack, error) {
 	defaultStack.once.Do(func() {
-		defaultStack.stack, defaultStack.err = NewStack(StackConfig{})
+		defaultStack.stack, defaultStack.err = NewStack(StackConfig{Logger: defaultStack.log})
 	})
 	return defaultStack.stack, defaultStack.err
 }
@@ -166,6 +182,7 @@ func (s *Stack) Close() error {
 	close(s.done)
 	err := s.dp.Close() // also ends the dispatcher's blocking read
 	s.wg.Wait()
+	stackOpen.Store(false)
 	return err
 }
 

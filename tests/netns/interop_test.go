@@ -21,16 +21,15 @@ var stackOnce struct {
 	err error
 }
 
-// ourStack returns the test binary's MPTCP stack (one per process: it owns the process's
-// cgroup).
+// ourStack returns the test binary's MPTCP stack, the process's default one (a process has one
+// stack: it owns the process's cgroup).
 func ourStack(t testing.TB) *control.Stack {
 	t.Helper()
 	stackOnce.Do(func() {
-		var log *slog.Logger
 		if os.Getenv("MPTCPGO_DEBUG") != "" {
-			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			control.SetDefaultLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 		}
-		stackOnce.s, stackOnce.err = control.NewStack(control.StackConfig{Logger: log})
+		stackOnce.s, stackOnce.err = control.DefaultStack()
 	})
 	if stackOnce.err != nil {
 		t.Fatal(stackOnce.err)
