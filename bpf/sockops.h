@@ -783,6 +783,19 @@ static __always_inline void fast_ack(struct bpf_sock_ops *skops, struct sk_sub *
 	rx_ack_advance(c, want_dsn, base);
 }
 
+/* unmapped_in_order reports whether a data segment without a mapping brings new in-order bytes
+ * beyond the current mapping. */
+static __always_inline int unmapped_in_order(struct bpf_sock_ops *skops, struct sk_sub *s, __u32 seq, __u32 payload)
+{
+	__u32 rcv_rel = skops->rcv_nxt - s->rcv_isn, seg_rel = seq - s->rcv_isn, end_rel = seg_rel + payload;
+
+	if ((__s32)(rcv_rel - seg_rel) < 0 || (__s32)(end_rel - rcv_rel) <= 0)
+		return 0; /* out of order, or nothing new */
+	if (!(s->flags & SUBF_RX_MAP_VALID))
+		return 1;
+	return (__s32)(end_rel - (s->rx_map_ssn + s->rx_map_len - s->rx_map_fin)) > 0;
+}
+
 static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 {
 	struct dp_scratch *sc = dp_scratch();
@@ -840,8 +853,10 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 	}
 	if (!payload || (c->ctl.flags & CONNF_FALLBACK))
 		return 1;
-	if (!mapped && !(s->flags & SUBF_RX_MAP_VALID)) {
-		/* Data no mapping covers: options vanished, Go decides on MP_FAIL/fallback (§3.7). */
+	if (!mapped && unmapped_in_order(skops, s, bpf_ntohl(th.seq), payload)) {
+		/* In-order data no mapping covers: options vanished on the path. Go sends MP_FAIL and
+		 * falls back (§3.7). Out-of-order data is judged when it becomes in-order, as the
+		 * kernel does. */
 		dp_count(DP_UNMAPPED_RX);
 		if (!(s->flags & SUBF_UNMAPPED_RX)) {
 			s->flags |= SUBF_UNMAPPED_RX;

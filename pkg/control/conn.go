@@ -700,7 +700,7 @@ func (c *Conn) startTxFallback() {
 	if !c.mptcp.Load() {
 		return
 	}
-	c.stack.stats.InfiniteMapTx.Add(1)
+	c.stack.stats.MPFailFallback.Add(1)
 	c.shm.Ctl.MpFailDsn = uint64(c.st.rx.rcvNxt)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnMPFail)
 	c.sendACK()

@@ -80,7 +80,7 @@ type Stats struct {
 	FallbackActive  atomic.Uint64 // our connects that continued as plain TCP
 	FallbackPassive atomic.Uint64 // accepted connections that are plain TCP
 	Fastclose       atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
-	InfiniteMapTx   atomic.Uint64 // MP_FAIL fallbacks we started
+	MPFailFallback  atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
 	EventsOrphaned  atomic.Uint64 // events for no known connection
 	TicketsReclaim  atomic.Uint64 // tickets taken by a SYN/ACK and never accepted
 }
@@ -154,7 +154,7 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"FallbackActive":   &s.stats.FallbackActive,
 		"FallbackPassive":  &s.stats.FallbackPassive,
 		"Fastclose":        &s.stats.Fastclose,
-		"InfiniteMapTx":    &s.stats.InfiniteMapTx,
+		"MPFailFallback":   &s.stats.MPFailFallback,
 		"EventsOrphaned":   &s.stats.EventsOrphaned,
 		"TicketsReclaimed": &s.stats.TicketsReclaim,
 	} {

@@ -211,3 +211,92 @@ func inq(c net.Conn) (int, error) {
 	}
 	return n, ierr
 }
+
+// TestOptionsVanish: a middlebox starts removing the MPTCP options of the kernel's segments in
+// the middle of a connection. We notice in-order data that no mapping covers, send MP_FAIL and
+// continue as plain TCP (RFC 8684 §3.7); the kernel accepts the MP_FAIL and answers it. Every
+// byte received before is exact, and our direction carries on as plain TCP.
+//
+// Not asserted: the kernel's own data after its infinite mapping. On this kernel a
+// retransmission of that segment can be dropped on its side (ip_fragment on an oversized
+// window probe), so the kernel-to-us direction may stall; that is the peer's behaviour.
+func TestOptionsVanish(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	p := topo.Path(0)
+	strip := p.A.StripMPTCP()
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const half = 4 << 20
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := netns.Accept(ctx, ln)
+		accepted <- c
+	}()
+	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
+	kc := <-accepted
+	if kc == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer kc.Close()
+	second := make(chan struct{})
+	go func() { // the second half only once the middlebox strips; ends when the test closes kc
+		if _, err := netns.Send(kc, half, 5); err != nil {
+			return
+		}
+		<-second
+		netns.Send(kc, half, 6)
+	}()
+	first, err := netns.Receive(io.LimitReader(c, half))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != netns.StreamDigest(half, 5) {
+		t.Fatalf("first half differs: %v", first)
+	}
+	if !control.IsMPTCP(c) {
+		t.Fatal("not MPTCP before the options vanish")
+	}
+	d := ourCounterDeltas(t, func() {
+		if err := strip.Enable(); err != nil {
+			t.Fatal(err)
+		}
+		close(second)
+		// Keep reading what arrives; the fallback happens on the way.
+		go io.Copy(io.Discard, c)
+		for control.IsMPTCP(c) {
+			select {
+			case <-ctx.Done():
+				t.Fatal("no fallback after the options vanished")
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		if err := topo.B.WaitMPTCPCounter(ctx, "MPFailTx", 1); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n, _ := strip.Stripped(); n == 0 {
+		t.Fatal("the middlebox stripped nothing")
+	}
+	if d["UnmappedDataRx"] == 0 || d["MPFailTx"] < 1 || d["MPFailFallback"] != 1 {
+		t.Errorf("UnmappedDataRx moved by %d (want > 0), MPFailTx by %d (want >= 1), MPFailFallback by %d (want 1)",
+			d["UnmappedDataRx"], d["MPFailTx"], d["MPFailFallback"])
+	}
+	// The kernel accepted MP_FAIL and answered it (its MP_FAIL response and infinite mapping go
+	// out with its next data).
+	if kc := counters(t, topo.B); kc["MPFailRx"] < 1 || kc["MPFailTx"] < 1 {
+		t.Errorf("kernel MPFailRx = %d, MPFailTx = %d; want both >= 1", kc["MPFailRx"], kc["MPFailTx"])
+	}
+	// Our direction carries on, as plain TCP now.
+	if _, err := c.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	kc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(kc, buf); err != nil || string(buf) != "after" {
+		t.Errorf("kernel read after the fallback: %q, %v", buf, err)
+	}
+}
