@@ -106,12 +106,14 @@ struct conn {
 	struct conn_st st;
 };
 
+#define SUB_RST_REQUEST 0x80 /* sub_ctl.rst_flags: write MP_TCPRST on this subflow's resets */
+
 /* The per-subflow half Go writes. */
 struct sub_ctl {
 	__u64 txmap_head;   /* txmap entries written so far; entry i sits at txmap[i & TXMAP_MASK] */
 	__u32 ack_req;      /* doorbell: Go asks for a pure ACK (answered by the congestion control) */
 	__u8 rst_reason;    /* MP_TCPRST reason on our resets */
-	__u8 rst_flags;
+	__u8 rst_flags;     /* SUB_RST_REQUEST | the option's flag bits (T = transient) */
 	__u8 _pad[2];
 	__u8 _pad1[48];
 	struct txmap txmap[TXMAP_RING];

@@ -460,7 +460,7 @@ static __always_inline int write_rst(struct bpf_sock_ops *skops, struct sk_sub *
 			dp_count(DP_FASTCLOSE_TX);
 		return 1;
 	}
-	if (sb && sb->ctl.rst_reason) {
+	if (sb && (sb->ctl.rst_flags & SUB_RST_REQUEST)) {
 		o[0] = TCPOPT_MPTCP;
 		o[1] = LEN_MP_TCPRST;
 		o[2] = (MPTCPOPT_RST << 4) | (sb->ctl.rst_flags & 0x0f);

@@ -62,6 +62,7 @@ type Conn struct {
 	raddr        net.Addr
 	mptcp        atomic.Bool
 	abortOnClose atomic.Bool
+	rstReason    atomic.Uint32
 	shm          *datapath.Conn
 	sf           *subflow
 
@@ -90,6 +91,7 @@ const (
 	opCloseWrite ctlOp = iota
 	opClose
 	opAbort
+	opReset // resetSubflows: reset with MP_TCPRST (reason in Conn.rstReason)
 )
 
 // connState is the protocol state, owned by the connection's goroutine.
@@ -305,6 +307,26 @@ func (c *Conn) SetLinger(sec int) error {
 	return nil
 }
 
+// MP_TCPRST reasons (RFC 8684 §3.6).
+const (
+	RstUnspecified     = 0
+	RstMPTCPError      = 1
+	RstLackOfResources = 2
+	RstAdminProhibited = 3
+	RstTooMuchData     = 4
+	RstPerformance     = 5
+	RstMiddlebox       = 6
+)
+
+// Reset resets the connection's subflows with an MP_TCPRST carrying reason (§3.6), without
+// MP_FASTCLOSE: the peer learns why its subflow ended.
+func (c *Conn) Reset(reason uint8) error {
+	c.rstReason.Store(uint32(reason))
+	c.closeMu.Do(func() { close(c.closed) })
+	c.send(opReset)
+	return nil
+}
+
 // Abort resets the connection at once with MP_FASTCLOSE.
 func (c *Conn) Abort() error {
 	c.closeMu.Do(func() { close(c.closed) })
@@ -482,6 +504,14 @@ func (c *Conn) handleCtl(op ctlOp) (exit bool) {
 	case opAbort:
 		c.fail(errConnClosed)
 		c.fastclose()
+		return true
+	case opReset:
+		c.fail(errConnClosed)
+		if c.mptcp.Load() {
+			c.sf.shm.Ctl.RstReason = uint8(c.rstReason.Load())
+			c.sf.shm.Ctl.RstFlags = datapath.SubRstRequest
+		}
+		c.teardown(true)
 		return true
 	}
 	return false

@@ -54,6 +54,9 @@ const (
 	SubUnmappedRx  = 0x20
 )
 
+// SubRstRequest in sub_ctl.rst_flags asks for MP_TCPRST on the subflow's resets.
+const SubRstRequest = 0x80
+
 // Connection flags Go writes (conn_ctl.flags).
 const (
 	ConnCanAck    = 0x1

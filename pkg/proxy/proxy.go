@@ -59,10 +59,11 @@ type Server struct {
 	Log     *slog.Logger
 	Stats   Stats
 
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[*relay]struct{}
+	ln      net.Listener
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[*relay]struct{}
+	closing bool // Shutdown started: new relays end at once, gracefully
 }
 
 // Listen opens the server's listener.
@@ -108,8 +109,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-func (s *Server) handle(ctx context.Context, in net.Conn) {
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+func (s *Server) handle(_ context.Context, in net.Conn) {
+	// Not the serving context: a dial that completes while the daemon shuts down must still
+	// end gracefully (Shutdown ends new relays at once), not leave the peer with a subflow
+	// closed under a connection that never saw a DATA_FIN.
+	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out net.Conn
 	var err error
@@ -135,6 +139,9 @@ func (s *Server) handle(ctx context.Context, in net.Conn) {
 	r := &relay{a: in, b: out}
 	s.mu.Lock()
 	s.conns[r] = struct{}{}
+	if s.closing {
+		r.shutdown()
+	}
 	s.mu.Unlock()
 	r.run(&s.Stats)
 	s.mu.Lock()
@@ -147,6 +154,7 @@ func (s *Server) handle(ctx context.Context, in net.Conn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.ln.Close()
 	s.mu.Lock()
+	s.closing = true
 	for r := range s.conns {
 		r.shutdown()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -298,5 +299,52 @@ func TestOptionsVanish(t *testing.T) {
 	kc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(kc, buf); err != nil || string(buf) != "after" {
 		t.Errorf("kernel read after the fallback: %q, %v", buf, err)
+	}
+}
+
+// TestResetReason: our Reset sends MP_TCPRST with the reason on the subflow's reset; the kernel
+// counts it, and its subflow is gone. (The kernel keeps an MPTCP socket whose last subflow was
+// reset without MP_FASTCLOSE open, as more subflows could join.)
+func TestResetReason(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := netns.Accept(ctx, ln)
+		accepted <- c
+	}()
+	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
+	kc := <-accepted
+	if kc == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer kc.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(kc, buf); err != nil {
+		t.Fatal(err)
+	}
+	d := ourCounterDeltas(t, func() {
+		c.(*control.Conn).Reset(control.RstAdminProhibited)
+		if err := topo.B.WaitMPTCPCounter(ctx, "MPRstRx", 1); err != nil {
+			t.Error(err)
+		}
+	})
+	if out := topo.B.Run("ss", "-Htn", "state", "established"); strings.TrimSpace(out) != "" {
+		t.Errorf("the kernel's subflow survived the reset:\n%s", out)
+	}
+	if d["MPRstTx"] != 1 || d["MPFastcloseTx"] != 0 {
+		t.Errorf("MPRstTx moved by %d (want 1), MPFastcloseTx by %d (want 0)", d["MPRstTx"], d["MPFastcloseTx"])
+	}
+	if n := counters(t, topo.B)["MPRstRx"]; n != 1 {
+		t.Errorf("kernel MPRstRx = %d, want 1", n)
 	}
 }

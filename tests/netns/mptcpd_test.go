@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,7 +115,41 @@ func TestMptcpdForwardToKernel(t *testing.T) {
 		}
 	}
 	checkNoFallback(t, kc)
+
+	// An idle connection when the daemon is told to stop: it ends with a DATA_FIN (the kernel
+	// reads EOF), not a reset.
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := netns.Accept(ctx, ln)
+		accepted <- c
+	}()
+	idle, err := topo.A.DialTCP(ctx, addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	kconn := <-accepted
+	if kconn == nil {
+		t.Fatal("idle connection not accepted")
+	}
+	eof := make(chan error, 1)
+	go func() {
+		kconn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := kconn.Read(make([]byte, 1))
+		eof <- err
+		kconn.Close() // the kernel's DATA_FIN back, so that the daemon's relay completes
+	}()
+	if err := d.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-eof; !errors.Is(err, io.EOF) {
+		t.Errorf("kernel read on an idle connection after SIGTERM: %v, want EOF (a DATA_FIN)", err)
+	}
+	idle.Close() // the application ends its side too: the daemon has nothing left to wait for
 	stopMptcpd(t, d)
+	if n := counters(t, topo.B)["MPFastcloseRx"]; n != 0 {
+		t.Errorf("kernel MPFastcloseRx = %d, want 0", n)
+	}
 }
 
 // TestMptcpdAcceptFromKernel: a kernel MPTCP client reaches mptcpd --accept, which relays to a
