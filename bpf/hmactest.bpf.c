@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Runs the datapath's MP_JOIN HMAC (sha256.h) through BPF_PROG_TEST_RUN, for its tests. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "sha256.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct hmac_args {
+	__u64 key1;
+	__u64 key2;
+	__u32 n1;
+	__u32 n2;
+	__u32 out[8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hmac_scratch);
+} hmac_scratch_map SEC(".maps");
+
+SEC("syscall")
+int run_hmac(struct hmac_args *a)
+{
+	__u32 zero = 0;
+	struct hmac_scratch *x = bpf_map_lookup_elem(&hmac_scratch_map, &zero);
+
+	if (!x)
+		return 1;
+	if (mptcp_hmac(x, a->key1, a->key2, a->n1, a->n2))
+		return 2;
+	for (int i = 0; i < 8; i++)
+		a->out[i] = x->outer.h[i];
+	return 0;
+}
