@@ -8,6 +8,7 @@
 
 #include "datapath_types.h"
 #include "mptcp_parse.h"
+#include "sha256.h"
 
 /* Per-socket MPTCP state of our subflows and listeners. */
 struct {
@@ -50,6 +51,36 @@ struct {
 	__type(value, struct req_val);
 } reqs SEC(".maps");
 
+/* Our connections by our token, for MP_JOIN SYNs to our listeners (filled by Go). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct token_val);
+} tokens SEC(".maps");
+
+/* Free subflow slots for passive joins, fed by Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 1024);
+	__type(value, __u32);
+} sub_slots SEC(".maps");
+
+/* Nonces for passive joins' SYN/ACKs, from crypto/rand, fed by Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 1024);
+	__type(value, __u32);
+} nonces SEC(".maps");
+
+/* Our local addresses' MP_JOIN address IDs (the path manager's endpoints, filled by Go). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct addr_key);
+	__type(value, __u8);
+} local_ids SEC(".maps");
+
 /* Events for Go. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -69,6 +100,7 @@ struct dp_scratch {
 	struct optbuf ob;
 	struct mptcp_opt opt;
 	__u8 out[32];
+	struct hmac_scratch hmac;
 };
 
 struct {
@@ -115,6 +147,29 @@ static __always_inline void dp_emit(__u32 type, const struct sk_sub *s, __u32 fl
 	e->b = b;
 	e->c = c;
 	e->cookie = cookie;
+	e->raw_len = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* dp_emit_opt sends Go an option's bytes (copied from the options buffer at off). */
+static __always_inline void dp_emit_opt(const struct sk_sub *s, const struct optbuf *ob, __u32 off, __u32 len)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		dp_count(DP_EVENT_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = EV_OPTION;
+	e->conn = s->conn;
+	e->sub = s->sub;
+	for (__u32 k = 0; k < 32; k++) {
+		if (k >= len)
+			break;
+		e->raw[k] = OB(ob->b, off + k);
+	}
+	e->raw_len = len;
 	bpf_ringbuf_submit(e, 0);
 }
 

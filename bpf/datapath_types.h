@@ -31,6 +31,8 @@ enum sub_role {
 	ROLE_ACTIVE = 1,   /* our connect(): MP_CAPABLE initiator */
 	ROLE_LISTENER = 2, /* our listen() socket */
 	ROLE_PASSIVE = 3,  /* a child of our listener */
+	ROLE_JOIN_ACTIVE = 4,  /* our connect() of an MP_JOIN subflow */
+	ROLE_JOIN_PASSIVE = 5, /* an MP_JOIN subflow our listener accepted */
 };
 
 /* struct sk_sub.state */
@@ -39,15 +41,21 @@ enum sub_state {
 	SUB_SYN_SENT = 1,     /* MP_CAPABLE SYN sent */
 	SUB_MPTCP = 2,        /* MP_CAPABLE completed; options flow */
 	SUB_FALLBACK = 3,     /* plain TCP: no MPTCP options are written */
+	SUB_JOIN_FAILED = 4,  /* MP_JOIN refused (bad HMAC, unknown token): Go resets it */
 };
 
 /* struct sk_sub.flags */
-#define SUBF_MPC_ACKED 0x1      /* the peer's DSS data ACK arrived: stop repeating MP_CAPABLE */
+#define SUBF_MPC_ACKED 0x1      /* the peer's DSS data ACK arrived: stop repeating MP_CAPABLE or
+				 * the MP_JOIN third ACK (for a join, the fourth ACK) */
 #define SUBF_PEER_FIN 0x2       /* the peer's DATA_FIN was seen */
 #define SUBF_RX_MAP_VALID 0x4   /* rx_map holds the peer's current mapping */
 #define SUBF_FASTCLOSE_RX 0x8   /* a valid MP_FASTCLOSE arrived */
 #define SUBF_RST_RX 0x10        /* MP_TCPRST arrived */
 #define SUBF_UNMAPPED_RX 0x20   /* data arrived that no mapping covers */
+#define SUBF_PEER_BACKUP 0x40   /* the peer asked for this subflow to be a backup (MP_JOIN B, MP_PRIO) */
+
+/* struct sk_sub.join_flags (set by Go for an active join) */
+#define JOINF_BACKUP 0x1        /* ask the peer to treat this subflow as a backup (MP_JOIN B) */
 
 /* Per-socket state, SK_STORAGE. Go creates it for its active and listening sockets; BPF creates
  * it for the children of our listeners. */
@@ -68,6 +76,15 @@ struct sk_sub {
 	__u16 rx_map_len;
 	__u8 rx_map_fin;
 	__u8 rst_reason;
+	__u32 remote_token; /* MP_JOIN: the peer's token */
+	__u32 local_nonce;  /* MP_JOIN */
+	__u32 remote_nonce; /* MP_JOIN */
+	__u8 local_id;      /* MP_JOIN: address IDs */
+	__u8 remote_id;
+	__u8 join_flags;    /* JOINF_* */
+	__u8 _pad1;
+	__u32 hmac_a[5];    /* MP_JOIN initiator: the third ACK's HMAC */
+	__u32 _pad2;
 };
 
 /* conn_ctl.flags, written by Go */
@@ -114,8 +131,12 @@ struct sub_ctl {
 	__u32 ack_req;      /* doorbell: Go asks for a pure ACK (answered by the congestion control) */
 	__u8 rst_reason;    /* MP_TCPRST reason on our resets */
 	__u8 rst_flags;     /* SUB_RST_REQUEST | the option's flag bits (T = transient) */
-	__u8 _pad[2];
-	__u8 _pad1[48];
+	__u8 opt_len;       /* an option for the next pure ACK: ADD_ADDR, RM_ADDR, MP_PRIO */
+	__u8 _pad;
+	__u32 opt_gen;      /* doorbell: bumped when opt holds a new option */
+	__u32 _pad1;
+	__u8 opt[32];
+	__u8 _pad2[8];
 	struct txmap txmap[TXMAP_RING];
 };
 
@@ -127,7 +148,13 @@ struct sub_st {
 	__u64 tx_dss;       /* DSS options written */
 	__u64 tx_nomap;     /* data segments for which no mapping was found */
 	__u32 ack_pending;  /* the datapath wants a pure ACK sent (e.g. for the peer's DATA_FIN) */
-	__u8 _pad[28];
+	__u32 opt_done;     /* last opt_gen written */
+	__u32 srtt_us;      /* subflow TCP state, refreshed on every segment */
+	__u32 snd_cwnd;
+	__u32 mss;
+	__u32 packets_out;
+	__u32 total_retrans;
+	__u32 _pad;
 };
 
 struct sub {
@@ -152,9 +179,30 @@ struct req_key {
 };
 
 struct req_val {
-	struct ticket t;
+	struct ticket t;   /* MP_CAPABLE: our key and slots; MP_JOIN: t.conn and t.sub */
 	__u32 client_isn;
+	__u8 join;         /* an MP_JOIN request */
+	__u8 peer_id;      /* MP_JOIN: the initiator's address ID */
+	__u8 peer_backup;  /* MP_JOIN: the initiator's B flag */
+	__u8 local_id;     /* MP_JOIN: our address ID */
+	__u32 nonce_a;     /* MP_JOIN: the initiator's nonce */
+	__u32 nonce_b;     /* MP_JOIN: ours */
+	__u32 token;       /* MP_JOIN: our token the initiator named */
 	__u32 _pad;
+};
+
+/* A connection our listeners can be joined to, by our token. */
+struct token_val {
+	__u32 conn;
+	__u32 _pad;
+	__u64 local_key;
+	__u64 remote_key;
+};
+
+/* A local address, for its MP_JOIN address ID. */
+struct addr_key {
+	__u32 family;
+	__u32 addr[4];
 };
 
 /* Event types sent to Go through the ring buffer. */
@@ -167,7 +215,9 @@ enum event_type {
 	EV_TCPRST = 6,      /* MP_TCPRST: a = reason, b = flags */
 	EV_MP_FAIL = 7,     /* MP_FAIL: a = DSN */
 	EV_UNMAPPED = 8,    /* data no mapping covers: a = relative SSN, b = length */
-	EV_OPTION = 9,      /* ADD_ADDR, REMOVE_ADDR, MP_PRIO: opt holds the parsed option */
+	EV_OPTION = 9,      /* ADD_ADDR, REMOVE_ADDR, MP_PRIO: raw holds the option's bytes */
+	EV_JOIN = 10,       /* an MP_JOIN subflow: flags 1 = HMAC verified, 0 = refused; a = local id | remote id << 8 | peer backup << 16 */
+	EV_JOIN_ACKED = 11, /* our joined subflow got its fourth ACK: it may carry data */
 };
 
 struct event {
@@ -179,6 +229,9 @@ struct event {
 	__u64 b;
 	__u64 c;
 	__u64 cookie; /* socket cookie of the subflow */
+	__u8 raw[32]; /* EV_OPTION: the option as received */
+	__u32 raw_len;
+	__u32 _pad;
 };
 
 /* Datapath counters, indexes into the per-CPU counter array; Go names them like the kernel's
@@ -224,6 +277,18 @@ enum dp_counter {
 	DP_NO_STATE,              /* a registered socket whose state slot was out of range */
 	DP_SACK_STRIPPED,         /* SACK-permitted removed from an incoming SYN or SYN/ACK */
 	DP_TICKET_USED,           /* passive-open tickets taken from the queue */
+	DP_MPJ_SYN_TX,            /* MP_JOIN SYNs sent */
+	DP_MPJ_SYNACK_RX,         /* MP_JOIN SYN/ACKs with a valid HMAC */
+	DP_MPJ_SYNACK_HMAC_FAIL,  /* MP_JOIN SYN/ACKs with a wrong HMAC: the subflow is reset */
+	DP_MPJ_ACK_TX,            /* MP_JOIN third ACKs sent */
+	DP_MPJ_SYN_RX,            /* MP_JOIN SYNs for a known token */
+	DP_MPJ_NO_TOKEN,          /* MP_JOIN SYNs for an unknown token */
+	DP_MPJ_NO_RESOURCE,       /* MP_JOIN SYNs refused: no subflow slot or nonce ready */
+	DP_MPJ_SYNACK_TX,         /* MP_JOIN SYN/ACKs sent */
+	DP_MPJ_ACK_RX,            /* MP_JOIN third ACKs with a valid HMAC */
+	DP_MPJ_ACK_HMAC_FAIL,     /* MP_JOIN third ACKs with a wrong or missing HMAC */
+	DP_MPJ_FOURTH_ACK,        /* our joins the peer fully established */
+	DP_OPT_TX,                /* options Go queued (ADD_ADDR, RM_ADDR, MP_PRIO) written */
 	DP_COUNTER_MAX,
 };
 

@@ -49,15 +49,15 @@ static __always_inline void sha256_init(struct sha256_state *s)
 	s->h[7] = 0x5be0cd19;
 }
 
-/* sha256_compress folds one block into the state. A global function: verified once. */
-__noinline int sha256_compress(struct sha256_state *s, const struct sha256_block *blk)
+/* sha256_compress folds one block into the state; the block becomes the message schedule (it
+ * is scratch space: no stack is used for it). A global function: verified once. */
+__noinline int sha256_compress(struct sha256_state *s, struct sha256_block *blk)
 {
-	__u32 w[16], a, b, c, d, e, f, g, h;
+	__u32 *w, a, b, c, d, e, f, g, h;
 
 	if (!s || !blk)
 		return -1;
-	for (int i = 0; i < 16; i++)
-		w[i] = blk->w[i];
+	w = blk->w;
 	a = s->h[0];
 	b = s->h[1];
 	c = s->h[2];
@@ -107,6 +107,7 @@ struct hmac_scratch {
 	struct sha256_state inner;
 	struct sha256_state outer;
 	struct sha256_block blk;
+	__u32 key[4];
 };
 
 /* mptcp_hmac computes HMAC-SHA256(key = key1 ‖ key2, msg = n1 ‖ n2), everything big-endian,
@@ -114,10 +115,15 @@ struct hmac_scratch {
  * bits of HMAC(KeyB‖KeyA, R-B‖R-A), the third ACK the leftmost 160 of HMAC(KeyA‖KeyB, R-A‖R-B). */
 __noinline int mptcp_hmac(struct hmac_scratch *x, __u64 key1, __u64 key2, __u32 n1, __u32 n2)
 {
-	__u32 key[4] = {key1 >> 32, key1, key2 >> 32, key2};
+	__u32 *key;
 
 	if (!x)
 		return -1;
+	key = x->key;
+	key[0] = key1 >> 32;
+	key[1] = key1;
+	key[2] = key2 >> 32;
+	key[3] = key2;
 	/* Inner: (K ^ ipad) ‖ msg, msg padded to its own block (64 + 8 bytes = 576 bits). */
 	sha256_init(&x->inner);
 	for (int i = 0; i < 16; i++)

@@ -180,7 +180,7 @@ static __always_inline int on_connect(struct bpf_sock_ops *skops)
 {
 	struct sk_sub *s = sub_state(skops);
 
-	if (!s || s->role != ROLE_ACTIVE)
+	if (!s || (s->role != ROLE_ACTIVE && s->role != ROLE_JOIN_ACTIVE))
 		return 1;
 	s->state = SUB_SYN_SENT;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | OPT_FLAGS);
@@ -197,8 +197,9 @@ static __always_inline int on_listen(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/* find_mpc parses the options in ob for an MP_CAPABLE valid for the segment; returns 1 if found. */
-static __always_inline int find_mpc(struct dp_scratch *sc, int optlen, __u32 seg)
+/* find_opt parses the options in ob for one of the given subtype valid for the segment; returns
+ * its offset + 1 (0 if none): sc->opt holds it. */
+static __always_inline int find_opt(struct dp_scratch *sc, int optlen, __u32 seg, __u8 subtype)
 {
 	struct opt_walk w = {.pos = 0, .len = optlen};
 
@@ -207,12 +208,49 @@ static __always_inline int find_mpc(struct dp_scratch *sc, int optlen, __u32 seg
 
 		if (n <= 0)
 			return 0;
-		if (mptcp_parse_opt(&sc->ob, w.pos, n, seg, &sc->opt) == PARSE_OK &&
-		    sc->opt.subtype == MPTCPOPT_MP_CAPABLE)
-			return 1;
+		if (mptcp_parse_opt(&sc->ob, w.pos, n, seg, &sc->opt) == PARSE_OK && sc->opt.subtype == subtype)
+			return w.pos + 1;
 		w.pos += n;
 	}
 	return 0;
+}
+
+/* find_mpc parses the options in ob for an MP_CAPABLE valid for the segment. */
+static __always_inline int find_mpc(struct dp_scratch *sc, int optlen, __u32 seg)
+{
+	return find_opt(sc, optlen, seg, MPTCPOPT_MP_CAPABLE) != 0;
+}
+
+/* active_join checks the SYN/ACK of our MP_JOIN: the leftmost 64 bits of HMAC(KeyB‖KeyA,
+ * R-B‖R-A) must match; then it computes the third ACK's HMAC(KeyA‖KeyB, R-A‖R-B) (§3.2). */
+static __always_inline int active_join(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s, int optlen)
+{
+	if (optlen > 0 && find_opt(sc, optlen, TCP_FLAG_SYN | TCP_FLAG_ACK, MPTCPOPT_MP_JOIN) &&
+	    sc->opt.len == LEN_MPJ_SYNACK) {
+		__u64 thmac = sc->opt.hmac64;
+		__u8 remote_id = sc->opt.addr_id, backup = sc->opt.flags & MPJ_FLAG_BACKUP;
+
+		s->remote_nonce = sc->opt.nonce;
+		if (!mptcp_hmac(&sc->hmac, s->remote_key, s->local_key, s->remote_nonce, s->local_nonce) &&
+		    (((__u64)sc->hmac.outer.h[0] << 32) | sc->hmac.outer.h[1]) == thmac &&
+		    !mptcp_hmac(&sc->hmac, s->local_key, s->remote_key, s->local_nonce, s->remote_nonce)) {
+			for (int i = 0; i < 5; i++)
+				s->hmac_a[i] = sc->hmac.outer.h[i];
+			s->remote_id = remote_id;
+			if (backup)
+				s->flags |= SUBF_PEER_BACKUP;
+			s->state = SUB_MPTCP;
+			dp_count(DP_MPJ_SYNACK_RX);
+			dp_emit(EV_JOIN, s, 1, s->local_id | (remote_id << 8) | ((__u64)backup << 16), 0, 0,
+				bpf_get_socket_cookie(skops));
+			return 1;
+		}
+	}
+	s->state = SUB_JOIN_FAILED;
+	dp_count(DP_MPJ_SYNACK_HMAC_FAIL);
+	dp_emit(EV_JOIN, s, 0, 0, 0, 0, bpf_get_socket_cookie(skops));
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+	return 1;
 }
 
 static __always_inline int on_active_established(struct bpf_sock_ops *skops)
@@ -222,11 +260,13 @@ static __always_inline int on_active_established(struct bpf_sock_ops *skops)
 	struct tcphdr th;
 	int optlen;
 
-	if (!s || s->role != ROLE_ACTIVE || !sc)
+	if (!s || !sc || (s->role != ROLE_ACTIVE && s->role != ROLE_JOIN_ACTIVE))
 		return 1;
 	s->rcv_isn = skops->rcv_nxt - 1;
 	s->snd_isn = skops->snd_una - 1;
 	optlen = copy_hdr_opts(skops, &sc->ob, &th);
+	if (s->role == ROLE_JOIN_ACTIVE)
+		return active_join(skops, sc, s, optlen);
 	/* A checksum-requiring peer is not supported yet: fall back rather than break (§3.3.0). */
 	if (optlen > 0 && find_mpc(sc, optlen, TCP_FLAG_SYN | TCP_FLAG_ACK) && sc->opt.len == LEN_MPC_SYNACK &&
 	    !(sc->opt.flags & MPC_FLAG_CHECKSUM)) {
@@ -265,28 +305,113 @@ static __always_inline void req_key_of(struct bpf_sock_ops *skops, struct req_ke
 	k->remote_port = bpf_ntohl(skops->remote_port) >> 16;
 }
 
-/* syn_has_mpc reports whether the SYN a SYN/ACK answers carried a usable MP_CAPABLE. */
-static __always_inline int syn_has_mpc(struct bpf_sock_ops *skops, struct dp_scratch *sc)
+/* What the SYN a SYN/ACK answers asked for. */
+enum syn_kind {
+	SYN_PLAIN = 0,
+	SYN_MPC = 1, /* a usable MP_CAPABLE */
+	SYN_MPJ = 2, /* an MP_JOIN; sc->opt holds it */
+};
+
+static __always_inline int syn_kind(struct bpf_sock_ops *skops, struct dp_scratch *sc)
 {
 	int n;
 
 	__builtin_memset(sc->ob.b, 0, 8);
 	sc->ob.b[0] = TCPOPT_MPTCP; /* search by kind; length 0 matches any */
 	n = bpf_load_hdr_opt(skops, sc->ob.b, 40, BPF_LOAD_HDR_OPT_TCP_SYN);
-	if (n <= 0)
-		return 0;
-	if (mptcp_parse_opt(&sc->ob, 0, n, TCP_FLAG_SYN, &sc->opt) != PARSE_OK ||
-	    sc->opt.subtype != MPTCPOPT_MP_CAPABLE)
-		return 0;
+	if (n <= 0 || mptcp_parse_opt(&sc->ob, 0, n, TCP_FLAG_SYN, &sc->opt) != PARSE_OK)
+		return SYN_PLAIN;
+	if (sc->opt.subtype == MPTCPOPT_MP_JOIN && sc->opt.len == LEN_MPJ_SYN)
+		return SYN_MPJ;
 	/* No DSS checksums yet: a SYN that requires them is answered as plain TCP. */
-	return !(sc->opt.flags & MPC_FLAG_CHECKSUM);
+	if (sc->opt.subtype == MPTCPOPT_MP_CAPABLE && !(sc->opt.flags & MPC_FLAG_CHECKSUM))
+		return SYN_MPC;
+	return SYN_PLAIN;
+}
+
+/* local_id returns the MP_JOIN address ID of our address of this request or socket. */
+static __always_inline __u8 local_id_of(struct bpf_sock_ops *skops)
+{
+	struct addr_key k = {.family = skops->family};
+	__u8 *id;
+
+	if (skops->family == 2 /* AF_INET */) {
+		k.addr[0] = skops->local_ip4;
+	} else {
+		k.addr[0] = skops->local_ip6[0];
+		k.addr[1] = skops->local_ip6[1];
+		k.addr[2] = skops->local_ip6[2];
+		k.addr[3] = skops->local_ip6[3];
+	}
+	id = bpf_map_lookup_elem(&local_ids, &k);
+	return id ? *id : 0;
 }
 
 /* synack_len reserves room on a SYN/ACK of our listener (request socket, no storage). */
 static __always_inline int synack_len(struct bpf_sock_ops *skops, struct dp_scratch *sc)
 {
-	if (syn_has_mpc(skops, sc))
+	switch (syn_kind(skops, sc)) {
+	case SYN_MPC:
 		bpf_reserve_hdr_opt(skops, LEN_MPC_SYNACK, 0);
+		break;
+	case SYN_MPJ:
+		if (bpf_map_lookup_elem(&tokens, &sc->opt.token))
+			bpf_reserve_hdr_opt(skops, LEN_MPJ_SYNACK, 0);
+		break;
+	}
+	return 1;
+}
+
+/* synack_join answers an MP_JOIN SYN for one of our connections: a nonce, and the leftmost 64
+ * bits of HMAC(KeyB‖KeyA, R-B‖R-A) computed here, since userspace has no chance to run (§3.2). */
+static __always_inline int synack_join(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct req_key *k,
+				       __u32 client_isn)
+{
+	struct req_val v = {}, *old;
+	struct token_val *tv;
+	__u32 token = sc->opt.token;
+	__u8 *o = sc->out;
+
+	tv = bpf_map_lookup_elem(&tokens, &token);
+	if (!tv) {
+		dp_count(DP_MPJ_NO_TOKEN);
+		return 1;
+	}
+	old = bpf_map_lookup_elem(&reqs, k);
+	if (old && old->client_isn == client_isn && old->join) {
+		v = *old; /* a retransmitted SYN/ACK: the same nonce and slot */
+	} else {
+		dp_count(DP_MPJ_SYN_RX);
+		if (bpf_map_pop_elem(&sub_slots, &v.t.sub)) {
+			dp_count(DP_MPJ_NO_RESOURCE);
+			return 1;
+		}
+		if (bpf_map_pop_elem(&nonces, &v.nonce_b)) {
+			bpf_map_push_elem(&sub_slots, &v.t.sub, BPF_EXIST);
+			dp_count(DP_MPJ_NO_RESOURCE);
+			return 1;
+		}
+		v.t.conn = tv->conn;
+		v.client_isn = client_isn;
+		v.join = 1;
+		v.peer_id = sc->opt.addr_id;
+		v.peer_backup = sc->opt.flags & MPJ_FLAG_BACKUP;
+		v.nonce_a = sc->opt.nonce;
+		v.token = token;
+		v.local_id = local_id_of(skops);
+		bpf_map_update_elem(&reqs, k, &v, BPF_ANY);
+	}
+	if (mptcp_hmac(&sc->hmac, tv->local_key, tv->remote_key, v.nonce_b, v.nonce_a))
+		return 1;
+	o[0] = TCPOPT_MPTCP;
+	o[1] = LEN_MPJ_SYNACK;
+	o[2] = MPTCPOPT_MP_JOIN << 4;
+	o[3] = v.local_id;
+	put_be32(o + 4, sc->hmac.outer.h[0]);
+	put_be32(o + 8, sc->hmac.outer.h[1]);
+	put_be32(o + 12, v.nonce_b);
+	if (!store_opt(skops, o, LEN_MPJ_SYNACK))
+		dp_count(DP_MPJ_SYNACK_TX);
 	return 1;
 }
 
@@ -298,16 +423,20 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 	struct req_key k;
 	struct req_val v = {}, *old;
 	__u32 client_isn;
+	int kind;
 
 	if ((void *)(th + 1) > end)
 		return 1;
 	client_isn = bpf_ntohl(th->ack_seq) - 1;
-	if (!syn_has_mpc(skops, sc))
+	kind = syn_kind(skops, sc);
+	if (kind == SYN_PLAIN)
 		return 1;
-	dp_count(DP_MPC_SYN_RX);
 	req_key_of(skops, &k);
+	if (kind == SYN_MPJ)
+		return synack_join(skops, sc, &k, client_isn);
+	dp_count(DP_MPC_SYN_RX);
 	old = bpf_map_lookup_elem(&reqs, &k);
-	if (old && old->client_isn == client_isn) {
+	if (old && old->client_isn == client_isn && !old->join) {
 		v = *old; /* a retransmitted SYN/ACK carries the same key */
 	} else {
 		if (bpf_map_pop_elem(&tickets, &v.t)) {
@@ -321,6 +450,71 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 	build_mpc(sc->out, LEN_MPC_SYNACK, v.t.key, 0, 0);
 	if (!store_opt(skops, sc->out, LEN_MPC_SYNACK))
 		dp_count(DP_MPC_SYNACK_TX);
+	return 1;
+}
+
+/* passive_join completes an MP_JOIN on our side: the third ACK's HMAC must be the leftmost 160
+ * bits of HMAC(KeyA‖KeyB, R-A‖R-B); only then the subflow joins its connection (§3.2). */
+static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct req_key *k,
+					struct req_val *v, struct bpf_sock *sk)
+{
+	struct token_val *tv = bpf_map_lookup_elem(&tokens, &v->token);
+	struct tcphdr th;
+	struct sk_sub *s;
+	struct sub *sb;
+	int optlen, ok = 0;
+
+	s = bpf_sk_storage_get(&sk_subs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s) {
+		bpf_map_delete_elem(&reqs, k);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+		return 1;
+	}
+	s->role = ROLE_JOIN_PASSIVE;
+	s->conn = v->t.conn;
+	s->sub = v->t.sub;
+	s->rcv_isn = skops->rcv_nxt - 1;
+	s->snd_isn = skops->snd_una - 1;
+	s->local_id = v->local_id;
+	s->remote_id = v->peer_id;
+	s->local_nonce = v->nonce_b;
+	s->remote_nonce = v->nonce_a;
+	s->remote_token = v->token;
+	optlen = copy_hdr_opts(skops, &sc->ob, &th);
+	if (tv && optlen > 0 && find_opt(sc, optlen, TCP_FLAG_ACK, MPTCPOPT_MP_JOIN) && sc->opt.len == LEN_MPJ_ACK &&
+	    !mptcp_hmac(&sc->hmac, tv->remote_key, tv->local_key, v->nonce_a, v->nonce_b)) {
+		__u32 *h = sc->hmac.outer.h;
+		__u8 *m = sc->opt.hmac;
+
+		ok = 1;
+		for (int i = 0; i < 5; i++) {
+			__u32 want = h[i];
+
+			if (m[4 * i] != (__u8)(want >> 24) || m[4 * i + 1] != (__u8)(want >> 16) ||
+			    m[4 * i + 2] != (__u8)(want >> 8) || m[4 * i + 3] != (__u8)want)
+				ok = 0;
+		}
+	}
+	bpf_map_delete_elem(&reqs, k);
+	if (!ok) {
+		s->state = SUB_JOIN_FAILED;
+		dp_count(DP_MPJ_ACK_HMAC_FAIL);
+		dp_emit(EV_JOIN, s, 0, 0, 0, 0, bpf_get_socket_cookie(skops));
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+		return 1;
+	}
+	s->local_key = tv->local_key;
+	s->remote_key = tv->remote_key;
+	s->state = SUB_MPTCP;
+	s->flags |= SUBF_MPC_ACKED | (v->peer_backup ? SUBF_PEER_BACKUP : 0);
+	/* The fourth ACK, which lets the initiator send data: sent by our congestion control's
+	 * init, which runs right after this callback. */
+	sb = sub_of(s);
+	if (sb)
+		sb->st.ack_pending = 1;
+	dp_count(DP_MPJ_ACK_RX);
+	dp_emit(EV_JOIN, s, 1, v->local_id | (v->peer_id << 8) | ((__u64)v->peer_backup << 16), 0, 0,
+		bpf_get_socket_cookie(skops));
 	return 1;
 }
 
@@ -344,6 +538,8 @@ static __always_inline int on_passive_established(struct bpf_sock_ops *skops)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
 		return 1;
 	}
+	if (v->join)
+		return passive_join(skops, sc, &k, v, sk);
 	s = bpf_sk_storage_get(&sk_subs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!s) {
 		bpf_map_delete_elem(&reqs, &k);
@@ -397,6 +593,7 @@ static __always_inline int on_hdr_len(struct bpf_sock_ops *skops)
 	struct dp_scratch *sc;
 	struct sk_sub *s;
 	struct conn *c;
+	struct sub *sb;
 	__u32 len = 0;
 
 	if (!skops->is_fullsock) {
@@ -418,11 +615,12 @@ static __always_inline int on_hdr_len(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	if (s->state == SUB_SYN_SENT && (tcp_flags & TCP_FLAG_SYN)) {
-		bpf_reserve_hdr_opt(skops, LEN_MPC_SYN, 0);
+		bpf_reserve_hdr_opt(skops, s->role == ROLE_JOIN_ACTIVE ? LEN_MPJ_SYN : LEN_MPC_SYN, 0);
 		return 1;
 	}
 	if (s->state != SUB_MPTCP)
 		return 1;
+	sb = sub_of(s);
 	c = conn_of(s);
 	if (!c) {
 		dp_count(DP_NO_STATE);
@@ -435,6 +633,10 @@ static __always_inline int on_hdr_len(struct bpf_sock_ops *skops)
 	} else if (skops->skb_len > 0 || (tcp_flags & TCP_FLAG_FIN) || data_fin_pending(c) ||
 		   (c->ctl.flags & CONNF_MP_FAIL)) {
 		len = ALIGN4(LEN_DSS_FULL);
+	} else if (sb && sb->ctl.opt_gen != sb->st.opt_done && sb->ctl.opt_len) {
+		len = ALIGN4(sb->ctl.opt_len & 0x3f); /* a queued ADD_ADDR, RM_ADDR or MP_PRIO */
+	} else if (s->role == ROLE_JOIN_ACTIVE && !(s->flags & SUBF_MPC_ACKED)) {
+		len = LEN_MPJ_ACK;
 	} else if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED)) {
 		len = LEN_MPC_ACK;
 	} else {
@@ -506,6 +708,19 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 
 	if (s->state == SUB_SYN_SENT && (tcp_flags & TCP_FLAG_SYN)) {
 		s->snd_isn = seq;
+		if (s->role == ROLE_JOIN_ACTIVE) {
+			__u8 *o = sc->out;
+
+			o[0] = TCPOPT_MPTCP;
+			o[1] = LEN_MPJ_SYN;
+			o[2] = (MPTCPOPT_MP_JOIN << 4) | (s->join_flags & JOINF_BACKUP ? MPJ_FLAG_BACKUP : 0);
+			o[3] = s->local_id;
+			put_be32(o + 4, s->remote_token);
+			put_be32(o + 8, s->local_nonce);
+			if (!store_opt(skops, o, LEN_MPJ_SYN))
+				dp_count(DP_MPJ_SYN_TX);
+			return 1;
+		}
 		build_mpc(sc->out, LEN_MPC_SYN, 0, 0, 0);
 		if (!store_opt(skops, sc->out, LEN_MPC_SYN))
 			dp_count(DP_MPC_SYN_TX);
@@ -520,6 +735,11 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	sb->st.snd_una_rel = skops->snd_una - s->snd_isn;
+	sb->st.srtt_us = skops->srtt_us >> 3;
+	sb->st.snd_cwnd = skops->snd_cwnd;
+	sb->st.mss = skops->mss_cache;
+	sb->st.packets_out = skops->packets_out;
+	sb->st.total_retrans = skops->total_retrans;
 	if (c->ctl.flags & CONNF_FALLBACK)
 		return 1;
 	if (tcp_flags & TCP_FLAG_RST)
@@ -584,6 +804,40 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 		return 1;
 	}
 
+	if (sb->ctl.opt_gen != sb->st.opt_done && !(tcp_flags & TCP_FLAG_FIN)) {
+		/* An option Go queued goes on a pure ACK of its own (the DSS waits for the next). */
+		__u64 olen = sb->ctl.opt_len;
+
+		if (olen >= 3 && olen <= 32) {
+			for (int i = 0; i < 32; i++)
+				sc->out[i] = sb->ctl.opt[i];
+			/* Keep the checked value in the register the helper gets. */
+			asm volatile("" : "+r"(olen));
+			if (olen < 3 || olen > 32)
+				return 1;
+			if (!bpf_store_hdr_opt(skops, sc->out, olen, 0)) {
+				sb->st.opt_done = sb->ctl.opt_gen;
+				dp_count(DP_OPT_TX);
+				return 1;
+			}
+		} else {
+			sb->st.opt_done = sb->ctl.opt_gen;
+		}
+	}
+	if (s->role == ROLE_JOIN_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && rel == 1 && !(tcp_flags & TCP_FLAG_FIN)) {
+		/* The MP_JOIN third ACK, repeated until the fourth ACK shows it arrived. */
+		__u8 *o = sc->out;
+
+		o[0] = TCPOPT_MPTCP;
+		o[1] = LEN_MPJ_ACK;
+		o[2] = MPTCPOPT_MP_JOIN << 4;
+		o[3] = 0;
+		for (int i = 0; i < 5; i++)
+			put_be32(o + 4 + 4 * i, s->hmac_a[i]);
+		if (!store_opt(skops, o, LEN_MPJ_ACK))
+			dp_count(DP_MPJ_ACK_TX);
+		return 1;
+	}
 	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && rel == 1 && !(tcp_flags & TCP_FLAG_FIN) &&
 	    !data_fin_pending(c)) {
 		build_mpc(sc->out, LEN_MPC_ACK, s->local_key, s->remote_key, 0);
@@ -637,8 +891,13 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 				dp_emit(EV_DATA_ACK, s, 0, ack, 0, 0, 0);
 			}
 		}
-		if (!(s->flags & SUBF_MPC_ACKED))
+		if (!(s->flags & SUBF_MPC_ACKED)) {
 			s->flags |= SUBF_MPC_ACKED;
+			if (s->role == ROLE_JOIN_ACTIVE) {
+				dp_count(DP_MPJ_FOURTH_ACK);
+				dp_emit(EV_JOIN_ACKED, s, 0, 0, 0, 0, 0);
+			}
+		}
 	}
 	if (o->flags & DSS_FLAG_HAS_MAP) {
 		__u64 base = c->ctl.rcv_nxt, dsn;
@@ -686,7 +945,7 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 }
 
 static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
-					struct mptcp_opt *o, __u32 payload)
+					struct mptcp_opt *o, __u32 payload, const struct optbuf *ob, __u32 off)
 {
 	switch (o->subtype) {
 	case MPTCPOPT_MP_CAPABLE:
@@ -733,15 +992,19 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 		return;
 	case MPTCPOPT_ADD_ADDR:
 		dp_count(DP_ADD_ADDR_RX);
-		dp_emit(EV_OPTION, s, o->subtype, 0, 0, 0, 0);
+		dp_emit_opt(s, ob, off, o->len);
 		return;
 	case MPTCPOPT_RM_ADDR:
 		dp_count(DP_RM_ADDR_RX);
-		dp_emit(EV_OPTION, s, o->subtype, 0, 0, 0, 0);
+		dp_emit_opt(s, ob, off, o->len);
 		return;
 	case MPTCPOPT_MP_PRIO:
 		dp_count(DP_MP_PRIO_RX);
-		dp_emit(EV_OPTION, s, o->subtype, o->flags, 0, 0, 0);
+		if (o->flags & MP_PRIO_FLAG_BACKUP)
+			s->flags |= SUBF_PEER_BACKUP;
+		else
+			s->flags &= ~SUBF_PEER_BACKUP;
+		dp_emit_opt(s, ob, off, o->len);
 		return;
 	case MPTCPOPT_MP_JOIN:
 		dp_count(DP_MPJ_RX);
@@ -828,6 +1091,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 	w.len = optlen;
 	for (int i = 0; i < 8; i++) {
 		int n = mptcp_next_opt(&sc->ob, &w), r;
+		__u32 pos;
 
 		if (n == 0)
 			break;
@@ -836,6 +1100,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 			break;
 		}
 		r = mptcp_parse_opt(&sc->ob, w.pos, n, seg, &sc->opt);
+		pos = w.pos;
 		w.pos += n;
 		if (r != PARSE_OK) {
 			dp_count(DP_OPT_MALFORMED);
@@ -846,7 +1111,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 			if (sc->opt.flags & DSS_FLAG_HAS_MAP)
 				mapped = 1;
 		} else {
-			parse_other(skops, s, c, &sc->opt, payload);
+			parse_other(skops, s, c, &sc->opt, payload, &sc->ob, pos);
 			if (sc->opt.subtype == MPTCPOPT_MP_CAPABLE)
 				mapped = 1;
 		}

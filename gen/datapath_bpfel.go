@@ -42,47 +42,59 @@ type DatapathConn struct {
 type DatapathDpCounter uint32
 
 const (
-	DatapathDpCounterDP_MPC_SYN_TX          DatapathDpCounter = 0
-	DatapathDpCounterDP_MPC_SYNACK_RX       DatapathDpCounter = 1
-	DatapathDpCounterDP_MPC_FALLBACK_SYNACK DatapathDpCounter = 2
-	DatapathDpCounterDP_MPC_SYN_RX          DatapathDpCounter = 3
-	DatapathDpCounterDP_MPC_SYNACK_TX       DatapathDpCounter = 4
-	DatapathDpCounterDP_MPC_NO_TICKET       DatapathDpCounter = 5
-	DatapathDpCounterDP_MPC_ACK_RX          DatapathDpCounter = 6
-	DatapathDpCounterDP_MPC_FALLBACK_ACK    DatapathDpCounter = 7
-	DatapathDpCounterDP_MPC_ACK_TX          DatapathDpCounter = 8
-	DatapathDpCounterDP_MPC_DATA_TX         DatapathDpCounter = 9
-	DatapathDpCounterDP_DSS_TX              DatapathDpCounter = 10
-	DatapathDpCounterDP_DSS_TX_NOMAP        DatapathDpCounter = 11
-	DatapathDpCounterDP_OPT_NOSPACE         DatapathDpCounter = 12
-	DatapathDpCounterDP_DSS_RX              DatapathDpCounter = 13
-	DatapathDpCounterDP_RX_MAP              DatapathDpCounter = 14
-	DatapathDpCounterDP_DATA_ACK_RX         DatapathDpCounter = 15
-	DatapathDpCounterDP_DATA_ACK_INVALID    DatapathDpCounter = 16
-	DatapathDpCounterDP_DATA_FIN_RX         DatapathDpCounter = 17
-	DatapathDpCounterDP_DATA_FIN_TX         DatapathDpCounter = 18
-	DatapathDpCounterDP_FASTPATH_ACK        DatapathDpCounter = 19
-	DatapathDpCounterDP_ACK_SENT            DatapathDpCounter = 20
-	DatapathDpCounterDP_FASTCLOSE_TX        DatapathDpCounter = 21
-	DatapathDpCounterDP_FASTCLOSE_RX        DatapathDpCounter = 22
-	DatapathDpCounterDP_FASTCLOSE_BADKEY    DatapathDpCounter = 23
-	DatapathDpCounterDP_TCPRST_TX           DatapathDpCounter = 24
-	DatapathDpCounterDP_TCPRST_RX           DatapathDpCounter = 25
-	DatapathDpCounterDP_MP_FAIL_TX          DatapathDpCounter = 26
-	DatapathDpCounterDP_MP_FAIL_RX          DatapathDpCounter = 27
-	DatapathDpCounterDP_ADD_ADDR_RX         DatapathDpCounter = 28
-	DatapathDpCounterDP_RM_ADDR_RX          DatapathDpCounter = 29
-	DatapathDpCounterDP_MP_PRIO_RX          DatapathDpCounter = 30
-	DatapathDpCounterDP_MPJ_RX              DatapathDpCounter = 31
-	DatapathDpCounterDP_UNMAPPED_RX         DatapathDpCounter = 32
-	DatapathDpCounterDP_OPT_MALFORMED       DatapathDpCounter = 33
-	DatapathDpCounterDP_OPT_UNEXPECTED      DatapathDpCounter = 34
-	DatapathDpCounterDP_HDR_MALFORMED       DatapathDpCounter = 35
-	DatapathDpCounterDP_EVENT_LOST          DatapathDpCounter = 36
-	DatapathDpCounterDP_NO_STATE            DatapathDpCounter = 37
-	DatapathDpCounterDP_SACK_STRIPPED       DatapathDpCounter = 38
-	DatapathDpCounterDP_TICKET_USED         DatapathDpCounter = 39
-	DatapathDpCounterDP_COUNTER_MAX         DatapathDpCounter = 40
+	DatapathDpCounterDP_MPC_SYN_TX           DatapathDpCounter = 0
+	DatapathDpCounterDP_MPC_SYNACK_RX        DatapathDpCounter = 1
+	DatapathDpCounterDP_MPC_FALLBACK_SYNACK  DatapathDpCounter = 2
+	DatapathDpCounterDP_MPC_SYN_RX           DatapathDpCounter = 3
+	DatapathDpCounterDP_MPC_SYNACK_TX        DatapathDpCounter = 4
+	DatapathDpCounterDP_MPC_NO_TICKET        DatapathDpCounter = 5
+	DatapathDpCounterDP_MPC_ACK_RX           DatapathDpCounter = 6
+	DatapathDpCounterDP_MPC_FALLBACK_ACK     DatapathDpCounter = 7
+	DatapathDpCounterDP_MPC_ACK_TX           DatapathDpCounter = 8
+	DatapathDpCounterDP_MPC_DATA_TX          DatapathDpCounter = 9
+	DatapathDpCounterDP_DSS_TX               DatapathDpCounter = 10
+	DatapathDpCounterDP_DSS_TX_NOMAP         DatapathDpCounter = 11
+	DatapathDpCounterDP_OPT_NOSPACE          DatapathDpCounter = 12
+	DatapathDpCounterDP_DSS_RX               DatapathDpCounter = 13
+	DatapathDpCounterDP_RX_MAP               DatapathDpCounter = 14
+	DatapathDpCounterDP_DATA_ACK_RX          DatapathDpCounter = 15
+	DatapathDpCounterDP_DATA_ACK_INVALID     DatapathDpCounter = 16
+	DatapathDpCounterDP_DATA_FIN_RX          DatapathDpCounter = 17
+	DatapathDpCounterDP_DATA_FIN_TX          DatapathDpCounter = 18
+	DatapathDpCounterDP_FASTPATH_ACK         DatapathDpCounter = 19
+	DatapathDpCounterDP_ACK_SENT             DatapathDpCounter = 20
+	DatapathDpCounterDP_FASTCLOSE_TX         DatapathDpCounter = 21
+	DatapathDpCounterDP_FASTCLOSE_RX         DatapathDpCounter = 22
+	DatapathDpCounterDP_FASTCLOSE_BADKEY     DatapathDpCounter = 23
+	DatapathDpCounterDP_TCPRST_TX            DatapathDpCounter = 24
+	DatapathDpCounterDP_TCPRST_RX            DatapathDpCounter = 25
+	DatapathDpCounterDP_MP_FAIL_TX           DatapathDpCounter = 26
+	DatapathDpCounterDP_MP_FAIL_RX           DatapathDpCounter = 27
+	DatapathDpCounterDP_ADD_ADDR_RX          DatapathDpCounter = 28
+	DatapathDpCounterDP_RM_ADDR_RX           DatapathDpCounter = 29
+	DatapathDpCounterDP_MP_PRIO_RX           DatapathDpCounter = 30
+	DatapathDpCounterDP_MPJ_RX               DatapathDpCounter = 31
+	DatapathDpCounterDP_UNMAPPED_RX          DatapathDpCounter = 32
+	DatapathDpCounterDP_OPT_MALFORMED        DatapathDpCounter = 33
+	DatapathDpCounterDP_OPT_UNEXPECTED       DatapathDpCounter = 34
+	DatapathDpCounterDP_HDR_MALFORMED        DatapathDpCounter = 35
+	DatapathDpCounterDP_EVENT_LOST           DatapathDpCounter = 36
+	DatapathDpCounterDP_NO_STATE             DatapathDpCounter = 37
+	DatapathDpCounterDP_SACK_STRIPPED        DatapathDpCounter = 38
+	DatapathDpCounterDP_TICKET_USED          DatapathDpCounter = 39
+	DatapathDpCounterDP_MPJ_SYN_TX           DatapathDpCounter = 40
+	DatapathDpCounterDP_MPJ_SYNACK_RX        DatapathDpCounter = 41
+	DatapathDpCounterDP_MPJ_SYNACK_HMAC_FAIL DatapathDpCounter = 42
+	DatapathDpCounterDP_MPJ_ACK_TX           DatapathDpCounter = 43
+	DatapathDpCounterDP_MPJ_SYN_RX           DatapathDpCounter = 44
+	DatapathDpCounterDP_MPJ_NO_TOKEN         DatapathDpCounter = 45
+	DatapathDpCounterDP_MPJ_NO_RESOURCE      DatapathDpCounter = 46
+	DatapathDpCounterDP_MPJ_SYNACK_TX        DatapathDpCounter = 47
+	DatapathDpCounterDP_MPJ_ACK_RX           DatapathDpCounter = 48
+	DatapathDpCounterDP_MPJ_ACK_HMAC_FAIL    DatapathDpCounter = 49
+	DatapathDpCounterDP_MPJ_FOURTH_ACK       DatapathDpCounter = 50
+	DatapathDpCounterDP_OPT_TX               DatapathDpCounter = 51
+	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 52
 )
 
 type DatapathEvent struct {
@@ -95,6 +107,9 @@ type DatapathEvent struct {
 	B      uint64
 	C      uint64
 	Cookie uint64
+	Raw    [32]uint8
+	RawLen uint32
+	Pad    uint32
 }
 
 type DatapathEventType uint32
@@ -109,6 +124,8 @@ const (
 	DatapathEventTypeEV_MP_FAIL     DatapathEventType = 7
 	DatapathEventTypeEV_UNMAPPED    DatapathEventType = 8
 	DatapathEventTypeEV_OPTION      DatapathEventType = 9
+	DatapathEventTypeEV_JOIN        DatapathEventType = 10
+	DatapathEventTypeEV_JOIN_ACKED  DatapathEventType = 11
 )
 
 type DatapathSkSub struct {
@@ -129,6 +146,15 @@ type DatapathSkSub struct {
 	RxMapLen       uint16
 	RxMapFin       uint8
 	RstReason      uint8
+	RemoteToken    uint32
+	LocalNonce     uint32
+	RemoteNonce    uint32
+	LocalId        uint8
+	RemoteId       uint8
+	JoinFlags      uint8
+	Pad1           uint8
+	HmacA          [5]uint32
+	Pad2           uint32
 }
 
 type DatapathSub struct {
@@ -139,19 +165,29 @@ type DatapathSub struct {
 		AckReq    uint32
 		RstReason uint8
 		RstFlags  uint8
-		Pad       [2]uint8
-		Pad1      [48]uint8
+		OptLen    uint8
+		Pad       uint8
+		OptGen    uint32
+		Pad1      uint32
+		Opt       [32]uint8
+		Pad2      [8]uint8
 		Txmap     [256]DatapathTxmap
 	}
 	St struct {
-		_          structs.HostLayout
-		TxmapHint  uint64
-		SndUnaRel  uint32
-		AckDone    uint32
-		TxDss      uint64
-		TxNomap    uint64
-		AckPending uint32
-		Pad        [28]uint8
+		_            structs.HostLayout
+		TxmapHint    uint64
+		SndUnaRel    uint32
+		AckDone      uint32
+		TxDss        uint64
+		TxNomap      uint64
+		AckPending   uint32
+		OptDone      uint32
+		SrttUs       uint32
+		SndCwnd      uint32
+		Mss          uint32
+		PacketsOut   uint32
+		TotalRetrans uint32
+		Pad          uint32
 	}
 }
 
@@ -180,10 +216,14 @@ const (
 	DatapathMapDpCounters       = "dp_counters"
 	DatapathMapDpScratchMap     = "dp_scratch_map"
 	DatapathMapEvents           = "events"
+	DatapathMapLocalIds         = "local_ids"
+	DatapathMapNonces           = "nonces"
 	DatapathMapReqs             = "reqs"
 	DatapathMapSkSubs           = "sk_subs"
+	DatapathMapSubSlots         = "sub_slots"
 	DatapathMapSubs             = "subs"
 	DatapathMapTickets          = "tickets"
+	DatapathMapTokens           = "tokens"
 	DatapathProgCaCongAvoidA    = "ca_cong_avoid_a"
 	DatapathProgCaCongAvoidB    = "ca_cong_avoid_b"
 	DatapathProgCaCwndEventA    = "ca_cwnd_event_a"
@@ -281,10 +321,14 @@ type DatapathMapSpecs struct {
 	DpCounters   *ebpf.MapSpec `ebpf:"dp_counters"`
 	DpScratchMap *ebpf.MapSpec `ebpf:"dp_scratch_map"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	LocalIds     *ebpf.MapSpec `ebpf:"local_ids"`
+	Nonces       *ebpf.MapSpec `ebpf:"nonces"`
 	Reqs         *ebpf.MapSpec `ebpf:"reqs"`
 	SkSubs       *ebpf.MapSpec `ebpf:"sk_subs"`
+	SubSlots     *ebpf.MapSpec `ebpf:"sub_slots"`
 	Subs         *ebpf.MapSpec `ebpf:"subs"`
 	Tickets      *ebpf.MapSpec `ebpf:"tickets"`
+	Tokens       *ebpf.MapSpec `ebpf:"tokens"`
 }
 
 // DatapathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -322,10 +366,14 @@ type DatapathMaps struct {
 	DpCounters   *ebpf.Map `ebpf:"dp_counters"`
 	DpScratchMap *ebpf.Map `ebpf:"dp_scratch_map"`
 	Events       *ebpf.Map `ebpf:"events"`
+	LocalIds     *ebpf.Map `ebpf:"local_ids"`
+	Nonces       *ebpf.Map `ebpf:"nonces"`
 	Reqs         *ebpf.Map `ebpf:"reqs"`
 	SkSubs       *ebpf.Map `ebpf:"sk_subs"`
+	SubSlots     *ebpf.Map `ebpf:"sub_slots"`
 	Subs         *ebpf.Map `ebpf:"subs"`
 	Tickets      *ebpf.Map `ebpf:"tickets"`
+	Tokens       *ebpf.Map `ebpf:"tokens"`
 }
 
 func (m *DatapathMaps) Close() error {
@@ -336,10 +384,14 @@ func (m *DatapathMaps) Close() error {
 		m.DpCounters,
 		m.DpScratchMap,
 		m.Events,
+		m.LocalIds,
+		m.Nonces,
 		m.Reqs,
 		m.SkSubs,
+		m.SubSlots,
 		m.Subs,
 		m.Tickets,
+		m.Tokens,
 	)
 }
 

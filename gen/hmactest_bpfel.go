@@ -36,6 +36,7 @@ type HmactestHmacScratch struct {
 		_ structs.HostLayout
 		W [16]uint32
 	}
+	Key [4]uint32
 }
 
 // Names of all BPF objects in the ELF.
