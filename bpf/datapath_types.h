@@ -115,7 +115,8 @@ struct conn_st {
 	__u64 peer_fin_dsn;  /* DSN of the peer's DATA_FIN when seen */
 	__u32 ack_wakeup;    /* last doorbell generation answered */
 	__u32 peer_fin;      /* nonzero once the peer's DATA_FIN was seen */
-	__u8 _pad[96];
+	__u64 peer_wnd_end;  /* the peer's receive window end: DATA_ACK + window (§3.3.4) */
+	__u8 _pad[88];
 };
 
 struct conn {
@@ -132,7 +133,7 @@ struct sub_ctl {
 	__u8 rst_reason;    /* MP_TCPRST reason on our resets */
 	__u8 rst_flags;     /* SUB_RST_REQUEST | the option's flag bits (T = transient) */
 	__u8 opt_len;       /* an option for the next pure ACK: ADD_ADDR, RM_ADDR, MP_PRIO */
-	__u8 _pad;
+	__u8 snd_wscale;    /* the peer's window scale on this subflow (from TCP_INFO) */
 	__u32 opt_gen;      /* doorbell: bumped when opt holds a new option */
 	__u32 _pad1;
 	__u8 opt[32];
@@ -289,6 +290,7 @@ enum dp_counter {
 	DP_MPJ_ACK_HMAC_FAIL,     /* MP_JOIN third ACKs with a wrong or missing HMAC */
 	DP_MPJ_FOURTH_ACK,        /* our joins the peer fully established */
 	DP_OPT_TX,                /* options Go queued (ADD_ADDR, RM_ADDR, MP_PRIO) written */
+	DP_SUBSLOT_USED,          /* subflow slots taken from the queue by passive joins */
 	DP_COUNTER_MAX,
 };
 

@@ -382,15 +382,12 @@ static __always_inline int synack_join(struct bpf_sock_ops *skops, struct dp_scr
 		v = *old; /* a retransmitted SYN/ACK: the same nonce and slot */
 	} else {
 		dp_count(DP_MPJ_SYN_RX);
-		if (bpf_map_pop_elem(&sub_slots, &v.t.sub)) {
+		/* The nonce first: a slot once taken is accounted for (Go follows the queue in order). */
+		if (bpf_map_pop_elem(&nonces, &v.nonce_b) || bpf_map_pop_elem(&sub_slots, &v.t.sub)) {
 			dp_count(DP_MPJ_NO_RESOURCE);
 			return 1;
 		}
-		if (bpf_map_pop_elem(&nonces, &v.nonce_b)) {
-			bpf_map_push_elem(&sub_slots, &v.t.sub, BPF_EXIST);
-			dp_count(DP_MPJ_NO_RESOURCE);
-			return 1;
-		}
+		dp_count(DP_SUBSLOT_USED);
 		v.t.conn = tv->conn;
 		v.client_isn = client_isn;
 		v.join = 1;
@@ -874,19 +871,29 @@ static __always_inline void rx_ack_advance(struct conn *c, __u64 want, __u64 to)
 }
 
 static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
-				      struct sub *sb, struct mptcp_opt *o, __u32 payload)
+				      struct sub *sb, struct mptcp_opt *o, __u32 payload, __u32 window)
 {
 	dp_count(DP_DSS_RX);
 	if (o->flags & DSS_FLAG_HAS_ACK) {
-		__u64 old = c->st.peer_data_ack, ack;
+		__u64 old = c->st.peer_data_ack, ack, wnd_end;
+		int moved = 0;
 
 		ack = (o->flags & DSS_FLAG_ACK64) ? o->data_ack : expand32(old, o->data_ack);
 		if (before64(c->ctl.snd_nxt + 1, ack)) {
 			dp_count(DP_DATA_ACK_INVALID);
-		} else if (before64(old, ack)) {
-			c->st.peer_data_ack = ack;
-			dp_count(DP_DATA_ACK_RX);
-			if (c->ctl.ack_wakeup != c->st.ack_wakeup) {
+		} else {
+			if (before64(old, ack)) {
+				c->st.peer_data_ack = ack;
+				dp_count(DP_DATA_ACK_RX);
+				moved = 1;
+			}
+			/* The window is the connection's, relative to the DATA_ACK (§3.3.4). */
+			wnd_end = ack + ((__u64)window << (sb->ctl.snd_wscale & 15));
+			if (before64(c->st.peer_wnd_end, wnd_end)) {
+				c->st.peer_wnd_end = wnd_end;
+				moved = 1;
+			}
+			if (moved && c->ctl.ack_wakeup != c->st.ack_wakeup) {
 				c->st.ack_wakeup = c->ctl.ack_wakeup;
 				dp_emit(EV_DATA_ACK, s, 0, ack, 0, 0, 0);
 			}
@@ -1107,7 +1114,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 			continue;
 		}
 		if (sc->opt.subtype == MPTCPOPT_DSS) {
-			parse_dss(skops, s, c, sb, &sc->opt, payload);
+			parse_dss(skops, s, c, sb, &sc->opt, payload, bpf_ntohs(th.window));
 			if (sc->opt.flags & DSS_FLAG_HAS_MAP)
 				mapped = 1;
 		} else {

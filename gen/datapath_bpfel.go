@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type DatapathAddrKey struct {
+	_      structs.HostLayout
+	Family uint32
+	Addr   [4]uint32
+}
+
 type DatapathConn struct {
 	_   structs.HostLayout
 	Ctl struct {
@@ -35,7 +41,8 @@ type DatapathConn struct {
 		PeerFinDsn  uint64
 		AckWakeup   uint32
 		PeerFin     uint32
-		Pad         [96]uint8
+		PeerWndEnd  uint64
+		Pad         [88]uint8
 	}
 }
 
@@ -94,7 +101,8 @@ const (
 	DatapathDpCounterDP_MPJ_ACK_HMAC_FAIL    DatapathDpCounter = 49
 	DatapathDpCounterDP_MPJ_FOURTH_ACK       DatapathDpCounter = 50
 	DatapathDpCounterDP_OPT_TX               DatapathDpCounter = 51
-	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 52
+	DatapathDpCounterDP_SUBSLOT_USED         DatapathDpCounter = 52
+	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 53
 )
 
 type DatapathEvent struct {
@@ -166,7 +174,7 @@ type DatapathSub struct {
 		RstReason uint8
 		RstFlags  uint8
 		OptLen    uint8
-		Pad       uint8
+		SndWscale uint8
 		OptGen    uint32
 		Pad1      uint32
 		Opt       [32]uint8
@@ -196,6 +204,14 @@ type DatapathTicket struct {
 	Key  uint64
 	Conn uint32
 	Sub  uint32
+}
+
+type DatapathTokenVal struct {
+	_         structs.HostLayout
+	Conn      uint32
+	Pad       uint32
+	LocalKey  uint64
+	RemoteKey uint64
 }
 
 type DatapathTxmap struct {

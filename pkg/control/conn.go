@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
@@ -64,7 +67,12 @@ type Conn struct {
 	abortOnClose atomic.Bool
 	rstReason    atomic.Uint32
 	shm          *datapath.Conn
-	sf           *subflow
+	subs         []*subflow // owned by run once it started
+	server       bool       // we accepted the connection
+	sched        Scheduler
+	ns           netns.NsHandle // network namespace for join subflows' sockets
+	pm           PathManager
+	joinCh       chan joinResult
 
 	rxq      *byteQueue
 	txq      *byteQueue
@@ -76,6 +84,7 @@ type Conn struct {
 	kick     chan struct{}
 	ctl      chan ctlOp
 	infoCh   chan chan ConnInfo
+	cmdCh    chan func()
 	done     chan struct{} // closed when run returned
 	closed   chan struct{} // closed by Close
 	closeMu  sync.Once
@@ -120,7 +129,20 @@ type connState struct {
 	lingerAt  time.Time
 	lastRst   *ResetError
 	events    [16]uint64 // events handled, by type
+
+	reinject   []dsnRange                  // data to send again, from failed or stale subflows
+	pumpTimer  *time.Timer                 // re-pump when no subflow had room
+	pendingSub map[uint32][]datapath.Event // events of subflows not attached yet
+	announces  map[uint8]*announce         // our ADD_ADDRs awaiting their echo
 }
+
+// dsnRange is a range of the data sequence space.
+type dsnRange struct {
+	dsn seqnum.DSN
+	n   int
+}
+
+func (r dsnRange) end() seqnum.DSN { return r.dsn.Add(uint64(r.n)) }
 
 func newConn(s *Stack) *Conn {
 	return &Conn{
@@ -135,6 +157,9 @@ func newConn(s *Stack) *Conn {
 		kick:     make(chan struct{}, 1),
 		ctl:      make(chan ctlOp, 4),
 		infoCh:   make(chan chan ConnInfo),
+		cmdCh:    make(chan func()),
+		joinCh:   make(chan joinResult, 4),
+		ns:       netns.None(),
 		done:     make(chan struct{}),
 		closed:   make(chan struct{}),
 	}
@@ -155,9 +180,18 @@ func (c *Conn) start() {
 	atomic.StoreUint64(&c.shm.St.RxAck, remoteIDSN+1)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnCanAck)
 	c.mptcp.Store(true)
+	if c.sched == nil {
+		c.sched, _ = NewScheduler(c.stack.scheduler)
+	}
+	c.pm = c.stack.pm
+	c.st.pendingSub = map[uint32][]datapath.Event{}
+	c.st.announces = map[uint8]*announce{}
+	sf := c.subs[0]
+	sf.ready = true
+	c.stack.addToken(c)
 	c.stack.register(c)
-	go c.sf.readLoop()
-	go c.sf.writeLoop()
+	go sf.readLoop()
+	go sf.writeLoop()
 	go c.run()
 }
 
@@ -369,13 +403,15 @@ func (c *Conn) Err() error {
 type ConnInfo struct {
 	Token       uint32
 	MPTCP       bool
+	Server      bool
+	Local       string
+	Remote      string
+	Scheduler   string
 	RcvNxt      uint64 // data level: next DSN expected
 	PeerFin     bool
 	PeerFinDSN  uint64
 	RxEOF       bool
 	Held        int // bytes read from subflows waiting for their mapping
-	HeldOff     uint32
-	RxMaps      int
 	RxOOO       int // out-of-order bytes
 	RxReady     int // bytes waiting for Read
 	SndUna      uint64
@@ -385,7 +421,27 @@ type ConnInfo struct {
 	FinAcked    bool
 	DatapathAck uint64 // the datapath's data-level ACK (rx_ack)
 	PeerDataAck uint64
+	Reinject    int        // bytes waiting to be sent again
 	Events      [16]uint64 // datapath events handled, by type
+	Subflows    []SubflowInfo
+}
+
+// SubflowInfo describes one subflow.
+type SubflowInfo struct {
+	Slot       uint32
+	Local      string
+	Remote     string
+	LocalID    uint8
+	RemoteID   uint8
+	Backup     bool // ours
+	PeerBackup bool // the peer's (MP_JOIN B flag or MP_PRIO)
+	Ready      bool // may carry data
+	Stale      bool
+	SRTT       time.Duration
+	Cwnd       uint32
+	BytesSent  uint64 // written to the socket
+	BytesRecv  uint64 // read from the socket
+	Retrans    uint32
 }
 
 // Info returns a snapshot of the connection's state; ok is false once it has ended.
@@ -402,20 +458,31 @@ func (c *Conn) Info() (ConnInfo, bool) {
 func (c *Conn) info() ConnInfo {
 	st := &c.st
 	in := ConnInfo{
-		Token: c.token, MPTCP: c.mptcp.Load(), RcvNxt: uint64(st.rx.rcvNxt), PeerFin: st.rxFin,
-		PeerFinDSN: uint64(st.rxFinDSN), RxEOF: st.rxEOF, RxMaps: len(c.sf.rxMaps), RxOOO: st.rx.nOOO,
+		Token: c.token, MPTCP: c.mptcp.Load(), Server: c.server, Local: addrString(c.laddr), Remote: addrString(c.raddr),
+		Scheduler: c.sched.Name(), RcvNxt: uint64(st.rx.rcvNxt), PeerFin: st.rxFin,
+		PeerFinDSN: uint64(st.rxFinDSN), RxEOF: st.rxEOF, RxOOO: st.rx.nOOO,
 		RxReady: c.rxq.len(), SndUna: uint64(st.sndUna), SndNxt: uint64(st.sndNxt), SndEnd: uint64(st.sndEnd),
 		FinSet: st.finSet, FinAcked: st.finAcked,
 		DatapathAck: atomic.LoadUint64(&c.shm.St.RxAck), PeerDataAck: atomic.LoadUint64(&c.shm.St.PeerDataAck),
 		Events: st.events,
 	}
-	for i, h := range c.sf.rxHeld {
-		if i == 0 {
-			in.HeldOff = uint32(h.off)
+	for _, r := range st.reinject {
+		in.Reinject += r.n
+	}
+	for _, sf := range c.subs {
+		for _, h := range sf.rxHeld {
+			in.Held += len(h.data)
 		}
-		in.Held += len(h.data)
+		in.Subflows = append(in.Subflows, sf.info())
 	}
 	return in
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 // abort ends the connection from outside its goroutine (stack shutdown).
@@ -441,17 +508,23 @@ func (c *Conn) fail(err error) {
 // run is the connection's goroutine.
 func (c *Conn) run() {
 	defer close(c.done)
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	c.st.finRTO = 200 * time.Millisecond
+	if c.pm != nil {
+		go c.pm.Established(c) // it calls back into this goroutine through c.do
+	}
 	for {
 		var rxIn chan rxChunk
 		if c.rxq.len() < rxLimit && !c.st.rxEOF {
 			rxIn = c.rxCh
 		}
-		var finC <-chan time.Time
+		var finC, pumpC <-chan time.Time
 		if c.st.finTimer != nil {
 			finC = c.st.finTimer.C
+		}
+		if c.st.pumpTimer != nil {
+			pumpC = c.st.pumpTimer.C
 		}
 		select {
 		case ev := <-c.evCh:
@@ -460,6 +533,8 @@ func (c *Conn) run() {
 			c.handleRx(ch)
 		case d := <-c.txDoneCh:
 			c.handleTxDone(d)
+		case j := <-c.joinCh:
+			c.attachSubflow(j)
 		case op := <-c.ctl:
 			if c.handleCtl(op) {
 				return
@@ -467,10 +542,16 @@ func (c *Conn) run() {
 		case <-c.kick:
 		case r := <-c.infoCh:
 			r <- c.info()
+		case f := <-c.cmdCh:
+			f()
 		case <-finC:
 			c.st.finTimer = nil
 			c.retransmitFin()
+		case <-pumpC:
+			c.st.pumpTimer = nil
 		case <-tick.C:
+			c.checkSubflows()
+			c.retransmitAnnounces()
 		}
 		if c.Err() != nil {
 			c.teardown(false)
@@ -486,7 +567,7 @@ func (c *Conn) run() {
 }
 
 func (c *Conn) closeDone() bool {
-	if c.st.finAcked && (c.st.rxEOF || c.sf.eof) {
+	if c.st.finAcked && (c.st.rxEOF || len(c.subs) == 0) {
 		return true
 	}
 	return time.Now().After(c.st.lingerAt)
@@ -508,8 +589,10 @@ func (c *Conn) handleCtl(op ctlOp) (exit bool) {
 	case opReset:
 		c.fail(errConnClosed)
 		if c.mptcp.Load() {
-			c.sf.shm.Ctl.RstReason = uint8(c.rstReason.Load())
-			c.sf.shm.Ctl.RstFlags = datapath.SubRstRequest
+			for _, sf := range c.subs {
+				sf.shm.Ctl.RstReason = uint8(c.rstReason.Load())
+				sf.shm.Ctl.RstFlags = datapath.SubRstRequest
+			}
 		}
 		c.teardown(true)
 		return true
@@ -530,26 +613,73 @@ func (c *Conn) fastclose() {
 func (c *Conn) teardown(abort bool) {
 	c.closeMu.Do(func() { close(c.closed) })
 	c.fail(errConnClosed)
-	close(c.sf.txCh)
-	c.sf.close(abort)
-	if c.st.finTimer != nil {
-		c.st.finTimer.Stop()
+	for _, sf := range c.subs {
+		sf.shutdown(abort)
 	}
-	c.stack.releaseSlots(c.slot, c.sf.slot, c.token)
+	c.subs = nil
+	for _, t := range []*time.Timer{c.st.finTimer, c.st.pumpTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	if c.pm != nil {
+		c.pm.Closed(c)
+	}
+	c.stack.removeToken(c.token)
+	c.stack.releaseConn(c.slot, c.token)
+	if c.ns.IsOpen() {
+		c.ns.Close()
+	}
+	// Joins still being dialled or accepted end here.
+	for {
+		select {
+		case j := <-c.joinCh:
+			c.refuseJoin(j, RstUnspecified)
+		default:
+			return
+		}
+	}
+}
+
+// subBySlot returns the attached subflow of a subflow slot.
+func (c *Conn) subBySlot(slot uint32) *subflow {
+	for _, sf := range c.subs {
+		if sf.slot == slot {
+			return sf
+		}
+	}
+	return nil
 }
 
 // ---- receiving ----
 
 func (c *Conn) handleEvent(ev datapath.Event) {
-	sf := c.sf
 	if ev.Type < uint32(len(c.st.events)) {
 		c.st.events[ev.Type]++
 	}
 	switch ev.Type {
-	case datapath.EvRxMap:
-		if ev.Sub != sf.slot {
-			return
+	case datapath.EvDataFin:
+		c.peerFin(seqnum.DSN(ev.A))
+		return
+	case datapath.EvDataAck:
+		c.st.ackArmed = false
+		return
+	case datapath.EvFastclose:
+		c.stack.stats.Fastclose.Add(1)
+		c.fail(ErrFastclose)
+		return
+	}
+	sf := c.subBySlot(ev.Sub)
+	if sf == nil {
+		// A subflow whose socket has not reached us yet (a join being dialled or accepted):
+		// its events wait for it.
+		if q := c.st.pendingSub[ev.Sub]; len(q) < 1024 {
+			c.st.pendingSub[ev.Sub] = append(q, ev)
 		}
+		return
+	}
+	switch ev.Type {
+	case datapath.EvRxMap:
 		if ev.C&datapath.RxMapInfinite != 0 {
 			c.startRxFallback(sf)
 			return
@@ -565,15 +695,12 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		}
 		sf.addRxMap(rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin})
 		c.processHeld(sf)
-	case datapath.EvDataFin:
-		c.peerFin(seqnum.DSN(ev.A))
-	case datapath.EvDataAck:
-		c.st.ackArmed = false
-	case datapath.EvFastclose:
-		c.stack.stats.Fastclose.Add(1)
-		c.fail(ErrFastclose)
 	case datapath.EvTCPRst:
-		c.st.lastRst = &ResetError{Reason: uint8(ev.A), Transient: ev.B&1 != 0}
+		sf.lastRst = &ResetError{Reason: uint8(ev.A), Transient: ev.B&1 != 0}
+	case datapath.EvJoinAcked:
+		sf.ready = true
+	case datapath.EvOption:
+		c.handleOption(sf, ev.Raw[:min(int(ev.RawLen), len(ev.Raw))])
 	case datapath.EvMPFail:
 		c.stack.log.Warn("peer sent MP_FAIL; continuing as plain TCP", "token", c.token, "dsn", ev.A)
 		c.startRxFallback(sf)
@@ -587,10 +714,14 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 
 func (c *Conn) handleRx(ch rxChunk) {
 	sf := ch.sf
+	if sf.gone {
+		return
+	}
 	if ch.err != nil {
 		c.subflowEnded(sf, ch.err)
 		return
 	}
+	sf.bytesRecv += uint64(len(ch.data))
 	sf.rxHeld = append(sf.rxHeld, ch)
 	c.processHeld(sf)
 }
@@ -645,7 +776,7 @@ func (c *Conn) deliverRx() {
 		if c.mptcp.Load() {
 			atomic.StoreUint64(&c.shm.Ctl.RcvNxt, rcv)
 			if seqnum.DSN(atomic.LoadUint64(&c.shm.St.RxAck)).LessThan(seqnum.DSN(rcv)) {
-				c.sendACK() // the datapath did not acknowledge the DATA_FIN on its own
+				c.sendACK(nil) // the datapath did not acknowledge the DATA_FIN on its own
 			}
 		}
 		return
@@ -666,14 +797,20 @@ func (c *Conn) peerFin(dsn seqnum.DSN) {
 	c.deliverRx()
 }
 
-// subflowEnded handles the end of the (only) subflow's byte stream.
+// subflowEnded handles the end of a subflow's byte stream (FIN or error).
 func (c *Conn) subflowEnded(sf *subflow, err error) {
 	sf.eof = true
+	last := len(c.subs) == 1
+	if errors.Is(err, io.EOF) && !c.st.rxFin && atomic.LoadUint32(&c.shm.St.PeerFin) != 0 {
+		// The DATA_FIN event may still be on its way; the datapath has it already.
+		c.peerFin(seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerFinDsn)))
+	}
+	if !last {
+		// Other subflows carry on: what this one had in flight goes again on them.
+		c.dropSubflow(sf, err)
+		return
+	}
 	if errors.Is(err, io.EOF) {
-		if !c.st.rxFin && atomic.LoadUint32(&c.shm.St.PeerFin) != 0 {
-			// The DATA_FIN event may still be on its way; the datapath has it already.
-			c.peerFin(seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerFinDsn)))
-		}
 		if c.st.rxEOF {
 			return
 		}
@@ -688,27 +825,45 @@ func (c *Conn) subflowEnded(sf *subflow, err error) {
 		c.fail(ErrNoDataFin)
 		return
 	}
-	c.fail(c.resetError(err))
+	c.fail(c.resetError(sf, err))
+}
+
+// dropSubflow detaches a failed or closed subflow and re-sends its unacknowledged data.
+func (c *Conn) dropSubflow(sf *subflow, err error) {
+	c.reinjectFrom(sf)
+	for i, x := range c.subs {
+		if x == sf {
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			break
+		}
+	}
+	info := sf.info()
+	sf.shutdown(false)
+	c.stack.releaseSub(sf.slot)
+	c.stack.log.Debug("subflow closed", "token", c.token, "local", info.Local, "remote", info.Remote, "err", err)
+	if c.pm != nil {
+		c.pm.SubflowClosed(c, sf.pmView(), err)
+	}
 }
 
 // resetError explains a subflow error with what the datapath saw on the reset: the peer's
 // MP_FASTCLOSE or MP_TCPRST. The datapath state is read directly, as the event may still be
 // on its way.
-func (c *Conn) resetError(err error) error {
+func (c *Conn) resetError(sf *subflow, err error) error {
 	if c.mptcp.Load() {
 		var st datapath.SkState
 		var ok bool
-		c.sf.raw.Control(func(fd uintptr) { st, ok, _ = c.stack.dp.State(int(fd)) })
+		sf.raw.Control(func(fd uintptr) { st, ok, _ = c.stack.dp.State(int(fd)) })
 		if ok && st.Flags&datapath.SubFastcloseRx != 0 {
 			return ErrFastclose
 		}
-		if ok && st.Flags&datapath.SubRstRx != 0 && c.st.lastRst == nil {
-			c.st.lastRst = &ResetError{Reason: st.RstReason}
+		if ok && st.Flags&datapath.SubRstRx != 0 && sf.lastRst == nil {
+			sf.lastRst = &ResetError{Reason: st.RstReason}
 		}
 	}
-	if c.st.lastRst != nil {
-		c.st.lastRst.Err = err
-		return c.st.lastRst
+	if sf.lastRst != nil {
+		sf.lastRst.Err = err
+		return sf.lastRst
 	}
 	return err
 }
@@ -733,7 +888,7 @@ func (c *Conn) startTxFallback() {
 	c.stack.stats.MPFailFallback.Add(1)
 	c.shm.Ctl.MpFailDsn = uint64(c.st.rx.rcvNxt)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnMPFail)
-	c.sendACK()
+	c.sendACK(nil)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnFallback)
 	c.mptcp.Store(false)
 }
@@ -741,15 +896,18 @@ func (c *Conn) startTxFallback() {
 // ---- sending ----
 
 func (c *Conn) handleTxDone(d txDone) {
+	if d.sf.gone {
+		return
+	}
 	if d.err != nil {
-		c.fail(c.resetError(d.err))
+		c.subflowEnded(d.sf, d.err)
 		return
 	}
 	d.sf.queued -= d.n
 }
 
 // pumpTx frees what the peer DATA_ACKed, takes new data from Write and hands mappings to the
-// subflow's writer.
+// subflows' writers, as the scheduler picks them.
 func (c *Conn) pumpTx() {
 	st := &c.st
 	if c.mptcp.Load() {
@@ -770,6 +928,9 @@ func (c *Conn) pumpTx() {
 		st.sendBuf = st.sendBuf[1:]
 		st.unsent--
 	}
+	for _, sf := range c.subs {
+		sf.trimInflight(st.sndUna)
+	}
 	if room := sendLimit - int(st.sndEnd.Sub(st.sndUna)); room > 0 {
 		for _, b := range c.txq.take(room) {
 			st.sendBuf = append(st.sendBuf, sendPiece{dsn: st.sndEnd, data: b})
@@ -783,31 +944,177 @@ func (c *Conn) pumpTx() {
 			c.poke()
 		}
 	}
-	sf := c.sf
-	// Only this goroutine sends on txCh, and only while it has room: the send never blocks.
-	for sf.queued < writerQueued && st.unsent < len(st.sendBuf) && len(sf.txCh) < cap(sf.txCh) {
-		ch := c.nextMapping()
-		end := ch.dsn.Add(uint64(ch.n))
-		if c.mptcp.Load() {
-			atomic.StoreUint64(&c.shm.Ctl.SndNxt, uint64(end))
+	c.schedule()
+}
+
+// schedule hands mappings to subflows while there is data and a subflow to take it.
+func (c *Conn) schedule() {
+	st := &c.st
+	var cands []*subflow
+	var views []SubflowView
+	for c.pending() {
+		cands = cands[:0]
+		for _, sf := range usable(c.subs) {
+			// Only this goroutine sends on txCh, and only while it has room: never blocks.
+			if sf.queued < writerQueued && len(sf.txCh) < cap(sf.txCh) {
+				cands = append(cands, sf)
+			}
 		}
-		sf.txCh <- ch
-		sf.queued += ch.n
-		st.sndNxt = end
+		if len(cands) == 0 {
+			return
+		}
+		var picks []int
+		if len(cands) == 1 && len(c.subs) == 1 {
+			picks = []int{0} // one subflow: the socket's own buffer is the only limit
+		} else {
+			views = views[:0]
+			for _, sf := range cands {
+				views = append(views, sf.view())
+			}
+			if picks = c.sched.Pick(views); len(picks) == 0 {
+				// Nothing has room: look again shortly, as ACKs free the windows.
+				if st.pumpTimer == nil {
+					st.pumpTimer = time.NewTimer(time.Millisecond)
+				}
+				return
+			}
+		}
+		ch, ok := c.nextMapping()
+		if !ok {
+			if c.windowLimited() && !st.ackArmed && c.mptcp.Load() {
+				// Wait for the peer's window to open: the doorbell wakes us.
+				st.ackArmed = true
+				atomicAdd32(&c.shm.Ctl.AckWakeup, 1)
+				if st.pumpTimer == nil {
+					st.pumpTimer = time.NewTimer(5 * time.Millisecond)
+				}
+			}
+			return
+		}
+		end := ch.dsn.Add(uint64(ch.n))
+		if st.sndNxt.LessThan(end) {
+			if c.mptcp.Load() {
+				atomic.StoreUint64(&c.shm.Ctl.SndNxt, uint64(end))
+			}
+			st.sndNxt = end
+		}
+		for _, i := range picks {
+			sf := cands[i]
+			sf.txCh <- ch
+			sf.queued += ch.n
+			sf.inflight = append(sf.inflight, dsnRange{ch.dsn, ch.n})
+		}
 	}
 }
 
-// nextMapping cuts the next mapping from the unsent data: up to maxMapping bytes over as many
-// buffers as it takes, without copying.
-func (c *Conn) nextMapping() txChunk {
+// windowLimited reports whether new data waits for the peer's window.
+func (c *Conn) windowLimited() bool {
 	st := &c.st
+	if st.unsent >= len(st.sendBuf) {
+		return false
+	}
+	dsn := st.sendBuf[st.unsent].dsn.Add(uint64(st.unsentN))
+	return !dsn.LessThan(seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd)))
+}
+
+// pending reports whether data waits for a subflow.
+func (c *Conn) pending() bool {
+	return len(c.st.reinject) > 0 || c.st.unsent < len(c.st.sendBuf)
+}
+
+// usable returns the subflows that may carry data now: ready and not stale, the backups only
+// when no other subflow is (§3.3.8). When every subflow is stale, the stale ones, as nothing
+// else is left.
+func usable(subs []*subflow) []*subflow {
+	var regular, backup, stale []*subflow
+	for _, sf := range subs {
+		switch {
+		case !sf.ready || sf.eof || sf.gone:
+		case sf.stale:
+			stale = append(stale, sf)
+		case sf.backup || sf.peerBackup:
+			backup = append(backup, sf)
+		default:
+			regular = append(regular, sf)
+		}
+	}
+	switch {
+	case len(regular) > 0:
+		return regular
+	case len(backup) > 0:
+		return backup
+	}
+	return stale
+}
+
+// nextMapping cuts the next mapping: data to send again first, then unsent data; up to
+// maxMapping bytes over as many buffers as it takes, without copying.
+func (c *Conn) nextMapping() (txChunk, bool) {
+	st := &c.st
+	for len(st.reinject) > 0 {
+		r := &st.reinject[0]
+		if r.dsn.LessThan(st.sndUna) { // acknowledged meanwhile
+			skip := min(uint64(r.n), st.sndUna.Sub(r.dsn))
+			r.dsn, r.n = r.dsn.Add(skip), r.n-int(skip)
+		}
+		if r.n <= 0 {
+			st.reinject = st.reinject[1:]
+			continue
+		}
+		ch := c.sendBufRange(r.dsn, min(r.n, maxMapping))
+		if ch.n == 0 {
+			st.reinject = st.reinject[1:]
+			continue
+		}
+		r.dsn, r.n = r.dsn.Add(uint64(ch.n)), r.n-ch.n
+		if r.n == 0 {
+			st.reinject = st.reinject[1:]
+		}
+		c.stack.stats.Reinjected.Add(uint64(ch.n))
+		return ch, true
+	}
+	if st.unsent >= len(st.sendBuf) {
+		return txChunk{}, false
+	}
 	ch := txChunk{dsn: st.sendBuf[st.unsent].dsn.Add(uint64(st.unsentN))}
-	for ch.n < maxMapping && st.unsent < len(st.sendBuf) {
+	limit := maxMapping
+	if c.mptcp.Load() {
+		// New data stays within the peer's connection-level window (§3.3.4): data far ahead of
+		// a slow subflow would fill its receive buffer and close every subflow's window.
+		wnd := seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd))
+		if !ch.dsn.LessThan(wnd) {
+			return txChunk{}, false
+		}
+		limit = int(min(uint64(limit), wnd.Sub(ch.dsn)))
+	}
+	for ch.n < limit && st.unsent < len(st.sendBuf) {
 		r := st.sendBuf[st.unsent].data[st.unsentN:]
-		n := min(len(r), maxMapping-ch.n)
+		n := min(len(r), limit-ch.n)
 		ch.bufs = append(ch.bufs, r[:n])
 		ch.n += n
 		st.advanceUnsent(n)
+	}
+	return ch, true
+}
+
+// sendBufRange returns a mapping of up to n bytes at dsn from the send buffer.
+func (c *Conn) sendBufRange(dsn seqnum.DSN, n int) txChunk {
+	st := &c.st
+	i := sort.Search(len(st.sendBuf), func(i int) bool {
+		p := st.sendBuf[i]
+		return dsn.LessThan(p.dsn.Add(uint64(len(p.data))))
+	})
+	ch := txChunk{dsn: dsn}
+	for ; i < len(st.sendBuf) && ch.n < n; i++ {
+		p := st.sendBuf[i]
+		if dsn.LessThan(p.dsn) {
+			break
+		}
+		off := int(dsn.Sub(p.dsn))
+		take := min(len(p.data)-off, n-ch.n)
+		ch.bufs = append(ch.bufs, p.data[off:off+take])
+		ch.n += take
+		dsn = dsn.Add(uint64(take))
 	}
 	return ch
 }
@@ -820,13 +1127,52 @@ func (st *connState) advanceUnsent(n int) {
 	}
 }
 
+// reinjectFrom queues what a subflow had in flight, not yet DATA_ACKed, to go again on others.
+func (c *Conn) reinjectFrom(sf *subflow) {
+	sf.trimInflight(c.st.sndUna)
+	c.st.reinject = append(c.st.reinject, sf.inflight...)
+	sf.inflight = nil
+}
+
+// checkSubflows marks subflows stale that make no progress with data outstanding: their data
+// goes on the other subflows. RFC 8684 leaves the test to us; the kernel waits for four RTOs
+// (stale_loss_cnt), we for max(250 ms, 3 RTT) without an acknowledgement.
+func (c *Conn) checkSubflows() {
+	if len(c.subs) < 2 {
+		return
+	}
+	now := time.Now()
+	for _, sf := range c.subs {
+		if !sf.ready || sf.eof {
+			continue
+		}
+		una := atomic.LoadUint32(&sf.shm.St.SndUnaRel)
+		outstanding := int64(sf.written.Load())-int64(una-1) > 0
+		if una != sf.lastUna || !outstanding {
+			sf.lastUna, sf.lastProgress = una, now
+			if sf.stale {
+				sf.stale = false
+				c.stack.log.Debug("subflow recovered", "token", c.token, "slot", sf.slot)
+			}
+			continue
+		}
+		limit := max(250*time.Millisecond, 3*sf.srtt())
+		if !sf.stale && now.Sub(sf.lastProgress) > limit {
+			sf.stale = true
+			c.stack.stats.SubflowStale.Add(1)
+			c.stack.log.Debug("subflow stale: re-sending its data elsewhere", "token", c.token, "slot", sf.slot)
+			c.reinjectFrom(sf)
+		}
+	}
+}
+
 // sendPiece is a buffer of application data at its DSN, kept until DATA_ACKed.
 type sendPiece struct {
 	dsn  seqnum.DSN
 	data []byte
 }
 
-// checkFin sends our DATA_FIN once everything written before CloseWrite is handed to the
+// checkFin sends our DATA_FIN once everything written before CloseWrite is handed to a
 // subflow, and notices its DATA_ACK.
 func (c *Conn) checkFin() {
 	st := &c.st
@@ -834,14 +1180,14 @@ func (c *Conn) checkFin() {
 		return
 	}
 	if !c.mptcp.Load() {
-		if !st.finSet && st.unsent == len(st.sendBuf) && c.sf.queued == 0 && c.txq.len() == 0 {
+		if !st.finSet && st.unsent == len(st.sendBuf) && c.txq.len() == 0 && len(c.subs) > 0 && c.subs[0].queued == 0 {
 			st.finSet, st.finAcked = true, true
-			c.sf.tc.CloseWrite()
+			c.subs[0].tc.CloseWrite()
 		}
 		return
 	}
 	if !st.finSet {
-		if st.unsent < len(st.sendBuf) || c.txq.len() > 0 {
+		if c.pending() || c.txq.len() > 0 {
 			return
 		}
 		st.finSet = true
@@ -849,7 +1195,7 @@ func (c *Conn) checkFin() {
 		c.shm.Ctl.SndFinDsn = uint64(st.finDSN)
 		atomic.StoreUint64(&c.shm.Ctl.SndNxt, uint64(st.finDSN))
 		atomicOr32(&c.shm.Ctl.Flags, datapath.ConnDataFin)
-		st.finTimer = time.NewTimer(0) // sent by the first timer tick once the writer drained
+		st.finTimer = time.NewTimer(0) // sent by the first timer tick once the writers drained
 		return
 	}
 	if !st.finAcked {
@@ -872,18 +1218,29 @@ func (c *Conn) retransmitFin() {
 	if st.finAcked || c.Err() != nil {
 		return
 	}
-	if c.sf.queued > 0 {
-		st.finTimer = time.NewTimer(time.Millisecond)
-		return
+	for _, sf := range c.subs {
+		if sf.queued > 0 {
+			st.finTimer = time.NewTimer(time.Millisecond)
+			return
+		}
 	}
-	c.sendACK()
+	c.sendACK(nil)
 	st.finTimer = time.NewTimer(st.finRTO)
 	st.finRTO = min(2*st.finRTO, 5*time.Second)
 }
 
-// sendACK sends a pure ACK (with whatever the datapath writes on it) on the subflow now.
-func (c *Conn) sendACK() {
-	sf := c.sf
+// sendACK sends a pure ACK (with whatever the datapath writes on it) on sf, or on the first
+// usable subflow when sf is nil.
+func (c *Conn) sendACK(sf *subflow) {
+	if sf == nil {
+		if u := usable(c.subs); len(u) > 0 {
+			sf = u[0]
+		} else if len(c.subs) > 0 {
+			sf = c.subs[0]
+		} else {
+			return
+		}
+	}
 	var err error
 	cerr := sf.raw.Control(func(fd uintptr) { err = c.stack.dp.SendACK(int(fd), sf.slot) })
 	if cerr != nil {

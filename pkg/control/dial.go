@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
@@ -34,6 +35,7 @@ type Dialer struct {
 	Stack     *Stack
 	LocalAddr net.Addr
 	Timeout   time.Duration
+	Scheduler string // "" uses the stack's default
 }
 
 // Dial connects to address over MPTCP on the default stack. The result is a *Conn, or a
@@ -73,8 +75,13 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	if err != nil {
 		return nil, err
 	}
+	sched, err := NewScheduler(firstNonEmpty(d.Scheduler, s.scheduler))
+	if err != nil {
+		s.releaseSlots(slot, sub, token)
+		return nil, err
+	}
 	c := newConn(s)
-	c.slot, c.token, c.localKey, c.shm = slot, token, key, s.dp.Conn(slot)
+	c.slot, c.token, c.localKey, c.shm, c.sched = slot, token, key, s.dp.Conn(slot), sched
 	s.register(c) // events can arrive as soon as the handshake completes
 	nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		return s.prepareSocket(rc, datapath.SkState{Role: datapath.RoleActive, Conn: slot, Sub: sub, LocalKey: key})
@@ -98,14 +105,27 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	}
 	c.remoteKey = st.RemoteKey
 	c.laddr, c.raddr = tc.LocalAddr(), tc.RemoteAddr()
-	if c.sf, err = newSubflow(c, sub, tc); err != nil {
+	sf, err := newSubflow(c, sub, tc)
+	if err != nil {
 		tc.Close()
 		s.releaseSlots(slot, sub, token)
 		return nil, err
 	}
+	sf.active = true
+	c.subs = []*subflow{sf}
+	if h, err := netns.Get(); err == nil { // this thread's namespace: where joins are dialled
+		c.ns = h
+	}
 	s.stats.ActiveOpens.Add(1)
 	c.start()
 	return c, nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // prepareSocket sets our congestion control on a new socket and registers it with the datapath.

@@ -5,16 +5,22 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 )
 
 // Listener accepts MPTCP connections, and plain TCP clients, which get a *TCPConn.
 type Listener struct {
-	s  *Stack
-	ln *net.TCPListener
+	s      *Stack
+	ln     *net.TCPListener
+	ns     netns.NsHandle
+	closed sync.Once
 }
 
 // Listen listens on address on the default stack.
@@ -48,7 +54,11 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 		return nil, err
 	}
 	s.addListener(1)
-	return &Listener{s: s, ln: l.(*net.TCPListener)}, nil
+	ns, err := netns.Get()
+	if err != nil {
+		ns = netns.None()
+	}
+	return &Listener{s: s, ln: l.(*net.TCPListener), ns: ns}, nil
 }
 
 // Accept waits for the next connection: a *Conn for an MPTCP client, a *TCPConn otherwise.
@@ -67,6 +77,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if !ok {
 			s.stats.FallbackPassive.Add(1)
 			return &TCPConn{tc}, nil
+		}
+		if st.Role == datapath.RoleJoinPassive {
+			s.acceptJoin(tc, st)
+			continue
 		}
 		t, claimed := s.claimTicket(st.Conn, st.LocalKey)
 		if st.State != datapath.StateMPTCP {
@@ -87,10 +101,18 @@ func (l *Listener) Accept() (net.Conn, error) {
 		c.slot, c.token, c.localKey, c.remoteKey = st.Conn, t.token, st.LocalKey, st.RemoteKey
 		c.shm = s.dp.Conn(st.Conn)
 		c.laddr, c.raddr = tc.LocalAddr(), tc.RemoteAddr()
-		if c.sf, err = newSubflow(c, st.Sub, tc); err != nil {
+		c.server = true
+		sf, err := newSubflow(c, st.Sub, tc)
+		if err != nil {
 			tc.Close()
 			s.releaseSlots(t.Conn, t.Sub, t.token)
 			return nil, err
+		}
+		c.subs = []*subflow{sf}
+		if l.ns.IsOpen() {
+			if fd, err := unix.Dup(int(l.ns)); err == nil {
+				c.ns = netns.NsHandle(fd)
+			}
 		}
 		s.stats.PassiveOpens.Add(1)
 		c.start()
@@ -101,8 +123,32 @@ func (l *Listener) Accept() (net.Conn, error) {
 // Close stops listening.
 func (l *Listener) Close() error {
 	err := l.ln.Close()
-	l.s.addListener(-1)
+	l.closed.Do(func() {
+		l.s.addListener(-1)
+		if l.ns.IsOpen() {
+			l.ns.Close()
+		}
+	})
 	return err
+}
+
+// acceptJoin hands an MP_JOIN subflow our listener accepted to its connection, or resets it.
+func (s *Stack) acceptJoin(tc *net.TCPConn, st datapath.SkState) {
+	s.claimSub(st.Sub)
+	j := joinResult{tc: tc, slot: st.Sub, st: st}
+	c := s.conn(st.Conn)
+	if c == nil || st.State != datapath.StateMPTCP {
+		s.stats.JoinRefused.Add(1)
+		s.refuseJoinSocket(j, RstMPTCPError)
+		return
+	}
+	go func() {
+		select {
+		case c.joinCh <- j:
+		case <-c.done:
+			s.refuseJoinSocket(j, RstMPTCPError)
+		}
+	}()
 }
 
 // Addr returns the listening address.

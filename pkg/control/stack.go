@@ -2,6 +2,7 @@ package control
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,9 @@ import (
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
 )
+
+// initialWindow is the data-level send window before the peer advertised one.
+const initialWindow = 64 << 10
 
 // Slot reuse waits this long after a connection ended, so that events still queued for the
 // old connection are not delivered to the new one.
@@ -27,9 +31,11 @@ const (
 
 // StackConfig configures a Stack.
 type StackConfig struct {
-	Datapath datapath.Config
-	Logger   *slog.Logger
-	Rand     io.Reader // key source; crypto/rand when nil
+	Datapath    datapath.Config
+	Logger      *slog.Logger
+	Rand        io.Reader   // key source; crypto/rand when nil
+	Scheduler   string      // default scheduler of new connections ("" = default)
+	PathManager PathManager // nil: no extra subflows, no announcements
 }
 
 // Stack is a process's MPTCP stack: the datapath and the connections that use it. Its
@@ -37,13 +43,15 @@ type StackConfig struct {
 //
 // Locking: the fields under mu are guarded by it; methods that need it held end in Locked.
 type Stack struct {
-	dp     *datapath.Datapath
-	log    *slog.Logger
-	rand   io.Reader
-	tokens mpcrypto.TokenSet
-	stats  Stats
-	done   chan struct{}
-	wg     sync.WaitGroup
+	dp        *datapath.Datapath
+	log       *slog.Logger
+	rand      io.Reader
+	tokens    mpcrypto.TokenSet
+	stats     Stats
+	scheduler string
+	pm        PathManager
+	done      chan struct{}
+	wg        sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -57,6 +65,10 @@ type Stack struct {
 		queued    []ticketRec          // pushed, not taken yet (FIFO, as the BPF queue)
 		taken     []ticketRec          // taken by a SYN/ACK, not yet accepted
 		usedSeen  uint64               // the datapath's KeyTicketUsed when last read
+		subQueued []ticketRec          // subflow slots queued for passive joins (Ticket.Sub)
+		subTaken  []ticketRec          // taken by a join SYN/ACK, not yet accepted
+		subSeen   uint64               // the datapath's JoinSlotUsed when last read
+		nonces    int                  // nonces pushed
 		netnsScan map[uint64]time.Time // namespaces whose interfaces were scanned, and when
 		closed    bool
 	}
@@ -83,6 +95,14 @@ type Stats struct {
 	MPFailFallback  atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
 	EventsOrphaned  atomic.Uint64 // events for no known connection
 	TicketsReclaim  atomic.Uint64 // tickets taken by a SYN/ACK and never accepted
+	Joins           atomic.Uint64 // MP_JOIN subflows attached (both roles)
+	JoinRefused     atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
+	Reinjected      atomic.Uint64 // bytes sent again on another subflow
+	SubflowStale    atomic.Uint64 // subflows found stale
+	AddAddrRx       atomic.Uint64 // ADD_ADDRs with a valid HMAC
+	AddAddrBadHMAC  atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
+	RmAddrRx        atomic.Uint64
+	MPPrioRx        atomic.Uint64
 }
 
 // stackOpen is set while a stack exists: a process belongs to one cgroup, so it can have only
@@ -103,7 +123,12 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		stackOpen.Store(false)
 		return nil, err
 	}
-	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, done: make(chan struct{})}
+	if _, err := NewScheduler(cfg.Scheduler); err != nil {
+		dp.Close()
+		stackOpen.Store(false)
+		return nil, err
+	}
+	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, scheduler: cfg.Scheduler, pm: cfg.PathManager, done: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -121,6 +146,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 var defaultStack struct {
 	once  sync.Once
 	log   *slog.Logger
+	pm    PathManager
 	stack *Stack
 	err   error
 }
@@ -128,10 +154,14 @@ var defaultStack struct {
 // SetDefaultLogger sets the logger of the default stack; it has effect before its first use.
 func SetDefaultLogger(l *slog.Logger) { defaultStack.log = l }
 
+// SetDefaultPathManager sets the path manager of the default stack; it has effect before its
+// first use.
+func SetDefaultPathManager(p PathManager) { defaultStack.pm = p }
+
 // DefaultStack returns the process-wide stack that Dial and Listen use, opening it on first use.
 func DefaultStack() (*Stack, error) {
 	defaultStack.once.Do(func() {
-		defaultStack.stack, defaultStack.err = NewStack(StackConfig{Logger: defaultStack.log})
+		defaultStack.stack, defaultStack.err = NewStack(StackConfig{Logger: defaultStack.log, PathManager: defaultStack.pm})
 	})
 	return defaultStack.stack, defaultStack.err
 }
@@ -149,14 +179,22 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		return nil, err
 	}
 	for name, v := range map[string]*atomic.Uint64{
-		"ActiveOpens":      &s.stats.ActiveOpens,
-		"PassiveOpens":     &s.stats.PassiveOpens,
-		"FallbackActive":   &s.stats.FallbackActive,
-		"FallbackPassive":  &s.stats.FallbackPassive,
-		"Fastclose":        &s.stats.Fastclose,
-		"MPFailFallback":   &s.stats.MPFailFallback,
-		"EventsOrphaned":   &s.stats.EventsOrphaned,
-		"TicketsReclaimed": &s.stats.TicketsReclaim,
+		"ActiveOpens":        &s.stats.ActiveOpens,
+		"PassiveOpens":       &s.stats.PassiveOpens,
+		"FallbackActive":     &s.stats.FallbackActive,
+		"FallbackPassive":    &s.stats.FallbackPassive,
+		"Fastclose":          &s.stats.Fastclose,
+		"MPFailFallback":     &s.stats.MPFailFallback,
+		"EventsOrphaned":     &s.stats.EventsOrphaned,
+		"TicketsReclaimed":   &s.stats.TicketsReclaim,
+		"Joins":              &s.stats.Joins,
+		"JoinRefused":        &s.stats.JoinRefused,
+		"ReinjectedBytes":    &s.stats.Reinjected,
+		"SubflowStale":       &s.stats.SubflowStale,
+		"AddAddrAccepted":    &s.stats.AddAddrRx,
+		"AddAddrHMacFailure": &s.stats.AddAddrBadHMAC,
+		"RmAddrAccepted":     &s.stats.RmAddrRx,
+		"MPPrioAccepted":     &s.stats.MPPrioRx,
 	} {
 		c[name] = v.Load()
 	}
@@ -294,21 +332,70 @@ func (s *Stack) newSlotsLocked() (conn, sub uint32, key uint64, token uint32, er
 	c.Ctl.LocalKey = key
 	c.Ctl.SndNxt = idsn + 1
 	c.St.PeerDataAck = idsn + 1
+	// Until the peer's first DATA_ACK tells its window, send at most one initial window.
+	c.St.PeerWndEnd = idsn + 1 + initialWindow
 	*s.dp.Sub(sub) = datapath.Sub{}
 	return conn, sub, key, token, nil
 }
 
 // releaseSlots returns a connection's slots and token after a cooldown.
 func (s *Stack) releaseSlots(conn, sub uint32, token uint32) {
+	s.releaseConn(conn, token)
+	s.releaseSub(sub)
+}
+
+// releaseConn returns a connection slot and its token after a cooldown.
+func (s *Stack) releaseConn(conn uint32, token uint32) {
 	s.tokens.Release(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
 	delete(s.mu.conns, conn)
 	delete(s.mu.pending, conn)
 	s.dp.Conn(conn).Ctl.LocalKey = 0
-	s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, now})
-	s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{sub, now})
+	s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Now()})
+}
+
+// releaseSub returns a subflow slot after a cooldown.
+func (s *Stack) releaseSub(sub uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{sub, time.Now()})
+}
+
+// allocSub takes a subflow slot for a join and clears it.
+func (s *Stack) allocSub() (uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.allocSubLocked()
+}
+
+func (s *Stack) allocSubLocked() (uint32, error) {
+	sub, err := allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs())
+	if err != nil {
+		return 0, errors.New("no free subflow slots")
+	}
+	*s.dp.Sub(sub) = datapath.Sub{}
+	return sub, nil
+}
+
+// addToken makes a connection joinable by its token; removeToken ends that.
+func (s *Stack) addToken(c *Conn) {
+	if err := s.dp.AddToken(c.token, datapath.TokenVal{Conn: c.slot, LocalKey: c.localKey, RemoteKey: c.remoteKey}); err != nil {
+		s.log.Warn("connection not joinable", "token", c.token, "err", err)
+	}
+}
+
+func (s *Stack) removeToken(token uint32) {
+	if err := s.dp.DeleteToken(token); err != nil {
+		s.log.Warn("remove token", "token", token, "err", err)
+	}
+}
+
+// conn returns the connection of a slot, nil if none.
+func (s *Stack) conn(slot uint32) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.conns[slot]
 }
 
 // register makes a connection receive the events of its slot, including any that arrived before
@@ -347,6 +434,9 @@ func (s *Stack) refillTicketsLocked() error {
 		s.mu.freeConns = append(s.mu.freeConns, freeSlot{t.Conn, now})
 		s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{t.Sub, now})
 	}
+	if err := s.refillJoinsLocked(now); err != nil {
+		return err
+	}
 	if s.mu.listeners == 0 {
 		return nil
 	}
@@ -365,6 +455,71 @@ func (s *Stack) refillTicketsLocked() error {
 		s.mu.queued = append(s.mu.queued, t)
 	}
 	return nil
+}
+
+// refillJoinsLocked keeps subflow slots and nonces queued for passive joins, and reclaims
+// slots taken by join SYN/ACKs never accepted.
+func (s *Stack) refillJoinsLocked(now time.Time) error {
+	used, err := s.dp.Counter("JoinSlotUsed")
+	if err != nil {
+		return err
+	}
+	for ; s.mu.subSeen < used && len(s.mu.subQueued) > 0; s.mu.subSeen++ {
+		t := s.mu.subQueued[0]
+		s.mu.subQueued = s.mu.subQueued[1:]
+		t.takenAt = now
+		s.mu.subTaken = append(s.mu.subTaken, t)
+	}
+	for len(s.mu.subTaken) > 0 && now.Sub(s.mu.subTaken[0].takenAt) > ticketTimeout {
+		s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{s.mu.subTaken[0].Sub, now})
+		s.mu.subTaken = s.mu.subTaken[1:]
+	}
+	if s.mu.listeners == 0 {
+		return nil
+	}
+	for len(s.mu.subQueued) < ticketTarget {
+		sub, err := s.allocSubLocked()
+		if err != nil {
+			return err
+		}
+		if err := s.dp.PushSubSlot(sub); err != nil {
+			s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{sub, time.Time{}})
+			return err
+		}
+		s.mu.subQueued = append(s.mu.subQueued, ticketRec{Ticket: datapath.Ticket{Sub: sub}})
+	}
+	// Nonces: keep the queue topped up; each join SYN takes one.
+	nonceUsed, err := s.dp.Counter("MPJoinSynRx")
+	if err != nil {
+		return err
+	}
+	for int(uint64(s.mu.nonces)-nonceUsed) < ticketTarget {
+		var b [4]byte
+		if _, err := io.ReadFull(s.rand, b[:]); err != nil {
+			return err
+		}
+		if err := s.dp.PushNonce(binary.BigEndian.Uint32(b[:])); err != nil {
+			return err
+		}
+		s.mu.nonces++
+	}
+	return nil
+}
+
+// claimSub takes a passive join's subflow slot out of the reclaim list.
+func (s *Stack) claimSub(sub uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refillJoinsLocked(time.Now()); err != nil {
+		s.log.Warn("refill join slots", "err", err)
+	}
+	for i, t := range s.mu.subTaken {
+		if t.Sub == sub {
+			s.mu.subTaken = append(s.mu.subTaken[:i], s.mu.subTaken[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // claimTicket takes the ticket of an accepted MPTCP connection; ok is false if the slot is not

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -31,13 +33,28 @@ type subflow struct {
 	shm  *datapath.Sub
 	txCh chan txChunk
 
+	local, remote     netip.AddrPort
+	localID, remoteID uint8
+	active            bool // we opened it (the first subflow of our connect, or our join)
+
 	// Owned by the connection's goroutine.
-	rxMaps  []rxMap   // the peer's mappings not yet fully read, by SSN
-	rxHeld  []rxChunk // bytes read whose mapping has not arrived yet
-	mapped  seqnum.Value
-	queued  int // bytes handed to the writer and not yet written
-	eof     bool
-	lastEnd struct { // end of the last mapping consumed, for an infinite-mapping fallback
+	rxMaps       []rxMap   // the peer's mappings not yet fully read, by SSN
+	rxHeld       []rxChunk // bytes read whose mapping has not arrived yet
+	mapped       seqnum.Value
+	queued       int // bytes handed to the writer and not yet written
+	eof          bool
+	gone         bool       // detached from the connection; its goroutines' reports are ignored
+	ready        bool       // may carry data (a join: after the fourth ACK)
+	stale        bool       // no progress with data outstanding: not used while others are
+	backup       bool       // ours (MP_JOIN B flag we sent, or MP_PRIO we sent)
+	peerBackup   bool       // the peer's (its MP_JOIN B flag, or its MP_PRIO)
+	inflight     []dsnRange // mappings handed to this subflow not yet DATA_ACKed
+	lastUna      uint32
+	lastProgress time.Time
+	bytesRecv    uint64
+	lastRst      *ResetError
+	optQueue     [][]byte // options for pure ACKs of their own, in order
+	lastEnd      struct { // end of the last mapping consumed, for an infinite-mapping fallback
 		ssn seqnum.Value
 		dsn seqnum.DSN
 	}
@@ -83,12 +100,26 @@ func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
 	if err != nil {
 		return nil, err
 	}
-	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64)}
+	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64), lastProgress: time.Now()}
+	if a, ok := tc.LocalAddr().(*net.TCPAddr); ok {
+		sf.local = a.AddrPort()
+		sf.local = netip.AddrPortFrom(sf.local.Addr().Unmap(), sf.local.Port())
+	}
+	if a, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+		sf.remote = a.AddrPort()
+		sf.remote = netip.AddrPortFrom(sf.remote.Addr().Unmap(), sf.remote.Port())
+	}
 	if c.stack != nil {
 		sf.shm = c.stack.dp.Sub(slot)
 	}
 	if err := raw.Control(func(fd uintptr) { sf.fd = int(fd) }); err != nil {
 		return nil, err
+	}
+	if sf.shm != nil {
+		// The datapath scales the peer's window with it (the DATA_ACK's window, §3.3.4).
+		var ws uint8
+		raw.Control(func(fd uintptr) { ws = sndWscale(int(fd)) })
+		sf.shm.Ctl.SndWscale = ws
 	}
 	return sf, nil
 }
@@ -271,13 +302,81 @@ func (sf *subflow) pruneRx(off seqnum.Value) {
 	sf.rxMaps = sf.rxMaps[i:]
 }
 
-// close deletes the socket's datapath state, so that segments still arriving after close (FIN
-// states) produce no events for a reused slot, and closes the socket. abort resets it.
-func (sf *subflow) close(abort bool) {
+// shutdown stops the writer and closes the socket. A graceful close first deletes the socket's
+// datapath state, so that segments still arriving (FIN states) produce no events for a reused
+// slot; abort resets the socket (with MP_FASTCLOSE or MP_TCPRST when the connection asked).
+func (sf *subflow) shutdown(abort bool) {
+	if sf.gone {
+		return
+	}
+	sf.gone = true
+	close(sf.txCh)
 	if abort {
 		sf.tc.SetLinger(0)
 	} else if sf.c.stack != nil {
 		sf.c.stack.dp.Forget(sf.fd)
 	}
 	sf.tc.Close()
+}
+
+// srtt is the subflow's smoothed RTT as the datapath last saw it.
+func (sf *subflow) srtt() time.Duration {
+	return time.Duration(atomic.LoadUint32(&sf.shm.St.SrttUs)) * time.Microsecond
+}
+
+// inFlight is the bytes written to the socket and not yet acknowledged at the subflow level.
+func (sf *subflow) inFlight() int {
+	una := atomic.LoadUint32(&sf.shm.St.SndUnaRel)
+	if una == 0 {
+		return int(sf.written.Load())
+	}
+	return max(0, int(int64(sf.written.Load())-int64(una-1)))
+}
+
+// view is what the scheduler sees of the subflow.
+func (sf *subflow) view() SubflowView {
+	cwnd := int(atomic.LoadUint32(&sf.shm.St.SndCwnd))
+	mss := int(atomic.LoadUint32(&sf.shm.St.Mss))
+	if cwnd == 0 || mss == 0 {
+		cwnd, mss = 10, 1400
+	}
+	return SubflowView{
+		Backup: sf.backup || sf.peerBackup, SRTT: sf.srtt(), Cwnd: cwnd, MSS: mss,
+		InFlight: sf.inFlight(), Queued: sf.queued,
+	}
+}
+
+// trimInflight drops the mappings the peer DATA_ACKed.
+func (sf *subflow) trimInflight(una seqnum.DSN) {
+	i := 0
+	for i < len(sf.inflight) && sf.inflight[i].end().LessThanEq(una) {
+		i++
+	}
+	sf.inflight = sf.inflight[i:]
+}
+
+func (sf *subflow) info() SubflowInfo {
+	in := SubflowInfo{
+		Slot: sf.slot, Local: sf.local.String(), Remote: sf.remote.String(), LocalID: sf.localID, RemoteID: sf.remoteID,
+		Backup: sf.backup, PeerBackup: sf.peerBackup, Ready: sf.ready, Stale: sf.stale,
+		BytesSent: sf.written.Load(), BytesRecv: sf.bytesRecv,
+	}
+	if sf.shm != nil {
+		in.SRTT = sf.srtt()
+		in.Cwnd = atomic.LoadUint32(&sf.shm.St.SndCwnd)
+		in.Retrans = atomic.LoadUint32(&sf.shm.St.TotalRetrans)
+	}
+	return in
+}
+
+func loadU32(p *uint32) uint32 { return atomic.LoadUint32(p) }
+
+// sndWscale returns the peer's window scale of a connected socket (TCP_INFO's tcpi_snd_wscale,
+// a bit field the Go struct leaves unnamed: the low nibble of byte 6).
+func sndWscale(fd int) uint8 {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return (*[8]byte)(unsafe.Pointer(info))[6] & 0x0f
 }

@@ -60,6 +60,7 @@ var counterNames = map[gen.DatapathDpCounter]string{
 	gen.DatapathDpCounterDP_MPJ_ACK_HMAC_FAIL:    "MPJoinAckHMacFailure",
 	gen.DatapathDpCounterDP_MPJ_FOURTH_ACK:       "MPJoinFullyEstablished",
 	gen.DatapathDpCounterDP_OPT_TX:               "SignalOptionTx",
+	gen.DatapathDpCounterDP_SUBSLOT_USED:         "JoinSlotUsed",
 }
 
 // Counters returns every datapath counter, summed over CPUs, by name.

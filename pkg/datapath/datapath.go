@@ -1,8 +1,10 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"unsafe"
@@ -35,14 +37,20 @@ type (
 
 // Socket roles and states, as in bpf/datapath_types.h.
 const (
-	RoleActive   = 1
-	RoleListener = 2
-	RolePassive  = 3
+	RoleActive      = 1
+	RoleListener    = 2
+	RolePassive     = 3
+	RoleJoinActive  = 4
+	RoleJoinPassive = 5
 
-	StateInit     = 0
-	StateSynSent  = 1
-	StateMPTCP    = 2
-	StateFallback = 3
+	StateInit       = 0
+	StateSynSent    = 1
+	StateMPTCP      = 2
+	StateFallback   = 3
+	StateJoinFailed = 4
+
+	// JoinBackup in SkState.JoinFlags asks the peer to treat a join as a backup (MP_JOIN B).
+	JoinBackup = 0x1
 )
 
 // Socket flags the datapath sets (sk_sub.flags).
@@ -52,6 +60,7 @@ const (
 	SubFastcloseRx = 0x8
 	SubRstRx       = 0x10
 	SubUnmappedRx  = 0x20
+	SubPeerBackup  = 0x40
 )
 
 // SubRstRequest in sub_ctl.rst_flags asks for MP_TCPRST on the subflow's resets.
@@ -77,6 +86,8 @@ const (
 	EvMPFail      = uint32(gen.DatapathEventTypeEV_MP_FAIL)
 	EvUnmapped    = uint32(gen.DatapathEventTypeEV_UNMAPPED)
 	EvOption      = uint32(gen.DatapathEventTypeEV_OPTION)
+	EvJoin        = uint32(gen.DatapathEventTypeEV_JOIN)
+	EvJoinAcked   = uint32(gen.DatapathEventTypeEV_JOIN_ACKED)
 )
 
 // EV_RX_MAP flags in Event.C above the 16-bit length.
@@ -403,4 +414,63 @@ func (d *Datapath) Forget(fd int) error {
 		return fmt.Errorf("forget socket: %w", err)
 	}
 	return nil
+}
+
+// TokenVal is a connection our listeners can be joined to.
+type TokenVal = gen.DatapathTokenVal
+
+// AddToken makes a connection joinable by its token.
+func (d *Datapath) AddToken(token uint32, v TokenVal) error {
+	if err := d.objs.Tokens.Update(token, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("add token: %w", err)
+	}
+	return nil
+}
+
+// DeleteToken ends joins to a connection.
+func (d *Datapath) DeleteToken(token uint32) error {
+	if err := d.objs.Tokens.Delete(token); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete token: %w", err)
+	}
+	return nil
+}
+
+// PushSubSlot queues a subflow slot for a passive join.
+func (d *Datapath) PushSubSlot(slot uint32) error {
+	if err := d.objs.SubSlots.Update(nil, &slot, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("queue subflow slot: %w", err)
+	}
+	return nil
+}
+
+// PushNonce queues a random nonce for a passive join's SYN/ACK.
+func (d *Datapath) PushNonce(n uint32) error {
+	// A full queue drops its oldest nonce (BPF_EXIST): any random nonce serves.
+	if err := d.objs.Nonces.Update(nil, &n, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("queue nonce: %w", err)
+	}
+	return nil
+}
+
+// SetLocalID records the MP_JOIN address ID of a local address; id 0 removes it.
+func (d *Datapath) SetLocalID(a netip.Addr, id uint8) error {
+	k := gen.DatapathAddrKey{Family: 2}
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		k.Addr[0] = binary.NativeEndian.Uint32(b[:])
+	} else {
+		k.Family = 10
+		b := a.As16()
+		for i := range k.Addr {
+			k.Addr[i] = binary.NativeEndian.Uint32(b[4*i:])
+		}
+	}
+	if id == 0 {
+		if err := d.objs.LocalIds.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+		return nil
+	}
+	return d.objs.LocalIds.Update(&k, id, ebpf.UpdateAny)
 }

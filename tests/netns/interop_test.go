@@ -12,12 +12,14 @@ import (
 	"testing"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
 var stackOnce struct {
 	sync.Once
 	s   *control.Stack
+	pm  *pm.Manager
 	err error
 }
 
@@ -26,15 +28,36 @@ var stackOnce struct {
 func ourStack(t testing.TB) *control.Stack {
 	t.Helper()
 	stackOnce.Do(func() {
+		var log *slog.Logger
 		if os.Getenv("MPTCPGO_DEBUG") != "" {
-			control.SetDefaultLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			control.SetDefaultLogger(log)
 		}
+		stackOnce.pm = pm.New(log)
+		control.SetDefaultPathManager(stackOnce.pm)
 		stackOnce.s, stackOnce.err = control.DefaultStack()
 	})
 	if stackOnce.err != nil {
 		t.Fatal(stackOnce.err)
 	}
 	return stackOnce.s
+}
+
+// ourPM returns the path manager of the test binary's stack, with no endpoints and the given
+// limits for this test (restored to the kernel's defaults afterwards).
+func ourPM(t testing.TB, l pm.Limits) *pm.Manager {
+	t.Helper()
+	ourStack(t)
+	m := stackOnce.pm
+	m.Flush()
+	if err := m.SetLimits(l); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.Flush()
+		m.SetLimits(pm.DefaultLimits)
+	})
+	return m
 }
 
 // ourSide is the namespace config where our stack runs: the kernel's MPTCP is off there, which

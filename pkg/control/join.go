@@ -1,0 +1,432 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/wire"
+)
+
+// PathManager is told about connections and their subflows, and drives them through the
+// pm.Conn commands. Its methods run in goroutines of their own.
+type PathManager interface {
+	Established(c pm.Conn)
+	AddrAnnounced(c pm.Conn, id uint8, addr netip.AddrPort)
+	AddrRemoved(c pm.Conn, id uint8)
+	SubflowClosed(c pm.Conn, sf pm.Subflow, err error)
+	Closed(c pm.Conn)
+}
+
+var _ pm.Conn = (*Conn)(nil)
+
+// joinResult is a new MP_JOIN subflow's socket, from our dial or our listener's accept.
+type joinResult struct {
+	tc       *net.TCPConn
+	slot     uint32
+	st       datapath.SkState
+	active   bool
+	localID  uint8
+	remoteID uint8
+	backup   bool
+	err      error
+}
+
+// joinTimeout bounds an MP_JOIN connect.
+const joinTimeout = 10 * time.Second
+
+// do runs f on the connection's goroutine and waits for it; false if the connection ended.
+func (c *Conn) do(f func()) bool {
+	done := make(chan struct{})
+	select {
+	case c.cmdCh <- func() { f(); close(done) }:
+	case <-c.done:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+var errConnEnded = errors.New("mptcp: connection ended")
+
+// Remote returns the peer's address of the initial subflow.
+func (c *Conn) Remote() netip.AddrPort { return tcpAddrPort(c.raddr) }
+
+// Local returns our address of the initial subflow.
+func (c *Conn) Local() netip.AddrPort { return tcpAddrPort(c.laddr) }
+
+// Server reports whether we accepted the connection.
+func (c *Conn) Server() bool { return c.server }
+
+func tcpAddrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// AddSubflow opens an MP_JOIN subflow from local (the zero Addr: the kernel's choice) to
+// remote; it returns once the attempt is under way.
+func (c *Conn) AddSubflow(local netip.Addr, localID uint8, remote netip.AddrPort, remoteID uint8, backup bool) error {
+	var err error
+	if !c.do(func() { err = c.startJoin(local, localID, remote, remoteID, backup) }) {
+		return errConnEnded
+	}
+	return err
+}
+
+// startJoin prepares a join subflow's slot and state and dials it in the background.
+func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort, remoteID uint8, backup bool) error {
+	if !c.mptcp.Load() || c.Err() != nil {
+		return errConnEnded
+	}
+	for _, sf := range c.subs {
+		if sf.local.Addr() == local && sf.remote == remote {
+			return fmt.Errorf("a subflow from %v to %v exists", local, remote)
+		}
+	}
+	slot, err := c.stack.allocSub()
+	if err != nil {
+		return err
+	}
+	var nb [4]byte
+	if _, err := rand.Read(nb[:]); err != nil {
+		c.stack.releaseSub(slot)
+		return err
+	}
+	st := datapath.SkState{
+		Role: datapath.RoleJoinActive, Conn: c.slot, Sub: slot, LocalKey: c.localKey, RemoteKey: c.remoteKey,
+		RemoteToken: mpcrypto.Token(c.remoteKey), LocalNonce: binary.BigEndian.Uint32(nb[:]), LocalId: localID,
+	}
+	if backup {
+		st.JoinFlags = datapath.JoinBackup
+	}
+	ns := c.ns
+	go func() {
+		tc, err := c.stack.dialJoin(ns, local, remote, st)
+		j := joinResult{tc: tc, slot: slot, active: true, localID: localID, remoteID: remoteID, backup: backup, err: err}
+		if err == nil {
+			j.st, _, j.err = c.stack.socketState(tc)
+		}
+		select {
+		case c.joinCh <- j:
+		case <-c.done:
+			c.stack.refuseJoinSocket(j, RstUnspecified)
+		}
+	}()
+	return nil
+}
+
+// dialJoin connects a join subflow's socket in the connection's network namespace.
+func (s *Stack) dialJoin(ns netns.NsHandle, local netip.Addr, remote netip.AddrPort, st datapath.SkState) (*net.TCPConn, error) {
+	runtime.LockOSThread()
+	if ns.IsOpen() {
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			return nil, err
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			return nil, err
+		}
+		defer func() {
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			} // else the thread stays locked and dies with its goroutine
+		}()
+	} else {
+		defer runtime.UnlockOSThread()
+	}
+	d := net.Dialer{Timeout: joinTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		return s.prepareSocket(rc, st)
+	}}
+	if local.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+	}
+	d.SetMultipathTCP(false)
+	raw, err := d.DialContext(context.Background(), "tcp", remote.String())
+	if err != nil {
+		return nil, err
+	}
+	return raw.(*net.TCPConn), nil
+}
+
+// attachSubflow adds a join subflow whose HMACs checked out, or resets one that failed.
+func (c *Conn) attachSubflow(j joinResult) {
+	if j.err != nil {
+		c.stack.log.Debug("join failed", "token", c.token, "err", j.err)
+		c.stack.refuseJoinSocket(j, RstMPTCPError)
+		return
+	}
+	if j.st.State != datapath.StateMPTCP || c.Err() != nil || !c.mptcp.Load() {
+		c.stack.stats.JoinRefused.Add(1)
+		c.stack.refuseJoinSocket(j, RstMPTCPError)
+		return
+	}
+	sf, err := newSubflow(c, j.slot, j.tc)
+	if err != nil {
+		c.stack.refuseJoinSocket(j, RstMPTCPError)
+		return
+	}
+	sf.active = j.active
+	sf.localID, sf.remoteID, sf.backup = j.localID, j.remoteID, j.backup
+	if !j.active {
+		sf.localID, sf.remoteID = j.st.LocalId, j.st.RemoteId
+	}
+	sf.peerBackup = j.st.Flags&datapath.SubPeerBackup != 0
+	// A join may carry data once the peer acknowledged its third ACK (ours: the fourth ACK
+	// came; the peer's: we verified its HMAC and answer with the fourth ACK).
+	sf.ready = !j.active || j.st.Flags&datapath.SubMPCAcked != 0
+	c.subs = append(c.subs, sf)
+	c.stack.stats.Joins.Add(1)
+	go sf.readLoop()
+	go sf.writeLoop()
+	for _, ev := range c.st.pendingSub[j.slot] {
+		c.handleEvent(ev)
+	}
+	delete(c.st.pendingSub, j.slot)
+	c.stack.log.Debug("subflow joined", "token", c.token, "local", sf.local, "remote", sf.remote, "backup", sf.backup || sf.peerBackup)
+}
+
+// refuseJoin resets a join's socket with MP_TCPRST and frees its slot.
+func (c *Conn) refuseJoin(j joinResult, reason uint8) { c.stack.refuseJoinSocket(j, reason) }
+
+func (s *Stack) refuseJoinSocket(j joinResult, reason uint8) {
+	if j.tc != nil {
+		sub := s.dp.Sub(j.slot)
+		sub.Ctl.RstReason = reason
+		sub.Ctl.RstFlags = datapath.SubRstRequest
+		j.tc.SetLinger(0)
+		j.tc.Close()
+	}
+	s.releaseSub(j.slot)
+}
+
+// CloseSubflows closes the subflows with this local or remote address ID (-1 matches none).
+func (c *Conn) CloseSubflows(localID, remoteID int) int {
+	n := 0
+	c.do(func() {
+		for _, sf := range append([]*subflow(nil), c.subs...) {
+			if (localID >= 0 && int(sf.localID) == localID) || (remoteID >= 0 && int(sf.remoteID) == remoteID) {
+				if len(c.subs) == 1 {
+					return // the last subflow stays: the connection needs one
+				}
+				c.dropSubflow(sf, pm.ErrRemoved)
+				n++
+			}
+		}
+	})
+	return n
+}
+
+// Subflows describes the subflows for the path manager.
+func (c *Conn) Subflows() []pm.Subflow {
+	var out []pm.Subflow
+	c.do(func() {
+		for _, sf := range c.subs {
+			out = append(out, sf.pmView())
+		}
+	})
+	return out
+}
+
+func (sf *subflow) pmView() pm.Subflow {
+	return pm.Subflow{Local: sf.local, Remote: sf.remote, LocalID: sf.localID, RemoteID: sf.remoteID, Backup: sf.backup}
+}
+
+// ---- ADD_ADDR, REMOVE_ADDR, MP_PRIO ----
+
+// announce is one of our ADD_ADDRs, retransmitted until the peer echoes it (§3.4.1).
+type announce struct {
+	opt   []byte
+	next  time.Time
+	tries int
+}
+
+const (
+	announceRTO     = time.Second
+	announceRetries = 8
+)
+
+// Announce sends ADD_ADDR for one of our addresses, with its HMAC, until it is echoed.
+func (c *Conn) Announce(id uint8, addr netip.Addr, port uint16) error {
+	var err error
+	if !c.do(func() {
+		a := wire.AddAddr{AddrID: id, Addr: addr.Unmap(), Port: port, HasPort: port != 0,
+			HMAC: mpcrypto.AddAddrHMAC(c.localKey, c.remoteKey, id, addr.Unmap(), port)}
+		an := &announce{opt: a.Append(nil), next: time.Now().Add(announceRTO)}
+		c.st.announces[id] = an
+		err = c.queueOption(nil, an.opt)
+	}) {
+		return errConnEnded
+	}
+	return err
+}
+
+// Withdraw sends REMOVE_ADDR for our address IDs and closes our subflows from them.
+func (c *Conn) Withdraw(ids ...uint8) error {
+	var err error
+	if !c.do(func() {
+		for _, id := range ids {
+			delete(c.st.announces, id)
+		}
+		err = c.queueOption(nil, wire.RemoveAddr{IDs: ids}.Append(nil))
+	}) {
+		return errConnEnded
+	}
+	for _, id := range ids {
+		c.CloseSubflows(int(id), -1)
+	}
+	return err
+}
+
+// SetBackup sends MP_PRIO on the subflows from local address ID id (-1: every subflow) and
+// treats them as backups (or not) from now on.
+func (c *Conn) SetBackup(localID int, backup bool) error {
+	var err error
+	if !c.do(func() {
+		for _, sf := range c.subs {
+			if localID >= 0 && int(sf.localID) != localID {
+				continue
+			}
+			sf.backup = backup
+			if e := c.queueOption(sf, wire.MPPrio{Backup: backup}.Append(nil)); e != nil {
+				err = e
+			}
+		}
+	}) {
+		return errConnEnded
+	}
+	return err
+}
+
+// SetSubflowBackup is SetBackup for the one subflow between local and remote.
+func (c *Conn) SetSubflowBackup(local, remote netip.AddrPort, backup bool) error {
+	err := fmt.Errorf("no subflow %v -> %v", local, remote)
+	c.do(func() {
+		for _, sf := range c.subs {
+			if sf.local == local && sf.remote == remote {
+				sf.backup = backup
+				err = c.queueOption(sf, wire.MPPrio{Backup: backup}.Append(nil))
+			}
+		}
+	})
+	return err
+}
+
+// queueOption has the datapath write an option on a pure ACK of its own on sf (nil: the first
+// usable subflow), after the options queued before it.
+func (c *Conn) queueOption(sf *subflow, opt []byte) error {
+	if !c.mptcp.Load() {
+		return errors.New("mptcp: connection fell back to TCP")
+	}
+	if sf == nil {
+		u := usable(c.subs)
+		if len(u) == 0 {
+			return errors.New("mptcp: no usable subflow")
+		}
+		sf = u[0]
+	}
+	sf.optQueue = append(sf.optQueue, opt)
+	c.flushOptions(sf)
+	return nil
+}
+
+// flushOptions hands the next queued option to the datapath once it wrote the previous one.
+func (c *Conn) flushOptions(sf *subflow) {
+	if len(sf.optQueue) == 0 || sf.gone {
+		return
+	}
+	ctl := &sf.shm.Ctl
+	if ctl.OptGen != loadU32(&sf.shm.St.OptDone) {
+		c.sendACK(sf) // still pending: make sure a pure ACK goes out
+		return
+	}
+	opt := sf.optQueue[0]
+	sf.optQueue = sf.optQueue[1:]
+	clear(ctl.Opt[:])
+	copy(ctl.Opt[:], opt)
+	ctl.OptLen = uint8(len(opt))
+	atomicAdd32(&ctl.OptGen, 1)
+	c.sendACK(sf)
+}
+
+// retransmitAnnounces re-sends our ADD_ADDRs not yet echoed, and feeds queued options.
+func (c *Conn) retransmitAnnounces() {
+	now := time.Now()
+	for id, an := range c.st.announces {
+		if now.Before(an.next) {
+			continue
+		}
+		if an.tries >= announceRetries {
+			delete(c.st.announces, id)
+			continue
+		}
+		an.tries++
+		an.next = now.Add(announceRTO << min(an.tries, 5))
+		c.queueOption(nil, an.opt)
+	}
+	for _, sf := range c.subs {
+		c.flushOptions(sf)
+	}
+}
+
+// handleOption acts on an ADD_ADDR, REMOVE_ADDR or MP_PRIO the peer sent.
+func (c *Conn) handleOption(sf *subflow, raw []byte) {
+	o, _, err := wire.Parse(raw)
+	if err != nil {
+		return
+	}
+	switch o := o.(type) {
+	case wire.AddAddr:
+		port := uint16(0)
+		if o.PortPresent() {
+			port = o.Port
+		}
+		if o.Echo {
+			delete(c.st.announces, o.AddrID) // our announcement arrived
+			return
+		}
+		if mpcrypto.AddAddrHMAC(c.remoteKey, c.localKey, o.AddrID, o.Addr, port) != o.HMAC {
+			c.stack.stats.AddAddrBadHMAC.Add(1)
+			return
+		}
+		c.stack.stats.AddAddrRx.Add(1)
+		echo := wire.AddAddr{Echo: true, AddrID: o.AddrID, Addr: o.Addr, Port: port, HasPort: o.PortPresent()}
+		c.queueOption(sf, echo.Append(nil))
+		if c.pm != nil {
+			go c.pm.AddrAnnounced(c, o.AddrID, netip.AddrPortFrom(o.Addr.Unmap(), port))
+		}
+	case wire.RemoveAddr:
+		c.stack.stats.RmAddrRx.Add(1)
+		if c.pm != nil {
+			for _, id := range o.IDs {
+				go c.pm.AddrRemoved(c, id)
+			}
+		}
+	case wire.MPPrio:
+		sf.peerBackup = o.Backup
+		c.stack.stats.MPPrioRx.Add(1)
+	}
+}
+
+var _ PathManager = (*pm.Manager)(nil)

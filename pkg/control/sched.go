@@ -1,0 +1,123 @@
+package control
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// SubflowView is what a scheduler sees of a usable subflow.
+type SubflowView struct {
+	Backup   bool          // our or the peer's backup flag: used only when nothing else is
+	SRTT     time.Duration // smoothed RTT, 0 while unknown
+	Cwnd     int           // congestion window, packets
+	MSS      int
+	InFlight int // bytes in the socket not yet acknowledged at the subflow level
+	Queued   int // bytes handed to the subflow's writer and not yet in the socket
+}
+
+// room reports whether a subflow can take more data now: the socket holds at most about two
+// congestion windows, so that data waits for the subflow that will send it soonest.
+func (v SubflowView) room() bool {
+	limit := 2 * v.Cwnd * v.MSS
+	if limit < 256<<10 {
+		limit = 256 << 10
+	}
+	return v.InFlight+v.Queued < limit
+}
+
+// Scheduler decides which subflows carry the next mapping. Pick gets the usable subflows (the
+// backup rule already applied: backups appear only when no other subflow is usable) and
+// returns indexes into views, or none to wait for room.
+type Scheduler interface {
+	Name() string
+	Pick(views []SubflowView) []int
+}
+
+var schedulers = map[string]func() Scheduler{
+	"default":    func() Scheduler { return &minRTT{} },
+	"roundrobin": func() Scheduler { return &roundRobin{} },
+	"redundant":  func() Scheduler { return &redundant{} },
+}
+
+// NewScheduler returns a scheduler by name: default (lowest RTT with congestion window room,
+// as the kernel's), roundrobin, redundant (every mapping on every subflow).
+func NewScheduler(name string) (Scheduler, error) {
+	if name == "" {
+		name = "default"
+	}
+	f, ok := schedulers[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown scheduler %q (have %v)", name, SchedulerNames())
+	}
+	return f(), nil
+}
+
+// SchedulerNames lists the schedulers.
+func SchedulerNames() []string {
+	var names []string
+	for n := range schedulers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// minRTT picks the subflow with the lowest RTT among those with room.
+type minRTT struct{}
+
+var _ Scheduler = (*minRTT)(nil)
+
+func (*minRTT) Name() string { return "default" }
+
+func (*minRTT) Pick(v []SubflowView) []int {
+	best := -1
+	for i, s := range v {
+		if !s.room() {
+			continue
+		}
+		if best < 0 || s.SRTT < v[best].SRTT {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	return []int{best}
+}
+
+// roundRobin takes turns among the subflows with room.
+type roundRobin struct{ next int }
+
+var _ Scheduler = (*roundRobin)(nil)
+
+func (*roundRobin) Name() string { return "roundrobin" }
+
+func (r *roundRobin) Pick(v []SubflowView) []int {
+	for k := 0; k < len(v); k++ {
+		i := (r.next + k) % len(v)
+		if v[i].room() {
+			r.next = i + 1
+			return []int{i}
+		}
+	}
+	return nil
+}
+
+// redundant sends every mapping on every subflow with room: the first copy to arrive wins,
+// for latency-critical traffic at the cost of capacity.
+type redundant struct{}
+
+var _ Scheduler = (*redundant)(nil)
+
+func (*redundant) Name() string { return "redundant" }
+
+func (*redundant) Pick(v []SubflowView) []int {
+	var out []int
+	for i, s := range v {
+		if s.room() {
+			out = append(out, i)
+		}
+	}
+	return out
+}

@@ -1,0 +1,54 @@
+package control
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestSchedulers(t *testing.T) {
+	fast := SubflowView{SRTT: 10 * time.Millisecond, Cwnd: 10, MSS: 1400}
+	slow := SubflowView{SRTT: 50 * time.Millisecond, Cwnd: 10, MSS: 1400}
+	full := SubflowView{SRTT: 5 * time.Millisecond, Cwnd: 10, MSS: 1400, InFlight: 1 << 20}
+	for _, tc := range []struct {
+		sched string
+		views []SubflowView
+		want  [][]int // successive picks
+	}{
+		{"default", []SubflowView{slow, fast}, [][]int{{1}, {1}}},
+		{"default", []SubflowView{full, slow}, [][]int{{1}}},
+		{"default", []SubflowView{full}, [][]int{nil}},
+		{"roundrobin", []SubflowView{slow, fast, full}, [][]int{{0}, {1}, {0}}},
+		{"redundant", []SubflowView{slow, full, fast}, [][]int{{0, 2}}},
+	} {
+		s, err := NewScheduler(tc.sched)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range tc.want {
+			if got := s.Pick(tc.views); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s pick %d: got %v, want %v", tc.sched, i, got, want)
+			}
+		}
+	}
+	if _, err := NewScheduler("fastest"); err == nil {
+		t.Error("unknown scheduler accepted")
+	}
+}
+
+// TestUsableBackupRule: backups are offered only when no other subflow is usable.
+func TestUsableBackupRule(t *testing.T) {
+	a := &subflow{ready: true}
+	b := &subflow{ready: true, backup: true}
+	c := &subflow{ready: true, stale: true}
+	if got := usable([]*subflow{a, b, c}); !reflect.DeepEqual(got, []*subflow{a}) {
+		t.Errorf("with a regular subflow: %v", got)
+	}
+	if got := usable([]*subflow{b, c}); !reflect.DeepEqual(got, []*subflow{b}) {
+		t.Errorf("backup only: %v", got)
+	}
+	b.peerBackup, b.backup = true, false
+	if got := usable([]*subflow{a, b}); !reflect.DeepEqual(got, []*subflow{a}) {
+		t.Errorf("the peer's backup flag counts too: %v", got)
+	}
+}

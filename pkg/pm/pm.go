@@ -1,0 +1,451 @@
+// Package pm is the path manager: which subflows a connection has, which addresses it
+// announces and removes, following the endpoints and limits an operator configures.
+package pm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Endpoint flags, as `ip mptcp endpoint` names them.
+const (
+	FlagSubflow  = 1 << iota // create subflows from this address to the peer
+	FlagSignal               // announce this address to peers (ADD_ADDR)
+	FlagBackup               // subflows from this address are backups
+	FlagFullmesh             // a subflow from this address to every address the peer announces
+)
+
+// Endpoint is one local address the path manager uses.
+type Endpoint struct {
+	Addr  netip.Addr
+	ID    uint8  // MP_JOIN/ADD_ADDR address ID, 1..255 (0 is the initial subflow's)
+	Flags int    // Flag*
+	Port  uint16 // signal: announce this port (0: the connection's)
+	Dev   string // optional interface name
+}
+
+func (e Endpoint) String() string {
+	var f []string
+	for _, x := range []struct {
+		bit  int
+		name string
+	}{{FlagSubflow, "subflow"}, {FlagSignal, "signal"}, {FlagBackup, "backup"}, {FlagFullmesh, "fullmesh"}} {
+		if e.Flags&x.bit != 0 {
+			f = append(f, x.name)
+		}
+	}
+	s := fmt.Sprintf("%s id %d", e.Addr, e.ID)
+	if len(f) > 0 {
+		s += " " + strings.Join(f, " ")
+	}
+	if e.Port != 0 {
+		s += fmt.Sprintf(" port %d", e.Port)
+	}
+	if e.Dev != "" {
+		s += " dev " + e.Dev
+	}
+	return s
+}
+
+// ParseEndpoint parses the --endpoint form ADDR[,subflow|signal|backup|fullmesh][,port=N][,id=N][,dev=IF].
+func ParseEndpoint(s string) (Endpoint, error) {
+	parts := strings.Split(s, ",")
+	var e Endpoint
+	a, err := netip.ParseAddr(parts[0])
+	if err != nil {
+		return e, fmt.Errorf("endpoint %q: %w", s, err)
+	}
+	e.Addr = a.Unmap()
+	for _, p := range parts[1:] {
+		k, v, hasV := strings.Cut(p, "=")
+		switch {
+		case k == "subflow" && !hasV:
+			e.Flags |= FlagSubflow
+		case k == "signal" && !hasV:
+			e.Flags |= FlagSignal
+		case k == "backup" && !hasV:
+			e.Flags |= FlagBackup
+		case k == "fullmesh" && !hasV:
+			e.Flags |= FlagFullmesh
+		case k == "port" && hasV:
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || n == 0 {
+				return e, fmt.Errorf("endpoint %q: bad port %q", s, v)
+			}
+			e.Port = uint16(n)
+		case k == "id" && hasV:
+			n, err := strconv.ParseUint(v, 10, 8)
+			if err != nil || n == 0 {
+				return e, fmt.Errorf("endpoint %q: bad id %q (1..255)", s, v)
+			}
+			e.ID = uint8(n)
+		case k == "dev" && hasV && v != "":
+			e.Dev = v
+		default:
+			return e, fmt.Errorf("endpoint %q: unknown flag %q (want subflow, signal, backup, fullmesh, port=N, id=N, dev=IF)", s, p)
+		}
+	}
+	if e.Flags&FlagFullmesh != 0 && e.Flags&FlagSignal != 0 {
+		return e, fmt.Errorf("endpoint %q: fullmesh and signal exclude each other", s)
+	}
+	return e, nil
+}
+
+// Limits bound what a connection does, with the kernel's defaults.
+type Limits struct {
+	Subflows        int // extra subflows per connection (kernel default 2)
+	AddAddrAccepted int // ADD_ADDRs acted on per connection (kernel default 0)
+}
+
+// DefaultLimits are the kernel's defaults.
+var DefaultLimits = Limits{Subflows: 2, AddAddrAccepted: 0}
+
+// MaxLimit is the largest value of either limit, as the kernel's MPTCP_PM_ADDR_MAX.
+const MaxLimit = 8
+
+// ParseLimits parses subflows=N,add-addr-accepted=N (either may be left out).
+func ParseLimits(s string, base Limits) (Limits, error) {
+	l := base
+	for _, p := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(p, "=")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 0 || n > MaxLimit {
+			return l, fmt.Errorf("limits %q: want subflows=N,add-addr-accepted=N with N in 0..%d", s, MaxLimit)
+		}
+		switch k {
+		case "subflows":
+			l.Subflows = n
+		case "add-addr-accepted", "add_addr_accepted":
+			l.AddAddrAccepted = n
+		default:
+			return l, fmt.Errorf("limits %q: unknown limit %q", s, k)
+		}
+	}
+	return l, nil
+}
+
+// Conn is the command interface a connection offers the path manager.
+type Conn interface {
+	Token() uint32
+	// Remote returns the peer's address of the initial subflow; Local ours.
+	Remote() netip.AddrPort
+	Local() netip.AddrPort
+	// Server reports whether we accepted the connection (announce) or opened it (create subflows).
+	Server() bool
+	// AddSubflow opens an MP_JOIN subflow from local to remote.
+	AddSubflow(local netip.Addr, localID uint8, remote netip.AddrPort, remoteID uint8, backup bool) error
+	// CloseSubflows closes the subflows whose local or remote address ID matches.
+	CloseSubflows(localID, remoteID int) int
+	// Announce sends ADD_ADDR (retransmitted until echoed); Withdraw sends REMOVE_ADDR.
+	Announce(id uint8, addr netip.Addr, port uint16) error
+	Withdraw(ids ...uint8) error
+	// SetBackup sends MP_PRIO on the subflows from local address ID id (-1: all).
+	SetBackup(localID int, backup bool) error
+	// Subflows describes the subflows.
+	Subflows() []Subflow
+}
+
+// Subflow is what the path manager knows of a subflow.
+type Subflow struct {
+	Local    netip.AddrPort
+	Remote   netip.AddrPort
+	LocalID  uint8
+	RemoteID uint8
+	Backup   bool
+}
+
+// Manager is the path manager: endpoints and limits shared by all connections.
+//
+// Locking: fields under mu are guarded by it; methods that need it held end in Locked.
+type Manager struct {
+	log *slog.Logger
+
+	mu struct {
+		sync.Mutex
+		endpoints []Endpoint
+		limits    Limits
+		conns     map[Conn]*connState
+	}
+}
+
+// connState is what the manager remembers of one connection.
+type connState struct {
+	announced map[uint8]netip.AddrPort // the peer's ADD_ADDRs we acted on
+	accepted  int                      // ADD_ADDRs acted on
+	lost      []lostSubflow            // subflows lost to errors, re-created when their path returns
+}
+
+type lostSubflow struct {
+	Subflow
+}
+
+// New returns a manager with the kernel's default limits and no endpoints.
+func New(log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{log: log}
+	m.mu.limits = DefaultLimits
+	m.mu.conns = map[Conn]*connState{}
+	return m
+}
+
+// ErrExists is returned when an endpoint's address or ID is taken.
+var ErrExists = errors.New("endpoint exists")
+
+// AddEndpoint adds an endpoint; a zero ID gets the lowest free one. Existing connections act on
+// it: a subflow endpoint opens subflows, a signal endpoint is announced.
+func (m *Manager) AddEndpoint(e Endpoint) (Endpoint, error) {
+	m.mu.Lock()
+	for _, x := range m.mu.endpoints {
+		if x.Addr == e.Addr || (e.ID != 0 && x.ID == e.ID) {
+			m.mu.Unlock()
+			return e, fmt.Errorf("%v: %w (%v)", e.Addr, ErrExists, x)
+		}
+	}
+	if e.ID == 0 {
+		e.ID = m.freeIDLocked()
+		if e.ID == 0 {
+			m.mu.Unlock()
+			return e, errors.New("no free endpoint ID")
+		}
+	}
+	m.mu.endpoints = append(m.mu.endpoints, e)
+	sort.Slice(m.mu.endpoints, func(i, j int) bool { return m.mu.endpoints[i].ID < m.mu.endpoints[j].ID })
+	conns := m.connsLocked()
+	m.mu.Unlock()
+	for _, c := range conns {
+		m.applyEndpoint(c, e)
+	}
+	return e, nil
+}
+
+func (m *Manager) freeIDLocked() uint8 {
+	used := map[uint8]bool{}
+	for _, x := range m.mu.endpoints {
+		used[x.ID] = true
+	}
+	for id := 1; id < 256; id++ {
+		if !used[uint8(id)] {
+			return uint8(id)
+		}
+	}
+	return 0
+}
+
+// Endpoints returns the endpoints.
+func (m *Manager) Endpoints() []Endpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Endpoint(nil), m.mu.endpoints...)
+}
+
+// EndpointID returns the ID of the endpoint with this address, 0 if none.
+func (m *Manager) EndpointID(a netip.Addr) uint8 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.mu.endpoints {
+		if e.Addr == a.Unmap() {
+			return e.ID
+		}
+	}
+	return 0
+}
+
+// SetLimits replaces the limits.
+func (m *Manager) SetLimits(l Limits) error {
+	if l.Subflows < 0 || l.Subflows > MaxLimit || l.AddAddrAccepted < 0 || l.AddAddrAccepted > MaxLimit {
+		return fmt.Errorf("limits out of range 0..%d", MaxLimit)
+	}
+	m.mu.Lock()
+	m.mu.limits = l
+	m.mu.Unlock()
+	return nil
+}
+
+// Limits returns the limits.
+func (m *Manager) Limits() Limits {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mu.limits
+}
+
+func (m *Manager) connsLocked() []Conn {
+	var out []Conn
+	for c := range m.mu.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Established is called when a connection is fully established.
+func (m *Manager) Established(c Conn) {
+	m.mu.Lock()
+	m.mu.conns[c] = &connState{announced: map[uint8]netip.AddrPort{}}
+	eps := append([]Endpoint(nil), m.mu.endpoints...)
+	m.mu.Unlock()
+	for _, e := range eps {
+		m.applyEndpoint(c, e)
+	}
+}
+
+// Closed is called when a connection ends.
+func (m *Manager) Closed(c Conn) {
+	m.mu.Lock()
+	delete(m.mu.conns, c)
+	m.mu.Unlock()
+}
+
+// applyEndpoint acts on one endpoint for one connection.
+func (m *Manager) applyEndpoint(c Conn, e Endpoint) {
+	remote := c.Remote()
+	if e.Flags&FlagSignal != 0 && c.Server() {
+		port := e.Port
+		if err := c.Announce(e.ID, e.Addr, port); err != nil {
+			m.log.Debug("announce", "token", c.Token(), "endpoint", e.String(), "err", err)
+		}
+	}
+	if e.Flags&FlagSubflow == 0 || c.Server() {
+		return
+	}
+	if e.Addr.Is4() != remote.Addr().Is4() || e.Addr == c.Local().Addr() {
+		return
+	}
+	targets := []netip.AddrPort{remote}
+	ids := []uint8{0}
+	if e.Flags&FlagFullmesh != 0 {
+		m.mu.Lock()
+		if st := m.mu.conns[c]; st != nil {
+			for id, a := range st.announced {
+				if a.Addr().Is4() == e.Addr.Is4() {
+					targets, ids = append(targets, a), append(ids, id)
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+	for i, t := range targets {
+		if !m.subflowAllowed(c) {
+			return
+		}
+		if err := c.AddSubflow(e.Addr, e.ID, t, ids[i], e.Flags&FlagBackup != 0); err != nil {
+			m.log.Debug("add subflow", "token", c.Token(), "from", e.Addr, "to", t, "err", err)
+		}
+	}
+}
+
+// subflowAllowed reports whether a connection may have one more subflow.
+func (m *Manager) subflowAllowed(c Conn) bool {
+	return len(c.Subflows())-1 < m.Limits().Subflows
+}
+
+// AddrAnnounced is called for an ADD_ADDR the peer sent (its HMAC already checked). Within the
+// add_addr_accepted limit, a subflow is opened to it from our default address, and from every
+// fullmesh endpoint.
+func (m *Manager) AddrAnnounced(c Conn, id uint8, addr netip.AddrPort) {
+	m.mu.Lock()
+	st := m.mu.conns[c]
+	if st == nil {
+		m.mu.Unlock()
+		return
+	}
+	if _, ok := st.announced[id]; ok || st.accepted >= m.mu.limits.AddAddrAccepted {
+		m.mu.Unlock()
+		return
+	}
+	st.accepted++
+	st.announced[id] = addr
+	var fullmesh []Endpoint
+	for _, e := range m.mu.endpoints {
+		if e.Flags&FlagFullmesh != 0 && e.Addr.Is4() == addr.Addr().Is4() {
+			fullmesh = append(fullmesh, e)
+		}
+	}
+	m.mu.Unlock()
+	if addr.Port() == 0 {
+		addr = netip.AddrPortFrom(addr.Addr(), c.Remote().Port())
+	}
+	if len(fullmesh) == 0 {
+		local := c.Local().Addr()
+		if local.Is4() == addr.Addr().Is4() && m.subflowAllowed(c) {
+			if err := c.AddSubflow(netip.Addr{}, 0, addr, id, false); err != nil {
+				m.log.Debug("join announced address", "token", c.Token(), "to", addr, "err", err)
+			}
+		}
+		return
+	}
+	for _, e := range fullmesh {
+		if !m.subflowAllowed(c) {
+			return
+		}
+		if err := c.AddSubflow(e.Addr, e.ID, addr, id, e.Flags&FlagBackup != 0); err != nil {
+			m.log.Debug("join announced address", "token", c.Token(), "from", e.Addr, "to", addr, "err", err)
+		}
+	}
+}
+
+// AddrRemoved is called for a REMOVE_ADDR the peer sent: the subflows to that address close.
+func (m *Manager) AddrRemoved(c Conn, id uint8) {
+	m.mu.Lock()
+	if st := m.mu.conns[c]; st != nil {
+		delete(st.announced, id)
+	}
+	m.mu.Unlock()
+	c.CloseSubflows(-1, int(id))
+}
+
+// SubflowClosed is called when a subflow ends. One lost to an error (not one we or the peer
+// closed on purpose) is remembered, to be re-created when its path returns.
+func (m *Manager) SubflowClosed(c Conn, sf Subflow, err error) {
+	if err == nil || errors.Is(err, ErrRemoved) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st := m.mu.conns[c]; st != nil {
+		st.lost = append(st.lost, lostSubflow{sf})
+	}
+}
+
+// ErrRemoved is the reason of subflows closed because their address was removed.
+var ErrRemoved = errors.New("address removed")
+
+// DeleteEndpoint removes an endpoint by ID (or address when id is 0): a signal endpoint is
+// withdrawn from the peers (REMOVE_ADDR), and the subflows from it close.
+func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (Endpoint, error) {
+	m.mu.Lock()
+	var e Endpoint
+	found := false
+	for i, x := range m.mu.endpoints {
+		if (id != 0 && x.ID == id) || (id == 0 && x.Addr == addr.Unmap()) {
+			e, found = x, true
+			m.mu.endpoints = append(m.mu.endpoints[:i], m.mu.endpoints[i+1:]...)
+			break
+		}
+	}
+	conns := m.connsLocked()
+	m.mu.Unlock()
+	if !found {
+		return e, fmt.Errorf("no endpoint %d %v", id, addr)
+	}
+	for _, c := range conns {
+		if e.Flags&FlagSignal != 0 && c.Server() {
+			c.Withdraw(e.ID)
+		}
+		c.CloseSubflows(int(e.ID), -1)
+	}
+	return e, nil
+}
+
+// Flush removes every endpoint.
+func (m *Manager) Flush() {
+	for _, e := range m.Endpoints() {
+		m.DeleteEndpoint(e.ID, e.Addr)
+	}
+}
