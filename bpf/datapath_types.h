@@ -116,7 +116,8 @@ struct conn_st {
 	__u32 ack_wakeup;    /* last doorbell generation answered */
 	__u32 peer_fin;      /* nonzero once the peer's DATA_FIN was seen */
 	__u64 peer_wnd_end;  /* the peer's receive window end: DATA_ACK + window (§3.3.4) */
-	__u8 _pad[88];
+	__u64 ack_sent;      /* the DATA_ACK we last wrote */
+	__u8 _pad[80];
 };
 
 struct conn {

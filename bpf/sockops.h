@@ -747,6 +747,8 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 	ack = c->ctl.rcv_nxt;
 	if (before64(ack, c->st.rx_ack))
 		ack = c->st.rx_ack;
+	if (has_ack)
+		c->st.ack_sent = ack; /* Go sends an ACK of its own when its receive point runs ahead */
 
 	if (c->ctl.flags & CONNF_MP_FAIL && !payload) {
 		__u8 *o = sc->out;

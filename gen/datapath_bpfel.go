@@ -42,7 +42,8 @@ type DatapathConn struct {
 		AckWakeup   uint32
 		PeerFin     uint32
 		PeerWndEnd  uint64
-		Pad         [88]uint8
+		AckSent     uint64
+		Pad         [80]uint8
 	}
 }
 

@@ -130,10 +130,12 @@ type connState struct {
 	lastRst   *ResetError
 	events    [16]uint64 // events handled, by type
 
-	reinject   []dsnRange                  // data to send again, from failed or stale subflows
-	pumpTimer  *time.Timer                 // re-pump when no subflow had room
-	pendingSub map[uint32][]datapath.Event // events of subflows not attached yet
-	announces  map[uint8]*announce         // our ADD_ADDRs awaiting their echo
+	reinject    []dsnRange // data to send again, from failed or stale subflows
+	windowWaits uint64
+	lastRxSub   *subflow                    // the subflow that last brought data: our ACKs go back on it
+	pumpTimer   *time.Timer                 // re-pump when no subflow had room
+	pendingSub  map[uint32][]datapath.Event // events of subflows not attached yet
+	announces   map[uint8]*announce         // our ADD_ADDRs awaiting their echo
 }
 
 // dsnRange is a range of the data sequence space.
@@ -421,6 +423,8 @@ type ConnInfo struct {
 	FinAcked    bool
 	DatapathAck uint64 // the datapath's data-level ACK (rx_ack)
 	PeerDataAck uint64
+	PeerWndEnd  uint64     // the peer's window end
+	WindowWaits uint64     // times new data waited for the peer's window
 	Reinject    int        // bytes waiting to be sent again
 	Events      [16]uint64 // datapath events handled, by type
 	Subflows    []SubflowInfo
@@ -464,6 +468,7 @@ func (c *Conn) info() ConnInfo {
 		RxReady: c.rxq.len(), SndUna: uint64(st.sndUna), SndNxt: uint64(st.sndNxt), SndEnd: uint64(st.sndEnd),
 		FinSet: st.finSet, FinAcked: st.finAcked,
 		DatapathAck: atomic.LoadUint64(&c.shm.St.RxAck), PeerDataAck: atomic.LoadUint64(&c.shm.St.PeerDataAck),
+		PeerWndEnd: atomic.LoadUint64(&c.shm.St.PeerWndEnd), WindowWaits: st.windowWaits,
 		Events: st.events,
 	}
 	for _, r := range st.reinject {
@@ -531,6 +536,7 @@ func (c *Conn) run() {
 			c.handleEvent(ev)
 		case ch := <-rxIn:
 			c.handleRx(ch)
+			c.ackIfIdle()
 		case d := <-c.txDoneCh:
 			c.handleTxDone(d)
 		case j := <-c.joinCh:
@@ -722,6 +728,7 @@ func (c *Conn) handleRx(ch rxChunk) {
 		return
 	}
 	sf.bytesRecv += uint64(len(ch.data))
+	c.st.lastRxSub = sf
 	sf.rxHeld = append(sf.rxHeld, ch)
 	c.processHeld(sf)
 }
@@ -786,6 +793,31 @@ func (c *Conn) deliverRx() {
 	}
 	if c.mptcp.Load() {
 		atomic.StoreUint64(&c.shm.Ctl.RcvNxt, rcv)
+	}
+}
+
+// ackLag is how far our receive point may run ahead of the DATA_ACK we last sent before we send
+// one of our own: the kernel ACKs a subflow's data before we read it, so without this the
+// peer learns of what we received only with our next segment.
+const ackLag = 256 << 10
+
+// ackIfIdle sends a pure ACK when nothing more is waiting to be read and our receive point is
+// ahead of the last DATA_ACK sent (or far ahead while data keeps coming).
+func (c *Conn) ackIfIdle() {
+	if !c.mptcp.Load() || len(c.subs) == 0 {
+		return
+	}
+	sent := seqnum.DSN(atomic.LoadUint64(&c.shm.St.AckSent))
+	rcv := seqnum.DSN(atomic.LoadUint64(&c.shm.Ctl.RcvNxt))
+	if !sent.LessThan(rcv) {
+		return
+	}
+	if len(c.rxCh) == 0 || rcv.Sub(sent) >= ackLag {
+		sf := c.st.lastRxSub
+		if sf != nil && sf.gone {
+			sf = nil
+		}
+		c.sendACK(sf)
 	}
 }
 
@@ -981,6 +1013,9 @@ func (c *Conn) schedule() {
 		}
 		ch, ok := c.nextMapping()
 		if !ok {
+			if c.windowLimited() {
+				st.windowWaits++
+			}
 			if c.windowLimited() && !st.ackArmed && c.mptcp.Load() {
 				// Wait for the peer's window to open: the doorbell wakes us.
 				st.ackArmed = true

@@ -52,8 +52,12 @@ func transfer(t *testing.T, ctx context.Context, topo *netns.Topology, r role, f
 				return
 			}
 			defer c.Close()
+			start := time.Now()
 			res.server, err = netns.Exchange(ctx, c, down, 2)
 			res.serverMPTCP = control.IsMPTCP(c)
+			if in, ok := c.(*control.Conn).Info(); ok && time.Since(start) > 20*time.Second {
+				t.Logf("slow: our server connection: %+v", in)
+			}
 			serverDone <- err
 		}()
 	} else {
@@ -72,8 +76,12 @@ func transfer(t *testing.T, ctx context.Context, topo *netns.Topology, r role, f
 	if r.ourClient() {
 		c := dialOurs(t, ctx, topo.A, addr)
 		var err error
+		start := time.Now()
 		res.client, err = netns.Exchange(ctx, c, up, 1)
 		res.clientMPTCP = control.IsMPTCP(c)
+		if in, ok := c.(*control.Conn).Info(); ok && time.Since(start) > 20*time.Second {
+			t.Logf("slow: our client connection: %+v", in)
+		}
 		if in, ok := c.(*control.Conn); ok && err != nil {
 			info, _ := in.Info()
 			t.Logf("our client connection: %+v", info)
