@@ -2,8 +2,10 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -16,11 +18,22 @@ import (
 )
 
 // Listener accepts MPTCP connections, and plain TCP clients, which get a *TCPConn.
+//
+// A goroutine accepts from the socket all the time: MP_JOIN subflows go to their connections at
+// once, whether or not the application is calling Accept; connections wait in a queue.
 type Listener struct {
 	s      *Stack
 	ln     *net.TCPListener
 	ns     netns.NsHandle
 	closed sync.Once
+	queue  chan acceptResult
+	done   chan struct{}
+	dl     *deadline
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
 }
 
 // Listen listens on address on the default stack.
@@ -58,13 +71,83 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 	if err != nil {
 		ns = netns.None()
 	}
-	return &Listener{s: s, ln: l.(*net.TCPListener), ns: ns}, nil
+	ln := &Listener{s: s, ln: l.(*net.TCPListener), ns: ns, queue: make(chan acceptResult, 128), done: make(chan struct{}), dl: newDeadline()}
+	go ln.acceptLoop()
+	return ln, nil
 }
 
 // Accept waits for the next connection: a *Conn for an MPTCP client, a *TCPConn otherwise.
 func (l *Listener) Accept() (net.Conn, error) {
-	s := l.s
 	for {
+		l.dl.mu.Lock()
+		t, changed := l.dl.t, l.dl.changed
+		l.dl.mu.Unlock()
+		var timer <-chan time.Time
+		var tm *time.Timer
+		if !t.IsZero() {
+			d := time.Until(t)
+			if d <= 0 {
+				return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.ErrDeadlineExceeded}
+			}
+			tm = time.NewTimer(d)
+			timer = tm.C
+		}
+		select {
+		case r := <-l.queue:
+			if tm != nil {
+				tm.Stop()
+			}
+			return r.c, r.err
+		case <-l.done:
+			if tm != nil {
+				tm.Stop()
+			}
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+		case <-timer:
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.ErrDeadlineExceeded}
+		case <-changed:
+			if tm != nil {
+				tm.Stop()
+			}
+		}
+	}
+}
+
+// acceptLoop accepts from the socket until it closes.
+func (l *Listener) acceptLoop() {
+	for {
+		c, err := l.acceptOne()
+		if err != nil && errors.Is(err, net.ErrClosed) {
+			close(l.done)
+			for { // connections nobody will accept
+				select {
+				case r := <-l.queue:
+					if r.c != nil {
+						r.c.Close()
+					}
+				default:
+					return
+				}
+			}
+		}
+		if c == nil && err == nil {
+			continue // a join, handed to its connection
+		}
+		select {
+		case l.queue <- acceptResult{c, err}:
+		case <-l.done:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+	}
+}
+
+// acceptOne accepts one socket: a connection to queue, or (nil, nil) for a join.
+func (l *Listener) acceptOne() (net.Conn, error) {
+	s := l.s
+	{
 		tc, err := l.ln.AcceptTCP()
 		if err != nil {
 			return nil, err
@@ -80,7 +163,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		if st.Role == datapath.RoleJoinPassive {
 			s.acceptJoin(tc, st)
-			continue
+			return nil, nil
 		}
 		t, claimed := s.claimTicket(st.Conn, st.LocalKey)
 		if st.State != datapath.StateMPTCP {
@@ -95,7 +178,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			s.log.Warn("accepted an MPTCP connection whose slot was reclaimed; resetting it")
 			tc.SetLinger(0)
 			tc.Close()
-			continue
+			return nil, nil
 		}
 		c := newConn(s)
 		c.slot, c.token, c.localKey, c.remoteKey = st.Conn, t.token, st.LocalKey, st.RemoteKey
@@ -155,4 +238,7 @@ func (s *Stack) acceptJoin(tc *net.TCPConn, st datapath.SkState) {
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 // SetDeadline sets the deadline for Accept.
-func (l *Listener) SetDeadline(t time.Time) error { return l.ln.SetDeadline(t) }
+func (l *Listener) SetDeadline(t time.Time) error {
+	l.dl.set(t)
+	return nil
+}

@@ -76,3 +76,76 @@ func TestJoinOurClientKernelServer(t *testing.T) {
 		t.Errorf("path 1 carried %d bytes, want a fair share (>= 20%%) of %d", share, up)
 	}
 }
+
+// TestJoinKernelClientOurServer: a kernel client (a subflow endpoint on path 1) joins our
+// server: our listener computes the SYN/ACK's HMAC in BPF and checks the third ACK's; the kernel
+// counts the join complete, and path 1 carries a share of the data.
+func TestJoinKernelClientOurServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 2, B: ourSide})
+	p0, p1 := topo.Path(0), topo.Path(1)
+	ourPM(t, pm.DefaultLimits)
+	topo.A.SetMPTCPLimits(2, 0)
+	p1.A.AddMPTCPEndpoint(netns.IPv4, "subflow")
+	ln := listenOurs(t, topo.B, p0.B.HostPort(netns.IPv4, 0))
+	const up, down = 128 << 20, 32 << 20
+	type res struct {
+		tr  netns.Transfer
+		err error
+		c   *control.Conn
+	}
+	served := make(chan res, 1)
+	go func() {
+		c, err := netns.Accept(ctx, ln)
+		if err != nil {
+			served <- res{err: err}
+			return
+		}
+		defer c.Close()
+		tr, err := netns.Exchange(ctx, c, down, 2)
+		if err != nil {
+			if in, ok := c.(*control.Conn).Info(); ok {
+				t.Logf("%+v", in)
+			}
+		}
+		served <- res{tr, err, nil}
+	}()
+	d := ourCounterDeltas(t, func() {
+		c, err := topo.A.DialMPTCP(ctx, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx1 := txBytes(t, p1.A)
+		r := <-netns.ExchangeAsync(ctx, c, up, 1)
+		if r.Err != nil {
+			logNonZero(t, "kernel", counters(t, topo.A))
+			t.Fatal(r.Err)
+		}
+		s := <-served
+		if s.err != nil {
+			t.Fatal(s.err)
+		}
+		checkDigests(t, r.Transfer, s.tr, up, down)
+		share := txBytes(t, p1.A) - tx1
+		t.Logf("path 1 carried %d MiB of the kernel's %d MiB", share>>20, up>>20)
+		if share < 4<<20 {
+			t.Errorf("path 1 carried %d bytes, want a real share of %d", share, up)
+		}
+	})
+	kc := counters(t, topo.A)
+	for _, name := range []string{"MPJoinSynTx", "MPJoinSynAckRx"} {
+		if kc[name] < 1 {
+			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
+		}
+	}
+	for _, name := range []string{"MPJoinSynAckHMacFailure", "MPJoinAckHMacFailure"} {
+		if kc[name] != 0 {
+			t.Errorf("kernel %s = %d, want 0", name, kc[name])
+		}
+	}
+	if d["MPJoinAckRx"] < 1 || d["Joins"] < 1 || d["MPJoinAckHMacFailure"] != 0 {
+		t.Errorf("ours: MPJoinAckRx +%d, Joins +%d, MPJoinAckHMacFailure +%d", d["MPJoinAckRx"], d["Joins"], d["MPJoinAckHMacFailure"])
+	}
+	checkNoFallback(t, kc)
+}
