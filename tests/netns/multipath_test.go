@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -148,4 +149,116 @@ func TestJoinKernelClientOurServer(t *testing.T) {
 		t.Errorf("ours: MPJoinAckRx +%d, Joins +%d, MPJoinAckHMacFailure +%d", d["MPJoinAckRx"], d["Joins"], d["MPJoinAckHMacFailure"])
 	}
 	checkNoFallback(t, kc)
+}
+
+// TestAddAddrFromKernel: a kernel server announces its second address (a signal endpoint); our
+// client checks the ADD_ADDR's HMAC, echoes it and joins it.
+func TestAddAddrFromKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 2, A: ourSide})
+	p0, p1 := topo.Path(0), topo.Path(1)
+	ourPM(t, pm.Limits{Subflows: 2, AddAddrAccepted: 2})
+	topo.B.SetMPTCPLimits(2, 0)
+	p1.B.AddMPTCPEndpoint(netns.IPv4, "signal")
+	// The kernel's listener must accept the join on the announced address too.
+	ln, err := topo.B.ListenMPTCP("0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := splitPort(ln.Addr().String())
+	const up, down = 64 << 20, 64 << 20
+	served := netns.ServeOne(ctx, ln, down, 2)
+	d := ourCounterDeltas(t, func() {
+		conn := dialOurs(t, ctx, topo.A, p0.B.HostPort(netns.IPv4, port))
+		if err := topo.B.WaitMPTCPCounter(ctx, "MPJoinAckRx", 1); err != nil {
+			logNonZero(t, "kernel", counters(t, topo.B))
+			oc, _ := ourStack(t).Counters()
+			logNonZero(t, "ours", oc)
+			t.Fatal(err)
+		}
+		tr, err := netns.Exchange(ctx, conn, up, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := <-served
+		if s.Err != nil {
+			t.Fatal(s.Err)
+		}
+		checkDigests(t, tr, s.Transfer, up, down)
+	})
+	kc := counters(t, topo.B)
+	for _, name := range []string{"AddAddrTx", "EchoAdd", "MPJoinSynRx", "MPJoinAckRx"} {
+		if kc[name] < 1 {
+			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
+		}
+	}
+	if d["AddAddrAccepted"] != 1 || d["AddAddrHMacFailure"] != 0 || d["Joins"] != 1 {
+		t.Errorf("ours: AddAddrAccepted +%d (want 1), AddAddrHMacFailure +%d (want 0), Joins +%d (want 1)",
+			d["AddAddrAccepted"], d["AddAddrHMacFailure"], d["Joins"])
+	}
+	checkNoFallback(t, kc)
+}
+
+// TestAddAddrToKernel: our server announces a second address (a signal endpoint); the kernel
+// client verifies the HMAC, counts the ADD_ADDR, echoes it and joins.
+func TestAddAddrToKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 2, B: ourSide})
+	p0, p1 := topo.Path(0), topo.Path(1)
+	m := ourPM(t, pm.DefaultLimits)
+	addEndpoint(t, m, pm.Endpoint{Addr: p1.B.Addr(netns.IPv4), Flags: pm.FlagSignal})
+	topo.A.SetMPTCPLimits(2, 2)
+	ln := listenOurs(t, topo.B, "0.0.0.0:0") // the join reaches the announced address
+	_, port, _ := splitPort(ln.Addr().String())
+	const up, down = 64 << 20, 64 << 20
+	served := make(chan error, 1)
+	var srv netns.Transfer
+	go func() {
+		c, err := netns.Accept(ctx, ln)
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		srv, err = netns.Exchange(ctx, c, down, 2)
+		served <- err
+	}()
+	var d map[string]uint64
+	d = ourCounterDeltas(t, func() {
+		c, err := topo.A.DialMPTCP(ctx, p0.B.HostPort(netns.IPv4, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := topo.A.WaitMPTCPCounter(ctx, "MPJoinSynAckRx", 1); err != nil {
+			t.Fatal(err)
+		}
+		r := <-netns.ExchangeAsync(ctx, c, up, 1)
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		checkDigests(t, r.Transfer, srv, up, down)
+	})
+	kc := counters(t, topo.A)
+	for _, name := range []string{"AddAddr", "EchoAddTx", "MPJoinSynTx", "MPJoinSynAckRx"} {
+		if kc[name] < 1 {
+			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
+		}
+	}
+	if d["SignalOptionTx"] < 1 || d["Joins"] != 1 {
+		t.Errorf("ours: SignalOptionTx +%d (want >= 1), Joins +%d (want 1)", d["SignalOptionTx"], d["Joins"])
+	}
+	checkNoFallback(t, kc)
+}
+
+func splitPort(hostport string) (string, uint16, error) {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return "", 0, err
+	}
+	return ap.Addr().String(), ap.Port(), nil
 }
