@@ -446,6 +446,10 @@ type SubflowInfo struct {
 	BytesSent  uint64 // written to the socket
 	BytesRecv  uint64 // read from the socket
 	Retrans    uint32
+	Held       int    // bytes read whose mapping has not come
+	HeldAt     uint32 // relative SSN of the first held byte
+	Mapped     uint32 // relative SSN up to which bytes were mapped
+	RxMaps     string // the peer's mappings not fully read: ssn+len>dsn
 }
 
 // Info returns a snapshot of the connection's state; ok is false once it has ended.
@@ -518,6 +522,11 @@ func (c *Conn) run() {
 	c.st.finRTO = 200 * time.Millisecond
 	if c.pm != nil {
 		go c.pm.Established(c) // it calls back into this goroutine through c.do
+	}
+	if c.server && c.mptcp.Load() {
+		// A client counts the connection fully established at our first DSS (RFC 8684
+		// §3.1): the kernel's opens its subflows only then. Do not wait for data to send it.
+		c.sendACK(c.subs[0])
 	}
 	for {
 		var rxIn chan rxChunk

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -231,6 +232,7 @@ func (c *Conn) CloseSubflows(localID, remoteID int) int {
 					return // the last subflow stays: the connection needs one
 				}
 				c.dropSubflow(sf, pm.ErrRemoved)
+				c.stack.stats.RmSubflow.Add(1)
 				n++
 			}
 		}
@@ -275,7 +277,9 @@ func (c *Conn) Announce(id uint8, addr netip.Addr, port uint16) error {
 			HMAC: mpcrypto.AddAddrHMAC(c.localKey, c.remoteKey, id, addr.Unmap(), port)}
 		an := &announce{opt: a.Append(nil), next: time.Now().Add(announceRTO)}
 		c.st.announces[id] = an
-		err = c.queueOption(nil, an.opt)
+		if err = c.queueOption(nil, an.opt); err == nil {
+			c.stack.stats.AddAddrTx.Add(1)
+		}
 	}) {
 		return errConnEnded
 	}
@@ -289,7 +293,17 @@ func (c *Conn) Withdraw(ids ...uint8) error {
 		for _, id := range ids {
 			delete(c.st.announces, id)
 		}
-		err = c.queueOption(nil, wire.RemoveAddr{IDs: ids}.Append(nil))
+		// Sent on a subflow that stays, so that it is not lost with the ones that close.
+		var on *subflow
+		for _, sf := range usable(c.subs) {
+			if !slices.Contains(ids, sf.localID) {
+				on = sf
+				break
+			}
+		}
+		if err = c.queueOption(on, wire.RemoveAddr{IDs: ids}.Append(nil)); err == nil {
+			c.stack.stats.RmAddrTx.Add(1)
+		}
 	}) {
 		return errConnEnded
 	}
@@ -311,6 +325,8 @@ func (c *Conn) SetBackup(localID int, backup bool) error {
 			sf.backup = backup
 			if e := c.queueOption(sf, wire.MPPrio{Backup: backup}.Append(nil)); e != nil {
 				err = e
+			} else {
+				c.stack.stats.MPPrioTx.Add(1)
 			}
 		}
 	}) {
@@ -326,7 +342,9 @@ func (c *Conn) SetSubflowBackup(local, remote netip.AddrPort, backup bool) error
 		for _, sf := range c.subs {
 			if sf.local == local && sf.remote == remote {
 				sf.backup = backup
-				err = c.queueOption(sf, wire.MPPrio{Backup: backup}.Append(nil))
+				if err = c.queueOption(sf, wire.MPPrio{Backup: backup}.Append(nil)); err == nil {
+					c.stack.stats.MPPrioTx.Add(1)
+				}
 			}
 		}
 	})
@@ -383,7 +401,9 @@ func (c *Conn) retransmitAnnounces() {
 		}
 		an.tries++
 		an.next = now.Add(announceRTO << min(an.tries, 5))
-		c.queueOption(nil, an.opt)
+		if c.queueOption(nil, an.opt) == nil {
+			c.stack.stats.AddAddrTx.Add(1)
+		}
 	}
 	for _, sf := range c.subs {
 		c.flushOptions(sf)
@@ -403,7 +423,10 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 			port = o.Port
 		}
 		if o.Echo {
-			delete(c.st.announces, o.AddrID) // our announcement arrived
+			if _, ok := c.st.announces[o.AddrID]; ok {
+				c.stack.stats.EchoAddRx.Add(1)
+				delete(c.st.announces, o.AddrID) // our announcement arrived
+			}
 			return
 		}
 		if mpcrypto.AddAddrHMAC(c.remoteKey, c.localKey, o.AddrID, o.Addr, port) != o.HMAC {
@@ -412,7 +435,9 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		}
 		c.stack.stats.AddAddrRx.Add(1)
 		echo := wire.AddAddr{Echo: true, AddrID: o.AddrID, Addr: o.Addr, Port: port, HasPort: o.PortPresent()}
-		c.queueOption(sf, echo.Append(nil))
+		if c.queueOption(sf, echo.Append(nil)) == nil {
+			c.stack.stats.EchoAddTx.Add(1)
+		}
 		if c.pm != nil {
 			go c.pm.AddrAnnounced(c, o.AddrID, netip.AddrPortFrom(o.Addr.Unmap(), port))
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
 )
 
 // initialWindow is the data-level send window before the peer advertised one.
@@ -103,6 +104,18 @@ type Stats struct {
 	AddAddrBadHMAC  atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
 	RmAddrRx        atomic.Uint64
 	MPPrioRx        atomic.Uint64
+	EchoAddRx       atomic.Uint64 // echoes of our ADD_ADDRs
+	AddAddrTx       atomic.Uint64 // ADD_ADDRs sent, retransmissions included
+	EchoAddTx       atomic.Uint64
+	RmAddrTx        atomic.Uint64
+	MPPrioTx        atomic.Uint64
+	RmSubflow       atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
+	JoinRetries     atomic.Uint64 // lost subflows opened again
+}
+
+// endpointWatcher is a path manager that tells of its endpoints (pm.Manager does).
+type endpointWatcher interface {
+	OnEndpoint(f func(e pm.Endpoint, present bool))
 }
 
 // stackOpen is set while a stack exists: a process belongs to one cgroup, so it can have only
@@ -137,6 +150,18 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	}
 	s.mu.conns = map[uint32]*Conn{}
 	s.mu.pending = map[uint32][]datapath.Event{}
+	if w, ok := cfg.PathManager.(endpointWatcher); ok {
+		// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
+		w.OnEndpoint(func(e pm.Endpoint, present bool) {
+			id := e.ID
+			if !present {
+				id = 0
+			}
+			if err := dp.SetLocalID(e.Addr, id); err != nil {
+				s.log.Warn("address ID to datapath", "endpoint", e.String(), "err", err)
+			}
+		})
+	}
 	s.wg.Add(2)
 	go s.dispatch()
 	go s.maintain()
@@ -195,6 +220,13 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"AddAddrHMacFailure": &s.stats.AddAddrBadHMAC,
 		"RmAddrAccepted":     &s.stats.RmAddrRx,
 		"MPPrioAccepted":     &s.stats.MPPrioRx,
+		"EchoAdd":            &s.stats.EchoAddRx,
+		"AddAddrTx":          &s.stats.AddAddrTx,
+		"EchoAddTx":          &s.stats.EchoAddTx,
+		"RmAddrTx":           &s.stats.RmAddrTx,
+		"MPPrioTx":           &s.stats.MPPrioTx,
+		"RmSubflow":          &s.stats.RmSubflow,
+		"JoinRetries":        &s.stats.JoinRetries,
 	} {
 		c[name] = v.Load()
 	}

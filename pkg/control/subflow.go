@@ -359,7 +359,20 @@ func (sf *subflow) info() SubflowInfo {
 	in := SubflowInfo{
 		Slot: sf.slot, Local: sf.local.String(), Remote: sf.remote.String(), LocalID: sf.localID, RemoteID: sf.remoteID,
 		Backup: sf.backup, PeerBackup: sf.peerBackup, Ready: sf.ready, Stale: sf.stale,
-		BytesSent: sf.written.Load(), BytesRecv: sf.bytesRecv,
+		BytesSent: sf.written.Load(), BytesRecv: sf.bytesRecv, Mapped: uint32(sf.mapped),
+	}
+	for i, h := range sf.rxHeld {
+		if i == 0 {
+			in.HeldAt = uint32(h.off)
+		}
+		in.Held += len(h.data)
+	}
+	for i, m := range sf.rxMaps {
+		if i == 8 {
+			in.RxMaps += " ..."
+			break
+		}
+		in.RxMaps += fmt.Sprintf(" %d+%d>%d", uint32(m.ssn), m.len, uint64(m.dsn))
 	}
 	if sf.shm != nil {
 		in.SRTT = sf.srtt()

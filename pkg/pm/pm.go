@@ -171,6 +171,25 @@ type Manager struct {
 		endpoints []Endpoint
 		limits    Limits
 		conns     map[Conn]*connState
+		hooks     []func(e Endpoint, present bool)
+	}
+}
+
+// OnEndpoint registers f to learn of every endpoint, present and future: present is true when
+// it is added, false when deleted. The stack uses it to give the datapath the address IDs
+// that its MP_JOIN SYN/ACKs carry. f must not call back into the manager.
+func (m *Manager) OnEndpoint(f func(e Endpoint, present bool)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mu.hooks = append(m.mu.hooks, f)
+	for _, e := range m.mu.endpoints {
+		f(e, true)
+	}
+}
+
+func (m *Manager) notifyLocked(e Endpoint, present bool) {
+	for _, f := range m.mu.hooks {
+		f(e, present)
 	}
 }
 
@@ -218,6 +237,7 @@ func (m *Manager) AddEndpoint(e Endpoint) (Endpoint, error) {
 	}
 	m.mu.endpoints = append(m.mu.endpoints, e)
 	sort.Slice(m.mu.endpoints, func(i, j int) bool { return m.mu.endpoints[i].ID < m.mu.endpoints[j].ID })
+	m.notifyLocked(e, true)
 	conns := m.connsLocked()
 	m.mu.Unlock()
 	for _, c := range conns {
@@ -416,8 +436,9 @@ func (m *Manager) SubflowClosed(c Conn, sf Subflow, err error) {
 // ErrRemoved is the reason of subflows closed because their address was removed.
 var ErrRemoved = errors.New("address removed")
 
-// DeleteEndpoint removes an endpoint by ID (or address when id is 0): a signal endpoint is
-// withdrawn from the peers (REMOVE_ADDR), and the subflows from it close.
+// DeleteEndpoint removes an endpoint by ID (or address when id is 0). As the kernel does, every
+// connection that announced it or has subflows from it sends REMOVE_ADDR with its ID, and those
+// subflows close.
 func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (Endpoint, error) {
 	m.mu.Lock()
 	var e Endpoint
@@ -429,18 +450,35 @@ func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (Endpoint, error) {
 			break
 		}
 	}
+	if found {
+		m.notifyLocked(e, false)
+	}
 	conns := m.connsLocked()
 	m.mu.Unlock()
 	if !found {
 		return e, fmt.Errorf("no endpoint %d %v", id, addr)
 	}
 	for _, c := range conns {
-		if e.Flags&FlagSignal != 0 && c.Server() {
-			c.Withdraw(e.ID)
-		}
-		c.CloseSubflows(int(e.ID), -1)
+		m.withdraw(c, e)
 	}
 	return e, nil
+}
+
+// withdraw sends REMOVE_ADDR for an endpoint on one connection, if the peer knows the address
+// (announced, or subflows from it), and closes its subflows.
+func (m *Manager) withdraw(c Conn, e Endpoint) {
+	used := e.Flags&FlagSignal != 0 && c.Server()
+	for _, sf := range c.Subflows() {
+		if sf.LocalID == e.ID && sf.LocalID != 0 {
+			used = true
+		}
+	}
+	if !used {
+		return
+	}
+	if err := c.Withdraw(e.ID); err != nil {
+		m.log.Debug("withdraw", "token", c.Token(), "endpoint", e.String(), "err", err)
+	}
 }
 
 // Flush removes every endpoint.
@@ -448,4 +486,41 @@ func (m *Manager) Flush() {
 	for _, e := range m.Endpoints() {
 		m.DeleteEndpoint(e.ID, e.Addr)
 	}
+}
+
+// SetBackup changes an endpoint's backup flag (by ID, or address when id is 0), as
+// `ip mptcp endpoint change ... backup|nobackup`: the subflows from it send MP_PRIO and are
+// treated as backups (or not) from now on, on every connection.
+func (m *Manager) SetBackup(id uint8, addr netip.Addr, backup bool) (Endpoint, error) {
+	m.mu.Lock()
+	var e Endpoint
+	found := false
+	for i := range m.mu.endpoints {
+		x := &m.mu.endpoints[i]
+		if (id != 0 && x.ID == id) || (id == 0 && x.Addr == addr.Unmap()) {
+			if backup {
+				x.Flags |= FlagBackup
+			} else {
+				x.Flags &^= FlagBackup
+			}
+			e, found = *x, true
+			break
+		}
+	}
+	conns := m.connsLocked()
+	m.mu.Unlock()
+	if !found {
+		return e, fmt.Errorf("no endpoint %d %v", id, addr)
+	}
+	for _, c := range conns {
+		for _, sf := range c.Subflows() {
+			if sf.LocalID == e.ID {
+				if err := c.SetBackup(int(e.ID), backup); err != nil {
+					m.log.Debug("set backup", "token", c.Token(), "endpoint", e.String(), "err", err)
+				}
+				break
+			}
+		}
+	}
+	return e, nil
 }
