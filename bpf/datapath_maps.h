@@ -103,12 +103,25 @@ struct dp_scratch {
 	struct hmac_scratch hmac;
 };
 
+/* A program can be interrupted on its CPU by a softirq that runs another of ours (a
+ * process-context write or parse, then a packet's parse in NET_RX): each nesting level has its
+ * scratch of its own, so the interrupting program never overwrites the interrupted one's. */
+#define DP_SCRATCH_LEVELS 4
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DP_SCRATCH_LEVELS);
+	__type(key, __u32);
+	__type(value, struct dp_scratch);
+} dp_scratch_map SEC(".maps");
+
+/* The nesting level of our programs on this CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct dp_scratch);
-} dp_scratch_map SEC(".maps");
+	__type(value, __u32);
+} dp_depth SEC(".maps");
 
 /* Emit the shared types into BTF for bpf2go. */
 const enum dp_counter *dp_counter_btf __attribute__((unused));
@@ -120,14 +133,43 @@ static __always_inline void dp_count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&dp_counters, &idx);
 
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1); /* an interrupting program may count the same */
 }
 
-static __always_inline struct dp_scratch *dp_scratch(void)
+/* dp_enter marks the start of a program that uses scratch space; every program entry point calls
+ * it, and dp_exit with its result on the way out. Nested programs run to completion before
+ * the one they interrupted continues, so a counter is enough. */
+static __always_inline __u32 *dp_enter(void)
 {
 	__u32 zero = 0;
+	__u32 *d = bpf_map_lookup_elem(&dp_depth, &zero);
 
-	return bpf_map_lookup_elem(&dp_scratch_map, &zero);
+	if (!d)
+		return 0;
+	if (*d >= DP_SCRATCH_LEVELS) {
+		dp_count(DP_SCRATCH_NESTED);
+		return 0;
+	}
+	*d += 1;
+	return d;
+}
+
+static __always_inline void dp_exit(__u32 *d)
+{
+	if (*d)
+		*d -= 1;
+}
+
+/* dp_scratch returns this nesting level's scratch space. */
+static __always_inline struct dp_scratch *dp_scratch(void)
+{
+	__u32 zero = 0, idx;
+	__u32 *d = bpf_map_lookup_elem(&dp_depth, &zero);
+
+	if (!d || *d == 0 || *d > DP_SCRATCH_LEVELS)
+		return 0;
+	idx = *d - 1;
+	return bpf_map_lookup_elem(&dp_scratch_map, &idx);
 }
 
 static __always_inline void dp_emit(__u32 type, const struct sk_sub *s, __u32 flags, __u64 a, __u64 b,

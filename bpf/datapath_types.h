@@ -292,6 +292,7 @@ enum dp_counter {
 	DP_MPJ_FOURTH_ACK,        /* our joins the peer fully established */
 	DP_OPT_TX,                /* options Go queued (ADD_ADDR, RM_ADDR, MP_PRIO) written */
 	DP_SUBSLOT_USED,          /* subflow slots taken from the queue by passive joins */
+	DP_SCRATCH_NESTED,        /* programs skipped: nested deeper than the scratch levels */
 	DP_COUNTER_MAX,
 };
 

@@ -338,10 +338,20 @@ static __always_inline __u8 local_id_of(struct bpf_sock_ops *skops)
 	if (skops->family == 2 /* AF_INET */) {
 		k.addr[0] = skops->local_ip4;
 	} else {
-		k.addr[0] = skops->local_ip6[0];
-		k.addr[1] = skops->local_ip6[1];
-		k.addr[2] = skops->local_ip6[2];
-		k.addr[3] = skops->local_ip6[3];
+		/* Each ctx field read on its own: the verifier allows no ctx pointer arithmetic. */
+		__u32 a0 = skops->local_ip6[0], a1 = skops->local_ip6[1];
+		__u32 a2 = skops->local_ip6[2], a3 = skops->local_ip6[3];
+
+		if (!a0 && !a1 && a2 == bpf_htonl(0xffff)) {
+			/* A dual-stack socket's IPv4 address, v4-mapped: keyed as IPv4. */
+			k.family = 2;
+			k.addr[0] = a3;
+		} else {
+			k.addr[0] = a0;
+			k.addr[1] = a1;
+			k.addr[2] = a2;
+			k.addr[3] = a3;
+		}
 	}
 	id = bpf_map_lookup_elem(&local_ids, &k);
 	return id ? *id : 0;
@@ -1142,8 +1152,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-SEC("sockops")
-int mptcp_sockops(struct bpf_sock_ops *skops)
+static __noinline int sockops_dispatch(struct bpf_sock_ops *skops)
 {
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
@@ -1162,6 +1171,19 @@ int mptcp_sockops(struct bpf_sock_ops *skops)
 		return on_parse_hdr(skops);
 	}
 	return 1;
+}
+
+SEC("sockops")
+int mptcp_sockops(struct bpf_sock_ops *skops)
+{
+	__u32 *depth = dp_enter();
+	int ret;
+
+	if (!depth)
+		return 1;
+	ret = sockops_dispatch(skops);
+	dp_exit(depth);
+	return ret;
 }
 
 #endif

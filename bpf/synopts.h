@@ -225,16 +225,28 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 	return TCX_NEXT;
 }
 
+static __always_inline int syn_opts_entry(struct __sk_buff *skb, int egress)
+{
+	__u32 *depth = dp_enter();
+	int ret;
+
+	if (!depth)
+		return TCX_NEXT;
+	ret = syn_opts(skb, egress);
+	dp_exit(depth);
+	return ret;
+}
+
 SEC("tc")
 int mptcp_syn_opts_in(struct __sk_buff *skb)
 {
-	return syn_opts(skb, 0);
+	return syn_opts_entry(skb, 0);
 }
 
 SEC("tc")
 int mptcp_syn_opts_out(struct __sk_buff *skb)
 {
-	return syn_opts(skb, 1);
+	return syn_opts_entry(skb, 1);
 }
 
 #endif

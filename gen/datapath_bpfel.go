@@ -103,7 +103,8 @@ const (
 	DatapathDpCounterDP_MPJ_FOURTH_ACK       DatapathDpCounter = 50
 	DatapathDpCounterDP_OPT_TX               DatapathDpCounter = 51
 	DatapathDpCounterDP_SUBSLOT_USED         DatapathDpCounter = 52
-	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 53
+	DatapathDpCounterDP_SCRATCH_NESTED       DatapathDpCounter = 53
+	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 54
 )
 
 type DatapathEvent struct {
@@ -231,6 +232,7 @@ const (
 	DatapathMapCaB              = "ca_b"
 	DatapathMapConns            = "conns"
 	DatapathMapDpCounters       = "dp_counters"
+	DatapathMapDpDepth          = "dp_depth"
 	DatapathMapDpScratchMap     = "dp_scratch_map"
 	DatapathMapEvents           = "events"
 	DatapathMapLocalIds         = "local_ids"
@@ -336,6 +338,7 @@ type DatapathMapSpecs struct {
 	CaB          *ebpf.MapSpec `ebpf:"ca_b"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	DpCounters   *ebpf.MapSpec `ebpf:"dp_counters"`
+	DpDepth      *ebpf.MapSpec `ebpf:"dp_depth"`
 	DpScratchMap *ebpf.MapSpec `ebpf:"dp_scratch_map"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	LocalIds     *ebpf.MapSpec `ebpf:"local_ids"`
@@ -381,6 +384,7 @@ type DatapathMaps struct {
 	CaB          *ebpf.Map `ebpf:"ca_b"`
 	Conns        *ebpf.Map `ebpf:"conns"`
 	DpCounters   *ebpf.Map `ebpf:"dp_counters"`
+	DpDepth      *ebpf.Map `ebpf:"dp_depth"`
 	DpScratchMap *ebpf.Map `ebpf:"dp_scratch_map"`
 	Events       *ebpf.Map `ebpf:"events"`
 	LocalIds     *ebpf.Map `ebpf:"local_ids"`
@@ -399,6 +403,7 @@ func (m *DatapathMaps) Close() error {
 		m.CaB,
 		m.Conns,
 		m.DpCounters,
+		m.DpDepth,
 		m.DpScratchMap,
 		m.Events,
 		m.LocalIds,

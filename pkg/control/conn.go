@@ -85,11 +85,17 @@ type Conn struct {
 	ctl      chan ctlOp
 	infoCh   chan chan ConnInfo
 	cmdCh    chan func()
-	done     chan struct{} // closed when run returned
-	closed   chan struct{} // closed by Close
-	closeMu  sync.Once
-	errMu    sync.Mutex
-	err      error
+	pmq      struct { // calls to the path manager, in order, made by pmLoop
+		sync.Mutex
+		q    []func(PathManager)
+		last bool // Closed is queued: the loop ends after it
+		wake chan struct{}
+	}
+	done    chan struct{} // closed when run returned
+	closed  chan struct{} // closed by Close
+	closeMu sync.Once
+	errMu   sync.Mutex
+	err     error
 
 	st connState // owned by run
 }
@@ -413,9 +419,10 @@ type ConnInfo struct {
 	PeerFin     bool
 	PeerFinDSN  uint64
 	RxEOF       bool
-	Held        int // bytes read from subflows waiting for their mapping
-	RxOOO       int // out-of-order bytes
-	RxReady     int // bytes waiting for Read
+	Held        int    // bytes read from subflows waiting for their mapping
+	RxOOO       int    // out-of-order bytes
+	RxDup       uint64 // bytes received twice (retransmitted or reinjected)
+	RxReady     int    // bytes waiting for Read
 	SndUna      uint64
 	SndNxt      uint64
 	SndEnd      uint64
@@ -468,7 +475,7 @@ func (c *Conn) info() ConnInfo {
 	in := ConnInfo{
 		Token: c.token, MPTCP: c.mptcp.Load(), Server: c.server, Local: addrString(c.laddr), Remote: addrString(c.raddr),
 		Scheduler: c.sched.Name(), RcvNxt: uint64(st.rx.rcvNxt), PeerFin: st.rxFin,
-		PeerFinDSN: uint64(st.rxFinDSN), RxEOF: st.rxEOF, RxOOO: st.rx.nOOO,
+		PeerFinDSN: uint64(st.rxFinDSN), RxEOF: st.rxEOF, RxOOO: st.rx.nOOO, RxDup: st.rx.dup,
 		RxReady: c.rxq.len(), SndUna: uint64(st.sndUna), SndNxt: uint64(st.sndNxt), SndEnd: uint64(st.sndEnd),
 		FinSet: st.finSet, FinAcked: st.finAcked,
 		DatapathAck: atomic.LoadUint64(&c.shm.St.RxAck), PeerDataAck: atomic.LoadUint64(&c.shm.St.PeerDataAck),
@@ -521,7 +528,9 @@ func (c *Conn) run() {
 	defer tick.Stop()
 	c.st.finRTO = 200 * time.Millisecond
 	if c.pm != nil {
-		go c.pm.Established(c) // it calls back into this goroutine through c.do
+		c.pmq.wake = make(chan struct{}, 1)
+		go c.pmLoop()
+		c.toPM(func(p PathManager) { p.Established(c) })
 	}
 	if c.server && c.mptcp.Load() {
 		// A client counts the connection fully established at our first DSS (RFC 8684
@@ -637,9 +646,7 @@ func (c *Conn) teardown(abort bool) {
 			t.Stop()
 		}
 	}
-	if c.pm != nil {
-		c.pm.Closed(c)
-	}
+	c.pmClosed()
 	c.stack.removeToken(c.token)
 	c.stack.releaseConn(c.slot, c.token)
 	if c.ns.IsOpen() {
@@ -759,7 +766,12 @@ func (c *Conn) processHeld(sf *subflow) {
 			}
 			n := min(uint32(len(ch.data)), m.end().Sub(ch.off))
 			dsn := m.dsn.Add(uint64(ch.off.Sub(m.ssn)))
+			dup := c.st.rx.dup
 			c.st.rx.insert(dsn, ch.data[:n])
+			if c.st.rx.dup != dup {
+				c.stack.log.Debug("bytes received twice", "token", c.token, "slot", sf.slot, "off", uint32(ch.off), "n", n,
+					"map", fmt.Sprintf("%d+%d>%d", uint32(m.ssn), m.len, uint64(m.dsn)), "dup", c.st.rx.dup-dup, "rcvnxt", uint64(c.st.rx.rcvNxt))
+			}
 			ch.data = ch.data[n:]
 			ch.off = ch.off.Add(n)
 			sf.mapped = ch.off
@@ -882,9 +894,8 @@ func (c *Conn) dropSubflow(sf *subflow, err error) {
 	sf.shutdown(false)
 	c.stack.releaseSub(sf.slot)
 	c.stack.log.Debug("subflow closed", "token", c.token, "local", info.Local, "remote", info.Remote, "err", err)
-	if c.pm != nil {
-		c.pm.SubflowClosed(c, sf.pmView(), err)
-	}
+	view := sf.pmView()
+	c.toPM(func(p PathManager) { p.SubflowClosed(c, view, err) })
 }
 
 // resetError explains a subflow error with what the datapath saw on the reset: the peer's

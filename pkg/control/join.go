@@ -438,15 +438,12 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		if c.queueOption(sf, echo.Append(nil)) == nil {
 			c.stack.stats.EchoAddTx.Add(1)
 		}
-		if c.pm != nil {
-			go c.pm.AddrAnnounced(c, o.AddrID, netip.AddrPortFrom(o.Addr.Unmap(), port))
-		}
+		addr := netip.AddrPortFrom(o.Addr.Unmap(), port)
+		c.toPM(func(p PathManager) { p.AddrAnnounced(c, o.AddrID, addr) })
 	case wire.RemoveAddr:
 		c.stack.stats.RmAddrRx.Add(1)
-		if c.pm != nil {
-			for _, id := range o.IDs {
-				go c.pm.AddrRemoved(c, id)
-			}
+		for _, id := range o.IDs {
+			c.toPM(func(p PathManager) { p.AddrRemoved(c, id) })
 		}
 	case wire.MPPrio:
 		sf.peerBackup = o.Backup
@@ -455,3 +452,55 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 }
 
 var _ PathManager = (*pm.Manager)(nil)
+
+// toPM queues a call to the path manager. The calls run in order on a goroutine of their own,
+// as they call back into the connection's (through c.do).
+func (c *Conn) toPM(f func(PathManager)) {
+	if c.pm == nil {
+		return
+	}
+	c.pmq.Lock()
+	c.pmq.q = append(c.pmq.q, f)
+	c.pmq.Unlock()
+	select {
+	case c.pmq.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pmLoop makes the queued path-manager calls, until the connection's teardown queued its last
+// (Closed).
+func (c *Conn) pmLoop() {
+	for range c.pmq.wake {
+		for {
+			c.pmq.Lock()
+			q, last := c.pmq.q, c.pmq.last
+			c.pmq.q = nil
+			c.pmq.Unlock()
+			if len(q) == 0 {
+				if last {
+					return
+				}
+				break
+			}
+			for _, f := range q {
+				f(c.pm)
+			}
+		}
+	}
+}
+
+// pmClosed queues the path manager's Closed call, the last.
+func (c *Conn) pmClosed() {
+	if c.pm == nil {
+		return
+	}
+	c.pmq.Lock()
+	c.pmq.q = append(c.pmq.q, func(p PathManager) { p.Closed(c) })
+	c.pmq.last = true
+	c.pmq.Unlock()
+	select {
+	case c.pmq.wake <- struct{}{}:
+	default:
+	}
+}

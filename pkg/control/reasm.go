@@ -16,6 +16,7 @@ type reasm struct {
 	nReady int
 	ooo    []piece // out-of-order pieces, sorted by DSN, not overlapping
 	nOOO   int
+	dup    uint64 // bytes received that were held or delivered already
 }
 
 type piece struct {
@@ -31,8 +32,10 @@ func (r *reasm) insert(dsn seqnum.DSN, data []byte) {
 	if dsn.LessThan(r.rcvNxt) {
 		skip := r.rcvNxt.Sub(dsn)
 		if skip >= uint64(len(data)) {
+			r.dup += uint64(len(data))
 			return
 		}
+		r.dup += skip
 		data = data[skip:]
 		dsn = r.rcvNxt
 	}
@@ -71,8 +74,10 @@ func (r *reasm) addOOO(p piece) {
 		// Skip the bytes q already holds.
 		if q.end().LessThan(p.end()) {
 			n := q.end().Sub(p.dsn)
+			r.dup += n
 			p = piece{q.end(), p.data[n:]}
 		} else {
+			r.dup += uint64(len(p.data))
 			p.data = nil
 		}
 	}

@@ -61,6 +61,7 @@ var counterNames = map[gen.DatapathDpCounter]string{
 	gen.DatapathDpCounterDP_MPJ_FOURTH_ACK:       "MPJoinFullyEstablished",
 	gen.DatapathDpCounterDP_OPT_TX:               "SignalOptionTx",
 	gen.DatapathDpCounterDP_SUBSLOT_USED:         "JoinSlotUsed",
+	gen.DatapathDpCounterDP_SCRATCH_NESTED:       "ScratchNested",
 }
 
 // Counters returns every datapath counter, summed over CPUs, by name.

@@ -452,8 +452,32 @@ func (d *Datapath) PushNonce(n uint32) error {
 	return nil
 }
 
+// LocalID returns the MP_JOIN address ID recorded for a local address (0: none).
+func (d *Datapath) LocalID(a netip.Addr) (uint8, error) {
+	k := addrKey(a)
+	var id uint8
+	if err := d.objs.LocalIds.Lookup(&k, &id); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	return id, nil
+}
+
 // SetLocalID records the MP_JOIN address ID of a local address; id 0 removes it.
 func (d *Datapath) SetLocalID(a netip.Addr, id uint8) error {
+	k := addrKey(a)
+	if id == 0 {
+		if err := d.objs.LocalIds.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+		return nil
+	}
+	return d.objs.LocalIds.Update(&k, id, ebpf.UpdateAny)
+}
+
+func addrKey(a netip.Addr) gen.DatapathAddrKey {
 	k := gen.DatapathAddrKey{Family: 2}
 	a = a.Unmap()
 	if a.Is4() {
@@ -466,11 +490,5 @@ func (d *Datapath) SetLocalID(a netip.Addr, id uint8) error {
 			k.Addr[i] = binary.NativeEndian.Uint32(b[4*i:])
 		}
 	}
-	if id == 0 {
-		if err := d.objs.LocalIds.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
-		}
-		return nil
-	}
-	return d.objs.LocalIds.Update(&k, id, ebpf.UpdateAny)
+	return k
 }

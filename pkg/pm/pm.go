@@ -392,8 +392,9 @@ func (m *Manager) AddrAnnounced(c Conn, id uint8, addr netip.AddrPort) {
 		addr = netip.AddrPortFrom(addr.Addr(), c.Remote().Port())
 	}
 	if len(fullmesh) == 0 {
-		local := c.Local().Addr()
-		if local.Is4() == addr.Addr().Is4() && m.subflowAllowed(c) {
+		// From the address routing picks: our subflows are sockets of their own, so the
+		// announced address may be of the other family than the connection's first.
+		if m.subflowAllowed(c) {
 			if err := c.AddSubflow(netip.Addr{}, 0, addr, id, false); err != nil {
 				m.log.Debug("join announced address", "token", c.Token(), "to", addr, "err", err)
 			}

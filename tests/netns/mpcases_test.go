@@ -109,6 +109,9 @@ func TestMultipathMixedFamily(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			r := newRig(t, caseCtx(t, 60*time.Second), p, rigConfig{paths: 2, fam: netns.IPv4, ipv6: true})
 			r.endpoint(B, 1, netns.IPv6, "signal")
+			for i := range 2 {
+				r.topo.Path(i).SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
+			}
 			r.connect()
 			r.waitSubflows(A, 2)
 			r.waitSubflows(B, 2)
@@ -120,6 +123,7 @@ func TestMultipathMixedFamily(t *testing.T) {
 			r.wantDelta(A, "AddAddr", 1)
 			r.wantDelta(B, "MPJoinAckRx", 1)
 			r.checkHealthy()
+			t.Logf("%s", r.topo.A.Run("ss", "-tin"))
 		})
 	}
 }
@@ -149,7 +153,6 @@ func TestMultipathRemoveAddr(t *testing.T) {
 				x.wait()
 				r.wantDelta(by, "RmAddrTx", 1)
 				r.wantDelta(by.Other(), "RmAddr", 1)
-				r.wantDelta(by.Other(), "RmSubflow", 1)
 				r.checkHealthy()
 			})
 		})
@@ -176,6 +179,7 @@ func TestMultipathPrio(t *testing.T) {
 				r.setBackup(by, 1, true)
 				if err := waitDelta(r, by.Other(), "MPPrioRx", 1); err != nil {
 					r.logState()
+					r.logInfo()
 					t.Fatal(err)
 				}
 				r.wantDelta(by, "MPPrioTx", 1)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,6 +105,18 @@ func newRig(t *testing.T, ctx context.Context, p pairing, cfg rigConfig) *rig {
 		t.Fatal(err)
 	}
 	r.port = ap.Port()
+	if dir := os.Getenv("MPTCPGO_PCAP"); dir != "" {
+		// Debugging aid: keep the headers of every path (A's ends) in dir.
+		for i := range max(cfg.paths, 1) {
+			e := r.topo.Path(i).A
+			file := filepath.Join(dir, fmt.Sprintf("%s-path%d.pcapng", strings.ReplaceAll(t.Name(), "/", "_"), i))
+			p := e.NS.Start("dumpcap", "-i", e.Name, "-s", "120", "-w", file)
+			if err := p.WaitOutput(ctx, "Capturing on"); err != nil {
+				t.Fatalf("dumpcap: %v", err)
+			}
+			t.Cleanup(func() { p.Stop() })
+		}
+	}
 	return r
 }
 
@@ -147,6 +161,9 @@ func (r *rig) endpoint(s netns.Side, path int, fam netns.Family, flags ...string
 		r.t.Fatal(err)
 	}
 	addEndpoint(r.t, r.m, ep)
+	if got, err := ourStack(r.t).Datapath().LocalID(ep.Addr); err != nil || got != id {
+		r.t.Fatalf("datapath address ID of %v: %d (%v), want %d", ep.Addr, got, err, id)
+	}
 }
 
 // deleteEndpoint removes the endpoint of path i on side s.
@@ -436,4 +453,15 @@ func getsockoptBytes(fd, level, opt int, buf []byte) (int, error) {
 		return 0, e
 	}
 	return int(l), nil
+}
+
+// logInfo logs our connections' state.
+func (r *rig) logInfo() {
+	for _, side := range []netns.Side{netns.SideA, netns.SideB} {
+		if oc, ok := r.conn(side).(*control.Conn); ok {
+			if in, ok := oc.Info(); ok {
+				r.t.Logf("%v: %+v", side, in)
+			}
+		}
+	}
 }
