@@ -117,7 +117,9 @@ struct conn_st {
 	__u32 peer_fin;      /* nonzero once the peer's DATA_FIN was seen */
 	__u64 peer_wnd_end;  /* the peer's receive window end: DATA_ACK + window (§3.3.4) */
 	__u64 ack_sent;      /* the DATA_ACK we last wrote */
-	__u8 _pad[80];
+	__u32 peer_dss;      /* nonzero once a DSS came from the peer: fully established (RFC 8684 3.1) */
+	__u32 _pad0;
+	__u8 _pad[72];
 };
 
 struct conn {

@@ -886,6 +886,8 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 				      struct sub *sb, struct mptcp_opt *o, __u32 payload, __u32 window)
 {
 	dp_count(DP_DSS_RX);
+	if (!c->st.peer_dss)
+		c->st.peer_dss = 1;
 	if (o->flags & DSS_FLAG_HAS_ACK) {
 		__u64 old = c->st.peer_data_ack, ack, wnd_end;
 		int moved = 0;

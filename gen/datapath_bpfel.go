@@ -43,7 +43,9 @@ type DatapathConn struct {
 		PeerFin     uint32
 		PeerWndEnd  uint64
 		AckSent     uint64
-		Pad         [80]uint8
+		PeerDss     uint32
+		Pad0        uint32
+		Pad         [72]uint8
 	}
 }
 

@@ -138,6 +138,7 @@ type connState struct {
 
 	reinject    []dsnRange // data to send again, from failed or stale subflows
 	windowWaits uint64
+	pmStarted   bool                        // the path manager was told the connection is fully established
 	lastRxSub   *subflow                    // the subflow that last brought data: our ACKs go back on it
 	pumpTimer   *time.Timer                 // re-pump when no subflow had room
 	pendingSub  map[uint32][]datapath.Event // events of subflows not attached yet
@@ -530,7 +531,6 @@ func (c *Conn) run() {
 	if c.pm != nil {
 		c.pmq.wake = make(chan struct{}, 1)
 		go c.pmLoop()
-		c.toPM(func(p PathManager) { p.Established(c) })
 	}
 	if c.server && c.mptcp.Load() {
 		// A client counts the connection fully established at our first DSS (RFC 8684
@@ -583,11 +583,28 @@ func (c *Conn) run() {
 		}
 		c.pumpTx()
 		c.checkFin()
+		c.checkEstablished(false)
 		if c.st.appClosed && c.closeDone() {
 			c.teardown(false)
 			return
 		}
 	}
+}
+
+// checkEstablished tells the path manager once the connection is fully established (RFC 8684
+// §3.1): for a server at once (it has the client's key from the third ACK), for a client at the
+// server's first DSS, which proves its third ACK arrived. A client that joins earlier races the
+// server's registration of its token and gets a plain SYN/ACK.
+// An option the peer sends only once it has our key (ADD_ADDR, REMOVE_ADDR) proves it too.
+func (c *Conn) checkEstablished(proof bool) {
+	if c.pm == nil || c.st.pmStarted || !c.mptcp.Load() {
+		return
+	}
+	if !c.server && !proof && atomic.LoadUint32(&c.shm.St.PeerDss) == 0 {
+		return
+	}
+	c.st.pmStarted = true
+	c.toPM(func(p PathManager) { p.Established(c) })
 }
 
 func (c *Conn) closeDone() bool {

@@ -42,6 +42,8 @@ type joinResult struct {
 	localID  uint8
 	remoteID uint8
 	backup   bool
+	local    netip.Addr     // active: the address dialled from (invalid: routing picks)
+	remote   netip.AddrPort // active: the address dialled
 	err      error
 }
 
@@ -122,7 +124,7 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 	ns := c.ns
 	go func() {
 		tc, err := c.stack.dialJoin(ns, local, remote, st)
-		j := joinResult{tc: tc, slot: slot, active: true, localID: localID, remoteID: remoteID, backup: backup, err: err}
+		j := joinResult{tc: tc, slot: slot, active: true, localID: localID, remoteID: remoteID, backup: backup, local: local, remote: remote, err: err}
 		if err == nil {
 			j.st, _, j.err = c.stack.socketState(tc)
 		}
@@ -176,16 +178,19 @@ func (c *Conn) attachSubflow(j joinResult) {
 	if j.err != nil {
 		c.stack.log.Debug("join failed", "token", c.token, "err", j.err)
 		c.stack.refuseJoinSocket(j, RstMPTCPError)
+		c.joinFailed(j, j.err)
 		return
 	}
 	if j.st.State != datapath.StateMPTCP || c.Err() != nil || !c.mptcp.Load() {
 		c.stack.stats.JoinRefused.Add(1)
 		c.stack.refuseJoinSocket(j, RstMPTCPError)
+		c.joinFailed(j, errJoinRefused)
 		return
 	}
 	sf, err := newSubflow(c, j.slot, j.tc)
 	if err != nil {
 		c.stack.refuseJoinSocket(j, RstMPTCPError)
+		c.joinFailed(j, err)
 		return
 	}
 	sf.active = j.active
@@ -206,6 +211,22 @@ func (c *Conn) attachSubflow(j joinResult) {
 	}
 	delete(c.st.pendingSub, j.slot)
 	c.stack.log.Debug("subflow joined", "token", c.token, "local", sf.local, "remote", sf.remote, "backup", sf.backup || sf.peerBackup)
+}
+
+// errJoinRefused: the peer answered our MP_JOIN SYN without MP_JOIN (unknown token, limits).
+var errJoinRefused = errors.New("the peer refused the MP_JOIN")
+
+// joinFailed tells the path manager that a subflow we dialled did not come up, so that it can
+// try again later.
+func (c *Conn) joinFailed(j joinResult, err error) {
+	if !j.active || c.Err() != nil {
+		return
+	}
+	view := pm.Subflow{
+		Local: netip.AddrPortFrom(j.local, 0), Remote: j.remote, LocalID: j.localID, RemoteID: j.remoteID,
+		Backup: j.backup, Active: true,
+	}
+	c.toPM(func(p PathManager) { p.SubflowClosed(c, view, fmt.Errorf("join: %w", err)) })
 }
 
 // refuseJoin resets a join's socket with MP_TCPRST and frees its slot.
@@ -252,7 +273,7 @@ func (c *Conn) Subflows() []pm.Subflow {
 }
 
 func (sf *subflow) pmView() pm.Subflow {
-	return pm.Subflow{Local: sf.local, Remote: sf.remote, LocalID: sf.localID, RemoteID: sf.remoteID, Backup: sf.backup}
+	return pm.Subflow{Local: sf.local, Remote: sf.remote, LocalID: sf.localID, RemoteID: sf.remoteID, Backup: sf.backup, Active: sf.active}
 }
 
 // ---- ADD_ADDR, REMOVE_ADDR, MP_PRIO ----
@@ -439,10 +460,12 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 			c.stack.stats.EchoAddTx.Add(1)
 		}
 		addr := netip.AddrPortFrom(o.Addr.Unmap(), port)
+		c.checkEstablished(true)
 		c.toPM(func(p PathManager) { p.AddrAnnounced(c, o.AddrID, addr) })
 	case wire.RemoveAddr:
 		c.stack.stats.RmAddrRx.Add(1)
 		for _, id := range o.IDs {
+			c.checkEstablished(true)
 			c.toPM(func(p PathManager) { p.AddrRemoved(c, id) })
 		}
 	case wire.MPPrio:

@@ -110,7 +110,6 @@ type Stats struct {
 	RmAddrTx        atomic.Uint64
 	MPPrioTx        atomic.Uint64
 	RmSubflow       atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
-	JoinRetries     atomic.Uint64 // lost subflows opened again
 }
 
 // endpointWatcher is a path manager that tells of its endpoints (pm.Manager does).
@@ -226,9 +225,11 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"RmAddrTx":           &s.stats.RmAddrTx,
 		"MPPrioTx":           &s.stats.MPPrioTx,
 		"RmSubflow":          &s.stats.RmSubflow,
-		"JoinRetries":        &s.stats.JoinRetries,
 	} {
 		c[name] = v.Load()
+	}
+	if r, ok := s.pm.(interface{ Retries() uint64 }); ok {
+		c["JoinRetries"] = r.Retries() // lost subflows opened again
 	}
 	return c, nil
 }

@@ -5,12 +5,15 @@ package pm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Endpoint flags, as `ip mptcp endpoint` names them.
@@ -158,6 +161,7 @@ type Subflow struct {
 	LocalID  uint8
 	RemoteID uint8
 	Backup   bool
+	Active   bool // we opened it (a client's join), so we may open it again
 }
 
 // Manager is the path manager: endpoints and limits shared by all connections.
@@ -165,6 +169,8 @@ type Subflow struct {
 // Locking: fields under mu are guarded by it; methods that need it held end in Locked.
 type Manager struct {
 	log *slog.Logger
+
+	retries atomic.Uint64 // subflows opened again after a failure
 
 	mu struct {
 		sync.Mutex
@@ -197,11 +203,29 @@ func (m *Manager) notifyLocked(e Endpoint, present bool) {
 type connState struct {
 	announced map[uint8]netip.AddrPort // the peer's ADD_ADDRs we acted on
 	accepted  int                      // ADD_ADDRs acted on
-	lost      []lostSubflow            // subflows lost to errors, re-created when their path returns
+	retries   map[retryKey]*retry      // subflows we opened and lost, being opened again
 }
 
-type lostSubflow struct {
-	Subflow
+// A subflow we opened that failed or broke is opened again after a backoff that doubles from
+// retryMin to retryMax, at most retryLimit times in a row: the path may come back (a link down
+// for a minute), or the peer may refuse for good (its limits), and then we stop. The kernel's
+// path manager does not retry at all.
+var (
+	retryMin   = time.Second
+	retryMax   = time.Minute
+	retryLimit = 8
+)
+
+type retryKey struct {
+	localID uint8
+	local   netip.Addr // for local ID 0: routing picks (invalid address)
+	remote  netip.AddrPort
+}
+
+type retry struct {
+	fails   int
+	lastTry time.Time
+	timer   *time.Timer
 }
 
 // New returns a manager with the kernel's default limits and no endpoints.
@@ -307,7 +331,7 @@ func (m *Manager) connsLocked() []Conn {
 // Established is called when a connection is fully established.
 func (m *Manager) Established(c Conn) {
 	m.mu.Lock()
-	m.mu.conns[c] = &connState{announced: map[uint8]netip.AddrPort{}}
+	m.mu.conns[c] = &connState{announced: map[uint8]netip.AddrPort{}, retries: map[retryKey]*retry{}}
 	eps := append([]Endpoint(nil), m.mu.endpoints...)
 	m.mu.Unlock()
 	for _, e := range eps {
@@ -318,9 +342,19 @@ func (m *Manager) Established(c Conn) {
 // Closed is called when a connection ends.
 func (m *Manager) Closed(c Conn) {
 	m.mu.Lock()
+	if st := m.mu.conns[c]; st != nil {
+		for _, r := range st.retries {
+			if r.timer != nil {
+				r.timer.Stop()
+			}
+		}
+	}
 	delete(m.mu.conns, c)
 	m.mu.Unlock()
 }
+
+// Retries returns how many subflows were opened again after a failure (JoinRetries).
+func (m *Manager) Retries() uint64 { return m.retries.Load() }
 
 // applyEndpoint acts on one endpoint for one connection.
 func (m *Manager) applyEndpoint(c Conn, e Endpoint) {
@@ -421,16 +455,97 @@ func (m *Manager) AddrRemoved(c Conn, id uint8) {
 	c.CloseSubflows(-1, int(id))
 }
 
-// SubflowClosed is called when a subflow ends. One lost to an error (not one we or the peer
-// closed on purpose) is remembered, to be re-created when its path returns.
+// SubflowClosed is called when a subflow ends, or one we dialled did not come up. One we opened
+// that was lost to an error (not closed on purpose by us or the peer) is opened again after a
+// backoff, while its endpoint and the peer's address remain.
 func (m *Manager) SubflowClosed(c Conn, sf Subflow, err error) {
-	if err == nil || errors.Is(err, ErrRemoved) {
+	if err == nil || !sf.Active || errors.Is(err, ErrRemoved) || errors.Is(err, io.EOF) {
 		return
+	}
+	k := retryKey{localID: sf.LocalID, remote: sf.Remote}
+	if sf.LocalID == 0 {
+		k.local = netip.Addr{} // the address routing picked: let it pick again
+	} else {
+		k.local = sf.Local.Addr()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if st := m.mu.conns[c]; st != nil {
-		st.lost = append(st.lost, lostSubflow{sf})
+	st := m.mu.conns[c]
+	if st == nil {
+		return
+	}
+	r := st.retries[k]
+	if r == nil {
+		r = &retry{}
+		st.retries[k] = r
+	}
+	if r.timer != nil {
+		return // a retry is already scheduled
+	}
+	if !r.lastTry.IsZero() && time.Since(r.lastTry) > 2*retryMax {
+		r.fails = 0 // it worked for a while: start the backoff again
+	}
+	r.fails++
+	if r.fails > retryLimit {
+		m.log.Debug("subflow given up", "token", c.Token(), "from", sf.Local, "to", sf.Remote, "err", err)
+		return
+	}
+	delay := min(retryMin<<(r.fails-1), retryMax)
+	m.log.Debug("subflow lost, retrying", "token", c.Token(), "from", sf.Local, "to", sf.Remote, "in", delay, "err", err)
+	r.timer = time.AfterFunc(delay, func() { m.retry(c, k, sf.Backup) })
+}
+
+// retry opens a lost subflow again if its endpoint and the peer's address are still there.
+func (m *Manager) retry(c Conn, k retryKey, backup bool) {
+	m.mu.Lock()
+	st := m.mu.conns[c]
+	if st == nil {
+		m.mu.Unlock()
+		return
+	}
+	r := st.retries[k]
+	if r == nil {
+		m.mu.Unlock()
+		return
+	}
+	r.timer = nil
+	r.lastTry = time.Now()
+	ok := true
+	if k.localID != 0 {
+		ok = false
+		for _, e := range m.mu.endpoints {
+			if e.ID == k.localID && e.Addr == k.local {
+				ok, backup = true, e.Flags&FlagBackup != 0
+			}
+		}
+	}
+	if k.remote != c.Remote() {
+		found := false
+		for _, a := range st.announced {
+			if a.Addr() == k.remote.Addr() {
+				found = true
+			}
+		}
+		ok = ok && found
+	}
+	remoteID := uint8(0)
+	for id, a := range st.announced {
+		if a.Addr() == k.remote.Addr() {
+			remoteID = id
+		}
+	}
+	m.mu.Unlock()
+	if !ok || !m.subflowAllowed(c) {
+		return
+	}
+	for _, sf := range c.Subflows() {
+		if sf.Remote == k.remote && (!k.local.IsValid() || sf.Local.Addr() == k.local) {
+			return // back already
+		}
+	}
+	m.retries.Add(1)
+	if err := c.AddSubflow(k.local, k.localID, k.remote, remoteID, backup); err != nil {
+		m.log.Debug("retry subflow", "token", c.Token(), "from", k.local, "to", k.remote, "err", err)
 	}
 }
 
