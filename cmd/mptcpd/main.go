@@ -12,12 +12,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
 
@@ -28,6 +30,9 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "forward", Usage: "accept plain TCP on LISTEN and carry each connection over MPTCP to REMOTE (LISTEN=REMOTE, repeatable)"},
 			&cli.StringSliceFlag{Name: "accept", Usage: "accept MPTCP and plain TCP on LISTEN and relay each connection to TARGET over TCP (LISTEN=TARGET, repeatable)"},
+			&cli.StringSliceFlag{Name: "endpoint", Usage: "a local address for the path manager: ADDR[,subflow|signal|backup|fullmesh][,port=N][,id=N][,dev=IF] (repeatable), as `ip mptcp endpoint add`"},
+			&cli.StringFlag{Name: "limits", Usage: "subflows=N,add-addr-accepted=N (0..8 each; the kernel's defaults are 2 and 0)"},
+			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "packet scheduler of new connections: " + strings.Join(control.SchedulerNames(), ", ")},
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connection slots of the datapath"},
@@ -35,6 +40,8 @@ func main() {
 			&cli.StringFlag{Name: "cpuprofile", Hidden: true, Usage: "write a CPU profile to this file until shutdown"},
 		},
 		HideHelpCommand: true,
+		// --endpoint values hold commas; every slice flag is repeated instead.
+		DisableSliceFlagSeparator: true,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return err
 		},
@@ -68,6 +75,13 @@ func run(cc *cli.Context) error {
 	if len(servers) == 0 {
 		return errors.New("nothing to do: give at least one --forward or --accept")
 	}
+	mgr, err := pathManager(cc, log)
+	if err != nil {
+		return err
+	}
+	if _, err := control.NewScheduler(cc.String("scheduler")); err != nil {
+		return fmt.Errorf("--scheduler: %w", err)
+	}
 	if f := cc.String("cpuprofile"); f != "" {
 		pf, err := os.Create(f)
 		if err != nil {
@@ -81,7 +95,7 @@ func run(cc *cli.Context) error {
 			pf.Close()
 		}()
 	}
-	stack, err := control.NewStack(control.StackConfig{Logger: log})
+	stack, err := control.NewStack(control.StackConfig{Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler")})
 	if err != nil {
 		return fmt.Errorf("start datapath: %w", err)
 	}
@@ -125,6 +139,32 @@ func run(cc *cli.Context) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// pathManager builds the path manager from --endpoint and --limits.
+func pathManager(cc *cli.Context, log *slog.Logger) (*pm.Manager, error) {
+	mgr := pm.New(log)
+	if spec := cc.String("limits"); spec != "" {
+		l, err := pm.ParseLimits(spec, pm.DefaultLimits)
+		if err != nil {
+			return nil, fmt.Errorf("--limits: %w", err)
+		}
+		if err := mgr.SetLimits(l); err != nil {
+			return nil, fmt.Errorf("--limits: %w", err)
+		}
+	}
+	for _, spec := range cc.StringSlice("endpoint") {
+		e, err := pm.ParseEndpoint(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--endpoint: %w", err)
+		}
+		e, err = mgr.AddEndpoint(e)
+		if err != nil {
+			return nil, fmt.Errorf("--endpoint: %w", err)
+		}
+		log.Info("endpoint", "endpoint", e.String())
+	}
+	return mgr, nil
 }
 
 // writeReady writes the listening addresses, one per line, atomically.
