@@ -159,6 +159,7 @@ struct sub_st {
 	__u32 packets_out;
 	__u32 total_retrans;
 	__u32 _pad;
+	__u64 ack_sent;     /* the DATA_ACK this subflow last wrote (a dead path's count for nothing) */
 };
 
 struct sub {
@@ -295,6 +296,7 @@ enum dp_counter {
 	DP_OPT_TX,                /* options Go queued (ADD_ADDR, RM_ADDR, MP_PRIO) written */
 	DP_SUBSLOT_USED,          /* subflow slots taken from the queue by passive joins */
 	DP_SCRATCH_NESTED,        /* programs skipped: nested deeper than the scratch levels */
+	DP_ACK_NOSPACE,           /* pure ACKs without a data ACK: SACK blocks took the room */
 	DP_COUNTER_MAX,
 };
 

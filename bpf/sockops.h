@@ -647,7 +647,13 @@ static __always_inline int on_hdr_len(struct bpf_sock_ops *skops)
 	} else if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED)) {
 		len = LEN_MPC_ACK;
 	} else {
-		len = LEN_DSS_ACK_ONLY;
+		/* A data ACK on a pure ACK, 64-bit or else 32-bit: SACK blocks may leave too little
+		 * room (the kernel sizes them before this callback). Without one, the next ACK carries
+		 * it; nothing is lost. */
+		if (bpf_reserve_hdr_opt(skops, LEN_DSS_ACK_ONLY, 0) &&
+		    bpf_reserve_hdr_opt(skops, LEN_DSS_BASE + 4, 0))
+			dp_count(DP_ACK_NOSPACE);
+		return 1;
 	}
 	if (bpf_reserve_hdr_opt(skops, len, 0))
 		dp_count(DP_OPT_NOSPACE);
@@ -757,8 +763,10 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 	ack = c->ctl.rcv_nxt;
 	if (before64(ack, c->st.rx_ack))
 		ack = c->st.rx_ack;
-	if (has_ack)
+	if (has_ack) {
 		c->st.ack_sent = ack; /* Go sends an ACK of its own when its receive point runs ahead */
+		sb->st.ack_sent = ack;
+	}
 
 	if (c->ctl.flags & CONNF_MP_FAIL && !payload) {
 		__u8 *o = sc->out;
@@ -868,8 +876,18 @@ ack_only:
 	if (!has_ack)
 		return 1;
 	n = build_dss(sc->out, 1, ack, 0, 0, 0, 0, 0);
-	if (!store_opt(skops, sc->out, n))
+	if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
 		dp_count(DP_DSS_TX);
+		return 1;
+	}
+	/* The 32-bit form, when only that fitted (see the length callback). */
+	sc->out[1] = LEN_DSS_BASE + 4;
+	sc->out[3] = DSS_FLAG_HAS_ACK;
+	put_be32(sc->out + LEN_DSS_BASE, (__u32)ack);
+	if (!bpf_store_hdr_opt(skops, sc->out, LEN_DSS_BASE + 4, 0))
+		dp_count(DP_DSS_TX);
+	else
+		dp_count(DP_ACK_NOSPACE);
 	return 1;
 }
 

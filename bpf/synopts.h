@@ -28,7 +28,8 @@
 #define TCPOPT_SACK_PERM 4
 #define TCPOLEN_SACK_PERM 2
 
-/* ours_egress reports whether an outgoing SYN is our connecting socket's. */
+/* ours_egress reports whether an outgoing SYN is one of our connecting sockets' (the first
+ * subflow's or a join's). */
 static __always_inline int ours_egress(struct bpf_sock *sk)
 {
 	struct bpf_sock *fsk = bpf_sk_fullsock(sk);
@@ -37,7 +38,7 @@ static __always_inline int ours_egress(struct bpf_sock *sk)
 	if (!fsk)
 		return 0;
 	s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
-	return s && s->role == ROLE_ACTIVE && s->state == SUB_SYN_SENT;
+	return s && (s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT;
 }
 
 /* ours reports whether the socket an incoming segment is for is one of our registered sockets. */
@@ -53,7 +54,8 @@ static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t,
 	fsk = bpf_sk_fullsock(sk);
 	if (fsk) {
 		s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
-		ret = s && (s->role == ROLE_LISTENER || (s->role == ROLE_ACTIVE && s->state == SUB_SYN_SENT));
+		ret = s && (s->role == ROLE_LISTENER ||
+			    ((s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT));
 	}
 	bpf_sk_release(sk);
 	return ret;

@@ -106,7 +106,8 @@ const (
 	DatapathDpCounterDP_OPT_TX               DatapathDpCounter = 51
 	DatapathDpCounterDP_SUBSLOT_USED         DatapathDpCounter = 52
 	DatapathDpCounterDP_SCRATCH_NESTED       DatapathDpCounter = 53
-	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 54
+	DatapathDpCounterDP_ACK_NOSPACE          DatapathDpCounter = 54
+	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 55
 )
 
 type DatapathEvent struct {
@@ -200,6 +201,7 @@ type DatapathSub struct {
 		PacketsOut   uint32
 		TotalRetrans uint32
 		Pad          uint32
+		AckSent      uint64
 	}
 }
 

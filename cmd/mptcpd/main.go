@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
@@ -101,6 +102,10 @@ func run(cc *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if err := mgr.Watch(ctx, vnetns.None()); err != nil {
+		stack.Close()
+		return fmt.Errorf("follow addresses and links: %w", err)
+	}
 	for _, s := range servers {
 		s.Stack = stack
 		if err := s.Listen(ctx); err != nil {

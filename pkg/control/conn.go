@@ -138,7 +138,9 @@ type connState struct {
 
 	reinject    []dsnRange // data to send again, from failed or stale subflows
 	windowWaits uint64
-	pmStarted   bool                        // the path manager was told the connection is fully established
+	pmStarted   bool // the path manager was told the connection is fully established
+	startedAt   time.Time
+	draining    []*subflow                  // detached subflows read to their end (dropSubflow)
 	lastRxSub   *subflow                    // the subflow that last brought data: our ACKs go back on it
 	pumpTimer   *time.Timer                 // re-pump when no subflow had room
 	pendingSub  map[uint32][]datapath.Event // events of subflows not attached yet
@@ -528,6 +530,7 @@ func (c *Conn) run() {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	c.st.finRTO = 200 * time.Millisecond
+	c.st.startedAt = time.Now()
 	if c.pm != nil {
 		c.pmq.wake = make(chan struct{}, 1)
 		go c.pmLoop()
@@ -574,7 +577,9 @@ func (c *Conn) run() {
 		case <-pumpC:
 			c.st.pumpTimer = nil
 		case <-tick.C:
+			c.checkDraining(false)
 			c.checkSubflows()
+			c.ackIfIdle()
 			c.retransmitAnnounces()
 		}
 		if c.Err() != nil {
@@ -591,6 +596,11 @@ func (c *Conn) run() {
 	}
 }
 
+// fullyEstablishedWait is how long a client waits for the server's first DSS before it opens
+// subflows anyway: a kernel server sends none until it has something to say, and registered
+// the token with the third ACK already. A join refused meanwhile is retried (pm).
+const fullyEstablishedWait = 200 * time.Millisecond
+
 // checkEstablished tells the path manager once the connection is fully established (RFC 8684
 // §3.1): for a server at once (it has the client's key from the third ACK), for a client at the
 // server's first DSS, which proves its third ACK arrived. A client that joins earlier races the
@@ -600,7 +610,7 @@ func (c *Conn) checkEstablished(proof bool) {
 	if c.pm == nil || c.st.pmStarted || !c.mptcp.Load() {
 		return
 	}
-	if !c.server && !proof && atomic.LoadUint32(&c.shm.St.PeerDss) == 0 {
+	if !c.server && !proof && atomic.LoadUint32(&c.shm.St.PeerDss) == 0 && time.Since(c.st.startedAt) < fullyEstablishedWait {
 		return
 	}
 	c.st.pmStarted = true
@@ -658,6 +668,7 @@ func (c *Conn) teardown(abort bool) {
 		sf.shutdown(abort)
 	}
 	c.subs = nil
+	c.checkDraining(true)
 	for _, t := range []*time.Timer{c.st.finTimer, c.st.pumpTimer} {
 		if t != nil {
 			t.Stop()
@@ -680,14 +691,46 @@ func (c *Conn) teardown(abort bool) {
 	}
 }
 
-// subBySlot returns the attached subflow of a subflow slot.
+// subBySlot returns the attached (or draining) subflow of a subflow slot.
 func (c *Conn) subBySlot(slot uint32) *subflow {
 	for _, sf := range c.subs {
 		if sf.slot == slot {
 			return sf
 		}
 	}
+	for _, sf := range c.st.draining {
+		if sf.slot == slot {
+			return sf
+		}
+	}
 	return nil
+}
+
+// drainTimeout bounds how long a closed subflow is read for the bytes its socket holds.
+const drainTimeout = 2 * time.Second
+
+// finishSubflow closes a detached subflow's socket and frees its slot.
+func (c *Conn) finishSubflow(sf *subflow) {
+	sf.shutdown(false)
+	c.stack.releaseSub(sf.slot)
+}
+
+// checkDraining finishes the draining subflows that are read to their end, or out of time.
+func (c *Conn) checkDraining(all bool) {
+	now := time.Now()
+	keep := c.st.draining[:0]
+	for _, sf := range c.st.draining {
+		if all || (sf.eof && len(sf.rxHeld) == 0) || now.After(sf.draining) {
+			if len(sf.rxHeld) > 0 {
+				c.stack.log.Warn("closed subflow: bytes without a mapping dropped", "token", c.token, "slot", sf.slot, "chunks", len(sf.rxHeld))
+			}
+			c.finishSubflow(sf)
+			continue
+		}
+		keep = append(keep, sf)
+	}
+	clear(c.st.draining[len(keep):])
+	c.st.draining = keep
 }
 
 // ---- receiving ----
@@ -756,7 +799,13 @@ func (c *Conn) handleRx(ch rxChunk) {
 	if sf.gone {
 		return
 	}
-	if ch.err != nil {
+	if !sf.draining.IsZero() {
+		if ch.err != nil {
+			sf.eof = true
+			c.checkDraining(false)
+			return
+		}
+	} else if ch.err != nil {
 		c.subflowEnded(sf, ch.err)
 		return
 	}
@@ -845,14 +894,27 @@ func (c *Conn) ackIfIdle() {
 	if !c.mptcp.Load() || len(c.subs) == 0 {
 		return
 	}
-	sent := seqnum.DSN(atomic.LoadUint64(&c.shm.St.AckSent))
+	// What the working subflows carried: a DATA_ACK written on a path that has died (the
+	// segment built, then dropped) reached nobody.
+	sent, found := seqnum.DSN(0), false
+	for _, sf := range c.subs {
+		if !sf.ready || sf.eof || sf.gone || sf.stale {
+			continue
+		}
+		if a := seqnum.DSN(atomic.LoadUint64(&sf.shm.St.AckSent)); !found || sent.LessThan(a) {
+			sent, found = a, true
+		}
+	}
+	if !found {
+		sent = seqnum.DSN(atomic.LoadUint64(&c.shm.St.AckSent))
+	}
 	rcv := seqnum.DSN(atomic.LoadUint64(&c.shm.Ctl.RcvNxt))
 	if !sent.LessThan(rcv) {
 		return
 	}
 	if len(c.rxCh) == 0 || rcv.Sub(sent) >= ackLag {
 		sf := c.st.lastRxSub
-		if sf != nil && sf.gone {
+		if sf != nil && (sf.gone || !sf.draining.IsZero()) {
 			sf = nil
 		}
 		c.sendACK(sf)
@@ -908,8 +970,14 @@ func (c *Conn) dropSubflow(sf *subflow, err error) {
 		}
 	}
 	info := sf.info()
-	sf.shutdown(false)
-	c.stack.releaseSub(sf.slot)
+	if !sf.eof || len(sf.rxHeld) > 0 {
+		// Bytes in its socket, or read and waiting for their mapping, may be DATA_ACKed
+		// already: they are read and reassembled before the socket goes.
+		sf.startDrain(drainTimeout)
+		c.st.draining = append(c.st.draining, sf)
+	} else {
+		c.finishSubflow(sf)
+	}
 	c.stack.log.Debug("subflow closed", "token", c.token, "local", info.Local, "remote", info.Remote, "err", err)
 	view := sf.pmView()
 	c.toPM(func(p PathManager) { p.SubflowClosed(c, view, err) })
@@ -965,7 +1033,7 @@ func (c *Conn) startTxFallback() {
 // ---- sending ----
 
 func (c *Conn) handleTxDone(d txDone) {
-	if d.sf.gone {
+	if d.sf.gone || !d.sf.draining.IsZero() {
 		return
 	}
 	if d.err != nil {

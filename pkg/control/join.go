@@ -307,6 +307,21 @@ func (c *Conn) Announce(id uint8, addr netip.Addr, port uint16) error {
 	return err
 }
 
+// CloseSubflowsFrom closes the subflows from a local address that went away (its link down,
+// or the address removed) with err, all but the last: the connection needs one.
+func (c *Conn) CloseSubflowsFrom(local netip.Addr, err error) int {
+	n := 0
+	c.do(func() {
+		for _, sf := range append([]*subflow(nil), c.subs...) {
+			if sf.local.Addr().Unmap() == local.Unmap() && len(c.subs) > 1 {
+				c.dropSubflow(sf, err)
+				n++
+			}
+		}
+	})
+	return n
+}
+
 // Withdraw sends REMOVE_ADDR for our address IDs and closes our subflows from them.
 func (c *Conn) Withdraw(ids ...uint8) error {
 	var err error

@@ -43,7 +43,9 @@ type subflow struct {
 	mapped       seqnum.Value
 	queued       int // bytes handed to the writer and not yet written
 	eof          bool
-	gone         bool       // detached from the connection; its goroutines' reports are ignored
+	gone         bool      // detached from the connection; its goroutines' reports are ignored
+	draining     time.Time // detached and being read to its end until then (zero: not)
+	txClosed     bool
 	ready        bool       // may carry data (a join: after the fourth ACK)
 	stale        bool       // no progress with data outstanding: not used while others are
 	backup       bool       // ours (MP_JOIN B flag we sent, or MP_PRIO we sent)
@@ -310,13 +312,32 @@ func (sf *subflow) shutdown(abort bool) {
 		return
 	}
 	sf.gone = true
-	close(sf.txCh)
+	sf.closeTx()
 	if abort {
 		sf.tc.SetLinger(0)
 	} else if sf.c.stack != nil {
 		sf.c.stack.dp.Forget(sf.fd)
 	}
 	sf.tc.Close()
+}
+
+// closeTx ends the writer.
+func (sf *subflow) closeTx() {
+	if !sf.txClosed {
+		sf.txClosed = true
+		close(sf.txCh)
+	}
+}
+
+// startDrain detaches a subflow that still has bytes to give: the datapath DATA_ACKed what
+// reached its socket, so those bytes must be read before the socket goes. The writer ends, and
+// reading stops at what the socket holds (SHUT_RD: the queue, then EOF).
+func (sf *subflow) startDrain(d time.Duration) {
+	sf.draining = time.Now().Add(d)
+	sf.closeTx()
+	if !sf.eof {
+		unix.Shutdown(sf.fd, unix.SHUT_RD)
+	}
 }
 
 // srtt is the subflow's smoothed RTT as the datapath last saw it.

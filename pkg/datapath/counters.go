@@ -62,6 +62,7 @@ var counterNames = map[gen.DatapathDpCounter]string{
 	gen.DatapathDpCounterDP_OPT_TX:               "SignalOptionTx",
 	gen.DatapathDpCounterDP_SUBSLOT_USED:         "JoinSlotUsed",
 	gen.DatapathDpCounterDP_SCRATCH_NESTED:       "ScratchNested",
+	gen.DatapathDpCounterDP_ACK_NOSPACE:          "DataAckNoSpace",
 }
 
 // Counters returns every datapath counter, summed over CPUs, by name.

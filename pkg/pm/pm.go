@@ -145,6 +145,8 @@ type Conn interface {
 	AddSubflow(local netip.Addr, localID uint8, remote netip.AddrPort, remoteID uint8, backup bool) error
 	// CloseSubflows closes the subflows whose local or remote address ID matches.
 	CloseSubflows(localID, remoteID int) int
+	// CloseSubflowsFrom closes the subflows from a local address with err, all but the last.
+	CloseSubflowsFrom(local netip.Addr, err error) int
 	// Announce sends ADD_ADDR (retransmitted until echoed); Withdraw sends REMOVE_ADDR.
 	Announce(id uint8, addr netip.Addr, port uint16) error
 	Withdraw(ids ...uint8) error
@@ -178,6 +180,7 @@ type Manager struct {
 		limits    Limits
 		conns     map[Conn]*connState
 		hooks     []func(e Endpoint, present bool)
+		absent    map[netip.Addr]bool // local addresses gone (Watch): removed, or link down
 	}
 }
 
@@ -236,6 +239,7 @@ func New(log *slog.Logger) *Manager {
 	m := &Manager{log: log}
 	m.mu.limits = DefaultLimits
 	m.mu.conns = map[Conn]*connState{}
+	m.mu.absent = map[netip.Addr]bool{}
 	return m
 }
 
@@ -358,6 +362,9 @@ func (m *Manager) Retries() uint64 { return m.retries.Load() }
 
 // applyEndpoint acts on one endpoint for one connection.
 func (m *Manager) applyEndpoint(c Conn, e Endpoint) {
+	if m.Absent(e.Addr) {
+		return // when it returns
+	}
 	remote := c.Remote()
 	if e.Flags&FlagSignal != 0 && c.Server() {
 		port := e.Port
@@ -462,11 +469,10 @@ func (m *Manager) SubflowClosed(c Conn, sf Subflow, err error) {
 	if err == nil || !sf.Active || errors.Is(err, ErrRemoved) || errors.Is(err, io.EOF) {
 		return
 	}
-	k := retryKey{localID: sf.LocalID, remote: sf.Remote}
-	if sf.LocalID == 0 {
+	k := retryKey{localID: sf.LocalID, remote: sf.Remote, local: sf.Local.Addr().Unmap()}
+	pathDown := errors.Is(err, ErrPathDown)
+	if sf.LocalID == 0 && !pathDown {
 		k.local = netip.Addr{} // the address routing picked: let it pick again
-	} else {
-		k.local = sf.Local.Addr()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -478,6 +484,9 @@ func (m *Manager) SubflowClosed(c Conn, sf Subflow, err error) {
 	if r == nil {
 		r = &retry{}
 		st.retries[k] = r
+	}
+	if pathDown {
+		return // opened again when the address returns (addrBack)
 	}
 	if r.timer != nil {
 		return // a retry is already scheduled
@@ -509,6 +518,10 @@ func (m *Manager) retry(c Conn, k retryKey, backup bool) {
 		return
 	}
 	r.timer = nil
+	if k.local.IsValid() && m.mu.absent[k.local] {
+		m.mu.Unlock()
+		return // opened again when the address returns (addrBack)
+	}
 	r.lastTry = time.Now()
 	ok := true
 	if k.localID != 0 {

@@ -37,6 +37,7 @@ func (f *fakeConn) AddSubflow(local netip.Addr, localID uint8, remote netip.Addr
 	return nil
 }
 func (f *fakeConn) CloseSubflows(localID, remoteID int) int               { return 0 }
+func (f *fakeConn) CloseSubflowsFrom(local netip.Addr, err error) int     { return 0 }
 func (f *fakeConn) Announce(id uint8, addr netip.Addr, port uint16) error { return nil }
 func (f *fakeConn) Withdraw(ids ...uint8) error                           { return nil }
 func (f *fakeConn) SetBackup(localID int, backup bool) error              { return nil }

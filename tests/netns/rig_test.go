@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
@@ -84,6 +85,22 @@ func newRig(t *testing.T, ctx context.Context, p pairing, cfg rigConfig) *rig {
 	r := &rig{t: t, ctx: ctx, topo: netns.New(t, nc), p: p, fam: cfg.fam}
 	if p.client == oursImpl || p.server == oursImpl {
 		r.m = ourPM(t, pm.Limits{Subflows: 8, AddAddrAccepted: 8})
+		// Our path manager follows the addresses and links of the namespaces it runs in, as
+		// mptcpd does its own.
+		for _, s := range []netns.Side{netns.SideA, netns.SideB} {
+			if r.impl(s) != oursImpl {
+				continue
+			}
+			h, err := vnetns.GetFromPath(r.topo.NS(s).NsPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wctx, stop := context.WithCancel(ctx)
+			t.Cleanup(func() { stop(); h.Close() })
+			if err := r.m.Watch(wctx, h); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	for _, s := range []netns.Side{netns.SideA, netns.SideB} {
 		if r.impl(s) == kernelImpl {
