@@ -119,4 +119,3 @@ func TestMultipathRestoration(t *testing.T) {
 		})
 	}
 }
-
