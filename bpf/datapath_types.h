@@ -127,6 +127,9 @@ struct conn {
 	struct conn_st st;
 };
 
+/* sub_ctl.flags, written by Go */
+#define SUBC_DRAIN 0x1 /* being closed: its bytes no longer advance the data-level ACK here */
+
 #define SUB_RST_REQUEST 0x80 /* sub_ctl.rst_flags: write MP_TCPRST on this subflow's resets */
 
 /* The per-subflow half Go writes. */
@@ -138,7 +141,7 @@ struct sub_ctl {
 	__u8 opt_len;       /* an option for the next pure ACK: ADD_ADDR, RM_ADDR, MP_PRIO */
 	__u8 snd_wscale;    /* the peer's window scale on this subflow (from TCP_INFO) */
 	__u32 opt_gen;      /* doorbell: bumped when opt holds a new option */
-	__u32 _pad1;
+	__u32 flags;        /* SUBC_* */
 	__u8 opt[32];
 	__u8 _pad2[8];
 	struct txmap txmap[TXMAP_RING];

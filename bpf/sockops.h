@@ -958,7 +958,7 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 			}
 			if (len == 1 && !payload) {
 				/* DATA_FIN alone: acknowledge it at once if everything before it arrived. */
-				if (fin_dsn == base && (c->ctl.flags & CONNF_CAN_ACK))
+				if (fin_dsn == base && (c->ctl.flags & CONNF_CAN_ACK) && !(sb->ctl.flags & SUBC_DRAIN))
 					rx_ack_advance(c, base, fin_dsn + 1);
 				if (c->ctl.flags & CONNF_CAN_ACK)
 					sb->st.ack_pending = 1;
@@ -1060,7 +1060,7 @@ static __always_inline void fast_ack(struct bpf_sock_ops *skops, struct sk_sub *
 	__u32 rcv_rel = skops->rcv_nxt - s->rcv_isn, seg_rel = seq - s->rcv_isn, end_rel, map_end;
 	__u64 base, want_dsn;
 
-	if (!(c->ctl.flags & CONNF_CAN_ACK) || !(s->flags & SUBF_RX_MAP_VALID))
+	if (!(c->ctl.flags & CONNF_CAN_ACK) || !(s->flags & SUBF_RX_MAP_VALID) || (sb->ctl.flags & SUBC_DRAIN))
 		return;
 	end_rel = seg_rel + payload;
 	/* New bytes start at rcv_nxt: the segment must reach it and go beyond. */

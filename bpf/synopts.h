@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* TC: remove SACK-permitted from the SYNs of our subflows, both ways; read the MPTCP options of
- * resets on ingress.
+ * resets on ingress; answer an MP_JOIN SYN for an unknown token with a reset on ingress.
  *
  * The kernel lays out TCP options as timestamps, then SACK blocks, then BPF options. With data
  * flowing both ways under loss, SACK blocks leave no room for a DSS, data goes out unmapped and
@@ -9,6 +9,11 @@
  *  - ingress: a SYN for our listener arrives without it (our kernel then answers without it),
  *    and so does a SYN/ACK for our connecting socket, should a peer offer it anyway.
  * Only segments of our registered sockets are touched; nothing host-wide changes.
+ *
+ * An MP_JOIN SYN naming a token we do not know is refused as the kernel refuses it
+ * (subflow_v4_route_req: MPTCP_MIB_JOINNOTOKEN, then a reset with MP_TCPRST reason
+ * MPTCP_RST_EMPTCP): by the time sock_ops sees the SYN the kernel has committed to a SYN/ACK, so
+ * the SYN is turned into that reset here and sent back out of the interface it came in on.
  */
 #ifndef MPTCPGO_SYNOPTS_H
 #define MPTCPGO_SYNOPTS_H
@@ -41,24 +46,138 @@ static __always_inline int ours_egress(struct bpf_sock *sk)
 	return s && (s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT;
 }
 
-/* ours reports whether the socket an incoming segment is for is one of our registered sockets. */
+/* ours reports whether the socket an incoming segment is for is one of our registered sockets:
+ * its role (ROLE_LISTENER, or ROLE_ACTIVE or ROLE_JOIN_ACTIVE in SYN_SENT), or ROLE_NONE. */
 static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen)
 {
 	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
 	struct bpf_sock *fsk;
 	struct sk_sub *s;
-	int ret = 0;
+	int ret = ROLE_NONE;
 
 	if (!sk)
-		return 0;
+		return ROLE_NONE;
 	fsk = bpf_sk_fullsock(sk);
 	if (fsk) {
 		s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
-		ret = s && (s->role == ROLE_LISTENER ||
-			    ((s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT));
+		if (s && (s->role == ROLE_LISTENER ||
+			  ((s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT)))
+			ret = s->role;
 	}
 	bpf_sk_release(sk);
 	return ret;
+}
+
+/* join_no_token reports whether the options of a SYN (in sc->ob) carry an MP_JOIN whose token is
+ * not in the tokens map. A malformed MP_JOIN is not a join (the kernel ignores it as well). */
+static __always_inline int join_no_token(struct dp_scratch *sc, __u64 olen)
+{
+	struct opt_walk w = {.pos = 0, .len = olen};
+
+	for (int i = 0; i < 4; i++) {
+		int n = mptcp_next_opt(&sc->ob, &w);
+
+		if (n <= 0)
+			break;
+		if (mptcp_parse_opt(&sc->ob, w.pos, n, TCP_FLAG_SYN, &sc->opt) == PARSE_OK &&
+		    sc->opt.subtype == MPTCPOPT_MP_JOIN) {
+			__u32 token = sc->opt.token;
+
+			return n == LEN_MPJ_SYN && !bpf_map_lookup_elem(&tokens, &token);
+		}
+		w.pos += n;
+	}
+	return 0;
+}
+
+#define RST_TTL 64 /* TTL or hop limit of the resets we send (the kernel's default) */
+#define TCP_HDR_MAX 60
+
+/* join_reset turns an incoming SYN (no payload; its TCP header at l4, hl bytes long) into the
+ * reset the kernel answers an MP_JOIN for an unknown token with, and sends it back out of the
+ * interface it came in on: addresses and ports swapped; RST|ACK with seq 0 and ack the SYN's
+ * seq + 1 (RFC 9293 §3.10.7.1); window 0; MP_TCPRST with reason MPTCP-specific error and no T
+ * flag, then NOPs over the rest of the option area, so the packet keeps its length.
+ *
+ * Checksums: swapping addresses, ports and Ethernet addresses leaves every ones'-complement
+ * sum as it was (the pseudo-header's included); the IPv4 header checksum absorbs the TTL, the TCP
+ * checksum the rest of the TCP header. bpf_l4_csum_replace leaves a CHECKSUM_PARTIAL
+ * packet's pseudo-header sum alone, as it should. The bytes are stored without
+ * BPF_F_RECOMPUTE_CSUM: with the checksum fields compensating, the packet's sum (skb->csum of a
+ * CHECKSUM_COMPLETE packet) does not change.
+ *
+ * Returns the TC verdict: a redirect, or a drop when a half-rewritten packet cannot be finished. */
+static __always_inline int join_reset(struct __sk_buff *skb, __u32 l4, int v6, __u32 hl)
+{
+	__u8 oldh[TCP_HDR_MAX] = {}, newh[TCP_HDR_MAX];
+	__u8 mac[2 * ETH_ALEN], mac2[2 * ETH_ALEN];
+	__u32 seq;
+	__s64 diff;
+
+	if (hl < sizeof(struct tcphdr) + LEN_MP_TCPRST || hl > TCP_HDR_MAX || (hl & 3))
+		return TCX_NEXT;
+	if (bpf_skb_load_bytes(skb, l4, oldh, hl) < 0 || bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+		return TCX_NEXT;
+
+	/* The TCP header and options. */
+	__builtin_memcpy(newh, oldh, sizeof(struct tcphdr));
+	__builtin_memset(newh + sizeof(struct tcphdr), TCPOPT_NOP, TCP_HDR_MAX - sizeof(struct tcphdr));
+	__builtin_memcpy(newh + 0, oldh + 2, 2); /* source port */
+	__builtin_memcpy(newh + 2, oldh + 0, 2); /* destination port */
+	__builtin_memcpy(&seq, oldh + 4, 4);
+	seq = bpf_htonl(bpf_ntohl(seq) + 1);
+	__builtin_memset(newh + 4, 0, 4);        /* seq */
+	__builtin_memcpy(newh + 8, &seq, 4);     /* ack */
+	newh[12] = oldh[12] & 0xf0;              /* data offset kept, reserved bits cleared */
+	newh[13] = TCP_FLAG_RST | TCP_FLAG_ACK;
+	__builtin_memset(newh + 14, 0, 2);       /* window */
+	__builtin_memset(newh + 18, 0, 2);       /* urgent pointer; the checksum (16) is fixed below */
+	newh[20] = TCPOPT_MPTCP;
+	newh[21] = LEN_MP_TCPRST;
+	newh[22] = MPTCPOPT_RST << 4;            /* flags: not transient */
+	newh[23] = 1;                            /* MPTCP_RST_EMPTCP */
+	diff = bpf_csum_diff((__be32 *)oldh, hl, (__be32 *)newh, hl, 0);
+	if (diff < 0)
+		return TCX_NEXT;
+	if (bpf_skb_store_bytes(skb, l4, newh, hl, 0) < 0)
+		return TCX_NEXT; /* nothing changed yet: the SYN goes on */
+	if (bpf_l4_csum_replace(skb, l4 + offsetof(struct tcphdr, check), 0, diff, 0) < 0)
+		return TC_ACT_SHOT;
+
+	/* The IP header. */
+	if (v6) {
+		__u8 addrs[32], swapped[32], hop = RST_TTL;
+		__u32 off = sizeof(struct ethhdr) + offsetof(struct ipv6hdr, saddr);
+
+		if (bpf_skb_load_bytes(skb, off, addrs, sizeof(addrs)) < 0)
+			return TC_ACT_SHOT;
+		__builtin_memcpy(swapped, addrs + 16, 16);
+		__builtin_memcpy(swapped + 16, addrs, 16);
+		if (bpf_skb_store_bytes(skb, off, swapped, sizeof(swapped), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0) < 0)
+			return TC_ACT_SHOT;
+	} else {
+		struct iphdr oip, nip;
+
+		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &oip, sizeof(oip)) < 0)
+			return TC_ACT_SHOT;
+		nip = oip;
+		nip.saddr = oip.daddr;
+		nip.daddr = oip.saddr;
+		nip.ttl = RST_TTL;
+		diff = bpf_csum_diff((__be32 *)&oip, sizeof(oip), (__be32 *)&nip, sizeof(nip), 0);
+		if (diff < 0 || bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &nip, sizeof(nip), 0) < 0 ||
+		    bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), 0, diff, 0) < 0)
+			return TC_ACT_SHOT;
+	}
+
+	/* The Ethernet addresses. */
+	__builtin_memcpy(mac2, mac + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(mac2 + ETH_ALEN, mac, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, 0, mac2, sizeof(mac2), 0) < 0)
+		return TC_ACT_SHOT;
+	dp_count(DP_MPJ_NO_TOKEN);
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 /* rst_opts reads MP_FASTCLOSE and MP_TCPRST on a reset for one of our subflows. The kernel
@@ -117,8 +236,9 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 	struct ethhdr *eth = data;
 	struct bpf_sock_tuple t = {};
 	struct tcphdr *th;
-	__u32 tlen, l4;
+	__u32 tlen, l4, l4len, hl;
 	struct dp_scratch *sc;
+	int role = ROLE_NONE, v6 = 0;
 	__u64 olen;
 
 	if ((void *)(eth + 1) > end)
@@ -137,6 +257,7 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 		t.ipv4.dport = th->dest;
 		tlen = sizeof(t.ipv4);
 		l4 = sizeof(*eth) + sizeof(*ip);
+		l4len = bpf_ntohs(ip->tot_len) - sizeof(*ip);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
@@ -151,12 +272,15 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 		t.ipv6.dport = th->dest;
 		tlen = sizeof(t.ipv6);
 		l4 = sizeof(*eth) + sizeof(*ip6);
+		l4len = bpf_ntohs(ip6->payload_len);
+		v6 = 1;
 	} else {
 		return TCX_NEXT;
 	}
 	olen = (__u64)th->doff * 4;
 	if (olen <= sizeof(*th) || olen > sizeof(*th) + MAX_TCP_OPTION_SPACE)
 		return TCX_NEXT;
+	hl = olen;
 	olen -= sizeof(*th);
 	if (th->rst) {
 		if (!egress)
@@ -171,15 +295,23 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 
 		if (th->ack || !own || !ours_egress(own))
 			return TCX_NEXT;
-	} else if (!ours(skb, &t, tlen)) {
+	} else {
 		/* skb->sk can still name the sender here (veth keeps it), so look the receiver up. */
-		return TCX_NEXT;
+		role = ours(skb, &t, tlen);
+		if (role == ROLE_NONE)
+			return TCX_NEXT;
 	}
 	sc = dp_scratch();
 	if (!sc)
 		return TCX_NEXT;
 	if (bpf_skb_load_bytes(skb, l4 + sizeof(*th), sc->ob.b, olen) < 0)
 		return TCX_NEXT;
+
+	/* An MP_JOIN SYN to our listener for a connection we do not have. A SYN with data is left
+	 * alone (MP_JOIN never carries any; the reset would have to lose it): sock_ops counts it. */
+	if (!egress && role == ROLE_LISTENER && !th->ack && !th->fin && l4len == hl &&
+	    join_no_token(sc, olen))
+		return join_reset(skb, l4, v6, hl);
 
 	/* Find SACK-permitted and overwrite it with two NOPs, fixing the checksum over the two
 	 * 16-bit words it may straddle. */

@@ -181,7 +181,7 @@ type DatapathSub struct {
 		OptLen    uint8
 		SndWscale uint8
 		OptGen    uint32
-		Pad1      uint32
+		Flags     uint32
 		Opt       [32]uint8
 		Pad2      [8]uint8
 		Txmap     [256]DatapathTxmap

@@ -91,11 +91,12 @@ type Conn struct {
 		last bool // Closed is queued: the loop ends after it
 		wake chan struct{}
 	}
-	done    chan struct{} // closed when run returned
-	closed  chan struct{} // closed by Close
-	closeMu sync.Once
-	errMu   sync.Mutex
-	err     error
+	done       chan struct{} // closed when run returned
+	closed     chan struct{} // closed by Close
+	closeMu    sync.Once
+	userClosed atomic.Bool // the application called Close
+	errMu      sync.Mutex
+	err        error
 
 	st connState // owned by run
 }
@@ -222,11 +223,10 @@ func (c *Conn) poke() {
 
 // Read reads in-order data.
 func (c *Conn) Read(b []byte) (int, error) {
-	select {
-	case <-c.closed:
+	if c.userClosed.Load() {
 		return 0, errConnClosed
-	default:
 	}
+	// A connection that failed (MP_FASTCLOSE, resets) reports its error: it is queued.
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -329,6 +329,7 @@ func (c *Conn) CloseWrite() error {
 // aborts with MP_FASTCLOSE instead, as the kernel does.
 func (c *Conn) Close() error {
 	first := false
+	c.userClosed.Store(true)
 	c.closeMu.Do(func() {
 		close(c.closed)
 		first = true
@@ -709,9 +710,11 @@ func (c *Conn) subBySlot(slot uint32) *subflow {
 // drainTimeout bounds how long a closed subflow is read for the bytes its socket holds.
 const drainTimeout = 2 * time.Second
 
-// finishSubflow closes a detached subflow's socket and frees its slot.
+// finishSubflow closes a detached subflow's socket with a reset and frees its slot: what it
+// had not sent went again on other subflows, and unsent bytes leaving without a mapping after
+// the datapath let the socket go would make the peer fall back.
 func (c *Conn) finishSubflow(sf *subflow) {
-	sf.shutdown(false)
+	sf.shutdown(true)
 	c.stack.releaseSub(sf.slot)
 }
 
@@ -1302,6 +1305,19 @@ func (c *Conn) checkSubflows() {
 			c.stack.stats.SubflowStale.Add(1)
 			c.stack.log.Debug("subflow stale: re-sending its data elsewhere", "token", c.token, "slot", sf.slot)
 			c.reinjectFrom(sf)
+		}
+	}
+	// Data handed to a subflow after it went stale (while every subflow was) goes again once
+	// another one works.
+	fresh := false
+	for _, sf := range c.subs {
+		fresh = fresh || (sf.ready && !sf.eof && !sf.stale)
+	}
+	if fresh {
+		for _, sf := range c.subs {
+			if sf.stale && len(sf.inflight) > 0 {
+				c.reinjectFrom(sf)
+			}
 		}
 	}
 }

@@ -334,6 +334,9 @@ func (sf *subflow) closeTx() {
 // reading stops at what the socket holds (SHUT_RD: the queue, then EOF).
 func (sf *subflow) startDrain(d time.Duration) {
 	sf.draining = time.Now().Add(d)
+	// From now on the datapath does not acknowledge this subflow's bytes at the data level:
+	// what arrives after the reads end is not taken, so the peer must not count it delivered.
+	atomic.OrUint32(&sf.shm.Ctl.Flags, datapath.SubDrain)
 	sf.closeTx()
 	if !sf.eof {
 		unix.Shutdown(sf.fd, unix.SHUT_RD)
