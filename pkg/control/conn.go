@@ -202,6 +202,7 @@ func (c *Conn) start() {
 	sf.ready = true
 	c.stack.addToken(c)
 	c.stack.register(c)
+	c.emitCreated()
 	go sf.readLoop()
 	go sf.writeLoop()
 	go c.run()
@@ -615,6 +616,7 @@ func (c *Conn) checkEstablished(proof bool) {
 		return
 	}
 	c.st.pmStarted = true
+	c.emitEstablished()
 	c.toPM(func(p PathManager) { p.Established(c) })
 }
 
@@ -665,6 +667,7 @@ func (c *Conn) fastclose() {
 func (c *Conn) teardown(abort bool) {
 	c.closeMu.Do(func() { close(c.closed) })
 	c.fail(errConnClosed)
+	c.emitClosed(c.Err())
 	for _, sf := range c.subs {
 		sf.shutdown(abort)
 	}
@@ -982,6 +985,7 @@ func (c *Conn) dropSubflow(sf *subflow, err error) {
 		c.finishSubflow(sf)
 	}
 	c.stack.log.Debug("subflow closed", "token", c.token, "local", info.Local, "remote", info.Remote, "err", err)
+	c.emitSub(EventSubClosed, sf, err)
 	view := sf.pmView()
 	c.toPM(func(p PathManager) { p.SubflowClosed(c, view, err) })
 }

@@ -204,6 +204,7 @@ func (c *Conn) attachSubflow(j joinResult) {
 	sf.ready = !j.active || j.st.Flags&datapath.SubMPCAcked != 0
 	c.subs = append(c.subs, sf)
 	c.stack.stats.Joins.Add(1)
+	c.emitSub(EventSubEstablished, sf, nil)
 	go sf.readLoop()
 	go sf.writeLoop()
 	for _, ev := range c.st.pendingSub[j.slot] {
@@ -476,16 +477,19 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		}
 		addr := netip.AddrPortFrom(o.Addr.Unmap(), port)
 		c.checkEstablished(true)
+		c.emitAddr(EventAnnounced, o.AddrID, addr)
 		c.toPM(func(p PathManager) { p.AddrAnnounced(c, o.AddrID, addr) })
 	case wire.RemoveAddr:
 		c.stack.stats.RmAddrRx.Add(1)
 		for _, id := range o.IDs {
 			c.checkEstablished(true)
+			c.emitAddr(EventRemoved, id, netip.AddrPort{})
 			c.toPM(func(p PathManager) { p.AddrRemoved(c, id) })
 		}
 	case wire.MPPrio:
 		sf.peerBackup = o.Backup
 		c.stack.stats.MPPrioRx.Add(1)
+		c.emitSub(EventSubPriority, sf, nil)
 	}
 }
 

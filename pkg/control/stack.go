@@ -51,6 +51,7 @@ type Stack struct {
 	stats     Stats
 	scheduler string
 	pm        PathManager
+	mon       monitor // event subscribers and live connections (monitor.go)
 	done      chan struct{}
 	wg        sync.WaitGroup
 
