@@ -79,12 +79,13 @@ func (c *Client) send(op string, args any) error {
 // Call sends a request and decodes its reply's data into out (if not nil). An error the daemon
 // answered with is an *Error.
 func (c *Client) Call(op string, args, out any) error {
-	if err := c.send(op, args); err != nil {
-		return err
-	}
+	serr := c.send(op, args)
 	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	r, err := c.read()
 	if err != nil {
+		if serr != nil {
+			return serr
+		}
 		return err
 	}
 	if !r.OK {

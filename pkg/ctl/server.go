@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -185,6 +186,11 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	if err != nil {
 		s.Log.Warn("control client refused", "err", err)
 		enc.Encode(Response{V: Version, Error: err.Error()})
+		// Take the client's request before closing, so that its write does not fail first
+		// and hide the reason.
+		c.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		bufio.NewReader(io.LimitReader(c, MaxLine)).ReadString('\n')
 		return
 	}
 	sc := bufio.NewScanner(c)
