@@ -90,8 +90,9 @@ static __always_inline int join_no_token(struct dp_scratch *sc, __u64 olen)
 	return 0;
 }
 
-#define RST_TTL 64 /* TTL or hop limit of the resets we send (the kernel's default) */
-#define TCP_HDR_MAX 60
+#define RST_TTL 64          /* TTL or hop limit of the resets we send (the kernel's default) */
+#define TCP_HDR_MAX 60      /* a TCP header with the largest option area */
+#define MPTCP_RST_EMPTCP 1  /* MP_TCPRST reason: MPTCP-specific error (RFC 8684 §3.6) */
 
 /* join_reset turns an incoming SYN (no payload; its TCP header at l4, hl bytes long) into the
  * reset the kernel answers an MP_JOIN for an unknown token with, and sends it back out of the
@@ -135,7 +136,7 @@ static __always_inline int join_reset(struct __sk_buff *skb, __u32 l4, int v6, _
 	newh[20] = TCPOPT_MPTCP;
 	newh[21] = LEN_MP_TCPRST;
 	newh[22] = MPTCPOPT_RST << 4;            /* flags: not transient */
-	newh[23] = 1;                            /* MPTCP_RST_EMPTCP */
+	newh[23] = MPTCP_RST_EMPTCP;
 	diff = bpf_csum_diff((__be32 *)oldh, hl, (__be32 *)newh, hl, 0);
 	if (diff < 0)
 		return TCX_NEXT;
