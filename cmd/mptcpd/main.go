@@ -20,6 +20,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/pkg/ctl"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
@@ -38,6 +39,9 @@ func main() {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connection slots of the datapath"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long a graceful shutdown waits for connections to close"},
+			&cli.StringFlag{Name: "ctl", Value: ctl.DefaultSocket, Usage: "the control socket for mptcpctl (root only; \"\" for none)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (off unless given)"},
+			&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys are the long flag names); flags given here override it"},
 			&cli.StringFlag{Name: "cpuprofile", Hidden: true, Usage: "write a CPU profile to this file until shutdown"},
 		},
 		HideHelpCommand: true,
@@ -57,6 +61,12 @@ func main() {
 func run(cc *cli.Context) error {
 	if cc.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", cc.Args().First())
+	}
+	if err := applyConfig(cc); err != nil {
+		return err
+	}
+	if err := checkListenAddr(cc.String("metrics")); err != nil {
+		return fmt.Errorf("--metrics %w", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cc.String("log-level"))); err != nil {
@@ -106,6 +116,12 @@ func run(cc *cli.Context) error {
 		stack.Close()
 		return fmt.Errorf("follow addresses and links: %w", err)
 	}
+	closeCtl, err := operatorSurface(ctx, cc, &backend{mgr: mgr, stack: stack}, log)
+	if err != nil {
+		stack.Close()
+		return err
+	}
+	defer closeCtl()
 	for _, s := range servers {
 		s.Stack = stack
 		if err := s.Listen(ctx); err != nil {

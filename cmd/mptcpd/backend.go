@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/pkg/ctl"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
+)
+
+// backend answers the control socket with the path manager and the stack.
+type backend struct {
+	mgr   *pm.Manager
+	stack *control.Stack
+}
+
+var _ ctl.Backend = (*backend)(nil)
+
+func toCtlEndpoint(e pm.Endpoint) ctl.Endpoint {
+	return ctl.Endpoint{Addr: e.Addr, ID: e.ID, Flags: pm.FlagNames(e.Flags), Port: e.Port, Dev: e.Dev}
+}
+
+func (b *backend) AddEndpoint(e ctl.Endpoint) (ctl.Endpoint, error) {
+	flags, err := pm.ParseFlags(e.Flags)
+	if err != nil {
+		return e, err
+	}
+	// Through ParseEndpoint, so that the checks are those of --endpoint.
+	pe, err := pm.ParseEndpoint(pm.Endpoint{Addr: e.Addr.Unmap(), ID: e.ID, Flags: flags, Port: e.Port, Dev: e.Dev}.Spec())
+	if err != nil {
+		return e, err
+	}
+	pe, err = b.mgr.AddEndpoint(pe)
+	if err != nil {
+		return e, err
+	}
+	return toCtlEndpoint(pe), nil
+}
+
+func (b *backend) DeleteEndpoint(r ctl.EndpointRef) (ctl.Endpoint, error) {
+	e, err := b.mgr.DeleteEndpoint(r.ID, r.Addr.Unmap())
+	if err != nil {
+		return ctl.Endpoint{}, fmt.Errorf("no endpoint %v", r)
+	}
+	return toCtlEndpoint(e), nil
+}
+
+func (b *backend) SetEndpointBackup(r ctl.EndpointRef, backup bool) (ctl.Endpoint, error) {
+	e, err := b.mgr.SetBackup(r.ID, r.Addr.Unmap(), backup)
+	if err != nil {
+		return ctl.Endpoint{}, fmt.Errorf("no endpoint %v", r)
+	}
+	return toCtlEndpoint(e), nil
+}
+
+func (b *backend) Endpoints() []ctl.Endpoint {
+	var out []ctl.Endpoint
+	for _, e := range b.mgr.Endpoints() {
+		out = append(out, toCtlEndpoint(e))
+	}
+	return out
+}
+
+func (b *backend) FlushEndpoints() int {
+	n := len(b.mgr.Endpoints())
+	b.mgr.Flush()
+	return n
+}
+
+func (b *backend) Limits() ctl.Limits {
+	l := b.mgr.Limits()
+	return ctl.Limits{Subflows: l.Subflows, AddAddrAccepted: l.AddAddrAccepted}
+}
+
+func (b *backend) SetLimits(l ctl.Limits) error {
+	return b.mgr.SetLimits(pm.Limits{Subflows: l.Subflows, AddAddrAccepted: l.AddAddrAccepted})
+}
+
+// SetPrio changes the backup flag of every subflow from addr: through its endpoint when there
+// is one (so that later subflows from it follow), and one by one for the others (the initial
+// subflow's, ID 0, or an address without an endpoint).
+func (b *backend) SetPrio(addr netip.Addr, backup bool) (int, error) {
+	addr = addr.Unmap()
+	epID := b.mgr.EndpointID(addr)
+	n := 0
+	conns := b.stack.Conns()
+	for _, c := range conns {
+		for _, sf := range c.Subflows() {
+			if sf.Local.Addr().Unmap() != addr {
+				continue
+			}
+			if epID != 0 && sf.LocalID == epID {
+				n++ // the endpoint's change below sends it
+				continue
+			}
+			if err := c.SetSubflowBackup(sf.Local, sf.Remote, backup); err == nil {
+				n++
+			}
+		}
+	}
+	if epID != 0 {
+		if _, err := b.mgr.SetBackup(epID, addr, backup); err != nil {
+			return n, err
+		}
+		return n, nil
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("no subflow from %v", addr)
+	}
+	return n, nil
+}
+
+func (b *backend) SetSubflowPrio(token uint32, local, remote netip.AddrPort, backup bool) error {
+	for _, c := range b.stack.Conns() {
+		if c.Token() == token {
+			return c.SetSubflowBackup(unmapAP(local), unmapAP(remote), backup)
+		}
+	}
+	return fmt.Errorf("no connection with token %d", token)
+}
+
+func unmapAP(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+func (b *backend) Connections(ctx context.Context) []ctl.Connection {
+	var out []ctl.Connection
+	for _, c := range b.stack.Conns() {
+		in, ok := connInfo(ctx, c)
+		if !ok {
+			continue
+		}
+		out = append(out, toCtlConn(in))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Token < out[j].Token })
+	return out
+}
+
+// connInfo asks a connection for its state, giving up at ctx's end.
+func connInfo(ctx context.Context, c *control.Conn) (control.ConnInfo, bool) {
+	type res struct {
+		in control.ConnInfo
+		ok bool
+	}
+	r := make(chan res, 1)
+	go func() {
+		in, ok := c.Info()
+		r <- res{in, ok}
+	}()
+	select {
+	case x := <-r:
+		return x.in, x.ok
+	case <-ctx.Done():
+		return control.ConnInfo{}, false
+	}
+}
+
+func parseAP(s string) netip.AddrPort {
+	a, _ := netip.ParseAddrPort(s)
+	return unmapAP(a)
+}
+
+func toCtlConn(in control.ConnInfo) ctl.Connection {
+	c := ctl.Connection{
+		Token: in.Token, Local: parseAP(in.Local), Remote: parseAP(in.Remote), Server: in.Server,
+		Scheduler: in.Scheduler, State: connState(in),
+	}
+	for _, s := range in.Subflows {
+		c.Subflows = append(c.Subflows, ctl.Subflow{
+			Local: parseAP(s.Local), Remote: parseAP(s.Remote), LocalID: s.LocalID, RemoteID: s.RemoteID,
+			Backup: s.Backup, PeerBackup: s.PeerBackup, Ready: s.Ready, Stale: s.Stale,
+			RTT: s.SRTT, Cwnd: s.Cwnd, BytesSent: s.BytesSent, BytesRecv: s.BytesRecv, Retrans: s.Retrans,
+		})
+		c.BytesSent += s.BytesSent
+		c.BytesRecv += s.BytesRecv
+	}
+	return c
+}
+
+// connState names a connection's data-level state as the kernel's TCP states would.
+func connState(in control.ConnInfo) string {
+	switch {
+	case !in.MPTCP:
+		return "fallback"
+	case in.FinSet && in.PeerFin:
+		return "closing"
+	case in.FinSet:
+		return "fin-wait"
+	case in.PeerFin:
+		return "close-wait"
+	}
+	return "established"
+}
+
+func (b *backend) Counters() (map[string]uint64, error) { return b.stack.Counters() }
+
+func (b *backend) Subscribe() (<-chan ctl.Event, func() uint64, func()) {
+	sub := b.stack.Subscribe(1024)
+	out := make(chan ctl.Event, 16)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			var ev control.Event
+			select {
+			case ev = <-sub.C:
+			case <-stop:
+				return
+			}
+			select {
+			case out <- ctl.Event{
+				Kind: ev.Kind, Time: ev.Time, Token: ev.Token, Server: ev.Server, Local: ev.Local, Remote: ev.Remote,
+				LocalID: ev.LocalID, RemoteID: ev.RemoteID, Backup: ev.Backup, AddrID: ev.AddrID, Addr: ev.Addr, Err: ev.Err,
+			}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return out, sub.Dropped, func() {
+		sub.Cancel()
+		close(stop)
+	}
+}

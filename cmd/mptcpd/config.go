@@ -1,0 +1,285 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/proxy"
+)
+
+// The configuration file (--config) is YAML whose keys are the long flags' names; a flag given
+// on the command line replaces the file's value (for repeatable flags, the file's whole list).
+//
+//	forward: ["127.0.0.1:8080=server.example:80"]
+//	accept: [":5201=127.0.0.1:5201"]
+//	endpoint:
+//	  - 192.168.1.10,subflow                     # the --endpoint form, or:
+//	  - {addr: 10.64.0.2, flags: [subflow, backup], id: 5, dev: wwan0}
+//	limits: {subflows: 2, add-addr-accepted: 2}  # or "subflows=2,add-addr-accepted=2"
+//	scheduler: default
+//	ctl: /run/mptcpd/mptcpd.sock
+//	metrics: 127.0.0.1:9465
+//	log-level: info
+//	ready-file: /run/mptcpd/ready
+//	max-conns: 4096
+//	shutdown-timeout: 10s
+
+// configKey is one key of the file: how its value is read and checked.
+type configKey struct {
+	list  bool                               // a sequence of values (repeatable flag)
+	value func(n *yaml.Node) (string, error) // the flag value of a scalar or mapping
+	check func(v string) error               // the check the flag gets
+	alias []string                           // other accepted names
+}
+
+func scalar(n *yaml.Node) (string, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", errors.New("want a single value")
+	}
+	return n.Value, nil
+}
+
+var configKeys = map[string]configKey{
+	"forward":  {list: true, value: scalar, check: checkRule},
+	"accept":   {list: true, value: scalar, check: checkRule},
+	"endpoint": {list: true, value: endpointValue, check: checkEndpoint, alias: []string{"endpoints"}},
+	"limits":   {value: limitsValue, check: func(v string) error { _, err := pm.ParseLimits(v, pm.DefaultLimits); return err }},
+	"scheduler": {value: scalar, check: func(v string) error {
+		_, err := control.NewScheduler(v)
+		return err
+	}},
+	"ctl":        {value: scalar, check: func(string) error { return nil }},
+	"metrics":    {value: scalar, check: checkListenAddr},
+	"ready-file": {value: scalar, check: func(string) error { return nil }},
+	"log-level": {value: scalar, check: func(v string) error {
+		var l slog.Level
+		if l.UnmarshalText([]byte(v)) != nil {
+			return errors.New("want debug, info, warn or error")
+		}
+		return nil
+	}},
+	"max-conns": {value: scalar, check: func(v string) error {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			return errors.New("want a positive number")
+		}
+		return nil
+	}},
+	"shutdown-timeout": {value: scalar, check: func(v string) error {
+		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			return errors.New("want a duration such as 10s")
+		}
+		return nil
+	}},
+}
+
+func checkRule(v string) error { _, err := proxy.ParseRule(v); return err }
+
+func checkEndpoint(v string) error { _, err := pm.ParseEndpoint(v); return err }
+
+func checkListenAddr(v string) error {
+	if v == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		return fmt.Errorf("%q: want HOST:PORT", v)
+	}
+	return nil
+}
+
+// endpointValue takes the --endpoint form or a mapping {addr, flags, id, port, dev}.
+func endpointValue(n *yaml.Node) (string, error) {
+	if n.Kind == yaml.ScalarNode {
+		return n.Value, nil
+	}
+	var e struct {
+		Addr  string   `yaml:"addr"`
+		Flags []string `yaml:"flags"`
+		ID    int      `yaml:"id"`
+		Port  int      `yaml:"port"`
+		Dev   string   `yaml:"dev"`
+	}
+	if err := decodeStrict(n, &e); err != nil {
+		return "", err
+	}
+	if e.Addr == "" {
+		return "", errors.New("endpoint: missing addr")
+	}
+	parts := append([]string{e.Addr}, e.Flags...)
+	if e.ID != 0 {
+		parts = append(parts, "id="+strconv.Itoa(e.ID))
+	}
+	if e.Port != 0 {
+		parts = append(parts, "port="+strconv.Itoa(e.Port))
+	}
+	if e.Dev != "" {
+		parts = append(parts, "dev="+e.Dev)
+	}
+	return strings.Join(parts, ","), nil
+}
+
+// limitsValue takes "subflows=N,add-addr-accepted=N" or a mapping of the same.
+func limitsValue(n *yaml.Node) (string, error) {
+	if n.Kind == yaml.ScalarNode {
+		return n.Value, nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return "", errors.New("want subflows=N,add-addr-accepted=N or a mapping of them")
+	}
+	var parts []string
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if v.Kind != yaml.ScalarNode {
+			return "", fmt.Errorf("line %d: %s: want a number", v.Line, k.Value)
+		}
+		parts = append(parts, k.Value+"="+v.Value)
+	}
+	return strings.Join(parts, ","), nil
+}
+
+// decodeStrict decodes a node, refusing unknown fields.
+func decodeStrict(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	d := yaml.NewDecoder(strings.NewReader(string(b)))
+	d.KnownFields(true)
+	if err := d.Decode(v); err != nil {
+		// Line numbers of this re-encoded node mean nothing to the user: drop them.
+		msg := strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  ")
+		if i := strings.Index(msg, ": "); strings.HasPrefix(msg, "line ") && i > 0 {
+			msg = msg[i+2:]
+		}
+		if f, _, ok := strings.Cut(strings.TrimPrefix(msg, "field "), " not found in type"); ok {
+			msg = fmt.Sprintf("unknown key %q (want addr, flags, id, port, dev)", f)
+		}
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// configError is an error in the configuration file, at a line.
+type configError struct {
+	file string
+	line int
+	err  error
+}
+
+func (e *configError) Error() string {
+	if e.line == 0 {
+		return fmt.Sprintf("%s: %v", e.file, e.err)
+	}
+	return fmt.Sprintf("%s:%d: %v", e.file, e.line, e.err)
+}
+
+// readConfig reads a configuration file into flag values by flag name, each checked.
+func readConfig(path string) (map[string][]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		// yaml reports "yaml: line N: reason".
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		return nil, fmt.Errorf("%s:%s", path, strings.TrimPrefix(msg, "line "))
+	}
+	out := map[string][]string{}
+	if len(doc.Content) == 0 {
+		return out, nil // empty file
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, &configError{path, root.Line, errors.New("want a mapping of option names to values")}
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		name, key, ok := lookupKey(k.Value)
+		if !ok {
+			return nil, &configError{path, k.Line, fmt.Errorf("unknown option %q (want one of %s)", k.Value, strings.Join(keyNames(), ", "))}
+		}
+		if _, dup := out[name]; dup {
+			return nil, &configError{path, k.Line, fmt.Errorf("%s given twice", name)}
+		}
+		items := []*yaml.Node{v}
+		if key.list {
+			if v.Kind == yaml.SequenceNode {
+				items = v.Content
+			}
+		} else if v.Kind == yaml.SequenceNode {
+			return nil, &configError{path, v.Line, fmt.Errorf("%s: want a single value, not a list", name)}
+		}
+		vals := []string{}
+		for _, it := range items {
+			s, err := key.value(it)
+			if err == nil {
+				err = key.check(s)
+			}
+			if err != nil {
+				return nil, &configError{path, it.Line, fmt.Errorf("%s: %w", name, err)}
+			}
+			vals = append(vals, s)
+		}
+		out[name] = vals
+	}
+	return out, nil
+}
+
+func lookupKey(k string) (string, configKey, bool) {
+	k = strings.ReplaceAll(k, "_", "-")
+	if key, ok := configKeys[k]; ok {
+		return k, key, true
+	}
+	for name, key := range configKeys {
+		for _, a := range key.alias {
+			if a == k {
+				return name, key, true
+			}
+		}
+	}
+	return "", configKey{}, false
+}
+
+func keyNames() []string {
+	var out []string
+	for _, n := range []string{"forward", "accept", "endpoint", "limits", "scheduler", "ctl", "metrics", "log-level", "ready-file", "max-conns", "shutdown-timeout"} {
+		if _, ok := configKeys[n]; ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// applyConfig reads --config and sets every flag the command line left unset from it.
+func applyConfig(cc *cli.Context) error {
+	path := cc.String("config")
+	if path == "" {
+		return nil
+	}
+	vals, err := readConfig(path)
+	if err != nil {
+		return err
+	}
+	for name, vs := range vals {
+		if cc.IsSet(name) {
+			continue // the command line wins
+		}
+		for _, v := range vs {
+			if err := cc.Set(name, v); err != nil {
+				return fmt.Errorf("%s: %s: %w", path, name, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics exports the stack's counters (the names of `mptcpctl stats`, which follow the
+// kernel's MPTcpExt) and per-connection and per-subflow gauges, at /metrics.
+type metrics struct {
+	b *backend
+}
+
+var (
+	descCounter = prometheus.NewDesc("mptcpd_mptcpext_total",
+		"MPTCP counters, named like the kernel's MPTcpExt (as `mptcpctl stats` shows them).", []string{"counter"}, nil)
+	descConns = prometheus.NewDesc("mptcpd_connections",
+		"MPTCP connections open.", nil, nil)
+	subLabels   = []string{"token", "local", "remote"}
+	descRTT     = prometheus.NewDesc("mptcpd_subflow_rtt_seconds", "Smoothed round-trip time of a subflow.", subLabels, nil)
+	descCwnd    = prometheus.NewDesc("mptcpd_subflow_cwnd_segments", "Congestion window of a subflow.", subLabels, nil)
+	descSent    = prometheus.NewDesc("mptcpd_subflow_sent_bytes", "Bytes written to a subflow.", subLabels, nil)
+	descRecv    = prometheus.NewDesc("mptcpd_subflow_received_bytes", "Bytes read from a subflow.", subLabels, nil)
+	descRetrans = prometheus.NewDesc("mptcpd_subflow_retransmits", "Segments a subflow retransmitted.", subLabels, nil)
+	descBackup  = prometheus.NewDesc("mptcpd_subflow_backup", "1 if a subflow is a backup (ours or the peer's flag).", subLabels, nil)
+)
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCounter, descConns, descRTT, descCwnd, descSent, descRecv, descRetrans, descBackup} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	if c, err := m.b.Counters(); err == nil {
+		for name, v := range c {
+			ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conns := m.b.Connections(ctx)
+	ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(len(conns)))
+	for _, c := range conns {
+		for _, s := range c.Subflows {
+			l := []string{strconv.FormatUint(uint64(c.Token), 10), s.Local.String(), s.Remote.String()}
+			backup := 0.0
+			if s.Backup || s.PeerBackup {
+				backup = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descRTT, prometheus.GaugeValue, s.RTT.Seconds(), l...)
+			ch <- prometheus.MustNewConstMetric(descCwnd, prometheus.GaugeValue, float64(s.Cwnd), l...)
+			ch <- prometheus.MustNewConstMetric(descSent, prometheus.GaugeValue, float64(s.BytesSent), l...)
+			ch <- prometheus.MustNewConstMetric(descRecv, prometheus.GaugeValue, float64(s.BytesRecv), l...)
+			ch <- prometheus.MustNewConstMetric(descRetrans, prometheus.GaugeValue, float64(s.Retrans), l...)
+			ch <- prometheus.MustNewConstMetric(descBackup, prometheus.GaugeValue, backup, l...)
+		}
+	}
+}
+
+// serveMetrics listens on addr and serves /metrics until ctx ends.
+func serveMetrics(ctx context.Context, addr string, b *backend, log *slog.Logger) (net.Addr, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&metrics{b: b}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics", "err", err)
+		}
+	}()
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return ln.Addr(), nil
+}
