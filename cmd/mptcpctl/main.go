@@ -190,9 +190,9 @@ func endpointCommand(flags []cli.Flag) *cli.Command {
 				Action:    changeEndpoint,
 			},
 			{
-				Name:   "show",
-				Usage:  "show the endpoints",
-				Flags:  []cli.Flag{jsonFlag},
+				Name:  "show",
+				Usage: "show the endpoints",
+				Flags: []cli.Flag{jsonFlag},
 				Action: func(cc *cli.Context) error {
 					if cc.NArg() > 0 {
 						return usagef("unexpected argument %q", cc.Args().First())
