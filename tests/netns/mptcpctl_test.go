@@ -376,7 +376,7 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, addrs := startMptcpd(t, ctx, topo.A, "--config", cfg, "--ctl", sock)
+	_, addrs := startMptcpd(t, ctx, topo.A, "--config", cfg, "--ctl", sock, "--metrics", "127.0.0.1:9465")
 	mon := startMonitor(t, ctx, sock)
 	ctlCmd(t, sock, "stats")
 
@@ -404,7 +404,9 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 		}
 		t.Cleanup(func() { k.Close() })
 		ctlRoundTrip(t, app, k)
-		ev := mon.wait(ctx, "established", func(ev ctl.Event) bool { return ev.Remote.String() == k.LocalAddr().String() && ev.Local.String() == k.RemoteAddr().String() })
+		ev := mon.wait(ctx, "established", func(ev ctl.Event) bool {
+			return ev.Remote.String() == k.LocalAddr().String() && ev.Local.String() == k.RemoteAddr().String()
+		})
 		return app, k, ev.Token
 	}
 	kc0 := counters(t, topo.B)
@@ -449,6 +451,7 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 		return 0
 	}
 	transfer(32 << 20)
+	t.Logf("before set-prio: %d of 32 MiB from %v", sentFrom(p1.A.V4), p1.A.V4)
 	ctlCmd(t, sock, "set-prio", p1.A.V4.String(), "backup")
 	waitCounter(t, ctx, topo.B, "MPPrioRx", kc0["MPPrioRx"]+1)
 	var s1 ctl.Subflow
@@ -464,7 +467,9 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	base := sentFrom(p1.A.V4)
 	const n = 64 << 20
 	transfer(n)
-	if d := sentFrom(p1.A.V4) - base; d > 256<<10 {
+	d := sentFrom(p1.A.V4) - base
+	t.Logf("backup: %d of %d bytes from %v", d, n, p1.A.V4)
+	if d > 256<<10 {
 		t.Errorf("the backup subflow carried %d of %d bytes, want none", d, n)
 	}
 
@@ -473,7 +478,9 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	waitCounter(t, ctx, topo.B, "MPPrioRx", kc0["MPPrioRx"]+2)
 	base = sentFrom(p1.A.V4)
 	transfer(n)
-	if d := sentFrom(p1.A.V4) - base; d == 0 {
+	d = sentFrom(p1.A.V4) - base
+	t.Logf("after nobackup: %d of %d bytes from %v", d, n, p1.A.V4)
+	if d == 0 {
 		t.Errorf("after nobackup the subflow carried nothing of %d bytes", n)
 	}
 
@@ -482,6 +489,29 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	mon.wait(ctx, "announced", func(ev ctl.Event) bool { return ev.Token == tok2 && ev.AddrID == 9 && ev.Addr.Addr() == p1.B.V4 })
 	topo.B.IP("mptcp", "endpoint", "delete", "id", "9")
 	mon.wait(ctx, "removed", func(ev ctl.Event) bool { return ev.Token == tok2 && ev.AddrID == 9 })
+
+	// The metrics endpoint exports the counters and per-subflow gauges.
+	hc, err := topo.A.DialTCP(ctx, "127.0.0.1:9465")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	fmt.Fprintf(hc, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+	hc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	body, err := io.ReadAll(hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`mptcpd_mptcpext_total{counter="MPPrioTx"} 2`,
+		fmt.Sprintf(`mptcpd_subflow_cwnd_segments{local="%s"`, s1.Local),
+		`mptcpd_subflow_rtt_seconds{`,
+		`mptcpd_connections 2`,
+	} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("metrics lack %s:\n%s", want, body)
+		}
+	}
 }
 
 type zeroReader struct{}
