@@ -544,6 +544,9 @@ func showConns(cc *cli.Context, subflows bool) error {
 }
 
 func monitor(cc *cli.Context) error {
+	if cc.NArg() > 0 {
+		return usagef("unexpected argument %q", cc.Args().First())
+	}
 	c, err := ctl.Dial(cc.String("ctl"))
 	if err != nil {
 		return err
@@ -565,6 +568,9 @@ func monitor(cc *cli.Context) error {
 }
 
 func stats(cc *cli.Context) error {
+	if cc.NArg() > 0 {
+		return usagef("unexpected argument %q", cc.Args().First())
+	}
 	var c map[string]uint64
 	if err := call(cc, ctl.OpStats, nil, &c); err != nil {
 		return err

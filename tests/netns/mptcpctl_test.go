@@ -370,15 +370,19 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	_, kport, _ := net.SplitHostPort(ln.Addr().String())
 	sock := ctlSocket(t)
 	mptcpctl(t)
-	cfg := filepath.Join(t.TempDir(), "mptcpd.yaml")
-	conf := fmt.Sprintf("forward: [\"127.0.0.1:0=%s\"]\nendpoint:\n  - {addr: %s, flags: [subflow], id: 3}\nlimits: {subflows: 0}\nctl: /nonexistent/overridden.sock\n",
-		net.JoinHostPort(p0.B.V4.String(), kport), p1.A.V4)
+	cfgDir := t.TempDir()
+	cfg, fileSock := filepath.Join(cfgDir, "mptcpd.yaml"), filepath.Join(cfgDir, "overridden.sock")
+	conf := fmt.Sprintf("forward: [\"127.0.0.1:0=%s\"]\nendpoint:\n  - {addr: %s, flags: [subflow], id: 3}\nlimits: {subflows: 0}\nctl: %s\n",
+		net.JoinHostPort(p0.B.V4.String(), kport), p1.A.V4, fileSock)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, addrs := startMptcpd(t, ctx, topo.A, "--config", cfg, "--ctl", sock, "--metrics", "127.0.0.1:9465")
 	mon := startMonitor(t, ctx, sock)
 	ctlCmd(t, sock, "stats")
+	if _, err := os.Stat(fileSock); err == nil {
+		t.Errorf("--ctl did not override the file's ctl: %s exists", fileSock)
+	}
 
 	var l ctl.Limits
 	ctlJSON(t, sock, &l, "limits")

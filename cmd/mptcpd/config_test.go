@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, s string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "mptcpd.yaml")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCtlConfig(t *testing.T) {
+	p := writeConfig(t, `# mptcpd
+forward: ["127.0.0.1:8080=10.0.0.2:80"]
+accept: ":5201=127.0.0.1:5201"
+endpoint:
+  - 10.0.1.1,subflow,signal
+  - {addr: 10.0.2.1, flags: [subflow, backup], id: 5, dev: wwan0}
+limits: {subflows: 2, add-addr-accepted: 1}
+scheduler: roundrobin
+ctl: /run/x.sock
+metrics: 127.0.0.1:9465
+log_level: debug
+shutdown-timeout: 3s
+`)
+	got, err := readConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"forward":          {"127.0.0.1:8080=10.0.0.2:80"},
+		"accept":           {":5201=127.0.0.1:5201"},
+		"endpoint":         {"10.0.1.1,subflow,signal", "10.0.2.1,subflow,backup,id=5,dev=wwan0"},
+		"limits":           {"subflows=2,add-addr-accepted=1"},
+		"scheduler":        {"roundrobin"},
+		"ctl":              {"/run/x.sock"},
+		"metrics":          {"127.0.0.1:9465"},
+		"log-level":        {"debug"},
+		"shutdown-timeout": {"3s"},
+	}
+	for k, v := range want {
+		if !slices.Equal(got[k], v) {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %v", got)
+	}
+}
+
+// TestCtlConfigErrors: every mistake names the file, the line and the reason.
+func TestCtlConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"forward: [\n  a\n", ":2: "},
+		{"scheduler: default\nbogus: 1\n", `:2: unknown option "bogus"`},
+		{"endpoint:\n  - 10.0.0.1,subflow\n  - 10.0.0.300\n", ":3: endpoint: "},
+		{"endpoint:\n  - {addr: 10.0.0.3, colour: red}\n", `:2: endpoint: unknown key "colour"`},
+		{"endpoint:\n  - {flags: [signal]}\n", ":2: endpoint: endpoint: missing addr"},
+		{"limits: {subflows: 9}\n", ":1: limits: "},
+		{"limits:\n  subflows: [1]\n", "line 2: subflows: want a number"},
+		{"scheduler: fastest\n", ":1: scheduler: "},
+		{"scheduler: [a, b]\n", ":1: scheduler: want a single value, not a list"},
+		{"max-conns: -1\n", ":1: max-conns: want a positive number"},
+		{"shutdown-timeout: soon\n", ":1: shutdown-timeout: want a duration"},
+		{"log-level: loud\n", ":1: log-level: want debug"},
+		{"metrics: 9465\n", `:1: metrics: "9465": want HOST:PORT`},
+		{"forward: [\"nowhere\"]\n", ":1: forward: "},
+		{"- a\n- b\n", ":1: want a mapping"},
+		{"scheduler: default\nscheduler: roundrobin\n", ":2: "},
+	} {
+		_, err := readConfig(writeConfig(t, tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.file, err, tc.want)
+		}
+	}
+	if _, err := readConfig(writeConfig(t, "")); err != nil {
+		t.Errorf("empty file: %v", err)
+	}
+}
