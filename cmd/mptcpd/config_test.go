@@ -85,3 +85,10 @@ func TestCtlConfigErrors(t *testing.T) {
 		t.Errorf("empty file: %v", err)
 	}
 }
+
+// TestCtlConfigSample: the sample shipped beside the systemd unit is valid.
+func TestCtlConfigSample(t *testing.T) {
+	if _, err := readConfig("../../packaging/systemd/mptcpd.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
