@@ -144,10 +144,10 @@ func TestEmuLoss(t *testing.T) {
 }
 
 // TestEmuUnshaped sends TCP through the emulator (both ways, nothing configured, so every
-// packet still goes through the TUN and back): at least 1 Gbit/s.
+// packet still goes through the TUN and back): at least 1 Gbit/s. It takes both CPUs of a small
+// machine, so it does not run in parallel with the accuracy tests.
 func TestEmuUnshaped(t *testing.T) {
 	testenv.RequireRoot(t)
-	t.Parallel()
 	topo := netns.New(t, netns.Config{})
 	p := topo.Path(0)
 	pe := p.Emulate(emu.Config{})
@@ -252,15 +252,31 @@ func TestEmuEvents(t *testing.T) {
 }
 
 // pinger sends ICMP echo requests from A's end of a path to B's, which B's kernel answers, and
-// times the replies by the kernel's receive timestamps: neither side's scheduling adds to the
-// round trips it measures (a busy two-core machine delays goroutines by milliseconds).
+// times them with the kernel's timestamps: when the request entered A's veth (SCHED, before
+// the emulator) and when the reply was received. Neither side's scheduling adds to the round
+// trips it measures (a busy two-core machine delays goroutines by milliseconds).
 type pinger struct {
 	fd     int
 	dst    unix.Sockaddr
 	id     uint16
+	sendMu sync.Mutex // a send and the reading of its timestamp from the error queue
 	mu     sync.Mutex
 	got    map[uint16]chan time.Time
 	closed atomic.Bool
+}
+
+// kernelStamp returns the software timestamp of a SCM_TIMESTAMPING control message.
+func kernelStamp(oob []byte) (time.Time, bool) {
+	cms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, cm := range cms {
+		if cm.Header.Level == unix.SOL_SOCKET && cm.Header.Type == unix.SO_TIMESTAMPING && len(cm.Data) >= 16 {
+			return time.Unix(int64(binary.NativeEndian.Uint64(cm.Data)), int64(binary.NativeEndian.Uint64(cm.Data[8:]))), true
+		}
+	}
+	return time.Time{}, false
 }
 
 // newPinger returns a pinger from A's end of p to B's.
@@ -275,7 +291,8 @@ func newPinger(t *testing.T, topo *netns.Topology, p *netns.Path) *pinger {
 		t.Fatal(err)
 	}
 	if err := errors.Join(
-		unix.SetsockoptInt(pg.fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1),
+		unix.SetsockoptInt(pg.fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPING,
+			unix.SOF_TIMESTAMPING_TX_SCHED|unix.SOF_TIMESTAMPING_RX_SOFTWARE|unix.SOF_TIMESTAMPING_SOFTWARE|unix.SOF_TIMESTAMPING_OPT_TSONLY),
 		unix.SetsockoptTimeval(pg.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000}),
 		unix.Bind(pg.fd, &unix.SockaddrInet4{Addr: p.A.V4.As4()})); err != nil {
 		t.Fatal(err)
@@ -294,13 +311,9 @@ func newPinger(t *testing.T, topo *netns.Topology, p *netns.Path) *pinger {
 			if len(icmp) < 8 || icmp[0] != 0 || binary.BigEndian.Uint16(icmp[4:]) != pg.id {
 				continue
 			}
-			at := time.Now()
-			if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-				for _, cm := range cms {
-					if cm.Header.Level == unix.SOL_SOCKET && cm.Header.Type == unix.SO_TIMESTAMPNS && len(cm.Data) >= 16 {
-						at = time.Unix(int64(binary.NativeEndian.Uint64(cm.Data)), int64(binary.NativeEndian.Uint64(cm.Data[8:])))
-					}
-				}
+			at, ok := kernelStamp(oob[:oobn])
+			if !ok {
+				at = time.Now()
 			}
 			pg.mu.Lock()
 			ch := pg.got[binary.BigEndian.Uint16(icmp[6:])]
@@ -328,10 +341,24 @@ func (pg *pinger) probe(seq uint32, timeout time.Duration) (time.Duration, bool)
 	binary.BigEndian.PutUint16(b[4:], pg.id)
 	binary.BigEndian.PutUint16(b[6:], uint16(seq))
 	binary.BigEndian.PutUint16(b[2:], icmpChecksum(b))
-	sent := time.Now().Round(0) // wall clock, as the kernel's timestamps
+	pg.sendMu.Lock()
+	sent := time.Now().Round(0) // wall clock, as the kernel's timestamps; replaced by the kernel's
 	if err := unix.Sendto(pg.fd, b, 0, pg.dst); err != nil {
+		pg.sendMu.Unlock()
 		return 0, false
 	}
+	// The SCHED timestamp is queued during the send, so the newest entry is this one's.
+	oob := make([]byte, 512)
+	for {
+		_, oobn, _, _, err := unix.Recvmsg(pg.fd, nil, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
+			break
+		}
+		if at, ok := kernelStamp(oob[:oobn]); ok {
+			sent = at
+		}
+	}
+	pg.sendMu.Unlock()
 	select {
 	case at := <-ch:
 		return at.Sub(sent), true
@@ -351,8 +378,9 @@ func icmpChecksum(b []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// tcpGoodput sends plain TCP from A to B over p for d and returns the bytes received and the
-// time from the first to the last of them.
+// tcpGoodput sends plain TCP from A to B over p for d and returns the bytes received in the
+// steady state, from 0.5 s after the first byte to 0.5 s before the sender stops, and the time
+// they took: neither slow start nor the end of the transfer counts.
 func tcpGoodput(t *testing.T, topo *netns.Topology, p *netns.Path, d time.Duration) (int64, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), d+20*time.Second)
@@ -383,15 +411,22 @@ func tcpGoodput(t *testing.T, topo *netns.Topology, p *netns.Path, d time.Durati
 		defer c.Close()
 		buf := make([]byte, 256<<10)
 		var r result
-		var first time.Time
+		var first, from time.Time
+		var total, fromN int64
 		for {
 			n, err := c.Read(buf)
-			if n > 0 && r.n == 0 {
-				first = time.Now()
+			now := time.Now()
+			if n > 0 && total == 0 {
+				first = now
 			}
-			r.n += int64(n)
+			total += int64(n)
+			if from.IsZero() && total > 0 && now.Sub(first) >= 500*time.Millisecond {
+				from, fromN = now, total
+			}
+			if !from.IsZero() && now.Sub(first) <= d-time.Second {
+				r.n, r.d = total-fromN, now.Sub(from)
+			}
 			if errors.Is(err, io.EOF) {
-				r.d = time.Since(first)
 				res <- r
 				return
 			}
