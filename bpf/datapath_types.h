@@ -52,6 +52,7 @@ enum sub_state {
 #define SUBF_FASTCLOSE_RX 0x8   /* a valid MP_FASTCLOSE arrived */
 #define SUBF_RST_RX 0x10        /* MP_TCPRST arrived */
 #define SUBF_UNMAPPED_RX 0x20   /* data arrived that no mapping covers */
+#define SUBF_PEER_IDSN 0x80     /* peer_idsn is valid */
 #define SUBF_PEER_BACKUP 0x40   /* the peer asked for this subflow to be a backup (MP_JOIN B, MP_PRIO) */
 
 /* struct sk_sub.join_flags (set by Go for an active join) */
@@ -85,6 +86,7 @@ struct sk_sub {
 	__u8 _pad1;
 	__u32 hmac_a[5];    /* MP_JOIN initiator: the third ACK's HMAC */
 	__u32 _pad2;
+	__u64 peer_idsn;    /* passive MP_CAPABLE: the client's IDSN, for DATA_ACKs before Go took over */
 };
 
 /* conn_ctl.flags, written by Go */

@@ -36,3 +36,23 @@ int run_hmac(struct hmac_args *a)
 		a->out[i] = x->outer.h[i];
 	return 0;
 }
+
+struct key_args {
+	__u64 key;
+	__u32 out[8];
+};
+
+SEC("syscall")
+int run_key_sha(struct key_args *a)
+{
+	__u32 zero = 0;
+	struct hmac_scratch *x = bpf_map_lookup_elem(&hmac_scratch_map, &zero);
+
+	if (!x)
+		return 1;
+	if (mptcp_key_sha(x, a->key))
+		return 2;
+	for (int i = 0; i < 8; i++)
+		a->out[i] = x->inner.h[i];
+	return 0;
+}

@@ -151,4 +151,21 @@ __noinline int mptcp_hmac(struct hmac_scratch *x, __u64 key1, __u64 key2, __u32 
 	return 0;
 }
 
+/* mptcp_key_sha computes SHA-256 of one 64-bit key (big-endian) into x->inner: the token is
+ * h[0], the IDSN h[6]‖h[7], the digest's most and least significant bits (RFC 8684 §3.1). */
+__noinline int mptcp_key_sha(struct hmac_scratch *x, __u64 key)
+{
+	if (!x)
+		return -1;
+	sha256_init(&x->inner);
+	x->blk.w[0] = key >> 32;
+	x->blk.w[1] = key;
+	x->blk.w[2] = 0x80000000;
+	for (int i = 3; i < 15; i++)
+		x->blk.w[i] = 0;
+	x->blk.w[15] = 64;
+	sha256_compress(&x->inner, &x->blk);
+	return 0;
+}
+
 #endif

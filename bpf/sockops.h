@@ -567,6 +567,13 @@ static __always_inline int on_passive_established(struct bpf_sock_ops *skops)
 	    find_mpc(sc, optlen, TCP_FLAG_ACK | (payload ? SEG_HAS_PAYLOAD : 0)) && sc->opt.key_b == v->t.key) {
 		s->remote_key = sc->opt.key_a;
 		s->state = SUB_MPTCP;
+		/* Until Go accepts the connection, our ACKs still carry a DATA_ACK (the client's
+		 * IDSN + 1): a client that is not yet fully established falls back on an ACK without
+		 * one (the kernel counts MPCapableDataFallback). */
+		if (!mptcp_key_sha(&sc->hmac, s->remote_key)) {
+			s->peer_idsn = ((__u64)sc->hmac.inner.h[6] << 32) | sc->hmac.inner.h[7];
+			s->flags |= SUBF_PEER_IDSN;
+		}
 		if (sc->opt.len >= LEN_MPC_ACK_DATA) {
 			/* The third ACK was lost; this data segment completed the handshake and carries the
 			 * first mapping implicitly (§3.1). */
@@ -763,6 +770,11 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 	ack = c->ctl.rcv_nxt;
 	if (before64(ack, c->st.rx_ack))
 		ack = c->st.rx_ack;
+	if (!has_ack && s->role == ROLE_PASSIVE && (s->flags & SUBF_PEER_IDSN)) {
+		/* Go has not taken the connection over yet: nothing acknowledged at the data level. */
+		has_ack = 1;
+		ack = s->peer_idsn + 1;
+	}
 	if (has_ack) {
 		c->st.ack_sent = ack; /* Go sends an ACK of its own when its receive point runs ahead */
 		sb->st.ack_sent = ack;

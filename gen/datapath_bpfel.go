@@ -168,6 +168,7 @@ type DatapathSkSub struct {
 	Pad1           uint8
 	HmacA          [5]uint32
 	Pad2           uint32
+	PeerIdsn       uint64
 }
 
 type DatapathSub struct {

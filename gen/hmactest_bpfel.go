@@ -39,12 +39,19 @@ type HmactestHmacScratch struct {
 	Key [4]uint32
 }
 
+type HmactestKeyArgs struct {
+	_   structs.HostLayout
+	Key uint64
+	Out [8]uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	HmactestMapHmacScratchMap = "hmac_scratch_map"
 	HmactestProgRunHmac       = "run_hmac"
+	HmactestProgRunKeySha     = "run_key_sha"
 )
 
 // LoadHmactest returns the embedded CollectionSpec for Hmactest.
@@ -89,7 +96,8 @@ type HmactestSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type HmactestProgramSpecs struct {
-	RunHmac *ebpf.ProgramSpec `ebpf:"run_hmac"`
+	RunHmac   *ebpf.ProgramSpec `ebpf:"run_hmac"`
+	RunKeySha *ebpf.ProgramSpec `ebpf:"run_key_sha"`
 }
 
 // HmactestMapSpecs contains maps before they are loaded into the kernel.
@@ -144,12 +152,14 @@ type HmactestVariables struct {
 //
 // It can be passed to LoadHmactestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HmactestPrograms struct {
-	RunHmac *ebpf.Program `ebpf:"run_hmac"`
+	RunHmac   *ebpf.Program `ebpf:"run_hmac"`
+	RunKeySha *ebpf.Program `ebpf:"run_key_sha"`
 }
 
 func (p *HmactestPrograms) Close() error {
 	return _HmactestClose(
 		p.RunHmac,
+		p.RunKeySha,
 	)
 }
 

@@ -70,3 +70,31 @@ func TestBPFHMACMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestBPFKeySHAMatchesGo checks the datapath's token and IDSN of a key (the passive side's DATA_ACK
+// before Go takes a connection over) against Go's.
+func TestBPFKeySHAMatchesGo(t *testing.T) {
+	testenv.RequireRoot(t)
+	var objs gen.HmactestObjects
+	if err := gen.LoadHmactestObjects(&objs, nil); err != nil {
+		t.Fatalf("the verifier must accept the key hash: %v", verifierError(err))
+	}
+	defer objs.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	keys := []uint64{0x0102030405060708, 0xdeadbeefcafebabe, 1, ^uint64(0)}
+	for range 100 {
+		keys = append(keys, rng.Uint64())
+	}
+	for _, k := range keys {
+		args := gen.HmactestKeyArgs{Key: k}
+		in := unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+		ret, err := objs.RunKeySha.Run(&ebpf.RunOptions{Context: in, ContextOut: in})
+		if err != nil || ret != 0 {
+			t.Fatalf("BPF key hash: %d, %v", ret, err)
+		}
+		token, idsn := args.Out[0], uint64(args.Out[6])<<32|uint64(args.Out[7])
+		if wt, wi := mpcrypto.TokenAndIDSN(k); token != wt || idsn != wi {
+			t.Fatalf("key %016x: BPF token %08x IDSN %016x, Go %08x %016x", k, token, idsn, wt, wi)
+		}
+	}
+}
