@@ -69,6 +69,11 @@ bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory b
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
 
+.PHONY: scenarios
+scenarios: deps ## Multipath scenarios on emulated paths beside the kernel's MPTCP (root, ~12 min): docs/scenarios.md, docs/*.png
+	@set -o pipefail; $(GO) test -count=1 -v -run '^TestScenario' -timeout 20m ./tests/netns -scenarios 2>&1 | grep -v '^=== \|netns: A=mpg'
+	@echo "results: docs/scenarios.md"
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN)

@@ -1,0 +1,121 @@
+package netns_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
+)
+
+// The Linux kernel's own multipath acceptance cases (tools/testing/selftests/net/mptcp/
+// simult_flows.sh): two paths shaped with netem rate and delay in both directions, the client
+// opens the second subflow (a subflow endpoint), 16 MiB must cross within a budget.
+//
+// The script sends 16 MiB one way and 80 KiB the other, then the reverse; here 16 MiB go each
+// way at once (the paths are full duplex, so each direction has the same budget). Its budget,
+// in milliseconds with integer arithmetic:
+//
+//	time = 1000 * size * 8 * 10 / ((rate1 + rate2) * 1000 * 1000 * 9)   # size at 90 % of the summed rate
+//	time = time + 400 + slack                                           # mptcp_connect's two 200 ms sleeps; slack = 50
+//
+// 7906 ms for 16 MiB over 10 + 10 or 15 + 5 Mbit/s. Here the clock starts once both subflows
+// are up, so the 400 ms for the joins are slack too; it stops at the last byte received.
+
+type simultCase struct {
+	rate1, rate2   uint64 // Mbit/s
+	delay1, delay2 int    // ms, one way
+}
+
+func (c simultCase) String() string {
+	return fmt.Sprintf("%d/%d Mbit/s, %d/%d ms", c.rate1, c.rate2, c.delay1, c.delay2)
+}
+
+// budget is simult_flows.sh's time limit for size bytes.
+func (c simultCase) budget(size int64) time.Duration {
+	ms := 1000*size*8*10/(int64(c.rate1+c.rate2)*1000*1000*9) + 400 + 50
+	return time.Duration(ms) * time.Millisecond
+}
+
+var simultCases = []simultCase{
+	{10, 10, 0, 0}, {10, 10, 1, 25}, {10, 10, 25, 1},
+	{15, 5, 0, 0}, {15, 5, 1, 25}, {15, 5, 25, 1},
+}
+
+const simultSize = 16 << 20
+
+func TestScenarioSimultFlows(t *testing.T) {
+	requireScenarios(t)
+	type row struct {
+		c   simultCase
+		res scenarioResult
+	}
+	var rows []row
+	var plotted []scenarioResult
+	for _, c := range simultCases {
+		t.Run(strings.NewReplacer(" ", "", "/", "-", ",", "_").Replace(c.String()), func(t *testing.T) {
+			s := scenario{
+				paths: []emu.Config{
+					{Rate: c.rate1 * 1e6, Delay: time.Duration(c.delay1) * time.Millisecond},
+					{Rate: c.rate2 * 1e6, Delay: time.Duration(c.delay2) * time.Millisecond},
+				},
+				flags:   []string{"subflow"},
+				up:      simultSize,
+				down:    simultSize,
+				timeout: 60 * time.Second,
+			}
+			for _, p := range scenarioPairings {
+				t.Run(p.String(), func(t *testing.T) {
+					res := runScenario(t, p, s)
+					rows = append(rows, row{c, res})
+					if res.err == nil {
+						t.Logf("%v %v: up %v (%.2f Mbit/s), down %v (%.2f Mbit/s), shares %.2f, budget %v",
+							c, pairingLabel(p), res.upTime.Round(time.Millisecond), res.upMbps(s),
+							res.downTime.Round(time.Millisecond), res.downMbps(s), res.shares(), c.budget(simultSize))
+					}
+					if c == (simultCase{15, 5, 25, 1}) {
+						plotted = append(plotted, res)
+					}
+				})
+			}
+		})
+	}
+
+	var b strings.Builder
+	b.WriteString("## simult_flows: two paths, 16 MiB each way at once\n\n")
+	b.WriteString("The kernel selftest's cases (`simult_flows.sh`): rates and one-way delays of path 1 / path 2, in both directions; ")
+	b.WriteString("the client opens the second subflow. Budget = the script's: 16 MiB at 90 % of the summed rate + 450 ms ")
+	fmt.Fprintf(&b, "(%.3f s for every case). Time is from the start of the transfer (both subflows up) to the last byte received; ", simultCases[0].budget(simultSize).Seconds())
+	b.WriteString("share is each path's part of all bytes both directions put on the paths.\n\n")
+	b.WriteString("| rates, delays | pairing | time up / down (s) | goodput up / down (Mbit/s) | of summed rate | share path 1 / 2 | within budget |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		if r.res.err != nil {
+			fmt.Fprintf(&b, "| %v | %s | failed: %v | | | | no |\n", r.c, pairingLabel(r.res.p), r.res.err)
+			continue
+		}
+		s := scenario{up: simultSize, down: simultSize}
+		sh := r.res.shares()
+		worst := max(r.res.upTime, r.res.downTime)
+		ok := "yes"
+		if worst > r.c.budget(simultSize) {
+			ok = fmt.Sprintf("**no** (+%.2f s)", (worst - r.c.budget(simultSize)).Seconds())
+		}
+		sum := float64(r.c.rate1 + r.c.rate2)
+		fmt.Fprintf(&b, "| %v | %s | %.2f / %.2f | %.2f / %.2f | %.0f %% / %.0f %% | %.2f / %.2f | %s |\n",
+			r.c, pairingLabel(r.res.p), r.res.upTime.Seconds(), r.res.downTime.Seconds(),
+			r.res.upMbps(s), r.res.downMbps(s), 100*r.res.upMbps(s)/sum, 100*r.res.downMbps(s)/sum,
+			sh[0], sh[1], ok)
+	}
+	if len(plotted) > 0 {
+		file := "scenario-simult-15-5-25-1.png"
+		if err := plotScenario(file, "simult_flows 15/5 Mbit/s, 25/1 ms: download (server → client) per path",
+			plotted, []string{"path 1 (15 Mbit/s, 25 ms)", "path 2 (5 Mbit/s, 1 ms)"}, false, nil); err != nil {
+			t.Errorf("plot: %v", err)
+		} else {
+			fmt.Fprintf(&b, "\n![per-path goodput, 15/5 Mbit/s, 25/1 ms](%s)\n", file)
+		}
+	}
+	writeScenarioSection(t, "1-simult", b.String())
+}
