@@ -13,6 +13,7 @@ package netns_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -28,6 +29,13 @@ func TestEarlyFallbackToKernelClient(t *testing.T) {
 	defer cancel()
 	topo := netns.New(t, netns.Config{Paths: 1, B: ourSide})
 	p := topo.Path(0)
+	if dir := os.Getenv("MPTCPGO_PCAP"); dir != "" {
+		pc := p.B.NS.Start("dumpcap", "-i", p.B.Name, "-s", "120", "-w", dir+"/early.pcapng")
+		if err := pc.WaitOutput(ctx, "Capturing on"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Stop() })
+	}
 	strip := p.A.StripMPTCP()
 	ln := listenOurs(t, topo.B, p.B.HostPort(netns.IPv4, 0))
 	const n = 8 << 20
