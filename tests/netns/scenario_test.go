@@ -75,6 +75,8 @@ type scenarioResult struct {
 	// after the emulator) since the start, read every sampleEvery; the last entry is the end.
 	ab, ba [][]uint64
 	at     []time.Duration // when each sample was read
+	// dropped is the part of the packets the emulator was given that its random loss dropped.
+	dropped float64
 }
 
 // upMbps and downMbps are the goodputs of each direction.
@@ -182,6 +184,17 @@ func runScenario(t *testing.T, p pairing, s scenario) scenarioResult {
 		}
 	}
 	sample(time.Since(start))
+	var given, lost uint64
+	for _, pe := range pes {
+		for _, l := range pe.Links() {
+			st := l.Stats()
+			given += st.Packets + st.LossDrops + st.QueueDrops + st.DownDrops + st.Overflow
+			lost += st.LossDrops
+		}
+	}
+	if given > 0 {
+		res.dropped = float64(lost) / float64(given)
+	}
 	if c.err != nil || v.err != nil {
 		res.err = fmt.Errorf("client: %v; server: %v", c.err, v.err)
 		t.Errorf("%v: %v", p, res.err)
