@@ -42,7 +42,7 @@ func plotScenario(file, title string, runs []scenarioResult, pathNames []string,
 			series[k] = append(series[k], xy)
 		}
 	}
-	ymax *= 1.1
+	ymax *= 1.3 // room for the legend above the lines
 	if ymax == 0 {
 		ymax = 1
 	}
@@ -58,6 +58,7 @@ func plotScenario(file, title string, runs []scenarioResult, pathNames []string,
 		p.X.Label.Text = "time (s)"
 		p.Y.Label.Text = "Mbit/s"
 		p.Y.Min, p.Y.Max = 0, ymax
+		p.X.Min = 0
 		p.Add(plotter.NewGrid())
 		for i, xy := range series[k] {
 			if len(xy) == 0 {
@@ -81,7 +82,7 @@ func plotScenario(file, title string, runs []scenarioResult, pathNames []string,
 			l.Color = color.Gray{Y: 90}
 			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 			p.Add(l)
-			lb, err := plotter.NewLabels(plotter.XYLabels{XYs: plotter.XYs{{X: x, Y: ymax * 0.97}}, Labels: []string{" " + ev.Name}})
+			lb, err := plotter.NewLabels(plotter.XYLabels{XYs: plotter.XYs{{X: x, Y: ymax * 0.72}}, Labels: []string{" " + ev.Name}})
 			if err != nil {
 				return err
 			}

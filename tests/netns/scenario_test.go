@@ -188,6 +188,7 @@ func runScenario(t *testing.T, p pairing, s scenario) scenarioResult {
 	for _, pe := range pes {
 		for _, l := range pe.Links() {
 			st := l.Stats()
+			t.Logf("emulator %s: %+v", l.Dev(), st)
 			given += st.Packets + st.LossDrops + st.QueueDrops + st.DownDrops + st.Overflow
 			lost += st.LossDrops
 		}
