@@ -41,8 +41,8 @@ func TestScenarioHandover(t *testing.T) {
 	b.WriteString("Throughput per path and phase is what the emulator delivered downward (IP bytes, Mbit/s); ")
 	b.WriteString("the gap is the longest wait between two reads that returned data at the client; ")
 	b.WriteString("Wi-Fi back is when Wi-Fi first carried more than 1 Mbit/s again (in 250 ms samples).\n\n")
-	b.WriteString("| LTE | pairing | time (s) | goodput (Mbit/s) | longest gap (ms) | Wi-Fi 0–5 / 5–15 / 15– s | LTE 0–5 / 5–15 / 15– s | Wi-Fi back at |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| LTE | pairing | time (s) | goodput (Mbit/s) | longest gap (ms) | Wi-Fi 0–5 / 5–15 / 15– s | LTE 0–5 / 5–15 / 15– s | Wi-Fi back at | checks |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, backup := range []bool{false, true} {
 		name, flags := "subflow", []string{"subflow"}
 		if backup {
@@ -59,7 +59,7 @@ func TestScenarioHandover(t *testing.T) {
 					res := runScenario(t, p, s)
 					runs = append(runs, res)
 					if res.err != nil {
-						fmt.Fprintf(&b, "| %s | %s | failed: %v | | | | | |\n", name, pairingLabel(p), res.err)
+						fmt.Fprintf(&b, "| %s | %s | failed: %v | | | | | | |\n", name, pairingLabel(p), res.err)
 						return
 					}
 					wifi, lte := phaseMbps(res, 0), phaseMbps(res, 1)
@@ -67,9 +67,9 @@ func TestScenarioHandover(t *testing.T) {
 					if at, ok := resumedAt(res, 0, 15*time.Second); ok {
 						back = fmt.Sprintf("%.2f s", at.Seconds())
 					}
-					row := fmt.Sprintf("| %s | %s | %.2f | %.2f | %d | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %s |\n",
+					row := fmt.Sprintf("| %s | %s | %.2f | %.2f | %d | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %s | %s |\n",
 						name, pairingLabel(p), res.downTime.Seconds(), res.downMbps(s), res.downGap.Milliseconds(),
-						wifi[0], wifi[1], wifi[2], lte[0], lte[1], lte[2], back)
+						wifi[0], wifi[1], wifi[2], lte[0], lte[1], lte[2], back, res.checks(t.Failed()))
 					t.Log(strings.TrimSpace(row))
 					b.WriteString(row)
 				})

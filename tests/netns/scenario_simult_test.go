@@ -48,8 +48,9 @@ const simultSize = 16 << 20
 func TestScenarioSimultFlows(t *testing.T) {
 	requireScenarios(t)
 	type row struct {
-		c   simultCase
-		res scenarioResult
+		c      simultCase
+		res    scenarioResult
+		failed bool
 	}
 	var rows []row
 	var plotted []scenarioResult
@@ -68,7 +69,7 @@ func TestScenarioSimultFlows(t *testing.T) {
 			for _, p := range scenarioPairings {
 				t.Run(p.String(), func(t *testing.T) {
 					res := runScenario(t, p, s)
-					rows = append(rows, row{c, res})
+					rows = append(rows, row{c, res, t.Failed()})
 					if res.err == nil {
 						t.Logf("%v %v: up %v (%.2f Mbit/s), down %v (%.2f Mbit/s), shares %.2f, budget %v",
 							c, pairingLabel(p), res.upTime.Round(time.Millisecond), res.upMbps(s),
@@ -88,11 +89,11 @@ func TestScenarioSimultFlows(t *testing.T) {
 	b.WriteString("the client opens the second subflow. Budget = the script's: 16 MiB at 90 % of the summed rate + 450 ms ")
 	fmt.Fprintf(&b, "(%.3f s for every case). Time is from the start of the transfer (both subflows up) to the last byte received; ", simultCases[0].budget(simultSize).Seconds())
 	b.WriteString("share is each path's part of all bytes both directions put on the paths.\n\n")
-	b.WriteString("| rates, delays | pairing | time up / down (s) | goodput up / down (Mbit/s) | of summed rate | share path 1 / 2 | within budget |\n")
-	b.WriteString("|---|---|---|---|---|---|---|\n")
+	b.WriteString("| rates, delays | pairing | time up / down (s) | goodput up / down (Mbit/s) | of summed rate | share path 1 / 2 | within budget | checks |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		if r.res.err != nil {
-			fmt.Fprintf(&b, "| %v | %s | failed: %v | | | | no |\n", r.c, pairingLabel(r.res.p), r.res.err)
+			fmt.Fprintf(&b, "| %v | %s | failed: %v | | | | no | |\n", r.c, pairingLabel(r.res.p), r.res.err)
 			continue
 		}
 		s := scenario{up: simultSize, down: simultSize}
@@ -103,10 +104,10 @@ func TestScenarioSimultFlows(t *testing.T) {
 			ok = fmt.Sprintf("**no** (+%.2f s)", (worst - r.c.budget(simultSize)).Seconds())
 		}
 		sum := float64(r.c.rate1 + r.c.rate2)
-		fmt.Fprintf(&b, "| %v | %s | %.2f / %.2f | %.2f / %.2f | %.0f %% / %.0f %% | %.2f / %.2f | %s |\n",
+		fmt.Fprintf(&b, "| %v | %s | %.2f / %.2f | %.2f / %.2f | %.0f %% / %.0f %% | %.2f / %.2f | %s | %s |\n",
 			r.c, pairingLabel(r.res.p), r.res.upTime.Seconds(), r.res.downTime.Seconds(),
 			r.res.upMbps(s), r.res.downMbps(s), 100*r.res.upMbps(s)/sum, 100*r.res.downMbps(s)/sum,
-			sh[0], sh[1], ok)
+			sh[0], sh[1], ok, r.res.checks(r.failed))
 	}
 	if len(plotted) > 0 {
 		file := "scenario-simult-15-5-25-1.png"
