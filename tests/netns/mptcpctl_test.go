@@ -22,36 +22,10 @@ import (
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
-var mptcpctlBin struct {
-	sync.Once
-	path string
-	err  error
-}
+var mptcpctlBin builtBin
 
-// mptcpctl builds the CLI once per test binary, in a directory any user may enter (the
-// non-root test runs it as nobody).
-func mptcpctl(t testing.TB) string {
-	t.Helper()
-	mptcpctlBin.Do(func() {
-		dir, err := os.MkdirTemp("", "mptcpctl-test-")
-		if err == nil {
-			err = os.Chmod(dir, 0o755)
-		}
-		if err != nil {
-			mptcpctlBin.err = err
-			return
-		}
-		mptcpctlBin.path = filepath.Join(dir, "mptcpctl")
-		out, err := exec.Command("go", "build", "-o", mptcpctlBin.path, "github.com/mptcpgo/mptcpgo/cmd/mptcpctl").CombinedOutput()
-		if err != nil {
-			mptcpctlBin.err = fmt.Errorf("build mptcpctl: %v\n%s", err, out)
-		}
-	})
-	if mptcpctlBin.err != nil {
-		t.Fatal(mptcpctlBin.err)
-	}
-	return mptcpctlBin.path
-}
+// mptcpctl builds the CLI once per test binary.
+func mptcpctl(t testing.TB) string { return mptcpctlBin.get(t, "mptcpctl") }
 
 // ctlSocket returns a socket path in a directory any user may enter.
 func ctlSocket(t *testing.T) string {

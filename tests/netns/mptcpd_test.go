@@ -18,32 +18,41 @@ import (
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
-var mptcpdBin struct {
+// builtBin is a command of this module built once per test binary, in a directory any user
+// may enter (the non-root tests run binaries as nobody).
+type builtBin struct {
 	sync.Once
 	path string
 	err  error
 }
 
-// mptcpd builds the daemon once per test binary.
-func mptcpd(t testing.TB) string {
+func (b *builtBin) get(t testing.TB, name string) string {
 	t.Helper()
-	mptcpdBin.Do(func() {
-		dir, err := os.MkdirTemp("", "mptcpd-test-")
+	b.Do(func() {
+		dir, err := os.MkdirTemp("", name+"-test-")
+		if err == nil {
+			err = os.Chmod(dir, 0o755)
+		}
 		if err != nil {
-			mptcpdBin.err = err
+			b.err = err
 			return
 		}
-		mptcpdBin.path = filepath.Join(dir, "mptcpd")
-		out, err := exec.Command("go", "build", "-o", mptcpdBin.path, "github.com/mptcpgo/mptcpgo/cmd/mptcpd").CombinedOutput()
+		b.path = filepath.Join(dir, name)
+		out, err := exec.Command("go", "build", "-o", b.path, "github.com/mptcpgo/mptcpgo/cmd/"+name).CombinedOutput()
 		if err != nil {
-			mptcpdBin.err = fmt.Errorf("build mptcpd: %v\n%s", err, out)
+			b.err = fmt.Errorf("build %s: %v\n%s", name, err, out)
 		}
 	})
-	if mptcpdBin.err != nil {
-		t.Fatal(mptcpdBin.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return mptcpdBin.path
+	return b.path
 }
+
+var mptcpdBin builtBin
+
+// mptcpd builds the daemon once per test binary.
+func mptcpd(t testing.TB) string { return mptcpdBin.get(t, "mptcpd") }
 
 // startMptcpd runs the daemon in ns with args and waits for its ready file; it returns the
 // process and the listening addresses in rule order.
