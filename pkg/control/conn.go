@@ -79,6 +79,7 @@ type Conn struct {
 	rdl, wdl *deadline
 
 	evCh     chan datapath.Event
+	early    []datapath.Event // events that came before the Conn was registered; run handles them first
 	rxCh     chan rxChunk
 	txDoneCh chan txDone
 	kick     chan struct{}
@@ -537,6 +538,10 @@ func (c *Conn) run() {
 		c.pmq.wake = make(chan struct{}, 1)
 		go c.pmLoop()
 	}
+	for _, ev := range c.early {
+		c.handleEvent(ev)
+	}
+	c.early = nil
 	if c.server && c.mptcp.Load() {
 		// A client counts the connection fully established at our first DSS (RFC 8684
 		// §3.1): the kernel's opens its subflows only then. Do not wait for data to send it.

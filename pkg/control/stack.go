@@ -63,6 +63,7 @@ type Stack struct {
 		nextSub   uint32
 		conns     map[uint32]*Conn            // by conn slot
 		pending   map[uint32][]datapath.Event // events for slots not claimed yet (passive opens)
+		claimed   map[uint32]bool             // conn slots accepted, their Conn not registered yet
 		listeners int
 		queued    []ticketRec          // pushed, not taken yet (FIFO, as the BPF queue)
 		taken     []ticketRec          // taken by a SYN/ACK, not yet accepted
@@ -150,6 +151,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	}
 	s.mu.conns = map[uint32]*Conn{}
 	s.mu.pending = map[uint32][]datapath.Event{}
+	s.mu.claimed = map[uint32]bool{}
 	if w, ok := cfg.PathManager.(endpointWatcher); ok {
 		// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
 		w.OnEndpoint(func(e pm.Endpoint, present bool) {
@@ -293,6 +295,9 @@ func (s *Stack) dispatch() {
 
 // ticketSlotLocked reports whether a conn slot belongs to a ticket not yet accepted.
 func (s *Stack) ticketSlotLocked(slot uint32) bool {
+	if s.mu.claimed[slot] {
+		return true
+	}
 	for _, t := range s.mu.taken {
 		if t.Conn == slot {
 			return true
@@ -385,6 +390,7 @@ func (s *Stack) releaseConn(conn uint32, token uint32) {
 	defer s.mu.Unlock()
 	delete(s.mu.conns, conn)
 	delete(s.mu.pending, conn)
+	delete(s.mu.claimed, conn)
 	s.dp.Conn(conn).Ctl.LocalKey = 0
 	s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Now()})
 }
@@ -432,17 +438,16 @@ func (s *Stack) conn(slot uint32) *Conn {
 	return s.mu.conns[slot]
 }
 
-// register makes a connection receive the events of its slot, including any that arrived before
-// it existed.
+// register makes a connection receive the events of its slot. Those that arrived before it
+// existed are handed over in the same step, so that its goroutine handles them first and in
+// order: the dispatcher delivers newer ones only after the lock is released.
 func (s *Stack) register(c *Conn) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.mu.conns[c.slot] = c
-	evs := s.mu.pending[c.slot]
+	delete(s.mu.claimed, c.slot)
+	c.early = append(c.early, s.mu.pending[c.slot]...)
 	delete(s.mu.pending, c.slot)
-	s.mu.Unlock()
-	for _, ev := range evs {
-		c.deliver(ev)
-	}
 }
 
 // refillTicketsLocked accounts for tickets the datapath took, reclaims stale ones and tops the
@@ -567,6 +572,8 @@ func (s *Stack) claimTicket(conn uint32, key uint64) (t ticketRec, ok bool) {
 	for i, t := range s.mu.taken {
 		if t.Conn == conn && t.Key == key {
 			s.mu.taken = append(s.mu.taken[:i], s.mu.taken[i+1:]...)
+			// Events keep being queued for the slot until its Conn is registered.
+			s.mu.claimed[conn] = true
 			return t, true
 		}
 	}
