@@ -163,7 +163,7 @@ struct sub_st {
 	__u32 mss;
 	__u32 packets_out;
 	__u32 total_retrans;
-	__u32 _pad;
+	__u32 nomap_rel;    /* relative SSN of the last data segment without a mapping */
 	__u64 ack_sent;     /* the DATA_ACK this subflow last wrote (a dead path's count for nothing) */
 };
 

@@ -802,6 +802,7 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 		if (idx < 0) {
 			dp_count(DP_DSS_TX_NOMAP);
 			sb->st.tx_nomap++;
+			sb->st.nomap_rel = rel;
 			goto ack_only;
 		}
 		sb->st.txmap_hint = idx;
@@ -1139,6 +1140,15 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 	if (payload > skops->skb_len)
 		payload = 0;
 	seg = ((__u8 *)&th)[13] | (payload ? SEG_HAS_PAYLOAD : 0);
+	if (seg & TCP_FLAG_ACK) {
+		/* The subflow-level ACK, seen here before TCP processes it: Go's scheduler and stale
+		 * detection read how far the peer acknowledged, also on a subflow that sends nothing
+		 * more (the write callback alone would leave the value behind). */
+		__u32 ack_rel = bpf_ntohl(th.ack_seq) - s->snd_isn, nxt_rel = skops->snd_nxt - s->snd_isn;
+
+		if ((__s32)(ack_rel - sb->st.snd_una_rel) > 0 && (__s32)(nxt_rel - ack_rel) >= 0)
+			sb->st.snd_una_rel = ack_rel;
+	}
 	w.len = optlen;
 	for (int i = 0; i < 8; i++) {
 		int n = mptcp_next_opt(&sc->ob, &w), r;

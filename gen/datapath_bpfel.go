@@ -201,7 +201,7 @@ type DatapathSub struct {
 		Mss          uint32
 		PacketsOut   uint32
 		TotalRetrans uint32
-		Pad          uint32
+		NomapRel     uint32
 		AckSent      uint64
 	}
 }

@@ -586,6 +586,7 @@ func (c *Conn) run() {
 		case <-tick.C:
 			c.checkDraining(false)
 			c.checkSubflows()
+			c.reportNoMapping()
 			c.ackIfIdle()
 			c.retransmitAnnounces()
 		}
@@ -1289,6 +1290,30 @@ func (c *Conn) reinjectFrom(sf *subflow) {
 // checkSubflows marks subflows stale that make no progress with data outstanding: their data
 // goes on the other subflows. RFC 8684 leaves the test to us; the kernel waits for four RTOs
 // (stale_loss_cnt), we for max(250 ms, 3 RTT) without an acknowledgement.
+// reportNoMapping logs data segments the datapath wrote without a DSS because no mapping in
+// the subflow's table covered them (counted as DSSTxNoMapping): the peer cannot place those
+// bytes. The log shows where the table stood.
+func (c *Conn) reportNoMapping() {
+	if !c.mptcp.Load() {
+		return
+	}
+	for _, sf := range c.subs {
+		n := atomic.LoadUint64(&sf.shm.St.TxNomap)
+		if n == sf.nomapSeen {
+			continue
+		}
+		sf.nomapSeen = n
+		head := atomic.LoadUint64(&sf.shm.Ctl.TxmapHead)
+		lo := head - min(head, uint64(datapath.TxMapRing-1))
+		first, last := sf.shm.Ctl.Txmap[lo%uint64(datapath.TxMapRing)], sf.shm.Ctl.Txmap[(head-1)%uint64(datapath.TxMapRing)]
+		una, _, _ := sf.ackedRel()
+		c.stack.log.Warn("data segment written without a mapping", "token", c.token, "slot", sf.slot, "count", n,
+			"ssn", atomic.LoadUint32(&sf.shm.St.NomapRel), "una", uint32(una), "head", head,
+			"oldest", fmt.Sprintf("%d+%d", first.Ssn, first.Len), "newest", fmt.Sprintf("%d+%d", last.Ssn, last.Len),
+			"written", sf.written.Load())
+	}
+}
+
 func (c *Conn) checkSubflows() {
 	if len(c.subs) < 2 {
 		return
@@ -1298,8 +1323,10 @@ func (c *Conn) checkSubflows() {
 		if !sf.ready || sf.eof {
 			continue
 		}
-		una := atomic.LoadUint32(&sf.shm.St.SndUnaRel)
-		outstanding := int64(sf.written.Load())-int64(una-1) > 0
+		una, outstanding, err := sf.ackedRel()
+		if err != nil {
+			continue
+		}
 		if una != sf.lastUna || !outstanding {
 			sf.lastUna, sf.lastProgress = una, now
 			if sf.stale {

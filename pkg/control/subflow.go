@@ -51,7 +51,9 @@ type subflow struct {
 	backup       bool       // ours (MP_JOIN B flag we sent, or MP_PRIO we sent)
 	peerBackup   bool       // the peer's (its MP_JOIN B flag, or its MP_PRIO)
 	inflight     []dsnRange // mappings handed to this subflow not yet DATA_ACKed
-	lastUna      uint32
+	lastUna      seqnum.Value
+	nomapSeen    uint64 // DSSTxNoMapping of this subflow last reported
+	ackBase      uint64 // TCP_INFO bytes_acked before any data (1 on an active open: the SYN)
 	lastProgress time.Time
 	bytesRecv    uint64
 	lastRst      *ResetError
@@ -116,6 +118,11 @@ func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
 	}
 	if err := raw.Control(func(fd uintptr) { sf.fd = int(fd) }); err != nil {
 		return nil, err
+	}
+	// TCP counts the SYN in bytes_acked on an active open: the baseline taken before any data
+	// is written makes acknowledged relative SSNs exact in both roles.
+	if info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+		sf.ackBase = info.Bytes_acked
 	}
 	if sf.shm != nil {
 		// The datapath scales the peer's window with it (the DATA_ACK's window, §3.3.4).
@@ -193,24 +200,27 @@ func (sf *subflow) reportTx(n int, err error) {
 	}
 }
 
-// claimTxSlot waits until the table slot the next mapping overwrites is acknowledged at the
-// subflow level: a retransmission can then no longer need the old mapping.
+// claimTxSlot waits until the mappings the next one pushes out of the datapath's view are
+// acknowledged at the subflow level: a retransmission can then no longer need them. Writing
+// entry head reuses the slot of entry head-RING, and once head+1 is published the datapath
+// searches only the last RING-1 entries, so entry head-(RING-1) leaves its view as well: that
+// one, the later of the two, must be acknowledged.
 func (sf *subflow) claimTxSlot(acked *uint32) error {
 	head := sf.shm.Ctl.TxmapHead
-	if head < uint64(datapath.TxMapRing) {
+	if head < uint64(datapath.TxMapRing-1) {
 		return nil
 	}
-	old := sf.shm.Ctl.Txmap[head%uint64(datapath.TxMapRing)]
+	old := sf.shm.Ctl.Txmap[(head+1)%uint64(datapath.TxMapRing)]
 	end := seqnum.Value(old.Ssn).Add(uint32(old.Len))
 	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
 		if end.LessThanEq(seqnum.Value(*acked)) {
 			return nil
 		}
-		info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		una, _, err := sf.ackedRel()
 		if err != nil {
-			return fmt.Errorf("read subflow TCP_INFO: %w", err)
+			return err
 		}
-		*acked = uint32(info.Bytes_acked) + 1
+		*acked = uint32(una)
 		if end.LessThanEq(seqnum.Value(*acked)) {
 			return nil
 		}
@@ -341,6 +351,16 @@ func (sf *subflow) startDrain(d time.Duration) {
 	if !sf.eof {
 		unix.Shutdown(sf.fd, unix.SHUT_RD)
 	}
+}
+
+// ackedRel reads from TCP_INFO the first relative SSN the peer has not acknowledged at the
+// subflow level, and whether anything is outstanding.
+func (sf *subflow) ackedRel() (una seqnum.Value, outstanding bool, err error) {
+	info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0, false, fmt.Errorf("read subflow TCP_INFO: %w", err)
+	}
+	return seqnum.Value(uint32(info.Bytes_acked-sf.ackBase) + 1), info.Unacked > 0, nil
 }
 
 // srtt is the subflow's smoothed RTT as the datapath last saw it.

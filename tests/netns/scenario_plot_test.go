@@ -21,6 +21,9 @@ import (
 // server) or downward. The runs sit side by side, two per row, on one y scale, with the
 // events as dashed vertical lines. The PNG goes to docs/file.
 func plotScenario(file, title string, runs []scenarioResult, pathNames []string, up bool, events []emu.Event) error {
+	if len(runs) == 0 {
+		return nil // a filtered run (-run) chose none of these
+	}
 	var ymax float64
 	series := make([][]plotter.XYs, len(runs))
 	for k, r := range runs {

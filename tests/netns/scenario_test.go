@@ -202,6 +202,9 @@ func runScenario(t *testing.T, p pairing, s scenario) scenarioResult {
 		res.err = fmt.Errorf("client: %v; server: %v", c.err, v.err)
 		t.Errorf("%v: %v", p, res.err)
 		r.logInfo()
+		if res.moved = movedCounters(r); len(res.moved) > 0 {
+			t.Errorf("counters: %s", strings.Join(res.moved, ", "))
+		}
 		return res
 	}
 	res.upTime, res.downTime = v.g.last.Sub(start), c.g.last.Sub(start)

@@ -1,0 +1,76 @@
+package control
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+)
+
+// bpfWindow is the range of txmap entries the datapath searches (find_txmap in bpf/sockops.h):
+// the last RING-1 entries before head.
+func bpfWindow(head uint64) (lo, hi uint64) {
+	ring := uint64(datapath.TxMapRing)
+	if head > ring-1 {
+		lo = head - (ring - 1)
+	}
+	return lo, head
+}
+
+// TestClaimTxSlotKeepsUnackedInView writes mappings of random sizes while the peer
+// acknowledges slowly, and checks after every publication that each mapping not yet
+// acknowledged is still in the datapath's search window with its original bytes: a
+// retransmission must always find its mapping (DSSTxNoMapping).
+func TestClaimTxSlotKeepsUnackedInView(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	sf := &subflow{shm: &datapath.Sub{}, fd: -1, c: &Conn{}}
+	type rec struct {
+		ssn seqnum.Value
+		n   int
+	}
+	var all []rec
+	ssn := seqnum.Value(1)
+	var acked uint32 = 1
+	for i := 0; i < 5000; i++ {
+		n := 1 + rng.IntN(65535)
+		// The fd is invalid, so a claim cannot wait for acknowledgments: when it is refused,
+		// the peer acknowledges the oldest unacknowledged mapping, one at a time, until the
+		// claim succeeds.
+		for k := 0; sf.claimTxSlot(&acked) != nil; k++ {
+			if k == len(all) {
+				t.Fatalf("claim refused with everything acknowledged (to %d)", acked)
+			}
+			for _, r := range all {
+				if end := r.ssn.Add(uint32(r.n)); seqnum.Value(acked).LessThan(end) {
+					acked = uint32(end)
+					break
+				}
+			}
+		}
+		sf.addTxMap(txChunk{dsn: seqnum.DSN(1000 + uint64(ssn)), n: n}, ssn)
+		all = append(all, rec{ssn, n})
+		ssn = ssn.Add(uint32(n))
+		lo, hi := bpfWindow(sf.shm.Ctl.TxmapHead)
+		for j := range all {
+			r := all[j]
+			if r.ssn.Add(uint32(r.n)).LessThanEq(seqnum.Value(acked)) {
+				continue // acknowledged: a retransmission cannot need it
+			}
+			if uint64(j) < lo || uint64(j) >= hi {
+				t.Fatalf("after %d mappings: unacknowledged entry %d (%d+%d) is outside the datapath's window [%d, %d)",
+					i+1, j, r.ssn, r.n, lo, hi)
+			}
+			e := sf.shm.Ctl.Txmap[uint64(j)%uint64(datapath.TxMapRing)]
+			if seqnum.Value(e.Ssn) != r.ssn || int(e.Len) != r.n {
+				t.Fatalf("entry %d overwritten: %d+%d, want %d+%d", j, e.Ssn, e.Len, r.ssn, r.n)
+			}
+		}
+		// The peer acknowledges part of what is in flight now and then, seldom enough that the
+		// table fills and claims have to wait.
+		if rng.IntN(128) == 0 {
+			inflight := uint32(ssn) - acked
+			acked += uint32(rng.IntN(int(inflight)/2 + 1))
+		}
+	}
+}
