@@ -454,6 +454,7 @@ type SubflowInfo struct {
 	PeerBackup bool // the peer's (MP_JOIN B flag or MP_PRIO)
 	Ready      bool // may carry data
 	Stale      bool
+	Lossy      bool // in loss recovery holding the oldest data: its data went elsewhere too
 	SRTT       time.Duration
 	Cwnd       uint32
 	BytesSent  uint64 // written to the socket
@@ -1183,7 +1184,7 @@ func usable(subs []*subflow) []*subflow {
 	for _, sf := range subs {
 		switch {
 		case !sf.ready || sf.eof || sf.gone:
-		case sf.stale:
+		case sf.stale || sf.lossy:
 			stale = append(stale, sf)
 		case sf.backup || sf.peerBackup:
 			backup = append(backup, sf)
@@ -1281,15 +1282,22 @@ func (st *connState) advanceUnsent(n int) {
 }
 
 // reinjectFrom queues what a subflow had in flight, not yet DATA_ACKed, to go again on others.
+// otherUsable reports whether a subflow other than sf can carry data now.
+func (c *Conn) otherUsable(sf *subflow) bool {
+	for _, x := range c.subs {
+		if x != sf && x.ready && !x.eof && !x.gone && !x.stale && !x.lossy && x.draining.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Conn) reinjectFrom(sf *subflow) {
 	sf.trimInflight(c.st.sndUna)
 	c.st.reinject = append(c.st.reinject, sf.inflight...)
 	sf.inflight = nil
 }
 
-// checkSubflows marks subflows stale that make no progress with data outstanding: their data
-// goes on the other subflows. RFC 8684 leaves the test to us; the kernel waits for four RTOs
-// (stale_loss_cnt), we for max(250 ms, 3 RTT) without an acknowledgement.
 // reportNoMapping logs data segments the datapath wrote without a DSS because no mapping in
 // the subflow's table covered them (counted as DSSTxNoMapping): the peer cannot place those
 // bytes. The log shows where the table stood.
@@ -1314,6 +1322,15 @@ func (c *Conn) reportNoMapping() {
 	}
 }
 
+// checkSubflows marks subflows stale that make no progress with data outstanding: their data
+// goes on the other subflows. RFC 8684 leaves the test to us; the kernel waits for four RTOs
+// (stale_loss_cnt), we for max(250 ms, 3 RTT) without an acknowledgement.
+//
+// A subflow long in loss recovery (max(250 ms, 4 RTT)) that holds the connection's oldest
+// unacknowledged data holds up everything behind it: without SACK (see the README) TCP repairs a burst loss one segment per
+// round trip, and the peer's connection-level window stays full meanwhile. Its data in flight
+// goes on the other subflows too, and it gets no new data until TCP has recovered, as the
+// kernel's MPTCP-level retransmission does for data stuck on a subflow.
 func (c *Conn) checkSubflows() {
 	if len(c.subs) < 2 {
 		return
@@ -1323,9 +1340,29 @@ func (c *Conn) checkSubflows() {
 		if !sf.ready || sf.eof {
 			continue
 		}
-		una, outstanding, err := sf.ackedRel()
+		info, err := sf.tcpInfo()
 		if err != nil {
 			continue
+		}
+		una, outstanding := sf.ackedFrom(info)
+		inLoss := info.Ca_state >= tcpCARecovery
+		switch {
+		case !inLoss:
+			sf.lossSince = time.Time{}
+			if sf.lossy {
+				sf.lossy = false
+				c.stack.log.Debug("subflow recovered from loss", "token", c.token, "slot", sf.slot)
+			}
+		case sf.lossSince.IsZero():
+			sf.lossSince = now
+		}
+		// A short recovery (random loss) repairs itself; a long one is a burst loss.
+		longLoss := inLoss && now.Sub(sf.lossSince) >= max(250*time.Millisecond, 4*sf.srtt())
+		if !sf.lossy && longLoss && sf.holds(c.st.sndUna) && c.otherUsable(sf) {
+			sf.lossy = true
+			c.stack.stats.SubflowLossy.Add(1)
+			c.stack.log.Debug("subflow in loss recovery holds the oldest data: re-sending it elsewhere", "token", c.token, "slot", sf.slot)
+			c.reinjectFrom(sf)
 		}
 		if una != sf.lastUna || !outstanding {
 			sf.lastUna, sf.lastProgress = una, now

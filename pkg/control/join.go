@@ -97,7 +97,9 @@ func (c *Conn) AddSubflow(local netip.Addr, localID uint8, remote netip.AddrPort
 
 // startJoin prepares a join subflow's slot and state and dials it in the background.
 func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort, remoteID uint8, backup bool) error {
-	if !c.mptcp.Load() || c.Err() != nil {
+	if !c.mptcp.Load() || c.Err() != nil || c.userClosed.Load() {
+		// A connection being closed finishes on the subflows it has: the application is
+		// gone, and the path manager's retries must not outlive it.
 		return errConnEnded
 	}
 	for _, sf := range c.subs {

@@ -102,6 +102,7 @@ type Stats struct {
 	JoinRefused     atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
 	Reinjected      atomic.Uint64 // bytes sent again on another subflow
 	SubflowStale    atomic.Uint64 // subflows found stale
+	SubflowLossy    atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
 	AddAddrRx       atomic.Uint64 // ADD_ADDRs with a valid HMAC
 	AddAddrBadHMAC  atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
 	RmAddrRx        atomic.Uint64
@@ -218,6 +219,7 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"JoinRefused":        &s.stats.JoinRefused,
 		"ReinjectedBytes":    &s.stats.Reinjected,
 		"SubflowStale":       &s.stats.SubflowStale,
+		"SubflowLossy":       &s.stats.SubflowLossy,
 		"AddAddrAccepted":    &s.stats.AddAddrRx,
 		"AddAddrHMacFailure": &s.stats.AddAddrBadHMAC,
 		"RmAddrAccepted":     &s.stats.RmAddrRx,

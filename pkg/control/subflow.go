@@ -48,6 +48,8 @@ type subflow struct {
 	txClosed     bool
 	ready        bool       // may carry data (a join: after the fourth ACK)
 	stale        bool       // no progress with data outstanding: not used while others are
+	lossy        bool       // in TCP loss recovery holding the oldest data: not used while others are
+	lossSince    time.Time  // when TCP_INFO first showed it in loss recovery (zero: not)
 	backup       bool       // ours (MP_JOIN B flag we sent, or MP_PRIO we sent)
 	peerBackup   bool       // the peer's (its MP_JOIN B flag, or its MP_PRIO)
 	inflight     []dsnRange // mappings handed to this subflow not yet DATA_ACKed
@@ -353,14 +355,41 @@ func (sf *subflow) startDrain(d time.Duration) {
 	}
 }
 
-// ackedRel reads from TCP_INFO the first relative SSN the peer has not acknowledged at the
-// subflow level, and whether anything is outstanding.
-func (sf *subflow) ackedRel() (una seqnum.Value, outstanding bool, err error) {
+// tcpCARecovery is TCP_CA_Recovery in tcpi_ca_state; TCP_CA_Loss (after an RTO) follows it.
+const tcpCARecovery = 3
+
+func (sf *subflow) tcpInfo() (*unix.TCPInfo, error) {
 	info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
-		return 0, false, fmt.Errorf("read subflow TCP_INFO: %w", err)
+		return nil, fmt.Errorf("read subflow TCP_INFO: %w", err)
 	}
-	return seqnum.Value(uint32(info.Bytes_acked-sf.ackBase) + 1), info.Unacked > 0, nil
+	return info, nil
+}
+
+// ackedFrom returns the first relative SSN the peer has not acknowledged at the subflow level,
+// and whether anything is outstanding.
+func (sf *subflow) ackedFrom(info *unix.TCPInfo) (una seqnum.Value, outstanding bool) {
+	return seqnum.Value(uint32(info.Bytes_acked-sf.ackBase) + 1), info.Unacked > 0
+}
+
+// ackedRel is ackedFrom on a fresh TCP_INFO.
+func (sf *subflow) ackedRel() (una seqnum.Value, outstanding bool, err error) {
+	info, err := sf.tcpInfo()
+	if err != nil {
+		return 0, false, err
+	}
+	una, outstanding = sf.ackedFrom(info)
+	return una, outstanding, nil
+}
+
+// holds reports whether data at dsn was last handed to this subflow and is not yet DATA_ACKed.
+func (sf *subflow) holds(dsn seqnum.DSN) bool {
+	for _, r := range sf.inflight {
+		if !dsn.LessThan(r.dsn) && dsn.LessThan(r.end()) {
+			return true
+		}
+	}
+	return false
 }
 
 // srtt is the subflow's smoothed RTT as the datapath last saw it.
@@ -402,7 +431,7 @@ func (sf *subflow) trimInflight(una seqnum.DSN) {
 func (sf *subflow) info() SubflowInfo {
 	in := SubflowInfo{
 		Slot: sf.slot, Local: sf.local.String(), Remote: sf.remote.String(), LocalID: sf.localID, RemoteID: sf.remoteID,
-		Backup: sf.backup, PeerBackup: sf.peerBackup, Ready: sf.ready, Stale: sf.stale,
+		Backup: sf.backup, PeerBackup: sf.peerBackup, Ready: sf.ready, Stale: sf.stale, Lossy: sf.lossy,
 		BytesSent: sf.written.Load(), BytesRecv: sf.bytesRecv, Mapped: uint32(sf.mapped),
 	}
 	for i, h := range sf.rxHeld {
