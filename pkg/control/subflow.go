@@ -367,9 +367,12 @@ func (sf *subflow) tcpInfo() (*unix.TCPInfo, error) {
 }
 
 // ackedFrom returns the first relative SSN the peer has not acknowledged at the subflow level,
-// and whether anything is outstanding.
+// and whether anything is outstanding: written to the socket and not acknowledged, whether
+// TCP sent it or still queues it (a zero window, a dead path).
 func (sf *subflow) ackedFrom(info *unix.TCPInfo) (una seqnum.Value, outstanding bool) {
-	return seqnum.Value(uint32(info.Bytes_acked-sf.ackBase) + 1), info.Unacked > 0
+	una = seqnum.Value(uint32(info.Bytes_acked-sf.ackBase) + 1)
+	end := seqnum.Value(uint32(sf.written.Load()) + 1)
+	return una, una.LessThan(end)
 }
 
 // ackedRel is ackedFrom on a fresh TCP_INFO.

@@ -64,7 +64,7 @@ func ourPM(t testing.TB, l pm.Limits) *pm.Manager {
 // proves we never lean on it.
 var ourSide = netns.NamespaceConfig{Sysctls: map[string]string{"net.mptcp.enabled": "0"}}
 
-func dialOurs(t *testing.T, ctx context.Context, ns *netns.Namespace, addr string) net.Conn {
+func dialOurs(t testing.TB, ctx context.Context, ns *netns.Namespace, addr string) net.Conn {
 	t.Helper()
 	s := ourStack(t)
 	var c net.Conn
@@ -81,7 +81,7 @@ func dialOurs(t *testing.T, ctx context.Context, ns *netns.Namespace, addr strin
 	return c
 }
 
-func listenOurs(t *testing.T, ns *netns.Namespace, addr string) *control.Listener {
+func listenOurs(t testing.TB, ns *netns.Namespace, addr string) *control.Listener {
 	t.Helper()
 	s := ourStack(t)
 	var ln *control.Listener
@@ -97,7 +97,7 @@ func listenOurs(t *testing.T, ns *netns.Namespace, addr string) *control.Listene
 	return ln
 }
 
-func logNonZero(t *testing.T, who string, c map[string]uint64) {
+func logNonZero(t testing.TB, who string, c map[string]uint64) {
 	t.Helper()
 	var parts []string
 	for k, v := range c {

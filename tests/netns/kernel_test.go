@@ -11,7 +11,7 @@ import (
 )
 
 // counters fetches a namespace's MPTcpExt counters or fails the test.
-func counters(t *testing.T, ns *netns.Namespace) map[string]uint64 {
+func counters(t testing.TB, ns *netns.Namespace) map[string]uint64 {
 	t.Helper()
 	c, err := ns.MPTCPCounters()
 	if err != nil {
@@ -21,7 +21,7 @@ func counters(t *testing.T, ns *netns.Namespace) map[string]uint64 {
 }
 
 // txBytes returns an interface's TxBytes or fails the test.
-func txBytes(t *testing.T, e *netns.Iface) uint64 {
+func txBytes(t testing.TB, e *netns.Iface) uint64 {
 	t.Helper()
 	s, err := e.Stats()
 	if err != nil {

@@ -24,7 +24,7 @@ func forPairings(t *testing.T, f func(t *testing.T, p pairing)) {
 	}
 }
 
-func caseCtx(t *testing.T, d time.Duration) context.Context {
+func caseCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx

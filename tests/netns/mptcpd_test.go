@@ -229,7 +229,7 @@ func TestMptcpdBothWays(t *testing.T) {
 	checkDigests(t, tr, s.Transfer, up, down)
 }
 
-func checkDigests(t *testing.T, client, server netns.Transfer, up, down int64) {
+func checkDigests(t testing.TB, client, server netns.Transfer, up, down int64) {
 	t.Helper()
 	if want := netns.StreamDigest(up, 1); client.Sent != want || server.Received != want {
 		t.Errorf("client to server: sent %v, received %v, want %v", client.Sent, server.Received, want)

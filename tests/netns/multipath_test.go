@@ -12,7 +12,7 @@ import (
 )
 
 // addEndpoint adds a path-manager endpoint for this test.
-func addEndpoint(t *testing.T, m *pm.Manager, e pm.Endpoint) pm.Endpoint {
+func addEndpoint(t testing.TB, m *pm.Manager, e pm.Endpoint) pm.Endpoint {
 	t.Helper()
 	e, err := m.AddEndpoint(e)
 	if err != nil {

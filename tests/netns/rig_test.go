@@ -49,7 +49,7 @@ var pairings = []pairing{{oursImpl, kernelImpl}, {kernelImpl, oursImpl}, {oursIm
 // rig is a multipath test bed: a topology, the implementations on each side, their path
 // managers' endpoints, and one connection with its transfer.
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	topo *netns.Topology
 	p    pairing
@@ -70,7 +70,7 @@ type rigConfig struct {
 
 // newRig builds the topology with limits wide open on both sides and a listener on the server
 // (on the wildcard address, so that joins to announced addresses reach it).
-func newRig(t *testing.T, ctx context.Context, p pairing, cfg rigConfig) *rig {
+func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 	t.Helper()
 	if cfg.fam == 0 {
 		cfg.fam = netns.IPv4

@@ -32,6 +32,18 @@ const handoverDown, handoverUp = 64 << 20, 1 << 20
 // minutes on two CPUs).
 var handoverPairings = []pairing{{kernelImpl, kernelImpl}, {oursImpl, oursImpl}}
 
+// handoverScenario is the download with LTE as a plain subflow or as a backup.
+func handoverScenario(backup bool) scenario {
+	flags := []string{"subflow"}
+	if backup {
+		flags = append(flags, "backup")
+	}
+	return scenario{
+		paths: handoverPaths, flags: flags, up: handoverUp, down: handoverDown,
+		events: handoverEvents, eventPath: 0, timeout: 90 * time.Second,
+	}
+}
+
 func TestScenarioHandover(t *testing.T) {
 	requireScenarios(t)
 	var b strings.Builder
@@ -44,14 +56,11 @@ func TestScenarioHandover(t *testing.T) {
 	b.WriteString("| LTE | pairing | time (s) | goodput (Mbit/s) | longest gap (ms) | Wi-Fi 0–5 / 5–15 / 15– s | LTE 0–5 / 5–15 / 15– s | Wi-Fi back at | checks |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, backup := range []bool{false, true} {
-		name, flags := "subflow", []string{"subflow"}
+		name := "subflow"
 		if backup {
-			name, flags = "backup", []string{"subflow", "backup"}
+			name = "backup"
 		}
-		s := scenario{
-			paths: handoverPaths, flags: flags, up: handoverUp, down: handoverDown,
-			events: handoverEvents, eventPath: 0, timeout: 90 * time.Second,
-		}
+		s := handoverScenario(backup)
 		var runs []scenarioResult
 		t.Run(name, func(t *testing.T) {
 			for _, p := range handoverPairings {

@@ -17,6 +17,17 @@ var lossRates = []float64{0.01, 0.05}
 
 const lossySize = 8 << 20
 
+// lossyScenario: two 20 Mbit/s paths, 20 ms RTT, that drop loss of the packets both ways.
+func lossyScenario(loss float64) scenario {
+	return scenario{
+		paths: []emu.Config{
+			{Rate: 20e6, Delay: 10 * time.Millisecond, Loss: loss},
+			{Rate: 20e6, Delay: 10 * time.Millisecond, Loss: loss},
+		},
+		flags: []string{"subflow"}, up: lossySize, down: lossySize, timeout: 120 * time.Second,
+	}
+}
+
 func TestScenarioLossy(t *testing.T) {
 	requireScenarios(t)
 	var b strings.Builder
@@ -27,13 +38,7 @@ func TestScenarioLossy(t *testing.T) {
 	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, loss := range lossRates {
 		name := fmt.Sprintf("%g%%", loss*100)
-		s := scenario{
-			paths: []emu.Config{
-				{Rate: 20e6, Delay: 10 * time.Millisecond, Loss: loss},
-				{Rate: 20e6, Delay: 10 * time.Millisecond, Loss: loss},
-			},
-			flags: []string{"subflow"}, up: lossySize, down: lossySize, timeout: 120 * time.Second,
-		}
+		s := lossyScenario(loss)
 		t.Run(name, func(t *testing.T) {
 			for _, p := range scenarioPairings {
 				t.Run(p.String(), func(t *testing.T) {

@@ -45,6 +45,20 @@ var simultCases = []simultCase{
 
 const simultSize = 16 << 20
 
+// scenario is the case's transfer: two paths, 16 MiB each way at once.
+func (c simultCase) scenario() scenario {
+	return scenario{
+		paths: []emu.Config{
+			{Rate: c.rate1 * 1e6, Delay: time.Duration(c.delay1) * time.Millisecond},
+			{Rate: c.rate2 * 1e6, Delay: time.Duration(c.delay2) * time.Millisecond},
+		},
+		flags:   []string{"subflow"},
+		up:      simultSize,
+		down:    simultSize,
+		timeout: 60 * time.Second,
+	}
+}
+
 func TestScenarioSimultFlows(t *testing.T) {
 	requireScenarios(t)
 	type row struct {
@@ -56,16 +70,7 @@ func TestScenarioSimultFlows(t *testing.T) {
 	var plotted []scenarioResult
 	for _, c := range simultCases {
 		t.Run(strings.NewReplacer(" ", "", "/", "-", ",", "_").Replace(c.String()), func(t *testing.T) {
-			s := scenario{
-				paths: []emu.Config{
-					{Rate: c.rate1 * 1e6, Delay: time.Duration(c.delay1) * time.Millisecond},
-					{Rate: c.rate2 * 1e6, Delay: time.Duration(c.delay2) * time.Millisecond},
-				},
-				flags:   []string{"subflow"},
-				up:      simultSize,
-				down:    simultSize,
-				timeout: 60 * time.Second,
-			}
+			s := c.scenario()
 			for _, p := range scenarioPairings {
 				t.Run(p.String(), func(t *testing.T) {
 					res := runScenario(t, p, s)

@@ -113,7 +113,7 @@ func (r scenarioResult) shares() []float64 {
 // shapes the paths (so that set-up takes the same time everywhere), then exchanges the bytes
 // while it plays the events and samples the paths. Byte-exactness
 // and the absence of fallback are checked (errors of t); times are only measured.
-func runScenario(t *testing.T, p pairing, s scenario) scenarioResult {
+func runScenario(t testing.TB, p pairing, s scenario) scenarioResult {
 	t.Helper()
 	ctx := caseCtx(t, s.timeout)
 	res := scenarioResult{p: p}
