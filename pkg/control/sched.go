@@ -40,8 +40,9 @@ var schedulers = map[string]func() Scheduler{
 	"redundant":  func() Scheduler { return &redundant{} },
 }
 
-// NewScheduler returns a scheduler by name: default (lowest RTT with congestion window room,
-// as the kernel's), roundrobin, redundant (every mapping on every subflow).
+// NewScheduler returns a scheduler by name: default (the subflow with room that would deliver
+// soonest, lowest RTT when idle, like the kernel's), roundrobin, redundant (every mapping on
+// every subflow).
 func NewScheduler(name string) (Scheduler, error) {
 	if name == "" {
 		name = "default"
@@ -63,21 +64,33 @@ func SchedulerNames() []string {
 	return names
 }
 
-// minRTT picks the subflow with the lowest RTT among those with room.
+// minRTT picks, among the subflows with room, the one that would deliver the next bytes
+// soonest: its RTT, stretched by the bytes waiting ahead of them (in flight and queued) over
+// what it sends per round trip (a congestion window), SRTT × (1 + backlog / cwnd bytes). Idle
+// subflows are taken lowest RTT first; under load the data spreads in proportion to what each
+// path carries, as the kernel's default scheduler does with its linger time (queued bytes over
+// the pacing rate).
 type minRTT struct{}
 
 var _ Scheduler = (*minRTT)(nil)
 
 func (*minRTT) Name() string { return "default" }
 
+// delivery is the estimate minRTT compares.
+func (v SubflowView) delivery() time.Duration {
+	wnd := max(v.Cwnd*v.MSS, 1)
+	return v.SRTT + time.Duration(float64(v.SRTT)*float64(v.InFlight+v.Queued)/float64(wnd))
+}
+
 func (*minRTT) Pick(v []SubflowView) []int {
 	best := -1
+	var bestAt time.Duration
 	for i, s := range v {
 		if !s.room() {
 			continue
 		}
-		if best < 0 || s.SRTT < v[best].SRTT {
-			best = i
+		if at := s.delivery(); best < 0 || at < bestAt {
+			best, bestAt = i, at
 		}
 	}
 	if best < 0 {

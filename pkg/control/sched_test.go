@@ -18,6 +18,11 @@ func TestSchedulers(t *testing.T) {
 		{"default", []SubflowView{slow, fast}, [][]int{{1}, {1}}},
 		{"default", []SubflowView{full, slow}, [][]int{{1}}},
 		{"default", []SubflowView{full}, [][]int{nil}},
+		// Loaded: 10 ms with two windows waiting (30 ms) comes after an idle 25 ms path.
+		{"default", []SubflowView{{SRTT: 10 * time.Millisecond, Cwnd: 10, MSS: 1400, InFlight: 28000},
+			{SRTT: 25 * time.Millisecond, Cwnd: 10, MSS: 1400}}, [][]int{{1}}},
+		{"default", []SubflowView{{SRTT: 10 * time.Millisecond, Cwnd: 10, MSS: 1400, InFlight: 7000},
+			{SRTT: 25 * time.Millisecond, Cwnd: 10, MSS: 1400}}, [][]int{{0}}},
 		{"roundrobin", []SubflowView{slow, fast, full}, [][]int{{0}, {1}, {0}}},
 		{"redundant", []SubflowView{slow, full, fast}, [][]int{{0, 2}}},
 	} {
