@@ -120,7 +120,7 @@ struct conn_st {
 	__u64 peer_wnd_end;  /* the peer's receive window end: DATA_ACK + window (§3.3.4) */
 	__u64 ack_sent;      /* the DATA_ACK we last wrote */
 	__u32 peer_dss;      /* nonzero once a DSS came from the peer: fully established (RFC 8684 3.1) */
-	__u32 _pad0;
+	__u32 peer_wnd_set;  /* nonzero once peer_wnd_end is the peer's own, not our first guess */
 	__u8 _pad[72];
 };
 

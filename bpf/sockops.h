@@ -932,10 +932,16 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 				dp_count(DP_DATA_ACK_RX);
 				moved = 1;
 			}
-			/* The window is the connection's, relative to the DATA_ACK (§3.3.4). */
+			/* The window is the connection's, relative to the DATA_ACK (§3.3.4). The
+			 * first one replaces the window Go assumed before the peer announced any: the
+			 * peer's may be smaller, and a receiver like the kernel's drops out-of-order
+			 * data beyond the edge it announced (NoDSSInWindow). After that the edge only
+			 * moves forward (a window is not shrunk, §3.3.4).
+			 */
 			wnd_end = ack + ((__u64)window << (sb->ctl.snd_wscale & 15));
-			if (before64(c->st.peer_wnd_end, wnd_end)) {
+			if (!c->st.peer_wnd_set || before64(c->st.peer_wnd_end, wnd_end)) {
 				c->st.peer_wnd_end = wnd_end;
+				c->st.peer_wnd_set = 1;
 				moved = 1;
 			}
 			if (moved && c->ctl.ack_wakeup != c->st.ack_wakeup) {

@@ -44,7 +44,7 @@ type DatapathConn struct {
 		PeerWndEnd  uint64
 		AckSent     uint64
 		PeerDss     uint32
-		Pad0        uint32
+		PeerWndSet  uint32
 		Pad         [72]uint8
 	}
 }

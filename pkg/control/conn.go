@@ -139,6 +139,7 @@ type connState struct {
 	events    [16]uint64 // events handled, by type
 
 	reinject    []dsnRange // data to send again, from failed or stale subflows
+	dataRtx     dataRtx    // the connection-level retransmission timer
 	windowWaits uint64
 	pmStarted   bool // the path manager was told the connection is fully established
 	startedAt   time.Time
@@ -587,6 +588,7 @@ func (c *Conn) run() {
 		case <-tick.C:
 			c.checkDraining(false)
 			c.checkSubflows()
+			c.checkDataAck(time.Now())
 			c.reportNoMapping()
 			c.ackIfIdle()
 			c.retransmitAnnounces()
@@ -1105,7 +1107,14 @@ func (c *Conn) schedule() {
 	var views []SubflowView
 	for c.pending() {
 		cands = cands[:0]
-		for _, sf := range usable(c.subs) {
+		u := usable(c.subs)
+		if len(u) > 1 && c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.PeerWndSet) == 0 {
+			// Until the peer announces its window, data goes on one subflow, in order: we sent
+			// up to an assumed initial window, and a receiver like the kernel's takes only
+			// in-order data then, dropping what arrives ahead (NoDSSInWindow).
+			u = u[:1]
+		}
+		for _, sf := range u {
 			// Only this goroutine sends on txCh, and only while it has room: never blocks.
 			if sf.queued < writerQueued && len(sf.txCh) < cap(sf.txCh) {
 				cands = append(cands, sf)
@@ -1393,6 +1402,68 @@ func (c *Conn) checkSubflows() {
 			}
 		}
 	}
+}
+
+// dataRtx is the connection-level retransmission timer's state.
+type dataRtx struct {
+	una     seqnum.DSN // the DATA_ACK the timer runs for
+	since   time.Time  // when the data at una last reached the peer at the subflow level
+	backoff uint       // retransmissions of una so far
+}
+
+// maxDataRtxChunk bounds one connection-level retransmission.
+const maxDataRtxChunk = 64 << 10
+
+// checkDataAck is the connection-level retransmission timer (RFC 8684 §3.3.6): data that every
+// subflow carrying it delivered, and that the peer still does not DATA_ACK, was dropped above
+// TCP (a receiver discards a mapping outside its connection-level window, which the kernel
+// counts as NoDSSInWindow). Without this the connection waits for it forever. The timer runs
+// from the moment TCP delivered the data, so a slow or lossy subflow, which checkSubflows
+// handles, does not set it off; it is max(200 ms, 2 RTT) of the slowest subflow, doubled on
+// each retransmission of the same byte, at most 10 s.
+func (c *Conn) checkDataAck(now time.Time) {
+	st := &c.st
+	r := &st.dataRtx
+	if !c.mptcp.Load() || !st.sndUna.LessThan(st.sndNxt) {
+		*r = dataRtx{una: st.sndUna, since: now}
+		return
+	}
+	if st.sndUna != r.una {
+		*r = dataRtx{una: st.sndUna, since: now}
+		return
+	}
+	for _, q := range st.reinject {
+		if !st.sndUna.LessThan(q.dsn) && st.sndUna.LessThan(q.end()) {
+			r.since = now // already on its way again
+			return
+		}
+	}
+	var srtt time.Duration
+	for _, sf := range c.subs {
+		srtt = max(srtt, sf.srtt())
+		if !sf.holds(st.sndUna) {
+			continue
+		}
+		if sf.queued > 0 {
+			r.since = now
+			return
+		}
+		if _, outstanding, err := sf.ackedRel(); err == nil && outstanding {
+			r.since = now
+			return
+		}
+	}
+	wait := min(max(200*time.Millisecond, 2*srtt)<<min(r.backoff, 6), 10*time.Second)
+	if now.Sub(r.since) < wait {
+		return
+	}
+	n := int(min(uint64(maxDataRtxChunk), st.sndNxt.Sub(st.sndUna)))
+	st.reinject = append(st.reinject, dsnRange{st.sndUna, n})
+	r.backoff++
+	r.since = now
+	c.stack.stats.DataRetransmit.Add(1)
+	c.stack.log.Debug("no DATA_ACK for data the subflows delivered: sending it again", "token", c.token,
+		"dsn", uint64(st.sndUna), "bytes", n, "retransmission", r.backoff)
 }
 
 // sendPiece is a buffer of application data at its DSN, kept until DATA_ACKed.

@@ -103,6 +103,7 @@ type Stats struct {
 	Reinjected      atomic.Uint64 // bytes sent again on another subflow
 	SubflowStale    atomic.Uint64 // subflows found stale
 	SubflowLossy    atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
+	DataRetransmit  atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
 	AddAddrRx       atomic.Uint64 // ADD_ADDRs with a valid HMAC
 	AddAddrBadHMAC  atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
 	RmAddrRx        atomic.Uint64
@@ -220,6 +221,7 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"ReinjectedBytes":    &s.stats.Reinjected,
 		"SubflowStale":       &s.stats.SubflowStale,
 		"SubflowLossy":       &s.stats.SubflowLossy,
+		"DataRetransmit":     &s.stats.DataRetransmit,
 		"AddAddrAccepted":    &s.stats.AddAddrRx,
 		"AddAddrHMacFailure": &s.stats.AddAddrBadHMAC,
 		"RmAddrAccepted":     &s.stats.RmAddrRx,

@@ -363,6 +363,20 @@ func (r *rig) checkHealthy() {
 		if r.impl(s) == oursImpl {
 			r.wantNoDelta(s, "OptionNoSpace", "DSSTxNoMapping", "UnmappedDataRx", "EventLost", "DataAckInvalid",
 				"AddAddrHMacFailure", "FallbackActive", "FallbackPassive")
+		} else {
+			// The kernel drops data beyond the connection-level window it announced.
+			r.wantNoDelta(s, "NoDSSInWindow")
+		}
+		r.logNonZeroDelta(s, "DataRetransmit", "SubflowStale", "SubflowLossy")
+	}
+}
+
+// logNonZeroDelta logs the counters of side s that moved.
+func (r *rig) logNonZeroDelta(s netns.Side, names ...string) {
+	r.t.Helper()
+	for _, name := range names {
+		if d := r.delta(s, name); d != 0 {
+			r.t.Logf("side %v (%v): %s +%d", s, r.impl(s), name, d)
 		}
 	}
 }
