@@ -223,13 +223,7 @@ func runScenario(t testing.TB, p pairing, s scenario) scenarioResult {
 func movedCounters(r *rig) []string {
 	var out []string
 	for _, s := range []netns.Side{A, B} {
-		names := []string{"MPJoinAckHMacFailure", "MPJoinSynAckHMacFailure", "MPCapableFallbackACK",
-			"MPCapableFallbackSYNACK", "DssFallback", "DSSNotMatching", "InfiniteMapRx", "MPFailTx"}
-		if r.impl(s) == oursImpl {
-			names = append(names, "OptionNoSpace", "DSSTxNoMapping", "UnmappedDataRx", "EventLost", "DataAckInvalid",
-				"AddAddrHMacFailure", "FallbackActive", "FallbackPassive")
-		}
-		for _, n := range names {
+		for _, n := range healthCounters(r.impl(s)) {
 			if d := r.delta(s, n); d != 0 {
 				out = append(out, fmt.Sprintf("%v %s +%d", s, n, d))
 			}
