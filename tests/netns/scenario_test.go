@@ -223,7 +223,7 @@ func runScenario(t testing.TB, p pairing, s scenario) scenarioResult {
 func movedCounters(r *rig) []string {
 	var out []string
 	for _, s := range []netns.Side{A, B} {
-		for _, n := range healthCounters(r.impl(s)) {
+		for _, n := range r.healthCounters(s) {
 			if d := r.delta(s, n); d != 0 {
 				out = append(out, fmt.Sprintf("%v %s +%d", s, n, d))
 			}
