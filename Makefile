@@ -65,7 +65,7 @@ demo: deps build ## Build everything and run the demonstration between network n
 	@$(GO) test -count=1 -v -run '^TestDemo$$' ./tests/netns | grep -v '^=== RUN\|^    demo_test.go'
 
 .PHONY: bench
-bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory beside the kernel's MPTCP (root)
+bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory/multipath/scenario cases beside the kernel's MPTCP (root)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
 
