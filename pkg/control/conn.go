@@ -192,6 +192,10 @@ func (c *Conn) start() {
 	atomic.StoreUint64(&c.shm.Ctl.RcvNxt, remoteIDSN+1)
 	// The datapath has not touched rx_ack yet: it does only once CAN_ACK is set.
 	atomic.StoreUint64(&c.shm.St.RxAck, remoteIDSN+1)
+	// Joinable before our first DSS goes out: that DSS makes a kernel client fully established,
+	// and its path manager sends its MP_JOIN SYNs at once, without retrying one refused for an
+	// unknown token.
+	c.stack.addToken(c)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnCanAck)
 	c.mptcp.Store(true)
 	if c.sched == nil {
@@ -202,7 +206,6 @@ func (c *Conn) start() {
 	c.st.announces = map[uint8]*announce{}
 	sf := c.subs[0]
 	sf.ready = true
-	c.stack.addToken(c)
 	c.stack.register(c)
 	c.emitCreated()
 	go sf.readLoop()

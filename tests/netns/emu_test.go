@@ -54,21 +54,29 @@ func TestEmuRTT(t *testing.T) {
 }
 
 // TestEmuRate limits both directions to 50 Mbit/s (5 ms each way) and measures TCP goodput:
-// 46 to 50 Mbit/s.
+// 46 to 50 Mbit/s. The forwarder runs in userspace: on two CPUs shared with parallel tests it
+// can fall behind, so the test runs alone and a run below the range is repeated, up to three
+// runs. A run above the range fails at once: no CPU shortage makes the shaper too lax.
 func TestEmuRate(t *testing.T) {
 	testenv.RequireRoot(t)
-	t.Parallel()
 	topo := netns.New(t, netns.Config{})
 	p := topo.Path(0)
 	const rate = 50e6
 	p.Emulate(emu.Config{Rate: rate, Delay: 5 * time.Millisecond})
 
-	n, d := tcpGoodput(t, topo, p, 3*time.Second)
-	mbps := float64(n) * 8 / d.Seconds() / 1e6
-	t.Logf("TCP goodput through 50 Mbit/s: %.2f Mbit/s (%d bytes in %v)", mbps, n, d.Round(time.Millisecond))
-	if mbps < 46 || mbps > 50 {
-		t.Errorf("goodput %.2f Mbit/s, want 46–50", mbps)
+	var mbps float64
+	for try := 1; try <= 3; try++ {
+		n, d := tcpGoodput(t, topo, p, 3*time.Second)
+		mbps = float64(n) * 8 / d.Seconds() / 1e6
+		t.Logf("run %d: TCP goodput through 50 Mbit/s: %.2f Mbit/s (%d bytes in %v)", try, mbps, n, d.Round(time.Millisecond))
+		if mbps > 50 {
+			t.Fatalf("goodput %.2f Mbit/s, want 46–50", mbps)
+		}
+		if mbps >= 46 {
+			return
+		}
 	}
+	t.Errorf("goodput %.2f Mbit/s in the last of three runs, want 46–50", mbps)
 }
 
 // TestEmuLoss drops 1 % of what A sends and counts what 40000 UDP datagrams lose: 0.8–1.2 %.

@@ -152,6 +152,8 @@ func TestJoinKernelClientOurServer(t *testing.T) {
 	}
 	if d["MPJoinAckRx"] < 1 || d["Joins"] < 1 || d["MPJoinAckHMacFailure"] != 0 {
 		t.Errorf("ours: MPJoinAckRx +%d, Joins +%d, MPJoinAckHMacFailure +%d", d["MPJoinAckRx"], d["Joins"], d["MPJoinAckHMacFailure"])
+		logNonZero(t, "ours (moved)", d)
+		logNonZero(t, "kernel", kc)
 	}
 	checkNoFallback(t, kc)
 }
