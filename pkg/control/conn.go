@@ -1357,7 +1357,10 @@ func (c *Conn) checkSubflows() {
 			continue
 		}
 		una, outstanding := sf.ackedFrom(info)
-		inLoss := info.Ca_state >= tcpCARecovery
+		// In recovery only while it holds data: without SACK, Linux keeps a socket in its
+		// loss state until something above the recovery point is acknowledged, and a subflow
+		// we call lossy gets nothing new, so it would never leave that state.
+		inLoss := info.Ca_state >= tcpCARecovery && outstanding
 		switch {
 		case !inLoss:
 			sf.lossSince = time.Time{}
