@@ -84,6 +84,14 @@ func (q *byteQueue) popInto(b []byte, deadline *deadline, cancel <-chan struct{}
 		wake := q.wake
 		q.mu.Unlock()
 		if err := deadline.wait(wake, cancel); err != nil {
+			// Data, or the connection's own error (a peer's MP_FASTCLOSE), that arrived with
+			// the close or the deadline comes first: the wait picks among ready events at random.
+			q.mu.Lock()
+			ready := q.n > 0 || q.err != nil
+			q.mu.Unlock()
+			if ready {
+				continue
+			}
 			return 0, err
 		}
 	}
