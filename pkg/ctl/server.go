@@ -236,6 +236,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 func (s *Server) monitor(c *net.UnixConn, enc *json.Encoder) {
 	events, lost, cancel := s.Backend.Subscribe()
 	defer cancel()
+	s.Log.Debug("monitor subscribed")
 	if err := enc.Encode(Response{V: Version, OK: true}); err != nil {
 		return
 	}

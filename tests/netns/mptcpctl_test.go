@@ -76,6 +76,20 @@ type monitorProc struct {
 	wake   chan struct{}
 }
 
+// waitSubscribed waits until the daemon logs a monitor's subscription (it runs with
+// --log-level debug): events from then on reach the monitor. A request from another process
+// after starting the monitor does not order them: the monitor may connect later.
+func waitSubscribed(t *testing.T, ctx context.Context, d *netns.Process) {
+	t.Helper()
+	for !strings.Contains(d.Output(), "monitor subscribed") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the monitor never subscribed: %v", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 func startMonitor(t *testing.T, ctx context.Context, sock string) *monitorProc {
 	m := &monitorProc{t: t, wake: make(chan struct{}, 1)}
 	cmd := exec.CommandContext(ctx, mptcpctl(t), "--ctl", sock, "monitor", "--json")
@@ -196,10 +210,9 @@ func TestMptcpctlSignal(t *testing.T) {
 	}
 	sock := ctlSocket(t)
 	mptcpctl(t)
-	_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--accept", "0.0.0.0:0="+target.Addr().String())
+	daemon, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--accept", "0.0.0.0:0="+target.Addr().String())
 	mon := startMonitor(t, ctx, sock)
-	// The monitor is subscribed once the daemon has answered it: wait for a request after it.
-	ctlCmd(t, sock, "stats")
+	waitSubscribed(t, ctx, daemon)
 
 	_, port, _ := net.SplitHostPort(addrs[0])
 	accepted := make(chan net.Conn, 1)
@@ -351,9 +364,9 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, addrs := startMptcpd(t, ctx, topo.A, "--config", cfg, "--ctl", sock, "--metrics", "127.0.0.1:9465")
+	daemon, addrs := startMptcpd(t, ctx, topo.A, "--config", cfg, "--ctl", sock, "--metrics", "127.0.0.1:9465")
 	mon := startMonitor(t, ctx, sock)
-	ctlCmd(t, sock, "stats")
+	waitSubscribed(t, ctx, daemon)
 	if _, err := os.Stat(fileSock); err == nil {
 		t.Errorf("--ctl did not override the file's ctl: %s exists", fileSock)
 	}
