@@ -7,6 +7,8 @@ DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 tshark ethtool libc
 # Deterministic seed-corpus fuzzing time for `make test`; `make fuzz` runs longer.
 FUZZ_SHORT ?= 10s
 FUZZ_TIME ?= 60s
+# Time to minimize each new interesting input: Go's default (60 s) can take the whole run.
+FUZZ_MINIMIZE ?= 1s
 FUZZ_TARGETS := ./pkg/wire:FuzzParse
 
 .DEFAULT_GOAL := help
@@ -52,13 +54,13 @@ test: deps check-generate lint ## All tests: unit, BPF, netns integration agains
 	$(GO) test -count=1 -timeout 30m ./...
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($(FUZZ_SHORT))"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_SHORT) || exit 1; done
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_SHORT) -fuzzminimizetime $(FUZZ_MINIMIZE) || exit 1; done
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZ_TIME (60s)
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($(FUZZ_TIME))"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_TIME) || exit 1; done
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) || exit 1; done
 
 .PHONY: demo
 demo: deps build ## Build everything and run the demonstration between network namespaces (root)
