@@ -158,6 +158,9 @@ type dsnRange struct {
 
 func (r dsnRange) end() seqnum.DSN { return r.dsn.Add(uint64(r.n)) }
 
+// contains reports whether dsn falls within the range.
+func (r dsnRange) contains(dsn seqnum.DSN) bool { return !dsn.LessThan(r.dsn) && dsn.LessThan(r.end()) }
+
 func newConn(s *Stack) *Conn {
 	return &Conn{
 		stack:    s,
@@ -1430,16 +1433,13 @@ const maxDataRtxChunk = 64 << 10
 func (c *Conn) checkDataAck(now time.Time) {
 	st := &c.st
 	r := &st.dataRtx
-	if !c.mptcp.Load() || !st.sndUna.LessThan(st.sndNxt) {
-		*r = dataRtx{una: st.sndUna, since: now}
-		return
-	}
-	if st.sndUna != r.una {
+	if !c.mptcp.Load() || !st.sndUna.LessThan(st.sndNxt) || st.sndUna != r.una {
+		// Nothing outstanding, or the DATA_ACK moved: the timer starts over.
 		*r = dataRtx{una: st.sndUna, since: now}
 		return
 	}
 	for _, q := range st.reinject {
-		if !st.sndUna.LessThan(q.dsn) && st.sndUna.LessThan(q.end()) {
+		if q.contains(st.sndUna) {
 			r.since = now // already on its way again
 			return
 		}

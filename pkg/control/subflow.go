@@ -388,7 +388,7 @@ func (sf *subflow) ackedRel() (una seqnum.Value, outstanding bool, err error) {
 // holds reports whether data at dsn was last handed to this subflow and is not yet DATA_ACKed.
 func (sf *subflow) holds(dsn seqnum.DSN) bool {
 	for _, r := range sf.inflight {
-		if !dsn.LessThan(r.dsn) && dsn.LessThan(r.end()) {
+		if r.contains(dsn) {
 			return true
 		}
 	}

@@ -371,11 +371,7 @@ func (r *rig) healthCounters(s netns.Side) []string {
 		return append(names, "OptionNoSpace", "DSSTxNoMapping", "UnmappedDataRx", "EventLost", "DataAckInvalid",
 			"AddAddrHMacFailure", "FallbackActive", "FallbackPassive")
 	}
-	other := A
-	if s == A {
-		other = B
-	}
-	if r.impl(other) == oursImpl {
+	if r.impl(s.Other()) == oursImpl {
 		// A kernel receiver drops data beyond the connection-level window it announced. With
 		// the kernel at both ends it counts some on emulated paths (the scenario suite), so
 		// only ours as the sender is held to it.
