@@ -125,6 +125,9 @@ type connState struct {
 	sendBuf []sendPiece // taken from Write, not yet DATA_ACKed, by DSN
 	unsent  int         // index in sendBuf of the first chunk not handed to a writer
 	unsentN int         // bytes of sendBuf[unsent] already handed over
+	// Mappings handed to writers and not yet reported written, in the order handed over: the
+	// buffers they point into are not reused until then.
+	unwritten []unwritten
 
 	wrClosed  bool
 	finSet    bool
@@ -148,6 +151,12 @@ type connState struct {
 	pumpTimer   *time.Timer                 // re-pump when no subflow had room
 	pendingSub  map[uint32][]datapath.Event // events of subflows not attached yet
 	announces   map[uint8]*announce         // our ADD_ADDRs awaiting their echo
+}
+
+// unwritten is a mapping a subflow's writer has not reported written yet.
+type unwritten struct {
+	sf *subflow
+	r  dsnRange
 }
 
 // dsnRange is a range of the data sequence space.
@@ -968,6 +977,8 @@ func (c *Conn) subflowEnded(sf *subflow, err error) {
 			return
 		}
 		if !c.mptcp.Load() || c.st.rxFallback {
+			// Plain TCP: the peer's half-close. The subflow still carries our data.
+			sf.halfClosed = true
 			c.st.rxEOF = true
 			c.rxq.finish(io.EOF)
 			return
@@ -1055,6 +1066,7 @@ func (c *Conn) startTxFallback() {
 // ---- sending ----
 
 func (c *Conn) handleTxDone(d txDone) {
+	c.st.wrote(d.sf, d.err != nil)
 	if d.sf.gone || !d.sf.draining.IsZero() {
 		return
 	}
@@ -1063,6 +1075,32 @@ func (c *Conn) handleTxDone(d txDone) {
 		return
 	}
 	d.sf.queued -= d.n
+}
+
+// wrote drops sf's oldest mapping from the unwritten ones, or all of them when its writer
+// stopped (on error it writes no more).
+func (st *connState) wrote(sf *subflow, stopped bool) {
+	w := st.unwritten[:0]
+	done := false
+	for _, u := range st.unwritten {
+		if u.sf == sf && (stopped || !done) {
+			done = true
+			continue
+		}
+		w = append(w, u)
+	}
+	clear(st.unwritten[len(w):])
+	st.unwritten = w
+}
+
+// beingWritten reports whether a writer has still to write bytes of r.
+func (st *connState) beingWritten(r dsnRange) bool {
+	for _, u := range st.unwritten {
+		if u.r.dsn.LessThan(r.end()) && r.dsn.LessThan(u.r.end()) {
+			return true
+		}
+	}
+	return false
 }
 
 // pumpTx frees what the peer DATA_ACKed, takes new data from Write and hands mappings to the
@@ -1082,7 +1120,13 @@ func (c *Conn) pumpTx() {
 		if st.sndUna.LessThan(ch.dsn.Add(uint64(len(ch.data)))) {
 			break
 		}
-		putBuf(ch.data)
+		if !st.beingWritten(dsnRange{ch.dsn, len(ch.data)}) {
+			// A buffer a writer still reads goes to the garbage collector instead: reused, it
+			// would be overwritten under the writer. That happens where the acknowledgement
+			// runs ahead of the writer: after a fallback, where it is the written end, and for
+			// a retransmission the original's DATA_ACK overtook.
+			putBuf(ch.data)
+		}
 		st.sendBuf[0] = sendPiece{}
 		st.sendBuf = st.sendBuf[1:]
 		st.unsent--
@@ -1171,6 +1215,7 @@ func (c *Conn) schedule() {
 			sf := cands[i]
 			sf.txCh <- ch
 			sf.queued += ch.n
+			st.unwritten = append(st.unwritten, unwritten{sf, dsnRange{ch.dsn, ch.n}})
 			sf.inflight = append(sf.inflight, dsnRange{ch.dsn, ch.n})
 		}
 	}
@@ -1198,7 +1243,7 @@ func usable(subs []*subflow) []*subflow {
 	var regular, backup, stale []*subflow
 	for _, sf := range subs {
 		switch {
-		case !sf.ready || sf.eof || sf.gone:
+		case !sf.ready || sf.eof && !sf.halfClosed || sf.gone:
 		case sf.stale || sf.lossy:
 			stale = append(stale, sf)
 		case sf.backup || sf.peerBackup:

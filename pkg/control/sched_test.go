@@ -57,3 +57,40 @@ func TestUsableBackupRule(t *testing.T) {
 		t.Errorf("the peer's backup flag counts too: %v", got)
 	}
 }
+
+// TestUsableHalfClosed: a subflow whose peer closed it carries no more data, unless it is the
+// plain TCP connection of a fallback, where the FIN is the peer's half-close.
+func TestUsableHalfClosed(t *testing.T) {
+	ended := &subflow{ready: true, eof: true}
+	if got := usable([]*subflow{ended}); len(got) != 0 {
+		t.Errorf("an MPTCP subflow after the peer's FIN is usable: %v", got)
+	}
+	half := &subflow{ready: true, eof: true, halfClosed: true}
+	if got := usable([]*subflow{half}); !reflect.DeepEqual(got, []*subflow{half}) {
+		t.Errorf("the fallback's half-closed connection is not usable: %v", got)
+	}
+}
+
+// TestUnwrittenKeepsBuffers: a mapping handed to a writer protects the bytes it points into
+// until the writer reports it written; a writer that stopped releases all of its mappings.
+func TestUnwrittenKeepsBuffers(t *testing.T) {
+	a, b := &subflow{}, &subflow{}
+	var st connState
+	st.unwritten = []unwritten{{a, dsnRange{100, 10}}, {b, dsnRange{110, 10}}, {a, dsnRange{120, 10}}}
+	for _, tc := range []struct {
+		r    dsnRange
+		want bool
+	}{{dsnRange{90, 10}, false}, {dsnRange{90, 11}, true}, {dsnRange{105, 1}, true}, {dsnRange{130, 5}, false}} {
+		if got := st.beingWritten(tc.r); got != tc.want {
+			t.Errorf("beingWritten(%v) = %v, want %v", tc.r, got, tc.want)
+		}
+	}
+	st.wrote(a, false) // a's first mapping, 100+10
+	if st.beingWritten(dsnRange{100, 10}) || !st.beingWritten(dsnRange{120, 10}) || !st.beingWritten(dsnRange{110, 10}) {
+		t.Errorf("after a's first write: %v", st.unwritten)
+	}
+	st.wrote(b, true)
+	if len(st.unwritten) != 1 || st.unwritten[0].sf != a || st.unwritten[0].r != (dsnRange{120, 10}) {
+		t.Errorf("after b's writer stopped: %v", st.unwritten)
+	}
+}

@@ -43,6 +43,7 @@ type subflow struct {
 	mapped       seqnum.Value
 	queued       int // bytes handed to the writer and not yet written
 	eof          bool
+	halfClosed   bool      // eof was a plain TCP peer's half-close: sending goes on
 	gone         bool      // detached from the connection; its goroutines' reports are ignored
 	draining     time.Time // detached and being read to its end until then (zero: not)
 	txClosed     bool

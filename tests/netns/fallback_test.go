@@ -348,3 +348,68 @@ func TestResetReason(t *testing.T) {
 		t.Errorf("kernel MPRstRx = %d, want 1", n)
 	}
 }
+
+// TestEarlyFallbackToKernelClient: a middlebox strips the MPTCP options of our server's
+// segments to a kernel client from the handshake on, so the client never sees a mapping: it
+// falls back to TCP (MPCapableDataFallback before our first DSS reached it, DssFallback after)
+// and sends its data unmapped; our server sees unmapped data, sends MP_FAIL and falls back too.
+// Both streams arrive intact, each direction half-closed on its own. This caught two bugs: the
+// fallback freed buffers the subflow's writer had not written yet (a stretch of our stream
+// replaced by later bytes), and the client's FIN stopped our sending.
+func TestEarlyFallbackToKernelClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, B: ourSide})
+	p := topo.Path(0)
+	strip := p.A.StripMPTCP()
+	ln := listenOurs(t, topo.B, p.B.HostPort(netns.IPv4, 0))
+	const n = 8 << 20
+	served := make(chan netns.Result, 1)
+	go func() {
+		oc, err := netns.Accept(ctx, ln)
+		if err != nil {
+			served <- netns.Result{Err: err}
+			return
+		}
+		defer oc.Close()
+		tr, err := netns.Exchange(ctx, oc, n, 2)
+		served <- netns.Result{Transfer: tr, Err: err, MPTCP: control.IsMPTCP(oc)}
+	}()
+	c, err := topo.A.DialMPTCP(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := strip.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	var tr netns.Transfer
+	d := ourCounterDeltas(t, func() {
+		if tr, err = netns.Exchange(ctx, c, n, 1); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s := <-served
+	if s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	checkDigests(t, tr, s.Transfer, n, n)
+	if n, _ := strip.Stripped(); n == 0 {
+		t.Error("the middlebox stripped nothing")
+	}
+	if s.MPTCP {
+		t.Error("our server still MPTCP after the options vanished")
+	}
+	if m, err := netns.IsMPTCP(c); err != nil || m {
+		t.Errorf("kernel client TCP_IS_MPTCP = %v (%v), want false: fallen back", m, err)
+	}
+	kc := counters(t, topo.A)
+	t.Logf("kernel: MPCapableDataFallback=%d DssFallback=%d; ours: UnmappedDataRx=+%d MPFailTx=+%d",
+		kc["MPCapableDataFallback"], kc["DssFallback"], d["UnmappedDataRx"], d["MPFailTx"])
+	if kc["MPCapableDataFallback"]+kc["DssFallback"] != 1 {
+		t.Errorf("kernel MPCapableDataFallback + DssFallback = %d, want 1", kc["MPCapableDataFallback"]+kc["DssFallback"])
+	}
+	if d["UnmappedDataRx"] == 0 || d["MPFailFallback"] != 1 {
+		t.Errorf("ours: UnmappedDataRx moved by %d (want > 0), MPFailFallback by %d (want 1)", d["UnmappedDataRx"], d["MPFailFallback"])
+	}
+}
