@@ -117,7 +117,9 @@ type connState struct {
 	rxFin      bool
 	rxFinDSN   seqnum.DSN
 	rxEOF      bool
-	rxFallback bool // infinite mapping: the subflow's bytes continue the stream in order
+	rxFallback bool       // infinite mapping: the subflow's bytes continue the stream in order
+	rxPushed   uint64     // bytes handed to rxq
+	rxPooled   []pooledRx // pool buffers waiting for the application to consume their bytes
 
 	sndUna  seqnum.DSN  // the peer's DATA_ACK
 	sndNxt  seqnum.DSN  // next DSN to hand to a writer
@@ -322,8 +324,9 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			n, werr := w.Write(b)
 			total += int64(n)
 			if werr != nil {
-				return total, werr
+				return total, werr // what was not written is not consumed: its buffers stay out of the pool
 			}
+			c.rxq.consume(n)
 		}
 		c.poke()
 		if errors.Is(err, io.EOF) {
@@ -612,6 +615,7 @@ func (c *Conn) run() {
 			c.teardown(false)
 			return
 		}
+		c.releaseRx()
 		c.pumpTx()
 		c.checkFin()
 		c.checkEstablished(false)
@@ -864,6 +868,9 @@ func (c *Conn) processHeld(sf *subflow) {
 			dsn := m.dsn.Add(uint64(ch.off.Sub(m.ssn)))
 			dup := c.st.rx.dup
 			c.st.rx.insert(dsn, ch.data[:n])
+			if e := dsn.Add(uint64(n)); !ch.ended || ch.end.LessThan(e) {
+				ch.end, ch.ended = e, true
+			}
 			if c.st.rx.dup != dup {
 				c.stack.log.Debug("bytes received twice", "token", c.token, "slot", sf.slot, "off", uint32(ch.off), "n", n,
 					"map", fmt.Sprintf("%d+%d>%d", uint32(m.ssn), m.len, uint64(m.dsn)), "dup", c.st.rx.dup-dup, "rcvnxt", uint64(c.st.rx.rcvNxt))
@@ -876,6 +883,9 @@ func (c *Conn) processHeld(sf *subflow) {
 				c.peerFin(m.dsn.Add(uint64(m.len)))
 			}
 		}
+		if ch.pooled != nil && ch.ended {
+			c.st.rxPooled = append(c.st.rxPooled, pooledRx{ch.pooled, ch.end})
+		}
 		sf.rxHeld[0] = rxChunk{}
 		sf.rxHeld = sf.rxHeld[1:]
 	}
@@ -883,11 +893,40 @@ func (c *Conn) processHeld(sf *subflow) {
 	c.deliverRx()
 }
 
+// pooledRx is a pool buffer whose bytes all lie below end in the data sequence space.
+type pooledRx struct {
+	buf *rxBuf
+	end seqnum.DSN
+}
+
+// releaseRx returns to the pool the receive buffers whose bytes the application has consumed.
+// Reassembly and the receive queue keep slices of them until then; the application consumes
+// in DSN order, so a buffer whose highest DSN it has passed holds nothing anyone still reads.
+func (c *Conn) releaseRx() {
+	st := &c.st
+	if len(st.rxPooled) == 0 {
+		return
+	}
+	unconsumed := st.rxPushed - c.rxq.consumedBytes()
+	consumed := st.rx.rcvNxt - seqnum.DSN(uint64(st.rx.nReady)+unconsumed)
+	keep := st.rxPooled[:0]
+	for _, p := range st.rxPooled {
+		if consumed.LessThan(p.end) {
+			keep = append(keep, p)
+		} else {
+			putRxBuf(p.buf)
+		}
+	}
+	clear(st.rxPooled[len(keep):])
+	st.rxPooled = keep
+}
+
 // deliverRx hands in-order bytes to Read and tells the datapath how far we have received.
 func (c *Conn) deliverRx() {
 	r := &c.st.rx
 	for _, b := range r.ready {
 		c.rxq.push(b)
+		c.st.rxPushed += uint64(len(b))
 	}
 	clear(r.ready)
 	r.ready = r.ready[:0]

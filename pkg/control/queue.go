@@ -16,6 +16,9 @@ type byteQueue struct {
 	err   error // set once: no more data will be added (io.EOF or a connection error)
 	wake  chan struct{}
 	limit int
+	// consumed counts the bytes taken out and done with: copied out by popInto, or reported
+	// by the taker of popAll once written (consume). Only then may their buffers be reused.
+	consumed uint64
 }
 
 func newByteQueue(limit int) *byteQueue {
@@ -72,6 +75,7 @@ func (q *byteQueue) popInto(b []byte, deadline *deadline, cancel <-chan struct{}
 				}
 			}
 			q.n -= n
+			q.consumed += uint64(n)
 			q.notifyLocked()
 			q.mu.Unlock()
 			return n, nil
@@ -150,7 +154,22 @@ func (q *byteQueue) pushWait(b []byte, deadline *deadline, cancel <-chan struct{
 	return written, nil
 }
 
-// popAll waits for data and returns every buffered slice (for WriteTo).
+// consume reports n bytes returned by popAll as done with.
+func (q *byteQueue) consume(n int) {
+	q.mu.Lock()
+	q.consumed += uint64(n)
+	q.mu.Unlock()
+}
+
+// consumedBytes returns the bytes taken out and done with so far.
+func (q *byteQueue) consumedBytes() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.consumed
+}
+
+// popAll waits for data and returns every buffered slice (for WriteTo); the caller reports
+// them consumed once it is done with them.
 func (q *byteQueue) popAll(deadline *deadline, cancel <-chan struct{}) ([][]byte, error) {
 	for {
 		q.mu.Lock()
@@ -213,6 +232,14 @@ func putBuf(b []byte) {
 		bufPool.Put((*[bufSize]byte)(b[:bufSize]))
 	}
 }
+
+// rxBuf is a pooled receive buffer of a busy subflow.
+type rxBuf = [maxReadBuf]byte
+
+var rxPool = sync.Pool{New: func() any { return new(rxBuf) }}
+
+func getRxBuf() *rxBuf  { return rxPool.Get().(*rxBuf) }
+func putRxBuf(b *rxBuf) { rxPool.Put(b) }
 
 // deadline is a settable deadline, as net.Conn's.
 type deadline struct {

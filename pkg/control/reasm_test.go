@@ -139,3 +139,49 @@ func BenchmarkReasmOutOfOrder(b *testing.B) {
 		r.read(out)
 	}
 }
+
+// TestReleaseRx: a pooled receive buffer goes back only once the application has consumed
+// every byte reassembled from it, also when part of it waited out of order.
+func TestReleaseRx(t *testing.T) {
+	c := &Conn{rxq: newByteQueue(1 << 20)}
+	c.st.rx.rcvNxt = 1000
+	a, b := new(rxBuf), new(rxBuf)
+	// a: 100 in-order bytes at 1000 and 100 bytes at 1300 (a later mapping, out of order).
+	c.st.rx.insert(1000, a[:100])
+	c.st.rx.insert(1300, a[100:200])
+	c.deliverRx()
+	c.st.rxPooled = append(c.st.rxPooled, pooledRx{a, 1400})
+	// b: the hole, 1100..1300.
+	c.st.rx.insert(1100, b[:200])
+	c.deliverRx()
+	c.st.rxPooled = append(c.st.rxPooled, pooledRx{b, 1300})
+	read := func(n int) {
+		t.Helper()
+		got, err := c.rxq.popInto(make([]byte, n), newDeadline(), nil)
+		if err != nil || got != n {
+			t.Fatalf("read %d: %d, %v", n, got, err)
+		}
+		c.releaseRx()
+	}
+	read(250) // up to 1250
+	if len(c.st.rxPooled) != 2 {
+		t.Fatalf("released early: %d left, want 2", len(c.st.rxPooled))
+	}
+	read(50) // up to 1300: b is done, a still has 1300..1400 unread
+	if len(c.st.rxPooled) != 1 || c.st.rxPooled[0].buf != a {
+		t.Fatalf("after 1300: %v", c.st.rxPooled)
+	}
+	bufs, err := c.rxq.popAll(newDeadline(), nil)
+	if err != nil || len(bufs) != 1 || len(bufs[0]) != 100 {
+		t.Fatalf("popAll: %d buffers, %v", len(bufs), err)
+	}
+	c.releaseRx()
+	if len(c.st.rxPooled) != 1 {
+		t.Fatal("released before the taker of popAll reported the bytes consumed")
+	}
+	c.rxq.consume(100)
+	c.releaseRx()
+	if len(c.st.rxPooled) != 0 {
+		t.Fatalf("not released after everything was consumed: %v", c.st.rxPooled)
+	}
+}

@@ -85,6 +85,10 @@ type rxChunk struct {
 	off  seqnum.Value
 	data []byte
 	err  error
+
+	pooled *rxBuf     // the pool buffer data is in (nil: not pooled)
+	end    seqnum.DSN // one past the highest DSN of its bytes reassembled so far
+	ended  bool       // end is set
 }
 
 // txChunk is one mapping for the writer: DSNs [dsn, dsn+n) in one or more buffers, written
@@ -147,7 +151,16 @@ func (sf *subflow) readLoop() {
 	off := seqnum.Value(1)
 	size := minReadBuf
 	for {
-		buf := make([]byte, size)
+		// A busy subflow reads into pooled buffers, which come back once the application has
+		// consumed them (Conn.releaseRx): fresh large buffers cost page faults and zeroing.
+		var pooled *rxBuf
+		var buf []byte
+		if size == maxReadBuf {
+			pooled = getRxBuf()
+			buf = pooled[:]
+		} else {
+			buf = make([]byte, size)
+		}
 		n, err := sf.tc.Read(buf)
 		switch {
 		case n == size && size < maxReadBuf:
@@ -157,11 +170,13 @@ func (sf *subflow) readLoop() {
 		}
 		if n > 0 {
 			select {
-			case sf.c.rxCh <- rxChunk{sf: sf, off: off, data: buf[:n:n]}:
+			case sf.c.rxCh <- rxChunk{sf: sf, off: off, data: buf[:n:n], pooled: pooled}:
 			case <-sf.c.done:
 				return
 			}
 			off = off.Add(uint32(n))
+		} else if pooled != nil {
+			putRxBuf(pooled)
 		}
 		if err != nil {
 			select {
