@@ -1471,6 +1471,9 @@ func (c *Conn) checkSubflows() {
 			if sf.stale {
 				sf.stale = false
 				c.stack.log.Debug("subflow recovered", "token", c.token, "slot", sf.slot)
+				if err := sf.setFastProbe(false); err != nil {
+					c.stack.log.Debug("subflow: fast probing", "token", c.token, "slot", sf.slot, "err", err)
+				}
 			}
 			continue
 		}
@@ -1480,6 +1483,9 @@ func (c *Conn) checkSubflows() {
 			c.stack.stats.SubflowStale.Add(1)
 			c.stack.log.Debug("subflow stale: re-sending its data elsewhere", "token", c.token, "slot", sf.slot)
 			c.reinjectFrom(sf)
+			if err := sf.setFastProbe(true); err != nil {
+				c.stack.log.Debug("subflow: fast probing", "token", c.token, "slot", sf.slot, "err", err)
+			}
 		}
 	}
 	// Data handed to a subflow after it went stale (while every subflow was) goes again once

@@ -38,12 +38,16 @@ type subflow struct {
 	active            bool // we opened it (the first subflow of our connect, or our join)
 
 	// Owned by the connection's goroutine.
-	rxMaps       []rxMap   // the peer's mappings not yet fully read, by SSN
-	rxHeld       []rxChunk // bytes read whose mapping has not arrived yet
-	mapped       seqnum.Value
-	queued       int // bytes handed to the writer and not yet written
-	eof          bool
-	halfClosed   bool      // eof was a plain TCP peer's half-close: sending goes on
+	rxMaps     []rxMap   // the peer's mappings not yet fully read, by SSN
+	rxHeld     []rxChunk // bytes read whose mapping has not arrived yet
+	mapped     seqnum.Value
+	queued     int // bytes handed to the writer and not yet written
+	eof        bool
+	halfClosed bool     // eof was a plain TCP peer's half-close: sending goes on
+	fastProbe  struct { // setFastProbe's state: on, and the socket's settings before
+		on                  bool
+		rtoMax, userTimeout int
+	}
 	gone         bool      // detached from the connection; its goroutines' reports are ignored
 	draining     time.Time // detached and being read to its end until then (zero: not)
 	txClosed     bool
@@ -373,6 +377,58 @@ func (sf *subflow) startDrain(d time.Duration) {
 
 // tcpCARecovery is TCP_CA_Recovery in tcpi_ca_state; TCP_CA_Loss (after an RTO) follows it.
 const tcpCARecovery = 3
+
+// Fast probing of a stale subflow's path (setFastProbe).
+const (
+	staleRTOMax = time.Second
+	// Linux gives up on a socket when its retransmissions have taken as long as tcp_retries2
+	// (15) of them would with the backoff capped at its maximum RTO: with the cap at a second,
+	// 14 s. A stale subflow keeps the time of the default cap instead (924.6 s), through
+	// TCP_USER_TIMEOUT, which replaces that model while set.
+	staleGiveUp = 925 * time.Second
+)
+
+// setFastProbe caps the retransmission timeout of a stale subflow at staleRTOMax while on, so
+// that TCP retransmits within about a second of its path coming back; with the usual
+// exponential backoff the next retransmission after an outage of ten seconds can be ten
+// seconds later. Turned off, the socket's own settings return. Kernels before Linux 6.15 lack
+// TCP_RTO_MAX_MS: nothing changes there.
+func (sf *subflow) setFastProbe(on bool) error {
+	if on == sf.fastProbe.on {
+		return nil
+	}
+	p := &sf.fastProbe
+	if on {
+		rto, err := unix.GetsockoptInt(sf.fd, unix.IPPROTO_TCP, unix.TCP_RTO_MAX_MS)
+		if err != nil {
+			return fmt.Errorf("read TCP_RTO_MAX_MS: %w", err)
+		}
+		ut, err := unix.GetsockoptInt(sf.fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+		if err != nil {
+			return fmt.Errorf("read TCP_USER_TIMEOUT: %w", err)
+		}
+		if ut == 0 {
+			if err := unix.SetsockoptInt(sf.fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(staleGiveUp.Milliseconds())); err != nil {
+				return fmt.Errorf("set TCP_USER_TIMEOUT: %w", err)
+			}
+		}
+		if err := unix.SetsockoptInt(sf.fd, unix.IPPROTO_TCP, unix.TCP_RTO_MAX_MS, int(staleRTOMax.Milliseconds())); err != nil {
+			unix.SetsockoptInt(sf.fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, ut)
+			return fmt.Errorf("set TCP_RTO_MAX_MS: %w", err)
+		}
+		p.on, p.rtoMax, p.userTimeout = true, rto, ut
+		return nil
+	}
+	p.on = false
+	err := unix.SetsockoptInt(sf.fd, unix.IPPROTO_TCP, unix.TCP_RTO_MAX_MS, p.rtoMax)
+	if err2 := unix.SetsockoptInt(sf.fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, p.userTimeout); err == nil {
+		err = err2
+	}
+	if err != nil {
+		return fmt.Errorf("restore the retransmission timeouts: %w", err)
+	}
+	return nil
+}
 
 func (sf *subflow) tcpInfo() (*unix.TCPInfo, error) {
 	info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
