@@ -1275,16 +1275,19 @@ func (c *Conn) pending() bool {
 	return len(c.st.reinject) > 0 || c.st.unsent < len(c.st.sendBuf)
 }
 
-// usable returns the subflows that may carry data now: ready and not stale, the backups only
-// when no other subflow is (§3.3.8). When every subflow is stale, the stale ones, as nothing
-// else is left.
+// usable returns the subflows that may carry data now: ready, neither stale nor lossy, the
+// backups only when no other subflow is (§3.3.8). When none is, the lossy ones, which still
+// deliver, however slowly; and when every subflow is stale, the stale ones, as nothing else is
+// left.
 func usable(subs []*subflow) []*subflow {
-	var regular, backup, stale []*subflow
+	var regular, backup, lossy, stale []*subflow
 	for _, sf := range subs {
 		switch {
 		case !sf.ready || sf.eof && !sf.halfClosed || sf.gone:
-		case sf.stale || sf.lossy:
+		case sf.stale:
 			stale = append(stale, sf)
+		case sf.lossy:
+			lossy = append(lossy, sf)
 		case sf.backup || sf.peerBackup:
 			backup = append(backup, sf)
 		default:
@@ -1296,6 +1299,8 @@ func usable(subs []*subflow) []*subflow {
 		return regular
 	case len(backup) > 0:
 		return backup
+	case len(lossy) > 0:
+		return lossy
 	}
 	return stale
 }

@@ -94,3 +94,16 @@ func TestUnwrittenKeepsBuffers(t *testing.T) {
 		t.Errorf("after b's writer stopped: %v", st.unwritten)
 	}
 }
+
+// TestUsableLossyBeforeStale: with no healthy subflow left, a subflow in loss recovery (it
+// still delivers) gets the data, not a stale one (a dead path).
+func TestUsableLossyBeforeStale(t *testing.T) {
+	lossy := &subflow{ready: true, lossy: true}
+	stale := &subflow{ready: true, stale: true}
+	if got := usable([]*subflow{stale, lossy}); !reflect.DeepEqual(got, []*subflow{lossy}) {
+		t.Errorf("stale and lossy: %v, want the lossy one", got)
+	}
+	if got := usable([]*subflow{stale}); !reflect.DeepEqual(got, []*subflow{stale}) {
+		t.Errorf("only stale: %v, want it", got)
+	}
+}
