@@ -319,14 +319,14 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			return total, errConnClosed
 		default:
 		}
-		bufs, err := c.rxq.popAll(c.rdl, c.closed)
+		bufs, start, err := c.rxq.popAll(c.rdl, c.closed)
 		for _, b := range bufs {
 			n, werr := w.Write(b)
 			total += int64(n)
 			if werr != nil {
 				return total, werr // what was not written is not consumed: its buffers stay out of the pool
 			}
-			c.rxq.consume(n)
+			c.rxq.consume(start, n)
 		}
 		c.poke()
 		if errors.Is(err, io.EOF) {
@@ -1012,12 +1012,14 @@ func (c *Conn) subflowEnded(sf *subflow, err error) {
 		return
 	}
 	if errors.Is(err, io.EOF) {
+		if !c.mptcp.Load() || c.st.rxFallback {
+			// Plain TCP: the peer's half-close. The subflow still carries our data.
+			sf.halfClosed = true
+		}
 		if c.st.rxEOF {
 			return
 		}
 		if !c.mptcp.Load() || c.st.rxFallback {
-			// Plain TCP: the peer's half-close. The subflow still carries our data.
-			sf.halfClosed = true
 			c.st.rxEOF = true
 			c.rxq.finish(io.EOF)
 			return
@@ -1250,8 +1252,13 @@ func (c *Conn) schedule() {
 			}
 			st.sndNxt = end
 		}
-		for _, i := range picks {
+		for k, i := range picks {
 			sf := cands[i]
+			if k > 0 {
+				// Each writer gets its own slice of buffers: a partial write shortens its
+				// first buffer in place.
+				ch.bufs = append([][]byte(nil), ch.bufs...)
+			}
 			sf.txCh <- ch
 			sf.queued += ch.n
 			st.unwritten = append(st.unwritten, unwritten{sf, dsnRange{ch.dsn, ch.n}})
@@ -1437,6 +1444,16 @@ func (c *Conn) reportNoMapping() {
 // kernel's MPTCP-level retransmission does for data stuck on a subflow.
 func (c *Conn) checkSubflows() {
 	if len(c.subs) < 2 {
+		// Alone, a subflow carries everything whatever its state: one left stale by the
+		// others' departure gets its own retransmission timeouts back.
+		for _, sf := range c.subs {
+			if sf.stale {
+				sf.stale = false
+				if err := sf.setFastProbe(false); err != nil {
+					c.stack.log.Debug("subflow: fast probing", "token", c.token, "slot", sf.slot, "err", err)
+				}
+			}
+		}
 		return
 	}
 	now := time.Now()

@@ -16,10 +16,15 @@ type byteQueue struct {
 	err   error // set once: no more data will be added (io.EOF or a connection error)
 	wake  chan struct{}
 	limit int
-	// consumed counts the bytes taken out and done with: copied out by popInto, or reported
-	// by the taker of popAll once written (consume). Only then may their buffers be reused.
-	consumed uint64
+	// taken counts the bytes taken out, in stream order. Bytes popInto takes are done with
+	// at once (copied out); a batch popAll lends stays lent until its taker reports it
+	// written (consume). Their buffers may be reused only once done with.
+	taken uint64
+	lent  []lentBatch // popAll's batches not yet fully consumed, in stream order
 }
+
+// lentBatch is a batch popAll handed out: stream positions [start, end), done up to done.
+type lentBatch struct{ start, end, done uint64 }
 
 func newByteQueue(limit int) *byteQueue {
 	return &byteQueue{wake: make(chan struct{}), limit: limit}
@@ -75,7 +80,7 @@ func (q *byteQueue) popInto(b []byte, deadline *deadline, cancel <-chan struct{}
 				}
 			}
 			q.n -= n
-			q.consumed += uint64(n)
+			q.taken += uint64(n)
 			q.notifyLocked()
 			q.mu.Unlock()
 			return n, nil
@@ -154,42 +159,60 @@ func (q *byteQueue) pushWait(b []byte, deadline *deadline, cancel <-chan struct{
 	return written, nil
 }
 
-// consume reports n bytes returned by popAll as done with.
-func (q *byteQueue) consume(n int) {
+// consume reports the next n bytes of the batch popAll returned at stream position start as
+// done with.
+func (q *byteQueue) consume(start uint64, n int) {
 	q.mu.Lock()
-	q.consumed += uint64(n)
-	q.mu.Unlock()
+	defer q.mu.Unlock()
+	for i := range q.lent {
+		b := &q.lent[i]
+		if b.start != start {
+			continue
+		}
+		b.done += uint64(n)
+		if b.done >= b.end {
+			q.lent = append(q.lent[:i], q.lent[i+1:]...)
+		}
+		return
+	}
 }
 
-// consumedBytes returns the bytes taken out and done with so far.
+// consumedBytes returns how far into the stream every byte taken out is done with: the
+// bytes before the first one a batch still lends.
 func (q *byteQueue) consumedBytes() uint64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.consumed
+	if len(q.lent) > 0 {
+		return q.lent[0].done
+	}
+	return q.taken
 }
 
-// popAll waits for data and returns every buffered slice (for WriteTo); the caller reports
-// them consumed once it is done with them.
-func (q *byteQueue) popAll(deadline *deadline, cancel <-chan struct{}) ([][]byte, error) {
+// popAll waits for data and returns every buffered slice (for WriteTo), lent: the caller
+// reports them consumed, with the stream position returned, as it is done with them.
+func (q *byteQueue) popAll(deadline *deadline, cancel <-chan struct{}) ([][]byte, uint64, error) {
 	for {
 		q.mu.Lock()
 		if q.n > 0 {
 			out := q.bufs
+			start := q.taken
+			q.taken += uint64(q.n)
+			q.lent = append(q.lent, lentBatch{start, q.taken, start})
 			q.bufs = nil
 			q.n = 0
 			q.notifyLocked()
 			q.mu.Unlock()
-			return out, nil
+			return out, start, nil
 		}
 		if q.err != nil {
 			err := q.err
 			q.mu.Unlock()
-			return nil, err
+			return nil, 0, err
 		}
 		wake := q.wake
 		q.mu.Unlock()
 		if err := deadline.wait(wake, cancel); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 }

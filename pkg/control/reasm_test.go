@@ -171,7 +171,7 @@ func TestReleaseRx(t *testing.T) {
 	if len(c.st.rxPooled) != 1 || c.st.rxPooled[0].buf != a {
 		t.Fatalf("after 1300: %v", c.st.rxPooled)
 	}
-	bufs, err := c.rxq.popAll(newDeadline(), nil)
+	bufs, start, err := c.rxq.popAll(newDeadline(), nil)
 	if err != nil || len(bufs) != 1 || len(bufs[0]) != 100 {
 		t.Fatalf("popAll: %d buffers, %v", len(bufs), err)
 	}
@@ -179,9 +179,44 @@ func TestReleaseRx(t *testing.T) {
 	if len(c.st.rxPooled) != 1 {
 		t.Fatal("released before the taker of popAll reported the bytes consumed")
 	}
-	c.rxq.consume(100)
+	c.rxq.consume(start, 100)
 	c.releaseRx()
 	if len(c.st.rxPooled) != 0 {
 		t.Fatalf("not released after everything was consumed: %v", c.st.rxPooled)
+	}
+}
+
+// TestReleaseRxLentBatch: bytes a concurrent Read copies out after WriteTo took a batch do not
+// count the batch as consumed: its buffer stays out of the pool until WriteTo has written it.
+func TestReleaseRxLentBatch(t *testing.T) {
+	c := &Conn{rxq: newByteQueue(1 << 20)}
+	c.st.rx.rcvNxt = 1000
+	a, b := new(rxBuf), new(rxBuf)
+	c.st.rx.insert(1000, a[:100])
+	c.deliverRx()
+	c.st.rxPooled = append(c.st.rxPooled, pooledRx{a, 1100})
+	bufs, start, err := c.rxq.popAll(newDeadline(), nil) // WriteTo takes a's bytes
+	if err != nil || len(bufs) != 1 {
+		t.Fatal(bufs, err)
+	}
+	c.st.rx.insert(1100, b[:100])
+	c.deliverRx()
+	c.st.rxPooled = append(c.st.rxPooled, pooledRx{b, 1200})
+	if n, err := c.rxq.popInto(make([]byte, 100), newDeadline(), nil); n != 100 || err != nil {
+		t.Fatal(n, err) // a Read takes b's bytes meanwhile
+	}
+	c.releaseRx()
+	if len(c.st.rxPooled) != 2 {
+		t.Fatalf("released while WriteTo still writes: %d left, want 2", len(c.st.rxPooled))
+	}
+	c.rxq.consume(start, 60)
+	c.releaseRx()
+	if len(c.st.rxPooled) != 2 {
+		t.Fatalf("released after a partial write: %d left, want 2", len(c.st.rxPooled))
+	}
+	c.rxq.consume(start, 40)
+	c.releaseRx()
+	if len(c.st.rxPooled) != 0 {
+		t.Fatalf("not released once written: %v", c.st.rxPooled)
 	}
 }

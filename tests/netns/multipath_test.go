@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -268,4 +269,69 @@ func splitPort(hostport string) (string, uint16, error) {
 		return "", 0, err
 	}
 	return ap.Addr().String(), ap.Port(), nil
+}
+
+// TestSchedulersToKernel: our client with the roundrobin and the redundant scheduler, two paths
+// to a kernel server; rate-limited paths fill the sockets, so writes come back partial. The
+// data arrives byte-exact both ways, both paths carry it (the redundant scheduler sends some
+// bytes on both), and the kernel neither falls back nor counts data beyond its window.
+func TestSchedulersToKernel(t *testing.T) {
+	for _, sched := range []string{"roundrobin", "redundant"} {
+		t.Run(sched, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			topo := netns.New(t, netns.Config{Paths: 2, A: ourSide})
+			p0, p1 := topo.Path(0), topo.Path(1)
+			m := ourPM(t, pm.DefaultLimits)
+			addEndpoint(t, m, pm.Endpoint{Addr: p1.A.Addr(netns.IPv4), Flags: pm.FlagSubflow})
+			topo.B.SetMPTCPLimits(2, 0)
+			for _, p := range []*netns.Path{p0, p1} {
+				p.SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
+			}
+			ln, err := topo.B.ListenMPTCP(p0.B.HostPort(netns.IPv4, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const up, down = 32 << 20, 8 << 20
+			served := netns.ServeOne(ctx, ln, down, 2)
+			var c net.Conn
+			if err := topo.A.Do(func() error {
+				var err error
+				c, err = (&control.Dialer{Stack: ourStack(t), Scheduler: sched}).DialContext(ctx, "tcp", ln.Addr().String())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := topo.B.WaitMPTCPCounter(ctx, "MPJoinAckRx", 1); err != nil {
+				t.Fatal(err)
+			}
+			tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
+			tr, err := netns.Exchange(ctx, c, up, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := <-served
+			if s.Err != nil {
+				t.Fatal(s.Err)
+			}
+			checkDigests(t, tr, s.Transfer, up, down)
+			kc := counters(t, topo.B)
+			checkNoFallback(t, kc)
+			if kc["NoDSSInWindow"] != 0 {
+				t.Errorf("kernel NoDSSInWindow = %d, want 0", kc["NoDSSInWindow"])
+			}
+			sent0, sent1 := txBytes(t, p0.A)-tx0, txBytes(t, p1.A)-tx1
+			t.Logf("path 0 carried %d MiB, path 1 %d MiB of %d MiB", sent0>>20, sent1>>20, up>>20)
+			if sent0 < up/8 || sent1 < up/8 {
+				t.Errorf("paths carried %d and %d bytes, want each >= %d", sent0, sent1, up/8)
+			}
+			// The redundant scheduler puts each mapping on every subflow with room at the
+			// time: the kernel receives some bytes twice.
+			if sched == "redundant" && kc["DuplicateData"] == 0 {
+				t.Error("kernel DuplicateData = 0: nothing was sent twice")
+			}
+			t.Logf("kernel DuplicateData = %d", kc["DuplicateData"])
+		})
+	}
 }
