@@ -130,6 +130,7 @@ type connState struct {
 	// Mappings handed to writers and not yet reported written, in the order handed over: the
 	// buffers they point into are not reused until then.
 	unwritten []unwritten
+	freedLate []sendPiece // acknowledged pieces whose buffers a writer still reads
 
 	wrClosed  bool
 	finSet    bool
@@ -1108,6 +1109,7 @@ func (c *Conn) startTxFallback() {
 
 func (c *Conn) handleTxDone(d txDone) {
 	c.st.wrote(d.sf, d.err != nil)
+	c.st.poolWritten()
 	if d.sf.gone || !d.sf.draining.IsZero() {
 		return
 	}
@@ -1132,6 +1134,20 @@ func (st *connState) wrote(sf *subflow, stopped bool) {
 	}
 	clear(st.unwritten[len(w):])
 	st.unwritten = w
+}
+
+// poolWritten returns to the pool the freed buffers no writer reads any more.
+func (st *connState) poolWritten() {
+	keep := st.freedLate[:0]
+	for _, p := range st.freedLate {
+		if st.beingWritten(dsnRange{p.dsn, len(p.data)}) {
+			keep = append(keep, p)
+		} else {
+			putBuf(p.data)
+		}
+	}
+	clear(st.freedLate[len(keep):])
+	st.freedLate = keep
 }
 
 // beingWritten reports whether a writer has still to write bytes of r.
@@ -1162,11 +1178,13 @@ func (c *Conn) pumpTx() {
 			break
 		}
 		if !st.beingWritten(dsnRange{ch.dsn, len(ch.data)}) {
-			// A buffer a writer still reads goes to the garbage collector instead: reused, it
-			// would be overwritten under the writer. That happens where the acknowledgement
-			// runs ahead of the writer: after a fallback, where it is the written end, and for
-			// a retransmission the original's DATA_ACK overtook.
 			putBuf(ch.data)
+		} else {
+			// A buffer a writer still reads goes back to the pool only once written: reused
+			// now, it would be overwritten under the writer. The acknowledgement runs ahead
+			// of the writer after a fallback, where it is everything handed over, and for a
+			// retransmission the original's DATA_ACK overtook.
+			st.freedLate = append(st.freedLate, ch)
 		}
 		st.sendBuf[0] = sendPiece{}
 		st.sendBuf = st.sendBuf[1:]

@@ -107,3 +107,21 @@ func TestUsableLossyBeforeStale(t *testing.T) {
 		t.Errorf("only stale: %v, want it", got)
 	}
 }
+
+// TestFreedLate: a piece acknowledged while a writer still reads it waits in freedLate and is
+// pooled once the writer reports the mapping written.
+func TestFreedLate(t *testing.T) {
+	sf := &subflow{}
+	var st connState
+	st.unwritten = []unwritten{{sf, dsnRange{100, 50}}}
+	st.freedLate = []sendPiece{{dsn: 90, data: make([]byte, 20)}, {dsn: 200, data: make([]byte, 10)}}
+	st.poolWritten()
+	if len(st.freedLate) != 1 || st.freedLate[0].dsn != 90 {
+		t.Fatalf("before the write: %v, want only the piece at 90 kept", st.freedLate)
+	}
+	st.wrote(sf, false)
+	st.poolWritten()
+	if len(st.freedLate) != 0 {
+		t.Fatalf("after the write: %v, want none", st.freedLate)
+	}
+}
