@@ -321,13 +321,16 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 		default:
 		}
 		bufs, start, err := c.rxq.popAll(c.rdl, c.closed)
-		for _, b := range bufs {
+		for i, b := range bufs {
 			n, werr := w.Write(b)
 			total += int64(n)
-			if werr != nil {
-				return total, werr // what was not written is not consumed: its buffers stay out of the pool
-			}
 			c.rxq.consume(start, n)
+			if werr != nil {
+				// What w did not take goes back, for the next Read or WriteTo.
+				rest := append([][]byte{b[n:]}, bufs[i+1:]...)
+				c.rxq.giveBack(start, rest)
+				return total, werr
+			}
 		}
 		c.poke()
 		if errors.Is(err, io.EOF) {

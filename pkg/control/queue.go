@@ -177,6 +177,32 @@ func (q *byteQueue) consume(start uint64, n int) {
 	}
 }
 
+// giveBack returns the unwritten rest of the batch lent at stream position start to the front
+// of the queue. Only a batch nothing was taken after can go back in order; otherwise the rest
+// is dropped, as a reader that raced the batch has read past it.
+func (q *byteQueue) giveBack(start uint64, rest [][]byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var n int
+	for _, b := range rest {
+		n += len(b)
+	}
+	for i, b := range q.lent {
+		if b.start != start {
+			continue
+		}
+		if b.end != q.taken || b.done+uint64(n) != b.end {
+			return
+		}
+		q.lent = append(q.lent[:i], q.lent[i+1:]...)
+		q.taken -= uint64(n)
+		q.bufs = append(rest[:len(rest):len(rest)], q.bufs...)
+		q.n += n
+		q.notifyLocked()
+		return
+	}
+}
+
 // consumedBytes returns how far into the stream every byte taken out is done with: the
 // bytes before the first one a batch still lends.
 func (q *byteQueue) consumedBytes() uint64 {

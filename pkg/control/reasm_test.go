@@ -2,6 +2,8 @@ package control
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -219,4 +221,42 @@ func TestReleaseRxLentBatch(t *testing.T) {
 	if len(c.st.rxPooled) != 0 {
 		t.Fatalf("not released once written: %v", c.st.rxPooled)
 	}
+}
+
+// TestWriteToGivesBack: bytes WriteTo's destination refused go back to the receive queue, in
+// order, for the next Read.
+func TestWriteToGivesBack(t *testing.T) {
+	c := &Conn{rxq: newByteQueue(1 << 20), closed: make(chan struct{}), rdl: newDeadline(), kick: make(chan struct{}, 1)}
+	c.rxq.push([]byte("hello "))
+	c.rxq.push([]byte("world"))
+	c.rxq.finish(io.EOF)
+	w := &limitedWriter{max: 8}
+	n, err := c.WriteTo(w)
+	if n != 8 || !errors.Is(err, errShort) || w.buf.String() != "hello wo" {
+		t.Fatalf("WriteTo: %d, %v, wrote %q", n, err, w.buf.String())
+	}
+	rest, err := io.ReadAll(c)
+	if err != nil || string(rest) != "rld" {
+		t.Fatalf("read after the failed WriteTo: %q, %v; want \"rld\"", rest, err)
+	}
+	if got := c.rxq.consumedBytes(); got != 11 {
+		t.Errorf("consumed %d bytes, want 11", got)
+	}
+}
+
+var errShort = errors.New("destination full")
+
+// limitedWriter takes max bytes, then fails.
+type limitedWriter struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (w *limitedWriter) Write(b []byte) (int, error) {
+	n := min(len(b), w.max-w.buf.Len())
+	w.buf.Write(b[:n])
+	if n < len(b) {
+		return n, errShort
+	}
+	return n, nil
 }
