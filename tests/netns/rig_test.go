@@ -127,9 +127,9 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 		for i := range max(cfg.paths, 1) {
 			e := r.topo.Path(i).A
 			file := filepath.Join(dir, fmt.Sprintf("%s-path%d.pcapng", strings.ReplaceAll(t.Name(), "/", "_"), i))
-			p := e.NS.Start("dumpcap", "-i", e.Name, "-s", "120", "-w", file)
-			if err := p.WaitOutput(ctx, "Capturing on"); err != nil {
-				t.Fatalf("dumpcap: %v", err)
+			p, err := e.StartCapture(ctx, file, 120)
+			if err != nil {
+				t.Fatal(err)
 			}
 			t.Cleanup(func() { p.Stop() })
 		}

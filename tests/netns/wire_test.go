@@ -20,9 +20,9 @@ func capture(t *testing.T, ctx context.Context, e *netns.Iface) (file string, st
 		testenv.Skip(t, "dumpcap (tshark) not installed")
 	}
 	file = filepath.Join(t.TempDir(), "capture.pcapng")
-	p := e.NS.Start("dumpcap", "-i", e.Name, "-s", "160", "-w", file)
-	if err := p.WaitOutput(ctx, "Capturing on"); err != nil {
-		t.Fatalf("dumpcap: %v\n%s", err, p.Output())
+	p, err := e.StartCapture(ctx, file, 160)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return file, func() { p.Stop() }
 }
