@@ -130,7 +130,7 @@ type connState struct {
 	// Mappings handed to writers and not yet reported written, in the order handed over: the
 	// buffers they point into are not reused until then.
 	unwritten []unwritten
-	freedLate []sendPiece // acknowledged pieces whose buffers a writer still reads
+	freedLate []sendPiece // acknowledged pieces not yet back in the pool (poolWritten)
 
 	wrClosed  bool
 	finSet    bool
@@ -172,6 +172,11 @@ func (r dsnRange) end() seqnum.DSN { return r.dsn.Add(uint64(r.n)) }
 
 // contains reports whether dsn falls within the range.
 func (r dsnRange) contains(dsn seqnum.DSN) bool { return !dsn.LessThan(r.dsn) && dsn.LessThan(r.end()) }
+
+// overlaps reports whether the two ranges share a DSN.
+func (r dsnRange) overlaps(o dsnRange) bool {
+	return r.dsn.LessThan(o.end()) && o.dsn.LessThan(r.end())
+}
 
 func newConn(s *Stack) *Conn {
 	return &Conn{
@@ -1016,14 +1021,15 @@ func (c *Conn) subflowEnded(sf *subflow, err error) {
 		return
 	}
 	if errors.Is(err, io.EOF) {
-		if !c.mptcp.Load() || c.st.rxFallback {
+		plain := !c.mptcp.Load() || c.st.rxFallback
+		if plain {
 			// Plain TCP: the peer's half-close. The subflow still carries our data.
 			sf.halfClosed = true
 		}
 		if c.st.rxEOF {
 			return
 		}
-		if !c.mptcp.Load() || c.st.rxFallback {
+		if plain {
 			c.st.rxEOF = true
 			c.rxq.finish(io.EOF)
 			return
@@ -1112,7 +1118,6 @@ func (c *Conn) startTxFallback() {
 
 func (c *Conn) handleTxDone(d txDone) {
 	c.st.wrote(d.sf, d.err != nil)
-	c.st.poolWritten()
 	if d.sf.gone || !d.sf.draining.IsZero() {
 		return
 	}
@@ -1139,7 +1144,10 @@ func (st *connState) wrote(sf *subflow, stopped bool) {
 	st.unwritten = w
 }
 
-// poolWritten returns to the pool the freed buffers no writer reads any more.
+// poolWritten returns to the pool the acknowledged buffers no writer reads any more. A buffer a
+// writer still reads waits: reused now, it would be overwritten under the writer. The
+// acknowledgement runs ahead of the writer after a fallback, where it is everything handed
+// over, and for a retransmission the original's DATA_ACK overtook.
 func (st *connState) poolWritten() {
 	keep := st.freedLate[:0]
 	for _, p := range st.freedLate {
@@ -1156,7 +1164,7 @@ func (st *connState) poolWritten() {
 // beingWritten reports whether a writer has still to write bytes of r.
 func (st *connState) beingWritten(r dsnRange) bool {
 	for _, u := range st.unwritten {
-		if u.r.dsn.LessThan(r.end()) && r.dsn.LessThan(u.r.end()) {
+		if u.r.overlaps(r) {
 			return true
 		}
 	}
@@ -1180,19 +1188,12 @@ func (c *Conn) pumpTx() {
 		if st.sndUna.LessThan(ch.dsn.Add(uint64(len(ch.data)))) {
 			break
 		}
-		if !st.beingWritten(dsnRange{ch.dsn, len(ch.data)}) {
-			putBuf(ch.data)
-		} else {
-			// A buffer a writer still reads goes back to the pool only once written: reused
-			// now, it would be overwritten under the writer. The acknowledgement runs ahead
-			// of the writer after a fallback, where it is everything handed over, and for a
-			// retransmission the original's DATA_ACK overtook.
-			st.freedLate = append(st.freedLate, ch)
-		}
+		st.freedLate = append(st.freedLate, ch)
 		st.sendBuf[0] = sendPiece{}
 		st.sendBuf = st.sendBuf[1:]
 		st.unsent--
 	}
+	st.poolWritten()
 	for _, sf := range c.subs {
 		sf.trimInflight(st.sndUna)
 	}
@@ -1470,9 +1471,7 @@ func (c *Conn) checkSubflows() {
 		for _, sf := range c.subs {
 			if sf.stale {
 				sf.stale = false
-				if err := sf.setFastProbe(false); err != nil {
-					c.stack.log.Debug("subflow: fast probing", "token", c.token, "slot", sf.slot, "err", err)
-				}
+				c.setFastProbe(sf, false)
 			}
 		}
 		return
@@ -1514,9 +1513,7 @@ func (c *Conn) checkSubflows() {
 			if sf.stale {
 				sf.stale = false
 				c.stack.log.Debug("subflow recovered", "token", c.token, "slot", sf.slot)
-				if err := sf.setFastProbe(false); err != nil {
-					c.stack.log.Debug("subflow: fast probing", "token", c.token, "slot", sf.slot, "err", err)
-				}
+				c.setFastProbe(sf, false)
 			}
 			continue
 		}
@@ -1526,9 +1523,7 @@ func (c *Conn) checkSubflows() {
 			c.stack.stats.SubflowStale.Add(1)
 			c.stack.log.Debug("subflow stale: re-sending its data elsewhere", "token", c.token, "slot", sf.slot)
 			c.reinjectFrom(sf)
-			if err := sf.setFastProbe(true); err != nil {
-				c.stack.log.Debug("subflow: fast probing", "token", c.token, "slot", sf.slot, "err", err)
-			}
+			c.setFastProbe(sf, true)
 		}
 	}
 	// Data handed to a subflow after it went stale (while every subflow was) goes again once
@@ -1543,6 +1538,14 @@ func (c *Conn) checkSubflows() {
 				c.reinjectFrom(sf)
 			}
 		}
+	}
+}
+
+// setFastProbe turns a subflow's fast probing on or off; a failure (an old kernel) only costs
+// the faster notice of its path's return.
+func (c *Conn) setFastProbe(sf *subflow, on bool) {
+	if err := sf.setFastProbe(on); err != nil {
+		c.stack.log.Debug("subflow: fast probing", "token", c.token, "slot", sf.slot, "err", err)
 	}
 }
 
