@@ -38,15 +38,7 @@ func TestFallbackToPlainServer(t *testing.T) {
 	if d["MPCapableFallbackSYNACK"] != 1 || d["FallbackActive"] != 1 {
 		t.Errorf("MPCapableFallbackSYNACK moved by %d, FallbackActive by %d; want 1 each", d["MPCapableFallbackSYNACK"], d["FallbackActive"])
 	}
-	tr, err := netns.Exchange(ctx, c, 8<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-served
-	if s.Err != nil {
-		t.Fatal(s.Err)
-	}
-	checkDigests(t, tr, s.Transfer, 8<<20, 4<<20)
+	exchangeServed(t, ctx, c, served, 8<<20, 4<<20)
 }
 
 // TestFallbackFromPlainClient: a plain TCP client reaches our listener and is served as TCP.

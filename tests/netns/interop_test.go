@@ -66,11 +66,18 @@ var ourSide = netns.NamespaceConfig{Sysctls: map[string]string{"net.mptcp.enable
 
 func dialOurs(t testing.TB, ctx context.Context, ns *netns.Namespace, addr string) net.Conn {
 	t.Helper()
+	return dialOursSched(t, ctx, ns, addr, "")
+}
+
+// dialOursSched dials with our stack and the scheduler sched ("" the stack's default); the
+// connection closes with the test.
+func dialOursSched(t testing.TB, ctx context.Context, ns *netns.Namespace, addr, sched string) net.Conn {
+	t.Helper()
 	s := ourStack(t)
 	var c net.Conn
 	err := ns.Do(func() error {
 		var err error
-		d := control.Dialer{Stack: s}
+		d := control.Dialer{Stack: s, Scheduler: sched}
 		c, err = d.DialContext(ctx, "tcp", addr)
 		return err
 	})

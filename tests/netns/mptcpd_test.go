@@ -105,15 +105,7 @@ func TestMptcpdForwardToKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := netns.Exchange(ctx, c, up, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-served
-	if s.Err != nil {
-		t.Fatal(s.Err)
-	}
-	checkDigests(t, tr, s.Transfer, up, down)
+	s := exchangeServed(t, ctx, c, served, up, down)
 	if !s.MPTCP {
 		t.Errorf("kernel server socket is not MPTCP")
 	}
@@ -218,6 +210,13 @@ func TestMptcpdBothWays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	exchangeServed(t, ctx, c, served, up, down)
+}
+
+// exchangeServed runs Exchange on c (up bytes of seed 1 out), waits for the server's side
+// (ServeOne, down bytes of seed 2) and checks both streams; it returns the server's result.
+func exchangeServed(t testing.TB, ctx context.Context, c net.Conn, served <-chan netns.Result, up, down int64) netns.Result {
+	t.Helper()
 	tr, err := netns.Exchange(ctx, c, up, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +226,7 @@ func TestMptcpdBothWays(t *testing.T) {
 		t.Fatal(s.Err)
 	}
 	checkDigests(t, tr, s.Transfer, up, down)
+	return s
 }
 
 func checkDigests(t testing.TB, client, server netns.Transfer, up, down int64) {

@@ -28,26 +28,11 @@ func addEndpoint(t testing.TB, m *pm.Manager, e pm.Endpoint) pm.Endpoint {
 func TestJoinOurClientKernelServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	topo := netns.New(t, netns.Config{Paths: 2, A: ourSide})
-	p0, p1 := topo.Path(0), topo.Path(1)
-	m := ourPM(t, pm.DefaultLimits)
-	addEndpoint(t, m, pm.Endpoint{Addr: p1.A.Addr(netns.IPv4), Flags: pm.FlagSubflow})
-	topo.B.SetMPTCPLimits(2, 0)
+	const up, down = 128 << 20, 32 << 20
 	// Paths of 1 Gbit/s: unshaped veths are so fast that the split follows the CPU more than
 	// the paths, and one path may carry nearly everything.
-	for _, p := range []*netns.Path{p0, p1} {
-		p.SetTBF(netns.TBF{Rate: 1e9, Latency: 20 * time.Millisecond})
-	}
-	ln, err := topo.B.ListenMPTCP(p0.B.HostPort(netns.IPv4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const up, down = 128 << 20, 32 << 20
-	served := netns.ServeOne(ctx, ln, down, 2)
-	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
-	if err := topo.B.WaitMPTCPCounter(ctx, "MPJoinAckRx", 1); err != nil {
-		t.Fatal(err)
-	}
+	topo, served, c := ourClientTwoPaths(t, ctx, 1e9, "", down)
+	p1 := topo.Path(1)
 	tx1 := txBytes(t, p1.A)
 	tr, err := netns.Exchange(ctx, c, up, 1)
 	if err != nil {
@@ -82,6 +67,32 @@ func TestJoinOurClientKernelServer(t *testing.T) {
 	if share < up/8 {
 		t.Errorf("path 1 carried %d bytes, want a share (>= 12.5%%) of %d", share, up)
 	}
+}
+
+// ourClientTwoPaths connects our client in A, with a subflow endpoint on path 1 and the
+// scheduler sched ("" the default), to a kernel server on path 0 in B that allows a second
+// subflow and serves down bytes (ServeOne); both paths are shaped to rate bits/s. It returns
+// once the kernel counts the join.
+func ourClientTwoPaths(t *testing.T, ctx context.Context, rate uint64, sched string, down int64) (*netns.Topology, <-chan netns.Result, net.Conn) {
+	t.Helper()
+	topo := netns.New(t, netns.Config{Paths: 2, A: ourSide})
+	p0, p1 := topo.Path(0), topo.Path(1)
+	m := ourPM(t, pm.DefaultLimits)
+	addEndpoint(t, m, pm.Endpoint{Addr: p1.A.Addr(netns.IPv4), Flags: pm.FlagSubflow})
+	topo.B.SetMPTCPLimits(2, 0)
+	for _, p := range []*netns.Path{p0, p1} {
+		p.SetTBF(netns.TBF{Rate: rate, Latency: 20 * time.Millisecond})
+	}
+	ln, err := topo.B.ListenMPTCP(p0.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := netns.ServeOne(ctx, ln, down, 2)
+	c := dialOursSched(t, ctx, topo.A, ln.Addr().String(), sched)
+	if err := topo.B.WaitMPTCPCounter(ctx, "MPJoinAckRx", 1); err != nil {
+		t.Fatal(err)
+	}
+	return topo, served, c
 }
 
 // TestJoinKernelClientOurServer: a kernel client (a subflow endpoint on path 1) joins our
@@ -185,15 +196,7 @@ func TestAddAddrFromKernel(t *testing.T) {
 			logNonZero(t, "ours", oc)
 			t.Fatal(err)
 		}
-		tr, err := netns.Exchange(ctx, conn, up, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := <-served
-		if s.Err != nil {
-			t.Fatal(s.Err)
-		}
-		checkDigests(t, tr, s.Transfer, up, down)
+		exchangeServed(t, ctx, conn, served, up, down)
 	})
 	kc := counters(t, topo.B)
 	for _, name := range []string{"AddAddrTx", "EchoAdd", "MPJoinSynRx", "MPJoinAckRx"} {
@@ -280,42 +283,11 @@ func TestSchedulersToKernel(t *testing.T) {
 		t.Run(sched, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
-			topo := netns.New(t, netns.Config{Paths: 2, A: ourSide})
-			p0, p1 := topo.Path(0), topo.Path(1)
-			m := ourPM(t, pm.DefaultLimits)
-			addEndpoint(t, m, pm.Endpoint{Addr: p1.A.Addr(netns.IPv4), Flags: pm.FlagSubflow})
-			topo.B.SetMPTCPLimits(2, 0)
-			for _, p := range []*netns.Path{p0, p1} {
-				p.SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
-			}
-			ln, err := topo.B.ListenMPTCP(p0.B.HostPort(netns.IPv4, 0))
-			if err != nil {
-				t.Fatal(err)
-			}
 			const up, down = 32 << 20, 8 << 20
-			served := netns.ServeOne(ctx, ln, down, 2)
-			var c net.Conn
-			if err := topo.A.Do(func() error {
-				var err error
-				c, err = (&control.Dialer{Stack: ourStack(t), Scheduler: sched}).DialContext(ctx, "tcp", ln.Addr().String())
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if err := topo.B.WaitMPTCPCounter(ctx, "MPJoinAckRx", 1); err != nil {
-				t.Fatal(err)
-			}
+			topo, served, c := ourClientTwoPaths(t, ctx, 200e6, sched, down)
+			p0, p1 := topo.Path(0), topo.Path(1)
 			tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
-			tr, err := netns.Exchange(ctx, c, up, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := <-served
-			if s.Err != nil {
-				t.Fatal(s.Err)
-			}
-			checkDigests(t, tr, s.Transfer, up, down)
+			exchangeServed(t, ctx, c, served, up, down)
 			kc := counters(t, topo.B)
 			checkNoFallback(t, kc)
 			if kc["NoDSSInWindow"] != 0 {
