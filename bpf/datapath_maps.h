@@ -172,13 +172,29 @@ static __always_inline struct dp_scratch *dp_scratch(void)
 	return bpf_map_lookup_elem(&dp_scratch_map, &idx);
 }
 
+/* dp_event_lost counts an event the full ring buffer refused and marks its connection: Go
+ * resets a connection that missed an event rather than run on with state it never saw. */
+static __always_inline void dp_event_lost(const struct sk_sub *s)
+{
+	struct conn *c;
+	__u32 k;
+
+	dp_count(DP_EVENT_LOST);
+	if (!s)
+		return;
+	k = s->conn;
+	c = bpf_map_lookup_elem(&conns, &k);
+	if (c)
+		c->st.ev_lost = 1;
+}
+
 static __always_inline void dp_emit(__u32 type, const struct sk_sub *s, __u32 flags, __u64 a, __u64 b,
 				    __u64 c, __u64 cookie)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		dp_count(DP_EVENT_LOST);
+		dp_event_lost(s);
 		return;
 	}
 	e->type = type;
@@ -199,7 +215,7 @@ static __always_inline void dp_emit_opt(const struct sk_sub *s, const struct opt
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		dp_count(DP_EVENT_LOST);
+		dp_event_lost(s);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));

@@ -121,7 +121,9 @@ struct conn_st {
 	__u64 ack_sent;      /* the DATA_ACK we last wrote */
 	__u32 peer_dss;      /* nonzero once a DSS came from the peer: fully established (RFC 8684 3.1) */
 	__u32 peer_wnd_set;  /* nonzero once peer_wnd_end is the peer's own, not our first guess */
-	__u8 _pad[72];
+	__u32 ev_lost;       /* nonzero once an event of this connection was lost (ring buffer full) */
+	__u32 _pad0;
+	__u8 _pad[64];
 };
 
 struct conn {
@@ -266,7 +268,7 @@ enum dp_counter {
 	DP_DATA_ACK_INVALID,      /* DATA_ACKs beyond what we sent, ignored */
 	DP_DATA_FIN_RX,           /* the peer's DATA_FINs */
 	DP_DATA_FIN_TX,           /* DSS with our DATA_FIN written */
-	DP_FASTPATH_ACK,          /* in-order data acknowledged at the data level by the datapath */
+	DP_FASTPATH_ACK,          /* a lone DATA_FIN acknowledged at once by the datapath */
 	DP_ACK_SENT,              /* pure ACKs sent on demand by the congestion control */
 	DP_FASTCLOSE_TX,
 	DP_FASTCLOSE_RX,
@@ -302,6 +304,7 @@ enum dp_counter {
 	DP_SUBSLOT_USED,          /* subflow slots taken from the queue by passive joins */
 	DP_SCRATCH_NESTED,        /* programs skipped: nested deeper than the scratch levels */
 	DP_ACK_NOSPACE,           /* pure ACKs without a data ACK: SACK blocks took the room */
+	DP_DSS_NO_MATCH_TCP,      /* mappings not covering the segment they came on: dropped */
 	DP_COUNTER_MAX,
 };
 

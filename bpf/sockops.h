@@ -914,7 +914,7 @@ static __always_inline void rx_ack_advance(struct conn *c, __u64 want, __u64 to)
 }
 
 static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
-				      struct sub *sb, struct mptcp_opt *o, __u32 payload, __u32 window)
+				      struct sub *sb, struct mptcp_opt *o, __u32 seq, __u32 payload, __u32 window)
 {
 	dp_count(DP_DSS_RX);
 	if (!c->st.peer_dss)
@@ -987,6 +987,15 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 		if (len == 0) {
 			/* An infinite mapping: the peer fell back (§3.7). */
 			dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, 1 << 18, bpf_get_socket_cookie(skops));
+			return;
+		}
+		/* A mapping rides on the data it maps (§3.3.1): it must cover the segment's first
+		 * byte, as the kernel's validate_mapping() requires. One on a pure ACK (but a lone
+		 * DATA_FIN, above) or one that names other subflow bytes is dropped and counted: a
+		 * peer could otherwise make Go keep any number of mappings for bytes never sent. The
+		 * segment's data then has no mapping, and Go falls back or resets (§3.7). */
+		if (!payload || seq - s->rcv_isn - o->ssn >= len - fin) {
+			dp_count(DP_DSS_NO_MATCH_TCP);
 			return;
 		}
 		if (!(s->flags & SUBF_RX_MAP_VALID) || s->rx_map_dsn != dsn || s->rx_map_ssn != o->ssn ||
@@ -1070,40 +1079,6 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 	}
 }
 
-/* fast_ack acknowledges, at the data level, in-order data the subflow just received when it
- * continues what the connection already has: every ACK then carries an up-to-date DATA_ACK
- * without waiting for Go. Out-of-order data is left to Go's reassembly. */
-static __always_inline void fast_ack(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
-				     struct sub *sb, __u32 seq, __u32 payload)
-{
-	__u32 rcv_rel = skops->rcv_nxt - s->rcv_isn, seg_rel = seq - s->rcv_isn, end_rel, map_end;
-	__u64 base, want_dsn;
-
-	if (!(c->ctl.flags & CONNF_CAN_ACK) || !(s->flags & SUBF_RX_MAP_VALID) || (sb->ctl.flags & SUBC_DRAIN))
-		return;
-	end_rel = seg_rel + payload;
-	/* New bytes start at rcv_nxt: the segment must reach it and go beyond. */
-	if ((__s32)(rcv_rel - seg_rel) < 0 || (__s32)(end_rel - rcv_rel) <= 0)
-		return;
-	map_end = s->rx_map_ssn + s->rx_map_len - s->rx_map_fin;
-	if ((__s32)(rcv_rel - s->rx_map_ssn) < 0 || (__s32)(map_end - rcv_rel) <= 0)
-		return;
-	if ((__s32)(end_rel - map_end) > 0)
-		end_rel = map_end;
-	base = c->ctl.rcv_nxt;
-	if (before64(base, c->st.rx_ack))
-		base = c->st.rx_ack;
-	want_dsn = s->rx_map_dsn + (rcv_rel - s->rx_map_ssn);
-	if (want_dsn != base)
-		return;
-	base = s->rx_map_dsn + (end_rel - s->rx_map_ssn);
-	if (s->rx_map_fin && end_rel == map_end) {
-		base++; /* the DATA_FIN at the end of the mapping */
-		sb->st.ack_pending = 1;
-	}
-	rx_ack_advance(c, want_dsn, base);
-}
-
 /* unmapped_in_order reports whether a data segment without a mapping brings new in-order bytes
  * beyond the current mapping. */
 static __always_inline int unmapped_in_order(struct bpf_sock_ops *skops, struct sk_sub *s, __u32 seq, __u32 payload)
@@ -1174,7 +1149,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 			continue;
 		}
 		if (sc->opt.subtype == MPTCPOPT_DSS) {
-			parse_dss(skops, s, c, sb, &sc->opt, payload, bpf_ntohs(th.window));
+			parse_dss(skops, s, c, sb, &sc->opt, bpf_ntohl(th.seq), payload, bpf_ntohs(th.window));
 			if (sc->opt.flags & DSS_FLAG_HAS_MAP)
 				mapped = 1;
 		} else {
@@ -1196,7 +1171,8 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 		}
 		return 1;
 	}
-	fast_ack(skops, s, c, sb, bpf_ntohl(th.seq), payload);
+	/* In-order data is DATA_ACKed only once Go has handed it on (ctl.rcv_nxt): acknowledged
+	 * data must never depend on an event that could still be lost. */
 	return 1;
 }
 

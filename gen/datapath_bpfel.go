@@ -45,7 +45,9 @@ type DatapathConn struct {
 		AckSent     uint64
 		PeerDss     uint32
 		PeerWndSet  uint32
-		Pad         [72]uint8
+		EvLost      uint32
+		Pad0        uint32
+		Pad         [64]uint8
 	}
 }
 
@@ -107,7 +109,8 @@ const (
 	DatapathDpCounterDP_SUBSLOT_USED         DatapathDpCounter = 52
 	DatapathDpCounterDP_SCRATCH_NESTED       DatapathDpCounter = 53
 	DatapathDpCounterDP_ACK_NOSPACE          DatapathDpCounter = 54
-	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 55
+	DatapathDpCounterDP_DSS_NO_MATCH_TCP     DatapathDpCounter = 55
+	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 56
 )
 
 type DatapathEvent struct {

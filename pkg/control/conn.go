@@ -78,7 +78,7 @@ type Conn struct {
 	txq      *byteQueue
 	rdl, wdl *deadline
 
-	evCh     chan datapath.Event
+	evq      *evQueue
 	early    []datapath.Event // events that came before the Conn was registered; run handles them first
 	rxCh     chan rxChunk
 	txDoneCh chan txDone
@@ -143,6 +143,8 @@ type connState struct {
 	lingerAt  time.Time
 	lastRst   *ResetError
 	events    [16]uint64 // events handled, by type
+	// The connection's error is the peer's protocol violation: its subflows end with a reset.
+	resetOnErr bool
 
 	reinject    []dsnRange // data to send again, from failed or stale subflows
 	dataRtx     dataRtx    // the connection-level retransmission timer
@@ -185,7 +187,7 @@ func newConn(s *Stack) *Conn {
 		txq:      newByteQueue(txLimit),
 		rdl:      newDeadline(),
 		wdl:      newDeadline(),
-		evCh:     make(chan datapath.Event, 64),
+		evq:      newEvQueue(),
 		rxCh:     make(chan rxChunk, 16),
 		txDoneCh: make(chan txDone, 16),
 		kick:     make(chan struct{}, 1),
@@ -233,12 +235,10 @@ func (c *Conn) start() {
 	go c.run()
 }
 
-func (c *Conn) deliver(ev datapath.Event) {
-	select {
-	case c.evCh <- ev:
-	case <-c.done:
-	}
-}
+// deliver queues an event for the connection's goroutine; it never waits (the stack's one
+// dispatcher serves every connection). It reports false when the queue is full: the connection
+// is then reset.
+func (c *Conn) deliver(ev datapath.Event) bool { return c.evq.put(ev) }
 
 func (c *Conn) poke() {
 	select {
@@ -561,6 +561,7 @@ func (c *Conn) run() {
 	defer close(c.done)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	var evs []datapath.Event
 	c.st.finRTO = 200 * time.Millisecond
 	c.st.startedAt = time.Now()
 	if c.pm != nil {
@@ -589,8 +590,17 @@ func (c *Conn) run() {
 			pumpC = c.st.pumpTimer.C
 		}
 		select {
-		case ev := <-c.evCh:
-			c.handleEvent(ev)
+		case <-c.evq.wake:
+			var overflow bool
+			evs, overflow = c.evq.take(evs)
+			if overflow || c.eventLost() {
+				c.resetSelf(errEventOverflow)
+				return
+			}
+			for _, ev := range evs {
+				c.handleEvent(ev)
+			}
+			clear(evs)
 		case ch := <-rxIn:
 			c.handleRx(ch)
 			c.ackIfIdle()
@@ -613,6 +623,10 @@ func (c *Conn) run() {
 		case <-pumpC:
 			c.st.pumpTimer = nil
 		case <-tick.C:
+			if c.eventLost() {
+				c.resetSelf(errEventLost)
+				return
+			}
 			c.checkDraining(false)
 			c.checkSubflows()
 			c.checkDataAck(time.Now())
@@ -621,10 +635,11 @@ func (c *Conn) run() {
 			c.retransmitAnnounces()
 		}
 		if c.Err() != nil {
-			c.teardown(false)
+			c.teardown(c.st.resetOnErr)
 			return
 		}
 		c.releaseRx()
+		c.publishAck()
 		c.pumpTx()
 		c.checkFin()
 		c.checkEstablished(false)
@@ -689,6 +704,28 @@ func (c *Conn) handleCtl(op ctlOp) (exit bool) {
 		return true
 	}
 	return false
+}
+
+// resetSelf aborts a connection that the stack can no longer serve correctly (it fell behind
+// its events, or some were lost): MP_FASTCLOSE tells the peer that nothing more is delivered,
+// and the application gets err.
+func (c *Conn) resetSelf(err error) {
+	if errors.Is(err, errEventOverflow) && c.eventLost() {
+		err = errEventLost
+	}
+	c.stack.log.Warn("connection reset", "token", c.token, "err", err)
+	if err == errEventLost {
+		c.stack.stats.EventLostReset.Add(1)
+	} else {
+		c.stack.stats.EventOverflowReset.Add(1)
+	}
+	c.fail(err)
+	c.fastclose()
+}
+
+// eventLost reports whether the datapath lost an event of this connection.
+func (c *Conn) eventLost() bool {
+	return c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.EvLost) != 0
 }
 
 // fastclose aborts with MP_FASTCLOSE on a reset of every subflow (§3.5).
@@ -806,11 +843,19 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 	switch ev.Type {
 	case datapath.EvRxMap:
 		if ev.C&datapath.RxMapInfinite != 0 {
+			c.stack.stats.InfiniteMapRx.Add(1)
 			c.startRxFallback(sf)
 			return
 		}
 		fin := ev.C&datapath.RxMapFin != 0
 		n := uint32(ev.C & 0xffff)
+		if n == 0 {
+			// A first data whose MP_CAPABLE maps no bytes is an infinite mapping, as the
+			// kernel reads it (§3.1, §3.7): the peer fell back.
+			c.stack.stats.InfiniteMapRx.Add(1)
+			c.startRxFallback(sf)
+			return
+		}
 		if fin {
 			n--
 		}
@@ -818,7 +863,9 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		if ev.C&datapath.RxMapMPC != 0 {
 			dsn = seqnum.DSN(c.shm.Ctl.PeerIdsn + 1)
 		}
-		sf.addRxMap(rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin})
+		if !c.acceptRxMap(sf, rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin}) {
+			return
+		}
 		c.processHeld(sf)
 	case datapath.EvTCPRst:
 		sf.lastRst = &ResetError{Reason: uint8(ev.A), Transient: ev.B&1 != 0}
@@ -835,6 +882,34 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		c.startRxFallback(sf)
 		c.startTxFallback()
 	}
+}
+
+// acceptRxMap stores a peer mapping after checking it against our windows, as the kernel does:
+// one naming subflow bytes that cannot be in the subflow's receive window is dropped
+// (DSSNoMatchTCP); one whose data lies beyond the connection's receive window is kept so that
+// its bytes are recognised, but they are dropped when read (NoDSSInWindow), and the peer sends
+// them again (we DATA_ACK only what the application took). It reports whether the subflow can
+// go on.
+func (c *Conn) acceptRxMap(sf *subflow, m rxMap) bool {
+	if m.end().LessThanEq(sf.mapped) {
+		return true // bytes read already: a repeat
+	}
+	win := c.stack.rxWindow
+	if sf.mapped.Add(uint32(2*win)).LessThan(m.ssn) || m.ssn.Add(uint32(2*win)).LessThan(sf.mapped) {
+		c.stack.stats.DSSNoMatchTCP.Add(1)
+		return true
+	}
+	if c.st.rx.rcvNxt.Add(uint64(win)).LessThan(m.dsn.Add(uint64(m.len))) {
+		c.stack.stats.NoDSSInWindow.Add(1)
+		m.drop, m.fin = true, false
+	}
+	if !sf.rxMaps.add(m) {
+		c.stack.stats.RxMapOverflow.Add(1)
+		c.stack.log.Warn("subflow reset: too many mappings held", "token", c.token, "slot", sf.slot, "mappings", len(sf.rxMaps))
+		c.resetSubflow(sf, RstMPTCPError, errors.New("mptcp: peer sent too many mappings ahead of its data"))
+		return false
+	}
+	return true
 }
 
 func (c *Conn) handleRx(ch rxChunk) {
@@ -855,7 +930,14 @@ func (c *Conn) handleRx(ch rxChunk) {
 	sf.bytesRecv += uint64(len(ch.data))
 	c.st.lastRxSub = sf
 	sf.rxHeld = append(sf.rxHeld, ch)
+	sf.heldBytes += len(ch.data)
 	c.processHeld(sf)
+	if sf.heldBytes > rxLimit+c.stack.rxWindow && !sf.gone {
+		// Bytes no mapping covers, more than a receive window of them: the peer maps nothing
+		// it sends (in-order data without one already made us fall back, §3.7).
+		c.stack.log.Warn("subflow reset: data without mappings", "token", c.token, "slot", sf.slot, "held", sf.heldBytes)
+		c.resetSubflow(sf, RstMPTCPError, errors.New("mptcp: peer data without mappings"))
+	}
 }
 
 // processHeld maps held bytes to DSNs with the peer's mappings and reassembles them; bytes
@@ -864,7 +946,7 @@ func (c *Conn) processHeld(sf *subflow) {
 	for len(sf.rxHeld) > 0 {
 		ch := &sf.rxHeld[0]
 		for len(ch.data) > 0 {
-			m, ok := sf.mapFor(ch.off)
+			m, ok := sf.rxMaps.find(ch.off)
 			if !ok {
 				if !c.st.rxFallback {
 					c.deliverRx()
@@ -876,15 +958,20 @@ func (c *Conn) processHeld(sf *subflow) {
 			n := min(uint32(len(ch.data)), m.end().Sub(ch.off))
 			dsn := m.dsn.Add(uint64(ch.off.Sub(m.ssn)))
 			dup := c.st.rx.dup
-			c.st.rx.insert(dsn, ch.data[:n])
-			if e := dsn.Add(uint64(n)); !ch.ended || ch.end.LessThan(e) {
-				ch.end, ch.ended = e, true
+			if m.drop {
+				c.st.rx.dropped += uint64(n)
+			} else {
+				c.st.rx.insert(dsn, ch.data[:n])
+				if e := dsn.Add(uint64(n)); !ch.ended || ch.end.LessThan(e) {
+					ch.end, ch.ended = e, true
+				}
 			}
 			if c.st.rx.dup != dup {
 				c.stack.log.Debug("bytes received twice", "token", c.token, "slot", sf.slot, "off", uint32(ch.off), "n", n,
 					"map", fmt.Sprintf("%d+%d>%d", uint32(m.ssn), m.len, uint64(m.dsn)), "dup", c.st.rx.dup-dup, "rcvnxt", uint64(c.st.rx.rcvNxt))
 			}
 			ch.data = ch.data[n:]
+			sf.heldBytes -= int(n)
 			ch.off = ch.off.Add(n)
 			sf.mapped = ch.off
 			sf.lastEnd.ssn, sf.lastEnd.dsn = ch.off, dsn.Add(uint64(n))
@@ -898,7 +985,7 @@ func (c *Conn) processHeld(sf *subflow) {
 		sf.rxHeld[0] = rxChunk{}
 		sf.rxHeld = sf.rxHeld[1:]
 	}
-	sf.pruneRx(sf.mapped)
+	sf.rxMaps.prune(sf.mapped)
 	c.deliverRx()
 }
 
@@ -940,25 +1027,43 @@ func (c *Conn) deliverRx() {
 	clear(r.ready)
 	r.ready = r.ready[:0]
 	r.nReady = 0
-	rcv := uint64(r.rcvNxt)
 	if c.st.rxFin && r.rcvNxt == c.st.rxFinDSN && !c.st.rxEOF {
 		c.st.rxEOF = true
-		rcv++
 		c.rxq.finish(io.EOF)
-		if c.mptcp.Load() {
-			atomic.StoreUint64(&c.shm.Ctl.RcvNxt, rcv)
-			if seqnum.DSN(atomic.LoadUint64(&c.shm.St.RxAck)).LessThan(seqnum.DSN(rcv)) {
-				c.sendACK(nil) // the datapath did not acknowledge the DATA_FIN on its own
-			}
-		}
+	}
+	c.publishAck()
+}
+
+// consumed is one past the last byte the application (or the relay's backend socket) has
+// taken from the receive queue.
+func (c *Conn) consumed() seqnum.DSN {
+	st := &c.st
+	unconsumed := st.rxPushed - c.rxq.consumedBytes()
+	return st.rx.rcvNxt - seqnum.DSN(uint64(st.rx.nReady)+unconsumed)
+}
+
+// publishAck sets the DATA_ACK the datapath writes: what the application has taken, and the
+// peer's DATA_FIN once it has taken everything before it. Bytes reassembled but not yet taken
+// are not acknowledged: acknowledged data is never lost while the connection lives, whatever
+// happens to this process's buffers, and the peer's window follows the application's pace.
+func (c *Conn) publishAck() {
+	if !c.mptcp.Load() {
 		return
 	}
-	if c.st.rxEOF {
-		rcv++
+	ack := c.consumed()
+	fin := c.st.rxEOF && ack == c.st.rxFinDSN
+	if fin {
+		ack++
 	}
-	if c.mptcp.Load() {
-		atomic.StoreUint64(&c.shm.Ctl.RcvNxt, rcv)
+	if uint64(ack) == atomic.LoadUint64(&c.shm.Ctl.RcvNxt) {
+		return
 	}
+	atomic.StoreUint64(&c.shm.Ctl.RcvNxt, uint64(ack))
+	if fin && seqnum.DSN(atomic.LoadUint64(&c.shm.St.RxAck)).LessThan(ack) {
+		c.sendACK(nil) // the datapath did not acknowledge the DATA_FIN on its own
+		return
+	}
+	c.ackIfIdle()
 }
 
 // ackLag is how far our receive point may run ahead of the DATA_ACK we last sent before we send
@@ -1041,6 +1146,25 @@ func (c *Conn) subflowEnded(sf *subflow, err error) {
 		return
 	}
 	c.fail(c.resetError(sf, err))
+}
+
+// resetSubflow resets a subflow whose peer broke the protocol, with an MP_TCPRST reason
+// (§3.6); with no other subflow left the connection ends with it.
+func (c *Conn) resetSubflow(sf *subflow, reason uint8, err error) {
+	if c.mptcp.Load() {
+		sf.shm.Ctl.RstReason = reason
+		sf.shm.Ctl.RstFlags = datapath.SubRstRequest
+	}
+	if len(c.subs) <= 1 {
+		c.st.resetOnErr = true
+		c.fail(&ResetError{Reason: reason, Err: err})
+		return
+	}
+	// What it holds came from a peer we no longer trust with this subflow: not drained.
+	sf.eof = true
+	clear(sf.rxHeld)
+	sf.rxHeld, sf.heldBytes = nil, 0
+	c.dropSubflow(sf, err)
 }
 
 // dropSubflow detaches a failed or closed subflow and re-sends its unacknowledged data.

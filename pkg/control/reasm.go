@@ -11,12 +11,13 @@ import (
 // that re-sends the byte at DATA_ACK-1). Bytes before rcvNxt are duplicates and dropped.
 // It is owned by the connection's goroutine.
 type reasm struct {
-	rcvNxt seqnum.DSN // next DSN the application has not been given
-	ready  [][]byte   // in-order bytes waiting for the application
-	nReady int
-	ooo    []piece // out-of-order pieces, sorted by DSN, not overlapping
-	nOOO   int
-	dup    uint64 // bytes received that were held or delivered already
+	rcvNxt  seqnum.DSN // next DSN the application has not been given
+	ready   [][]byte   // in-order bytes waiting for the application
+	nReady  int
+	ooo     []piece // out-of-order pieces, sorted by DSN, not overlapping
+	nOOO    int
+	dup     uint64 // bytes received that were held or delivered already
+	dropped uint64 // bytes received beyond the receive window, dropped
 }
 
 type piece struct {

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +54,7 @@ type Stack struct {
 	stats     Stats
 	scheduler string
 	pm        PathManager
+	rxWindow  int     // the largest receive window a subflow advertises: data beyond it is dropped
 	mon       monitor // event subscribers and live connections (monitor.go)
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -114,6 +118,14 @@ type Stats struct {
 	RmAddrTx        atomic.Uint64
 	MPPrioTx        atomic.Uint64
 	RmSubflow       atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
+
+	EventsRefused      atomic.Uint64 // events refused: their connection's queue was full
+	EventOverflowReset atomic.Uint64 // connections reset for falling behind their events
+	EventLostReset     atomic.Uint64 // connections reset because the datapath lost an event of theirs
+	NoDSSInWindow      atomic.Uint64 // mappings beyond the receive window, dropped (the kernel's name)
+	DSSNoMatchTCP      atomic.Uint64 // mappings for subflow bytes far outside the receive window, dropped
+	RxMapOverflow      atomic.Uint64 // subflows reset for holding too many of the peer's mappings
+	InfiniteMapRx      atomic.Uint64 // infinite mappings received: the peer fell back (the kernel's name)
 }
 
 // endpointWatcher is a path manager that tells of its endpoints (pm.Manager does).
@@ -144,7 +156,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		stackOpen.Store(false)
 		return nil, err
 	}
-	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, scheduler: cfg.Scheduler, pm: cfg.PathManager, done: make(chan struct{})}
+	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, scheduler: cfg.Scheduler, pm: cfg.PathManager, done: make(chan struct{}), rxWindow: receiveWindow()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -170,6 +182,26 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	go s.dispatch()
 	go s.maintain()
 	return s, nil
+}
+
+// receiveWindow is the largest window our subflows can advertise, relative to the DATA_ACK we
+// send: the socket's receive buffer grows to tcp_rmem's maximum (we do not set SO_RCVBUF), and
+// the window is smaller than the buffer. A peer may send nothing beyond it (§3.3.4).
+func receiveWindow() int {
+	const fallback, floor, ceil = 32 << 20, 1 << 20, 1 << 30
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_rmem")
+	if err != nil {
+		return fallback
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return fallback
+	}
+	n, err := strconv.Atoi(f[2])
+	if err != nil {
+		return fallback
+	}
+	return min(max(n, floor), ceil)
 }
 
 var defaultStack struct {
@@ -232,9 +264,17 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"RmAddrTx":           &s.stats.RmAddrTx,
 		"MPPrioTx":           &s.stats.MPPrioTx,
 		"RmSubflow":          &s.stats.RmSubflow,
+		"EventsRefused":      &s.stats.EventsRefused,
+		"EventOverflowReset": &s.stats.EventOverflowReset,
+		"EventLostReset":     &s.stats.EventLostReset,
+		"NoDSSInWindow":      &s.stats.NoDSSInWindow,
+		"RxMapOverflow":      &s.stats.RxMapOverflow,
+		"InfiniteMapRx":      &s.stats.InfiniteMapRx,
 	} {
 		c[name] = v.Load()
 	}
+	// Mappings outside the subflow's window: the datapath drops most, Go the rest.
+	c["DSSNoMatchTCP"] += s.stats.DSSNoMatchTCP.Load()
 	if r, ok := s.pm.(interface{ Retries() uint64 }); ok {
 		c["JoinRetries"] = r.Retries() // lost subflows opened again
 	}
@@ -293,7 +333,9 @@ func (s *Stack) dispatch() {
 			continue
 		}
 		s.mu.Unlock()
-		c.deliver(ev)
+		if !c.deliver(ev) {
+			s.stats.EventsRefused.Add(1)
+		}
 	}
 }
 

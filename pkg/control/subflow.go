@@ -38,8 +38,9 @@ type subflow struct {
 	active            bool // we opened it (the first subflow of our connect, or our join)
 
 	// Owned by the connection's goroutine.
-	rxMaps     []rxMap   // the peer's mappings not yet fully read, by SSN
+	rxMaps     rxMaps    // the peer's mappings not yet fully read, by SSN
 	rxHeld     []rxChunk // bytes read whose mapping has not arrived yet
+	heldBytes  int       // bytes in rxHeld
 	mapped     seqnum.Value
 	queued     int // bytes handed to the writer and not yet written
 	eof        bool
@@ -72,16 +73,6 @@ type subflow struct {
 
 	written atomic.Uint64 // bytes written to the socket (writer goroutine)
 }
-
-// rxMap is a mapping of the peer: data bytes [ssn, ssn+len) carry DSNs [dsn, dsn+len).
-type rxMap struct {
-	dsn seqnum.DSN
-	ssn seqnum.Value
-	len uint32
-	fin bool // a DATA_FIN follows the last byte, at dsn+len
-}
-
-func (m rxMap) end() seqnum.Value { return m.ssn.Add(m.len) }
 
 // rxChunk is bytes read from a subflow starting at relative SSN off, or its end (err).
 type rxChunk struct {
@@ -293,47 +284,6 @@ func (sf *subflow) writeEOR(bufs [][]byte) error {
 		}
 	}
 	return nil
-}
-
-// addRxMap stores a peer mapping, ignoring repeats.
-func (sf *subflow) addRxMap(m rxMap) {
-	if m.end().LessThanEq(sf.mapped) && len(sf.rxMaps) == 0 {
-		return // already fully read
-	}
-	for i, x := range sf.rxMaps {
-		if x.ssn == m.ssn {
-			if m.len > x.len || m.fin {
-				sf.rxMaps[i] = m
-			}
-			return
-		}
-		if m.ssn.LessThan(x.ssn) {
-			sf.rxMaps = append(sf.rxMaps, rxMap{})
-			copy(sf.rxMaps[i+1:], sf.rxMaps[i:])
-			sf.rxMaps[i] = m
-			return
-		}
-	}
-	sf.rxMaps = append(sf.rxMaps, m)
-}
-
-// mapFor returns the mapping covering relative SSN off.
-func (sf *subflow) mapFor(off seqnum.Value) (rxMap, bool) {
-	for _, m := range sf.rxMaps {
-		if off.InRange(m.ssn, m.end()) {
-			return m, true
-		}
-	}
-	return rxMap{}, false
-}
-
-// pruneRx drops mappings that end at or before off.
-func (sf *subflow) pruneRx(off seqnum.Value) {
-	i := 0
-	for i < len(sf.rxMaps) && sf.rxMaps[i].end().LessThanEq(off) {
-		i++
-	}
-	sf.rxMaps = sf.rxMaps[i:]
 }
 
 // shutdown stops the writer and closes the socket. A graceful close first deletes the socket's

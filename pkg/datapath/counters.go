@@ -63,6 +63,7 @@ var counterNames = map[gen.DatapathDpCounter]string{
 	gen.DatapathDpCounterDP_SUBSLOT_USED:         "JoinSlotUsed",
 	gen.DatapathDpCounterDP_SCRATCH_NESTED:       "ScratchNested",
 	gen.DatapathDpCounterDP_ACK_NOSPACE:          "DataAckNoSpace",
+	gen.DatapathDpCounterDP_DSS_NO_MATCH_TCP:     "DSSNoMatchTCP",
 }
 
 // Counters returns every datapath counter, summed over CPUs, by name.

@@ -1,0 +1,89 @@
+package control
+
+import (
+	"sort"
+
+	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+)
+
+// maxRxMaps bounds the mappings a subflow keeps for bytes it has not read yet. A peer maps its
+// writes (the kernel: one mapping per write, repeated on each of its segments), and mappings that
+// continue one another are merged, so a subflow holds a few; only a peer that maps byte by byte
+// out of order comes near it, and its subflow is reset.
+const maxRxMaps = 8192
+
+// rxMap is a mapping of the peer: data bytes [ssn, ssn+len) carry DSNs [dsn, dsn+len).
+type rxMap struct {
+	dsn  seqnum.DSN
+	ssn  seqnum.Value
+	len  uint32
+	fin  bool // a DATA_FIN follows the last byte, at dsn+len
+	drop bool // beyond our receive window: its bytes are read and dropped (NoDSSInWindow)
+}
+
+func (m rxMap) end() seqnum.Value { return m.ssn.Add(m.len) }
+
+// continues reports whether m maps the bytes right after p to the DSNs right after p's, so that
+// the two can be one mapping.
+func (m rxMap) continues(p rxMap) bool {
+	return !p.fin && m.drop == p.drop && m.ssn == p.end() && m.dsn == p.dsn.Add(uint64(p.len)) &&
+		uint64(p.len)+uint64(m.len) < 1<<31
+}
+
+// rxMaps is a subflow's list of the peer's mappings, sorted by SSN. Every SSN in it lies within
+// the subflow's receive window of the bytes read so far (Conn.acceptRxMap), so wrap-safe
+// comparison orders them.
+type rxMaps []rxMap
+
+// search returns the index of the first mapping whose SSN is not before ssn.
+func (ms rxMaps) search(ssn seqnum.Value) int {
+	return sort.Search(len(ms), func(i int) bool { return !ms[i].ssn.LessThan(ssn) })
+}
+
+// add stores m: a repeat of a stored mapping replaces it when it is longer or adds the
+// DATA_FIN, one continuing the last mapping extends it. It reports false when the list is full.
+func (ms *rxMaps) add(m rxMap) bool {
+	l := *ms
+	if n := len(l); n > 0 && m.continues(l[n-1]) {
+		l[n-1].len += m.len
+		l[n-1].fin = m.fin
+		return true
+	}
+	i := l.search(m.ssn)
+	if i < len(l) && l[i].ssn == m.ssn {
+		if m.len > l[i].len || m.fin {
+			l[i] = m
+		}
+		return true
+	}
+	if len(l) >= maxRxMaps {
+		return false
+	}
+	l = append(l, rxMap{})
+	copy(l[i+1:], l[i:])
+	l[i] = m
+	*ms = l
+	return true
+}
+
+// find returns the mapping covering relative SSN off: the last one starting at or before it,
+// or one shortly before that, when mappings overlap.
+func (ms rxMaps) find(off seqnum.Value) (rxMap, bool) {
+	i := ms.search(off.Add(1)) // the first mapping starting after off
+	for k := i - 1; k >= 0 && k >= i-4; k-- {
+		if off.InRange(ms[k].ssn, ms[k].end()) {
+			return ms[k], true
+		}
+	}
+	return rxMap{}, false
+}
+
+// prune drops the mappings that end at or before off.
+func (ms *rxMaps) prune(off seqnum.Value) {
+	l := *ms
+	i := 0
+	for i < len(l) && l[i].end().LessThanEq(off) {
+		i++
+	}
+	*ms = l[i:]
+}
