@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // cgroupPrefix starts the name of the cgroup a datapath creates by default: mptcpgo-<pid>.
@@ -38,23 +40,66 @@ func cgroup2Mount() (string, error) {
 	return "", errNoCgroup2Mount
 }
 
-// cgroupRoot is where this process reaches the root of the cgroup v2 hierarchy.
+// cgroupRoot is where this process reaches the root of the cgroup v2 hierarchy: the cgroup2
+// mount /proc/mounts lists, or else a mount of our own that no other process sees.
 type cgroupRoot struct {
-	dir string // the root directory
+	dir     string // the root directory
+	mountFD int    // our own detached mount behind dir; -1 when dir is the system's mount
 }
 
-// openCgroupRoot finds the cgroup2 mount.
+// openCgroupRoot finds the cgroup2 mount, or mounts a view of our own when there is none.
+//
+// `ip netns exec` runs its command in a mount namespace of its own where /sys is mounted
+// afresh for the new network namespace, without the cgroup2 mount below it. The hierarchy is
+// still there, the same for every mount of it (a mount is only a view of the one cgroup v2
+// tree), so we mount one with fsopen/fsmount and keep it detached: it has no mount point,
+// never shows in any mount table, and goes when its descriptor is closed (at Close, or when the
+// process dies however it dies). No namespace check is needed: nothing is mounted anywhere.
 func openCgroupRoot() (*cgroupRoot, error) {
 	dir, err := cgroup2Mount()
-	if errors.Is(err, errNoCgroup2Mount) {
-		return nil, fmt.Errorf("%w (a network namespace entered with 'ip netns exec' hides it; use nsenter --net)", err)
-	} else if err != nil {
+	if err == nil {
+		return &cgroupRoot{dir: dir, mountFD: -1}, nil
+	}
+	if !errors.Is(err, errNoCgroup2Mount) {
 		return nil, fmt.Errorf("find the cgroup2 mount: %w", err)
 	}
-	return &cgroupRoot{dir: dir}, nil
+	fd, merr := mountCgroup2()
+	if merr != nil {
+		return nil, fmt.Errorf("%w, and mounting a view of our own failed: %w", err, merr)
+	}
+	// The process's own view of the descriptor: paths below it resolve in the mount.
+	return &cgroupRoot{dir: fmt.Sprintf("/proc/self/fd/%d", fd), mountFD: fd}, nil
 }
 
-func (r *cgroupRoot) close() error { return nil }
+// mountCgroup2 returns the descriptor of a new, detached mount of the cgroup2 file system.
+func mountCgroup2() (int, error) {
+	fs, err := unix.Fsopen("cgroup2", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsopen cgroup2: %w", err)
+	}
+	defer unix.Close(fs)
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return -1, fmt.Errorf("create cgroup2 superblock: %w", err)
+	}
+	fd, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsmount cgroup2: %w", err)
+	}
+	return fd, nil
+}
+
+// close releases our own mount, if any.
+func (r *cgroupRoot) close() error {
+	if r.mountFD < 0 {
+		return nil
+	}
+	err := unix.Close(r.mountFD)
+	r.mountFD = -1
+	if err != nil {
+		return fmt.Errorf("release cgroup2 mount: %w", err)
+	}
+	return nil
+}
 
 // currentCgroup returns this process's cgroup v2 path relative to the mount.
 func currentCgroup() (string, error) {
@@ -160,7 +205,7 @@ func writeProcs(dir string) error {
 	return nil
 }
 
-// leave moves the process back and removes the cgroup if we created it.
+// leave moves the process back, removes the cgroup if we created it and releases our mount.
 func (cg *ownCgroup) leave() error {
 	err := writeProcs(cg.previous)
 	if rerr := cg.remove(); err == nil {

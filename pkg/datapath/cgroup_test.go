@@ -117,3 +117,36 @@ func TestOpenRemovesStaleCgroups(t *testing.T) {
 		}
 	}
 }
+
+// TestCgroup2View: the cgroup2 mount of our own (the one Open makes when /proc/mounts shows
+// none, under ip netns exec) reaches the same hierarchy, and shows in no mount table.
+func TestCgroup2View(t *testing.T) {
+	testenv.RequireRoot(t)
+	before, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := mountCgroup2()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &cgroupRoot{dir: fmt.Sprintf("/proc/self/fd/%d", fd), mountFD: fd}
+	cur, err := currentCgroup()
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, err := os.ReadFile(filepath.Join(r.dir, cur, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(os.Getpid())) {
+		t.Errorf("our cgroup %s through the view does not list us: %q", cur, procs)
+	}
+	during, _ := os.ReadFile("/proc/self/mountinfo")
+	if !bytes.Equal(before, during) {
+		t.Errorf("a mount table changed:\n%s\nthen\n%s", before, during)
+	}
+	if err := r.close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -235,7 +235,9 @@ func (d *Datapath) Close() error {
 	return errors.Join(errs...)
 }
 
-// CgroupPath returns the cgroup the datapath's sock_ops program is attached to.
+// CgroupPath returns the cgroup the datapath's sock_ops program is attached to. When the
+// process sees no cgroup2 mount (under `ip netns exec`), it is a path through a mount of the
+// process's own (/proc/self/fd/N/mptcpgo-<pid>), valid in this process only.
 func (d *Datapath) CgroupPath() string { return d.cg.path }
 
 // CongestionControl returns the name of our congestion control (A of the pair).
