@@ -282,6 +282,31 @@ func TestMptcpdIPNetnsExec(t *testing.T) {
 	}
 }
 
+// TestMptcpdKilledCgroupRemoved: a daemon killed with SIGKILL leaves its cgroup behind; the
+// next one removes it when it starts, and says so.
+func TestMptcpdKilledCgroupRemoved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	d, _ := startMptcpd(t, ctx, topo.A, "--ctl", "", "--forward", "127.0.0.1:0=127.0.0.1:9")
+	cg := filepath.Join(cgroup2Mount(t), fmt.Sprintf("mptcpgo-%d", d.Pid()))
+	if err := d.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-d.Done()
+	if _, err := os.Stat(cg); err != nil {
+		t.Fatalf("the killed daemon's cgroup: %v (want it left behind, for the next daemon to remove)", err)
+	}
+	next, _ := startMptcpd(t, ctx, topo.A, "--ctl", "", "--forward", "127.0.0.1:0=127.0.0.1:9")
+	if _, err := os.Stat(cg); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup %s of the killed daemon after the next one started: %v", cg, err)
+	}
+	if out := next.Output(); !strings.Contains(out, "removed stale cgroups") || !strings.Contains(out, filepath.Base(cg)) {
+		t.Errorf("the next daemon did not log the removal of %s:\n%s", filepath.Base(cg), out)
+	}
+	stopMptcpd(t, next)
+}
+
 // cgroup2Mount returns where /proc/mounts shows the cgroup v2 hierarchy.
 func cgroup2Mount(t testing.TB) string {
 	t.Helper()
