@@ -120,8 +120,9 @@ func currentCgroup() (string, error) {
 // cgroup is stale when no process <pid> exists and no process is in it; it is removed with
 // rmdir, which the kernel refuses for a cgroup that holds processes or other cgroups.
 //
-// A process of another PID namespace has no /proc/<pid> here, but it has moved itself into
-// its cgroup before it attaches anything there, which keeps the cgroup.
+// A process of another PID namespace has no /proc/<pid> here: its cgroup is kept once the
+// process is in it (cgroup.procs), so only the moment between its mkdir and its move into the
+// cgroup is exposed, and that Open then fails with a clear error rather than misbehaving.
 func removeStaleCgroups(root string, log *slog.Logger) []string {
 	ents, err := os.ReadDir(root)
 	if err != nil {
