@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,7 +44,7 @@ func newApp() *cli.App {
 		&cli.UintFlag{Name: "port", Usage: "signal: announce this `PORT` rather than the connection's"},
 		&cli.StringFlag{Name: "flags", Usage: "comma-separated `FLAGS`: signal (announce it with ADD_ADDR), subflow (open subflows from it), backup, fullmesh"},
 	}
-	return &cli.App{
+	app := &cli.App{
 		Name:  "mptcpctl",
 		Usage: "control mptcpd: endpoints, limits, subflow priorities, connections, events and counters",
 		Description: `mptcpctl talks to mptcpd through its control socket (root only). The verbs follow
@@ -56,9 +57,7 @@ limits, set-prio, show, monitor and stats. Errors go to stderr with a non-zero e
 		},
 		HideHelpCommand:           true,
 		DisableSliceFlagSeparator: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
-		},
+		OnUsageError:              onUsageError(""),
 		CommandNotFound: func(cc *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "mptcpctl: unknown command %q (see mptcpctl --help)\n", name)
 			os.Exit(2)
@@ -156,6 +155,31 @@ interrupted.
 				Action: stats,
 			},
 		},
+	}
+	setUsageErrors(app.Commands, "")
+	return app
+}
+
+// setUsageErrors makes a bad option of every command a usage error (status 2, one line): left
+// unset, urfave/cli prints the command's whole help and the status is 1.
+func setUsageErrors(cmds []*cli.Command, parent string) {
+	for _, c := range cmds {
+		path := strings.TrimSpace(parent + " " + c.Name)
+		c.OnUsageError = onUsageError(path)
+		setUsageErrors(c.Subcommands, path)
+	}
+}
+
+// flagName matches the Go flag package's "-name" in its errors.
+var flagName = regexp.MustCompile(`(flag|for|:) -([a-z][a-z0-9_-]+)`)
+
+func onUsageError(cmd string) cli.OnUsageErrorFunc {
+	return func(_ *cli.Context, err error, _ bool) error {
+		msg := flagName.ReplaceAllString(err.Error(), "$1 --$2") // our options are --long ones
+		if cmd != "" {
+			msg = cmd + ": " + msg
+		}
+		return usageError{errors.New(msg)}
 	}
 }
 

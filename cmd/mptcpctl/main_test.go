@@ -1,7 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -44,16 +49,85 @@ func TestCtlUsageErrors(t *testing.T) {
 		{"show", "everything"},
 		{"stats", "extra"},
 		{"monitor", "extra"},
+		// Options that do not parse, in every verb: one line, no help text.
+		{"limits", "--subflows", "abc"},
+		{"limits", "--add-addr-accepted", "1.5"},
+		{"limits", "--bogus"},
+		{"add-addr", "10.0.0.1", "--id", "x"},
+		{"add-addr", "10.0.0.1", "--port", "-1"},
+		{"endpoint", "add", "10.0.0.1", "--id", "x"},
+		{"endpoint", "show", "--json=maybe"},
+		{"endpoint", "delete", "--id", "3"},
+		{"endpoint", "change", "--bogus", "id", "3", "backup"},
+		{"endpoint", "flush", "--all"},
+		{"del-addr", "--id", "3"},
+		{"set-prio", "--token"},
+		{"show", "--json=maybe"},
+		{"stats", "--nonzero=perhaps"},
+		{"monitor", "-x"},
+		{"--bogus", "stats"},
 	} {
 		app := newApp()
-		app.Writer, app.ErrWriter = nopWriter{}, nopWriter{}
+		var out, errOut bytes.Buffer
+		app.Writer, app.ErrWriter = &out, &errOut
 		err := app.Run(interspersed(app, append([]string{"mptcpctl", "--ctl", "/nonexistent/sock"}, args...)))
 		if _, ok := err.(usageError); !ok {
 			t.Errorf("%q: %v, want a usage error", args, err)
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: an error of more than one line: %q", args, err)
+		}
+		if out.Len()+errOut.Len() > 0 {
+			t.Errorf("%q: printed %q%q, want only the error", args, out.String(), errOut.String())
 		}
 	}
 }
 
-type nopWriter struct{}
+// TestMain runs the command itself when the test binary is started as mptcpctl by runCtl.
+func TestMain(m *testing.M) {
+	if os.Getenv("MPTCPCTL_TEST_MAIN") == "1" {
+		os.Args = append([]string{"mptcpctl"}, os.Args[1:]...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
-func (nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+// runCtl runs mptcpctl with args and returns its exit status, standard output and error.
+func runCtl(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "MPTCPCTL_TEST_MAIN=1", "MPTCPCTL_SOCKET=/nonexistent/sock")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), errOut.String()
+}
+
+// TestCtlExitStatus: a mistake in the command line exits 2 with one line on stderr, as the
+// README says, whatever the verb; a daemon that cannot be reached exits 1.
+func TestCtlExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"limits", "--subflows", "abc"}, `mptcpctl: limits: invalid value "abc" for flag --subflows: parse error`},
+		{[]string{"endpoint", "add", "10.0.0.1", "--port", "x"}, `mptcpctl: endpoint add: invalid value "x" for flag --port`},
+		{[]string{"stats", "--bogus"}, `mptcpctl: stats: flag provided but not defined: --bogus`},
+		{[]string{"set-prio", "--token"}, `mptcpctl: set-prio: flag needs an argument: --token`},
+		{[]string{"limits", "--subflows", "9"}, `mptcpctl: --subflows 9: want 0..8`},
+		{[]string{"nosuch"}, `mptcpctl: unknown command "nosuch"`},
+	} {
+		code, out, errOut := runCtl(t, tc.args...)
+		if code != 2 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, tc.want) {
+			t.Errorf("%q: status %d, stdout %q, stderr %q; want 2, nothing, one line %q", tc.args, code, out, errOut, tc.want)
+		}
+	}
+	code, _, errOut := runCtl(t, "stats")
+	if code != 1 || !strings.HasPrefix(errOut, "mptcpctl: ") {
+		t.Errorf("stats without a daemon: status %d, %q; want 1", code, errOut)
+	}
+}

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -183,21 +186,74 @@ func (e *configError) Error() string {
 	return fmt.Sprintf("%s:%d: %v", e.file, e.line, e.err)
 }
 
-// readConfig reads a configuration file into flag values by flag name, each checked.
-func readConfig(path string) (map[string][]string, error) {
-	b, err := os.ReadFile(path)
+// maxConfigSize bounds the configuration file: a real one is a few hundred bytes.
+const maxConfigSize = 1 << 20
+
+// readConfigFile reads a regular file of at most maxConfigSize bytes. A FIFO, a device such
+// as /dev/zero or a directory is refused before any read: it could block or never end.
+func readConfigFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		// yaml reports "yaml: line N: reason".
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		return nil, fmt.Errorf("%s:%s", path, strings.TrimPrefix(msg, "line "))
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("config %s: not a regular file (%s)", path, fileKind(fi.Mode()))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(b) > maxConfigSize {
+		return nil, fmt.Errorf("config %s: larger than %d KiB", path, maxConfigSize>>10)
+	}
+	return b, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return m.Type().String()
+}
+
+// readConfig reads a configuration file into flag values by flag name, each checked.
+func readConfig(path string) (map[string][]string, error) {
+	b, err := readConfigFile(path)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string][]string{}
+	d := yaml.NewDecoder(bytes.NewReader(b))
+	var doc yaml.Node
+	if err := d.Decode(&doc); errors.Is(err, io.EOF) {
+		return out, nil // empty file, or only comments
+	} else if err != nil {
+		return nil, yamlError(path, err)
+	}
+	// A second document ("---" after the first) would otherwise be ignored without a word.
+	var next yaml.Node
+	if err := d.Decode(&next); err == nil {
+		return nil, &configError{path, next.Line, errors.New("a second YAML document starts here: the file holds one mapping of options (remove the ---)")}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, yamlError(path, err)
+	}
 	if len(doc.Content) == 0 {
-		return out, nil // empty file
+		return out, nil
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
@@ -234,6 +290,12 @@ func readConfig(path string) (map[string][]string, error) {
 		out[name] = vals
 	}
 	return out, nil
+}
+
+// yamlError turns the decoder's "yaml: line N: reason" into "FILE:N: reason".
+func yamlError(path string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	return fmt.Errorf("%s:%s", path, strings.TrimPrefix(msg, "line "))
 }
 
 func lookupKey(k string) (string, configKey, bool) {

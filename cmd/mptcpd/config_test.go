@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func writeConfig(t *testing.T, s string) string {
@@ -75,14 +77,61 @@ func TestCtlConfigErrors(t *testing.T) {
 		{"forward: [\"nowhere\"]\n", ":1: forward: "},
 		{"- a\n- b\n", ":1: want a mapping"},
 		{"scheduler: default\nscheduler: roundrobin\n", ":2: "},
+		{"scheduler: default\n---\nscheduler: roundrobin\n", ":2: a second YAML document"},
+		{"---\nscheduler: default\n---\n", ":3: a second YAML document"},
+		{"- a\n--- [\n", ":2: "},
 	} {
 		_, err := readConfig(writeConfig(t, tc.file))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.file, err, tc.want)
 		}
 	}
-	if _, err := readConfig(writeConfig(t, "")); err != nil {
-		t.Errorf("empty file: %v", err)
+	for _, file := range []string{"", "# nothing yet\n", "---\nscheduler: default\n", "scheduler: default\n...\n"} {
+		if _, err := readConfig(writeConfig(t, file)); err != nil {
+			t.Errorf("%q: %v", file, err)
+		}
+	}
+}
+
+// TestCtlConfigNotRegular: a device, a FIFO or a directory is refused before anything is read
+// (/dev/zero would be read for ever, a FIFO without a writer would block).
+func TestCtlConfigNotRegular(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/dev/zero", "/dev/zero: not a regular file (a character device)"},
+		{fifo, "not a regular file (a FIFO)"},
+		{t.TempDir(), "not a regular file (a directory)"},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := readConfig(tc.path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: %v, want %q", tc.path, err, tc.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: still reading after 5s", tc.path)
+		}
+	}
+}
+
+// TestCtlConfigTooLarge: the file is read up to 1 MiB; a larger one is an error, not a
+// memory hog. Exactly 1 MiB is accepted.
+func TestCtlConfigTooLarge(t *testing.T) {
+	line := "# " + strings.Repeat("x", 61) + "\n" // 64 bytes
+	fits := strings.Repeat(line, maxConfigSize/len(line))
+	if _, err := readConfig(writeConfig(t, fits)); err != nil {
+		t.Errorf("%d bytes: %v", len(fits), err)
+	}
+	_, err := readConfig(writeConfig(t, fits+"\n"))
+	if err == nil || !strings.Contains(err.Error(), "larger than 1024 KiB") {
+		t.Errorf("%d bytes: %v, want larger than 1024 KiB", len(fits)+1, err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/ctl"
+	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
@@ -106,7 +107,10 @@ func run(cc *cli.Context) error {
 			pf.Close()
 		}()
 	}
-	stack, err := control.NewStack(control.StackConfig{Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler")})
+	stack, err := control.NewStack(control.StackConfig{
+		Datapath: datapath.Config{Logger: log},
+		Logger:   log, PathManager: mgr, Scheduler: cc.String("scheduler"),
+	})
 	if err != nil {
 		return fmt.Errorf("start datapath: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"sync"
@@ -112,6 +113,8 @@ type Config struct {
 	MaxConns int    // connection slots (default 4096)
 	MaxSubs  int    // subflow slots (default 2*MaxConns)
 	Cgroup   string // cgroup directory name under the cgroup2 mount (default mptcpgo-<pid>)
+	// Logger receives what Open cleans up (stale cgroups of dead processes); nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Datapath owns the loaded BPF objects, their attachments and the shared memory.
@@ -142,7 +145,10 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		cfg.MaxSubs = 2 * cfg.MaxConns
 	}
 	if cfg.Cgroup == "" {
-		cfg.Cgroup = fmt.Sprintf("mptcpgo-%d", os.Getpid())
+		cfg.Cgroup = fmt.Sprintf("%s%d", cgroupPrefix, os.Getpid())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	spec, err := gen.LoadDatapath()
 	if err != nil {
@@ -186,7 +192,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if d.events, err = ringbuf.NewReader(d.objs.Events); err != nil {
 		return nil, fmt.Errorf("open event ring: %w", err)
 	}
-	if d.cg, err = enterOwnCgroup(cfg.Cgroup); err != nil {
+	if d.cg, err = enterOwnCgroup(cfg.Cgroup, cfg.Logger); err != nil {
 		return nil, err
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: d.cg.path, Attach: ebpf.AttachCGroupSockOps, Program: d.objs.MptcpSockops})
@@ -229,7 +235,9 @@ func (d *Datapath) Close() error {
 	return errors.Join(errs...)
 }
 
-// CgroupPath returns the cgroup the datapath's sock_ops program is attached to.
+// CgroupPath returns the cgroup the datapath's sock_ops program is attached to. When the
+// process sees no cgroup2 mount (under `ip netns exec`), it is a path through a mount of the
+// process's own (/proc/self/fd/N/mptcpgo-<pid>), valid in this process only.
 func (d *Datapath) CgroupPath() string { return d.cg.path }
 
 // CongestionControl returns the name of our congestion control (A of the pair).

@@ -89,6 +89,9 @@ func ParseEndpoint(s string) (Endpoint, error) {
 			}
 			e.ID = uint8(n)
 		case k == "dev" && hasV && v != "":
+			if err := checkDevName(v); err != nil {
+				return e, fmt.Errorf("endpoint %s: %w", e.Addr, err)
+			}
 			e.Dev = v
 		default:
 			return e, fmt.Errorf("endpoint %q: unknown flag %q (want subflow, signal, backup, fullmesh, port=N, id=N, dev=IF)", s, p)
@@ -98,6 +101,35 @@ func ParseEndpoint(s string) (Endpoint, error) {
 		return e, fmt.Errorf("endpoint %q: fullmesh and signal exclude each other", s)
 	}
 	return e, nil
+}
+
+// ifNameSize is the kernel's IFNAMSIZ: an interface name has at most ifNameSize-1 bytes.
+const ifNameSize = 16
+
+// checkDevName checks an interface name as the kernel's dev_valid_name does: 1..15 bytes, not
+// "." or "..", without '/', ':' or whitespace; control characters are refused too.
+func checkDevName(name string) error {
+	bad := func(why string) error {
+		q := name
+		if len(q) > 2*ifNameSize {
+			q = q[:ifNameSize] + "..."
+		}
+		return fmt.Errorf("dev %q: %s", q, why)
+	}
+	switch {
+	case name == "":
+		return errors.New("dev: empty interface name")
+	case len(name) >= ifNameSize:
+		return bad(fmt.Sprintf("%d bytes, an interface name has at most %d", len(name), ifNameSize-1))
+	case name == "." || name == "..":
+		return bad("not an interface name")
+	}
+	for _, c := range []byte(name) {
+		if c == '/' || c == ':' || c <= ' ' || c == 0x7f {
+			return bad(fmt.Sprintf("%q in an interface name", rune(c)))
+		}
+	}
+	return nil
 }
 
 // Limits bound what a connection does, with the kernel's defaults.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,6 +153,16 @@ func TestParseEndpoint(t *testing.T) {
 		{in: "10.0.0.1,id=256", bad: true},
 		{in: "10.0.0.1,port=0", bad: true},
 		{in: "10.0.0.1,dev=", bad: true},
+		{in: "10.0.0.1,subflow,dev=wwan0-backup-12", want: "10.0.0.1 id 0 subflow dev wwan0-backup-12"}, // 15 bytes
+		{in: "10.0.0.1,subflow,dev=wwan0-backup-123", bad: true},                                        // 16 bytes
+		{in: "10.0.0.1,dev=" + strings.Repeat("x", 5000), bad: true},
+		{in: "10.0.0.1,dev=.", bad: true},
+		{in: "10.0.0.1,dev=..", bad: true},
+		{in: "10.0.0.1,dev=../eth0", bad: true},
+		{in: "10.0.0.1,dev=eth0:1", bad: true},
+		{in: "10.0.0.1,dev=eth 0", bad: true},
+		{in: "10.0.0.1,dev=eth\t0", bad: true},
+		{in: "10.0.0.1,dev=eth\x000", bad: true},
 		{in: "10.0.0.1,bogus", bad: true},
 		{in: "10.0.0.300,subflow", bad: true},
 		{in: "", bad: true},

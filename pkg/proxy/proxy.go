@@ -23,21 +23,22 @@ type Rule struct {
 	Remote string // host:port to connect to
 }
 
-// ParseRule parses "LISTEN=REMOTE", each side a host:port.
+// ParseRule parses "LISTEN=REMOTE", each side a host:port with a numeric port. LISTEN's
+// host may be empty (every address) and its port 0 (any); REMOTE needs both. A host is an IP
+// address or a DNS name.
 func ParseRule(s string) (Rule, error) {
 	l, r, ok := strings.Cut(s, "=")
 	if !ok {
 		return Rule{}, fmt.Errorf("%q: want LISTEN=REMOTE", s)
 	}
-	for _, a := range []string{l, r} {
-		if _, port, err := net.SplitHostPort(a); err != nil {
-			return Rule{}, fmt.Errorf("%q: %w", s, err)
-		} else if port == "" {
-			return Rule{}, fmt.Errorf("%q: %s has no port", s, a)
-		}
+	if strings.Contains(r, "=") {
+		return Rule{}, fmt.Errorf("%q: more than one '=' (want LISTEN=REMOTE)", s)
 	}
-	if _, port, _ := net.SplitHostPort(r); port == "0" {
-		return Rule{}, fmt.Errorf("%q: remote port 0", s)
+	if err := checkHostPort(l, true); err != nil {
+		return Rule{}, fmt.Errorf("%q: listen address: %w", s, err)
+	}
+	if err := checkHostPort(r, false); err != nil {
+		return Rule{}, fmt.Errorf("%q: remote address: %w", s, err)
 	}
 	return Rule{Listen: l, Remote: r}, nil
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,6 +215,131 @@ func TestMptcpdBothWays(t *testing.T) {
 	exchangeServed(t, ctx, c, served, up, down)
 }
 
+// TestMptcpdIPNetnsExec: the daemon started with `ip netns exec`, in a mount namespace whose
+// /sys has no cgroup2 mount, reaches the cgroup hierarchy through a mount of its own that no
+// mount table shows, carries a connection over MPTCP, and leaves neither its cgroup nor a mount
+// behind when stopped with SIGTERM.
+func TestMptcpdIPNetnsExec(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	p := topo.Path(0)
+	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mountsBefore := mountTable(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", topo.A.Name(), mptcpd(t),
+		"--ready-file", ready, "--log-level", "debug", "--ctl", "", "--forward", "127.0.0.1:0="+ln.Addr().String())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	d := topo.A.StartCmd(cmd)
+	var addrs []string
+	for addrs == nil {
+		if b, err := os.ReadFile(ready); err == nil {
+			addrs = strings.Fields(string(b))
+			break
+		}
+		select {
+		case <-d.Done():
+			t.Fatalf("mptcpd under ip netns exec exited: %v\n%s", d.Err(), d.Output())
+		case <-ctx.Done():
+			t.Fatalf("mptcpd not ready: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// ip netns exec execs the daemon: the pid is the daemon's. Its mount table has no cgroup2
+	// mount (the case under test), and it is in its cgroup of the one hierarchy.
+	pid := d.Pid()
+	if m, err := os.ReadFile(fmt.Sprintf("/proc/%d/mounts", pid)); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(string(m), " cgroup2 ") {
+		t.Errorf("the daemon's mount namespace has a cgroup2 mount: the test does not test what it says\n%s", m)
+	}
+	cg := filepath.Join(cgroup2Mount(t), fmt.Sprintf("mptcpgo-%d", pid))
+	if procs, err := os.ReadFile(filepath.Join(cg, "cgroup.procs")); err != nil || !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(pid)) {
+		t.Errorf("the daemon is not in its cgroup %s: %q, %v", cg, procs, err)
+	}
+	const up, down = 1 << 20, 1 << 20
+	served := netns.ServeOne(ctx, ln, down, 2)
+	c, err := topo.A.DialTCP(ctx, addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := exchangeServed(t, ctx, c, served, up, down); !s.MPTCP {
+		t.Errorf("kernel server socket is not MPTCP")
+	}
+	c.Close()
+	stopMptcpd(t, d)
+	if _, err := os.Stat(cg); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup %s after the daemon stopped: %v", cg, err)
+	}
+	if after := mountTable(t); after != mountsBefore {
+		t.Errorf("cgroup2 and mptcpgo mounts changed:\n%s\nthen\n%s", mountsBefore, after)
+	}
+	if _, err := os.Stat("/run/mptcpgo"); err == nil {
+		t.Errorf("/run/mptcpgo left behind")
+	}
+}
+
+// TestMptcpdKilledCgroupRemoved: a daemon killed with SIGKILL leaves its cgroup behind; the
+// next one removes it when it starts, and says so.
+func TestMptcpdKilledCgroupRemoved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	d, _ := startMptcpd(t, ctx, topo.A, "--ctl", "", "--forward", "127.0.0.1:0=127.0.0.1:9")
+	cg := filepath.Join(cgroup2Mount(t), fmt.Sprintf("mptcpgo-%d", d.Pid()))
+	if err := d.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-d.Done()
+	if _, err := os.Stat(cg); err != nil {
+		t.Fatalf("the killed daemon's cgroup: %v (want it left behind, for the next daemon to remove)", err)
+	}
+	next, _ := startMptcpd(t, ctx, topo.A, "--ctl", "", "--forward", "127.0.0.1:0=127.0.0.1:9")
+	if _, err := os.Stat(cg); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup %s of the killed daemon after the next one started: %v", cg, err)
+	}
+	if out := next.Output(); !strings.Contains(out, "removed stale cgroups") || !strings.Contains(out, filepath.Base(cg)) {
+		t.Errorf("the next daemon did not log the removal of %s:\n%s", filepath.Base(cg), out)
+	}
+	stopMptcpd(t, next)
+}
+
+// cgroup2Mount returns where /proc/mounts shows the cgroup v2 hierarchy.
+func cgroup2Mount(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[2] == "cgroup2" {
+			return f[1]
+		}
+	}
+	t.Fatal("no cgroup2 mount in /proc/mounts")
+	return ""
+}
+
+// mountTable returns the cgroup2 mounts and those of a path with mptcpgo in it, of this
+// process's mount namespace (other tests' namespaces come and go as mounts of /run/netns).
+func mountTable(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && (f[2] == "cgroup2" || strings.Contains(f[1], "mptcpgo")) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // exchangeServed runs Exchange on c (up bytes of seed 1 out), waits for the server's side
 // (ServeOne, down bytes of seed 2) and checks both streams; it returns the server's result.
 func exchangeServed(t testing.TB, ctx context.Context, c net.Conn, served <-chan netns.Result, up, down int64) netns.Result {
@@ -276,7 +403,7 @@ func stopMptcpd(t *testing.T, p *netns.Process) {
 			t.Errorf("congestion control %s still registered after the daemon stopped", name)
 		}
 	}
-	if _, err := os.Stat(fmt.Sprintf("/sys/fs/cgroup/unified/mptcpgo-%d", pid)); err == nil {
+	if _, err := os.Stat(filepath.Join(cgroup2Mount(t), fmt.Sprintf("mptcpgo-%d", pid))); err == nil {
 		t.Errorf("the daemon's cgroup is left behind")
 	}
 	if !strings.Contains(p.Output(), "stopped") {
