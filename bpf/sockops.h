@@ -913,8 +913,9 @@ static __always_inline void rx_ack_advance(struct conn *c, __u64 want, __u64 to)
 		dp_count(DP_FASTPATH_ACK);
 }
 
-static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
-				      struct sub *sb, struct mptcp_opt *o, __u32 seq, __u32 payload, __u32 window)
+/* parse_dss handles a DSS option; it returns nonzero when the option maps the segment's data. */
+static __always_inline int parse_dss(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
+				     struct sub *sb, struct mptcp_opt *o, __u32 seq, __u32 payload, __u32 window)
 {
 	dp_count(DP_DSS_RX);
 	if (!c->st.peer_dss)
@@ -981,13 +982,13 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 					rx_ack_advance(c, base, fin_dsn + 1);
 				if (c->ctl.flags & CONNF_CAN_ACK)
 					sb->st.ack_pending = 1;
-				return;
+				return 0;
 			}
 		}
 		if (len == 0) {
 			/* An infinite mapping: the peer fell back (§3.7). */
 			dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, 1 << 18, bpf_get_socket_cookie(skops));
-			return;
+			return 1;
 		}
 		/* A mapping rides on the data it maps (§3.3.1): it must cover the segment's first
 		 * byte, as the kernel's validate_mapping() requires. One on a pure ACK (but a lone
@@ -996,7 +997,7 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 		 * segment's data then has no mapping, and Go falls back or resets (§3.7). */
 		if (!payload || seq - s->rcv_isn - o->ssn >= len - fin) {
 			dp_count(DP_DSS_NO_MATCH_TCP);
-			return;
+			return 0;
 		}
 		if (!(s->flags & SUBF_RX_MAP_VALID) || s->rx_map_dsn != dsn || s->rx_map_ssn != o->ssn ||
 		    s->rx_map_len != len || s->rx_map_fin != fin) {
@@ -1008,7 +1009,9 @@ static __always_inline void parse_dss(struct bpf_sock_ops *skops, struct sk_sub 
 			dp_count(DP_RX_MAP);
 			dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, len | (fin << 16), 0);
 		}
+		return 1;
 	}
+	return 0;
 }
 
 static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
@@ -1149,8 +1152,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 			continue;
 		}
 		if (sc->opt.subtype == MPTCPOPT_DSS) {
-			parse_dss(skops, s, c, sb, &sc->opt, bpf_ntohl(th.seq), payload, bpf_ntohs(th.window));
-			if (sc->opt.flags & DSS_FLAG_HAS_MAP)
+			if (parse_dss(skops, s, c, sb, &sc->opt, bpf_ntohl(th.seq), payload, bpf_ntohs(th.window)))
 				mapped = 1;
 		} else {
 			parse_other(skops, s, c, &sc->opt, payload, &sc->ob, pos);

@@ -30,6 +30,12 @@ func (m rxMap) continues(p rxMap) bool {
 		uint64(p.len)+uint64(m.len) < 1<<31
 }
 
+// covers reports whether p maps every byte of m, to the same DSNs, with the same end of data.
+func (p rxMap) covers(m rxMap) bool {
+	return !m.ssn.LessThan(p.ssn) && m.end().LessThanEq(p.end()) && p.drop == m.drop &&
+		m.dsn == p.dsn.Add(uint64(m.ssn.Sub(p.ssn))) && (!m.fin || (p.fin && m.end() == p.end()))
+}
+
 // rxMaps is a subflow's list of the peer's mappings, sorted by SSN. Every SSN in it lies within
 // the subflow's receive window of the bytes read so far (Conn.acceptRxMap), so wrap-safe
 // comparison orders them.
@@ -44,6 +50,9 @@ func (ms rxMaps) search(ssn seqnum.Value) int {
 // DATA_FIN, one continuing the last mapping extends it. It reports false when the list is full.
 func (ms *rxMaps) add(m rxMap) bool {
 	l := *ms
+	if p, ok := l.find(m.ssn); ok && p.covers(m) {
+		return true // a repeat (a retransmission) of bytes a stored mapping maps the same way
+	}
 	if n := len(l); n > 0 && m.continues(l[n-1]) {
 		l[n-1].len += m.len
 		l[n-1].fin = m.fin
@@ -51,7 +60,7 @@ func (ms *rxMaps) add(m rxMap) bool {
 	}
 	i := l.search(m.ssn)
 	if i < len(l) && l[i].ssn == m.ssn {
-		if m.len > l[i].len || m.fin {
+		if m.len > l[i].len || (m.fin && !l[i].fin) {
 			l[i] = m
 		}
 		return true

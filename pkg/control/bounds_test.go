@@ -1,0 +1,165 @@
+package control
+
+import (
+	"bytes"
+	"log/slog"
+	"testing"
+
+	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+)
+
+func TestRxMapsMergeAndRepeats(t *testing.T) {
+	var ms rxMaps
+	// A peer's writes, each mapped on its own: they continue one another and become one.
+	for i := range 100 {
+		if !ms.add(rxMap{dsn: seqnum.DSN(5000 + 100*i), ssn: seqnum.Value(1 + 100*i), len: 100}) {
+			t.Fatal("add refused")
+		}
+	}
+	if len(ms) != 1 || ms[0].len != 10000 {
+		t.Fatalf("contiguous mappings not merged: %d entries, first %+v", len(ms), ms[0])
+	}
+	// Retransmissions repeat mappings the merged one covers: nothing is added.
+	for _, i := range []int{0, 42, 99} {
+		ms.add(rxMap{dsn: seqnum.DSN(5000 + 100*i), ssn: seqnum.Value(1 + 100*i), len: 100})
+	}
+	if len(ms) != 1 {
+		t.Fatalf("repeats added entries: %d", len(ms))
+	}
+	// A mapping on another DSN range (another subflow carried the bytes between), then one
+	// that arrives out of order: sorted by SSN.
+	ms.add(rxMap{dsn: 90000, ssn: 20001, len: 50})
+	ms.add(rxMap{dsn: 80000, ssn: 10001, len: 50})
+	for _, c := range []struct {
+		off  uint32
+		want uint64 // DSN, 0: no mapping
+	}{{1, 5000}, {5000, 9999}, {10000, 14999}, {10001, 80000}, {10050, 80049}, {10051, 0}, {20025, 90024}, {20051, 0}} {
+		m, ok := ms.find(seqnum.Value(c.off))
+		got := uint64(0)
+		if ok {
+			got = uint64(m.dsn.Add(uint64(seqnum.Value(c.off).Sub(m.ssn))))
+		}
+		if got != c.want {
+			t.Errorf("SSN %d maps to DSN %d, want %d", c.off, got, c.want)
+		}
+	}
+	ms.prune(10051)
+	if len(ms) != 1 || ms[0].ssn != 20001 {
+		t.Fatalf("prune: %+v", ms)
+	}
+}
+
+func TestRxMapsBounded(t *testing.T) {
+	var ms rxMaps
+	// Byte-sized mappings with gaps, the worst a peer can send: bounded, and found.
+	for i := range maxRxMaps {
+		if !ms.add(rxMap{dsn: seqnum.DSN(2 * i), ssn: seqnum.Value(1 + 2*(maxRxMaps-1-i)), len: 1}) {
+			t.Fatalf("refused at %d", i)
+		}
+	}
+	if ms.add(rxMap{dsn: 1 << 40, ssn: seqnum.Value(1 + 2*maxRxMaps), len: 1}) {
+		t.Fatal("a mapping beyond maxRxMaps was stored")
+	}
+	for i := 1; i < len(ms); i++ {
+		if !ms[i-1].ssn.LessThan(ms[i].ssn) {
+			t.Fatalf("not sorted at %d", i)
+		}
+	}
+	if m, ok := ms.find(seqnum.Value(1 + 2*10)); !ok || m.dsn != seqnum.DSN(2*(maxRxMaps-1-10)) {
+		t.Fatalf("find: %+v %v", m, ok)
+	}
+}
+
+func TestEvQueueBounded(t *testing.T) {
+	q := newEvQueue()
+	for i := range maxConnEvents {
+		if !q.put(datapath.Event{A: uint64(i)}) {
+			t.Fatalf("refused event %d", i)
+		}
+	}
+	if q.put(datapath.Event{}) {
+		t.Fatal("an event beyond maxConnEvents was queued")
+	}
+	select {
+	case <-q.wake:
+	default:
+		t.Fatal("no wake-up")
+	}
+	evs, overflow := q.take(nil)
+	if len(evs) != maxConnEvents || !overflow || evs[0].A != 0 || evs[len(evs)-1].A != maxConnEvents-1 {
+		t.Fatalf("take: %d events, overflow %v", len(evs), overflow)
+	}
+	if q.put(datapath.Event{}) {
+		t.Fatal("queued an event after the overflow")
+	}
+}
+
+// testConn is a connection with a stack and shared state but no datapath or subflow sockets.
+func testConn(rcvNxt seqnum.DSN) (*Conn, *subflow) {
+	s := &Stack{log: slog.New(slog.DiscardHandler), rxWindow: 1 << 20}
+	c := newConn(s)
+	c.shm = new(datapath.Conn)
+	c.mptcp.Store(true)
+	c.st.rx.rcvNxt = rcvNxt
+	c.shm.Ctl.RcvNxt = uint64(rcvNxt)
+	c.shm.St.RxAck = uint64(rcvNxt)
+	sf := &subflow{c: c, mapped: 1}
+	return c, sf
+}
+
+func TestAcceptRxMapWindows(t *testing.T) {
+	c, sf := testConn(1000)
+	// Beyond the connection's receive window: the bytes are read and dropped.
+	if !c.acceptRxMap(sf, rxMap{dsn: 1000 + 1<<40, ssn: 1, len: 100}) {
+		t.Fatal("subflow ended")
+	}
+	// Subflow bytes that cannot be in the subflow's window: the mapping is dropped.
+	c.acceptRxMap(sf, rxMap{dsn: 1000, ssn: seqnum.Value(1 + 3<<20), len: 100})
+	// In the window.
+	c.acceptRxMap(sf, rxMap{dsn: 1000, ssn: 101, len: 5})
+	if got := c.stack.stats.NoDSSInWindow.Load(); got != 1 {
+		t.Errorf("NoDSSInWindow %d, want 1", got)
+	}
+	if got := c.stack.stats.DSSNoMatchTCP.Load(); got != 1 {
+		t.Errorf("DSSNoMatchTCP %d, want 1", got)
+	}
+	if len(sf.rxMaps) != 2 {
+		t.Fatalf("%d mappings stored, want 2", len(sf.rxMaps))
+	}
+	data := append(bytes.Repeat([]byte{'x'}, 100), "hello"...)
+	sf.rxHeld = append(sf.rxHeld, rxChunk{sf: sf, off: 1, data: data})
+	sf.heldBytes = len(data)
+	c.processHeld(sf)
+	if c.st.rx.dropped != 100 || c.st.rx.buffered() != 0 || sf.heldBytes != 0 {
+		t.Fatalf("dropped %d, buffered %d, held %d", c.st.rx.dropped, c.st.rx.buffered(), sf.heldBytes)
+	}
+	b := make([]byte, 10)
+	if n, _ := c.rxq.popInto(b, newDeadline(), nil); string(b[:n]) != "hello" {
+		t.Fatalf("read %q", b[:n])
+	}
+}
+
+// TestDataAckFollowsConsumption: the DATA_ACK the datapath writes covers only what the
+// application took, and the DATA_FIN once everything before it was taken.
+func TestDataAckFollowsConsumption(t *testing.T) {
+	c, sf := testConn(1000)
+	c.acceptRxMap(sf, rxMap{dsn: 1000, ssn: 1, len: 100, fin: true})
+	sf.rxHeld = append(sf.rxHeld, rxChunk{sf: sf, off: 1, data: make([]byte, 100)})
+	c.processHeld(sf)
+	if got := c.shm.Ctl.RcvNxt; got != 1000 {
+		t.Fatalf("DATA_ACK %d before the application read, want 1000", got)
+	}
+	if n, _ := c.rxq.popInto(make([]byte, 60), newDeadline(), nil); n != 60 {
+		t.Fatalf("read %d", n)
+	}
+	c.publishAck()
+	if got := c.shm.Ctl.RcvNxt; got != 1060 {
+		t.Fatalf("DATA_ACK %d after 60 bytes read, want 1060", got)
+	}
+	c.rxq.popInto(make([]byte, 100), newDeadline(), nil)
+	c.publishAck()
+	if got := c.shm.Ctl.RcvNxt; got != 1101 {
+		t.Fatalf("DATA_ACK %d after everything and the DATA_FIN, want 1101", got)
+	}
+}
