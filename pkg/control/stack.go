@@ -334,15 +334,11 @@ func (s *Stack) maintain() {
 		case <-t.C:
 		}
 		next := maintainEvery
+		if s.refillTickets() > 0 {
+			next = maintainFast
+		}
 		s.mu.Lock()
-		if s.mu.listeners > 0 || len(s.mu.taken) > 0 {
-			used, err := s.refillTicketsLocked()
-			if err != nil {
-				s.log.Warn("refill passive-open tickets", "err", err)
-			}
-			if used > 0 {
-				next = maintainFast
-			}
+		if s.mu.listeners > 0 || len(s.mu.subTaken) > 0 {
 			if err := s.refillJoinsLocked(time.Now()); err != nil {
 				s.log.Warn("refill passive-join slots", "err", err)
 			}
@@ -489,9 +485,37 @@ func (s *Stack) register(c *Conn) {
 	delete(s.mu.pending, c.slot)
 }
 
+// refillTickets tops the ticket queue up to ticketTarget, ticketChunk tickets per hold of the
+// lock (a chunk takes about a millisecond: the dispatcher waits no longer). It returns how many
+// tickets the datapath took since the last look.
+func (s *Stack) refillTickets() int {
+	used := 0
+	for {
+		s.mu.Lock()
+		if s.mu.listeners == 0 && len(s.mu.taken) == 0 {
+			s.mu.Unlock()
+			return used
+		}
+		n, err := s.refillTicketsLocked()
+		full := len(s.mu.queued) >= s.ticketTarget || s.mu.listeners == 0
+		s.mu.Unlock()
+		used += n
+		if err != nil {
+			s.log.Warn("refill passive-open tickets", "err", err)
+			return used
+		}
+		if full {
+			return used
+		}
+	}
+}
+
+// ticketChunk bounds how many tickets refillTicketsLocked queues at a time.
+const ticketChunk = 128
+
 // refillTicketsLocked accounts for tickets the datapath took (it takes them in the order they
-// were queued, and counts them), reclaims stale ones and tops the queue up to ticketTarget. It
-// returns how many tickets were taken since the last call.
+// were queued, and counts them), reclaims stale ones and queues up to ticketChunk more towards
+// ticketTarget. It returns how many tickets were taken since the last call.
 func (s *Stack) refillTicketsLocked() (int, error) {
 	used, err := s.dp.Counter("PassiveTicketUsed")
 	if err != nil {
@@ -527,7 +551,7 @@ func (s *Stack) refillTicketsLocked() (int, error) {
 	if s.mu.listeners == 0 {
 		return n, nil
 	}
-	for len(s.mu.queued) < s.ticketTarget {
+	for k := 0; k < ticketChunk && len(s.mu.queued) < s.ticketTarget; k++ {
 		conn, sub, err := s.newTicketSlotsLocked()
 		if err != nil {
 			return n, err
@@ -631,14 +655,14 @@ func (s *Stack) claimTicket(conn, sub uint32, key uint64) bool {
 
 func (s *Stack) addListener(d int) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.mu.listeners += d
 	if d > 0 {
-		if _, err := s.refillTicketsLocked(); err != nil {
-			s.log.Warn("fill passive-open tickets", "err", err)
-		}
 		if err := s.refillJoinsLocked(time.Now()); err != nil {
 			s.log.Warn("fill passive-join slots", "err", err)
 		}
+	}
+	s.mu.Unlock()
+	if d > 0 {
+		s.refillTickets()
 	}
 }
