@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -18,10 +19,15 @@ import (
 func passiveOnce(t *testing.T, ctx context.Context, topo *netns.Topology, up, down int64) map[string]uint64 {
 	t.Helper()
 	ln := listenOurs(t, topo.B, topo.Path(0).B.HostPort(netns.IPv4, 0))
-	srv := serveAll(ctx, ln, down)
+	return passiveTo(t, ctx, topo, serveAll(ctx, ln, down), ln.Addr().String(), up, down)
+}
+
+// passiveTo is passiveOnce to addr, where our server srv serves.
+func passiveTo(t *testing.T, ctx context.Context, topo *netns.Topology, srv <-chan served, addr string, up, down int64) map[string]uint64 {
+	t.Helper()
 	var k kernelClient
 	d := ourCounterDeltas(t, func() {
-		k = dialKernel(ctx, topo.A, ln.Addr().String(), up)
+		k = dialKernel(ctx, topo.A, addr, up)
 		if bad := checkPassiveOpens(t, ctx, []kernelClient{k}, srv, up, down); bad > 0 {
 			t.Errorf("the connection failed")
 		}
@@ -90,5 +96,22 @@ func TestPassiveThirdAckLost(t *testing.T) {
 	}
 	if d["MappingRx"] < 1 {
 		t.Errorf("our MappingRx moved by %d, want the first data's implicit mapping", d["MappingRx"])
+	}
+}
+
+// TestPassiveDualStack: our listener on [::] (a dual-stack socket) takes an IPv4 and an IPv6
+// client. For the IPv4 one the request socket has the family AF_INET6 but no IPv6 addresses,
+// and the accepted socket v4-mapped ones: the key must come out the same from both.
+func TestPassiveDualStack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, IPv6: true, B: ourSide})
+	ln := listenOurs(t, topo.B, "[::]:0")
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	srv := serveAll(ctx, ln, 1<<20)
+	for _, fam := range []netns.Family{netns.IPv4, netns.IPv6} {
+		t.Run(fam.String(), func(t *testing.T) {
+			passiveTo(t, ctx, topo, srv, topo.Path(0).B.HostPort(fam, port), 1<<20, 1<<20)
+		})
 	}
 }
