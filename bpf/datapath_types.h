@@ -261,7 +261,7 @@ enum dp_counter {
 	DP_MPC_SYN_TX = 0,        /* MP_CAPABLE SYNs sent */
 	DP_MPC_SYNACK_RX,         /* valid MP_CAPABLE SYN/ACKs received */
 	DP_MPC_FALLBACK_SYNACK,   /* SYN/ACKs without a valid MP_CAPABLE: fallback */
-	DP_MPC_SYN_RX,            /* valid MP_CAPABLE SYNs received by our listeners */
+	DP_MPC_SYN_RX,            /* MP_CAPABLE SYNs our listeners answered (a retransmitted SYN/ACK counts again) */
 	DP_MPC_SYNACK_TX,         /* MP_CAPABLE SYN/ACKs sent */
 	DP_MPC_NO_TICKET,         /* completed MP_CAPABLE handshakes that found no ticket: fallback */
 	DP_MPC_ACK_RX,            /* third ACKs completing MP_CAPABLE on our listeners */
