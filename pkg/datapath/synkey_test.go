@@ -111,3 +111,24 @@ func TestBPFPassiveKeyMatchesGo(t *testing.T) {
 		t.Errorf("v4-mapped local address: key %016x, IPv4 %016x", k, base)
 	}
 }
+
+// BenchmarkBPFPassiveKey measures one derivation in the kernel (four SHA-256 compressions), what
+// each MP_CAPABLE SYN/ACK and third ACK of our listeners costs, plus a bpf() syscall (syscall
+// programs run once per call): about 9.4 µs here, of which the syscall takes about 6 (the
+// one-compression key hash costs 6.3 µs the same way).
+func BenchmarkBPFPassiveKey(b *testing.B) {
+	testenv.RequireRoot(b)
+	var objs gen.HmactestObjects
+	if err := gen.LoadHmactestObjects(&objs, nil); err != nil {
+		b.Fatal(verifierError(err))
+	}
+	defer objs.Close()
+	var args gen.HmactestSynkeyArgs
+	args.In.Version, args.In.LocalPort, args.In.RemotePort, args.In.ClientIsn = 4, 80, 40000, 1
+	in := unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+	for b.Loop() {
+		if ret, err := objs.RunSynkey.Run(&ebpf.RunOptions{Context: in}); err != nil || ret != 0 {
+			b.Fatalf("BPF passive key: %d, %v", ret, err)
+		}
+	}
+}
