@@ -4,7 +4,9 @@
  *
  * Ownership: the *_ctl halves are written by Go (through mmap) and only read by BPF; the *_st
  * halves and struct sk_sub are written by BPF and only read by Go. Go writes struct sk_sub once,
- * when it registers a socket before connect() or listen().
+ * when it registers a socket before connect() or listen(). One exception: the connection slot of
+ * a passive-open ticket, which Go clears before queueing it, is filled in by BPF when a third ACK
+ * takes the ticket (the key is known only then), and Go takes it over at accept.
  */
 #ifndef MPTCPGO_DATAPATH_TYPES_H
 #define MPTCPGO_DATAPATH_TYPES_H
