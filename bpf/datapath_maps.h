@@ -9,6 +9,10 @@
 #include "datapath_types.h"
 #include "mptcp_parse.h"
 #include "sha256.h"
+#include "synkey.h"
+
+/* Set by Go before load: the secret our listeners' MP_CAPABLE keys are derived with. */
+const volatile struct dp_config dp_cfg = {};
 
 /* Per-socket MPTCP state of our subflows and listeners. */
 struct {
@@ -36,14 +40,14 @@ struct {
 	__type(value, struct sub);
 } subs SEC(".maps");
 
-/* Keys and slots for our listeners' MP_CAPABLE SYN/ACKs, fed by Go from crypto/rand. */
+/* Connection and subflow slots for our listeners' completed MP_CAPABLE handshakes, fed by Go. */
 struct {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 4096);
 	__type(value, struct ticket);
 } tickets SEC(".maps");
 
-/* Passive opens between SYN/ACK and the third ACK, by 4-tuple (request socks have no storage). */
+/* Passive joins between SYN/ACK and the third ACK, by 4-tuple (request socks have no storage). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -95,12 +99,15 @@ struct {
 	__type(value, __u64);
 } dp_counters SEC(".maps");
 
-/* Scratch space: an options copy, a parsed option and an option to write. */
+/* Scratch space: an options copy, a parsed option, an option to write, HMAC state, the inputs
+ * of a passive key and the SYN's IP header. */
 struct dp_scratch {
 	struct optbuf ob;
 	struct mptcp_opt opt;
 	__u8 out[32];
 	struct hmac_scratch hmac;
+	struct synkey_in key_in;
+	__u8 syn_ip[40];
 };
 
 /* A program can be interrupted on its CPU by a softirq that runs another of ours (a
@@ -127,6 +134,7 @@ struct {
 const enum dp_counter *dp_counter_btf __attribute__((unused));
 const enum event_type *event_type_btf __attribute__((unused));
 const struct event *event_btf __attribute__((unused));
+const struct dp_config *dp_config_btf __attribute__((unused));
 
 static __always_inline void dp_count(__u32 idx)
 {

@@ -4,7 +4,9 @@
  *
  * Ownership: the *_ctl halves are written by Go (through mmap) and only read by BPF; the *_st
  * halves and struct sk_sub are written by BPF and only read by Go. Go writes struct sk_sub once,
- * when it registers a socket before connect() or listen().
+ * when it registers a socket before connect() or listen(). One exception: the connection slot of
+ * a passive-open ticket, which Go clears before queueing it, is filled in by BPF when a third ACK
+ * takes the ticket (the key is known only then), and Go takes it over at accept.
  */
 #ifndef MPTCPGO_DATAPATH_TYPES_H
 #define MPTCPGO_DATAPATH_TYPES_H
@@ -174,11 +176,21 @@ struct sub {
 	struct sub_st st;
 };
 
-/* A passive-open ticket Go feeds: the key for one SYN/ACK and the slots of its connection. */
+/* A passive-open ticket Go feeds: the slots of one connection our listener completed. The
+ * datapath takes one only when a third ACK echoes the key our SYN/ACK derived (see synkey.h):
+ * SYNs that never complete cost no ticket. */
 struct ticket {
-	__u64 key;
 	__u32 conn;
 	__u32 sub;
+};
+
+/* The data-level send window a passive connection assumes until the peer's first DATA_ACK tells
+ * its own (Go's initialWindow, which does the same for active opens). */
+#define PASSIVE_INITIAL_WINDOW (64 << 10)
+
+/* Configuration Go sets before load (a const volatile in .rodata). */
+struct dp_config {
+	__u32 synkey_secret[8]; /* HMAC key of our listeners' MP_CAPABLE keys, from crypto/rand */
 };
 
 /* The 4-tuple of a request socket; the SYN/ACK callbacks have no full socket. */
@@ -190,8 +202,9 @@ struct req_key {
 	__u32 family;
 };
 
+/* A passive MP_JOIN between its SYN/ACK and its third ACK (MP_CAPABLE keeps no such state). */
 struct req_val {
-	struct ticket t;   /* MP_CAPABLE: our key and slots; MP_JOIN: t.conn and t.sub */
+	struct ticket t;   /* the connection joined and the subflow slot taken */
 	__u32 client_isn;
 	__u8 join;         /* an MP_JOIN request */
 	__u8 peer_id;      /* MP_JOIN: the initiator's address ID */
@@ -252,9 +265,9 @@ enum dp_counter {
 	DP_MPC_SYN_TX = 0,        /* MP_CAPABLE SYNs sent */
 	DP_MPC_SYNACK_RX,         /* valid MP_CAPABLE SYN/ACKs received */
 	DP_MPC_FALLBACK_SYNACK,   /* SYN/ACKs without a valid MP_CAPABLE: fallback */
-	DP_MPC_SYN_RX,            /* valid MP_CAPABLE SYNs received by our listeners */
+	DP_MPC_SYN_RX,            /* MP_CAPABLE SYNs our listeners answered (a retransmitted SYN/ACK counts again) */
 	DP_MPC_SYNACK_TX,         /* MP_CAPABLE SYN/ACKs sent */
-	DP_MPC_NO_TICKET,         /* MP_CAPABLE SYNs answered without MPTCP: no key ready */
+	DP_MPC_NO_TICKET,         /* completed MP_CAPABLE handshakes that found no ticket: fallback */
 	DP_MPC_ACK_RX,            /* third ACKs completing MP_CAPABLE on our listeners */
 	DP_MPC_FALLBACK_ACK,      /* third ACKs without a valid MP_CAPABLE: fallback */
 	DP_MPC_ACK_TX,            /* MP_CAPABLE ACKs sent (third ACK and repeats) */
@@ -288,7 +301,7 @@ enum dp_counter {
 	DP_EVENT_LOST,            /* events dropped: the ring buffer was full */
 	DP_NO_STATE,              /* a registered socket whose state slot was out of range */
 	DP_SACK_STRIPPED,         /* SACK-permitted removed from an incoming SYN or SYN/ACK */
-	DP_TICKET_USED,           /* passive-open tickets taken from the queue */
+	DP_TICKET_USED,           /* passive-open tickets taken by completed MP_CAPABLE handshakes */
 	DP_MPJ_SYN_TX,            /* MP_JOIN SYNs sent */
 	DP_MPJ_SYNACK_RX,         /* MP_JOIN SYN/ACKs with a valid HMAC */
 	DP_MPJ_SYNACK_HMAC_FAIL,  /* MP_JOIN SYN/ACKs with a wrong HMAC: the subflow is reset */
@@ -305,6 +318,9 @@ enum dp_counter {
 	DP_SCRATCH_NESTED,        /* programs skipped: nested deeper than the scratch levels */
 	DP_ACK_NOSPACE,           /* pure ACKs without a data ACK: SACK blocks took the room */
 	DP_DSS_NO_MATCH_TCP,      /* mappings not covering the segment they came on: dropped */
+	DP_MPC_ACK_BADKEY,        /* third ACKs whose echoed key is not the one our SYN/ACK derived: fallback */
+	DP_MPC_TOKEN_FALLBACK,    /* third ACKs whose derived key's token is in use: fallback */
+	DP_MPC_SYN_NOKEY,         /* MP_CAPABLE SYNs answered without MPTCP: the SYN's headers were gone */
 	DP_COUNTER_MAX,
 };
 

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Runs the datapath's MP_JOIN HMAC (sha256.h) through BPF_PROG_TEST_RUN, for its tests. */
+/* Runs the datapath's MP_JOIN HMAC (sha256.h) and passive key derivation (synkey.h) through
+ * BPF_PROG_TEST_RUN, for their tests. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
 #include "sha256.h"
+#include "synkey.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -54,5 +56,27 @@ int run_key_sha(struct key_args *a)
 		return 2;
 	for (int i = 0; i < 8; i++)
 		a->out[i] = x->inner.h[i];
+	return 0;
+}
+
+/* The derivation of our listeners' MP_CAPABLE keys (synkey.h), with the secret given. */
+struct synkey_args {
+	__u32 secret[8];
+	struct synkey_in in;
+	__u32 _pad;
+	__u64 key;
+};
+
+SEC("syscall")
+int run_synkey(struct synkey_args *a)
+{
+	__u32 zero = 0;
+	struct hmac_scratch *x = bpf_map_lookup_elem(&hmac_scratch_map, &zero);
+	struct synkey_in in;
+
+	if (!x)
+		return 1;
+	__builtin_memcpy(&in, &a->in, sizeof(in));
+	a->key = synkey_derive(x, a->secret, &in);
 	return 0;
 }

@@ -108,6 +108,8 @@ struct hmac_scratch {
 	struct sha256_state outer;
 	struct sha256_block blk;
 	__u32 key[4];
+	__u32 skey[8];  /* hmac_sha256_32_48: the 32-byte key */
+	__u32 msg[12];  /* hmac_sha256_32_48: the 48-byte message */
 };
 
 /* mptcp_hmac computes HMAC-SHA256(key = key1 ‖ key2, msg = n1 ‖ n2), everything big-endian,
@@ -140,6 +142,40 @@ __noinline int mptcp_hmac(struct hmac_scratch *x, __u64 key1, __u64 key2, __u32 
 	sha256_init(&x->outer);
 	for (int i = 0; i < 16; i++)
 		x->blk.w[i] = (i < 4 ? key[i & 3] : 0) ^ 0x5c5c5c5c;
+	sha256_compress(&x->outer, &x->blk);
+	for (int i = 0; i < 8; i++)
+		x->blk.w[i] = x->inner.h[i];
+	x->blk.w[8] = 0x80000000;
+	for (int i = 9; i < 15; i++)
+		x->blk.w[i] = 0;
+	x->blk.w[15] = (64 + 32) * 8;
+	sha256_compress(&x->outer, &x->blk);
+	return 0;
+}
+
+/* hmac_sha256_32_48 computes HMAC-SHA256(key = x->skey, 32 bytes; msg = x->msg, 48 bytes),
+ * everything big-endian words, into x->outer: four compressions, as for MP_JOIN. Our listeners'
+ * MP_CAPABLE keys are derived with it (synkey.h). */
+__noinline int hmac_sha256_32_48(struct hmac_scratch *x)
+{
+	if (!x)
+		return -1;
+	/* Inner: (K ^ ipad) ‖ msg, msg padded to its own block (64 + 48 bytes = 896 bits). */
+	sha256_init(&x->inner);
+	for (int i = 0; i < 16; i++)
+		x->blk.w[i] = (i < 8 ? x->skey[i & 7] : 0) ^ 0x36363636;
+	sha256_compress(&x->inner, &x->blk);
+	for (int i = 0; i < 12; i++)
+		x->blk.w[i] = x->msg[i];
+	x->blk.w[12] = 0x80000000;
+	x->blk.w[13] = 0;
+	x->blk.w[14] = 0;
+	x->blk.w[15] = (64 + 48) * 8;
+	sha256_compress(&x->inner, &x->blk);
+	/* Outer: (K ^ opad) ‖ inner digest (64 + 32 bytes = 768 bits). */
+	sha256_init(&x->outer);
+	for (int i = 0; i < 16; i++)
+		x->blk.w[i] = (i < 8 ? x->skey[i & 7] : 0) ^ 0x5c5c5c5c;
 	sha256_compress(&x->outer, &x->blk);
 	for (int i = 0; i < 8; i++)
 		x->blk.w[i] = x->inner.h[i];

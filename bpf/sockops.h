@@ -16,6 +16,10 @@
 
 #include "datapath_maps.h"
 
+#ifndef SOL_TCP
+#define SOL_TCP 6
+#endif
+
 #define OPT_FLAGS (BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG)
 #define LEN_DSS_ACK_ONLY (LEN_DSS_BASE + LEN_DSS_ACK64)
 #define LEN_DSS_FULL (LEN_DSS_BASE + LEN_DSS_ACK64 + LEN_DSS_MAP64)
@@ -190,10 +194,16 @@ static __always_inline int on_connect(struct bpf_sock_ops *skops)
 static __always_inline int on_listen(struct bpf_sock_ops *skops)
 {
 	struct sk_sub *s = sub_state(skops);
+	int one = 1;
 
 	if (!s || s->role != ROLE_LISTENER)
 		return 1;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | OPT_FLAGS);
+	/* The kernel keeps each SYN's headers with its request socket: a retransmitted SYN/ACK
+	 * has no SYN of its own to read, and needs its options and addresses to write the same
+	 * MP_CAPABLE or MP_JOIN again. (SYN cookies keep no request socket; their SYN/ACK is never
+	 * retransmitted.) */
+	bpf_setsockopt(skops, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
 	return 1;
 }
 
@@ -284,6 +294,14 @@ static __always_inline int on_active_established(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/* remote_port_of returns the peer's port in host order. sock_ops holds it in network order in
+ * the upper 16 bits of the word on little-endian machines (the kernel shifts it there), so
+ * bpf_ntohl brings it to the lower 16. */
+static __always_inline __u16 remote_port_of(struct bpf_sock_ops *skops)
+{
+	return (__u16)bpf_ntohl(skops->remote_port);
+}
+
 static __always_inline void req_key_of(struct bpf_sock_ops *skops, struct req_key *k)
 {
 	__builtin_memset(k, 0, sizeof(*k));
@@ -302,7 +320,7 @@ static __always_inline void req_key_of(struct bpf_sock_ops *skops, struct req_ke
 		k->remote_ip[3] = skops->remote_ip6[3];
 	}
 	k->local_port = skops->local_port;
-	k->remote_port = bpf_ntohl(skops->remote_port) >> 16;
+	k->remote_port = remote_port_of(skops);
 }
 
 /* What the SYN a SYN/ACK answers asked for. */
@@ -422,39 +440,74 @@ static __always_inline int synack_join(struct bpf_sock_ops *skops, struct dp_scr
 	return 1;
 }
 
+/* synack_key derives the MP_CAPABLE key of a SYN/ACK of our listener (synkey.h) from the SYN's
+ * IP header (a request socket's own address fields are unreliable: a dual-stack listener's
+ * request for an IPv4 SYN has the family AF_INET6 and no IPv6 addresses) and the SYN/ACK's ports
+ * and acknowledgment. Returns 0 when the SYN is not available. */
+static __always_inline __u64 synack_key(struct bpf_sock_ops *skops, struct dp_scratch *sc, __u16 lport,
+					__u16 rport, __u32 client_isn)
+{
+	struct synkey_in *in = &sc->key_in;
+	__u8 *ip = sc->syn_ip;
+	long n;
+
+	n = bpf_getsockopt(skops, SOL_TCP, TCP_BPF_SYN_IP, ip, sizeof(sc->syn_ip));
+	if (n < 0 && n != -28 /* -ENOSPC: the first bytes were copied */)
+		return 0;
+	__builtin_memset(in, 0, sizeof(*in));
+	switch (ip[0] >> 4) {
+	case 4:
+		in->version = 4;
+		__builtin_memcpy(&in->remote_ip[0], ip + 12, 4);
+		__builtin_memcpy(&in->local_ip[0], ip + 16, 4);
+		break;
+	case 6:
+		in->version = 6;
+		__builtin_memcpy(in->remote_ip, ip + 8, 16);
+		__builtin_memcpy(in->local_ip, ip + 24, 16);
+		break;
+	default:
+		return 0;
+	}
+	in->local_port = lport;
+	in->remote_port = rport;
+	in->client_isn = client_isn;
+	return synkey_derive(&sc->hmac, dp_cfg.synkey_secret, in);
+}
+
+/* synack_write writes our listener's answer to an MP_CAPABLE or MP_JOIN SYN. An MP_CAPABLE
+ * SYN/ACK keeps no state and takes no ticket: its key is derived, and recomputed at the third
+ * ACK (synkey.h). */
 static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_scratch *sc)
 {
 	void *data = (void *)(long)skops->skb_data;
 	void *end = (void *)(long)skops->skb_data_end;
 	struct tcphdr *th = data;
 	struct req_key k;
-	struct req_val v = {}, *old;
 	__u32 client_isn;
+	__u16 lport, rport;
+	__u64 key;
 	int kind;
 
 	if ((void *)(th + 1) > end)
 		return 1;
 	client_isn = bpf_ntohl(th->ack_seq) - 1;
+	lport = bpf_ntohs(th->source);
+	rport = bpf_ntohs(th->dest);
 	kind = syn_kind(skops, sc);
 	if (kind == SYN_PLAIN)
 		return 1;
-	req_key_of(skops, &k);
-	if (kind == SYN_MPJ)
+	if (kind == SYN_MPJ) {
+		req_key_of(skops, &k);
 		return synack_join(skops, sc, &k, client_isn);
-	dp_count(DP_MPC_SYN_RX);
-	old = bpf_map_lookup_elem(&reqs, &k);
-	if (old && old->client_isn == client_isn && !old->join) {
-		v = *old; /* a retransmitted SYN/ACK carries the same key */
-	} else {
-		if (bpf_map_pop_elem(&tickets, &v.t)) {
-			dp_count(DP_MPC_NO_TICKET);
-			return 1;
-		}
-		dp_count(DP_TICKET_USED);
-		v.client_isn = client_isn;
-		bpf_map_update_elem(&reqs, &k, &v, BPF_ANY);
 	}
-	build_mpc(sc->out, LEN_MPC_SYNACK, v.t.key, 0, 0);
+	dp_count(DP_MPC_SYN_RX);
+	key = synack_key(skops, sc, lport, rport, client_isn);
+	if (!key) {
+		dp_count(DP_MPC_SYN_NOKEY);
+		return 1;
+	}
+	build_mpc(sc->out, LEN_MPC_SYNACK, key, 0, 0);
 	if (!store_opt(skops, sc->out, LEN_MPC_SYNACK))
 		dp_count(DP_MPC_SYNACK_TX);
 	return 1;
@@ -525,73 +578,143 @@ static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_sc
 	return 1;
 }
 
+/* passive_conn_init fills the connection slot of a ticket for our key, as Go does for an active
+ * open: the data-level send side starts at our IDSN + 1, one initial window until the peer tells
+ * its own. Go took its hands off the slot when it queued the ticket, and reads it back when it
+ * accepts the connection. */
+static __always_inline void passive_conn_init(struct conn *c, __u64 key, __u64 idsn)
+{
+	c->ctl.local_key = key;
+	c->ctl.snd_nxt = idsn + 1;
+	c->st.peer_data_ack = idsn + 1;
+	c->st.peer_wnd_end = idsn + 1 + PASSIVE_INITIAL_WINDOW;
+}
+
+/* passive_mpc completes an MP_CAPABLE handshake of our listener (RFC 8684 §3.1): the third ACK
+ * (20 bytes) or, when it was lost, the first data (22 bytes) must echo the key our SYN/ACK
+ * derived from this 4-tuple and client ISN; its token must be free on this host (the kernel falls
+ * back likewise when a SYN cookie's token is taken); then a ticket gives the connection its
+ * slots. Anything else continues as plain TCP, counted. */
+static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct bpf_sock *sk)
+{
+	struct synkey_in *in = &sc->key_in;
+	__u64 key, remote_key, echoed, idsn;
+	__u32 local6[4], remote6[4], token;
+	__u16 data_len;
+	struct ticket t;
+	struct sk_sub *s;
+	struct tcphdr th;
+	int optlen, payload, mpc_len;
+	struct conn *c;
+
+	optlen = copy_hdr_opts(skops, &sc->ob, &th);
+	payload = skops->skb_len > th.doff * 4;
+	if (optlen <= 0 || !find_mpc(sc, optlen, TCP_FLAG_ACK | (payload ? SEG_HAS_PAYLOAD : 0))) {
+		/* A plain TCP client, or an MPTCP client whose option vanished on the way (told apart
+		 * only when the kernel still has the SYN). */
+		if (syn_kind(skops, sc) == SYN_MPC)
+			dp_count(DP_MPC_FALLBACK_ACK);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+		return 1;
+	}
+	remote_key = sc->opt.key_a;
+	echoed = sc->opt.key_b;
+	data_len = sc->opt.data_len;
+	mpc_len = sc->opt.len;
+	s = bpf_sk_storage_get(&sk_subs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s) {
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+		return 1;
+	}
+	s->role = ROLE_PASSIVE;
+	s->conn = ~0U;
+	s->sub = ~0U;
+	s->rcv_isn = skops->rcv_nxt - 1;
+	s->snd_isn = skops->snd_una - 1;
+
+	/* Each ctx field read on its own: the verifier allows no ctx pointer arithmetic. */
+	local6[0] = skops->local_ip6[0];
+	local6[1] = skops->local_ip6[1];
+	local6[2] = skops->local_ip6[2];
+	local6[3] = skops->local_ip6[3];
+	remote6[0] = skops->remote_ip6[0];
+	remote6[1] = skops->remote_ip6[1];
+	remote6[2] = skops->remote_ip6[2];
+	remote6[3] = skops->remote_ip6[3];
+	synkey_set_addrs(in, skops->family, local6, remote6, skops->local_ip4, skops->remote_ip4);
+	in->local_port = skops->local_port;
+	in->remote_port = remote_port_of(skops);
+	in->client_isn = s->rcv_isn;
+	key = synkey_derive(&sc->hmac, dp_cfg.synkey_secret, in);
+	if (!key || echoed != key) {
+		dp_count(DP_MPC_ACK_BADKEY);
+		dp_count(DP_MPC_FALLBACK_ACK);
+		goto fallback;
+	}
+	if (mptcp_key_sha(&sc->hmac, key))
+		goto fallback;
+	token = sc->hmac.inner.h[0];
+	idsn = ((__u64)sc->hmac.inner.h[6] << 32) | sc->hmac.inner.h[7];
+	if (bpf_map_lookup_elem(&tokens, &token)) {
+		dp_count(DP_MPC_TOKEN_FALLBACK);
+		goto fallback;
+	}
+	if (bpf_map_pop_elem(&tickets, &t)) {
+		dp_count(DP_MPC_NO_TICKET);
+		goto fallback;
+	}
+	dp_count(DP_TICKET_USED);
+	s->conn = t.conn;
+	s->sub = t.sub;
+	c = conn_of(s);
+	if (!c) {
+		dp_count(DP_NO_STATE);
+		goto fallback;
+	}
+	passive_conn_init(c, key, idsn);
+	s->local_key = key;
+	s->remote_key = remote_key;
+	s->state = SUB_MPTCP;
+	/* Until Go accepts the connection, our ACKs still carry a DATA_ACK (the client's IDSN + 1): a
+	 * client that is not yet fully established falls back on an ACK without one (the kernel
+	 * counts MPCapableDataFallback). */
+	if (!mptcp_key_sha(&sc->hmac, remote_key)) {
+		s->peer_idsn = ((__u64)sc->hmac.inner.h[6] << 32) | sc->hmac.inner.h[7];
+		s->flags |= SUBF_PEER_IDSN;
+	}
+	if (mpc_len >= LEN_MPC_ACK_DATA) {
+		/* The third ACK was lost; this data segment completed the handshake and carries the
+		 * first mapping implicitly (§3.1). */
+		s->rx_map_ssn = 1;
+		s->rx_map_len = data_len;
+		s->flags |= SUBF_RX_MAP_VALID;
+		dp_count(DP_RX_MAP);
+		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | (1 << 17), 0);
+	}
+	dp_count(DP_MPC_ACK_RX);
+	return 1;
+
+fallback:
+	s->state = SUB_FALLBACK;
+	s->fallback_reason = 3;
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+	return 1;
+}
+
 static __always_inline int on_passive_established(struct bpf_sock_ops *skops)
 {
 	struct dp_scratch *sc = dp_scratch();
+	struct bpf_sock *sk = skops->sk;
 	struct req_key k;
 	struct req_val *v;
-	struct sk_sub *s;
-	struct tcphdr th;
-	int optlen, payload;
-	struct conn *c;
-	struct bpf_sock *sk = skops->sk;
 
 	if (!sc || !sk)
 		return 1;
 	req_key_of(skops, &k);
 	v = bpf_map_lookup_elem(&reqs, &k);
-	if (!v || v->client_isn != skops->rcv_nxt - 1) {
-		/* A plain TCP client of our listener: nothing to do on this socket. */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
-		return 1;
-	}
-	if (v->join)
+	if (v && v->join && v->client_isn == skops->rcv_nxt - 1)
 		return passive_join(skops, sc, &k, v, sk);
-	s = bpf_sk_storage_get(&sk_subs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!s) {
-		bpf_map_delete_elem(&reqs, &k);
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
-		return 1;
-	}
-	s->role = ROLE_PASSIVE;
-	s->conn = v->t.conn;
-	s->sub = v->t.sub;
-	s->local_key = v->t.key;
-	s->rcv_isn = skops->rcv_nxt - 1;
-	s->snd_isn = skops->snd_una - 1;
-	optlen = copy_hdr_opts(skops, &sc->ob, &th);
-	payload = skops->skb_len > th.doff * 4;
-	c = conn_of(s);
-	/* The slot must still be reserved for this key: Go reclaims tickets that were never used. */
-	if (optlen > 0 && c && c->ctl.local_key == v->t.key &&
-	    find_mpc(sc, optlen, TCP_FLAG_ACK | (payload ? SEG_HAS_PAYLOAD : 0)) && sc->opt.key_b == v->t.key) {
-		s->remote_key = sc->opt.key_a;
-		s->state = SUB_MPTCP;
-		/* Until Go accepts the connection, our ACKs still carry a DATA_ACK (the client's
-		 * IDSN + 1): a client that is not yet fully established falls back on an ACK without
-		 * one (the kernel counts MPCapableDataFallback). */
-		if (!mptcp_key_sha(&sc->hmac, s->remote_key)) {
-			s->peer_idsn = ((__u64)sc->hmac.inner.h[6] << 32) | sc->hmac.inner.h[7];
-			s->flags |= SUBF_PEER_IDSN;
-		}
-		if (sc->opt.len >= LEN_MPC_ACK_DATA) {
-			/* The third ACK was lost; this data segment completed the handshake and carries the
-			 * first mapping implicitly (§3.1). */
-			s->rx_map_ssn = 1;
-			s->rx_map_len = sc->opt.data_len;
-			s->flags |= SUBF_RX_MAP_VALID;
-			dp_count(DP_RX_MAP);
-			dp_emit(EV_RX_MAP, s, 0, 0, 1, sc->opt.data_len | (1 << 17), 0);
-		}
-		dp_count(DP_MPC_ACK_RX);
-	} else {
-		s->state = SUB_FALLBACK;
-		s->fallback_reason = 3;
-		dp_count(DP_MPC_FALLBACK_ACK);
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
-	}
-	bpf_map_delete_elem(&reqs, &k);
-	return 1;
+	return passive_mpc(skops, sc, sk);
 }
 
 /* ---- established: option length, writing ---- */

@@ -51,6 +51,11 @@ type DatapathConn struct {
 	}
 }
 
+type DatapathDpConfig struct {
+	_            structs.HostLayout
+	SynkeySecret [8]uint32
+}
+
 type DatapathDpCounter uint32
 
 const (
@@ -110,7 +115,10 @@ const (
 	DatapathDpCounterDP_SCRATCH_NESTED       DatapathDpCounter = 53
 	DatapathDpCounterDP_ACK_NOSPACE          DatapathDpCounter = 54
 	DatapathDpCounterDP_DSS_NO_MATCH_TCP     DatapathDpCounter = 55
-	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 56
+	DatapathDpCounterDP_MPC_ACK_BADKEY       DatapathDpCounter = 56
+	DatapathDpCounterDP_MPC_TOKEN_FALLBACK   DatapathDpCounter = 57
+	DatapathDpCounterDP_MPC_SYN_NOKEY        DatapathDpCounter = 58
+	DatapathDpCounterDP_COUNTER_MAX          DatapathDpCounter = 59
 )
 
 type DatapathEvent struct {
@@ -211,7 +219,6 @@ type DatapathSub struct {
 
 type DatapathTicket struct {
 	_    structs.HostLayout
-	Key  uint64
 	Conn uint32
 	Sub  uint32
 }
@@ -270,6 +277,8 @@ const (
 	DatapathProgMptcpSockops    = "mptcp_sockops"
 	DatapathProgMptcpSynOptsIn  = "mptcp_syn_opts_in"
 	DatapathProgMptcpSynOptsOut = "mptcp_syn_opts_out"
+	DatapathVarDpCfg            = "dp_cfg"
+	DatapathVarDpConfigBtf      = "dp_config_btf"
 	DatapathVarDpCounterBtf     = "dp_counter_btf"
 	DatapathVarEventBtf         = "event_btf"
 	DatapathVarEventTypeBtf     = "event_type_btf"
@@ -363,6 +372,8 @@ type DatapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
+	DpCfg        *ebpf.VariableSpec `ebpf:"dp_cfg"`
+	DpConfigBtf  *ebpf.VariableSpec `ebpf:"dp_config_btf"`
 	DpCounterBtf *ebpf.VariableSpec `ebpf:"dp_counter_btf"`
 	EventBtf     *ebpf.VariableSpec `ebpf:"event_btf"`
 	EventTypeBtf *ebpf.VariableSpec `ebpf:"event_type_btf"`
@@ -429,6 +440,8 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
+	DpCfg        *ebpf.Variable `ebpf:"dp_cfg"`
+	DpConfigBtf  *ebpf.Variable `ebpf:"dp_config_btf"`
 	DpCounterBtf *ebpf.Variable `ebpf:"dp_counter_btf"`
 	EventBtf     *ebpf.Variable `ebpf:"event_btf"`
 	EventTypeBtf *ebpf.Variable `ebpf:"event_type_btf"`

@@ -8,17 +8,29 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type DropperDropMatchCfg struct {
+	_        structs.HostLayout
+	Count    uint32
+	IpLen    uint16
+	TcpFlags uint8
+	Pad      uint8
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DropperMapDropRate    = "drop_rate"
-	DropperMapDropStats   = "drop_stats"
-	DropperProgDropRandom = "drop_random"
+	DropperMapDropMatchConf = "drop_match_conf"
+	DropperMapDropMatchSeen = "drop_match_seen"
+	DropperMapDropRate      = "drop_rate"
+	DropperMapDropStats     = "drop_stats"
+	DropperProgDropMatch    = "drop_match"
+	DropperProgDropRandom   = "drop_random"
 )
 
 // LoadDropper returns the embedded CollectionSpec for Dropper.
@@ -63,6 +75,7 @@ type DropperSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DropperProgramSpecs struct {
+	DropMatch  *ebpf.ProgramSpec `ebpf:"drop_match"`
 	DropRandom *ebpf.ProgramSpec `ebpf:"drop_random"`
 }
 
@@ -70,8 +83,10 @@ type DropperProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DropperMapSpecs struct {
-	DropRate  *ebpf.MapSpec `ebpf:"drop_rate"`
-	DropStats *ebpf.MapSpec `ebpf:"drop_stats"`
+	DropMatchConf *ebpf.MapSpec `ebpf:"drop_match_conf"`
+	DropMatchSeen *ebpf.MapSpec `ebpf:"drop_match_seen"`
+	DropRate      *ebpf.MapSpec `ebpf:"drop_rate"`
+	DropStats     *ebpf.MapSpec `ebpf:"drop_stats"`
 }
 
 // DropperVariableSpecs contains global variables before they are loaded into the kernel.
@@ -100,12 +115,16 @@ func (o *DropperObjects) Close() error {
 //
 // It can be passed to LoadDropperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DropperMaps struct {
-	DropRate  *ebpf.Map `ebpf:"drop_rate"`
-	DropStats *ebpf.Map `ebpf:"drop_stats"`
+	DropMatchConf *ebpf.Map `ebpf:"drop_match_conf"`
+	DropMatchSeen *ebpf.Map `ebpf:"drop_match_seen"`
+	DropRate      *ebpf.Map `ebpf:"drop_rate"`
+	DropStats     *ebpf.Map `ebpf:"drop_stats"`
 }
 
 func (m *DropperMaps) Close() error {
 	return _DropperClose(
+		m.DropMatchConf,
+		m.DropMatchSeen,
 		m.DropRate,
 		m.DropStats,
 	)
@@ -121,11 +140,13 @@ type DropperVariables struct {
 //
 // It can be passed to LoadDropperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DropperPrograms struct {
+	DropMatch  *ebpf.Program `ebpf:"drop_match"`
 	DropRandom *ebpf.Program `ebpf:"drop_random"`
 }
 
 func (p *DropperPrograms) Close() error {
 	return _DropperClose(
+		p.DropMatch,
 		p.DropRandom,
 	)
 }

@@ -36,13 +36,31 @@ type HmactestHmacScratch struct {
 		_ structs.HostLayout
 		W [16]uint32
 	}
-	Key [4]uint32
+	Key  [4]uint32
+	Skey [8]uint32
+	Msg  [12]uint32
 }
 
 type HmactestKeyArgs struct {
 	_   structs.HostLayout
 	Key uint64
 	Out [8]uint32
+}
+
+type HmactestSynkeyArgs struct {
+	_      structs.HostLayout
+	Secret [8]uint32
+	In     struct {
+		_          structs.HostLayout
+		Version    uint32
+		LocalIp    [4]uint32
+		RemoteIp   [4]uint32
+		LocalPort  uint16
+		RemotePort uint16
+		ClientIsn  uint32
+	}
+	Pad uint32
+	Key uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -52,6 +70,7 @@ const (
 	HmactestMapHmacScratchMap = "hmac_scratch_map"
 	HmactestProgRunHmac       = "run_hmac"
 	HmactestProgRunKeySha     = "run_key_sha"
+	HmactestProgRunSynkey     = "run_synkey"
 )
 
 // LoadHmactest returns the embedded CollectionSpec for Hmactest.
@@ -98,6 +117,7 @@ type HmactestSpecs struct {
 type HmactestProgramSpecs struct {
 	RunHmac   *ebpf.ProgramSpec `ebpf:"run_hmac"`
 	RunKeySha *ebpf.ProgramSpec `ebpf:"run_key_sha"`
+	RunSynkey *ebpf.ProgramSpec `ebpf:"run_synkey"`
 }
 
 // HmactestMapSpecs contains maps before they are loaded into the kernel.
@@ -154,12 +174,14 @@ type HmactestVariables struct {
 type HmactestPrograms struct {
 	RunHmac   *ebpf.Program `ebpf:"run_hmac"`
 	RunKeySha *ebpf.Program `ebpf:"run_key_sha"`
+	RunSynkey *ebpf.Program `ebpf:"run_synkey"`
 }
 
 func (p *HmactestPrograms) Close() error {
 	return _HmactestClose(
 		p.RunHmac,
 		p.RunKeySha,
+		p.RunSynkey,
 	)
 }
 

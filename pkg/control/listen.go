@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
 )
 
 // Listener accepts MPTCP connections, and plain TCP clients, which get a *TCPConn.
@@ -152,6 +153,7 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		freeSavedSYN(tc)
 		st, ok, err := s.socketState(tc)
 		if err != nil {
 			tc.Close()
@@ -165,30 +167,41 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 			s.acceptJoin(tc, st)
 			return nil, nil
 		}
-		t, claimed := s.claimTicket(st.Conn, st.LocalKey)
 		if st.State != datapath.StateMPTCP {
-			if claimed {
-				s.releaseSlots(t.Conn, t.Sub, t.token)
-			}
+			// Plain TCP after an MP_CAPABLE SYN: the third ACK lacked the option or echoed
+			// another key, the key's token was in use, or no ticket was ready. No ticket was
+			// taken.
 			s.stats.FallbackPassive.Add(1)
 			return &TCPConn{tc}, nil
 		}
-		if !claimed {
+		if !s.claimTicket(st.Conn, st.Sub, st.LocalKey) {
 			// Accepted after its slot was reclaimed: it cannot continue as MPTCP safely.
 			s.log.Warn("accepted an MPTCP connection whose slot was reclaimed; resetting it")
 			tc.SetLinger(0)
 			tc.Close()
 			return nil, nil
 		}
+		token := mpcrypto.Token(st.LocalKey)
+		if !s.tokens.Add(token) {
+			// The datapath checked the token against joinable connections; one of ours still
+			// opening took it meanwhile (as likely as two random 32-bit tokens meeting). The
+			// peer already counts on MPTCP: reset.
+			s.stats.TokenCollision.Add(1)
+			s.log.Warn("passive open's token is in use; resetting it", "token", token)
+			s.releaseSlots(st.Conn, st.Sub, 0)
+			tc.SetLinger(0)
+			tc.Close()
+			return nil, nil
+		}
 		c := newConn(s)
-		c.slot, c.token, c.localKey, c.remoteKey = st.Conn, t.token, st.LocalKey, st.RemoteKey
+		c.slot, c.token, c.localKey, c.remoteKey = st.Conn, token, st.LocalKey, st.RemoteKey
 		c.shm = s.dp.Conn(st.Conn)
 		c.laddr, c.raddr = tc.LocalAddr(), tc.RemoteAddr()
 		c.server = true
 		sf, err := newSubflow(c, st.Sub, tc)
 		if err != nil {
 			tc.Close()
-			s.releaseSlots(t.Conn, t.Sub, t.token)
+			s.releaseSlots(st.Conn, st.Sub, token)
 			return nil, err
 		}
 		c.subs = []*subflow{sf}
@@ -241,4 +254,17 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 func (l *Listener) SetDeadline(t time.Time) error {
 	l.dl.set(t)
 	return nil
+}
+
+// freeSavedSYN releases the SYN headers the kernel kept for an accepted socket (our listeners
+// set TCP_SAVE_SYN so that retransmitted SYN/ACKs can be written, see bpf/sockops.h on_listen):
+// reading them frees them.
+func freeSavedSYN(tc *net.TCPConn) {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_SAVED_SYN)
+	})
 }

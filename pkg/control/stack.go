@@ -26,11 +26,22 @@ const initialWindow = 64 << 10
 // old connection are not delivered to the new one.
 const slotCooldown = 2 * time.Second
 
-// Passive-open tickets: how many keys wait in the datapath's queue while a listener exists, and
-// how long a ticket taken by a SYN/ACK may go unclaimed by accept() before its slot is reused.
+// Passive-open tickets: a connection and a subflow slot that the datapath gives an MP_CAPABLE
+// handshake our listener completed. SYN/ACKs take none: their key is derived from the SYN and
+// checked at the third ACK (bpf/synkey.h), so a SYN flood costs no ticket and the queue drains
+// only as fast as handshakes complete. It is topped up on every accept, and by maintain: every
+// maintainEvery, or every maintainFast while tickets are being taken. A ticket taken and never
+// accepted (a listener closed with connections in its backlog) is reclaimed after ticketTimeout.
+//
+// The queue holds min(ticketQueueMax, MaxConns/4) tickets: with maintainEvery alone that
+// refills more than 10,000 connections per second (1024 per 100 ms with the default 4096
+// slots), and each ticket reserves slots that live connections cannot use.
 const (
-	ticketTarget  = 64
-	ticketTimeout = 2 * time.Minute
+	ticketQueueMax = 4096 // the datapath's queue (bpf/datapath_maps.h)
+	joinTarget     = 64   // subflow slots and nonces queued for passive joins
+	ticketTimeout  = 2 * time.Minute
+	maintainEvery  = 100 * time.Millisecond
+	maintainFast   = 10 * time.Millisecond
 )
 
 // StackConfig configures a Stack.
@@ -59,6 +70,8 @@ type Stack struct {
 	done      chan struct{}
 	wg        sync.WaitGroup
 
+	ticketTarget int // how many passive-open tickets the datapath's queue is kept at
+
 	mu struct {
 		sync.Mutex
 		freeConns []freeSlot
@@ -70,8 +83,10 @@ type Stack struct {
 		claimed   map[uint32]bool             // conn slots accepted, their Conn not registered yet
 		listeners int
 		queued    []ticketRec          // pushed, not taken yet (FIFO, as the BPF queue)
-		taken     []ticketRec          // taken by a SYN/ACK, not yet accepted
-		usedSeen  uint64               // the datapath's KeyTicketUsed when last read
+		taken     map[uint32]ticketRec // by conn slot: taken by a third ACK, not yet accepted
+		takenFIFO []uint32             // conn slots in the order taken, for reclaiming (may hold claimed ones)
+		inTicket  map[uint32]bool      // conn slots of queued and taken tickets
+		usedSeen  uint64               // the datapath's PassiveTicketUsed when last read
 		subQueued []ticketRec          // subflow slots queued for passive joins (Ticket.Sub)
 		subTaken  []ticketRec          // taken by a join SYN/ACK, not yet accepted
 		subSeen   uint64               // the datapath's JoinSlotUsed when last read
@@ -88,7 +103,6 @@ type freeSlot struct {
 
 type ticketRec struct {
 	datapath.Ticket
-	token   uint32
 	takenAt time.Time
 }
 
@@ -101,7 +115,8 @@ type Stats struct {
 	Fastclose       atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
 	MPFailFallback  atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
 	EventsOrphaned  atomic.Uint64 // events for no known connection
-	TicketsReclaim  atomic.Uint64 // tickets taken by a SYN/ACK and never accepted
+	TicketsReclaim  atomic.Uint64 // tickets taken by a completed handshake and never accepted
+	TokenCollision  atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
 	Joins           atomic.Uint64 // MP_JOIN subflows attached (both roles)
 	JoinRefused     atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
 	Reinjected      atomic.Uint64 // bytes sent again on another subflow
@@ -166,6 +181,9 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.mu.conns = map[uint32]*Conn{}
 	s.mu.pending = map[uint32][]datapath.Event{}
 	s.mu.claimed = map[uint32]bool{}
+	s.mu.taken = map[uint32]ticketRec{}
+	s.mu.inTicket = map[uint32]bool{}
+	s.ticketTarget = min(ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
 	if w, ok := cfg.PathManager.(endpointWatcher); ok {
 		// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
 		w.OnEndpoint(func(e pm.Endpoint, present bool) {
@@ -248,6 +266,7 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"MPFailFallback":     &s.stats.MPFailFallback,
 		"EventsOrphaned":     &s.stats.EventsOrphaned,
 		"TicketsReclaimed":   &s.stats.TicketsReclaim,
+		"TokenCollision":     &s.stats.TokenCollision,
 		"Joins":              &s.stats.Joins,
 		"JoinRefused":        &s.stats.JoinRefused,
 		"ReinjectedBytes":    &s.stats.Reinjected,
@@ -341,26 +360,14 @@ func (s *Stack) dispatch() {
 
 // ticketSlotLocked reports whether a conn slot belongs to a ticket not yet accepted.
 func (s *Stack) ticketSlotLocked(slot uint32) bool {
-	if s.mu.claimed[slot] {
-		return true
-	}
-	for _, t := range s.mu.taken {
-		if t.Conn == slot {
-			return true
-		}
-	}
-	for _, t := range s.mu.queued {
-		if t.Conn == slot {
-			return true
-		}
-	}
-	return false
+	return s.mu.claimed[slot] || s.mu.inTicket[slot]
 }
 
-// maintain keeps the ticket queue filled while listeners exist and reclaims stale tickets.
+// maintain keeps the ticket queue filled while listeners exist and reclaims stale tickets: every
+// maintainEvery, and every maintainFast while handshakes are taking tickets (accept refills too).
 func (s *Stack) maintain() {
 	defer s.wg.Done()
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTimer(maintainEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -368,13 +375,18 @@ func (s *Stack) maintain() {
 			return
 		case <-t.C:
 		}
+		next := maintainEvery
+		if s.refillTickets() > 0 {
+			next = maintainFast
+		}
 		s.mu.Lock()
-		if s.mu.listeners > 0 || len(s.mu.taken) > 0 {
-			if err := s.refillTicketsLocked(); err != nil {
-				s.log.Warn("refill passive-open keys", "err", err)
+		if s.mu.listeners > 0 || len(s.mu.subTaken) > 0 {
+			if err := s.refillJoinsLocked(time.Now()); err != nil {
+				s.log.Warn("refill passive-join slots", "err", err)
 			}
 		}
 		s.mu.Unlock()
+		t.Reset(next)
 	}
 }
 
@@ -421,6 +433,25 @@ func (s *Stack) newSlotsLocked() (conn, sub uint32, key uint64, token uint32, er
 	c.St.PeerWndEnd = idsn + 1 + initialWindow
 	*s.dp.Sub(sub) = datapath.Sub{}
 	return conn, sub, key, token, nil
+}
+
+// newTicketSlotsLocked allocates a connection and a subflow slot for a passive-open ticket and
+// clears them; the datapath fills the connection in for the key it derived (bpf/sockops.h
+// passive_conn_init) when a third ACK takes the ticket.
+func (s *Stack) newTicketSlotsLocked() (conn, sub uint32, err error) {
+	if s.mu.closed {
+		return 0, 0, errStackClosed
+	}
+	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns()); err != nil {
+		return 0, 0, err
+	}
+	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs()); err != nil {
+		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
+		return 0, 0, err
+	}
+	*s.dp.Conn(conn) = datapath.Conn{}
+	*s.dp.Sub(sub) = datapath.Sub{}
+	return conn, sub, nil
 }
 
 // releaseSlots returns a connection's slots and token after a cooldown.
@@ -496,50 +527,87 @@ func (s *Stack) register(c *Conn) {
 	delete(s.mu.pending, c.slot)
 }
 
-// refillTicketsLocked accounts for tickets the datapath took, reclaims stale ones and tops the
-// queue up to ticketTarget.
-func (s *Stack) refillTicketsLocked() error {
-	used, err := s.dp.Counter("KeyTicketUsed")
+// refillTickets tops the ticket queue up to ticketTarget, ticketChunk tickets per hold of the
+// lock (a chunk takes about a millisecond: the dispatcher waits no longer). It returns how many
+// tickets the datapath took since the last look.
+func (s *Stack) refillTickets() int {
+	used := 0
+	for {
+		s.mu.Lock()
+		if s.mu.listeners == 0 && len(s.mu.taken) == 0 {
+			s.mu.Unlock()
+			return used
+		}
+		n, err := s.refillTicketsLocked()
+		full := len(s.mu.queued) >= s.ticketTarget || s.mu.listeners == 0
+		s.mu.Unlock()
+		used += n
+		if err != nil {
+			s.log.Warn("refill passive-open tickets", "err", err)
+			return used
+		}
+		if full {
+			return used
+		}
+	}
+}
+
+// ticketChunk bounds how many tickets refillTicketsLocked queues at a time.
+const ticketChunk = 128
+
+// refillTicketsLocked accounts for tickets the datapath took (it takes them in the order they
+// were queued, and counts them), reclaims stale ones and queues up to ticketChunk more towards
+// ticketTarget. It returns how many tickets were taken since the last call.
+func (s *Stack) refillTicketsLocked() (int, error) {
+	used, err := s.dp.Counter("PassiveTicketUsed")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	now := time.Now()
+	n := 0
 	for ; s.mu.usedSeen < used && len(s.mu.queued) > 0; s.mu.usedSeen++ {
 		t := s.mu.queued[0]
 		s.mu.queued = s.mu.queued[1:]
 		t.takenAt = now
-		s.mu.taken = append(s.mu.taken, t)
+		s.mu.taken[t.Conn] = t
+		s.mu.takenFIFO = append(s.mu.takenFIFO, t.Conn)
+		n++
 	}
-	for len(s.mu.taken) > 0 && now.Sub(s.mu.taken[0].takenAt) > ticketTimeout {
-		t := s.mu.taken[0]
-		s.mu.taken = s.mu.taken[1:]
+	for len(s.mu.takenFIFO) > 0 {
+		conn := s.mu.takenFIFO[0]
+		t, ok := s.mu.taken[conn]
+		if ok && now.Sub(t.takenAt) <= ticketTimeout {
+			break
+		}
+		s.mu.takenFIFO = s.mu.takenFIFO[1:]
+		if !ok {
+			continue // accepted
+		}
+		delete(s.mu.taken, conn)
+		delete(s.mu.inTicket, conn)
 		s.stats.TicketsReclaim.Add(1)
-		s.dp.Conn(t.Conn).Ctl.LocalKey = 0 // a late third ACK now falls back
-		s.tokens.Release(t.token)
-		s.mu.freeConns = append(s.mu.freeConns, freeSlot{t.Conn, now})
+		s.dp.Conn(conn).Ctl.LocalKey = 0 // a late accept resets the connection (claimTicket)
+		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, now})
 		s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{t.Sub, now})
 	}
-	if err := s.refillJoinsLocked(now); err != nil {
-		return err
-	}
 	if s.mu.listeners == 0 {
-		return nil
+		return n, nil
 	}
-	for len(s.mu.queued) < ticketTarget {
-		conn, sub, key, token, err := s.newSlotsLocked()
+	for k := 0; k < ticketChunk && len(s.mu.queued) < s.ticketTarget; k++ {
+		conn, sub, err := s.newTicketSlotsLocked()
 		if err != nil {
-			return err
+			return n, err
 		}
-		t := ticketRec{Ticket: datapath.Ticket{Key: key, Conn: conn, Sub: sub}, token: token}
+		t := ticketRec{Ticket: datapath.Ticket{Conn: conn, Sub: sub}}
 		if err := s.dp.PushTicket(t.Ticket); err != nil {
-			s.tokens.Release(token)
 			s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
 			s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{sub, time.Time{}})
-			return err
+			return n, err
 		}
 		s.mu.queued = append(s.mu.queued, t)
+		s.mu.inTicket[conn] = true
 	}
-	return nil
+	return n, nil
 }
 
 // refillJoinsLocked keeps subflow slots and nonces queued for passive joins, and reclaims
@@ -562,7 +630,7 @@ func (s *Stack) refillJoinsLocked(now time.Time) error {
 	if s.mu.listeners == 0 {
 		return nil
 	}
-	for len(s.mu.subQueued) < ticketTarget {
+	for len(s.mu.subQueued) < joinTarget {
 		sub, err := s.allocSubLocked()
 		if err != nil {
 			return err
@@ -578,7 +646,7 @@ func (s *Stack) refillJoinsLocked(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	for int(uint64(s.mu.nonces)-nonceUsed) < ticketTarget {
+	for int(uint64(s.mu.nonces)-nonceUsed) < joinTarget {
 		var b [4]byte
 		if _, err := io.ReadFull(s.rand, b[:]); err != nil {
 			return err
@@ -607,32 +675,36 @@ func (s *Stack) claimSub(sub uint32) bool {
 	return false
 }
 
-// claimTicket takes the ticket of an accepted MPTCP connection; ok is false if the slot is not
-// (or no longer) reserved for that key.
-func (s *Stack) claimTicket(conn uint32, key uint64) (t ticketRec, ok bool) {
+// claimTicket takes the ticket of an accepted MPTCP connection; false if the slots are not (or no
+// longer) reserved for it. The queue is topped up at the same time: accepting keeps pace with
+// the handshakes that take tickets.
+func (s *Stack) claimTicket(conn, sub uint32, key uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.refillTicketsLocked(); err != nil {
-		s.log.Warn("refill passive-open keys", "err", err)
+	if _, err := s.refillTicketsLocked(); err != nil {
+		s.log.Warn("refill passive-open tickets", "err", err)
 	}
-	for i, t := range s.mu.taken {
-		if t.Conn == conn && t.Key == key {
-			s.mu.taken = append(s.mu.taken[:i], s.mu.taken[i+1:]...)
-			// Events keep being queued for the slot until its Conn is registered.
-			s.mu.claimed[conn] = true
-			return t, true
-		}
+	t, ok := s.mu.taken[conn]
+	if !ok || t.Sub != sub || s.dp.Conn(conn).Ctl.LocalKey != key {
+		return false
 	}
-	return ticketRec{}, false
+	delete(s.mu.taken, conn)
+	delete(s.mu.inTicket, conn)
+	// Events keep being queued for the slot until its Conn is registered.
+	s.mu.claimed[conn] = true
+	return true
 }
 
 func (s *Stack) addListener(d int) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.mu.listeners += d
 	if d > 0 {
-		if err := s.refillTicketsLocked(); err != nil {
-			s.log.Warn("fill passive-open keys", "err", err)
+		if err := s.refillJoinsLocked(time.Now()); err != nil {
+			s.log.Warn("fill passive-join slots", "err", err)
 		}
+	}
+	s.mu.Unlock()
+	if d > 0 {
+		s.refillTickets()
 	}
 }

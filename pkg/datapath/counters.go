@@ -13,7 +13,7 @@ var counterNames = map[gen.DatapathDpCounter]string{
 	gen.DatapathDpCounterDP_MPC_FALLBACK_SYNACK:  "MPCapableFallbackSYNACK",
 	gen.DatapathDpCounterDP_MPC_SYN_RX:           "MPCapableSYNRX",
 	gen.DatapathDpCounterDP_MPC_SYNACK_TX:        "MPCapableSYNACKTX",
-	gen.DatapathDpCounterDP_MPC_NO_TICKET:        "MPCapableNoKey",
+	gen.DatapathDpCounterDP_MPC_NO_TICKET:        "MPCapableNoTicket",
 	gen.DatapathDpCounterDP_MPC_ACK_RX:           "MPCapableACKRX",
 	gen.DatapathDpCounterDP_MPC_FALLBACK_ACK:     "MPCapableFallbackACK",
 	gen.DatapathDpCounterDP_MPC_ACK_TX:           "MPCapableACKTX",
@@ -47,7 +47,7 @@ var counterNames = map[gen.DatapathDpCounter]string{
 	gen.DatapathDpCounterDP_EVENT_LOST:           "EventLost",
 	gen.DatapathDpCounterDP_NO_STATE:             "NoState",
 	gen.DatapathDpCounterDP_SACK_STRIPPED:        "SackPermStripped",
-	gen.DatapathDpCounterDP_TICKET_USED:          "KeyTicketUsed",
+	gen.DatapathDpCounterDP_TICKET_USED:          "PassiveTicketUsed",
 	gen.DatapathDpCounterDP_MPJ_SYN_TX:           "MPJoinSynTx",
 	gen.DatapathDpCounterDP_MPJ_SYNACK_RX:        "MPJoinSynAckRx",
 	gen.DatapathDpCounterDP_MPJ_SYNACK_HMAC_FAIL: "MPJoinSynAckHMacFailure",
@@ -64,6 +64,9 @@ var counterNames = map[gen.DatapathDpCounter]string{
 	gen.DatapathDpCounterDP_SCRATCH_NESTED:       "ScratchNested",
 	gen.DatapathDpCounterDP_ACK_NOSPACE:          "DataAckNoSpace",
 	gen.DatapathDpCounterDP_DSS_NO_MATCH_TCP:     "DSSNoMatchTCP",
+	gen.DatapathDpCounterDP_MPC_ACK_BADKEY:       "MPCapableACKBadKey",
+	gen.DatapathDpCounterDP_MPC_TOKEN_FALLBACK:   "TokenFallbackInit",
+	gen.DatapathDpCounterDP_MPC_SYN_NOKEY:        "MPCapableSYNNoKey",
 }
 
 // Counters returns every datapath counter, summed over CPUs, by name.

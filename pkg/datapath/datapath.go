@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,7 +31,7 @@ type (
 	SkState = gen.DatapathSkSub
 	// Event is one event from the ring buffer.
 	Event = gen.DatapathEvent
-	// Ticket is a key and slots for one passive open.
+	// Ticket is the connection and subflow slots for one completed passive open.
 	Ticket = gen.DatapathTicket
 	// TxMap is one outgoing mapping.
 	TxMap = gen.DatapathTxmap
@@ -157,6 +158,19 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if err := checkStructSizes(spec); err != nil {
 		return nil, err
 	}
+	// The secret our listeners' MP_CAPABLE keys are derived with (bpf/synkey.h): fresh for each
+	// load, never stored. Connections outlive nothing of it: a new datapath is a new stack.
+	var secret [32]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		return nil, fmt.Errorf("passive key secret: %w", err)
+	}
+	var dcfg gen.DatapathDpConfig
+	for i := range dcfg.SynkeySecret {
+		dcfg.SynkeySecret[i] = binary.BigEndian.Uint32(secret[4*i:])
+	}
+	if err := spec.Variables["dp_cfg"].Set(dcfg); err != nil {
+		return nil, fmt.Errorf("configure datapath: %w", err)
+	}
 	spec.Maps["conns"].MaxEntries = uint32(cfg.MaxConns)
 	spec.Maps["subs"].MaxEntries = uint32(cfg.MaxSubs)
 	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs}
@@ -243,6 +257,9 @@ func (d *Datapath) CgroupPath() string { return d.cg.path }
 // CongestionControl returns the name of our congestion control (A of the pair).
 func (d *Datapath) CongestionControl() string { return d.ccNames[0] }
 
+// TicketQueue returns how many passive-open tickets the datapath's queue holds.
+func (d *Datapath) TicketQueue() int { return int(d.objs.Tickets.MaxEntries()) }
+
 // MaxConns and MaxSubs return the number of slots.
 func (d *Datapath) MaxConns() int { return d.maxConns }
 func (d *Datapath) MaxSubs() int  { return d.maxSubs }
@@ -281,7 +298,8 @@ func (d *Datapath) State(fd int) (st SkState, ok bool, err error) {
 	return st, true, nil
 }
 
-// PushTicket queues a key and slots for one passive open.
+// PushTicket queues the slots for one passive open; the datapath takes them when a third ACK
+// completes an MP_CAPABLE handshake.
 func (d *Datapath) PushTicket(t Ticket) error {
 	if err := d.objs.Tickets.Update(nil, &t, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("queue ticket: %w", err)

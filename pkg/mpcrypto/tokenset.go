@@ -97,3 +97,11 @@ func (s *TokenSet) Len() int {
 	defer s.tokens.Unlock()
 	return len(s.tokens.m)
 }
+
+// Add registers a token chosen elsewhere (the key of a passive open is derived by the datapath)
+// and reports whether it was free: false for zero or a token in use.
+func (s *TokenSet) Add(token uint32) bool {
+	s.tokens.Lock()
+	defer s.tokens.Unlock()
+	return s.addLocked(token)
+}

@@ -149,3 +149,21 @@ func TestTokenSetConcurrent(t *testing.T) {
 		t.Fatalf("Len = %d, want %d", s.Len(), workers*per)
 	}
 }
+
+// TestTokenSetAdd: a token chosen elsewhere is registered once; zero never is.
+func TestTokenSetAdd(t *testing.T) {
+	var s TokenSet
+	if !s.Add(0x1234) {
+		t.Fatal("a free token was refused")
+	}
+	if s.Add(0x1234) {
+		t.Error("a token in use was accepted twice")
+	}
+	if s.Add(0) {
+		t.Error("token zero was accepted")
+	}
+	s.Release(0x1234)
+	if !s.Add(0x1234) {
+		t.Error("a released token was refused")
+	}
+}

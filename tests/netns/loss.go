@@ -72,3 +72,48 @@ func (lo *Loss) close() {
 	}
 	lo.objs.Close()
 }
+
+// Dropper drops the first packets of one end that match a TCP flags byte (and a length), at
+// the peer end's ingress: a lost SYN/ACK or third ACK on demand.
+type Dropper struct {
+	objs gen.DropperObjects
+	l    link.Link
+}
+
+// DropFirst drops the first n IPv4 TCP packets this end sends whose flags byte is tcpFlags
+// and, unless ipLen is 0, whose IP total length is ipLen. It stays until the test ends.
+func (e *Iface) DropFirst(n int, tcpFlags uint8, ipLen uint16) *Dropper {
+	tb := e.NS.topo.tb
+	tb.Helper()
+	dr := &Dropper{}
+	if err := gen.LoadDropperObjects(&dr.objs, nil); err != nil {
+		tb.Fatalf("netns: load dropper: %v", err)
+	}
+	tb.Cleanup(func() {
+		if dr.l != nil {
+			dr.l.Close()
+		}
+		dr.objs.Close()
+	})
+	cfg := gen.DropperDropMatchCfg{Count: uint32(n), IpLen: ipLen, TcpFlags: tcpFlags}
+	if err := dr.objs.DropMatchConf.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
+		tb.Fatal(err)
+	}
+	peer := e.Peer
+	err := peer.NS.Do(func() error {
+		var err error
+		dr.l, err = link.AttachTCX(link.TCXOptions{Interface: peer.Index, Program: dr.objs.DropMatch, Attach: ebpf.AttachTCXIngress})
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("netns: attach dropper to %s: %v", peer, err)
+	}
+	return dr
+}
+
+// Matched returns how many packets matched (the first n of them were dropped).
+func (dr *Dropper) Matched() (uint64, error) {
+	var v uint64
+	err := dr.objs.DropMatchSeen.Lookup(uint32(0), &v)
+	return v, err
+}
