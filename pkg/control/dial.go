@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
@@ -113,8 +112,8 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	}
 	sf.active = true
 	c.subs = []*subflow{sf}
-	if h, err := netns.Get(); err == nil { // this thread's namespace: where joins are dialled
-		c.ns = h
+	if ns, err := s.acquireNetns(); err == nil { // this thread's namespace: where joins are dialled
+		c.ns = ns
 	}
 	s.stats.ActiveOpens.Add(1)
 	c.start()

@@ -52,6 +52,7 @@ type Stack struct {
 	scheduler string
 	pm        PathManager
 	mon       monitor // event subscribers and live connections (monitor.go)
+	nsRefs    nsRefs  // shared network-namespace handles (netns.go)
 	done      chan struct{}
 	wg        sync.WaitGroup
 
