@@ -37,7 +37,7 @@ func main() {
 			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "packet scheduler of new connections: " + strings.Join(control.SchedulerNames(), ", ")},
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connection slots of the datapath"},
+			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connections carried at once, over all rules (1 to 65536); beyond it new ones are reset. Sizes the datapath: about 8.5 KB of kernel memory each"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long a graceful shutdown waits for connections to close"},
 			&cli.StringFlag{Name: "ctl", Value: ctl.DefaultSocket, Usage: "the control socket for mptcpctl (root only; \"\" for none)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (off unless given)"},
@@ -68,6 +68,11 @@ func run(cc *cli.Context) error {
 	if err := checkListenAddr(cc.String("metrics")); err != nil {
 		return fmt.Errorf("--metrics %w", err)
 	}
+	maxConns := cc.Int("max-conns")
+	if err := checkMaxConns(maxConns); err != nil {
+		return fmt.Errorf("--max-conns %w", err)
+	}
+	limit := proxy.NewLimit(maxConns)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cc.String("log-level"))); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cc.String("log-level"))
@@ -80,7 +85,7 @@ func run(cc *cli.Context) error {
 			if err != nil {
 				return fmt.Errorf("--%s %w", flag, err)
 			}
-			servers = append(servers, &proxy.Server{Rule: r, Forward: flag == "forward", Log: log})
+			servers = append(servers, &proxy.Server{Rule: r, Forward: flag == "forward", Log: log, Limit: limit})
 		}
 	}
 	if len(servers) == 0 {
@@ -106,7 +111,9 @@ func run(cc *cli.Context) error {
 			pf.Close()
 		}()
 	}
-	stack, err := control.NewStack(control.StackConfig{Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler")})
+	stack, err := control.NewStack(control.StackConfig{
+		Datapath: control.DatapathConfig(maxConns), Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler"),
+	})
 	if err != nil {
 		return fmt.Errorf("start datapath: %w", err)
 	}
@@ -116,7 +123,7 @@ func run(cc *cli.Context) error {
 		stack.Close()
 		return fmt.Errorf("follow addresses and links: %w", err)
 	}
-	closeCtl, err := operatorSurface(ctx, cc, &backend{mgr: mgr, stack: stack}, log)
+	closeCtl, err := operatorSurface(ctx, cc, &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}, log)
 	if err != nil {
 		stack.Close()
 		return err
