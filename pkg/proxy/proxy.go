@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mptcpgo/mptcpgo/internal/acceptpace"
@@ -49,6 +50,7 @@ type Stats struct {
 	AcceptErrors atomic.Uint64 // failed accepts (out of file descriptors, memory, ...), waited out
 	Refused      atomic.Uint64 // connections reset because the Limit was reached
 	Failed       atomic.Uint64 // connections whose other side could not be opened
+	DialWaits    atomic.Uint64 // waits to open the other side, out of descriptors, memory, ...
 	MPTCP        atomic.Uint64 // MPTCP connections (the rest fell back to TCP)
 	Active       atomic.Int64  // connections being relayed now
 	BytesIn      atomic.Uint64 // from the listening side to the remote side
@@ -165,22 +167,57 @@ func (s *Server) Serve(ctx context.Context) error {
 
 var errTooMany = errors.New("connection limit reached")
 
+// dialTimeout bounds the opening of a connection's other side, waits for resources included.
+const dialTimeout = 30 * time.Second
+
+// dial opens the remote side. Out of descriptors, memory or buffers, it waits (5 ms doubling
+// to 1 s) and tries again until ctx ends or Shutdown: an accepted connection is not reset
+// because the descriptors other connections are releasing are not free yet.
+func (s *Server) dial(ctx context.Context) (net.Conn, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.stop, cancel)()
+	var pace acceptpace.Pacer
+	for {
+		var out net.Conn
+		var err error
+		if s.Forward {
+			d := control.Dialer{Stack: s.Stack}
+			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
+		} else {
+			var d net.Dialer
+			d.SetMultipathTCP(false)
+			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
+		}
+		if err == nil || !resourceError(err) {
+			return out, err
+		}
+		s.Stats.DialWaits.Add(1)
+		pace.Fail(wctx, err)
+		if wctx.Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+// resourceError reports whether err is the process or the host running out of descriptors,
+// memory or buffers: a condition that passes.
+func resourceError(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Server) handle(_ context.Context, in net.Conn) {
 	// Not the serving context: a dial that completes while the daemon shuts down must still
 	// end gracefully (Shutdown ends new relays at once), not leave the peer with a subflow
 	// closed under a connection that never saw a DATA_FIN.
-	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	dctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	var out net.Conn
-	var err error
-	if s.Forward {
-		d := control.Dialer{Stack: s.Stack}
-		out, err = d.DialContext(dctx, "tcp", s.Rule.Remote)
-	} else {
-		var d net.Dialer
-		d.SetMultipathTCP(false)
-		out, err = d.DialContext(dctx, "tcp", s.Rule.Remote)
-	}
+	out, err := s.dial(dctx)
 	if err != nil {
 		s.Stats.Failed.Add(1)
 		s.Log.Warn("connect to remote", "remote", s.Rule.Remote, "from", in.RemoteAddr(), "err", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -301,5 +302,24 @@ func TestRelayNoSplicePipes(t *testing.T) {
 	waitFor(t, "the relays to end", func() bool { return s.Stats.Active.Load() == 0 })
 	if after := pipes(t); after != before {
 		t.Errorf("%d pipe descriptors after the relays, %d before", after, before)
+	}
+}
+
+func TestResourceError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{fmt.Errorf("network namespace cookie: %w", syscall.EMFILE), true},
+		{syscall.ENFILE, true},
+		{syscall.ENOBUFS, true},
+		{syscall.ENOMEM, true},
+		{syscall.ECONNREFUSED, false},
+		{errors.New("no free connection slots"), false},
+	} {
+		if got := resourceError(tc.err); got != tc.want {
+			t.Errorf("resourceError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
