@@ -219,6 +219,7 @@ func (b *backend) proxyCounters() map[string]uint64 {
 		c["ProxyAcceptErrors"] += st.AcceptErrors.Load()
 		c["ProxyRefused"] += st.Refused.Load()
 		c["ProxyFailed"] += st.Failed.Load()
+		c["ProxyDialWaits"] += st.DialWaits.Load()
 		c["ProxyMPTCP"] += st.MPTCP.Load()
 		c["ProxyActive"] += uint64(max(st.Active.Load(), 0))
 		c["ProxyBytesIn"] += st.BytesIn.Load()

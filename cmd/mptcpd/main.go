@@ -18,6 +18,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/ctl"
@@ -78,6 +79,7 @@ func run(cc *cli.Context) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cc.String("log-level"))
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	checkFDBudget(log, maxConns)
 	var servers []*proxy.Server
 	for _, flag := range []string{"forward", "accept"} {
 		for _, spec := range cc.StringSlice(flag) {
@@ -167,6 +169,27 @@ func run(cc *cli.Context) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// File descriptors: each relayed connection holds two (the application's socket and the one
+// to the remote; each further subflow adds one), the daemon about a hundred of its own (the
+// datapath's maps, programs and links, listeners, control socket).
+const (
+	fdsPerConn  = 2
+	fdsOfDaemon = 128
+)
+
+// checkFDBudget warns when --max-conns connections need more file descriptors than the process
+// may open (Go raises the soft limit to the hard one at start).
+func checkFDBudget(log *slog.Logger, maxConns int) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if need := uint64(fdsPerConn*maxConns + fdsOfDaemon); need > rl.Cur {
+		log.Warn("the file descriptor limit is below what --max-conns connections need: past it, accepts wait (EMFILE) until descriptors are released",
+			"max_conns", maxConns, "needed", need, "limit", rl.Cur)
+	}
 }
 
 // pathManager builds the path manager from --endpoint and --limits.

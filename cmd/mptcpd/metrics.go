@@ -39,6 +39,7 @@ var (
 	descProxyAcceptEr = prometheus.NewDesc("mptcpd_proxy_accept_errors_total", "Failed accepts (out of file descriptors, memory, ...), waited out.", proxyLabels, nil)
 	descProxyRefused  = prometheus.NewDesc("mptcpd_proxy_refused_total", "Connections reset because --max-conns were open.", proxyLabels, nil)
 	descProxyFailed   = prometheus.NewDesc("mptcpd_proxy_failed_total", "Connections whose other side could not be opened.", proxyLabels, nil)
+	descProxyDialWait = prometheus.NewDesc("mptcpd_proxy_dial_waits_total", "Waits to open a connection's other side, out of file descriptors, memory, ...", proxyLabels, nil)
 	descProxyMPTCP    = prometheus.NewDesc("mptcpd_proxy_mptcp_total", "Connections relayed over MPTCP (the others fell back to TCP).", proxyLabels, nil)
 	descProxyBytesIn  = prometheus.NewDesc("mptcpd_proxy_bytes_in_total", "Bytes relayed from the listening side to the remote side.", proxyLabels, nil)
 	descProxyBytesOut = prometheus.NewDesc("mptcpd_proxy_bytes_out_total", "Bytes relayed from the remote side to the listening side.", proxyLabels, nil)
@@ -48,7 +49,7 @@ var (
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCounter, descConns, descRTT, descCwnd, descSent, descRecv, descRetrans, descBackup,
-		descProxyAccepted, descProxyAcceptEr, descProxyRefused, descProxyFailed, descProxyMPTCP, descProxyBytesIn, descProxyBytesOut,
+		descProxyAccepted, descProxyAcceptEr, descProxyRefused, descProxyFailed, descProxyDialWait, descProxyMPTCP, descProxyBytesIn, descProxyBytesOut,
 		descProxyActive, descProxyMax} {
 		ch <- d
 	}
@@ -98,6 +99,7 @@ func (m *metrics) collectProxies(ch chan<- prometheus.Metric) {
 			descProxyAcceptEr: st.AcceptErrors.Load(),
 			descProxyRefused:  st.Refused.Load(),
 			descProxyFailed:   st.Failed.Load(),
+			descProxyDialWait: st.DialWaits.Load(),
 			descProxyMPTCP:    st.MPTCP.Load(),
 			descProxyBytesIn:  st.BytesIn.Load(),
 			descProxyBytesOut: st.BytesOut.Load(),

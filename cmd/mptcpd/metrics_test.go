@@ -46,8 +46,8 @@ func TestProxyMetrics(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
 		}
 	}
-	if n := len(got); n != 2*8+1 {
-		t.Errorf("%d metrics, want %d", n, 2*8+1)
+	if n := len(got); n != 2*9+1 {
+		t.Errorf("%d metrics, want %d", n, 2*9+1)
 	}
 	b := &backend{servers: []*proxy.Server{fwd, acc}}
 	c := b.proxyCounters()
