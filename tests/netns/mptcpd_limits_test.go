@@ -183,22 +183,58 @@ func TestMptcpdFDsPerConn(t *testing.T) {
 
 // TestMptcpdMaxConns: mptcpd --max-conns 8 sizes the datapath for 8 connections (and its
 // reserve), carries 8 at once, resets a 9th (counted as refused) and carries a new one once one
-// of the 8 has closed.
+// of the 8 has closed. A forward rule's application sees a TCP reset; an accept rule's MPTCP
+// client sees its connection established and then reset (MP_FASTCLOSE).
 func TestMptcpdMaxConns(t *testing.T) {
 	testenv.RequireRoot(t)
+	for _, mode := range []string{"forward", "accept"} {
+		t.Run(mode, func(t *testing.T) { testMaxConns(t, mode) })
+	}
+}
+
+func testMaxConns(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
-	p := topo.Path(0)
-	ln, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoAll(ctx, ln)
 	sock := ctlSocket(t)
 	mptcpctl(t)
 	const max = 8
-	d, addrs := startMptcpd(t, ctx, topo.A, "--ctl", sock, "--max-conns", strconv.Itoa(max), "--forward", "127.0.0.1:0="+ln.Addr().String())
+	args := []string{"--ctl", sock, "--max-conns", strconv.Itoa(max)}
+	var topo *netns.Topology
+	var app, daemon *netns.Namespace
+	var dial func(ctx context.Context, addr string) (net.Conn, error)
+	if mode == "forward" {
+		topo = netns.New(t, netns.Config{Paths: 1, A: ourSide})
+		ln, err := topo.B.ListenMPTCP(topo.Path(0).B.HostPort(netns.IPv4, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoAll(ctx, ln)
+		app, daemon = topo.A, topo.A
+		dial = app.DialTCP
+		args = append(args, "--forward", "127.0.0.1:0="+ln.Addr().String())
+	} else {
+		topo = netns.New(t, netns.Config{Paths: 1, B: ourSide})
+		target, err := topo.B.ListenTCP("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoAll(ctx, target)
+		app, daemon = topo.A, topo.B
+		dial = app.DialMPTCP
+		args = append(args, "--accept", topo.Path(0).B.HostPort(netns.IPv4, 0)+"="+target.Addr().String())
+	}
+	d, addrs := startMptcpd(t, ctx, daemon, args...)
+	hold := func() net.Conn {
+		t.Helper()
+		c, err := dial(ctx, addrs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := echo(c, "ping"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 
 	want := control.DatapathConfig(max)
 	conns, subs := slotMaps(t, d.Pid())
@@ -208,18 +244,23 @@ func TestMptcpdMaxConns(t *testing.T) {
 
 	var held []net.Conn
 	for range max {
-		c := holdConn(t, ctx, topo.A, addrs[0])
+		c := hold()
 		defer c.Close()
 		held = append(held, c)
 	}
 	// The reset may come before the dial has seen its handshake complete, or after.
-	extra, err := topo.A.DialTCP(ctx, addrs[0])
+	extra, err := dial(ctx, addrs[0])
 	if err == nil {
 		err = echo(extra, "ping")
 		extra.Close()
 	}
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("connection %d: %v, want a reset", max+1, err)
+	}
+	if mode == "accept" {
+		if n := counters(t, app)["MPFastcloseRx"]; n != 1 {
+			t.Errorf("kernel client MPFastcloseRx = %d, want 1", n)
+		}
 	}
 	st := daemonStats(t, sock)
 	if st["ProxyRefused"] != 1 || st["ProxyActive"] != max || st["ProxyAccepted"] != max+1 {
@@ -234,7 +275,7 @@ func TestMptcpdMaxConns(t *testing.T) {
 
 	held[0].Close()
 	waitStat(t, ctx, sock, "ProxyActive", max-1)
-	c := holdConn(t, ctx, topo.A, addrs[0])
+	c := hold()
 	defer c.Close()
 	st = daemonStats(t, sock)
 	if st["ProxyRefused"] != 1 || st["ProxyActive"] != max {
