@@ -258,14 +258,17 @@ func testMaxConns(t *testing.T, mode string) {
 		t.Errorf("connection %d: %v, want a reset", max+1, err)
 	}
 	if mode == "accept" {
-		if n := counters(t, app)["MPFastcloseRx"]; n != 1 {
-			t.Errorf("kernel client MPFastcloseRx = %d, want 1", n)
+		if n := counters(t, app)["MPFastcloseRx"]; n < 1 {
+			t.Errorf("kernel client MPFastcloseRx = %d, want at least 1", n)
 		}
 	}
+	// Go's dial connects again (up to twice) when the reset comes before it has read the
+	// peer's address (net's selfConnect): one dial can be refused more than once.
 	st := daemonStats(t, sock)
-	if st["ProxyRefused"] != 1 || st["ProxyActive"] != max || st["ProxyAccepted"] != max+1 {
-		t.Errorf("stats: ProxyRefused %d (want 1), ProxyActive %d (want %d), ProxyAccepted %d (want %d)",
-			st["ProxyRefused"], st["ProxyActive"], max, st["ProxyAccepted"], max+1)
+	refused := st["ProxyRefused"]
+	if refused < 1 || refused > 3 || st["ProxyActive"] != max || st["ProxyAccepted"] != max+refused {
+		t.Errorf("stats: ProxyRefused %d (want 1 to 3), ProxyActive %d (want %d), ProxyAccepted %d (want %d)",
+			refused, st["ProxyActive"], max, st["ProxyAccepted"], max+refused)
 	}
 	for _, c := range held[1:] {
 		if err := echo(c, "still"); err != nil {
@@ -278,9 +281,9 @@ func testMaxConns(t *testing.T, mode string) {
 	c := hold()
 	defer c.Close()
 	st = daemonStats(t, sock)
-	if st["ProxyRefused"] != 1 || st["ProxyActive"] != max {
-		t.Errorf("stats after one closed and a new one came: ProxyRefused %d (want 1), ProxyActive %d (want %d)",
-			st["ProxyRefused"], st["ProxyActive"], max)
+	if st["ProxyRefused"] != refused || st["ProxyActive"] != max {
+		t.Errorf("stats after one closed and a new one came: ProxyRefused %d (want %d), ProxyActive %d (want %d)",
+			st["ProxyRefused"], refused, st["ProxyActive"], max)
 	}
 	for _, c := range append(held, c) {
 		c.Close() // the daemon stops once its relays have ended
