@@ -75,11 +75,69 @@ func echoAll(ctx context.Context, l net.Listener) {
 	}()
 }
 
-// holdConn connects to a forward rule of the daemon and checks the relay with an echo; the
-// connection stays open.
-func holdConn(t testing.TB, ctx context.Context, ns *netns.Namespace, addr string) net.Conn {
+// proxyRig is mptcpd running rules of one mode in a one-path topology, and the applications
+// that connect to it:
+//
+//	forward: app in A ──TCP── mptcpd in A ══MPTCP══ kernel MPTCP (or plain TCP) targets in B
+//	accept:  kernel MPTCP (or plain TCP) app in A ══MPTCP══ mptcpd in B ──TCP── targets in B
+type proxyRig struct {
+	topo    *netns.Topology
+	d       *netns.Process
+	addrs   []string // the rules' listening addresses, in target order
+	targets []net.Listener
+	app     *netns.Namespace
+	dial    func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// startProxyRig starts mptcpd with one rule of mode ("forward" or "accept") per target, and
+// args. With plain, the far side of MPTCP is plain TCP: a forward rule's target, an accept
+// rule's application (connections fall back).
+func startProxyRig(t *testing.T, ctx context.Context, mode string, plain bool, targets int, args ...string) *proxyRig {
 	t.Helper()
-	c, err := ns.DialTCP(ctx, addr)
+	r := &proxyRig{}
+	var daemon *netns.Namespace
+	if mode == "forward" {
+		r.topo = netns.New(t, netns.Config{Paths: 1, A: ourSide})
+		daemon, r.app, r.dial = r.topo.A, r.topo.A, r.topo.A.DialTCP
+	} else {
+		r.topo = netns.New(t, netns.Config{Paths: 1, B: ourSide})
+		daemon, r.app, r.dial = r.topo.B, r.topo.A, r.topo.A.DialMPTCP
+		if plain {
+			r.dial = r.topo.A.DialTCP
+		}
+	}
+	p := r.topo.Path(0)
+	for range targets {
+		var ln net.Listener
+		var err error
+		switch {
+		case mode == "accept":
+			ln, err = r.topo.B.ListenTCP("127.0.0.1:0")
+			if err == nil {
+				args = append(args, "--accept", p.B.HostPort(netns.IPv4, 0)+"="+ln.Addr().String())
+			}
+		case plain:
+			ln, err = r.topo.B.ListenTCP(p.B.HostPort(netns.IPv4, 0))
+		default:
+			ln, err = r.topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode == "forward" {
+			args = append(args, "--forward", "127.0.0.1:0="+ln.Addr().String())
+		}
+		r.targets = append(r.targets, ln)
+	}
+	r.d, r.addrs = startMptcpd(t, ctx, daemon, args...)
+	return r
+}
+
+// hold connects to rule i and checks the relay with an echo (the target must echo); the
+// connection stays open.
+func (r *proxyRig) hold(t testing.TB, ctx context.Context, i int) net.Conn {
+	t.Helper()
+	c, err := r.dial(ctx, r.addrs[i])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,55 +188,52 @@ func waitStat(t *testing.T, ctx context.Context, sock, name string, want uint64)
 }
 
 // TestMptcpdFDsPerConn: an idle relayed connection costs mptcpd two file descriptors (the
-// application's socket and the subflow or TCP socket to the remote), whether it is carried over
-// MPTCP or fell back to TCP, and the daemon is back to its count once they close: no namespace
-// handle per connection, no splice pipe kept.
+// application's socket and the subflow or TCP socket to the remote), over MPTCP or fallen back to
+// TCP, on forward and accept rules; and the daemon is back to its count once they close: no
+// namespace handle per connection, no splice pipe kept.
 func TestMptcpdFDsPerConn(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, remote := range []string{"mptcp", "fallback"} {
-		t.Run(remote, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-			defer cancel()
-			topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
-			p := topo.Path(0)
-			listen := topo.B.ListenMPTCP
-			if remote == "fallback" {
-				listen = topo.B.ListenTCP
+	for _, mode := range []string{"forward", "accept"} {
+		for _, plain := range []bool{false, true} {
+			name := mode + "/mptcp"
+			if plain {
+				name = mode + "/fallback"
 			}
-			ln, err := listen(p.B.HostPort(netns.IPv4, 0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			echoAll(ctx, ln)
-			d, addrs := startMptcpd(t, ctx, topo.A, "--ctl", "", "--forward", "127.0.0.1:0="+ln.Addr().String())
-			// A first connection opens what the daemon opens once (the namespace's handle
-			// among them, held while a connection uses it); it stays open.
-			first := holdConn(t, ctx, topo.A, addrs[0])
-			defer first.Close()
-			base, _ := fdCount(t, d.Pid())
-			const n = 32
-			var conns []net.Conn
-			for range n {
-				c := holdConn(t, ctx, topo.A, addrs[0])
-				defer c.Close()
-				conns = append(conns, c)
-			}
-			held, pipes := fdCount(t, d.Pid())
-			per := float64(held-base) / n
-			t.Logf("%s: %d idle connections hold %d file descriptors in mptcpd (%.2f each, %d pipes)", remote, n, held-base, per, pipes)
-			if held-base > 2*n {
-				t.Errorf("%d idle connections hold %d file descriptors, want at most %d", n, held-base, 2*n)
-			}
-			for _, c := range conns {
-				c.Close()
-			}
-			// Everything the connections held is closed within seconds, not when the
-			// runtime's pools are next collected.
-			wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-			defer wcancel()
-			waitFDs(t, wctx, d.Pid(), base)
-		})
+			t.Run(name, func(t *testing.T) { testFDsPerConn(t, mode, plain) })
+		}
 	}
+}
+
+func testFDsPerConn(t *testing.T, mode string, plain bool) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	r := startProxyRig(t, ctx, mode, plain, 1, "--ctl", "")
+	echoAll(ctx, r.targets[0])
+	// A first connection opens what the daemon opens once (the namespace's handle among them,
+	// held while a connection uses it); it stays open.
+	first := r.hold(t, ctx, 0)
+	defer first.Close()
+	base, _ := fdCount(t, r.d.Pid())
+	const n = 32
+	var conns []net.Conn
+	for range n {
+		c := r.hold(t, ctx, 0)
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	held, pipes := fdCount(t, r.d.Pid())
+	t.Logf("%d idle connections hold %d file descriptors in mptcpd (%.2f each; %d pipes in all)", n, held-base, float64(held-base)/n, pipes)
+	if held-base > 2*n {
+		t.Errorf("%d idle connections hold %d file descriptors, want at most %d", n, held-base, 2*n)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	// Everything the connections held is closed within seconds, not when the runtime's pools
+	// are next collected.
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	waitFDs(t, wctx, r.d.Pid(), base)
 }
 
 // TestMptcpdMaxConns: mptcpd --max-conns 8 sizes the datapath for 8 connections (and its
@@ -198,58 +253,23 @@ func testMaxConns(t *testing.T, mode string) {
 	sock := ctlSocket(t)
 	mptcpctl(t)
 	const max = 8
-	args := []string{"--ctl", sock, "--max-conns", strconv.Itoa(max)}
-	var topo *netns.Topology
-	var app, daemon *netns.Namespace
-	var dial func(ctx context.Context, addr string) (net.Conn, error)
-	if mode == "forward" {
-		topo = netns.New(t, netns.Config{Paths: 1, A: ourSide})
-		ln, err := topo.B.ListenMPTCP(topo.Path(0).B.HostPort(netns.IPv4, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		echoAll(ctx, ln)
-		app, daemon = topo.A, topo.A
-		dial = app.DialTCP
-		args = append(args, "--forward", "127.0.0.1:0="+ln.Addr().String())
-	} else {
-		topo = netns.New(t, netns.Config{Paths: 1, B: ourSide})
-		target, err := topo.B.ListenTCP("127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		echoAll(ctx, target)
-		app, daemon = topo.A, topo.B
-		dial = app.DialMPTCP
-		args = append(args, "--accept", topo.Path(0).B.HostPort(netns.IPv4, 0)+"="+target.Addr().String())
-	}
-	d, addrs := startMptcpd(t, ctx, daemon, args...)
-	hold := func() net.Conn {
-		t.Helper()
-		c, err := dial(ctx, addrs[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := echo(c, "ping"); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	r := startProxyRig(t, ctx, mode, false, 1, "--ctl", sock, "--max-conns", strconv.Itoa(max))
+	echoAll(ctx, r.targets[0])
 
 	want := control.DatapathConfig(max)
-	conns, subs := slotMaps(t, d.Pid())
+	conns, subs := slotMaps(t, r.d.Pid())
 	if conns != want.MaxConns || subs != want.MaxSubs {
 		t.Errorf("datapath slots: %d connections, %d subflows; want %d, %d", conns, subs, want.MaxConns, want.MaxSubs)
 	}
 
 	var held []net.Conn
 	for range max {
-		c := hold()
+		c := r.hold(t, ctx, 0)
 		defer c.Close()
 		held = append(held, c)
 	}
 	// The reset may come before the dial has seen its handshake complete, or after.
-	extra, err := dial(ctx, addrs[0])
+	extra, err := r.dial(ctx, r.addrs[0])
 	if err == nil {
 		err = echo(extra, "ping")
 		extra.Close()
@@ -258,7 +278,7 @@ func testMaxConns(t *testing.T, mode string) {
 		t.Errorf("connection %d: %v, want a reset", max+1, err)
 	}
 	if mode == "accept" {
-		if n := counters(t, app)["MPFastcloseRx"]; n < 1 {
+		if n := counters(t, r.app)["MPFastcloseRx"]; n < 1 {
 			t.Errorf("kernel client MPFastcloseRx = %d, want at least 1", n)
 		}
 	}
@@ -278,7 +298,7 @@ func testMaxConns(t *testing.T, mode string) {
 
 	held[0].Close()
 	waitStat(t, ctx, sock, "ProxyActive", max-1)
-	c := hold()
+	c := r.hold(t, ctx, 0)
 	defer c.Close()
 	st = daemonStats(t, sock)
 	if st["ProxyRefused"] != refused || st["ProxyActive"] != max {
@@ -288,7 +308,7 @@ func testMaxConns(t *testing.T, mode string) {
 	for _, c := range append(held, c) {
 		c.Close() // the daemon stops once its relays have ended
 	}
-	stopMptcpd(t, d)
+	stopMptcpd(t, r.d)
 }
 
 // slotMaps returns the sizes of the daemon's connection and subflow slot maps, found among its
@@ -344,74 +364,72 @@ func TestMptcpdMaxConnsRange(t *testing.T) {
 }
 
 // TestMptcpdFDExhaustion: mptcpd out of file descriptors keeps running and keeps its
-// connections. With its limit set to what 16 relayed connections leave plus one more relay, a
-// transfer still goes through (bytes checked); once a 17th connection takes the last
-// descriptors, the next accept fails with EMFILE: the daemon logs it, counts it and waits, and
-// the waiting connection's transfer completes once the others close. Then it stops cleanly.
+// connections, on forward and accept rules. With its limit set to what 16 relayed connections
+// leave plus one more relay, a transfer still goes through (bytes checked); once a 17th
+// connection takes the last descriptors, the next accept fails with EMFILE: the daemon logs it,
+// counts it and waits, and the waiting connection's transfer completes once the others close.
+// Then it stops cleanly.
 func TestMptcpdFDExhaustion(t *testing.T) {
 	testenv.RequireRoot(t)
+	for _, mode := range []string{"forward", "accept"} {
+		t.Run(mode, func(t *testing.T) { testFDExhaustion(t, mode) })
+	}
+}
+
+func testFDExhaustion(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
-	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
-	p := topo.Path(0)
-	hogLn, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoAll(ctx, hogLn)
-	xferLn, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sock := ctlSocket(t)
 	mptcpctl(t)
-	d, addrs := startMptcpd(t, ctx, topo.A, "--ctl", sock,
-		"--forward", "127.0.0.1:0="+hogLn.Addr().String(), "--forward", "127.0.0.1:0="+xferLn.Addr().String())
-	hogAddr, xferAddr := addrs[0], addrs[1]
+	r := startProxyRig(t, ctx, mode, false, 2, "--ctl", sock)
+	const hogRule, xferRule = 0, 1
+	echoAll(ctx, r.targets[hogRule])
+	xferLn := r.targets[xferRule]
+	pid := r.d.Pid()
 
 	const hogs = 16
 	var held []net.Conn
 	for range hogs {
-		c := holdConn(t, ctx, topo.A, hogAddr)
+		c := r.hold(t, ctx, hogRule)
 		defer c.Close()
 		held = append(held, c)
 	}
 	// The limit: what the daemon holds now, and room for one more relayed connection.
-	n, _ := fdCount(t, d.Pid())
+	n, _ := fdCount(t, pid)
 	var old unix.Rlimit
-	if err := unix.Prlimit(d.Pid(), unix.RLIMIT_NOFILE, nil, &old); err != nil {
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
 		t.Fatal(err)
 	}
 	lim := unix.Rlimit{Cur: uint64(n + 2), Max: old.Max}
-	if err := unix.Prlimit(d.Pid(), unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("mptcpd holds %d file descriptors with %d connections; limit set to %d (was %d)", n, hogs, lim.Cur, old.Cur)
 
 	const up, down = 4 << 20, 4 << 20
-	c, err := topo.A.DialTCP(ctx, xferAddr)
+	c, err := r.dial(ctx, r.addrs[xferRule])
 	if err != nil {
 		t.Fatal(err)
 	}
 	exchangeServed(t, ctx, c, netns.ServeOne(ctx, xferLn, down, 2), up, down)
 	c.Close()
-	waitFDs(t, ctx, d.Pid(), n)
+	waitFDs(t, ctx, pid, n)
 
-	held = append(held, holdConn(t, ctx, topo.A, hogAddr)) // the last two descriptors
+	held = append(held, r.hold(t, ctx, hogRule)) // the last two descriptors
 	defer held[len(held)-1].Close()
 
 	served := netns.ServeOne(ctx, xferLn, down, 2)
-	waiting, err := topo.A.DialTCP(ctx, xferAddr)
+	waiting, err := r.dial(ctx, r.addrs[xferRule])
 	if err != nil {
 		t.Fatal(err)
 	}
 	result := netns.ExchangeAsync(ctx, waiting, up, 1)
-	if err := d.WaitOutput(ctx, "too many open files"); err != nil {
+	if err := r.d.WaitOutput(ctx, "too many open files"); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-d.Done():
-		t.Fatalf("mptcpd exited out of file descriptors: %v", d.Err())
+	case <-r.d.Done():
+		t.Fatalf("mptcpd exited out of file descriptors: %v", r.d.Err())
 	default:
 	}
 	for _, c := range held {
@@ -423,26 +441,32 @@ func TestMptcpdFDExhaustion(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	r := <-result
-	if r.Err != nil {
-		t.Fatalf("transfer that waited for descriptors: %v", r.Err)
+	res := <-result
+	if res.Err != nil {
+		t.Fatalf("transfer that waited for descriptors: %v", res.Err)
 	}
 	s := <-served
 	if s.Err != nil {
 		t.Fatal(s.Err)
 	}
-	checkDigests(t, r.Transfer, s.Transfer, up, down)
+	checkDigests(t, res.Transfer, s.Transfer, up, down)
+	if !res.MPTCP && mode == "accept" {
+		t.Errorf("the kernel client's connection fell back to TCP")
+	}
 
-	if err := unix.Prlimit(d.Pid(), unix.RLIMIT_NOFILE, &old, nil); err != nil { // for mptcpctl
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil); err != nil { // for mptcpctl
 		t.Fatal(err)
 	}
 	st := daemonStats(t, sock)
 	if st["ProxyAcceptErrors"] < 1 {
 		t.Errorf("ProxyAcceptErrors = %d, want at least 1", st["ProxyAcceptErrors"])
 	}
-	t.Logf("accept errors %d, failed %d, accepted %d", st["ProxyAcceptErrors"], st["ProxyFailed"], st["ProxyAccepted"])
-	if lines := strings.Count(d.Output(), "accept failed; retrying"); lines < 1 || lines > int(st["ProxyAcceptErrors"]) {
+	if st["ProxyFailed"] != 0 {
+		t.Errorf("ProxyFailed = %d, want 0: no connection reset for want of descriptors", st["ProxyFailed"])
+	}
+	t.Logf("accept errors %d, dial waits %d, accepted %d", st["ProxyAcceptErrors"], st["ProxyDialWaits"], st["ProxyAccepted"])
+	if lines := strings.Count(r.d.Output(), "accept failed; retrying"); lines < 1 || lines > int(st["ProxyAcceptErrors"]) {
 		t.Errorf("%d log lines for %d accept errors", lines, st["ProxyAcceptErrors"])
 	}
-	stopMptcpd(t, d)
+	stopMptcpd(t, r.d)
 }
