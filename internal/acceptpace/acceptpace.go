@@ -1,7 +1,7 @@
-// Package acceptpace paces an accept loop through errors such as running out of file
-// descriptors (EMFILE, ENFILE), memory or buffers: it waits 5 ms after a failure, doubling up
-// to 1 s, back to 5 ms after a success (as net/http's Server does), and logs at most one line a
-// second with the number of failures it did not log.
+// Package acceptpace paces an accept loop (or a dial retried) through errors such as running
+// out of file descriptors (EMFILE, ENFILE), memory or buffers: it waits 5 ms after a failure,
+// doubling up to 1 s, back to 5 ms after a success (as net/http's Server does), and logs at most
+// one line a second with the number of failures it did not log.
 package acceptpace
 
 import (

@@ -245,7 +245,9 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 // Shutdown stops accepting and closes every relayed connection gracefully (a DATA_FIN on the
 // MPTCP side), waiting at most until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopped()
+	if s.stopped != nil {
+		s.stopped()
+	}
 	err := s.ln.Close()
 	s.mu.Lock()
 	s.closing = true
