@@ -156,7 +156,11 @@ func printStats(w io.Writer, c map[string]uint64) {
 	sort.Strings(names)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, n := range names {
-		fmt.Fprintf(tw, "MPTcpExt%s\t%d\n", n, c[n])
+		prefix := "MPTcpExt"
+		if strings.HasPrefix(n, "Proxy") {
+			prefix = "" // mptcpd's proxies: no kernel counterpart
+		}
+		fmt.Fprintf(tw, "%s%s\t%d\n", prefix, n, c[n])
 	}
 	tw.Flush()
 }

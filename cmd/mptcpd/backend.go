@@ -9,12 +9,15 @@ import (
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/ctl"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
 
-// backend answers the control socket with the path manager and the stack.
+// backend answers the control socket with the path manager, the stack and the proxies.
 type backend struct {
-	mgr   *pm.Manager
-	stack *control.Stack
+	mgr     *pm.Manager
+	stack   *control.Stack
+	servers []*proxy.Server
+	limit   *proxy.Limit // --max-conns, shared by the servers
 }
 
 var _ ctl.Backend = (*backend)(nil)
@@ -195,7 +198,35 @@ func connState(in control.ConnInfo) string {
 	return "established"
 }
 
-func (b *backend) Counters() (map[string]uint64, error) { return b.stack.Counters() }
+// Counters are the stack's counters and the proxies' (named Proxy*, summed over the rules).
+func (b *backend) Counters() (map[string]uint64, error) {
+	c, err := b.stack.Counters()
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range b.proxyCounters() {
+		c[name] = v
+	}
+	return c, nil
+}
+
+// proxyCounters sums the proxies' counters; ProxyActive is the connections relayed now.
+func (b *backend) proxyCounters() map[string]uint64 {
+	c := map[string]uint64{}
+	for _, s := range b.servers {
+		st := &s.Stats
+		c["ProxyAccepted"] += st.Accepted.Load()
+		c["ProxyAcceptErrors"] += st.AcceptErrors.Load()
+		c["ProxyRefused"] += st.Refused.Load()
+		c["ProxyFailed"] += st.Failed.Load()
+		c["ProxyDialWaits"] += st.DialWaits.Load()
+		c["ProxyMPTCP"] += st.MPTCP.Load()
+		c["ProxyActive"] += uint64(max(st.Active.Load(), 0))
+		c["ProxyBytesIn"] += st.BytesIn.Load()
+		c["ProxyBytesOut"] += st.BytesOut.Load()
+	}
+	return c
+}
 
 func (b *backend) Subscribe() (<-chan ctl.Event, func() uint64, func()) {
 	sub := b.stack.Subscribe(1024)

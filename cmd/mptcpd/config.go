@@ -73,10 +73,11 @@ var configKeys = map[string]configKey{
 		return nil
 	}},
 	"max-conns": {value: scalar, check: func(v string) error {
-		if n, err := strconv.Atoi(v); err != nil || n < 1 {
-			return errors.New("want a positive number")
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q: want a number from 1 to %d", v, control.MaxConnsLimit)
 		}
-		return nil
+		return checkMaxConns(n)
 	}},
 	"shutdown-timeout": {value: scalar, check: func(v string) error {
 		if d, err := time.ParseDuration(v); err != nil || d < 0 {
@@ -84,6 +85,14 @@ var configKeys = map[string]configKey{
 		}
 		return nil
 	}},
+}
+
+// checkMaxConns checks --max-conns: the datapath is sized for 1 to control.MaxConnsLimit.
+func checkMaxConns(n int) error {
+	if n < 1 || n > control.MaxConnsLimit {
+		return fmt.Errorf("%d: want a number from 1 to %d", n, control.MaxConnsLimit)
+	}
+	return nil
 }
 
 func checkRule(v string) error { _, err := proxy.ParseRule(v); return err }

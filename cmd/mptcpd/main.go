@@ -18,10 +18,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/ctl"
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
@@ -38,7 +38,7 @@ func main() {
 			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "packet scheduler of new connections: " + strings.Join(control.SchedulerNames(), ", ")},
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connection slots of the datapath"},
+			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connections carried at once, over all rules (1 to 65536); beyond it new ones are reset. Sizes the datapath: about 8.5 KB of kernel memory each"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long a graceful shutdown waits for connections to close"},
 			&cli.StringFlag{Name: "ctl", Value: ctl.DefaultSocket, Usage: "the control socket for mptcpctl (root only; \"\" for none)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (off unless given)"},
@@ -69,11 +69,17 @@ func run(cc *cli.Context) error {
 	if err := checkListenAddr(cc.String("metrics")); err != nil {
 		return fmt.Errorf("--metrics %w", err)
 	}
+	maxConns := cc.Int("max-conns")
+	if err := checkMaxConns(maxConns); err != nil {
+		return fmt.Errorf("--max-conns %w", err)
+	}
+	limit := proxy.NewLimit(maxConns)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cc.String("log-level"))); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cc.String("log-level"))
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	checkFDBudget(log, maxConns)
 	var servers []*proxy.Server
 	for _, flag := range []string{"forward", "accept"} {
 		for _, spec := range cc.StringSlice(flag) {
@@ -81,7 +87,7 @@ func run(cc *cli.Context) error {
 			if err != nil {
 				return fmt.Errorf("--%s %w", flag, err)
 			}
-			servers = append(servers, &proxy.Server{Rule: r, Forward: flag == "forward", Log: log})
+			servers = append(servers, &proxy.Server{Rule: r, Forward: flag == "forward", Log: log, Limit: limit})
 		}
 	}
 	if len(servers) == 0 {
@@ -107,9 +113,10 @@ func run(cc *cli.Context) error {
 			pf.Close()
 		}()
 	}
+	dpcfg := control.DatapathConfig(maxConns)
+	dpcfg.Logger = log
 	stack, err := control.NewStack(control.StackConfig{
-		Datapath: datapath.Config{Logger: log},
-		Logger:   log, PathManager: mgr, Scheduler: cc.String("scheduler"),
+		Datapath: dpcfg, Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler"),
 	})
 	if err != nil {
 		return fmt.Errorf("start datapath: %w", err)
@@ -120,7 +127,7 @@ func run(cc *cli.Context) error {
 		stack.Close()
 		return fmt.Errorf("follow addresses and links: %w", err)
 	}
-	closeCtl, err := operatorSurface(ctx, cc, &backend{mgr: mgr, stack: stack}, log)
+	closeCtl, err := operatorSurface(ctx, cc, &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}, log)
 	if err != nil {
 		stack.Close()
 		return err
@@ -164,6 +171,27 @@ func run(cc *cli.Context) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// File descriptors: each relayed connection holds two (the application's socket and the one
+// to the remote; each further subflow adds one), the daemon about a hundred of its own (the
+// datapath's maps, programs and links, listeners, control socket).
+const (
+	fdsPerConn  = 2
+	fdsOfDaemon = 128
+)
+
+// checkFDBudget warns when --max-conns connections need more file descriptors than the process
+// may open (Go raises the soft limit to the hard one at start).
+func checkFDBudget(log *slog.Logger, maxConns int) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if need := uint64(fdsPerConn*maxConns + fdsOfDaemon); need > rl.Cur {
+		log.Warn("the file descriptor limit is below what --max-conns connections need: past it, accepts wait (EMFILE) until descriptors are released",
+			"max_conns", maxConns, "needed", need, "limit", rl.Cur)
+	}
 }
 
 // pathManager builds the path manager from --endpoint and --limits.

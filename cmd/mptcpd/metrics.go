@@ -33,16 +33,31 @@ var (
 	descRecv    = prometheus.NewDesc("mptcpd_subflow_received_bytes", "Bytes read from a subflow.", subLabels, nil)
 	descRetrans = prometheus.NewDesc("mptcpd_subflow_retransmits", "Segments a subflow retransmitted.", subLabels, nil)
 	descBackup  = prometheus.NewDesc("mptcpd_subflow_backup", "1 if a subflow is a backup (ours or the peer's flag).", subLabels, nil)
+
+	proxyLabels       = []string{"mode", "listen", "remote"}
+	descProxyAccepted = prometheus.NewDesc("mptcpd_proxy_accepted_total", "Connections a proxy accepted.", proxyLabels, nil)
+	descProxyAcceptEr = prometheus.NewDesc("mptcpd_proxy_accept_errors_total", "Failed accepts (out of file descriptors, memory, ...), waited out.", proxyLabels, nil)
+	descProxyRefused  = prometheus.NewDesc("mptcpd_proxy_refused_total", "Connections reset because --max-conns were open.", proxyLabels, nil)
+	descProxyFailed   = prometheus.NewDesc("mptcpd_proxy_failed_total", "Connections whose other side could not be opened.", proxyLabels, nil)
+	descProxyDialWait = prometheus.NewDesc("mptcpd_proxy_dial_waits_total", "Waits to open a connection's other side, out of file descriptors, memory, ...", proxyLabels, nil)
+	descProxyMPTCP    = prometheus.NewDesc("mptcpd_proxy_mptcp_total", "Connections relayed over MPTCP (the others fell back to TCP).", proxyLabels, nil)
+	descProxyBytesIn  = prometheus.NewDesc("mptcpd_proxy_bytes_in_total", "Bytes relayed from the listening side to the remote side.", proxyLabels, nil)
+	descProxyBytesOut = prometheus.NewDesc("mptcpd_proxy_bytes_out_total", "Bytes relayed from the remote side to the listening side.", proxyLabels, nil)
+	descProxyActive   = prometheus.NewDesc("mptcpd_proxy_connections", "Connections a proxy relays now.", proxyLabels, nil)
+	descProxyMax      = prometheus.NewDesc("mptcpd_proxy_max_connections", "Connections all proxies together may relay at once (--max-conns).", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCounter, descConns, descRTT, descCwnd, descSent, descRecv, descRetrans, descBackup} {
+	for _, d := range []*prometheus.Desc{descCounter, descConns, descRTT, descCwnd, descSent, descRecv, descRetrans, descBackup,
+		descProxyAccepted, descProxyAcceptEr, descProxyRefused, descProxyFailed, descProxyDialWait, descProxyMPTCP, descProxyBytesIn, descProxyBytesOut,
+		descProxyActive, descProxyMax} {
 		ch <- d
 	}
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	if c, err := m.b.Counters(); err == nil {
+	m.collectProxies(ch)
+	if c, err := m.b.stack.Counters(); err == nil {
 		for name, v := range c {
 			ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), name)
 		}
@@ -65,6 +80,33 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRetrans, prometheus.GaugeValue, float64(s.Retrans), l...)
 			ch <- prometheus.MustNewConstMetric(descBackup, prometheus.GaugeValue, backup, l...)
 		}
+	}
+}
+
+func (m *metrics) collectProxies(ch chan<- prometheus.Metric) {
+	if m.b.limit != nil {
+		ch <- prometheus.MustNewConstMetric(descProxyMax, prometheus.GaugeValue, float64(m.b.limit.Max()))
+	}
+	for _, s := range m.b.servers {
+		mode := "accept"
+		if s.Forward {
+			mode = "forward"
+		}
+		l := []string{mode, s.Rule.Listen, s.Rule.Remote}
+		st := &s.Stats
+		for d, v := range map[*prometheus.Desc]uint64{
+			descProxyAccepted: st.Accepted.Load(),
+			descProxyAcceptEr: st.AcceptErrors.Load(),
+			descProxyRefused:  st.Refused.Load(),
+			descProxyFailed:   st.Failed.Load(),
+			descProxyDialWait: st.DialWaits.Load(),
+			descProxyMPTCP:    st.MPTCP.Load(),
+			descProxyBytesIn:  st.BytesIn.Load(),
+			descProxyBytesOut: st.BytesOut.Load(),
+		} {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+		}
+		ch <- prometheus.MustNewConstMetric(descProxyActive, prometheus.GaugeValue, float64(st.Active.Load()), l...)
 	}
 }
 

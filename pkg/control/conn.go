@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
 	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
@@ -70,7 +68,7 @@ type Conn struct {
 	subs         []*subflow // owned by run once it started
 	server       bool       // we accepted the connection
 	sched        Scheduler
-	ns           netns.NsHandle // network namespace for join subflows' sockets
+	ns           *nsRef // network namespace for join subflows' sockets
 	pm           PathManager
 	joinCh       chan joinResult
 
@@ -195,7 +193,6 @@ func newConn(s *Stack) *Conn {
 		infoCh:   make(chan chan ConnInfo),
 		cmdCh:    make(chan func()),
 		joinCh:   make(chan joinResult, 4),
-		ns:       netns.None(),
 		done:     make(chan struct{}),
 		closed:   make(chan struct{}),
 	}
@@ -755,9 +752,8 @@ func (c *Conn) teardown(abort bool) {
 	c.pmClosed()
 	c.stack.removeToken(c.token)
 	c.stack.releaseConn(c.slot, c.token)
-	if c.ns.IsOpen() {
-		c.ns.Close()
-	}
+	c.stack.releaseNetns(c.ns)
+	c.ns = nil
 	// Joins still being dialled or accepted end here.
 	for {
 		select {

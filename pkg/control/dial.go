@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
@@ -69,6 +68,13 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	if err := s.prepareNetns(); err != nil {
 		return nil, err
 	}
+	// This thread's namespace: where joins are dialled. Taken before the socket, whose
+	// descriptor may be the last one the process can open.
+	ns, err := s.acquireNetns()
+	if err != nil {
+		s.log.Debug("no handle on the network namespace: joins are dialled from the process's", "err", err)
+	}
+	defer func() { s.releaseNetns(ns) }() // unless the connection took it
 	s.mu.Lock()
 	slot, sub, key, token, err := s.newSlotsLocked()
 	s.mu.Unlock()
@@ -113,9 +119,7 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	}
 	sf.active = true
 	c.subs = []*subflow{sf}
-	if h, err := netns.Get(); err == nil { // this thread's namespace: where joins are dialled
-		c.ns = h
-	}
+	c.ns, ns = ns, nil
 	s.stats.ActiveOpens.Add(1)
 	c.start()
 	return c, nil

@@ -123,9 +123,10 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 	if backup {
 		st.JoinFlags = datapath.JoinBackup
 	}
-	ns := c.ns
+	ns := c.stack.holdNetns(c.ns) // the dial may outlive the connection
 	go func() {
-		tc, err := c.stack.dialJoin(ns, local, remote, st)
+		tc, err := c.stack.dialJoin(ns.handle(), local, remote, st)
+		c.stack.releaseNetns(ns)
 		j := joinResult{tc: tc, slot: slot, active: true, localID: localID, remoteID: remoteID, backup: backup, local: local, remote: remote, err: err}
 		if err == nil {
 			j.st, _, j.err = c.stack.socketState(tc)

@@ -11,9 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/mptcpgo/mptcpgo/internal/acceptpace"
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
 )
@@ -25,10 +25,12 @@ import (
 type Listener struct {
 	s      *Stack
 	ln     *net.TCPListener
-	ns     netns.NsHandle
+	ns     *nsRef // shared with the connections it accepts
 	closed sync.Once
 	queue  chan acceptResult
 	done   chan struct{}
+	stop   context.Context // ends with Close: cuts a wait after a failed accept short
+	cancel context.CancelFunc
 	dl     *deadline
 }
 
@@ -68,11 +70,12 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 		return nil, err
 	}
 	s.addListener(1)
-	ns, err := netns.Get()
+	ns, err := s.acquireNetns()
 	if err != nil {
-		ns = netns.None()
+		s.log.Warn("no handle on the listener's network namespace: joins of its connections are dialled from the process's", "err", err)
 	}
 	ln := &Listener{s: s, ln: l.(*net.TCPListener), ns: ns, queue: make(chan acceptResult, 128), done: make(chan struct{}), dl: newDeadline()}
+	ln.stop, ln.cancel = context.WithCancel(context.Background())
 	go ln.acceptLoop()
 	return ln, nil
 }
@@ -116,6 +119,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // acceptLoop accepts from the socket until it closes.
 func (l *Listener) acceptLoop() {
+	var pace acceptpace.Pacer // no log: Accept hands the failures to the application
 	for {
 		c, err := l.acceptOne()
 		if err != nil && errors.Is(err, net.ErrClosed) {
@@ -131,7 +135,19 @@ func (l *Listener) acceptLoop() {
 				}
 			}
 		}
-		if c == nil && err == nil {
+		if err != nil {
+			// Out of descriptors (EMFILE) or memory: the socket waits in the backlog and an
+			// accept at once would fail alike. The application learns of it if its queue has
+			// room; joins and connections are accepted again after the wait.
+			select {
+			case l.queue <- acceptResult{nil, err}:
+			default:
+			}
+			pace.Fail(l.stop, err)
+			continue
+		}
+		pace.OK()
+		if c == nil {
 			continue // a join, handed to its connection
 		}
 		select {
@@ -205,11 +221,7 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 			return nil, err
 		}
 		c.subs = []*subflow{sf}
-		if l.ns.IsOpen() {
-			if fd, err := unix.Dup(int(l.ns)); err == nil {
-				c.ns = netns.NsHandle(fd)
-			}
-		}
+		c.ns = s.holdNetns(l.ns)
 		s.stats.PassiveOpens.Add(1)
 		c.start()
 		return c, nil
@@ -218,12 +230,11 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 
 // Close stops listening.
 func (l *Listener) Close() error {
+	l.cancel()
 	err := l.ln.Close()
 	l.closed.Do(func() {
 		l.s.addListener(-1)
-		if l.ns.IsOpen() {
-			l.ns.Close()
-		}
+		l.s.releaseNetns(l.ns)
 	})
 	return err
 }

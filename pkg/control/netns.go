@@ -2,9 +2,11 @@ package control
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/datapath"
@@ -63,4 +65,82 @@ func (s *Stack) prepareNetns() error {
 	s.mu.netnsScan[ns] = now
 	s.mu.Unlock()
 	return nil
+}
+
+// nsRefs are shared handles on the network namespaces of the stack's listeners and
+// connections: one per namespace, closed when its last user releases it. Join subflows are
+// dialled in their connection's namespace through it.
+type nsRefs struct {
+	mu sync.Mutex
+	m  map[uint64]*nsRef // by namespace cookie
+}
+
+// nsRef is a counted handle on a network namespace; nil stands for none.
+type nsRef struct {
+	h      netns.NsHandle
+	cookie uint64
+	refs   int // guarded by nsRefs.mu
+}
+
+// handle returns the namespace handle, or a closed one for none.
+func (r *nsRef) handle() netns.NsHandle {
+	if r == nil {
+		return netns.None()
+	}
+	return r.h
+}
+
+// acquireNetns returns a reference to the calling thread's network namespace.
+func (s *Stack) acquireNetns() (*nsRef, error) {
+	cookie, err := currentNetns()
+	if err != nil {
+		return nil, err
+	}
+	s.nsRefs.mu.Lock()
+	defer s.nsRefs.mu.Unlock()
+	if r := s.nsRefs.m[cookie]; r != nil {
+		r.refs++
+		return r, nil
+	}
+	h, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("network namespace handle: %w", err)
+	}
+	if s.nsRefs.m == nil {
+		s.nsRefs.m = map[uint64]*nsRef{}
+	}
+	r := &nsRef{h: h, cookie: cookie, refs: 1}
+	s.nsRefs.m[cookie] = r
+	return r, nil
+}
+
+// holdNetns takes another reference to r.
+func (s *Stack) holdNetns(r *nsRef) *nsRef {
+	if r == nil {
+		return nil
+	}
+	s.nsRefs.mu.Lock()
+	defer s.nsRefs.mu.Unlock()
+	r.refs++
+	return r
+}
+
+// releaseNetns drops a reference; the last one closes the handle.
+func (s *Stack) releaseNetns(r *nsRef) {
+	if r == nil {
+		return
+	}
+	s.nsRefs.mu.Lock()
+	defer s.nsRefs.mu.Unlock()
+	if r.refs--; r.refs == 0 {
+		delete(s.nsRefs.m, r.cookie)
+		r.h.Close()
+	}
+}
+
+// netnsHandles returns the number of namespace handles the stack holds open.
+func (s *Stack) netnsHandles() int {
+	s.nsRefs.mu.Lock()
+	defer s.nsRefs.mu.Unlock()
+	return len(s.nsRefs.m)
 }

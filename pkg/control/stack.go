@@ -67,6 +67,7 @@ type Stack struct {
 	pm        PathManager
 	rxWindow  int     // the largest receive window a subflow advertises: data beyond it is dropped
 	mon       monitor // event subscribers and live connections (monitor.go)
+	nsRefs    nsRefs  // shared network-namespace handles (netns.go)
 	done      chan struct{}
 	wg        sync.WaitGroup
 

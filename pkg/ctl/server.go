@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpgo/mptcpgo/internal/acceptpace"
 )
 
 // Backend is what the daemon offers the control socket; cmd/mptcpd wires it to the path
@@ -52,12 +54,14 @@ type Server struct {
 	// Timeout bounds one request's work (default 5 s).
 	Timeout time.Duration
 
-	ln   *net.UnixListener
-	path string
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	cs   map[net.Conn]struct{}
-	done bool
+	ln      *net.UnixListener
+	stop    context.Context // ends with Close: cuts a wait after a failed accept short
+	stopped context.CancelFunc
+	path    string
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	cs      map[net.Conn]struct{}
+	done    bool
 }
 
 // RootOnly allows clients whose user ID is 0.
@@ -98,6 +102,7 @@ func (s *Server) Listen(path string) error {
 		return fmt.Errorf("control socket: %w", err)
 	}
 	s.ln, s.path = ln, path
+	s.stop, s.stopped = context.WithCancel(context.Background())
 	s.cs = map[net.Conn]struct{}{}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
@@ -114,23 +119,23 @@ func (s *Server) Listen(path string) error {
 // Addr returns the socket's path.
 func (s *Server) Addr() string { return s.path }
 
-// Serve accepts clients until Close.
+// Serve accepts clients until Close. A failed accept (out of file descriptors, say) is logged
+// and waited out.
 func (s *Server) Serve() error {
+	pace := acceptpace.Pacer{Log: s.Log, Msg: "control socket: accept failed; retrying"}
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			s.mu.Lock()
 			done := s.done
 			s.mu.Unlock()
-			if done {
+			if done || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("control socket: %w", err)
+			pace.Fail(s.stop, err)
+			continue
 		}
+		pace.OK()
 		s.mu.Lock()
 		if s.done {
 			s.mu.Unlock()
@@ -153,6 +158,9 @@ func (s *Server) Serve() error {
 
 // Close stops accepting, ends every client's connection and removes the socket.
 func (s *Server) Close() error {
+	if s.stopped != nil {
+		s.stopped()
+	}
 	s.mu.Lock()
 	s.done = true
 	for c := range s.cs {

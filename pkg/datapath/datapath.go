@@ -173,6 +173,9 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	}
 	spec.Maps["conns"].MaxEntries = uint32(cfg.MaxConns)
 	spec.Maps["subs"].MaxEntries = uint32(cfg.MaxSubs)
+	if t := spec.Maps["tokens"]; t.MaxEntries < uint32(cfg.MaxConns) {
+		t.MaxEntries = uint32(cfg.MaxConns) // every connection can be joinable
+	}
 	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs}
 	d.tc.links = map[IfaceKey][]link.Link{}
 	// Congestion-control names are global to the host: make ours unique per process.

@@ -42,3 +42,25 @@ func TestCounterNames(t *testing.T) {
 		}
 	}
 }
+
+// TestMapSizes: Config sizes the slot maps, and the tokens map holds a token for every
+// connection slot (never fewer than its default).
+func TestMapSizes(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct{ conns, subs, tokens int }{
+		{16, 4, 65536},
+		{70000, 4, 70000},
+	} {
+		d, err := Open(Config{MaxConns: tc.conns, MaxSubs: tc.subs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := []int{int(d.objs.Conns.MaxEntries()), int(d.objs.Subs.MaxEntries()), int(d.objs.Tokens.MaxEntries())}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if want := []int{tc.conns, tc.subs, tc.tokens}; !slices.Equal(got, want) {
+			t.Errorf("MaxConns %d, MaxSubs %d: conns, subs, tokens maps of %v entries, want %v", tc.conns, tc.subs, got, want)
+		}
+	}
+}

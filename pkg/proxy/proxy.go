@@ -12,8 +12,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/mptcpgo/mptcpgo/internal/acceptpace"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 )
 
@@ -45,12 +47,41 @@ func ParseRule(s string) (Rule, error) {
 
 // Stats count a proxy's connections and bytes.
 type Stats struct {
-	Accepted atomic.Uint64
-	Failed   atomic.Uint64 // connections whose other side could not be opened
-	MPTCP    atomic.Uint64 // MPTCP connections (the rest fell back to TCP)
-	BytesIn  atomic.Uint64 // from the listening side to the remote side
-	BytesOut atomic.Uint64
+	Accepted     atomic.Uint64
+	AcceptErrors atomic.Uint64 // failed accepts (out of file descriptors, memory, ...), waited out
+	Refused      atomic.Uint64 // connections reset because the Limit was reached
+	Failed       atomic.Uint64 // connections whose other side could not be opened
+	DialWaits    atomic.Uint64 // waits to open the other side, out of descriptors, memory, ...
+	MPTCP        atomic.Uint64 // MPTCP connections (the rest fell back to TCP)
+	Active       atomic.Int64  // connections being relayed now
+	BytesIn      atomic.Uint64 // from the listening side to the remote side
+	BytesOut     atomic.Uint64
 }
+
+// Limit bounds the connections that the servers sharing it carry at once.
+type Limit struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewLimit returns a limit of max connections at once.
+func NewLimit(max int) *Limit { return &Limit{max: int64(max)} }
+
+// Max returns the limit.
+func (l *Limit) Max() int { return int(l.max) }
+
+// InUse returns the connections counted now.
+func (l *Limit) InUse() int { return int(l.n.Load()) }
+
+func (l *Limit) acquire() bool {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *Limit) release() { l.n.Add(-1) }
 
 // Server runs one rule: Forward (TCP in, MPTCP out) or Accept (MPTCP in, TCP out).
 type Server struct {
@@ -58,9 +89,12 @@ type Server struct {
 	Forward bool
 	Stack   *control.Stack
 	Log     *slog.Logger
+	Limit   *Limit // nil: no limit
 	Stats   Stats
 
 	ln      net.Listener
+	stop    context.Context // ends with Shutdown: cuts a wait after a failed accept short
+	stopped context.CancelFunc
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[*relay]struct{}
@@ -80,52 +114,111 @@ func (s *Server) Listen(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.Rule.Listen, err)
 	}
-	s.conns = map[*relay]struct{}{}
+	s.init()
 	return nil
+}
+
+func (s *Server) init() {
+	s.conns = map[*relay]struct{}{}
+	s.stop, s.stopped = context.WithCancel(context.Background())
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
 }
 
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Serve accepts connections until the listener closes.
+// Serve accepts connections until the listener closes. Any other accept error (out of file
+// descriptors, memory or buffers) is counted and waited out: the connections being relayed
+// carry on and the server accepts again once resources free up.
 func (s *Server) Serve(ctx context.Context) error {
+	pace := acceptpace.Pacer{Log: s.Log, Msg: "accept failed; retrying"}
+	refusals := acceptpace.Pacer{Log: s.Log, Msg: "connection refused: too many connections"}
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
+			s.Stats.AcceptErrors.Add(1)
+			pace.Fail(s.stop, err, "listen", s.Rule.Listen)
+			continue
 		}
+		pace.OK()
 		s.Stats.Accepted.Add(1)
+		if s.Limit != nil && !s.Limit.acquire() {
+			s.Stats.Refused.Add(1)
+			refusals.Note(errTooMany, "listen", s.Rule.Listen, "from", c.RemoteAddr(), "max", s.Limit.Max())
+			abort(c)
+			continue
+		}
+		s.Stats.Active.Add(1)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.Stats.Active.Add(-1)
+			if s.Limit != nil {
+				defer s.Limit.release()
+			}
 			s.handle(ctx, c)
 		}()
 	}
+}
+
+var errTooMany = errors.New("connection limit reached")
+
+// dialTimeout bounds the opening of a connection's other side, waits for resources included.
+const dialTimeout = 30 * time.Second
+
+// dial opens the remote side. Out of descriptors, memory or buffers, it waits (5 ms doubling
+// to 1 s) and tries again until ctx ends or Shutdown: an accepted connection is not reset
+// because the descriptors other connections are releasing are not free yet.
+func (s *Server) dial(ctx context.Context) (net.Conn, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.stop, cancel)()
+	var pace acceptpace.Pacer
+	for {
+		var out net.Conn
+		var err error
+		if s.Forward {
+			d := control.Dialer{Stack: s.Stack}
+			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
+		} else {
+			var d net.Dialer
+			d.SetMultipathTCP(false)
+			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
+		}
+		if err == nil || !resourceError(err) {
+			return out, err
+		}
+		s.Stats.DialWaits.Add(1)
+		pace.Fail(wctx, err)
+		if wctx.Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+// resourceError reports whether err is the process or the host running out of descriptors,
+// memory or buffers: a condition that passes.
+func resourceError(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) handle(_ context.Context, in net.Conn) {
 	// Not the serving context: a dial that completes while the daemon shuts down must still
 	// end gracefully (Shutdown ends new relays at once), not leave the peer with a subflow
 	// closed under a connection that never saw a DATA_FIN.
-	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	dctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	var out net.Conn
-	var err error
-	if s.Forward {
-		d := control.Dialer{Stack: s.Stack}
-		out, err = d.DialContext(dctx, "tcp", s.Rule.Remote)
-	} else {
-		var d net.Dialer
-		d.SetMultipathTCP(false)
-		out, err = d.DialContext(dctx, "tcp", s.Rule.Remote)
-	}
+	out, err := s.dial(dctx)
 	if err != nil {
 		s.Stats.Failed.Add(1)
 		s.Log.Warn("connect to remote", "remote", s.Rule.Remote, "from", in.RemoteAddr(), "err", err)
@@ -153,6 +246,9 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 // Shutdown stops accepting and closes every relayed connection gracefully (a DATA_FIN on the
 // MPTCP side), waiting at most until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.stopped != nil {
+		s.stopped()
+	}
 	err := s.ln.Close()
 	s.mu.Lock()
 	s.closing = true
@@ -189,8 +285,7 @@ func (r *relay) run(st *Stats) {
 	var failed atomic.Bool
 	cp := func(dst, src net.Conn, n *atomic.Uint64) {
 		defer wg.Done()
-		// io.Copy lets our MPTCP side read into or write from its own buffers.
-		c, err := io.Copy(dst, src)
+		c, err := copyConn(dst, src)
 		n.Add(uint64(c))
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			if failed.CompareAndSwap(false, true) {
@@ -208,6 +303,28 @@ func (r *relay) run(st *Stats) {
 	r.a.Close()
 	r.b.Close()
 }
+
+// copyConn copies src to dst until src's end. With an MPTCP side, io.Copy lets that side read
+// into or write from its own buffers. Between two plain TCP sockets (a fallback) it copies
+// through a pooled buffer: io.Copy would splice, and the runtime keeps the pipes of a splice
+// (two descriptors each, held while a copy waits for data) in a pool that only a garbage
+// collection empties, minutes after the connections closed.
+func copyConn(dst, src net.Conn) (int64, error) {
+	_, mpDst := dst.(*control.Conn)
+	_, mpSrc := src.(*control.Conn)
+	if mpDst || mpSrc {
+		return io.Copy(dst, src)
+	}
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *buf)
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// readerOnly and writerOnly hide WriteTo and ReadFrom from io.CopyBuffer.
+type readerOnly struct{ io.Reader }
+type writerOnly struct{ io.Writer }
 
 // shutdown ends both directions gracefully: each side sees the end of the data (a DATA_FIN on
 // the MPTCP side) and the relay ends when both have closed theirs.
