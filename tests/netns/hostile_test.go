@@ -116,14 +116,14 @@ func TestHostilePeers(t *testing.T) {
 		t.Cleanup(c.Close)
 		return c
 	}
-	counters := func() map[string]uint64 {
+	ourCounters := func() map[string]uint64 {
 		c, err := ourStack(t).Counters()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	before := counters()
+	before := ourCounters()
 	rss0 := rssBytes(t)
 
 	const nVictims, size = 4, 8 << 20
@@ -183,6 +183,7 @@ func TestHostilePeers(t *testing.T) {
 	})
 	wg.Wait()
 	if t.Failed() {
+		logNonZero(t, "kernel clients", counters(t, topo.A))
 		for _, c := range ourStack(t).Conns() {
 			if in, ok := c.Info(); ok {
 				t.Logf("our connection: %+v", in)
@@ -196,6 +197,9 @@ func TestHostilePeers(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	if t.Failed() {
+		logNonZero(t, "kernel clients", counters(t, topo.A))
+	}
 	t.Logf("RSS %d MiB before the attacks, %d MiB after %d MiB mapped beyond the window", rss0>>20, rss1>>20, farBytes>>20)
 	if grew := rss1 - rss0; grew > 160<<20 {
 		t.Errorf("RSS grew by %d MiB during the attacks", grew>>20)
@@ -205,7 +209,7 @@ func TestHostilePeers(t *testing.T) {
 	delta := func(name string) uint64 { return after[name] - before[name] }
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		after = counters()
+		after = ourCounters()
 		if (delta("InfiniteMapRx") >= 1 && (delta("MPFailFallback") >= 1 || delta("UnmappedDataRx") >= 1)) || time.Now().After(deadline) {
 			break
 		}
