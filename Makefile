@@ -78,6 +78,10 @@ scenarios: deps ## Multipath scenarios on emulated paths beside the kernel's MPT
 	@set -o pipefail; $(GO) test -count=1 -v -run '^TestScenario' -timeout 20m ./tests/netns -scenarios 2>&1 | grep -v '^=== \|netns: A=mpg'
 	@echo "results: docs/scenarios.md"
 
+.PHONY: soak
+soak: deps ## Ten minutes of hostile peers attacking mptcpgo while kernel clients echo data through it: every byte exact, memory flat (root)
+	@set -o pipefail; $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 30m ./tests/netns -soak $(or $(SOAK),10m) 2>&1 | grep -v '^=== '
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN)

@@ -163,3 +163,34 @@ func TestDataAckFollowsConsumption(t *testing.T) {
 		t.Fatalf("DATA_ACK %d after everything and the DATA_FIN, want 1101", got)
 	}
 }
+
+func TestEvQueueCoalescesMappings(t *testing.T) {
+	q := newEvQueue()
+	// One-byte segments, each with its own mapping, continuing one another.
+	for i := range 100_000 {
+		if !q.put(datapath.Event{Type: datapath.EvRxMap, Sub: 3, A: uint64(1000 + i), B: uint64(1 + i), C: 1}) {
+			t.Fatalf("refused at %d", i)
+		}
+	}
+	// Not merged: another subflow, a gap, a DATA_FIN.
+	q.put(datapath.Event{Type: datapath.EvRxMap, Sub: 4, A: 101000, B: 100001, C: 1})
+	q.put(datapath.Event{Type: datapath.EvRxMap, Sub: 3, A: 101001, B: 100002, C: 1})
+	q.put(datapath.Event{Type: datapath.EvRxMap, Sub: 3, A: 101002, B: 100003, C: 2 | datapath.RxMapFin})
+	evs, overflow := q.take(nil)
+	if overflow {
+		t.Fatal("overflow")
+	}
+	var total uint64
+	for _, ev := range evs[:len(evs)-3] {
+		total += ev.C & 0xffff
+		if ev.C > 0xffff {
+			t.Fatalf("merged length %#x", ev.C)
+		}
+	}
+	if want := (100_000 + 0xfffe) / 0xffff; len(evs) != want+3 || total != 100_000 {
+		t.Fatalf("%d events covering %d bytes, want %d and 100000", len(evs), total, want+3)
+	}
+	if evs[1].A != 1000+0xffff || evs[1].B != 1+0xffff {
+		t.Fatalf("second event %+v", evs[1])
+	}
+}

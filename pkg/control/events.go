@@ -9,8 +9,9 @@ import (
 
 // maxConnEvents bounds the datapath events waiting for one connection's goroutine. A peer makes
 // events only with segments that TCP accepted (a new mapping on data, a DATA_ACK that moved,
-// an option), so a connection that keeps up never comes near it; one that falls this far behind
-// is reset instead of holding up the dispatcher and every other connection.
+// an option), and mappings that continue one another share an event (coalesce), so a
+// connection that keeps up never comes near it; one that falls this far behind is reset instead
+// of holding up the dispatcher and every other connection.
 const maxConnEvents = 4096
 
 // Errors of connections the stack resets to protect the others (RFC 8684 §3.6 reason 2, lack of
@@ -35,11 +36,14 @@ func newEvQueue() *evQueue { return &evQueue{wake: make(chan struct{}, 1)} }
 // are waiting.
 func (e *evQueue) put(ev datapath.Event) bool {
 	e.mu.Lock()
-	ok := !e.overflow && len(e.q) < maxConnEvents
-	if ok {
+	ok := !e.overflow
+	switch {
+	case !ok:
+	case len(e.q) > 0 && coalesce(&e.q[len(e.q)-1], ev):
+	case len(e.q) < maxConnEvents:
 		e.q = append(e.q, ev)
-	} else {
-		e.overflow = true
+	default:
+		ok, e.overflow = false, true
 	}
 	e.mu.Unlock()
 	select {
@@ -57,4 +61,22 @@ func (e *evQueue) take(buf []datapath.Event) ([]datapath.Event, bool) {
 	out := e.q
 	e.q = buf[:0]
 	return out, e.overflow
+}
+
+// coalesce merges mapping event ev into the queued one before it when ev maps the bytes right
+// after it on the same subflow to the DSNs right after its own (a peer sending small segments,
+// one mapping each): the connection merges such mappings anyway, and the queue then holds one
+// event per 64 KiB, not one per segment.
+func coalesce(last *datapath.Event, ev datapath.Event) bool {
+	const lenMask = 0xffff
+	if ev.Type != datapath.EvRxMap || last.Type != datapath.EvRxMap || ev.Sub != last.Sub ||
+		ev.C&^lenMask != 0 || last.C&^lenMask != 0 {
+		return false
+	}
+	n, m := last.C&lenMask, ev.C&lenMask
+	if n+m > lenMask || ev.A != last.A+n || uint32(ev.B) != uint32(last.B)+uint32(n) {
+		return false
+	}
+	last.C += m
+	return true
 }
