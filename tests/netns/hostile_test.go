@@ -270,7 +270,7 @@ func TestHostilePeers(t *testing.T) {
 		name string
 		min  uint64
 	}{
-		{"DSSNoMatchTCP", nMapFlood * 9 / 10}, // the pure-ACK mappings (a few may be lost on the way)
+		{"DSSNoMatchTCP", nMapFlood * 9 / 10},   // the pure-ACK mappings (a few may be lost on the way)
 		{"NoDSSInWindow", farBytes / 65535 / 2}, // per mapping after coalescing (or per segment)
 		{"MappingRx", nSmallSegs / 2},
 		{"InfiniteMapRx", 1},
