@@ -708,7 +708,10 @@ static __always_inline int on_passive_established(struct bpf_sock_ops *skops)
 	struct req_key k;
 	struct req_val *v;
 
-	if (!sc || !sk)
+	/* Only children of our listeners inherit the option callbacks: the process's other
+	 * listeners (plain TCP, or the kernel's MPTCP, whose subflows are TCP sockets of this
+	 * cgroup too) are none of ours. */
+	if (!sc || !sk || (skops->bpf_sock_ops_cb_flags & OPT_FLAGS) != OPT_FLAGS)
 		return 1;
 	req_key_of(skops, &k);
 	v = bpf_map_lookup_elem(&reqs, &k);
