@@ -181,7 +181,8 @@ func (l *Listener) acceptLoop() {
 	}
 }
 
-// acceptOne accepts one socket: a connection to queue, or (nil, nil) for a join.
+// acceptOne accepts one socket: a connection to queue, or (nil, nil) for a join or a connection
+// refused.
 func (l *Listener) acceptOne() (net.Conn, error) {
 	s := l.s
 	{
@@ -195,13 +196,17 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 			tc.Close()
 			return nil, err
 		}
+		if ok && st.Role == datapath.RoleJoinPassive {
+			s.acceptJoin(tc, st)
+			return nil, nil
+		}
+		if s.refuseForMemory("accept", tc.RemoteAddr()) {
+			s.resetPassive(tc, st, ok, RstLackOfResources)
+			return nil, nil
+		}
 		if !ok {
 			s.stats.FallbackPassive.Add(1)
 			return &TCPConn{tc}, nil
-		}
-		if st.Role == datapath.RoleJoinPassive {
-			s.acceptJoin(tc, st)
-			return nil, nil
 		}
 		if st.State != datapath.StateMPTCP {
 			// Plain TCP after an MP_CAPABLE SYN: the third ACK lacked the option or echoed

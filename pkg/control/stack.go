@@ -51,6 +51,10 @@ type StackConfig struct {
 	Rand        io.Reader   // key source; crypto/rand when nil
 	Scheduler   string      // default scheduler of new connections ("" = default)
 	PathManager PathManager // nil: no extra subflows, no announcements
+	// MemoryLimit, in bytes, makes the stack refuse new connections while the Go heap in use
+	// is above 90% of it (mempressure.go); 0 is no limit. The process's soft memory limit
+	// (runtime/debug.SetMemoryLimit) is the caller's to set: mptcpd --memory-limit sets both.
+	MemoryLimit int64
 }
 
 // Stack is a process's MPTCP stack: the datapath and the connections that use it. Its
@@ -69,6 +73,7 @@ type Stack struct {
 	mon       monitor    // event subscribers and live connections (monitor.go)
 	nsRefs    nsRefs     // shared network-namespace handles (netns.go)
 	joinLn    joinListen // listeners, signal endpoints, sockets for joins to announced addresses (joinlisten.go)
+	mem       memGuard   // refuses new connections near the memory limit (mempressure.go)
 	done      chan struct{}
 	wg        sync.WaitGroup
 
@@ -144,7 +149,8 @@ type Stats struct {
 	RxMapOverflow      atomic.Uint64 // subflows reset for holding too many of the peer's mappings
 	InfiniteMapRx      atomic.Uint64 // infinite mappings received: the peer fell back (the kernel's name)
 
-	MPCapableEndpAttempt atomic.Uint64 // MP_CAPABLE or plain TCP connections to a join socket, reset (the kernel's name)
+	MPCapableEndpAttempt  atomic.Uint64 // MP_CAPABLE or plain TCP connections to a join socket, reset (the kernel's name)
+	MemoryPressureRefused atomic.Uint64 // new connections refused near the memory limit (accepts reset, dials failed)
 }
 
 // endpointWatcher is a path manager that tells of its endpoints (pm.Manager does).
@@ -189,6 +195,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.mu.inTicket = map[uint32]bool{}
 	s.ticketTarget = min(ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
 	s.joinLn.init()
+	s.mem.init(cfg.MemoryLimit, s.log)
 	if w, ok := cfg.PathManager.(endpointWatcher); ok {
 		w.OnEndpoint(func(e pm.Endpoint, present bool) {
 			// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
@@ -297,7 +304,8 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"RxMapOverflow":      &s.stats.RxMapOverflow,
 		"InfiniteMapRx":      &s.stats.InfiniteMapRx,
 
-		"MPCapableEndpAttempt": &s.stats.MPCapableEndpAttempt,
+		"MPCapableEndpAttempt":  &s.stats.MPCapableEndpAttempt,
+		"MemoryPressureRefused": &s.stats.MemoryPressureRefused,
 	} {
 		c[name] = v.Load()
 	}
