@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"log/slog"
+	"runtime"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -18,10 +19,14 @@ import (
 // new connections: an accepted one is reset (MP_TCPRST "lack of resources" when it is MPTCP),
 // a Dial fails with ErrMemoryPressure. The connections it carries go on, and joins to them
 // are still accepted. The heap is sampled at most every memorySampleEvery, from runtime/metrics
-// (which does not stop the world, unlike runtime.ReadMemStats).
+// (which does not stop the world, unlike runtime.ReadMemStats). The reading counts dead objects
+// until a collection frees them, and a process that went quiet may not collect for minutes:
+// while over, the guard asks for a collection at most every memoryGCEvery, so that memory
+// freed since is seen.
 const (
 	memoryHighWaterPercent = 90
 	memorySampleEvery      = 5 * time.Millisecond
+	memoryGCEvery          = time.Second
 )
 
 // ErrMemoryPressure is the error of a Dial refused because the stack is above its memory limit.
@@ -47,6 +52,8 @@ type memGuard struct {
 	now     func() time.Time // time.Now; tests inject theirs
 	sampled atomic.Int64     // when heap was last read (Unix ns; 0: read at the next ask)
 	last    atomic.Uint64    // what it read
+	gc      func()           // runtime.GC; tests inject theirs
+	gcAt    atomic.Int64     // when a collection was last asked for (Unix ns)
 
 	log struct {
 		sync.Mutex
@@ -61,6 +68,9 @@ func (g *memGuard) init(limit int64, log *slog.Logger) {
 	}
 	if g.now == nil {
 		g.now = time.Now
+	}
+	if g.gc == nil {
+		g.gc = runtime.GC
 	}
 	g.setLimit(limit)
 }
@@ -81,7 +91,14 @@ func (g *memGuard) pressure() (heap uint64, limit int64, over bool) {
 		g.last.Store(g.heap())
 	}
 	heap = g.last.Load()
-	return heap, limit, heap > highWater(limit)
+	over = heap > highWater(limit)
+	if at := g.gcAt.Load(); over && now-at >= int64(memoryGCEvery) && g.gcAt.CompareAndSwap(at, now) {
+		go func() {
+			g.gc()
+			g.sampled.Store(0) // read again at the next ask
+		}()
+	}
+	return heap, limit, over
 }
 
 // highWater is the heap above which new connections are refused.

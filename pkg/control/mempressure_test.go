@@ -17,7 +17,8 @@ type fakeHeap struct {
 }
 
 func (f *fakeHeap) guard(limit int64, log *slog.Logger) *memGuard {
-	g := &memGuard{heap: func() uint64 { f.reads++; return f.heap }, now: func() time.Time { return f.now }}
+	g := &memGuard{heap: func() uint64 { f.reads++; return f.heap }, now: func() time.Time { return f.now },
+		gc: func() {}}
 	g.init(limit, log)
 	return g
 }
@@ -94,7 +95,7 @@ func TestStackRefusesForMemory(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	f := &fakeHeap{heap: 95 << 20, now: time.Unix(1000, 0)}
 	s := &Stack{log: log}
-	s.mem = memGuard{heap: func() uint64 { f.reads++; return f.heap }, now: func() time.Time { return f.now }}
+	s.mem = memGuard{heap: func() uint64 { f.reads++; return f.heap }, now: func() time.Time { return f.now }, gc: func() {}}
 	s.mem.init(100<<20, log)
 	for range 100 {
 		if !s.refuseForMemory("accept", "10.0.0.1:1234") {
@@ -117,5 +118,41 @@ func TestStackRefusesForMemory(t *testing.T) {
 	}
 	if n := s.stats.MemoryPressureRefused.Load(); n != 101 {
 		t.Errorf("MemoryPressureRefused %d, want 101", n)
+	}
+}
+
+// TestMemGuardCollects: while over, the guard asks for a collection at most once a second, and
+// reads the heap afresh once it is done: memory freed since the last one counts.
+func TestMemGuardCollects(t *testing.T) {
+	f := &fakeHeap{heap: 95 << 20, now: time.Unix(1000, 0)}
+	done := make(chan struct{}, 10)
+	g := f.guard(100<<20, nil)
+	g.gc = func() { f.heap = 10 << 20; done <- struct{}{} } // the collection frees the garbage
+	for range 100 {
+		g.pressure()
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no collection asked for while over")
+	}
+	if len(done) != 0 {
+		t.Fatalf("%d more collections within a second", len(done))
+	}
+	for g.sampled.Load() != 0 { // the collection's goroutine marks the reading stale after it
+		time.Sleep(time.Millisecond)
+	}
+	if heap, _, over := g.pressure(); over || heap != 10<<20 {
+		t.Errorf("after the collection: heap %d over %v, want %d and not over", heap, over, 10<<20)
+	}
+	f.heap = 95 << 20
+	f.now = f.now.Add(memorySampleEvery)
+	g.pressure() // over again within the second: no collection
+	f.now = f.now.Add(memoryGCEvery)
+	g.pressure()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no collection a second later")
 	}
 }
