@@ -210,6 +210,13 @@ func (s *Stack) yieldJoinSockets(ns uint64, want netip.AddrPort) bool {
 	return n > 0
 }
 
+// resyncJoinSockets opens the join sockets the listeners need and closes the others.
+func (s *Stack) resyncJoinSockets() {
+	s.joinLn.mu.Lock()
+	defer s.joinLn.mu.Unlock()
+	s.syncJoinSocketsLocked(nil)
+}
+
 // closeJoinSockets closes every join socket (the stack is closing).
 func (s *Stack) closeJoinSockets() {
 	s.joinLn.mu.Lock()

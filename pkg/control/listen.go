@@ -77,7 +77,9 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 		// One of our join sockets may hold the address (a signal endpoint another listener
 		// announces): this listener takes it over and receives those joins itself.
 		if a, rerr := net.ResolveTCPAddr(network, address); rerr == nil && s.yieldJoinSockets(cookie, tcpAddrPort(a)) {
-			l, err = lc.Listen(ctx, network, address)
+			if l, err = lc.Listen(ctx, network, address); err != nil {
+				s.resyncJoinSockets() // taken by something else: open them again
+			}
 		}
 	}
 	if err != nil {
