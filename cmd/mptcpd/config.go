@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -36,6 +37,7 @@ import (
 //	log-level: info
 //	ready-file: /run/mptcpd/ready
 //	max-conns: 4096
+//	memory-limit: 512MiB
 //	shutdown-timeout: 10s
 
 // configKey is one key of the file: how its value is read and checked.
@@ -79,6 +81,7 @@ var configKeys = map[string]configKey{
 		}
 		return checkMaxConns(n)
 	}},
+	"memory-limit": {value: scalar, check: func(v string) error { _, err := parseMemoryLimit(v); return err }},
 	"shutdown-timeout": {value: scalar, check: func(v string) error {
 		if d, err := time.ParseDuration(v); err != nil || d < 0 {
 			return errors.New("want a duration such as 10s")
@@ -93,6 +96,43 @@ func checkMaxConns(n int) error {
 		return fmt.Errorf("%d: want a number from 1 to %d", n, control.MaxConnsLimit)
 	}
 	return nil
+}
+
+// minMemoryLimit is the smallest --memory-limit: one connection's buffers can take 10 MiB
+// (pkg/control: rxLimit, sendLimit, txLimit, writerQueued).
+const minMemoryLimit = 16 << 20
+
+// memoryUnits are --memory-limit's units, GOMEMLIMIT's.
+var memoryUnits = []struct {
+	suffix string
+	shift  uint
+}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+
+// parseMemoryLimit parses --memory-limit: a number of bytes with an optional unit (B, KiB, MiB,
+// GiB, TiB, as GOMEMLIMIT takes), or "off" for no limit (0).
+func parseMemoryLimit(v string) (int64, error) {
+	if v == "off" {
+		return 0, nil
+	}
+	num, shift := v, uint(0)
+	for _, u := range memoryUnits {
+		if strings.HasSuffix(v, u.suffix) {
+			num, shift = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q: want a size such as 512MiB or 2GiB (units B, KiB, MiB, GiB, TiB), or off", v)
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("%q: too large", v)
+	}
+	n <<= shift
+	if n < minMemoryLimit {
+		return 0, fmt.Errorf("%q: below the minimum, 16MiB (one connection's buffers can take 10MiB)", v)
+	}
+	return n, nil
 }
 
 func checkRule(v string) error { _, err := proxy.ParseRule(v); return err }
@@ -324,7 +364,7 @@ func lookupKey(k string) (string, configKey, bool) {
 
 func keyNames() []string {
 	var out []string
-	for _, n := range []string{"forward", "accept", "endpoint", "limits", "scheduler", "ctl", "metrics", "log-level", "ready-file", "max-conns", "shutdown-timeout"} {
+	for _, n := range []string{"forward", "accept", "endpoint", "limits", "scheduler", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
 		if _, ok := configKeys[n]; ok {
 			out = append(out, n)
 		}

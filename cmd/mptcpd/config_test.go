@@ -31,6 +31,7 @@ scheduler: roundrobin
 ctl: /run/x.sock
 metrics: 127.0.0.1:9465
 log_level: debug
+memory-limit: 512MiB
 shutdown-timeout: 3s
 `)
 	got, err := readConfig(p)
@@ -46,6 +47,7 @@ shutdown-timeout: 3s
 		"ctl":              {"/run/x.sock"},
 		"metrics":          {"127.0.0.1:9465"},
 		"log-level":        {"debug"},
+		"memory-limit":     {"512MiB"},
 		"shutdown-timeout": {"3s"},
 	}
 	for k, v := range want {
@@ -75,6 +77,8 @@ func TestCtlConfigErrors(t *testing.T) {
 		{"max-conns: 65537\n", ":1: max-conns: 65537: want a number from 1 to 65536"},
 		{"max-conns: many\n", `:1: max-conns: "many": want a number from 1 to 65536`},
 		{"shutdown-timeout: soon\n", ":1: shutdown-timeout: want a duration"},
+		{"memory-limit: 512MB\n", `:1: memory-limit: "512MB": want a size such as 512MiB or 2GiB`},
+		{"memory-limit: 1MiB\n", `:1: memory-limit: "1MiB": below the minimum, 16MiB`},
 		{"log-level: loud\n", ":1: log-level: want debug"},
 		{"metrics: 9465\n", `:1: metrics: "9465": want HOST:PORT`},
 		{"forward: [\"nowhere\"]\n", ":1: forward: "},
@@ -142,5 +146,44 @@ func TestCtlConfigTooLarge(t *testing.T) {
 func TestCtlConfigSample(t *testing.T) {
 	if _, err := readConfig("../../packaging/systemd/mptcpd.yaml"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMemoryLimit: --memory-limit takes GOMEMLIMIT's units, "off", and refuses anything else
+// with the reason.
+func TestMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  string
+	}{
+		{"512MiB", 512 << 20, ""},
+		{"2GiB", 2 << 30, ""},
+		{"1TiB", 1 << 40, ""},
+		{"16384KiB", 16 << 20, ""},
+		{"16777216", 16 << 20, ""},
+		{"16777216B", 16 << 20, ""},
+		{"512 MiB", 512 << 20, ""},
+		{"off", 0, ""},
+		{"16777215", 0, "below the minimum, 16MiB"},
+		{"0", 0, "want a size such as 512MiB"},
+		{"-1GiB", 0, "want a size such as 512MiB"},
+		{"512MB", 0, "want a size such as 512MiB"},
+		{"2G", 0, "want a size such as 512MiB"},
+		{"1.5GiB", 0, "want a size such as 512MiB"},
+		{"", 0, "want a size such as 512MiB"},
+		{"lots", 0, "want a size such as 512MiB"},
+		{"9000000TiB", 0, "too large"},
+	} {
+		got, err := parseMemoryLimit(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %d, %v; want error %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %d, %v; want %d", tc.in, got, err, tc.want)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -39,6 +40,7 @@ func main() {
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connections carried at once, over all rules (1 to 65536); beyond it new ones are reset. Sizes the datapath: about 8.5 KB of kernel memory each"},
+			&cli.StringFlag{Name: "memory-limit", Usage: "a memory limit for the daemon, such as 512MiB or 2GiB: Go's soft limit (as GOMEMLIMIT), and while the Go heap is above 90% of it new connections are refused (reset, or their dial fails); off unless given"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long a graceful shutdown waits for connections to close"},
 			&cli.StringFlag{Name: "ctl", Value: ctl.DefaultSocket, Usage: "the control socket for mptcpctl (root only; \"\" for none)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (off unless given)"},
@@ -72,6 +74,13 @@ func run(cc *cli.Context) error {
 	maxConns := cc.Int("max-conns")
 	if err := checkMaxConns(maxConns); err != nil {
 		return fmt.Errorf("--max-conns %w", err)
+	}
+	var memLimit int64
+	if v := cc.String("memory-limit"); v != "" {
+		var err error
+		if memLimit, err = parseMemoryLimit(v); err != nil {
+			return fmt.Errorf("--memory-limit %w", err)
+		}
 	}
 	limit := proxy.NewLimit(maxConns)
 	var level slog.Level
@@ -113,10 +122,14 @@ func run(cc *cli.Context) error {
 			pf.Close()
 		}()
 	}
+	if memLimit > 0 {
+		debug.SetMemoryLimit(memLimit)
+		log.Info("memory limit: new connections are refused while the Go heap is above 90% of it", "bytes", memLimit)
+	}
 	dpcfg := control.DatapathConfig(maxConns)
 	dpcfg.Logger = log
 	stack, err := control.NewStack(control.StackConfig{
-		Datapath: dpcfg, Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler"),
+		Datapath: dpcfg, Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler"), MemoryLimit: memLimit,
 	})
 	if err != nil {
 		return fmt.Errorf("start datapath: %w", err)

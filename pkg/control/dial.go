@@ -62,6 +62,9 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	default:
 		return nil, fmt.Errorf("mptcp: dial %s: unsupported network", network)
 	}
+	if s.refuseForMemory("dial", address) {
+		return nil, fmt.Errorf("dial %s: %w", address, ErrMemoryPressure)
+	}
 	// The socket must be created in this thread's network namespace, where the rewriter is.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -32,6 +33,11 @@ type Listener struct {
 	stop   context.Context // ends with Close: cuts a wait after a failed accept short
 	cancel context.CancelFunc
 	dl     *deadline
+
+	// Where it listens, for the join sockets (joinlisten.go).
+	bound    netip.AddrPort
+	v6only   bool   // an IPv6 wildcard listener that takes no IPv4
+	nsCookie uint64 // its network namespace (0: unknown)
 }
 
 type acceptResult struct {
@@ -65,7 +71,17 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 	}}
 	// Go listens with the kernel's MPTCP by default; ours must be plain TCP.
 	lc.SetMultipathTCP(false)
+	cookie, _ := currentNetns()
 	l, err := lc.Listen(ctx, network, address)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// One of our join sockets may hold the address (a signal endpoint another listener
+		// announces): this listener takes it over and receives those joins itself.
+		if a, rerr := net.ResolveTCPAddr(network, address); rerr == nil && s.yieldJoinSockets(cookie, tcpAddrPort(a)) {
+			if l, err = lc.Listen(ctx, network, address); err != nil {
+				s.resyncJoinSockets() // taken by something else: open them again
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +92,13 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 	}
 	ln := &Listener{s: s, ln: l.(*net.TCPListener), ns: ns, queue: make(chan acceptResult, 128), done: make(chan struct{}), dl: newDeadline()}
 	ln.stop, ln.cancel = context.WithCancel(context.Background())
+	ln.bound, ln.nsCookie = tcpAddrPort(l.Addr()), cookie
+	if ln.bound.Addr().Is6() {
+		ln.v6only = v6only(ln.ln)
+	}
 	go ln.acceptLoop()
+	// On this thread, in the listener's namespace: the join sockets it needs open here.
+	s.addJoinListener(ln)
 	return ln, nil
 }
 
@@ -161,7 +183,8 @@ func (l *Listener) acceptLoop() {
 	}
 }
 
-// acceptOne accepts one socket: a connection to queue, or (nil, nil) for a join.
+// acceptOne accepts one socket: a connection to queue, or (nil, nil) for a join or a connection
+// refused.
 func (l *Listener) acceptOne() (net.Conn, error) {
 	s := l.s
 	{
@@ -175,13 +198,17 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 			tc.Close()
 			return nil, err
 		}
+		if ok && st.Role == datapath.RoleJoinPassive {
+			s.acceptJoin(tc, st)
+			return nil, nil
+		}
+		if s.refuseForMemory("accept", tc.RemoteAddr()) {
+			s.resetPassive(tc, st, ok, RstLackOfResources)
+			return nil, nil
+		}
 		if !ok {
 			s.stats.FallbackPassive.Add(1)
 			return &TCPConn{tc}, nil
-		}
-		if st.Role == datapath.RoleJoinPassive {
-			s.acceptJoin(tc, st)
-			return nil, nil
 		}
 		if st.State != datapath.StateMPTCP {
 			// Plain TCP after an MP_CAPABLE SYN: the third ACK lacked the option or echoed
@@ -233,6 +260,7 @@ func (l *Listener) Close() error {
 	l.cancel()
 	err := l.ln.Close()
 	l.closed.Do(func() {
+		l.s.removeJoinListener(l)
 		l.s.addListener(-1)
 		l.s.releaseNetns(l.ns)
 	})
@@ -265,6 +293,19 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 func (l *Listener) SetDeadline(t time.Time) error {
 	l.dl.set(t)
 	return nil
+}
+
+// v6only reports whether an IPv6 listener takes IPv6 connections only.
+func v6only(tl *net.TCPListener) bool {
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return false
+	}
+	v := 0
+	rc.Control(func(fd uintptr) {
+		v, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+	})
+	return v != 0
 }
 
 // freeSavedSYN releases the SYN headers the kernel kept for an accepted socket (our listeners

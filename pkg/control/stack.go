@@ -51,6 +51,10 @@ type StackConfig struct {
 	Rand        io.Reader   // key source; crypto/rand when nil
 	Scheduler   string      // default scheduler of new connections ("" = default)
 	PathManager PathManager // nil: no extra subflows, no announcements
+	// MemoryLimit, in bytes, makes the stack refuse new connections while the Go heap in use
+	// is above 90% of it (mempressure.go); 0 is no limit. The process's soft memory limit
+	// (runtime/debug.SetMemoryLimit) is the caller's to set: mptcpd --memory-limit sets both.
+	MemoryLimit int64
 }
 
 // Stack is a process's MPTCP stack: the datapath and the connections that use it. Its
@@ -65,9 +69,11 @@ type Stack struct {
 	stats     Stats
 	scheduler string
 	pm        PathManager
-	rxWindow  int     // the largest receive window a subflow advertises: data beyond it is dropped
-	mon       monitor // event subscribers and live connections (monitor.go)
-	nsRefs    nsRefs  // shared network-namespace handles (netns.go)
+	rxWindow  int        // the largest receive window a subflow advertises: data beyond it is dropped
+	mon       monitor    // event subscribers and live connections (monitor.go)
+	nsRefs    nsRefs     // shared network-namespace handles (netns.go)
+	joinLn    joinListen // listeners, signal endpoints, sockets for joins to announced addresses (joinlisten.go)
+	mem       memGuard   // refuses new connections near the memory limit (mempressure.go)
 	done      chan struct{}
 	wg        sync.WaitGroup
 
@@ -142,6 +148,9 @@ type Stats struct {
 	DSSNoMatchTCP      atomic.Uint64 // mappings for subflow bytes far outside the receive window, dropped
 	RxMapOverflow      atomic.Uint64 // subflows reset for holding too many of the peer's mappings
 	InfiniteMapRx      atomic.Uint64 // infinite mappings received: the peer fell back (the kernel's name)
+
+	MPCapableEndpAttempt  atomic.Uint64 // MP_CAPABLE or plain TCP connections to a join socket, reset (the kernel's name)
+	MemoryPressureRefused atomic.Uint64 // new connections refused near the memory limit (accepts reset, dials failed)
 }
 
 // endpointWatcher is a path manager that tells of its endpoints (pm.Manager does).
@@ -185,9 +194,11 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.mu.taken = map[uint32]ticketRec{}
 	s.mu.inTicket = map[uint32]bool{}
 	s.ticketTarget = min(ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
+	s.joinLn.init()
+	s.mem.init(cfg.MemoryLimit, s.log)
 	if w, ok := cfg.PathManager.(endpointWatcher); ok {
-		// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
 		w.OnEndpoint(func(e pm.Endpoint, present bool) {
+			// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
 			id := e.ID
 			if !present {
 				id = 0
@@ -195,6 +206,8 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 			if err := dp.SetLocalID(e.Addr, id); err != nil {
 				s.log.Warn("address ID to datapath", "endpoint", e.String(), "err", err)
 			}
+			// Peers join the addresses we announce: listen there before any announcement.
+			s.endpointChanged(e, present)
 		})
 	}
 	s.wg.Add(2)
@@ -290,6 +303,9 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 		"NoDSSInWindow":      &s.stats.NoDSSInWindow,
 		"RxMapOverflow":      &s.stats.RxMapOverflow,
 		"InfiniteMapRx":      &s.stats.InfiniteMapRx,
+
+		"MPCapableEndpAttempt":  &s.stats.MPCapableEndpAttempt,
+		"MemoryPressureRefused": &s.stats.MemoryPressureRefused,
 	} {
 		c[name] = v.Load()
 	}
@@ -314,6 +330,7 @@ func (s *Stack) Close() error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	s.closeJoinSockets()
 	for _, c := range conns {
 		c.abort(errStackClosed, false)
 	}
@@ -325,6 +342,12 @@ func (s *Stack) Close() error {
 }
 
 var errStackClosed = errors.New("mptcp stack closed")
+
+func (s *Stack) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.closed
+}
 
 // dispatch routes datapath events to their connections.
 func (s *Stack) dispatch() {

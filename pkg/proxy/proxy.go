@@ -221,7 +221,9 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 	out, err := s.dial(dctx)
 	if err != nil {
 		s.Stats.Failed.Add(1)
-		s.Log.Warn("connect to remote", "remote", s.Rule.Remote, "from", in.RemoteAddr(), "err", err)
+		if !errors.Is(err, control.ErrMemoryPressure) { // the stack logs those at a bounded rate
+			s.Log.Warn("connect to remote", "remote", s.Rule.Remote, "from", in.RemoteAddr(), "err", err)
+		}
 		abort(in)
 		return
 	}
