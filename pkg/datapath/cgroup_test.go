@@ -102,11 +102,14 @@ func TestOpenRemovesStaleCgroups(t *testing.T) {
 	if _, err := os.Stat(dead); !os.IsNotExist(err) {
 		t.Errorf("stale cgroup %s not removed: %v", dead, err)
 	}
-	if !slices.Contains(stale, filepath.Base(dead)) {
-		t.Errorf("removed %q, want %s among them", stale, filepath.Base(dead))
-	}
-	if !strings.Contains(logs.String(), "removed stale cgroups") || !strings.Contains(logs.String(), filepath.Base(dead)) {
-		t.Errorf("removal not logged: %s", logs.String())
+	// Another test process opening a datapath at the same moment (go test runs packages in
+	// parallel) may have removed it first: then this one neither removed nor logged it.
+	if slices.Contains(stale, filepath.Base(dead)) {
+		if !strings.Contains(logs.String(), "removed stale cgroups") || !strings.Contains(logs.String(), filepath.Base(dead)) {
+			t.Errorf("removal not logged: %s", logs.String())
+		}
+	} else {
+		t.Logf("%s was removed by another process (removed here: %q)", filepath.Base(dead), stale)
 	}
 	for _, dir := range []string{live, busy, other} {
 		if _, err := os.Stat(dir); err != nil {
