@@ -1054,7 +1054,7 @@ func (c *Conn) publishAck() {
 		return
 	}
 	ack := c.consumed()
-	fin := c.st.rxEOF && ack == c.st.rxFinDSN
+	fin := c.st.rxFin && c.st.rxEOF && ack == c.st.rxFinDSN
 	if fin {
 		ack++
 	}
