@@ -15,8 +15,9 @@ import (
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
 
-// Operations of a FuzzConnOptions input: each is an opcode byte (modulo connOpCount) followed by
-// its parameters; bytes missing at the end read as zero.
+// Operations of a FuzzConnOptions input: each is an opcode byte (modulo connOpCount; with bit 7
+// set it acts on the second subflow, once one joined) followed by its parameters; bytes missing
+// at the end read as zero.
 const (
 	connOpMap       = iota // EV_RX_MAP: flags u8, SSN delta i16, length u16, [DSN lie i32], [SSN u32]
 	connOpData             // subflow bytes at its next offset: length u16 (1 + len%4096)
@@ -29,7 +30,7 @@ const (
 	connOpUnmapped         // EV_UNMAPPED
 	connOpFastclose        // EV_FASTCLOSE
 	connOpInfinite         // EV_RX_MAP with RxMapInfinite: DSN u32
-	connOpOtherSub         // an event of a subflow slot not attached (a join in progress): type u8
+	connOpOtherSub         // type u8: with bit 7, a second subflow joins (DSN offset u32); else an event of its slot before it is attached
 	connOpEOF              // the subflow's end of stream
 	connOpCount
 )
@@ -74,27 +75,100 @@ func (r refusingRaw) Control(func(fd uintptr)) error    { *r.calls++; return err
 func (r refusingRaw) Read(func(fd uintptr) bool) error  { return errNoDatapath }
 func (r refusingRaw) Write(func(fd uintptr) bool) error { return errNoDatapath }
 
-// connFuzz is a connection with one subflow driven by a FuzzConnOptions input, and the model of
-// what the peer sent that the checks compare the connection with.
+// connFuzz is a connection driven by a FuzzConnOptions input, and the model of what the peer
+// sent that the checks compare the connection with.
 type connFuzz struct {
 	t      *testing.T
+	ln     net.Listener
 	c      *Conn
-	sf     *subflow
-	base   seqnum.DSN   // the first DSN of the peer's stream; subflow byte at SSN s carries base+s-1
-	next   seqnum.Value // the subflow's next offset to deliver
-	read   uint64       // bytes the application has read
-	lies   []dsnRange   // DSN ranges some mapping gave to bytes of other DSNs
-	acks   int          // pure ACKs the connection asked the (absent) datapath for
-	fellBk bool         // the connection fell back: the content is no longer checked
+	subs   []*fuzzSub // by slot: the first subflow, and the one that joined
+	base   seqnum.DSN // the first DSN of the peer's stream
+	read   uint64     // bytes the application has read
+	lies   []dsnRange // DSN ranges some mapping gave to bytes of other DSNs
+	acks   int        // pure ACKs the connection asked the (absent) datapath for
+	fellBk bool       // the connection fell back: the content is no longer checked
 }
 
-// truth is the stream DSN of the subflow byte at relative SSN s.
-func (f *connFuzz) truth(s seqnum.Value) seqnum.DSN { return f.base.Add(uint64(s.Sub(1))) }
+// fuzzSub is a subflow and what its peer sent on it.
+type fuzzSub struct {
+	sf   *subflow
+	next seqnum.Value // the next offset to deliver
+	off  uint64       // its byte at relative SSN s carries DSN base+off+s-1
+}
 
-// newConnFuzz builds the connection as testConn does, with its subflow attached and a connected
-// loopback TCP socket under the subflow for the paths that shut a socket down.
+// truth is the stream DSN of the subflow's byte at relative SSN s.
+func (f *connFuzz) truth(fs *fuzzSub, s seqnum.Value) seqnum.DSN {
+	return f.base.Add(fs.off + uint64(s.Sub(1)))
+}
+
+// newSub makes a subflow of c in slot over a connected loopback TCP socket, for the paths that
+// shut a subflow's socket down; its RawConn refuses the datapath calls.
+func (f *connFuzz) newSub(slot uint32, off uint64) *fuzzSub {
+	t := f.t
+	dialed, err := net.Dial("tcp", f.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted, err := f.ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := dialed.(*net.TCPConn)
+	t.Cleanup(func() {
+		tc.SetLinger(0)
+		tc.Close()
+		accepted.(*net.TCPConn).SetLinger(0)
+		accepted.Close()
+	})
+	fd := -1
+	if raw, err := tc.SyscallConn(); err == nil {
+		raw.Control(func(x uintptr) { fd = int(x) })
+	}
+	sf := &subflow{c: f.c, slot: slot, tc: tc, raw: refusingRaw{&f.acks}, fd: fd, shm: new(datapath.Sub),
+		txCh: make(chan txChunk, 64), mapped: 1, ready: true}
+	fs := &fuzzSub{sf: sf, next: 1, off: off}
+	f.subs = append(f.subs, fs)
+	return fs
+}
+
+// join attaches a second subflow as attachSubflow does (without its goroutines): the events
+// that came for its slot before are handled then.
+func (f *connFuzz) join(off uint64) {
+	c := f.c
+	fs := f.newSub(uint32(len(f.subs)), off)
+	for _, ev := range c.st.pendingSub[fs.sf.slot] {
+		if ev.Type == datapath.EvRxMap {
+			f.noteMap(fs, seqnum.DSN(ev.A), seqnum.Value(ev.B), ev.C)
+		}
+	}
+	c.subs = append(c.subs, fs.sf)
+	c.emitSub(EventSubEstablished, fs.sf, nil)
+	for _, ev := range c.st.pendingSub[fs.sf.slot] {
+		c.handleEvent(ev)
+	}
+	delete(c.st.pendingSub, fs.sf.slot)
+}
+
+// noteMap records the DSNs of an EV_RX_MAP for fs that are not its bytes' own.
+func (f *connFuzz) noteMap(fs *fuzzSub, dsn seqnum.DSN, ssn seqnum.Value, cc uint64) {
+	if cc&datapath.RxMapInfinite != 0 {
+		return
+	}
+	if cc&datapath.RxMapMPC != 0 {
+		dsn = seqnum.DSN(f.c.shm.Ctl.PeerIdsn + 1)
+	}
+	mapped := cc & 0xffff
+	if cc&datapath.RxMapFin != 0 && mapped > 0 {
+		mapped--
+	}
+	if dsn != f.truth(fs, ssn) && mapped > 0 {
+		f.lies = append(f.lies, dsnRange{dsn, int(mapped)})
+	}
+}
+
+// newConnFuzz builds the connection as testConn does, with its first subflow attached.
 func newConnFuzz(t *testing.T, ln net.Listener, base seqnum.DSN, win int) *connFuzz {
-	f := &connFuzz{t: t, base: base, next: 1}
+	f := &connFuzz{t: t, ln: ln, base: base}
 	s := &Stack{log: slog.New(slog.DiscardHandler), rxWindow: win}
 	c := newConn(s)
 	c.shm = new(datapath.Conn)
@@ -106,30 +180,8 @@ func newConnFuzz(t *testing.T, ln net.Listener, base seqnum.DSN, win int) *connF
 	c.st.pendingSub = map[uint32][]datapath.Event{}
 	c.st.announces = map[uint8]*announce{}
 	c.localKey, c.remoteKey = 0x0102030405060708, 0xdeadbeefcafebabe
-
-	dialed, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := dialed.(*net.TCPConn)
-	t.Cleanup(func() {
-		tc.SetLinger(0)
-		tc.Close()
-		accepted.(*net.TCPConn).SetLinger(0)
-		accepted.Close()
-	})
-	var fd int
-	if raw, err := tc.SyscallConn(); err == nil {
-		raw.Control(func(x uintptr) { fd = int(x) })
-	}
-	sf := &subflow{c: c, tc: tc, raw: refusingRaw{&f.acks}, fd: fd, shm: new(datapath.Sub),
-		txCh: make(chan txChunk, 64), mapped: 1, ready: true}
-	c.subs = []*subflow{sf}
-	f.c, f.sf = c, sf
+	f.c = c
+	c.subs = []*subflow{f.newSub(0, 0).sf}
 	return f
 }
 
@@ -138,21 +190,27 @@ func (f *connFuzz) step(r *fuzzReader) bool {
 	if !r.more() {
 		return false
 	}
-	c, sf := f.c, f.sf
+	c := f.c
+	code := r.u8()
+	fs := f.subs[0]
+	if code&0x80 != 0 && len(f.subs) > 1 {
+		fs = f.subs[1]
+	}
+	sf := fs.sf
 	ev := func(typ uint32, a, b, cc uint64) {
 		c.handleEvent(datapath.Event{Type: typ, Sub: sf.slot, A: a, B: b, C: cc})
 	}
-	switch r.u8() % connOpCount {
+	switch (code & 0x7f) % connOpCount {
 	case connOpMap:
 		flags, delta, n := r.u8(), int16(r.u16()), r.u16()
-		ssn := f.next.Add(uint32(int32(delta)))
-		dsn := f.truth(ssn)
+		ssn := fs.next.Add(uint32(int32(delta)))
+		dsn := f.truth(fs, ssn)
 		if flags&mapLie != 0 {
 			dsn = dsn.Add(uint64(int64(int32(r.u32()))))
 		}
 		if flags&mapFarSS != 0 {
 			ssn = seqnum.Value(r.u32())
-			dsn = f.truth(ssn)
+			dsn = f.truth(fs, ssn)
 		}
 		cc := uint64(n)
 		if flags&mapFin != 0 {
@@ -160,15 +218,8 @@ func (f *connFuzz) step(r *fuzzReader) bool {
 		}
 		if flags&mapMPC != 0 {
 			cc |= datapath.RxMapMPC
-			dsn = seqnum.DSN(c.shm.Ctl.PeerIdsn + 1)
 		}
-		mapped := uint64(n)
-		if flags&mapFin != 0 && mapped > 0 {
-			mapped--
-		}
-		if dsn != f.truth(ssn) && mapped > 0 {
-			f.lies = append(f.lies, dsnRange{dsn, int(mapped)})
-		}
+		f.noteMap(fs, dsn, ssn, cc)
 		ev(datapath.EvRxMap, uint64(dsn), uint64(ssn), cc)
 	case connOpData:
 		n := 1 + int(r.u16())%4096
@@ -177,15 +228,15 @@ func (f *connFuzz) step(r *fuzzReader) bool {
 		}
 		data := make([]byte, n)
 		for i := range data {
-			data[i] = streamByte(f.truth(f.next.Add(uint32(i))))
+			data[i] = streamByte(f.truth(fs, fs.next.Add(uint32(i))))
 		}
-		c.handleRx(rxChunk{sf: sf, off: f.next, data: data})
-		f.next = f.next.Add(uint32(n))
+		c.handleRx(rxChunk{sf: sf, off: fs.next, data: data})
+		fs.next = fs.next.Add(uint32(n))
 	case connOpRead:
 		f.appRead(1 + int(r.u16())%8192)
 	case connOpDataFin:
 		mode, v := r.u8(), r.u64()
-		a := uint64(f.truth(f.next)) // after what the subflow carried so far
+		a := uint64(f.truth(fs, fs.next)) // after what the subflow carried so far
 		switch mode % 3 {
 		case 1:
 			a = uint64(f.base.Add(v % (1 << 20)))
@@ -205,18 +256,23 @@ func (f *connFuzz) step(r *fuzzReader) bool {
 	case connOpMPFail:
 		ev(datapath.EvMPFail, r.u64(), 0, 0)
 	case connOpUnmapped:
-		ev(datapath.EvUnmapped, uint64(sf.mapped), uint64(f.next.Sub(sf.mapped)), 0)
+		ev(datapath.EvUnmapped, uint64(sf.mapped), uint64(fs.next.Sub(sf.mapped)), 0)
 	case connOpFastclose:
 		ev(datapath.EvFastclose, 0, 0, 0)
 	case connOpInfinite:
-		ev(datapath.EvRxMap, uint64(f.base.Add(uint64(r.u32()))), uint64(f.next), datapath.RxMapInfinite)
+		ev(datapath.EvRxMap, uint64(f.base.Add(uint64(r.u32()))), uint64(fs.next), datapath.RxMapInfinite)
 	case connOpOtherSub:
-		c.handleEvent(datapath.Event{Type: uint32(r.u8() % 16), Sub: sf.slot + 1, A: uint64(f.base), B: 1, C: 100})
+		typ := r.u8()
+		if typ&0x80 != 0 && len(f.subs) == 1 {
+			f.join(uint64(r.u32()))
+			break
+		}
+		c.handleEvent(datapath.Event{Type: uint32(typ % 16), Sub: uint32(len(f.subs)), A: uint64(f.base), B: 1, C: 100})
 	case connOpEOF:
 		if sf.eof || sf.gone || c.st.rxEOF {
 			return true
 		}
-		c.handleRx(rxChunk{sf: sf, off: f.next, err: io.EOF})
+		c.handleRx(rxChunk{sf: sf, off: fs.next, err: io.EOF})
 	}
 	if c.st.rxFallback || !c.mptcp.Load() {
 		f.fellBk = true
@@ -298,22 +354,25 @@ func (f *connFuzz) lied(dsn seqnum.DSN) bool {
 
 // check asserts the invariants that must hold after every step, whatever the peer sent.
 func (f *connFuzz) check() {
-	t, c, sf := f.t, f.c, f.sf
+	t, c := f.t, f.c
 	t.Helper()
-	if len(sf.rxMaps) > maxRxMaps {
-		t.Fatalf("%d mappings held, at most %d", len(sf.rxMaps), maxRxMaps)
-	}
-	for i := 1; i < len(sf.rxMaps); i++ {
-		if !sf.rxMaps[i-1].ssn.LessThan(sf.rxMaps[i].ssn) {
-			t.Fatalf("mappings not sorted by SSN at %d: %+v then %+v", i, sf.rxMaps[i-1], sf.rxMaps[i])
+	for _, fs := range f.subs {
+		sf := fs.sf
+		if len(sf.rxMaps) > maxRxMaps {
+			t.Fatalf("subflow %d: %d mappings held, at most %d", sf.slot, len(sf.rxMaps), maxRxMaps)
 		}
-	}
-	held := 0
-	for _, ch := range sf.rxHeld {
-		held += len(ch.data)
-	}
-	if held != sf.heldBytes {
-		t.Fatalf("heldBytes %d, the held chunks have %d", sf.heldBytes, held)
+		for i := 1; i < len(sf.rxMaps); i++ {
+			if !sf.rxMaps[i-1].ssn.LessThan(sf.rxMaps[i].ssn) {
+				t.Fatalf("subflow %d: mappings not sorted by SSN at %d: %+v then %+v", sf.slot, i, sf.rxMaps[i-1], sf.rxMaps[i])
+			}
+		}
+		held := 0
+		for _, ch := range sf.rxHeld {
+			held += len(ch.data)
+		}
+		if held != sf.heldBytes {
+			t.Fatalf("subflow %d: heldBytes %d, the held chunks have %d", sf.slot, sf.heldBytes, held)
+		}
 	}
 	rx := &c.st.rx
 	win := uint64(c.stack.rxWindow)
@@ -438,6 +497,21 @@ func connSeeds() [][]byte {
 		op(connOpEOF).op(connOpRead, uint16(100)))
 	add(newConnInput(1, 6).op(connOpMap, uint8(0), int16(0), uint16(10)).op(connOpData, uint16(9)).op(connOpEOF))
 	add(newConnInput(1, 6).op(connOpFastclose))
+	// A second subflow joins (its mapping came first) and carries the stream's second half;
+	// it ends with bytes still held (drained), then the first one carries on.
+	const sub2 = 0x80
+	add(newConnInput(1<<20, 2).
+		op(connOpOtherSub, uint8(datapath.EvRxMap)).op(connOpOtherSub, uint8(0x80), uint32(1000)).
+		op(connOpMap, uint8(0), int16(0), uint16(1000)).op(connOpData, uint16(999)).
+		op(sub2|connOpMap, uint8(0), int16(0), uint16(2000)).op(sub2|connOpData, uint16(1999)).
+		op(sub2|connOpData, uint16(99)).op(connOpRead, uint16(8191)).op(sub2|connOpEOF).
+		op(sub2|connOpData, uint16(9)).op(connOpMap, uint8(0), int16(0), uint16(100)).
+		op(connOpData, uint16(99)).op(connOpRead, uint16(8191)).op(sub2|connOpMap, uint8(0), int16(-100), uint16(100)))
+	// Both subflows carry the same DSNs (a reinjection); one resets, the other ends.
+	add(newConnInput(77, 3).op(connOpOtherSub, uint8(0x80), uint32(0)).
+		op(connOpMap, uint8(0), int16(0), uint16(500)).op(sub2|connOpMap, uint8(0), int16(0), uint16(500)).
+		op(sub2|connOpData, uint16(299)).op(connOpData, uint16(499)).op(sub2|connOpRst, uint8(1), uint8(0)).
+		op(sub2|connOpEOF).op(connOpRead, uint16(8191)).op(connOpEOF))
 	// Byte-sized mappings with gaps, the worst a peer can send.
 	gaps := newConnInput(100, 5)
 	for i := range 200 {
