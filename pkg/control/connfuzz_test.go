@@ -41,6 +41,7 @@ const (
 	mapMPC   = 1 << 1 // the implicit mapping of MP_CAPABLE with data: DSN is the peer's IDSN + 1
 	mapLie   = 1 << 2 // DSNs other than the stream's for these subflow bytes
 	mapFarSS = 1 << 3 // any SSN, not one near the subflow's next offset
+	mapBurst = 1 << 6 // length%9000 one-byte mappings, every other SSN from there (a peer filling the list)
 )
 
 // fuzzReader reads an input's fields; past the end it yields zeros.
@@ -218,6 +219,16 @@ func (f *connFuzz) step(r *fuzzReader) bool {
 		}
 		if flags&mapMPC != 0 {
 			cc |= datapath.RxMapMPC
+		}
+		if flags&mapBurst != 0 {
+			for i := range uint32(n % 9000) {
+				s := ssn.Add(2 * i)
+				ev(datapath.EvRxMap, uint64(f.truth(fs, s)), uint64(s), 1)
+				if sf.gone || c.Err() != nil {
+					break
+				}
+			}
+			break
 		}
 		f.noteMap(fs, dsn, ssn, cc)
 		ev(datapath.EvRxMap, uint64(dsn), uint64(ssn), cc)
@@ -512,6 +523,10 @@ func connSeeds() [][]byte {
 		op(connOpMap, uint8(0), int16(0), uint16(500)).op(sub2|connOpMap, uint8(0), int16(0), uint16(500)).
 		op(sub2|connOpData, uint16(299)).op(connOpData, uint16(499)).op(sub2|connOpRst, uint8(1), uint8(0)).
 		op(sub2|connOpEOF).op(connOpRead, uint16(8191)).op(connOpEOF))
+	// More mappings than a subflow keeps: the second subflow is reset, then the first.
+	add(newConnInput(3, 6).op(connOpOtherSub, uint8(0x80), uint32(1<<20)).
+		op(sub2|connOpMap, uint8(mapBurst), int16(0), uint16(8500)).op(connOpMap, uint8(0), int16(0), uint16(100)).
+		op(connOpData, uint16(99)).op(connOpRead, uint16(8191)).op(connOpMap, uint8(mapBurst), int16(0), uint16(8500)))
 	// Byte-sized mappings with gaps, the worst a peer can send.
 	gaps := newConnInput(100, 5)
 	for i := range 200 {
