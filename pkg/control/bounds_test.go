@@ -183,3 +183,15 @@ func TestFallbackBeyondWindowDropped(t *testing.T) {
 		t.Fatalf("dropped %d bytes, NoDSSInWindow %d", c.st.rx.dropped, c.stack.stats.NoDSSInWindow.Load())
 	}
 }
+
+// TestDataAckWithoutDataFin: reception that ended without a DATA_FIN (a fallen-back subflow's
+// FIN) acknowledges no DATA_FIN, also where the consumed data ends at DSN 0, the unset FIN DSN.
+func TestDataAckWithoutDataFin(t *testing.T) {
+	c, sf := testConn(0)
+	c.startRxFallback(sf)
+	c.st.rxEOF = true // subflowEnded on a plain half-close
+	c.publishAck()
+	if got := c.shm.Ctl.RcvNxt; got != 0 {
+		t.Fatalf("DATA_ACK %d without a DATA_FIN, want 0", got)
+	}
+}
