@@ -11,7 +11,16 @@ FUZZ_SHORT ?= 500000x
 FUZZ_TIME ?= 3000000x
 # Time to minimize each new interesting input: Go's default (60 s) can take the whole run.
 FUZZ_MINIMIZE ?= 1s
-FUZZ_TARGETS := ./pkg/wire:FuzzParse
+FUZZ_TARGETS := ./pkg/wire:FuzzParse ./pkg/datapath:FuzzBPFOptions ./pkg/control:FuzzConnOptions
+# Targets slower than FuzzParse get their own budgets (FUZZ_SHORT_<name>, FUZZ_TIME_<name>) so that
+# each still runs about 10 s and 60 s: FuzzBPFOptions runs BPF_PROG_TEST_RUN twice an input (~5k/s),
+# FuzzConnOptions opens loopback sockets and runs a connection through a sequence (~3k/s).
+FUZZ_SHORT_FuzzBPFOptions ?= 50000x
+FUZZ_TIME_FuzzBPFOptions ?= 300000x
+FUZZ_SHORT_FuzzConnOptions ?= 30000x
+FUZZ_TIME_FuzzConnOptions ?= 200000x
+# fuzz_budgets lists the targets as pkg:name:budget, the budget from $(1)_<name> or else $(1).
+fuzz_budgets = $(foreach t,$(FUZZ_TARGETS),$(t):$(or $($(1)_$(lastword $(subst :, ,$(t)))),$($(1))))
 
 .DEFAULT_GOAL := help
 
@@ -54,15 +63,15 @@ lint: vet ## gofmt, go vet and clang-format-free checks of the tree
 .PHONY: test
 test: deps check-generate lint ## All tests: unit, BPF, netns integration against the kernel (root), brief fuzzing
 	$(GO) test -count=1 -timeout 30m ./...
-	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzz $$fn ($(FUZZ_SHORT))"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_SHORT) -fuzzminimizetime $(FUZZ_MINIMIZE) || exit 1; done
+	@for t in $(call fuzz_budgets,FUZZ_SHORT); do pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; budget=$${rest#*:}; \
+		echo "fuzz $$fn ($$budget)"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $$budget -fuzzminimizetime $(FUZZ_MINIMIZE) || exit 1; done
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZ_TIME executions (about 60 s)
-	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzz $$fn ($(FUZZ_TIME))"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) || exit 1; done
+	@for t in $(call fuzz_budgets,FUZZ_TIME); do pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; budget=$${rest#*:}; \
+		echo "fuzz $$fn ($$budget)"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $$budget -fuzzminimizetime $(FUZZ_MINIMIZE) || exit 1; done
 
 .PHONY: demo
 demo: deps build ## Build everything and run the demonstration between network namespaces (root)

@@ -194,3 +194,35 @@ func TestEvQueueCoalescesMappings(t *testing.T) {
 		t.Fatalf("second event %+v", evs[1])
 	}
 }
+
+// TestFallbackBeyondWindowDropped: after a fallback, bytes that continue a mapping the peer put
+// beyond the receive window cannot become in-order; they are dropped, not held without bound.
+func TestFallbackBeyondWindowDropped(t *testing.T) {
+	c, sf := testConn(1000)
+	c.acceptRxMap(sf, rxMap{dsn: 1000 + 1<<40, ssn: 1, len: 100})
+	c.handleRx(rxChunk{sf: sf, off: 1, data: make([]byte, 100)})
+	c.startRxFallback(sf)
+	off := seqnum.Value(101)
+	for range 40 {
+		c.handleRx(rxChunk{sf: sf, off: off, data: make([]byte, 64<<10)})
+		off = off.Add(64 << 10)
+	}
+	if n := c.st.rx.buffered(); n > c.stack.rxWindow {
+		t.Fatalf("reassembly holds %d bytes, more than the receive window %d", n, c.stack.rxWindow)
+	}
+	if c.st.rx.dropped != 100+40*64<<10 || c.stack.stats.NoDSSInWindow.Load() == 0 {
+		t.Fatalf("dropped %d bytes, NoDSSInWindow %d", c.st.rx.dropped, c.stack.stats.NoDSSInWindow.Load())
+	}
+}
+
+// TestDataAckWithoutDataFin: reception that ended without a DATA_FIN (a fallen-back subflow's
+// FIN) acknowledges no DATA_FIN, also where the consumed data ends at DSN 0, the unset FIN DSN.
+func TestDataAckWithoutDataFin(t *testing.T) {
+	c, sf := testConn(0)
+	c.startRxFallback(sf)
+	c.st.rxEOF = true // subflowEnded on a plain half-close
+	c.publishAck()
+	if got := c.shm.Ctl.RcvNxt; got != 0 {
+		t.Fatalf("DATA_ACK %d without a DATA_FIN, want 0", got)
+	}
+}

@@ -950,6 +950,13 @@ func (c *Conn) processHeld(sf *subflow) {
 				}
 				// After an infinite mapping the bytes continue where the last mapping ended.
 				m = rxMap{dsn: sf.lastEnd.dsn.Add(uint64(ch.off.Sub(sf.lastEnd.ssn))), ssn: ch.off, len: uint32(len(ch.data))}
+				// Where the last mapping left them beyond the receive window (one the peer
+				// mapped there, then fell back), they would never become in-order: held,
+				// every later byte of the subflow would grow reassembly without bound.
+				if c.st.rx.rcvNxt.Add(uint64(c.stack.rxWindow)).LessThan(m.dsn.Add(uint64(m.len))) {
+					c.stack.stats.NoDSSInWindow.Add(1)
+					m.drop = true
+				}
 			}
 			n := min(uint32(len(ch.data)), m.end().Sub(ch.off))
 			dsn := m.dsn.Add(uint64(ch.off.Sub(m.ssn)))
@@ -1047,7 +1054,7 @@ func (c *Conn) publishAck() {
 		return
 	}
 	ack := c.consumed()
-	fin := c.st.rxEOF && ack == c.st.rxFinDSN
+	fin := c.st.rxFin && c.st.rxEOF && ack == c.st.rxFinDSN
 	if fin {
 		ack++
 	}
