@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"testing"
 
@@ -224,5 +225,25 @@ func TestDataAckWithoutDataFin(t *testing.T) {
 	c.publishAck()
 	if got := c.shm.Ctl.RcvNxt; got != 0 {
 		t.Fatalf("DATA_ACK %d without a DATA_FIN, want 0", got)
+	}
+}
+
+// TestEventsMissed: a connection whose event the datapath lost, or whose queue refused one, is
+// to be reset with a lack-of-resources reason, and counted.
+func TestEventsMissed(t *testing.T) {
+	c, _ := testConn(1000)
+	if err := c.eventsMissed(false); err != nil {
+		t.Fatalf("nothing missed: %v", err)
+	}
+	if err := c.eventsMissed(true); err != errEventOverflow || c.stack.stats.EventOverflowReset.Load() != 1 {
+		t.Fatalf("overflow: %v, counted %d", err, c.stack.stats.EventOverflowReset.Load())
+	}
+	c.shm.St.EvLost = 1 // set by the datapath when the ring buffer refused an event
+	var re *ResetError
+	if err := c.eventsMissed(false); err != errEventLost || !errors.As(err, &re) || re.Reason != RstLackOfResources {
+		t.Fatalf("lost: %v", err)
+	}
+	if c.stack.stats.EventLostReset.Load() != 1 {
+		t.Fatalf("EventLostReset %d", c.stack.stats.EventLostReset.Load())
 	}
 }

@@ -590,8 +590,8 @@ func (c *Conn) run() {
 		case <-c.evq.wake:
 			var overflow bool
 			evs, overflow = c.evq.take(evs)
-			if overflow || c.eventLost() {
-				c.resetSelf(errEventOverflow)
+			if err := c.eventsMissed(overflow); err != nil {
+				c.resetSelf(err)
 				return
 			}
 			for _, ev := range evs {
@@ -620,8 +620,8 @@ func (c *Conn) run() {
 		case <-pumpC:
 			c.st.pumpTimer = nil
 		case <-tick.C:
-			if c.eventLost() {
-				c.resetSelf(errEventLost)
+			if err := c.eventsMissed(false); err != nil {
+				c.resetSelf(err)
 				return
 			}
 			c.checkDraining(false)
@@ -707,22 +707,23 @@ func (c *Conn) handleCtl(op ctlOp) (exit bool) {
 // its events, or some were lost): MP_FASTCLOSE tells the peer that nothing more is delivered,
 // and the application gets err.
 func (c *Conn) resetSelf(err error) {
-	if errors.Is(err, errEventOverflow) && c.eventLost() {
-		err = errEventLost
-	}
 	c.stack.log.Warn("connection reset", "token", c.token, "err", err)
-	if err == errEventLost {
-		c.stack.stats.EventLostReset.Add(1)
-	} else {
-		c.stack.stats.EventOverflowReset.Add(1)
-	}
 	c.fail(err)
 	c.fastclose()
 }
 
-// eventLost reports whether the datapath lost an event of this connection.
-func (c *Conn) eventLost() bool {
-	return c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.EvLost) != 0
+// eventsMissed returns the error to reset the connection with when it missed events: the
+// datapath lost one (the ring buffer was full), or its queue refused one (overflow), counted.
+func (c *Conn) eventsMissed(overflow bool) error {
+	switch {
+	case c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.EvLost) != 0:
+		c.stack.stats.EventLostReset.Add(1)
+		return errEventLost
+	case overflow:
+		c.stack.stats.EventOverflowReset.Add(1)
+		return errEventOverflow
+	}
+	return nil
 }
 
 // fastclose aborts with MP_FASTCLOSE on a reset of every subflow (§3.5).
