@@ -112,6 +112,24 @@ struct hmac_scratch {
 	__u32 msg[12];  /* hmac_sha256_32_48: the 48-byte message */
 };
 
+/* hmac_outer finishes an HMAC whose inner hash is in x->inner: SHA-256 of (K ^ opad) ‖ inner
+ * digest (64 + 32 bytes = 768 bits) into x->outer. The key is nwords big-endian words (4 or 8),
+ * zero-padded to the block. */
+static __always_inline void hmac_outer(struct hmac_scratch *x, const __u32 *key, int nwords)
+{
+	sha256_init(&x->outer);
+	for (int i = 0; i < 16; i++)
+		x->blk.w[i] = (i < nwords ? key[i & (nwords - 1)] : 0) ^ 0x5c5c5c5c;
+	sha256_compress(&x->outer, &x->blk);
+	for (int i = 0; i < 8; i++)
+		x->blk.w[i] = x->inner.h[i];
+	x->blk.w[8] = 0x80000000;
+	for (int i = 9; i < 15; i++)
+		x->blk.w[i] = 0;
+	x->blk.w[15] = (64 + 32) * 8;
+	sha256_compress(&x->outer, &x->blk);
+}
+
 /* mptcp_hmac computes HMAC-SHA256(key = key1 ‖ key2, msg = n1 ‖ n2), everything big-endian,
  * into out (the full 32 bytes as 8 words). RFC 8684 §3.2: the SYN/ACK carries the leftmost 64
  * bits of HMAC(KeyB‖KeyA, R-B‖R-A), the third ACK the leftmost 160 of HMAC(KeyA‖KeyB, R-A‖R-B). */
@@ -138,18 +156,7 @@ __noinline int mptcp_hmac(struct hmac_scratch *x, __u64 key1, __u64 key2, __u32 
 		x->blk.w[i] = 0;
 	x->blk.w[15] = (64 + 8) * 8;
 	sha256_compress(&x->inner, &x->blk);
-	/* Outer: (K ^ opad) ‖ inner digest (64 + 32 bytes = 768 bits). */
-	sha256_init(&x->outer);
-	for (int i = 0; i < 16; i++)
-		x->blk.w[i] = (i < 4 ? key[i & 3] : 0) ^ 0x5c5c5c5c;
-	sha256_compress(&x->outer, &x->blk);
-	for (int i = 0; i < 8; i++)
-		x->blk.w[i] = x->inner.h[i];
-	x->blk.w[8] = 0x80000000;
-	for (int i = 9; i < 15; i++)
-		x->blk.w[i] = 0;
-	x->blk.w[15] = (64 + 32) * 8;
-	sha256_compress(&x->outer, &x->blk);
+	hmac_outer(x, key, 4);
 	return 0;
 }
 
@@ -172,18 +179,7 @@ __noinline int hmac_sha256_32_48(struct hmac_scratch *x)
 	x->blk.w[14] = 0;
 	x->blk.w[15] = (64 + 48) * 8;
 	sha256_compress(&x->inner, &x->blk);
-	/* Outer: (K ^ opad) ‖ inner digest (64 + 32 bytes = 768 bits). */
-	sha256_init(&x->outer);
-	for (int i = 0; i < 16; i++)
-		x->blk.w[i] = (i < 8 ? x->skey[i & 7] : 0) ^ 0x5c5c5c5c;
-	sha256_compress(&x->outer, &x->blk);
-	for (int i = 0; i < 8; i++)
-		x->blk.w[i] = x->inner.h[i];
-	x->blk.w[8] = 0x80000000;
-	for (int i = 9; i < 15; i++)
-		x->blk.w[i] = 0;
-	x->blk.w[15] = (64 + 32) * 8;
-	sha256_compress(&x->outer, &x->blk);
+	hmac_outer(x, x->skey, 8);
 	return 0;
 }
 
