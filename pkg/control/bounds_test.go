@@ -247,3 +247,51 @@ func TestEventsMissed(t *testing.T) {
 		t.Fatalf("EventLostReset %d", c.stack.stats.EventLostReset.Load())
 	}
 }
+
+// TestSmallWritesShareBuffers: many one-byte writes (Write, or ReadFrom's small reads) share
+// pool buffers, so they neither hold a buffer each nor make a mapping of more iovecs than one
+// sendmsg takes.
+func TestSmallWritesShareBuffers(t *testing.T) {
+	q := newByteQueue(1 << 20)
+	for i := range 100_000 {
+		if _, err := q.pushWait([]byte{byte(i)}, newDeadline(), nil, func() {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(q.bufs) != (100_000+bufSize-1)/bufSize {
+		t.Fatalf("100000 one-byte writes took %d buffers", len(q.bufs))
+	}
+	for i := range 100_000 {
+		b := make([]byte, 1, minReadBuf)
+		b[0] = byte(i)
+		if err := q.pushOwned(b, newDeadline(), nil, func() {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := 2 * ((100_000 + bufSize - 1) / bufSize); len(q.bufs) > want+1 {
+		t.Fatalf("then 100000 one-byte reads: %d buffers, want at most %d", len(q.bufs), want+1)
+	}
+	var got []byte
+	for _, b := range q.bufs {
+		got = append(got, b...)
+	}
+	for i := range 200_000 {
+		if got[i] != byte(i%100_000) {
+			t.Fatalf("byte %d is %d", i, got[i])
+		}
+	}
+
+	// A mapping cut from a send buffer of one-byte pieces stays within one sendmsg's iovecs.
+	c, _ := testConn(1000)
+	c.mptcp.Store(false)
+	for i := range 5000 {
+		c.st.sendBuf = append(c.st.sendBuf, sendPiece{dsn: seqnum.DSN(1000 + i), data: []byte{byte(i)}})
+	}
+	ch, ok := c.nextMapping()
+	if !ok || len(ch.bufs) != maxMappingBufs || ch.n != maxMappingBufs {
+		t.Fatalf("mapping of %d bytes in %d buffers", ch.n, len(ch.bufs))
+	}
+	if r := c.sendBufRange(1000, maxMapping); len(r.bufs) != maxMappingBufs {
+		t.Fatalf("range of %d buffers", len(r.bufs))
+	}
+}

@@ -1502,7 +1502,7 @@ func (c *Conn) nextMapping() (txChunk, bool) {
 		}
 		limit = int(min(uint64(limit), wnd.Sub(ch.dsn)))
 	}
-	for ch.n < limit && st.unsent < len(st.sendBuf) {
+	for ch.n < limit && st.unsent < len(st.sendBuf) && len(ch.bufs) < maxMappingBufs {
 		r := st.sendBuf[st.unsent].data[st.unsentN:]
 		n := min(len(r), limit-ch.n)
 		ch.bufs = append(ch.bufs, r[:n])
@@ -1520,7 +1520,7 @@ func (c *Conn) sendBufRange(dsn seqnum.DSN, n int) txChunk {
 		return dsn.LessThan(p.dsn.Add(uint64(len(p.data))))
 	})
 	ch := txChunk{dsn: dsn}
-	for ; i < len(st.sendBuf) && ch.n < n; i++ {
+	for ; i < len(st.sendBuf) && ch.n < n && len(ch.bufs) < maxMappingBufs; i++ {
 		p := st.sendBuf[i]
 		if dsn.LessThan(p.dsn) {
 			break

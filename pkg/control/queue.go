@@ -140,9 +140,15 @@ func (q *byteQueue) pushWait(b []byte, deadline *deadline, cancel <-chan struct{
 		}
 		if q.n < q.limit {
 			n := min(len(b)-written, q.limit-q.n, bufSize)
-			buf := getBuf()[:n]
-			copy(buf, b[written:])
-			q.bufs = append(q.bufs, buf)
+			if k := len(q.bufs); k > 0 && cap(q.bufs[k-1]) == bufSize && len(q.bufs[k-1])+n <= bufSize {
+				// Small writes fill the last buffer not yet taken: each would otherwise hold
+				// a whole pool buffer, and a mapping would need one iovec per write.
+				q.bufs[k-1] = append(q.bufs[k-1], b[written:written+n]...)
+			} else {
+				buf := getBuf()[:n]
+				copy(buf, b[written:])
+				q.bufs = append(q.bufs, buf)
+			}
 			q.n += n
 			written += n
 			q.notifyLocked()
@@ -253,7 +259,20 @@ func (q *byteQueue) pushOwned(b []byte, deadline *deadline, cancel <-chan struct
 			return err
 		}
 		if q.n < q.limit {
-			q.bufs = append(q.bufs, b)
+			if len(b) < bufSize/4 {
+				// A small read: into the last pool buffer not yet taken, or a new one, so
+				// that small reads cost a share of a buffer (and of a mapping's iovecs),
+				// not one buffer each.
+				k := len(q.bufs)
+				if k == 0 || cap(q.bufs[k-1]) != bufSize || len(q.bufs[k-1])+len(b) > bufSize {
+					q.bufs = append(q.bufs, getBuf()[:0])
+					k++
+				}
+				q.bufs[k-1] = append(q.bufs[k-1], b...)
+				putBuf(b)
+			} else {
+				q.bufs = append(q.bufs, b)
+			}
 			q.n += len(b)
 			q.notifyLocked()
 			q.mu.Unlock()

@@ -20,6 +20,11 @@ import (
 // DSN is kept free for a DATA_FIN riding on the last mapping.
 const maxMapping = 65535 - 1
 
+// maxMappingBufs bounds the buffers of one mapping: it is written with one sendmsg, which takes
+// at most UIO_MAXIOV (1024) of them (more fail with EMSGSIZE). Small writes share buffers
+// (byteQueue.pushWait), so only a mapping made of many small reads comes near it.
+const maxMappingBufs = 1024
+
 // subflow is one TCP subflow of a connection: a plain kernel TCP socket whose MPTCP options the
 // datapath writes and parses. Its reader goroutine passes received bytes to the connection; its
 // writer goroutine writes mappings, each as one MSG_EOR write recorded in the datapath's table

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,9 @@ func echoServer(t *testing.T, ln net.Listener) {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				io.Copy(c, c)
+				if _, err := io.Copy(c, c); err != nil && !errors.Is(err, net.ErrClosed) {
+					t.Logf("echo to %v: %v", c.RemoteAddr(), err)
+				}
 				if cw, ok := c.(interface{ CloseWrite() error }); ok {
 					cw.CloseWrite()
 				}
@@ -76,8 +79,10 @@ func victims(t *testing.T, ctx context.Context, ns *netns.Namespace, addr string
 	return errc
 }
 
-// rssBytes is this process's resident set size.
+// rssBytes is this process's resident set size once garbage is collected and returned to the
+// system: what stays is what something holds.
 func rssBytes(t *testing.T) int64 {
+	debug.FreeOSMemory()
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +144,12 @@ func (h *hostileRig) round(ctx context.Context, sportBase uint16) []error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			start := time.Now()
+			defer func() {
+				if d := time.Since(start); d > 10*time.Second {
+					h.t.Logf("%s took %v", name, d.Round(time.Millisecond))
+				}
+			}()
 			c, err := h.tun.DialMPTCP(ctx, sportBase+sport, dst)
 			if err != nil {
 				fail(fmt.Errorf("%s: %w", name, err))
@@ -224,6 +235,7 @@ func (h *hostileRig) counters() map[string]uint64 {
 
 func (h *hostileRig) logState() {
 	logNonZero(h.t, "kernel clients", counters(h.t, h.topo.A))
+	logNonZero(h.t, "ours", h.counters())
 	for _, c := range ourStack(h.t).Conns() {
 		if in, ok := c.Info(); ok {
 			h.t.Logf("our connection: %+v", in)
@@ -312,10 +324,11 @@ func TestSoak(t *testing.T) {
 	var base int64
 	for r := 0; time.Now().Before(end); r++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		start := time.Now()
 		errs := h.round(ctx, uint16(20000+(r%4000)*hostilePorts))
 		cancel()
 		rss := rssBytes(t)
-		t.Logf("round %d: RSS %d MiB, %d errors", r, rss>>20, len(errs))
+		t.Logf("round %d: %v, RSS %d MiB, %d errors, %d connections open", r, time.Since(start).Round(time.Millisecond), rss>>20, len(errs), len(ourStack(t).Conns()))
 		for _, err := range errs {
 			t.Errorf("round %d: %v", r, err)
 		}

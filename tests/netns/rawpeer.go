@@ -105,7 +105,7 @@ func parseSeg(p []byte) (uint16, rawSeg, bool) {
 	if doff < 20 || len(th) < doff {
 		return 0, rawSeg{}, false
 	}
-	s := rawSeg{sport: binary.BigEndian.Uint16(th[0:]), seq: binary.BigEndian.Uint32(th[4:]), ack: binary.BigEndian.Uint32(th[8:]), flags: th[13], wnd: binary.BigEndian.Uint16(th[14:])}
+	s := rawSeg{payload: len(th) - doff, sport: binary.BigEndian.Uint16(th[0:]), seq: binary.BigEndian.Uint32(th[4:]), ack: binary.BigEndian.Uint32(th[8:]), flags: th[13], wnd: binary.BigEndian.Uint16(th[14:])}
 	for o := th[20:doff]; len(o) > 0; {
 		if o[0] == 0 {
 			break
@@ -138,6 +138,7 @@ type RawMPTCP struct {
 	cond             *sync.Cond
 	acked, wnd       uint32 // the server's ACK and window (scaled)
 	rst              bool
+	rstOpts          string // the options of the server's reset
 	rx               chan rawSeg
 	stop             chan struct{}
 	done             chan struct{}
@@ -210,7 +211,11 @@ func (tn *TUN) DialMPTCP(ctx context.Context, sport uint16, dst netip.AddrPort) 
 func (c *RawMPTCP) IDSN() uint64 { return mpcrypto.IDSN(c.Key) }
 
 // SSN is the relative subflow sequence number of the next byte SendData sends.
-func (c *RawMPTCP) SSN() uint32 { return c.sndNxt - c.iss }
+func (c *RawMPTCP) SSN() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sndNxt - c.iss
+}
 
 // DSS returns a DSS option mapping n bytes at ssn to dsn, with a DATA_ACK of the server's first
 // byte (the server sends nothing).
@@ -219,7 +224,12 @@ func (c *RawMPTCP) DSS(dsn uint64, ssn uint32, n uint16) []byte {
 }
 
 // SendAck sends a pure ACK carrying opt.
-func (c *RawMPTCP) SendAck(opt []byte) error { return c.write(tcpACK, c.sndNxt, c.rcvNxt, opt, nil) }
+func (c *RawMPTCP) SendAck(opt []byte) error {
+	c.mu.Lock()
+	seq, ack := c.sndNxt, c.rcvNxt
+	c.mu.Unlock()
+	return c.write(tcpACK, seq, ack, opt, nil)
+}
 
 // SendData sends payload at the next sequence number with opt, once the server's window has
 // room for it (or ctx ends). When the server acknowledges nothing for a while with the window
@@ -240,19 +250,16 @@ func (c *RawMPTCP) SendData(ctx context.Context, payload, opt []byte) error {
 			return nil
 		}
 	}
-	rst := c.rst
+	rst, seq, ack := c.rst, c.sndNxt, c.rcvNxt
+	c.sndNxt += uint32(len(payload))
 	c.mu.Unlock()
 	if rst {
-		return errors.New("raw mptcp: reset by the server")
+		return fmt.Errorf("raw mptcp: reset by the server (options %s)", c.rstOpts)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := c.write(tcpACK|tcpPSH, c.sndNxt, c.rcvNxt, opt, payload); err != nil {
-		return err
-	}
-	c.sndNxt += uint32(len(payload))
-	return nil
+	return c.write(tcpACK|tcpPSH, seq, ack, opt, payload)
 }
 
 // Reset reports whether the server reset the connection.
@@ -262,11 +269,22 @@ func (c *RawMPTCP) Reset() bool {
 	return c.rst
 }
 
-// Close stops the reader and resets the connection.
+// Close stops the reader and resets the connection. A reset is taken only at the server's next
+// expected sequence number (RFC 5961): that is the ACK it last sent, or our next byte when that
+// ACK was lost on the way.
 func (c *RawMPTCP) Close() {
 	close(c.stop)
 	<-c.done
-	c.write(tcpRST|tcpACK, c.sndNxt, c.rcvNxt, nil, nil)
+	c.tun.mu.Lock()
+	delete(c.tun.conns, c.sport)
+	c.tun.mu.Unlock()
+	c.mu.Lock()
+	acked, sndNxt, rcvNxt := c.acked, c.sndNxt, c.rcvNxt
+	c.mu.Unlock()
+	c.write(tcpRST|tcpACK, acked, rcvNxt, nil, nil)
+	if sndNxt != acked {
+		c.write(tcpRST|tcpACK, sndNxt, rcvNxt, nil, nil)
+	}
 }
 
 func (c *RawMPTCP) readLoop() {
@@ -283,15 +301,26 @@ func (c *RawMPTCP) readLoop() {
 		}
 		c.mu.Lock()
 		c.SegmentsReceived++
-		if seg.flags&tcpRST != 0 {
+		if seg.flags&tcpRST != 0 && !c.rst {
 			c.rst = true
+			c.rstOpts = fmt.Sprintf("% x", seg.opts)
 		}
 		if seg.flags&tcpACK != 0 && int32(seg.ack-c.acked) >= 0 {
 			c.acked = seg.ack
 			c.wnd = uint32(seg.wnd) << c.peerShift
 		}
+		ackData := seg.payload > 0 && seg.seq == c.rcvNxt
+		if ackData {
+			c.rcvNxt += uint32(seg.payload)
+		}
+		sndNxt, rcvNxt := c.sndNxt, c.rcvNxt
 		c.cond.Broadcast()
 		c.mu.Unlock()
+		if ackData {
+			// The server's data is acknowledged at the subflow level only: its DATA_ACKs
+			// stay at the start (a hostile peer need not consume anything).
+			c.write(tcpACK, sndNxt, rcvNxt, nil, nil)
+		}
 	}
 }
 
@@ -306,6 +335,7 @@ const (
 
 type rawSeg struct {
 	sport    uint16
+	payload  int
 	seq, ack uint32
 	flags    uint8
 	wnd      uint16
