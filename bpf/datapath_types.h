@@ -134,7 +134,7 @@ struct conn {
 };
 
 /* sub_ctl.flags, written by Go */
-#define SUBC_DRAIN 0x1 /* being closed: its bytes no longer advance the data-level ACK here */
+#define SUBC_DRAIN 0x1 /* being closed: a lone DATA_FIN on it is not acknowledged here */
 
 #define SUB_RST_REQUEST 0x80 /* sub_ctl.rst_flags: write MP_TCPRST on this subflow's resets */
 

@@ -1182,8 +1182,8 @@ func (c *Conn) dropSubflow(sf *subflow, err error) {
 	}
 	info := sf.info()
 	if !sf.eof || len(sf.rxHeld) > 0 {
-		// Bytes in its socket, or read and waiting for their mapping, may be DATA_ACKed
-		// already: they are read and reassembled before the socket goes.
+		// Bytes in its socket, or read and waiting for their mapping, are read and
+		// reassembled before the socket goes: the peer need not send them again.
 		sf.startDrain(drainTimeout)
 		c.st.draining = append(c.st.draining, sf)
 	} else {

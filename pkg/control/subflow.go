@@ -316,13 +316,14 @@ func (sf *subflow) closeTx() {
 	}
 }
 
-// startDrain detaches a subflow that still has bytes to give: the datapath DATA_ACKed what
-// reached its socket, so those bytes must be read before the socket goes. The writer ends, and
-// reading stops at what the socket holds (SHUT_RD: the queue, then EOF).
+// startDrain detaches a subflow that still has bytes to give: what reached its socket is read
+// and reassembled before the socket goes, so that the peer need not send it again at the data
+// level. The writer ends, and reading stops at what the socket holds (SHUT_RD: the queue, then
+// EOF).
 func (sf *subflow) startDrain(d time.Duration) {
 	sf.draining = time.Now().Add(d)
-	// From now on the datapath does not acknowledge this subflow's bytes at the data level:
-	// what arrives after the reads end is not taken, so the peer must not count it delivered.
+	// From now on the datapath does not acknowledge a DATA_FIN arriving on this subflow by
+	// itself: what arrives after the reads end is not taken.
 	atomic.OrUint32(&sf.shm.Ctl.Flags, datapath.SubDrain)
 	sf.closeTx()
 	if !sf.eof {

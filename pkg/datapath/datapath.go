@@ -68,8 +68,8 @@ const (
 // SubRstRequest in sub_ctl.rst_flags asks for MP_TCPRST on the subflow's resets.
 const SubRstRequest = 0x80
 
-// SubDrain in sub_ctl.flags: the subflow is being closed; its bytes no longer advance the
-// data-level ACK in the datapath.
+// SubDrain in sub_ctl.flags: the subflow is being closed; a lone DATA_FIN arriving on it is not
+// acknowledged by the datapath.
 const SubDrain = 0x1
 
 // Connection flags Go writes (conn_ctl.flags).
