@@ -11,7 +11,7 @@ FUZZ_SHORT ?= 500000x
 FUZZ_TIME ?= 3000000x
 # Time to minimize each new interesting input: Go's default (60 s) can take the whole run.
 FUZZ_MINIMIZE ?= 1s
-FUZZ_TARGETS := ./pkg/wire:FuzzParse ./pkg/datapath:FuzzBPFOptions ./pkg/control:FuzzConnOptions
+FUZZ_TARGETS := ./pkg/wire:FuzzParse ./internal/datapath:FuzzBPFOptions ./pkg/control:FuzzConnOptions
 # Targets slower than FuzzParse get their own budgets (FUZZ_SHORT_<name>, FUZZ_TIME_<name>) so that
 # each still runs about 10 s and 60 s: FuzzBPFOptions runs BPF_PROG_TEST_RUN twice an input (~5k/s),
 # FuzzConnOptions opens loopback sockets and runs a connection through a sequence (~3k/s).
@@ -79,7 +79,7 @@ demo: deps build ## Build everything and run the demonstration between network n
 
 .PHONY: bench
 bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory/multipath/scenario cases beside the kernel's MPTCP (root)
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
 
 .PHONY: scenarios

@@ -24,7 +24,7 @@
  * The message is 12 big-endian words: local address (4 words), remote address (4), local port
  * << 16 | remote port, client ISN, IP version (4 or 6), attempt. An IPv4 address fills the first
  * word of its four, the others are zero; a v4-mapped IPv6 socket counts as IPv4 (a dual-stack
- * listener's child of an IPv4 SYN has the mapped address). pkg/mpcrypto.PassiveKey is the Go
+ * listener's child of an IPv4 SYN has the mapped address). internal/mpcrypto.PassiveKey is the Go
  * reference of the same derivation.
  */
 #ifndef MPTCPGO_SYNKEY_H

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/pkg/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/ctl"
 )
 
 type addr = netip.Addr

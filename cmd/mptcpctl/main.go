@@ -15,7 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mptcpgo/mptcpgo/pkg/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/ctl"
 )
 
 func main() {

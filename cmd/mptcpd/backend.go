@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
-	"github.com/mptcpgo/mptcpgo/pkg/ctl"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mptcpgo/mptcpgo/pkg/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 )
 

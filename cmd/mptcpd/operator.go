@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mptcpgo/mptcpgo/pkg/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/ctl"
 )
 
 // operatorSurface starts the control socket (--ctl) and the metrics endpoint (--metrics); the

@@ -20,7 +20,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
+	"github.com/mptcpgo/mptcpgo/internal/emu"
 )
 
 func main() {

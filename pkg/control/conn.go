@@ -11,9 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // Buffer limits of one connection.

@@ -9,9 +9,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // TestDataRetransmitTimer drives the connection-level retransmission timer: data that no

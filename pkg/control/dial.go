@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 )
 
 // TCPConn is a connection that continued as plain TCP: the peer does not speak MPTCP, or the

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 )
 
 // maxConnEvents bounds the datapath events waiting for one connection's goroutine. A peer makes

@@ -15,8 +15,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )

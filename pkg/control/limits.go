@@ -1,6 +1,6 @@
 package control
 
-import "github.com/mptcpgo/mptcpgo/pkg/datapath"
+import "github.com/mptcpgo/mptcpgo/internal/datapath"
 
 // MaxConnsLimit is the most connections DatapathConfig sizes a stack for.
 const MaxConnsLimit = 65536

@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/internal/acceptpace"
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
 )
 
 // Listener accepts MPTCP connections, and plain TCP clients, which get a *TCPConn.

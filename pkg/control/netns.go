@@ -9,7 +9,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 )
 
 // currentNetns returns the cookie of the calling thread's network namespace. Unlike its inode,

@@ -3,7 +3,7 @@ package control
 import (
 	"sort"
 
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // reasm rebuilds the data stream in DSN order from pieces that arrive on any subflow, in any

@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 func readAll(r *reasm) []byte {

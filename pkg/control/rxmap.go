@@ -3,7 +3,7 @@ package control
 import (
 	"sort"
 
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // maxRxMaps bounds the mappings a subflow keeps for bytes it has not read yet. A peer maps its

@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 )
 

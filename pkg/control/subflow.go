@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // maxMapping is the largest mapping we write: the DSS data-level length is 16 bits, and one

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
 )
 
 // TestTicketRefillRate: filling the passive-open ticket queue from empty, as after a burst

@@ -4,8 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/mptcpgo/mptcpgo/pkg/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/seqnum"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // bpfWindow is the range of txmap entries the datapath searches (find_txmap in bpf/sockops.h):

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
+	"github.com/mptcpgo/mptcpgo/internal/emu"
 )
 
 // Emulate puts a path emulator (package emu: delay, jitter, loss, rate and queue, cuts) on

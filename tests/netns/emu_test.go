@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mptcpgo/mptcpgo/internal/emu"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
-	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
 )
 
 // The path emulator's accuracy (issue 5): delay, rate, loss, events, and its speed unshaped.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/pkg/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
+	"github.com/mptcpgo/mptcpgo/internal/emu"
 )
 
 // Wi-Fi + LTE handover: Wi-Fi (path 1, the initial subflow) has a 20 ms round trip and

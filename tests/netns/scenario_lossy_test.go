@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
+	"github.com/mptcpgo/mptcpgo/internal/emu"
 )
 
 // Lossy paths: two paths of 20 Mbit/s and a 20 ms round trip that each drop 1 % or 5 % of

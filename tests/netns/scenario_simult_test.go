@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
+	"github.com/mptcpgo/mptcpgo/internal/emu"
 )
 
 // The Linux kernel's own multipath acceptance cases (tools/testing/selftests/net/mptcp/

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mptcpgo/mptcpgo/internal/emu"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
-	"github.com/mptcpgo/mptcpgo/tests/netns/emu"
 )
 
 // The scenario suite (make scenarios): multipath transfers over emulated paths (package emu),

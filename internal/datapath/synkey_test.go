@@ -10,8 +10,8 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
 )
 
 // bpfPassiveKey runs the datapath's derivation of a listener's MP_CAPABLE key (bpf/synkey.h) in

@@ -9,8 +9,8 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
-	"github.com/mptcpgo/mptcpgo/pkg/mpcrypto"
 )
 
 // bpfHMAC runs the datapath's MP_JOIN HMAC (bpf/sha256.h) in the kernel.
