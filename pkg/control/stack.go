@@ -16,7 +16,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
-	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
 
 // initialWindow is the data-level send window before the peer advertised one.
@@ -153,11 +153,6 @@ type Stats struct {
 	MemoryPressureRefused atomic.Uint64 // new connections refused near the memory limit (accepts reset, dials failed)
 }
 
-// endpointWatcher is a path manager that tells of its endpoints (pm.Manager does).
-type endpointWatcher interface {
-	OnEndpoint(f func(e pm.Endpoint, present bool))
-}
-
 // stackOpen is set while a stack exists: a process belongs to one cgroup, so it can have only
 // one stack at a time.
 var stackOpen atomic.Bool
@@ -196,8 +191,8 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.ticketTarget = min(ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
 	s.joinLn.init()
 	s.mem.init(cfg.MemoryLimit, s.log)
-	if w, ok := cfg.PathManager.(endpointWatcher); ok {
-		w.OnEndpoint(func(e pm.Endpoint, present bool) {
+	if w, ok := cfg.PathManager.(pmapi.EndpointWatcher); ok {
+		w.OnEndpoint(func(e pmapi.Endpoint, present bool) {
 			// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
 			id := e.ID
 			if !present {
