@@ -458,16 +458,16 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		}
 		if o.Echo {
 			if _, ok := c.st.announces[o.AddrID]; ok {
-				c.stack.stats.EchoAddRx.Add(1)
+				c.stack.stats.EchoAdd.Add(1)
 				delete(c.st.announces, o.AddrID) // our announcement arrived
 			}
 			return
 		}
 		if mpcrypto.AddAddrHMAC(c.remoteKey, c.localKey, o.AddrID, o.Addr, port) != o.HMAC {
-			c.stack.stats.AddAddrBadHMAC.Add(1)
+			c.stack.stats.AddAddrHMacFailure.Add(1)
 			return
 		}
-		c.stack.stats.AddAddrRx.Add(1)
+		c.stack.stats.AddAddrAccepted.Add(1)
 		echo := wire.AddAddr{Echo: true, AddrID: o.AddrID, Addr: o.Addr, Port: port, HasPort: o.PortPresent()}
 		if c.queueOption(sf, echo.Append(nil)) == nil {
 			c.stack.stats.EchoAddTx.Add(1)
@@ -477,7 +477,7 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		c.emitAddr(EventAnnounced, o.AddrID, addr)
 		c.toPM(func(p PathManager) { p.AddrAnnounced(c, o.AddrID, addr) })
 	case wire.RemoveAddr:
-		c.stack.stats.RmAddrRx.Add(1)
+		c.stack.stats.RmAddrAccepted.Add(1)
 		for _, id := range o.IDs {
 			c.checkEstablished(true)
 			c.emitAddr(EventRemoved, id, netip.AddrPort{})
@@ -485,7 +485,7 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		}
 	case wire.MPPrio:
 		sf.peerBackup = o.Backup
-		c.stack.stats.MPPrioRx.Add(1)
+		c.stack.stats.MPPrioAccepted.Add(1)
 		c.emitSub(EventSubPriority, sf, nil)
 	}
 }
