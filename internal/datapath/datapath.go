@@ -136,6 +136,8 @@ type Datapath struct {
 	maxSubs  int
 	events   *ringbuf.Reader
 
+	counterNames []string // by Counter
+
 	tc struct {
 		sync.Mutex
 		links map[IfaceKey][]link.Link
@@ -164,6 +166,10 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if err := checkStructSizes(spec); err != nil {
 		return nil, err
 	}
+	names, err := counterNames(spec)
+	if err != nil {
+		return nil, err
+	}
 	// The secret our listeners' MP_CAPABLE keys are derived with (bpf/synkey.h): fresh for each
 	// load, never stored. Connections outlive nothing of it: a new datapath is a new stack.
 	var secret [32]byte
@@ -182,7 +188,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if t := spec.Maps["tokens"]; t.MaxEntries < uint32(cfg.MaxConns) {
 		t.MaxEntries = uint32(cfg.MaxConns) // every connection can be joinable
 	}
-	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs}
+	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs, counterNames: names}
 	d.tc.links = map[IfaceKey][]link.Link{}
 	// Congestion-control names are global to the host: make ours unique per process.
 	for i, m := range []string{"ca_a", "ca_b"} {

@@ -574,7 +574,7 @@ const ticketChunk = 128
 // were queued, and counts them), reclaims stale ones and queues up to ticketChunk more towards
 // ticketTarget. It returns how many tickets were taken since the last call.
 func (s *Stack) refillTicketsLocked() (int, error) {
-	used, err := s.dp.Counter("PassiveTicketUsed")
+	used, err := s.dp.Counter(datapath.CounterTicketUsed)
 	if err != nil {
 		return 0, err
 	}
@@ -628,7 +628,7 @@ func (s *Stack) refillTicketsLocked() (int, error) {
 // refillJoinsLocked keeps subflow slots and nonces queued for passive joins, and reclaims
 // slots taken by join SYN/ACKs never accepted.
 func (s *Stack) refillJoinsLocked(now time.Time) error {
-	used, err := s.dp.Counter("JoinSlotUsed")
+	used, err := s.dp.Counter(datapath.CounterSubslotUsed)
 	if err != nil {
 		return err
 	}
@@ -657,7 +657,7 @@ func (s *Stack) refillJoinsLocked(now time.Time) error {
 		s.mu.subQueued = append(s.mu.subQueued, ticketRec{Ticket: datapath.Ticket{Sub: sub}})
 	}
 	// Nonces: keep the queue topped up; each join SYN takes one.
-	nonceUsed, err := s.dp.Counter("MPJoinSynRx")
+	nonceUsed, err := s.dp.Counter(datapath.CounterMPJoinSynRx)
 	if err != nil {
 		return err
 	}
