@@ -137,8 +137,8 @@ type Stats struct {
 	DataRetransmit     atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
 	AddAddrAccepted    atomic.Uint64 // ADD_ADDRs with a valid HMAC
 	AddAddrHMacFailure atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
-	RmAddrAccepted     atomic.Uint64 // REMOVE_ADDRs acted on
-	MPPrioAccepted     atomic.Uint64 // MP_PRIOs acted on
+	RmAddrAccepted     atomic.Uint64 // REMOVE_ADDRs received (each may remove several addresses)
+	MPPrioAccepted     atomic.Uint64 // MP_PRIOs received: the subflow takes the peer's backup flag
 	EchoAdd            atomic.Uint64 // echoes of our ADD_ADDRs
 	AddAddrTx          atomic.Uint64 // ADD_ADDRs sent, retransmissions included
 	EchoAddTx          atomic.Uint64
