@@ -17,7 +17,9 @@
 #define TXMAP_MASK (TXMAP_RING - 1)
 
 /* struct txmap flags */
-#define TXMAP_DATA_FIN 0x1 /* the mapping ends with our DATA_FIN (one more DSN) */
+enum txmap_flag {
+	TXMAP_DATA_FIN = 0x1, /* the mapping ends with our DATA_FIN (one more DSN) */
+};
 
 /* One outgoing mapping: DSNs [dsn, dsn+len) on relative subflow sequence [ssn, ssn+len). */
 struct txmap {
@@ -47,18 +49,22 @@ enum sub_state {
 };
 
 /* struct sk_sub.flags */
-#define SUBF_MPC_ACKED 0x1      /* the peer's DSS data ACK arrived: stop repeating MP_CAPABLE or
-				 * the MP_JOIN third ACK (for a join, the fourth ACK) */
-#define SUBF_PEER_FIN 0x2       /* the peer's DATA_FIN was seen */
-#define SUBF_RX_MAP_VALID 0x4   /* rx_map holds the peer's current mapping */
-#define SUBF_FASTCLOSE_RX 0x8   /* a valid MP_FASTCLOSE arrived */
-#define SUBF_RST_RX 0x10        /* MP_TCPRST arrived */
-#define SUBF_UNMAPPED_RX 0x20   /* data arrived that no mapping covers */
-#define SUBF_PEER_IDSN 0x80     /* peer_idsn is valid */
-#define SUBF_PEER_BACKUP 0x40   /* the peer asked for this subflow to be a backup (MP_JOIN B, MP_PRIO) */
+enum sub_flag {
+	SUBF_MPC_ACKED = 0x1,      /* the peer's DSS data ACK arrived: stop repeating MP_CAPABLE or
+				    * the MP_JOIN third ACK (for a join, the fourth ACK) */
+	SUBF_PEER_FIN = 0x2,       /* the peer's DATA_FIN was seen */
+	SUBF_RX_MAP_VALID = 0x4,   /* rx_map holds the peer's current mapping */
+	SUBF_FASTCLOSE_RX = 0x8,   /* a valid MP_FASTCLOSE arrived */
+	SUBF_RST_RX = 0x10,        /* MP_TCPRST arrived */
+	SUBF_UNMAPPED_RX = 0x20,   /* data arrived that no mapping covers */
+	SUBF_PEER_IDSN = 0x80,     /* peer_idsn is valid */
+	SUBF_PEER_BACKUP = 0x40,   /* the peer asked for this subflow to be a backup (MP_JOIN B, MP_PRIO) */
+};
 
 /* struct sk_sub.join_flags (set by Go for an active join) */
-#define JOINF_BACKUP 0x1        /* ask the peer to treat this subflow as a backup (MP_JOIN B) */
+enum join_flag {
+	JOINF_BACKUP = 0x1,        /* ask the peer to treat this subflow as a backup (MP_JOIN B) */
+};
 
 /* Per-socket state, SK_STORAGE. Go creates it for its active and listening sockets; BPF creates
  * it for the children of our listeners. */
@@ -92,11 +98,13 @@ struct sk_sub {
 };
 
 /* conn_ctl.flags, written by Go */
-#define CONNF_CAN_ACK 0x1        /* the data ACK fields are valid: write a data ACK */
-#define CONNF_DATA_FIN 0x2       /* our DATA_FIN is at snd_fin_dsn */
-#define CONNF_FASTCLOSE 0x4      /* write MP_FASTCLOSE on resets */
-#define CONNF_FALLBACK 0x8       /* plain TCP now: write no options */
-#define CONNF_MP_FAIL 0x10       /* write MP_FAIL at mp_fail_dsn, then an infinite mapping */
+enum conn_flag {
+	CONNF_CAN_ACK = 0x1,        /* the data ACK fields are valid: write a data ACK */
+	CONNF_DATA_FIN = 0x2,       /* our DATA_FIN is at snd_fin_dsn */
+	CONNF_FASTCLOSE = 0x4,      /* write MP_FASTCLOSE on resets */
+	CONNF_FALLBACK = 0x8,       /* plain TCP now: write no options */
+	CONNF_MP_FAIL = 0x10,       /* write MP_FAIL at mp_fail_dsn, then an infinite mapping */
+};
 
 /* The per-connection half Go writes. */
 struct conn_ctl {
@@ -134,9 +142,14 @@ struct conn {
 };
 
 /* sub_ctl.flags, written by Go */
-#define SUBC_DRAIN 0x1 /* being closed: a lone DATA_FIN on it is not acknowledged here */
+enum sub_ctl_flag {
+	SUBC_DRAIN = 0x1, /* being closed: a lone DATA_FIN on it is not acknowledged here */
+};
 
-#define SUB_RST_REQUEST 0x80 /* sub_ctl.rst_flags: write MP_TCPRST on this subflow's resets */
+/* sub_ctl.rst_flags: the option's flag bits (T = transient), and: */
+enum sub_rst_flag {
+	SUB_RST_REQUEST = 0x80, /* write MP_TCPRST on this subflow's resets */
+};
 
 /* The per-subflow half Go writes. */
 struct sub_ctl {
@@ -245,6 +258,13 @@ enum event_type {
 	EV_JOIN_ACKED = 11, /* our joined subflow got its fourth ACK: it may carry data */
 };
 
+/* EV_RX_MAP: flags in event.c above the mapping's 16-bit length */
+enum rx_map_flag {
+	RXMAP_FIN = 1 << 16,      /* the mapping ends with the peer's DATA_FIN */
+	RXMAP_MPC = 1 << 17,      /* implicit MP_CAPABLE mapping: the DSN is the peer's IDSN+1 */
+	RXMAP_INFINITE = 1 << 18, /* an infinite mapping: the peer fell back */
+};
+
 struct event {
 	__u32 type;
 	__u32 conn;
@@ -323,5 +343,16 @@ enum dp_counter {
 	DP_MPC_SYN_NOKEY,         /* MP_CAPABLE SYNs answered without MPTCP: the SYN's headers were gone */
 	DP_COUNTER_MAX,
 };
+
+/* Emit the enums Go takes its constants from into BTF for bpf2go (-type). */
+const enum sub_role *sub_role_btf __attribute__((unused));
+const enum sub_state *sub_state_btf __attribute__((unused));
+const enum sub_flag *sub_flag_btf __attribute__((unused));
+const enum join_flag *join_flag_btf __attribute__((unused));
+const enum conn_flag *conn_flag_btf __attribute__((unused));
+const enum sub_ctl_flag *sub_ctl_flag_btf __attribute__((unused));
+const enum sub_rst_flag *sub_rst_flag_btf __attribute__((unused));
+const enum txmap_flag *txmap_flag_btf __attribute__((unused));
+const enum rx_map_flag *rx_map_flag_btf __attribute__((unused));
 
 #endif

@@ -51,6 +51,16 @@ type DatapathConn struct {
 	}
 }
 
+type DatapathConnFlag uint32
+
+const (
+	DatapathConnFlagCONNF_CAN_ACK   DatapathConnFlag = 1
+	DatapathConnFlagCONNF_DATA_FIN  DatapathConnFlag = 2
+	DatapathConnFlagCONNF_FASTCLOSE DatapathConnFlag = 4
+	DatapathConnFlagCONNF_FALLBACK  DatapathConnFlag = 8
+	DatapathConnFlagCONNF_MP_FAIL   DatapathConnFlag = 16
+)
+
 type DatapathDpConfig struct {
 	_            structs.HostLayout
 	SynkeySecret [8]uint32
@@ -152,6 +162,20 @@ const (
 	DatapathEventTypeEV_JOIN_ACKED  DatapathEventType = 11
 )
 
+type DatapathJoinFlag uint32
+
+const (
+	DatapathJoinFlagJOINF_BACKUP DatapathJoinFlag = 1
+)
+
+type DatapathRxMapFlag uint32
+
+const (
+	DatapathRxMapFlagRXMAP_FIN      DatapathRxMapFlag = 65536
+	DatapathRxMapFlagRXMAP_MPC      DatapathRxMapFlag = 131072
+	DatapathRxMapFlagRXMAP_INFINITE DatapathRxMapFlag = 262144
+)
+
 type DatapathSkSub struct {
 	_              structs.HostLayout
 	Conn           uint32
@@ -217,6 +241,52 @@ type DatapathSub struct {
 	}
 }
 
+type DatapathSubCtlFlag uint32
+
+const (
+	DatapathSubCtlFlagSUBC_DRAIN DatapathSubCtlFlag = 1
+)
+
+type DatapathSubFlag uint32
+
+const (
+	DatapathSubFlagSUBF_MPC_ACKED    DatapathSubFlag = 1
+	DatapathSubFlagSUBF_PEER_FIN     DatapathSubFlag = 2
+	DatapathSubFlagSUBF_RX_MAP_VALID DatapathSubFlag = 4
+	DatapathSubFlagSUBF_FASTCLOSE_RX DatapathSubFlag = 8
+	DatapathSubFlagSUBF_RST_RX       DatapathSubFlag = 16
+	DatapathSubFlagSUBF_UNMAPPED_RX  DatapathSubFlag = 32
+	DatapathSubFlagSUBF_PEER_IDSN    DatapathSubFlag = 128
+	DatapathSubFlagSUBF_PEER_BACKUP  DatapathSubFlag = 64
+)
+
+type DatapathSubRole uint32
+
+const (
+	DatapathSubRoleROLE_NONE         DatapathSubRole = 0
+	DatapathSubRoleROLE_ACTIVE       DatapathSubRole = 1
+	DatapathSubRoleROLE_LISTENER     DatapathSubRole = 2
+	DatapathSubRoleROLE_PASSIVE      DatapathSubRole = 3
+	DatapathSubRoleROLE_JOIN_ACTIVE  DatapathSubRole = 4
+	DatapathSubRoleROLE_JOIN_PASSIVE DatapathSubRole = 5
+)
+
+type DatapathSubRstFlag uint32
+
+const (
+	DatapathSubRstFlagSUB_RST_REQUEST DatapathSubRstFlag = 128
+)
+
+type DatapathSubState uint32
+
+const (
+	DatapathSubStateSUB_INIT        DatapathSubState = 0
+	DatapathSubStateSUB_SYN_SENT    DatapathSubState = 1
+	DatapathSubStateSUB_MPTCP       DatapathSubState = 2
+	DatapathSubStateSUB_FALLBACK    DatapathSubState = 3
+	DatapathSubStateSUB_JOIN_FAILED DatapathSubState = 4
+)
+
 type DatapathTicket struct {
 	_    structs.HostLayout
 	Conn uint32
@@ -238,6 +308,12 @@ type DatapathTxmap struct {
 	Len   uint16
 	Flags uint16
 }
+
+type DatapathTxmapFlag uint32
+
+const (
+	DatapathTxmapFlagTXMAP_DATA_FIN DatapathTxmapFlag = 1
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -277,11 +353,20 @@ const (
 	DatapathProgMptcpSockops    = "mptcp_sockops"
 	DatapathProgMptcpSynOptsIn  = "mptcp_syn_opts_in"
 	DatapathProgMptcpSynOptsOut = "mptcp_syn_opts_out"
+	DatapathVarConnFlagBtf      = "conn_flag_btf"
 	DatapathVarDpCfg            = "dp_cfg"
 	DatapathVarDpConfigBtf      = "dp_config_btf"
 	DatapathVarDpCounterBtf     = "dp_counter_btf"
 	DatapathVarEventBtf         = "event_btf"
 	DatapathVarEventTypeBtf     = "event_type_btf"
+	DatapathVarJoinFlagBtf      = "join_flag_btf"
+	DatapathVarRxMapFlagBtf     = "rx_map_flag_btf"
+	DatapathVarSubCtlFlagBtf    = "sub_ctl_flag_btf"
+	DatapathVarSubFlagBtf       = "sub_flag_btf"
+	DatapathVarSubRoleBtf       = "sub_role_btf"
+	DatapathVarSubRstFlagBtf    = "sub_rst_flag_btf"
+	DatapathVarSubStateBtf      = "sub_state_btf"
+	DatapathVarTxmapFlagBtf     = "txmap_flag_btf"
 )
 
 // LoadDatapath returns the embedded CollectionSpec for Datapath.
@@ -372,11 +457,20 @@ type DatapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
-	DpCfg        *ebpf.VariableSpec `ebpf:"dp_cfg"`
-	DpConfigBtf  *ebpf.VariableSpec `ebpf:"dp_config_btf"`
-	DpCounterBtf *ebpf.VariableSpec `ebpf:"dp_counter_btf"`
-	EventBtf     *ebpf.VariableSpec `ebpf:"event_btf"`
-	EventTypeBtf *ebpf.VariableSpec `ebpf:"event_type_btf"`
+	ConnFlagBtf   *ebpf.VariableSpec `ebpf:"conn_flag_btf"`
+	DpCfg         *ebpf.VariableSpec `ebpf:"dp_cfg"`
+	DpConfigBtf   *ebpf.VariableSpec `ebpf:"dp_config_btf"`
+	DpCounterBtf  *ebpf.VariableSpec `ebpf:"dp_counter_btf"`
+	EventBtf      *ebpf.VariableSpec `ebpf:"event_btf"`
+	EventTypeBtf  *ebpf.VariableSpec `ebpf:"event_type_btf"`
+	JoinFlagBtf   *ebpf.VariableSpec `ebpf:"join_flag_btf"`
+	RxMapFlagBtf  *ebpf.VariableSpec `ebpf:"rx_map_flag_btf"`
+	SubCtlFlagBtf *ebpf.VariableSpec `ebpf:"sub_ctl_flag_btf"`
+	SubFlagBtf    *ebpf.VariableSpec `ebpf:"sub_flag_btf"`
+	SubRoleBtf    *ebpf.VariableSpec `ebpf:"sub_role_btf"`
+	SubRstFlagBtf *ebpf.VariableSpec `ebpf:"sub_rst_flag_btf"`
+	SubStateBtf   *ebpf.VariableSpec `ebpf:"sub_state_btf"`
+	TxmapFlagBtf  *ebpf.VariableSpec `ebpf:"txmap_flag_btf"`
 }
 
 // DatapathObjects contains all objects after they have been loaded into the kernel.
@@ -440,11 +534,20 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
-	DpCfg        *ebpf.Variable `ebpf:"dp_cfg"`
-	DpConfigBtf  *ebpf.Variable `ebpf:"dp_config_btf"`
-	DpCounterBtf *ebpf.Variable `ebpf:"dp_counter_btf"`
-	EventBtf     *ebpf.Variable `ebpf:"event_btf"`
-	EventTypeBtf *ebpf.Variable `ebpf:"event_type_btf"`
+	ConnFlagBtf   *ebpf.Variable `ebpf:"conn_flag_btf"`
+	DpCfg         *ebpf.Variable `ebpf:"dp_cfg"`
+	DpConfigBtf   *ebpf.Variable `ebpf:"dp_config_btf"`
+	DpCounterBtf  *ebpf.Variable `ebpf:"dp_counter_btf"`
+	EventBtf      *ebpf.Variable `ebpf:"event_btf"`
+	EventTypeBtf  *ebpf.Variable `ebpf:"event_type_btf"`
+	JoinFlagBtf   *ebpf.Variable `ebpf:"join_flag_btf"`
+	RxMapFlagBtf  *ebpf.Variable `ebpf:"rx_map_flag_btf"`
+	SubCtlFlagBtf *ebpf.Variable `ebpf:"sub_ctl_flag_btf"`
+	SubFlagBtf    *ebpf.Variable `ebpf:"sub_flag_btf"`
+	SubRoleBtf    *ebpf.Variable `ebpf:"sub_role_btf"`
+	SubRstFlagBtf *ebpf.Variable `ebpf:"sub_rst_flag_btf"`
+	SubStateBtf   *ebpf.Variable `ebpf:"sub_state_btf"`
+	TxmapFlagBtf  *ebpf.Variable `ebpf:"txmap_flag_btf"`
 }
 
 // DatapathPrograms contains all programs after they have been loaded into the kernel.

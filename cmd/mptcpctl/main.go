@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
 
 func main() {
@@ -315,11 +316,10 @@ func parseEndpointArgs(cc *cli.Context) (ctl.Endpoint, error) {
 }
 
 func checkFlag(f string) error {
-	switch f {
-	case "signal", "subflow", "backup", "fullmesh":
-		return nil
+	if err := pmapi.CheckFlag(f); err != nil {
+		return usagef("%v", err)
 	}
-	return usagef("unknown endpoint flag %q (want signal, subflow, backup or fullmesh)", f)
+	return nil
 }
 
 func parseAddr(s string) (a addr, err error) {

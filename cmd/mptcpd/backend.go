@@ -9,6 +9,7 @@ import (
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
 
@@ -22,18 +23,17 @@ type backend struct {
 
 var _ ctl.Backend = (*backend)(nil)
 
-func toCtlEndpoint(e pm.Endpoint) ctl.Endpoint {
-	return ctl.Endpoint{Addr: e.Addr, ID: e.ID, Flags: pm.FlagNames(e.Flags), Port: e.Port, Dev: e.Dev}
+func toCtlEndpoint(e pmapi.Endpoint) ctl.Endpoint {
+	return ctl.Endpoint{Addr: e.Addr, ID: e.ID, Flags: pmapi.FlagNames(e.Flags), Port: e.Port, Dev: e.Dev}
 }
 
 func (b *backend) AddEndpoint(e ctl.Endpoint) (ctl.Endpoint, error) {
-	flags, err := pm.ParseFlags(e.Flags)
+	flags, err := pmapi.ParseFlags(e.Flags)
 	if err != nil {
 		return e, err
 	}
-	// Through ParseEndpoint, so that the checks are those of --endpoint.
-	pe, err := pm.ParseEndpoint(pm.Endpoint{Addr: e.Addr.Unmap(), ID: e.ID, Flags: flags, Port: e.Port, Dev: e.Dev}.Spec())
-	if err != nil {
+	pe := pmapi.Endpoint{Addr: e.Addr.Unmap(), ID: e.ID, Flags: flags, Port: e.Port, Dev: e.Dev}
+	if err := pe.Check(); err != nil {
 		return e, err
 	}
 	pe, err = b.mgr.AddEndpoint(pe)

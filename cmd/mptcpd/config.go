@@ -19,6 +19,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
 
@@ -137,7 +138,7 @@ func parseMemoryLimit(v string) (int64, error) {
 
 func checkRule(v string) error { _, err := proxy.ParseRule(v); return err }
 
-func checkEndpoint(v string) error { _, err := pm.ParseEndpoint(v); return err }
+func checkEndpoint(v string) error { _, err := pmapi.ParseEndpoint(v); return err }
 
 func checkListenAddr(v string) error {
 	if v == "" {

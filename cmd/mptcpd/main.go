@@ -24,6 +24,7 @@ import (
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/pkg/proxy"
 )
 
@@ -220,7 +221,7 @@ func pathManager(cc *cli.Context, log *slog.Logger) (*pm.Manager, error) {
 		}
 	}
 	for _, spec := range cc.StringSlice("endpoint") {
-		e, err := pm.ParseEndpoint(spec)
+		e, err := pmapi.ParseEndpoint(spec)
 		if err != nil {
 			return nil, fmt.Errorf("--endpoint: %w", err)
 		}

@@ -1485,7 +1485,7 @@ func (c *Conn) nextMapping() (txChunk, bool) {
 		if r.n == 0 {
 			st.reinject = st.reinject[1:]
 		}
-		c.stack.stats.Reinjected.Add(uint64(ch.n))
+		c.stack.stats.ReinjectedBytes.Add(uint64(ch.n))
 		return ch, true
 	}
 	if st.unsent >= len(st.sendBuf) {

@@ -17,21 +17,15 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
-	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
 
 // PathManager is told about connections and their subflows, and drives them through the
-// pm.Conn commands. Its methods run in goroutines of their own.
-type PathManager interface {
-	Established(c pm.Conn)
-	AddrAnnounced(c pm.Conn, id uint8, addr netip.AddrPort)
-	AddrRemoved(c pm.Conn, id uint8)
-	SubflowClosed(c pm.Conn, sf pm.Subflow, err error)
-	Closed(c pm.Conn)
-}
+// pmapi.Conn commands (the contract is pmapi's; cmd/mptcpd gives the stack a pm.Manager).
+type PathManager = pmapi.PathManager
 
-var _ pm.Conn = (*Conn)(nil)
+var _ pmapi.Conn = (*Conn)(nil)
 
 // joinResult is a new MP_JOIN subflow's socket, from our dial or our listener's accept.
 type joinResult struct {
@@ -226,7 +220,7 @@ func (c *Conn) joinFailed(j joinResult, err error) {
 	if !j.active || c.Err() != nil {
 		return
 	}
-	view := pm.Subflow{
+	view := pmapi.Subflow{
 		Local: netip.AddrPortFrom(j.local, 0), Remote: j.remote, LocalID: j.localID, RemoteID: j.remoteID,
 		Backup: j.backup, Active: true,
 	}
@@ -256,7 +250,7 @@ func (c *Conn) CloseSubflows(localID, remoteID int) int {
 				if len(c.subs) == 1 {
 					return // the last subflow stays: the connection needs one
 				}
-				c.dropSubflow(sf, pm.ErrRemoved)
+				c.dropSubflow(sf, pmapi.ErrRemoved)
 				c.stack.stats.RmSubflow.Add(1)
 				n++
 			}
@@ -266,8 +260,8 @@ func (c *Conn) CloseSubflows(localID, remoteID int) int {
 }
 
 // Subflows describes the subflows for the path manager.
-func (c *Conn) Subflows() []pm.Subflow {
-	var out []pm.Subflow
+func (c *Conn) Subflows() []pmapi.Subflow {
+	var out []pmapi.Subflow
 	c.do(func() {
 		for _, sf := range c.subs {
 			out = append(out, sf.pmView())
@@ -276,8 +270,8 @@ func (c *Conn) Subflows() []pm.Subflow {
 	return out
 }
 
-func (sf *subflow) pmView() pm.Subflow {
-	return pm.Subflow{Local: sf.local, Remote: sf.remote, LocalID: sf.localID, RemoteID: sf.remoteID, Backup: sf.backup, Active: sf.active}
+func (sf *subflow) pmView() pmapi.Subflow {
+	return pmapi.Subflow{Local: sf.local, Remote: sf.remote, LocalID: sf.localID, RemoteID: sf.remoteID, Backup: sf.backup, Active: sf.active}
 }
 
 // ---- ADD_ADDR, REMOVE_ADDR, MP_PRIO ----
@@ -464,16 +458,16 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		}
 		if o.Echo {
 			if _, ok := c.st.announces[o.AddrID]; ok {
-				c.stack.stats.EchoAddRx.Add(1)
+				c.stack.stats.EchoAdd.Add(1)
 				delete(c.st.announces, o.AddrID) // our announcement arrived
 			}
 			return
 		}
 		if mpcrypto.AddAddrHMAC(c.remoteKey, c.localKey, o.AddrID, o.Addr, port) != o.HMAC {
-			c.stack.stats.AddAddrBadHMAC.Add(1)
+			c.stack.stats.AddAddrHMacFailure.Add(1)
 			return
 		}
-		c.stack.stats.AddAddrRx.Add(1)
+		c.stack.stats.AddAddrAccepted.Add(1)
 		echo := wire.AddAddr{Echo: true, AddrID: o.AddrID, Addr: o.Addr, Port: port, HasPort: o.PortPresent()}
 		if c.queueOption(sf, echo.Append(nil)) == nil {
 			c.stack.stats.EchoAddTx.Add(1)
@@ -483,7 +477,7 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		c.emitAddr(EventAnnounced, o.AddrID, addr)
 		c.toPM(func(p PathManager) { p.AddrAnnounced(c, o.AddrID, addr) })
 	case wire.RemoveAddr:
-		c.stack.stats.RmAddrRx.Add(1)
+		c.stack.stats.RmAddrAccepted.Add(1)
 		for _, id := range o.IDs {
 			c.checkEstablished(true)
 			c.emitAddr(EventRemoved, id, netip.AddrPort{})
@@ -491,12 +485,10 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 		}
 	case wire.MPPrio:
 		sf.peerBackup = o.Backup
-		c.stack.stats.MPPrioRx.Add(1)
+		c.stack.stats.MPPrioAccepted.Add(1)
 		c.emitSub(EventSubPriority, sf, nil)
 	}
 }
-
-var _ PathManager = (*pm.Manager)(nil)
 
 // toPM queues a call to the path manager. The calls run in order on a goroutine of their own,
 // as they call back into the connection's (through c.do).

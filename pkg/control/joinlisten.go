@@ -15,7 +15,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/internal/acceptpace"
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
-	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
 
 // Join sockets: a peer joins an address we announce (a signal endpoint, ADD_ADDR) at the port
@@ -38,13 +38,13 @@ import (
 // run under it), then mu, then Stack.mu.
 type joinListen struct {
 	mu    sync.Mutex
-	eps   map[uint8]pm.Endpoint // signal endpoints by ID
+	eps   map[uint8]pmapi.Endpoint // signal endpoints by ID
 	lns   map[*Listener]bool
 	socks map[joinKey]*joinSocket
 }
 
 func (j *joinListen) init() {
-	j.eps = map[uint8]pm.Endpoint{}
+	j.eps = map[uint8]pmapi.Endpoint{}
 	j.lns = map[*Listener]bool{}
 	j.socks = map[joinKey]*joinSocket{}
 }
@@ -58,7 +58,7 @@ type joinKey struct {
 // joinSocket is one listening socket that accepts joins; its accept loop ends when it closes.
 type joinSocket struct {
 	ln     *net.TCPListener
-	ep     pm.Endpoint
+	ep     pmapi.Endpoint
 	stop   context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -71,10 +71,10 @@ func (js *joinSocket) close() {
 }
 
 // endpointChanged follows the path manager's endpoints (its OnEndpoint hook).
-func (s *Stack) endpointChanged(e pm.Endpoint, present bool) {
+func (s *Stack) endpointChanged(e pmapi.Endpoint, present bool) {
 	s.joinLn.mu.Lock()
 	defer s.joinLn.mu.Unlock()
-	if present && e.Flags&pm.FlagSignal != 0 {
+	if present && e.Flags&pmapi.FlagSignal != 0 {
 		s.joinLn.eps[e.ID] = e
 	} else {
 		delete(s.joinLn.eps, e.ID)
@@ -84,8 +84,8 @@ func (s *Stack) endpointChanged(e pm.Endpoint, present bool) {
 
 // joinAddr returns where a peer joins endpoint e of a connection this listener accepted, and
 // whether the listener itself does not receive those joins.
-func (l *Listener) joinAddr(e pm.Endpoint) (netip.AddrPort, bool) {
-	if e.Flags&pm.FlagSignal == 0 {
+func (l *Listener) joinAddr(e pmapi.Endpoint) (netip.AddrPort, bool) {
+	if e.Flags&pmapi.FlagSignal == 0 {
 		return netip.AddrPort{}, false
 	}
 	port := e.Port
@@ -114,7 +114,7 @@ func (l *Listener) covers(ap netip.AddrPort) bool {
 // are opened on that thread.
 func (s *Stack) syncJoinSocketsLocked(here *Listener) {
 	want := map[joinKey]*Listener{}
-	wantEp := map[joinKey]pm.Endpoint{}
+	wantEp := map[joinKey]pmapi.Endpoint{}
 	for l := range s.joinLn.lns {
 		for _, e := range s.joinLn.eps {
 			ap, ok := l.joinAddr(e)

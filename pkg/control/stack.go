@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +18,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
-	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
 
 // initialWindow is the data-level send window before the peer advertised one.
@@ -113,39 +115,42 @@ type ticketRec struct {
 	takenAt time.Time
 }
 
-// Stats are the connection layer's own counters.
+// Stats are the connection layer's own counters. Counters reports each under its field's name
+// (`mptcpctl stats` prints them with the MPTcpExt prefix, mptcpd exports them as metrics): the
+// field names are the contract and follow the kernel's MPTcpExt MIB where it has the counter.
+// Every field is an atomic.Uint64 (checked when the package loads).
 type Stats struct {
-	ActiveOpens     atomic.Uint64
-	PassiveOpens    atomic.Uint64
-	FallbackActive  atomic.Uint64 // our connects that continued as plain TCP
-	FallbackPassive atomic.Uint64 // accepted connections that are plain TCP
-	Fastclose       atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
-	MPFailFallback  atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
-	EventsOrphaned  atomic.Uint64 // events for no known connection
-	TicketsReclaim  atomic.Uint64 // tickets taken by a completed handshake and never accepted
-	TokenCollision  atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
-	Joins           atomic.Uint64 // MP_JOIN subflows attached (both roles)
-	JoinRefused     atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
-	Reinjected      atomic.Uint64 // bytes sent again on another subflow
-	SubflowStale    atomic.Uint64 // subflows found stale
-	SubflowLossy    atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
-	DataRetransmit  atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
-	AddAddrRx       atomic.Uint64 // ADD_ADDRs with a valid HMAC
-	AddAddrBadHMAC  atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
-	RmAddrRx        atomic.Uint64
-	MPPrioRx        atomic.Uint64
-	EchoAddRx       atomic.Uint64 // echoes of our ADD_ADDRs
-	AddAddrTx       atomic.Uint64 // ADD_ADDRs sent, retransmissions included
-	EchoAddTx       atomic.Uint64
-	RmAddrTx        atomic.Uint64
-	MPPrioTx        atomic.Uint64
-	RmSubflow       atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
+	ActiveOpens        atomic.Uint64
+	PassiveOpens       atomic.Uint64
+	FallbackActive     atomic.Uint64 // our connects that continued as plain TCP
+	FallbackPassive    atomic.Uint64 // accepted connections that are plain TCP
+	Fastclose          atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
+	MPFailFallback     atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
+	EventsOrphaned     atomic.Uint64 // events for no known connection
+	TicketsReclaimed   atomic.Uint64 // tickets taken by a completed handshake and never accepted
+	TokenCollision     atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
+	Joins              atomic.Uint64 // MP_JOIN subflows attached (both roles)
+	JoinRefused        atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
+	ReinjectedBytes    atomic.Uint64 // bytes sent again on another subflow
+	SubflowStale       atomic.Uint64 // subflows found stale
+	SubflowLossy       atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
+	DataRetransmit     atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
+	AddAddrAccepted    atomic.Uint64 // ADD_ADDRs with a valid HMAC
+	AddAddrHMacFailure atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
+	RmAddrAccepted     atomic.Uint64 // REMOVE_ADDRs received (each may remove several addresses)
+	MPPrioAccepted     atomic.Uint64 // MP_PRIOs received: the subflow takes the peer's backup flag
+	EchoAdd            atomic.Uint64 // echoes of our ADD_ADDRs
+	AddAddrTx          atomic.Uint64 // ADD_ADDRs sent, retransmissions included
+	EchoAddTx          atomic.Uint64
+	RmAddrTx           atomic.Uint64
+	MPPrioTx           atomic.Uint64
+	RmSubflow          atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
 
 	EventsRefused      atomic.Uint64 // events refused: their connection's queue was full
 	EventOverflowReset atomic.Uint64 // connections reset for falling behind their events
 	EventLostReset     atomic.Uint64 // connections reset because the datapath lost an event of theirs
 	NoDSSInWindow      atomic.Uint64 // mappings beyond the receive window, dropped (the kernel's name)
-	DSSNoMatchTCP      atomic.Uint64 // mappings for subflow bytes far outside the receive window, dropped
+	DSSNoMatchTCP      atomic.Uint64 // mappings for subflow bytes far outside the receive window, dropped; added to the datapath's counter of the name
 	RxMapOverflow      atomic.Uint64 // subflows reset for holding too many of the peer's mappings
 	InfiniteMapRx      atomic.Uint64 // infinite mappings received: the peer fell back (the kernel's name)
 
@@ -153,9 +158,30 @@ type Stats struct {
 	MemoryPressureRefused atomic.Uint64 // new connections refused near the memory limit (accepts reset, dials failed)
 }
 
-// endpointWatcher is a path manager that tells of its endpoints (pm.Manager does).
-type endpointWatcher interface {
-	OnEndpoint(f func(e pm.Endpoint, present bool))
+// statNames are the names of Stats's fields, in order: the one list of the counters' names.
+var statNames = func() []string {
+	t := reflect.TypeFor[Stats]()
+	names := make([]string, t.NumField())
+	for i := range names {
+		f := t.Field(i)
+		if f.Type != reflect.TypeFor[atomic.Uint64]() {
+			panic(fmt.Sprintf("control.Stats.%s is a %v, not a counter", f.Name, f.Type))
+		}
+		names[i] = f.Name
+	}
+	return names
+}()
+
+// all yields every counter by name.
+func (st *Stats) all() iter.Seq2[string, uint64] {
+	return func(yield func(string, uint64) bool) {
+		v := reflect.ValueOf(st).Elem()
+		for i, name := range statNames {
+			if !yield(name, v.Field(i).Addr().Interface().(*atomic.Uint64).Load()) {
+				return
+			}
+		}
+	}
 }
 
 // stackOpen is set while a stack exists: a process belongs to one cgroup, so it can have only
@@ -196,8 +222,8 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.ticketTarget = min(ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
 	s.joinLn.init()
 	s.mem.init(cfg.MemoryLimit, s.log)
-	if w, ok := cfg.PathManager.(endpointWatcher); ok {
-		w.OnEndpoint(func(e pm.Endpoint, present bool) {
+	if w, ok := cfg.PathManager.(pmapi.EndpointWatcher); ok {
+		w.OnEndpoint(func(e pmapi.Endpoint, present bool) {
 			// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
 			id := e.ID
 			if !present {
@@ -271,46 +297,11 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, v := range map[string]*atomic.Uint64{
-		"ActiveOpens":        &s.stats.ActiveOpens,
-		"PassiveOpens":       &s.stats.PassiveOpens,
-		"FallbackActive":     &s.stats.FallbackActive,
-		"FallbackPassive":    &s.stats.FallbackPassive,
-		"Fastclose":          &s.stats.Fastclose,
-		"MPFailFallback":     &s.stats.MPFailFallback,
-		"EventsOrphaned":     &s.stats.EventsOrphaned,
-		"TicketsReclaimed":   &s.stats.TicketsReclaim,
-		"TokenCollision":     &s.stats.TokenCollision,
-		"Joins":              &s.stats.Joins,
-		"JoinRefused":        &s.stats.JoinRefused,
-		"ReinjectedBytes":    &s.stats.Reinjected,
-		"SubflowStale":       &s.stats.SubflowStale,
-		"SubflowLossy":       &s.stats.SubflowLossy,
-		"DataRetransmit":     &s.stats.DataRetransmit,
-		"AddAddrAccepted":    &s.stats.AddAddrRx,
-		"AddAddrHMacFailure": &s.stats.AddAddrBadHMAC,
-		"RmAddrAccepted":     &s.stats.RmAddrRx,
-		"MPPrioAccepted":     &s.stats.MPPrioRx,
-		"EchoAdd":            &s.stats.EchoAddRx,
-		"AddAddrTx":          &s.stats.AddAddrTx,
-		"EchoAddTx":          &s.stats.EchoAddTx,
-		"RmAddrTx":           &s.stats.RmAddrTx,
-		"MPPrioTx":           &s.stats.MPPrioTx,
-		"RmSubflow":          &s.stats.RmSubflow,
-		"EventsRefused":      &s.stats.EventsRefused,
-		"EventOverflowReset": &s.stats.EventOverflowReset,
-		"EventLostReset":     &s.stats.EventLostReset,
-		"NoDSSInWindow":      &s.stats.NoDSSInWindow,
-		"RxMapOverflow":      &s.stats.RxMapOverflow,
-		"InfiniteMapRx":      &s.stats.InfiniteMapRx,
-
-		"MPCapableEndpAttempt":  &s.stats.MPCapableEndpAttempt,
-		"MemoryPressureRefused": &s.stats.MemoryPressureRefused,
-	} {
-		c[name] = v.Load()
+	// A name both count (DSSNoMatchTCP: mappings outside the subflow's window, which the
+	// datapath drops mostly and Go the rest) is their sum.
+	for name, v := range s.stats.all() {
+		c[name] += v
 	}
-	// Mappings outside the subflow's window: the datapath drops most, Go the rest.
-	c["DSSNoMatchTCP"] += s.stats.DSSNoMatchTCP.Load()
 	if r, ok := s.pm.(interface{ Retries() uint64 }); ok {
 		c["JoinRetries"] = r.Retries() // lost subflows opened again
 	}
@@ -583,7 +574,7 @@ const ticketChunk = 128
 // were queued, and counts them), reclaims stale ones and queues up to ticketChunk more towards
 // ticketTarget. It returns how many tickets were taken since the last call.
 func (s *Stack) refillTicketsLocked() (int, error) {
-	used, err := s.dp.Counter("PassiveTicketUsed")
+	used, err := s.dp.Counter(datapath.CounterTicketUsed)
 	if err != nil {
 		return 0, err
 	}
@@ -609,7 +600,7 @@ func (s *Stack) refillTicketsLocked() (int, error) {
 		}
 		delete(s.mu.taken, conn)
 		delete(s.mu.inTicket, conn)
-		s.stats.TicketsReclaim.Add(1)
+		s.stats.TicketsReclaimed.Add(1)
 		s.dp.Conn(conn).Ctl.LocalKey = 0 // a late accept resets the connection (claimTicket)
 		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, now})
 		s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{t.Sub, now})
@@ -637,7 +628,7 @@ func (s *Stack) refillTicketsLocked() (int, error) {
 // refillJoinsLocked keeps subflow slots and nonces queued for passive joins, and reclaims
 // slots taken by join SYN/ACKs never accepted.
 func (s *Stack) refillJoinsLocked(now time.Time) error {
-	used, err := s.dp.Counter("JoinSlotUsed")
+	used, err := s.dp.Counter(datapath.CounterSubslotUsed)
 	if err != nil {
 		return err
 	}
@@ -666,7 +657,7 @@ func (s *Stack) refillJoinsLocked(now time.Time) error {
 		s.mu.subQueued = append(s.mu.subQueued, ticketRec{Ticket: datapath.Ticket{Sub: sub}})
 	}
 	// Nonces: keep the queue topped up; each join SYN takes one.
-	nonceUsed, err := s.dp.Counter("MPJoinSynRx")
+	nonceUsed, err := s.dp.Counter(datapath.CounterMPJoinSynRx)
 	if err != nil {
 		return err
 	}

@@ -14,123 +14,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
-
-// Endpoint flags, as `ip mptcp endpoint` names them.
-const (
-	FlagSubflow  = 1 << iota // create subflows from this address to the peer
-	FlagSignal               // announce this address to peers (ADD_ADDR)
-	FlagBackup               // subflows from this address are backups
-	FlagFullmesh             // a subflow from this address to every address the peer announces
-)
-
-// Endpoint is one local address the path manager uses.
-type Endpoint struct {
-	Addr  netip.Addr
-	ID    uint8  // MP_JOIN/ADD_ADDR address ID, 1..255 (0 is the initial subflow's)
-	Flags int    // Flag*
-	Port  uint16 // signal: announce this port (0: the connection's)
-	Dev   string // optional interface name
-}
-
-func (e Endpoint) String() string {
-	var f []string
-	for _, x := range []struct {
-		bit  int
-		name string
-	}{{FlagSubflow, "subflow"}, {FlagSignal, "signal"}, {FlagBackup, "backup"}, {FlagFullmesh, "fullmesh"}} {
-		if e.Flags&x.bit != 0 {
-			f = append(f, x.name)
-		}
-	}
-	s := fmt.Sprintf("%s id %d", e.Addr, e.ID)
-	if len(f) > 0 {
-		s += " " + strings.Join(f, " ")
-	}
-	if e.Port != 0 {
-		s += fmt.Sprintf(" port %d", e.Port)
-	}
-	if e.Dev != "" {
-		s += " dev " + e.Dev
-	}
-	return s
-}
-
-// ParseEndpoint parses the --endpoint form ADDR[,subflow|signal|backup|fullmesh][,port=N][,id=N][,dev=IF].
-func ParseEndpoint(s string) (Endpoint, error) {
-	parts := strings.Split(s, ",")
-	var e Endpoint
-	a, err := netip.ParseAddr(parts[0])
-	if err != nil {
-		return e, fmt.Errorf("endpoint %q: %w", s, err)
-	}
-	e.Addr = a.Unmap()
-	for _, p := range parts[1:] {
-		k, v, hasV := strings.Cut(p, "=")
-		switch {
-		case k == "subflow" && !hasV:
-			e.Flags |= FlagSubflow
-		case k == "signal" && !hasV:
-			e.Flags |= FlagSignal
-		case k == "backup" && !hasV:
-			e.Flags |= FlagBackup
-		case k == "fullmesh" && !hasV:
-			e.Flags |= FlagFullmesh
-		case k == "port" && hasV:
-			n, err := strconv.ParseUint(v, 10, 16)
-			if err != nil || n == 0 {
-				return e, fmt.Errorf("endpoint %q: bad port %q", s, v)
-			}
-			e.Port = uint16(n)
-		case k == "id" && hasV:
-			n, err := strconv.ParseUint(v, 10, 8)
-			if err != nil || n == 0 {
-				return e, fmt.Errorf("endpoint %q: bad id %q (1..255)", s, v)
-			}
-			e.ID = uint8(n)
-		case k == "dev" && hasV && v != "":
-			if err := checkDevName(v); err != nil {
-				return e, fmt.Errorf("endpoint %s: %w", e.Addr, err)
-			}
-			e.Dev = v
-		default:
-			return e, fmt.Errorf("endpoint %q: unknown flag %q (want subflow, signal, backup, fullmesh, port=N, id=N, dev=IF)", s, p)
-		}
-	}
-	if e.Flags&FlagFullmesh != 0 && e.Flags&FlagSignal != 0 {
-		return e, fmt.Errorf("endpoint %q: fullmesh and signal exclude each other", s)
-	}
-	return e, nil
-}
-
-// ifNameSize is the kernel's IFNAMSIZ: an interface name has at most ifNameSize-1 bytes.
-const ifNameSize = 16
-
-// checkDevName checks an interface name as the kernel's dev_valid_name does: 1..15 bytes, not
-// "." or "..", without '/', ':' or whitespace; control characters are refused too.
-func checkDevName(name string) error {
-	bad := func(why string) error {
-		q := name
-		if len(q) > 2*ifNameSize {
-			q = q[:ifNameSize] + "..."
-		}
-		return fmt.Errorf("dev %q: %s", q, why)
-	}
-	switch {
-	case name == "":
-		return errors.New("dev: empty interface name")
-	case len(name) >= ifNameSize:
-		return bad(fmt.Sprintf("%d bytes, an interface name has at most %d", len(name), ifNameSize-1))
-	case name == "." || name == "..":
-		return bad("not an interface name")
-	}
-	for _, c := range []byte(name) {
-		if c == '/' || c == ':' || c <= ' ' || c == 0x7f {
-			return bad(fmt.Sprintf("%q in an interface name", rune(c)))
-		}
-	}
-	return nil
-}
 
 // Limits bound what a connection does, with the kernel's defaults.
 type Limits struct {
@@ -165,38 +51,10 @@ func ParseLimits(s string, base Limits) (Limits, error) {
 	return l, nil
 }
 
-// Conn is the command interface a connection offers the path manager.
-type Conn interface {
-	Token() uint32
-	// Remote returns the peer's address of the initial subflow; Local ours.
-	Remote() netip.AddrPort
-	Local() netip.AddrPort
-	// Server reports whether we accepted the connection (announce) or opened it (create subflows).
-	Server() bool
-	// AddSubflow opens an MP_JOIN subflow from local to remote.
-	AddSubflow(local netip.Addr, localID uint8, remote netip.AddrPort, remoteID uint8, backup bool) error
-	// CloseSubflows closes the subflows whose local or remote address ID matches.
-	CloseSubflows(localID, remoteID int) int
-	// CloseSubflowsFrom closes the subflows from a local address with err, all but the last.
-	CloseSubflowsFrom(local netip.Addr, err error) int
-	// Announce sends ADD_ADDR (retransmitted until echoed); Withdraw sends REMOVE_ADDR.
-	Announce(id uint8, addr netip.Addr, port uint16) error
-	Withdraw(ids ...uint8) error
-	// SetBackup sends MP_PRIO on the subflows from local address ID id (-1: all).
-	SetBackup(localID int, backup bool) error
-	// Subflows describes the subflows.
-	Subflows() []Subflow
-}
-
-// Subflow is what the path manager knows of a subflow.
-type Subflow struct {
-	Local    netip.AddrPort
-	Remote   netip.AddrPort
-	LocalID  uint8
-	RemoteID uint8
-	Backup   bool
-	Active   bool // we opened it (a client's join), so we may open it again
-}
+var (
+	_ pmapi.PathManager     = (*Manager)(nil)
+	_ pmapi.EndpointWatcher = (*Manager)(nil)
+)
 
 // Manager is the path manager: endpoints and limits shared by all connections.
 //
@@ -208,10 +66,10 @@ type Manager struct {
 
 	mu struct {
 		sync.Mutex
-		endpoints []Endpoint
+		endpoints []pmapi.Endpoint
 		limits    Limits
-		conns     map[Conn]*connState
-		hooks     []func(e Endpoint, present bool)
+		conns     map[pmapi.Conn]*connState
+		hooks     []func(e pmapi.Endpoint, present bool)
 		absent    map[netip.Addr]bool // local addresses gone (Watch): removed, or link down
 	}
 }
@@ -219,7 +77,7 @@ type Manager struct {
 // OnEndpoint registers f to learn of every endpoint, present and future: present is true when
 // it is added, false when deleted. The stack uses it to give the datapath the address IDs
 // that its MP_JOIN SYN/ACKs carry. f must not call back into the manager.
-func (m *Manager) OnEndpoint(f func(e Endpoint, present bool)) {
+func (m *Manager) OnEndpoint(f func(e pmapi.Endpoint, present bool)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.mu.hooks = append(m.mu.hooks, f)
@@ -228,7 +86,7 @@ func (m *Manager) OnEndpoint(f func(e Endpoint, present bool)) {
 	}
 }
 
-func (m *Manager) notifyLocked(e Endpoint, present bool) {
+func (m *Manager) notifyLocked(e pmapi.Endpoint, present bool) {
 	for _, f := range m.mu.hooks {
 		f(e, present)
 	}
@@ -270,7 +128,7 @@ func New(log *slog.Logger) *Manager {
 	}
 	m := &Manager{log: log}
 	m.mu.limits = DefaultLimits
-	m.mu.conns = map[Conn]*connState{}
+	m.mu.conns = map[pmapi.Conn]*connState{}
 	m.mu.absent = map[netip.Addr]bool{}
 	return m
 }
@@ -280,7 +138,7 @@ var ErrExists = errors.New("endpoint exists")
 
 // AddEndpoint adds an endpoint; a zero ID gets the lowest free one. Existing connections act on
 // it: a subflow endpoint opens subflows, a signal endpoint is announced.
-func (m *Manager) AddEndpoint(e Endpoint) (Endpoint, error) {
+func (m *Manager) AddEndpoint(e pmapi.Endpoint) (pmapi.Endpoint, error) {
 	m.mu.Lock()
 	for _, x := range m.mu.endpoints {
 		if x.Addr == e.Addr || (e.ID != 0 && x.ID == e.ID) {
@@ -320,10 +178,10 @@ func (m *Manager) freeIDLocked() uint8 {
 }
 
 // Endpoints returns the endpoints.
-func (m *Manager) Endpoints() []Endpoint {
+func (m *Manager) Endpoints() []pmapi.Endpoint {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]Endpoint(nil), m.mu.endpoints...)
+	return append([]pmapi.Endpoint(nil), m.mu.endpoints...)
 }
 
 // EndpointID returns the ID of the endpoint with this address, 0 if none.
@@ -356,8 +214,8 @@ func (m *Manager) Limits() Limits {
 	return m.mu.limits
 }
 
-func (m *Manager) connsLocked() []Conn {
-	var out []Conn
+func (m *Manager) connsLocked() []pmapi.Conn {
+	var out []pmapi.Conn
 	for c := range m.mu.conns {
 		out = append(out, c)
 	}
@@ -365,10 +223,10 @@ func (m *Manager) connsLocked() []Conn {
 }
 
 // Established is called when a connection is fully established.
-func (m *Manager) Established(c Conn) {
+func (m *Manager) Established(c pmapi.Conn) {
 	m.mu.Lock()
 	m.mu.conns[c] = &connState{announced: map[uint8]netip.AddrPort{}, retries: map[retryKey]*retry{}}
-	eps := append([]Endpoint(nil), m.mu.endpoints...)
+	eps := append([]pmapi.Endpoint(nil), m.mu.endpoints...)
 	m.mu.Unlock()
 	for _, e := range eps {
 		m.applyEndpoint(c, e)
@@ -376,7 +234,7 @@ func (m *Manager) Established(c Conn) {
 }
 
 // Closed is called when a connection ends.
-func (m *Manager) Closed(c Conn) {
+func (m *Manager) Closed(c pmapi.Conn) {
 	m.mu.Lock()
 	if st := m.mu.conns[c]; st != nil {
 		for _, r := range st.retries {
@@ -393,18 +251,18 @@ func (m *Manager) Closed(c Conn) {
 func (m *Manager) Retries() uint64 { return m.retries.Load() }
 
 // applyEndpoint acts on one endpoint for one connection.
-func (m *Manager) applyEndpoint(c Conn, e Endpoint) {
+func (m *Manager) applyEndpoint(c pmapi.Conn, e pmapi.Endpoint) {
 	if m.Absent(e.Addr) {
 		return // when it returns
 	}
 	remote := c.Remote()
-	if e.Flags&FlagSignal != 0 && c.Server() {
+	if e.Flags&pmapi.FlagSignal != 0 && c.Server() {
 		port := e.Port
 		if err := c.Announce(e.ID, e.Addr, port); err != nil {
 			m.log.Debug("announce", "token", c.Token(), "endpoint", e.String(), "err", err)
 		}
 	}
-	if e.Flags&FlagSubflow == 0 || c.Server() {
+	if e.Flags&pmapi.FlagSubflow == 0 || c.Server() {
 		return
 	}
 	if e.Addr.Is4() != remote.Addr().Is4() || e.Addr == c.Local().Addr() {
@@ -412,7 +270,7 @@ func (m *Manager) applyEndpoint(c Conn, e Endpoint) {
 	}
 	targets := []netip.AddrPort{remote}
 	ids := []uint8{0}
-	if e.Flags&FlagFullmesh != 0 {
+	if e.Flags&pmapi.FlagFullmesh != 0 {
 		m.mu.Lock()
 		if st := m.mu.conns[c]; st != nil {
 			for id, a := range st.announced {
@@ -427,21 +285,21 @@ func (m *Manager) applyEndpoint(c Conn, e Endpoint) {
 		if !m.subflowAllowed(c) {
 			return
 		}
-		if err := c.AddSubflow(e.Addr, e.ID, t, ids[i], e.Flags&FlagBackup != 0); err != nil {
+		if err := c.AddSubflow(e.Addr, e.ID, t, ids[i], e.Flags&pmapi.FlagBackup != 0); err != nil {
 			m.log.Debug("add subflow", "token", c.Token(), "from", e.Addr, "to", t, "err", err)
 		}
 	}
 }
 
 // subflowAllowed reports whether a connection may have one more subflow.
-func (m *Manager) subflowAllowed(c Conn) bool {
+func (m *Manager) subflowAllowed(c pmapi.Conn) bool {
 	return len(c.Subflows())-1 < m.Limits().Subflows
 }
 
 // AddrAnnounced is called for an ADD_ADDR the peer sent (its HMAC already checked). Within the
 // add_addr_accepted limit, a subflow is opened to it from our default address, and from every
 // fullmesh endpoint.
-func (m *Manager) AddrAnnounced(c Conn, id uint8, addr netip.AddrPort) {
+func (m *Manager) AddrAnnounced(c pmapi.Conn, id uint8, addr netip.AddrPort) {
 	m.mu.Lock()
 	st := m.mu.conns[c]
 	if st == nil {
@@ -454,9 +312,9 @@ func (m *Manager) AddrAnnounced(c Conn, id uint8, addr netip.AddrPort) {
 	}
 	st.accepted++
 	st.announced[id] = addr
-	var fullmesh []Endpoint
+	var fullmesh []pmapi.Endpoint
 	for _, e := range m.mu.endpoints {
-		if e.Flags&FlagFullmesh != 0 && e.Addr.Is4() == addr.Addr().Is4() {
+		if e.Flags&pmapi.FlagFullmesh != 0 && e.Addr.Is4() == addr.Addr().Is4() {
 			fullmesh = append(fullmesh, e)
 		}
 	}
@@ -478,14 +336,14 @@ func (m *Manager) AddrAnnounced(c Conn, id uint8, addr netip.AddrPort) {
 		if !m.subflowAllowed(c) {
 			return
 		}
-		if err := c.AddSubflow(e.Addr, e.ID, addr, id, e.Flags&FlagBackup != 0); err != nil {
+		if err := c.AddSubflow(e.Addr, e.ID, addr, id, e.Flags&pmapi.FlagBackup != 0); err != nil {
 			m.log.Debug("join announced address", "token", c.Token(), "from", e.Addr, "to", addr, "err", err)
 		}
 	}
 }
 
 // AddrRemoved is called for a REMOVE_ADDR the peer sent: the subflows to that address close.
-func (m *Manager) AddrRemoved(c Conn, id uint8) {
+func (m *Manager) AddrRemoved(c pmapi.Conn, id uint8) {
 	m.mu.Lock()
 	if st := m.mu.conns[c]; st != nil {
 		delete(st.announced, id)
@@ -497,8 +355,8 @@ func (m *Manager) AddrRemoved(c Conn, id uint8) {
 // SubflowClosed is called when a subflow ends, or one we dialled did not come up. One we opened
 // that was lost to an error (not closed on purpose by us or the peer) is opened again after a
 // backoff, while its endpoint and the peer's address remain.
-func (m *Manager) SubflowClosed(c Conn, sf Subflow, err error) {
-	if err == nil || !sf.Active || errors.Is(err, ErrRemoved) || errors.Is(err, io.EOF) {
+func (m *Manager) SubflowClosed(c pmapi.Conn, sf pmapi.Subflow, err error) {
+	if err == nil || !sf.Active || errors.Is(err, pmapi.ErrRemoved) || errors.Is(err, io.EOF) {
 		return
 	}
 	k := retryKey{localID: sf.LocalID, remote: sf.Remote, local: sf.Local.Addr().Unmap()}
@@ -537,7 +395,7 @@ func (m *Manager) SubflowClosed(c Conn, sf Subflow, err error) {
 }
 
 // retry opens a lost subflow again if its endpoint and the peer's address are still there.
-func (m *Manager) retry(c Conn, k retryKey, backup bool) {
+func (m *Manager) retry(c pmapi.Conn, k retryKey, backup bool) {
 	m.mu.Lock()
 	st := m.mu.conns[c]
 	if st == nil {
@@ -560,7 +418,7 @@ func (m *Manager) retry(c Conn, k retryKey, backup bool) {
 		ok = false
 		for _, e := range m.mu.endpoints {
 			if e.ID == k.localID && e.Addr == k.local {
-				ok, backup = true, e.Flags&FlagBackup != 0
+				ok, backup = true, e.Flags&pmapi.FlagBackup != 0
 			}
 		}
 	}
@@ -594,15 +452,12 @@ func (m *Manager) retry(c Conn, k retryKey, backup bool) {
 	}
 }
 
-// ErrRemoved is the reason of subflows closed because their address was removed.
-var ErrRemoved = errors.New("address removed")
-
 // DeleteEndpoint removes an endpoint by ID (or address when id is 0). As the kernel does, every
 // connection that announced it or has subflows from it sends REMOVE_ADDR with its ID, and those
 // subflows close.
-func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (Endpoint, error) {
+func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (pmapi.Endpoint, error) {
 	m.mu.Lock()
-	var e Endpoint
+	var e pmapi.Endpoint
 	found := false
 	for i, x := range m.mu.endpoints {
 		if (id != 0 && x.ID == id) || (id == 0 && x.Addr == addr.Unmap()) {
@@ -627,8 +482,8 @@ func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (Endpoint, error) {
 
 // withdraw sends REMOVE_ADDR for an endpoint on one connection, if the peer knows the address
 // (announced, or subflows from it), and closes its subflows.
-func (m *Manager) withdraw(c Conn, e Endpoint) {
-	used := e.Flags&FlagSignal != 0 && c.Server()
+func (m *Manager) withdraw(c pmapi.Conn, e pmapi.Endpoint) {
+	used := e.Flags&pmapi.FlagSignal != 0 && c.Server()
 	for _, sf := range c.Subflows() {
 		if sf.LocalID == e.ID && sf.LocalID != 0 {
 			used = true
@@ -652,17 +507,17 @@ func (m *Manager) Flush() {
 // SetBackup changes an endpoint's backup flag (by ID, or address when id is 0), as
 // `ip mptcp endpoint change ... backup|nobackup`: the subflows from it send MP_PRIO and are
 // treated as backups (or not) from now on, on every connection.
-func (m *Manager) SetBackup(id uint8, addr netip.Addr, backup bool) (Endpoint, error) {
+func (m *Manager) SetBackup(id uint8, addr netip.Addr, backup bool) (pmapi.Endpoint, error) {
 	m.mu.Lock()
-	var e Endpoint
+	var e pmapi.Endpoint
 	found := false
 	for i := range m.mu.endpoints {
 		x := &m.mu.endpoints[i]
 		if (id != 0 && x.ID == id) || (id == 0 && x.Addr == addr.Unmap()) {
 			if backup {
-				x.Flags |= FlagBackup
+				x.Flags |= pmapi.FlagBackup
 			} else {
-				x.Flags &^= FlagBackup
+				x.Flags &^= pmapi.FlagBackup
 			}
 			e, found = *x, true
 			break

@@ -5,24 +5,25 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
 
 // fakeConn records the path manager's commands.
 type fakeConn struct {
 	server bool
 	mu     sync.Mutex
-	subs   []Subflow
+	subs   []pmapi.Subflow
 	adds   []string
 	added  chan string
 }
 
 func newFake(server bool) *fakeConn {
 	return &fakeConn{server: server, added: make(chan string, 16),
-		subs: []Subflow{{Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.2:80")}}}
+		subs: []pmapi.Subflow{{Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.2:80")}}}
 }
 
 func (f *fakeConn) Token() uint32          { return 1 }
@@ -42,10 +43,10 @@ func (f *fakeConn) CloseSubflowsFrom(local netip.Addr, err error) int     { retu
 func (f *fakeConn) Announce(id uint8, addr netip.Addr, port uint16) error { return nil }
 func (f *fakeConn) Withdraw(ids ...uint8) error                           { return nil }
 func (f *fakeConn) SetBackup(localID int, backup bool) error              { return nil }
-func (f *fakeConn) Subflows() []Subflow {
+func (f *fakeConn) Subflows() []pmapi.Subflow {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]Subflow(nil), f.subs...)
+	return append([]pmapi.Subflow(nil), f.subs...)
 }
 
 func (f *fakeConn) next(t *testing.T, within time.Duration) string {
@@ -67,7 +68,7 @@ func fastRetries(t *testing.T) {
 func TestRetryLostSubflow(t *testing.T) {
 	fastRetries(t)
 	m := New(nil)
-	if _, err := m.AddEndpoint(Endpoint{Addr: netip.MustParseAddr("10.1.0.1"), ID: 1, Flags: FlagSubflow}); err != nil {
+	if _, err := m.AddEndpoint(pmapi.Endpoint{Addr: netip.MustParseAddr("10.1.0.1"), ID: 1, Flags: pmapi.FlagSubflow}); err != nil {
 		t.Fatal(err)
 	}
 	c := newFake(false)
@@ -76,12 +77,12 @@ func TestRetryLostSubflow(t *testing.T) {
 	if got := c.next(t, time.Second); got != want {
 		t.Fatalf("established: AddSubflow %q, want %q", got, want)
 	}
-	lost := Subflow{Local: netip.MustParseAddrPort("10.1.0.1:0"), Remote: c.Remote(), LocalID: 1, Active: true}
+	lost := pmapi.Subflow{Local: netip.MustParseAddrPort("10.1.0.1:0"), Remote: c.Remote(), LocalID: 1, Active: true}
 	// Closed on purpose, or by the peer's FIN, or not ours: not opened again.
 	for _, tc := range []struct {
-		sf  Subflow
+		sf  pmapi.Subflow
 		err error
-	}{{lost, nil}, {lost, ErrRemoved}, {lost, io.EOF}, {Subflow{Local: lost.Local, Remote: lost.Remote, LocalID: 1}, errors.New("reset")}} {
+	}{{lost, nil}, {lost, pmapi.ErrRemoved}, {lost, io.EOF}, {pmapi.Subflow{Local: lost.Local, Remote: lost.Remote, LocalID: 1}, errors.New("reset")}} {
 		m.SubflowClosed(c, tc.sf, tc.err)
 		if got := c.next(t, 100*time.Millisecond); got != "" {
 			t.Fatalf("closed with %v (active %v): reopened %q", tc.err, tc.sf.Active, got)
@@ -113,7 +114,7 @@ func TestRetryStopsWhenEndpointGone(t *testing.T) {
 	if got, want := c.next(t, time.Second), "invalid IP/0->10.5.0.2:80/5 backup=false"; got != want {
 		t.Fatalf("ADD_ADDR: AddSubflow %q, want %q", got, want)
 	}
-	lost := Subflow{Local: netip.MustParseAddrPort("10.0.0.1:41000"), Remote: netip.MustParseAddrPort("10.5.0.2:80"), RemoteID: 5, Active: true}
+	lost := pmapi.Subflow{Local: netip.MustParseAddrPort("10.0.0.1:41000"), Remote: netip.MustParseAddrPort("10.5.0.2:80"), RemoteID: 5, Active: true}
 	m.SubflowClosed(c, lost, errors.New("reset"))
 	if got, want := c.next(t, time.Second), "invalid IP/0->10.5.0.2:80/5 backup=false"; got != want {
 		t.Fatalf("retry: AddSubflow %q, want %q", got, want)
@@ -125,58 +126,17 @@ func TestRetryStopsWhenEndpointGone(t *testing.T) {
 		t.Fatalf("retried a removed address: %q", got)
 	}
 	// Our endpoint is deleted while a retry waits: it does not happen.
-	if _, err := m.AddEndpoint(Endpoint{Addr: netip.MustParseAddr("10.1.0.1"), ID: 1, Flags: FlagSubflow}); err != nil {
+	if _, err := m.AddEndpoint(pmapi.Endpoint{Addr: netip.MustParseAddr("10.1.0.1"), ID: 1, Flags: pmapi.FlagSubflow}); err != nil {
 		t.Fatal(err)
 	}
 	c.next(t, time.Second)
 	retryMin = 100 * time.Millisecond
-	m.SubflowClosed(c, Subflow{Local: netip.MustParseAddrPort("10.1.0.1:0"), Remote: c.Remote(), LocalID: 1, Active: true}, errors.New("reset"))
+	m.SubflowClosed(c, pmapi.Subflow{Local: netip.MustParseAddrPort("10.1.0.1:0"), Remote: c.Remote(), LocalID: 1, Active: true}, errors.New("reset"))
 	if _, err := m.DeleteEndpoint(1, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.next(t, 300*time.Millisecond); got != "" {
 		t.Fatalf("retried a deleted endpoint: %q", got)
-	}
-}
-
-func TestParseEndpoint(t *testing.T) {
-	for _, tc := range []struct {
-		in, want string
-		bad      bool
-	}{
-		{in: "10.0.0.1,subflow", want: "10.0.0.1 id 0 subflow"},
-		{in: "10.0.0.1,signal,port=8080,id=7", want: "10.0.0.1 id 7 signal port 8080"},
-		{in: "::ffff:10.0.0.1,subflow,backup,dev=eth1", want: "10.0.0.1 id 0 subflow backup dev eth1"},
-		{in: "2001:db8::1,subflow,fullmesh", want: "2001:db8::1 id 0 subflow fullmesh"},
-		{in: "10.0.0.1,signal,fullmesh", bad: true},
-		{in: "10.0.0.1,id=0", bad: true},
-		{in: "10.0.0.1,id=256", bad: true},
-		{in: "10.0.0.1,port=0", bad: true},
-		{in: "10.0.0.1,dev=", bad: true},
-		{in: "10.0.0.1,subflow,dev=wwan0-backup-12", want: "10.0.0.1 id 0 subflow dev wwan0-backup-12"}, // 15 bytes
-		{in: "10.0.0.1,subflow,dev=wwan0-backup-123", bad: true},                                        // 16 bytes
-		{in: "10.0.0.1,dev=" + strings.Repeat("x", 5000), bad: true},
-		{in: "10.0.0.1,dev=.", bad: true},
-		{in: "10.0.0.1,dev=..", bad: true},
-		{in: "10.0.0.1,dev=../eth0", bad: true},
-		{in: "10.0.0.1,dev=eth0:1", bad: true},
-		{in: "10.0.0.1,dev=eth 0", bad: true},
-		{in: "10.0.0.1,dev=eth\t0", bad: true},
-		{in: "10.0.0.1,dev=eth\x000", bad: true},
-		{in: "10.0.0.1,bogus", bad: true},
-		{in: "10.0.0.300,subflow", bad: true},
-		{in: "", bad: true},
-	} {
-		e, err := ParseEndpoint(tc.in)
-		if tc.bad {
-			if err == nil {
-				t.Errorf("ParseEndpoint(%q) = %v, want an error", tc.in, e)
-			}
-			continue
-		}
-		if err != nil || e.String() != tc.want {
-			t.Errorf("ParseEndpoint(%q) = %q, %v; want %q", tc.in, e.String(), err, tc.want)
-		}
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
 
 // ErrPathDown is the reason of subflows closed because their local address went away: its
@@ -185,7 +187,7 @@ func (m *Manager) addrGone(a netip.Addr) {
 		return
 	}
 	m.mu.absent[a] = true
-	var ep *Endpoint
+	var ep *pmapi.Endpoint
 	for _, e := range m.mu.endpoints {
 		if e.Addr == a {
 			ep = &e
@@ -211,14 +213,14 @@ func (m *Manager) addrBack(a netip.Addr) {
 		return
 	}
 	delete(m.mu.absent, a)
-	var ep *Endpoint
+	var ep *pmapi.Endpoint
 	for _, e := range m.mu.endpoints {
 		if e.Addr == a {
 			ep = &e
 		}
 	}
 	type again struct {
-		c Conn
+		c pmapi.Conn
 		k retryKey
 		r *retry
 	}

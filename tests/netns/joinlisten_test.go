@@ -16,6 +16,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
@@ -34,7 +35,7 @@ func boundListener(t *testing.T, endpointFirst bool) (*netns.Topology, *control.
 	p0, p1 := topo.Path(0), topo.Path(1)
 	m := ourPM(t, pm.DefaultLimits)
 	topo.A.SetMPTCPLimits(1, 1) // ip mptcp limits set add_addr_accepted 1 subflows 1
-	ep := pm.Endpoint{Addr: p1.B.Addr(netns.IPv4), Flags: pm.FlagSignal}
+	ep := pmapi.Endpoint{Addr: p1.B.Addr(netns.IPv4), Flags: pmapi.FlagSignal}
 	if endpointFirst {
 		addEndpoint(t, m, ep)
 	}
@@ -146,7 +147,7 @@ func TestJoinSocketFollowsEndpoints(t *testing.T) {
 	if _, err := topo.A.DialTCP(ctx, at.String()); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("connect to %v after the endpoint's deletion: %v, want connection refused", at, err)
 	}
-	addEndpoint(t, stackPM(t), pm.Endpoint{Addr: at.Addr(), Flags: pm.FlagSignal})
+	addEndpoint(t, stackPM(t), pmapi.Endpoint{Addr: at.Addr(), Flags: pmapi.FlagSignal})
 	if got := ourStack(t).JoinAddrs(); !slices.Contains(got, at) {
 		t.Fatalf("join sockets %v after the endpoint's return, want %v", got, at)
 	}

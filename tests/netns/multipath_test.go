@@ -9,11 +9,12 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
 // addEndpoint adds a path-manager endpoint for this test.
-func addEndpoint(t testing.TB, m *pm.Manager, e pm.Endpoint) pm.Endpoint {
+func addEndpoint(t testing.TB, m *pm.Manager, e pmapi.Endpoint) pmapi.Endpoint {
 	t.Helper()
 	e, err := m.AddEndpoint(e)
 	if err != nil {
@@ -78,7 +79,7 @@ func ourClientTwoPaths(t *testing.T, ctx context.Context, rate uint64, sched str
 	topo := netns.New(t, netns.Config{Paths: 2, A: ourSide})
 	p0, p1 := topo.Path(0), topo.Path(1)
 	m := ourPM(t, pm.DefaultLimits)
-	addEndpoint(t, m, pm.Endpoint{Addr: p1.A.Addr(netns.IPv4), Flags: pm.FlagSubflow})
+	addEndpoint(t, m, pmapi.Endpoint{Addr: p1.A.Addr(netns.IPv4), Flags: pmapi.FlagSubflow})
 	topo.B.SetMPTCPLimits(2, 0)
 	for _, p := range []*netns.Path{p0, p1} {
 		p.SetTBF(netns.TBF{Rate: rate, Latency: 20 * time.Millisecond})
@@ -219,7 +220,7 @@ func TestAddAddrToKernel(t *testing.T) {
 	topo := netns.New(t, netns.Config{Paths: 2, B: ourSide})
 	p0, p1 := topo.Path(0), topo.Path(1)
 	m := ourPM(t, pm.DefaultLimits)
-	addEndpoint(t, m, pm.Endpoint{Addr: p1.B.Addr(netns.IPv4), Flags: pm.FlagSignal})
+	addEndpoint(t, m, pmapi.Endpoint{Addr: p1.B.Addr(netns.IPv4), Flags: pmapi.FlagSignal})
 	topo.A.SetMPTCPLimits(2, 2)
 	ln := listenOurs(t, topo.B, "0.0.0.0:0") // the join reaches the announced address
 	_, port, _ := splitPort(ln.Addr().String())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
@@ -173,7 +174,7 @@ func (r *rig) endpoint(s netns.Side, path int, fam netns.Family, flags ...string
 	for _, f := range flags {
 		spec += "," + f
 	}
-	ep, err := pm.ParseEndpoint(spec)
+	ep, err := pmapi.ParseEndpoint(spec)
 	if err != nil {
 		r.t.Fatal(err)
 	}
