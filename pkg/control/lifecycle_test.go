@@ -1,0 +1,186 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/testenv"
+)
+
+// TestStackCloseUnderLoad: a stack closed while its connections move data both ways ends every
+// goroutine it started before it unmaps the datapath's shared memory, within closeWait, and
+// without a fault. Over loopback in the host namespace, the stack being both ends.
+func TestStackCloseUnderLoad(t *testing.T) {
+	testenv.RequireRoot(t)
+	const conns = 8
+	const moved = 64 << 10 // bytes each direction of each connection moves before the close
+
+	before := runtime.NumGoroutine()
+	s, err := NewStack(StackConfig{Datapath: datapath.Config{MaxConns: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+	ln, err := s.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The application: on each side of each connection, a writer and a reader, until the
+	// stack's close fails their calls.
+	var app sync.WaitGroup
+	var counts [2 * conns]atomic.Int64 // bytes read by each side
+	var ready sync.WaitGroup           // every direction moved `moved` bytes
+	ready.Add(2 * conns)
+	pump := func(c net.Conn, read *atomic.Int64) {
+		app.Go(func() {
+			buf := make([]byte, 32<<10)
+			for i := range buf {
+				buf[i] = byte(i)
+			}
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		})
+		app.Go(func() {
+			buf := make([]byte, 32<<10)
+			signalled := false
+			for {
+				n, err := c.Read(buf)
+				if read.Add(int64(n)) >= moved && !signalled {
+					signalled = true
+					ready.Done()
+				}
+				if err != nil {
+					if !signalled {
+						ready.Done()
+					}
+					return
+				}
+			}
+		})
+	}
+	accepted := make(chan net.Conn, conns)
+	app.Go(func() {
+		for range conns {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	})
+	// Dialled at once: each waits for its handshake only.
+	var ours []net.Conn
+	dialed := make(chan net.Conn, conns)
+	dialErr := make(chan error, conns)
+	for range conns {
+		go func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			c, err := (&Dialer{Stack: s}).DialContext(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				dialErr <- err
+				return
+			}
+			dialed <- c
+		}()
+	}
+	for i := range 2 * conns {
+		var c net.Conn
+		select {
+		case c = <-dialed:
+		case c = <-accepted:
+		case err := <-dialErr:
+			t.Fatal(err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("dial or accept timed out")
+		}
+		if !IsMPTCP(c) {
+			t.Fatalf("connection %d (%v) is not MPTCP", i, c.LocalAddr())
+		}
+		ours = append(ours, c)
+		pump(c, &counts[i])
+	}
+	waitFor(t, "every direction to move data", ready.Wait)
+	if n := s.goroutines(); n < 3*2*conns+2 {
+		t.Fatalf("the stack tracks %d goroutines with %d connections moving data, want at least %d", n, conns, 3*2*conns+2)
+	}
+
+	start := time.Now()
+	err = s.Close()
+	el := time.Since(start)
+	closed = true
+	t.Logf("closed with %d connections moving data in %v", conns, el)
+	if err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if el >= closeWait {
+		t.Fatalf("close took %v, the bound is %v", el, closeWait)
+	}
+	if n := s.goroutines(); n != 0 {
+		t.Fatalf("%d of the stack's goroutines still run after Close", n)
+	}
+	// The application's calls fail now; closing its connections is quick.
+	waitFor(t, "the application's goroutines", app.Wait)
+	for _, c := range ours {
+		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("close connection: %v", err)
+		}
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("accept on the closed stack's listener: %v, want net.ErrClosed", err)
+	}
+	// No goroutine of the stack's is left (a few short-lived ones, the runtime's, may need a
+	// moment to end).
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Fatalf("%d goroutines after the close, %d before:\n%s", n, before, leftover(string(buf)))
+	}
+}
+
+// waitFor runs wait, failing the test if it takes more than 5 seconds.
+func waitFor(t *testing.T, what string, wait func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// leftover keeps the stacks of goroutines in this package.
+func leftover(dump string) string {
+	var out []string
+	for _, g := range strings.Split(dump, "\n\n") {
+		if strings.Contains(g, "mptcpgo/pkg/control.") && !strings.Contains(g, "TestStackCloseUnderLoad") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
+}
