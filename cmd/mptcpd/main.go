@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -145,6 +146,7 @@ func run(cc *cli.Context) error {
 		stack.Close()
 		return err
 	}
+	closeCtl = sync.OnceFunc(closeCtl)
 	defer closeCtl()
 	for _, s := range servers {
 		s.Stack = stack
@@ -174,11 +176,16 @@ func run(cc *cli.Context) error {
 	case err = <-errc:
 		log.Error("serve", "err", err)
 	}
+	// Shutdown, users of the stack first: the proxies (their relays end or are aborted at the
+	// timeout), the path manager's watch and the metrics endpoint (ctx), the control socket;
+	// then the stack, which waits for its own goroutines before it unloads the datapath.
 	sctx, cancel := context.WithTimeout(context.Background(), cc.Duration("shutdown-timeout"))
 	defer cancel()
 	for _, s := range servers {
 		s.Shutdown(sctx)
 	}
+	stop()
+	closeCtl()
 	if cerr := stack.Close(); cerr != nil {
 		log.Error("detach datapath", "err", cerr)
 	}
