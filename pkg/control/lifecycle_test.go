@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,18 +14,25 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
 )
 
 // TestStackCloseUnderLoad: a stack closed while its connections move data both ways ends every
 // goroutine it started before it unmaps the datapath's shared memory, within closeWait, and
-// without a fault. Over loopback in the host namespace, the stack being both ends.
+// without a fault. Over loopback in the host namespace, the stack being both ends; a path
+// manager joins a second subflow to each connection from 127.0.0.2, so that path-manager
+// loops, join dialers and accepted joins run too.
 func TestStackCloseUnderLoad(t *testing.T) {
 	testenv.RequireRoot(t)
 	const conns = 8
-	const moved = 64 << 10 // bytes each direction of each connection moves before the close
+	const moved = 16 << 10 // bytes each direction of each connection moves before the close
 
 	before := runtime.NumGoroutine()
-	s, err := NewStack(StackConfig{Datapath: datapath.Config{MaxConns: 64}})
+	mgr := pm.New(nil)
+	if _, err := mgr.AddEndpoint(pm.Endpoint{Addr: netip.MustParseAddr("127.0.0.2"), Flags: pm.FlagSubflow}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStack(StackConfig{Datapath: datapath.Config{MaxConns: 64}, PathManager: mgr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +126,15 @@ func TestStackCloseUnderLoad(t *testing.T) {
 		pump(c, &counts[i])
 	}
 	waitFor(t, "every direction to move data", ready.Wait)
-	if n := s.goroutines(); n < 3*2*conns+2 {
-		t.Fatalf("the stack tracks %d goroutines with %d connections moving data, want at least %d", n, conns, 3*2*conns+2)
+	waitFor(t, "the joins", func() {
+		for s.stats.Joins.Load() < 2*conns { // counted on both sides
+			time.Sleep(time.Millisecond)
+		}
+	})
+	// Per connection: run, pmLoop, and a reader and a writer per subflow; the dispatcher,
+	// maintain and the accept loop.
+	if n, want := s.goroutines(), int64(2*conns*(2+2*2)+3); n < want {
+		t.Fatalf("the stack tracks %d goroutines with %d connections moving data, want at least %d", n, conns, want)
 	}
 
 	start := time.Now()
