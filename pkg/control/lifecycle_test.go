@@ -199,3 +199,80 @@ func leftover(dump string) string {
 	}
 	return strings.Join(out, "\n\n")
 }
+
+// TestRoutinesRefuseAfterStop: once the stack begins to close, nothing new starts, dials are
+// cut short, and the wait is bounded, naming how many goroutines did not end.
+func TestRoutinesRefuseAfterStop(t *testing.T) {
+	var s Stack
+	s.rt.init()
+	release := make(chan struct{})
+	if !s.goroutine(func() { <-release }, func() {}) {
+		t.Fatal("refused before the close")
+	}
+	if !s.enter() {
+		t.Fatal("operation refused before the close")
+	}
+	s.exit()
+	ctx, cancel := s.stopContext(context.Background())
+	defer cancel()
+
+	s.stopRoutines()
+	if s.goroutine(func() { t.Error("started after the close") }) {
+		t.Error("goroutine not refused after the close")
+	}
+	if s.enter() {
+		t.Error("operation not refused after the close")
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the stop context did not end with the close")
+	}
+	var left errRoutinesLeft
+	if err := s.waitRoutines(20 * time.Millisecond); !errors.As(err, &left) || left.n != 1 {
+		t.Fatalf("wait with one goroutine blocked: %v, want it to name 1 goroutine", err)
+	}
+	close(release)
+	if err := s.waitRoutines(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.goroutines(); n != 0 {
+		t.Fatalf("%d goroutines counted after they ended", n)
+	}
+}
+
+// TestStackCloseLeavesMemoryMapped: when a goroutine of the stack does not end within the
+// bound, Close reports it and leaves the shared memory mapped, so that the goroutine touching
+// it later does not fault; the process can open a stack again.
+func TestStackCloseLeavesMemoryMapped(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := NewStack(StackConfig{Datapath: datapath.Config{MaxConns: 16}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	shm := s.dp.Conn(3)
+	s.goroutine(func() {
+		<-release
+		atomic.StoreUint32(&shm.Ctl.Flags, 0) // after the close
+	})
+	defer func(w time.Duration) { closeWait = w }(closeWait)
+	closeWait = 50 * time.Millisecond
+	var left errRoutinesLeft
+	if err := s.Close(); !errors.As(err, &left) || left.n != 1 {
+		t.Fatalf("close with a goroutine blocked: %v, want it to name 1 goroutine", err)
+	}
+	close(release)
+	waitFor(t, "the late goroutine", func() {
+		for s.goroutines() != 0 {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	s2, err := NewStack(StackConfig{Datapath: datapath.Config{MaxConns: 16}})
+	if err != nil {
+		t.Fatalf("a stack after one closed with goroutines left: %v", err)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -27,8 +27,8 @@ import (
 //     syscalls), the event reader stopped. It waits closeWait at most; if goroutines remain,
 //     the shared memory stays mapped (leaked) rather than be unmapped under them.
 
-// closeWait bounds how long Close waits for the stack's goroutines.
-const closeWait = 5 * time.Second
+// closeWait bounds how long Close waits for the stack's goroutines (a variable for tests).
+var closeWait = 5 * time.Second
 
 // routines tracks the goroutines of a stack.
 //

@@ -346,13 +346,12 @@ func (s *Stack) Close() error {
 	}
 	close(s.done)
 	s.dp.StopEvents() // ends the dispatcher's blocking read
+	defer stackOpen.Store(false)
 	if err := s.waitRoutines(closeWait); err != nil {
 		s.log.Error("stack close: goroutines did not end; the datapath's shared memory is left mapped", "running", s.goroutines(), "waited", closeWait)
 		return errors.Join(err, s.dp.CloseLeavingMemory())
 	}
-	err := s.dp.Close()
-	stackOpen.Store(false)
-	return err
+	return s.dp.Close()
 }
 
 var errStackClosed = errors.New("mptcp stack closed")
