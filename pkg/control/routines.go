@@ -113,6 +113,9 @@ func (s *Stack) startListener(l *Listener) bool {
 	if r.closed {
 		return false
 	}
+	if r.lns == nil {
+		r.lns = map[*Listener]struct{}{}
+	}
 	r.lns[l] = struct{}{}
 	r.startLocked(l.acceptLoop)
 	return true
