@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -137,15 +138,21 @@ func run(cc *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := mgr.Watch(ctx, vnetns.None()); err != nil {
+	// The path manager's watch and the operator surface end before the stack closes, after a
+	// signal or a failure of the proxies alike (the signal handler stays: a second SIGTERM
+	// does not cut the shutdown short).
+	uctx, stopUsers := context.WithCancel(ctx)
+	defer stopUsers()
+	if err := mgr.Watch(uctx, vnetns.None()); err != nil {
 		stack.Close()
 		return fmt.Errorf("follow addresses and links: %w", err)
 	}
-	closeCtl, err := operatorSurface(ctx, cc, &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}, log)
+	closeCtl, err := operatorSurface(uctx, cc, &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}, log)
 	if err != nil {
 		stack.Close()
 		return err
 	}
+	closeCtl = sync.OnceFunc(closeCtl)
 	defer closeCtl()
 	for _, s := range servers {
 		s.Stack = stack
@@ -175,11 +182,16 @@ func run(cc *cli.Context) error {
 	case err = <-errc:
 		log.Error("serve", "err", err)
 	}
+	// Shutdown, users of the stack first: the proxies (their relays end or are aborted at the
+	// timeout), the path manager's watch and the metrics endpoint (uctx), the control socket;
+	// then the stack, which waits for its own goroutines before it unloads the datapath.
 	sctx, cancel := context.WithTimeout(context.Background(), cc.Duration("shutdown-timeout"))
 	defer cancel()
 	for _, s := range servers {
 		s.Shutdown(sctx)
 	}
+	stopUsers()
+	closeCtl()
 	if cerr := stack.Close(); cerr != nil {
 		log.Error("detach datapath", "err", cerr)
 	}

@@ -232,8 +232,27 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	return d, nil
 }
 
-// Close detaches everything and unloads the datapath; nothing stays attached or pinned.
-func (d *Datapath) Close() error {
+// Close detaches everything and unloads the datapath; nothing stays attached or pinned. It
+// unmaps the shared connection and subflow arrays: the caller makes sure that nothing touches
+// them any more, neither through Conn and Sub (which panic after Close) nor through a pointer
+// they returned before (that would fault). pkg/control's Stack.Close waits for its goroutines
+// first.
+func (d *Datapath) Close() error { return d.close(true) }
+
+// CloseLeavingMemory is Close except that the shared arrays stay mapped (leaked), for a caller
+// that could not make sure nothing touches them any more: pointers into them stay valid.
+func (d *Datapath) CloseLeavingMemory() error { return d.close(false) }
+
+// StopEvents closes the event ring's reader: a ReadEvent blocked in another goroutine returns
+// an error, as does every later one. Close does it too.
+func (d *Datapath) StopEvents() error {
+	if d.events == nil {
+		return nil
+	}
+	return d.events.Close()
+}
+
+func (d *Datapath) close(unmap bool) error {
 	var errs []error
 	if d.events != nil {
 		errs = append(errs, d.events.Close())
@@ -254,12 +273,14 @@ func (d *Datapath) Close() error {
 		errs = append(errs, d.cg.leave())
 		d.cg = nil
 	}
-	for _, b := range [][]byte{d.conns, d.subs} {
-		if b != nil {
-			errs = append(errs, unix.Munmap(b))
+	if unmap {
+		for _, b := range [][]byte{d.conns, d.subs} {
+			if b != nil {
+				errs = append(errs, unix.Munmap(b))
+			}
 		}
+		d.conns, d.subs = nil, nil
 	}
-	d.conns, d.subs = nil, nil
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
 }
@@ -279,14 +300,20 @@ func (d *Datapath) TicketQueue() int { return int(d.objs.Tickets.MaxEntries()) }
 func (d *Datapath) MaxConns() int { return d.maxConns }
 func (d *Datapath) MaxSubs() int  { return d.maxSubs }
 
-// Conn returns the shared memory of a connection slot.
+// Conn returns the shared memory of a connection slot. The pointer is valid until Close.
 func (d *Datapath) Conn(slot uint32) *Conn {
+	if d.conns == nil {
+		panic("datapath: Conn after Close")
+	}
 	sz := unsafe.Sizeof(Conn{})
 	return (*Conn)(unsafe.Pointer(&d.conns[uintptr(slot)*sz]))
 }
 
-// Sub returns the shared memory of a subflow slot.
+// Sub returns the shared memory of a subflow slot. The pointer is valid until Close.
 func (d *Datapath) Sub(slot uint32) *Sub {
+	if d.subs == nil {
+		panic("datapath: Sub after Close")
+	}
 	sz := unsafe.Sizeof(Sub{})
 	return (*Sub)(unsafe.Pointer(&d.subs[uintptr(slot)*sz]))
 }

@@ -198,8 +198,9 @@ func newConn(s *Stack) *Conn {
 	}
 }
 
-// start sets the data-level state once keys are known and starts the goroutines.
-func (c *Conn) start() {
+// start sets the data-level state once keys are known and starts the goroutines. It fails
+// when the stack is closing: the connection is then torn down.
+func (c *Conn) start() error {
 	localIDSN := mpcrypto.IDSN(c.localKey)
 	remoteIDSN := mpcrypto.IDSN(c.remoteKey)
 	c.st.sndUna = seqnum.DSN(localIDSN + 1)
@@ -227,9 +228,14 @@ func (c *Conn) start() {
 	sf.ready = true
 	c.stack.register(c)
 	c.emitCreated()
-	go sf.readLoop()
-	go sf.writeLoop()
-	go c.run()
+	if !c.stack.goroutine(sf.readLoop, sf.writeLoop, c.run) {
+		// Run's part, as it would on an abort: nothing else owns the connection.
+		c.fail(errStackClosed)
+		c.teardown(true)
+		close(c.done)
+		return errStackClosed
+	}
+	return nil
 }
 
 // deliver queues an event for the connection's goroutine; it never waits (the stack's one
@@ -541,6 +547,7 @@ func (c *Conn) abort(err error, fastclose bool) {
 		return
 	}
 	c.fail(err)
+	c.poke() // its goroutine sees the error and tears down now, not at its next tick
 }
 
 func (c *Conn) fail(err error) {
@@ -563,7 +570,9 @@ func (c *Conn) run() {
 	c.st.startedAt = time.Now()
 	if c.pm != nil {
 		c.pmq.wake = make(chan struct{}, 1)
-		go c.pmLoop()
+		if !c.stack.goroutine(c.pmLoop) {
+			c.pm = nil // the stack is closing: the path manager is told nothing more
+		}
 	}
 	for _, ev := range c.early {
 		c.handleEvent(ev)

@@ -65,6 +65,14 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	if s.refuseForMemory("dial", address) {
 		return nil, fmt.Errorf("dial %s: %w", address, ErrMemoryPressure)
 	}
+	// The dial touches the datapath's shared memory: the stack's Close waits for it, and cuts
+	// its connect short.
+	if !s.enter() {
+		return nil, errStackClosed
+	}
+	defer s.exit()
+	ctx, cancel := s.stopContext(ctx)
+	defer cancel()
 	// The socket must be created in this thread's network namespace, where the rewriter is.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -124,7 +132,9 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	c.subs = []*subflow{sf}
 	c.ns, ns = ns, nil
 	s.stats.ActiveOpens.Add(1)
-	c.start()
+	if err := c.start(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

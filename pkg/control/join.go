@@ -118,7 +118,7 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 		st.JoinFlags = datapath.JoinBackup
 	}
 	ns := c.stack.holdNetns(c.ns) // the dial may outlive the connection
-	go func() {
+	if !c.stack.goroutine(func() {
 		tc, err := c.stack.dialJoin(ns.handle(), local, remote, st)
 		c.stack.releaseNetns(ns)
 		j := joinResult{tc: tc, slot: slot, active: true, localID: localID, remoteID: remoteID, backup: backup, local: local, remote: remote, err: err}
@@ -130,7 +130,11 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 		case <-c.done:
 			c.stack.refuseJoinSocket(j, RstUnspecified)
 		}
-	}()
+	}) {
+		c.stack.releaseNetns(ns)
+		c.stack.releaseSub(slot)
+		return errStackClosed
+	}
 	return nil
 }
 
@@ -163,7 +167,9 @@ func (s *Stack) dialJoin(ns netns.NsHandle, local netip.Addr, remote netip.AddrP
 		d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
 	}
 	d.SetMultipathTCP(false)
-	raw, err := d.DialContext(context.Background(), "tcp", remote.String())
+	ctx, cancel := s.stopContext(context.Background()) // the stack's Close cuts it short
+	defer cancel()
+	raw, err := d.DialContext(ctx, "tcp", remote.String())
 	if err != nil {
 		return nil, err
 	}
@@ -199,11 +205,13 @@ func (c *Conn) attachSubflow(j joinResult) {
 	// A join may carry data once the peer acknowledged its third ACK (ours: the fourth ACK
 	// came; the peer's: we verified its HMAC and answer with the fourth ACK).
 	sf.ready = !j.active || j.st.Flags&datapath.SubMPCAcked != 0
+	if !c.stack.goroutine(sf.readLoop, sf.writeLoop) {
+		c.stack.refuseJoinSocket(j, RstUnspecified) // the stack is closing
+		return
+	}
 	c.subs = append(c.subs, sf)
 	c.stack.stats.Joins.Add(1)
 	c.emitSub(EventSubEstablished, sf, nil)
-	go sf.readLoop()
-	go sf.writeLoop()
 	for _, ev := range c.st.pendingSub[j.slot] {
 		c.handleEvent(ev)
 	}

@@ -159,8 +159,12 @@ func (s *Stack) syncJoinSocketsLocked(here *Listener) {
 		}
 		js := &joinSocket{ln: tl, ep: wantEp[k], done: make(chan struct{})}
 		js.stop, js.cancel = context.WithCancel(context.Background())
+		if !s.goroutine(func() { s.joinAcceptLoop(js) }) {
+			js.cancel()
+			tl.Close() // the stack is closing
+			return
+		}
 		s.joinLn.socks[k] = js
-		go s.joinAcceptLoop(js)
 		s.log.Info("listening for joins", "addr", k.addr, "endpoint", js.ep.String())
 	}
 }

@@ -96,7 +96,12 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 	if ln.bound.Addr().Is6() {
 		ln.v6only = v6only(ln.ln)
 	}
-	go ln.acceptLoop()
+	if !s.startListener(ln) {
+		l.Close()
+		s.addListener(-1)
+		s.releaseNetns(ns)
+		return nil, errStackClosed
+	}
 	// On this thread, in the listener's namespace: the join sockets it needs open here.
 	s.addJoinListener(ln)
 	return ln, nil
@@ -174,11 +179,9 @@ func (l *Listener) acceptLoop() {
 		}
 		select {
 		case l.queue <- acceptResult{c, err}:
-		case <-l.done:
-			if c != nil {
-				c.Close()
-			}
-			return
+		case <-l.stop.Done():
+			// Closed with its queue full: the next accept fails and the loop ends.
+			c.Close()
 		}
 	}
 }
@@ -250,7 +253,9 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 		c.subs = []*subflow{sf}
 		c.ns = s.holdNetns(l.ns)
 		s.stats.PassiveOpens.Add(1)
-		c.start()
+		if c.start() != nil {
+			return nil, nil // the stack is closing
+		}
 		return c, nil
 	}
 }
@@ -260,6 +265,7 @@ func (l *Listener) Close() error {
 	l.cancel()
 	err := l.ln.Close()
 	l.closed.Do(func() {
+		l.s.listenerClosed(l)
 		l.s.removeJoinListener(l)
 		l.s.addListener(-1)
 		l.s.releaseNetns(l.ns)
@@ -277,13 +283,15 @@ func (s *Stack) acceptJoin(tc *net.TCPConn, st datapath.SkState) {
 		s.refuseJoinSocket(j, RstMPTCPError)
 		return
 	}
-	go func() {
+	if !s.goroutine(func() {
 		select {
 		case c.joinCh <- j:
 		case <-c.done:
 			s.refuseJoinSocket(j, RstMPTCPError)
 		}
-	}()
+	}) {
+		s.refuseJoinSocket(j, RstMPTCPError) // the stack is closing
+	}
 }
 
 // Addr returns the listening address.

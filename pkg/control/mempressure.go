@@ -54,6 +54,8 @@ type memGuard struct {
 	last    atomic.Uint64    // what it read
 	gc      func()           // runtime.GC; tests inject theirs
 	gcAt    atomic.Int64     // when a collection was last asked for (Unix ns)
+	// goroutine starts the collection's goroutine: the stack's tracked start (nil: go).
+	goroutine func(func())
 
 	log struct {
 		sync.Mutex
@@ -93,10 +95,15 @@ func (g *memGuard) pressure() (heap uint64, limit int64, over bool) {
 	heap = g.last.Load()
 	over = heap > highWater(limit)
 	if at := g.gcAt.Load(); over && now-at >= int64(memoryGCEvery) && g.gcAt.CompareAndSwap(at, now) {
-		go func() {
+		collect := func() {
 			g.gc()
 			g.sampled.Store(0) // read again at the next ask
-		}()
+		}
+		if g.goroutine != nil {
+			g.goroutine(collect)
+		} else {
+			go collect()
+		}
 	}
 	return heap, limit, over
 }

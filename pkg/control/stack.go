@@ -77,7 +77,7 @@ type Stack struct {
 	joinLn    joinListen // listeners, signal endpoints, sockets for joins to announced addresses (joinlisten.go)
 	mem       memGuard   // refuses new connections near the memory limit (mempressure.go)
 	done      chan struct{}
-	wg        sync.WaitGroup
+	rt        routines // every goroutine of the stack, its listeners and connections (routines.go)
 
 	ticketTarget int // how many passive-open tickets the datapath's queue is kept at
 
@@ -221,7 +221,9 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.mu.inTicket = map[uint32]bool{}
 	s.ticketTarget = min(ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
 	s.joinLn.init()
+	s.rt.init()
 	s.mem.init(cfg.MemoryLimit, s.log)
+	s.mem.goroutine = func(f func()) { s.goroutine(f) }
 	if w, ok := cfg.PathManager.(pmapi.EndpointWatcher); ok {
 		w.OnEndpoint(func(e pmapi.Endpoint, present bool) {
 			// MP_JOIN SYN/ACKs carry the ID of the endpoint the join came to.
@@ -236,9 +238,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 			s.endpointChanged(e, present)
 		})
 	}
-	s.wg.Add(2)
-	go s.dispatch()
-	go s.maintain()
+	s.goroutine(s.dispatch, s.maintain)
 	return s, nil
 }
 
@@ -308,28 +308,41 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 	return c, nil
 }
 
-// Close stops the stack and unloads the datapath. Connections still open stop working.
+// Close stops the stack and unloads the datapath. Connections still open stop working, and
+// listeners are closed.
+//
+// The order (routines.go): nothing new starts; listeners, join sockets and connections are
+// closed and the event reader stopped, which ends every goroutine of the stack; Close waits for
+// them (closeWait at most), and only then unmaps the datapath's shared memory. If some did not
+// end in time, the error says how many, and the memory stays mapped: leaked, not unmapped under
+// a goroutine that may still touch it.
 func (s *Stack) Close() error {
 	s.mu.Lock()
 	if s.mu.closed {
 		s.mu.Unlock()
 		return nil
 	}
-	s.mu.closed = true
+	s.mu.closed = true // from now on nothing under mu touches the shared memory
 	conns := make([]*Conn, 0, len(s.mu.conns))
 	for _, c := range s.mu.conns {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	for _, l := range s.stopRoutines() {
+		l.Close()
+	}
 	s.closeJoinSockets()
 	for _, c := range conns {
 		c.abort(errStackClosed, false)
 	}
 	close(s.done)
-	err := s.dp.Close() // also ends the dispatcher's blocking read
-	s.wg.Wait()
-	stackOpen.Store(false)
-	return err
+	s.dp.StopEvents() // ends the dispatcher's blocking read
+	defer stackOpen.Store(false)
+	if err := s.waitRoutines(closeWait); err != nil {
+		s.log.Error("stack close: goroutines did not end; the datapath's shared memory is left mapped", "running", s.goroutines(), "waited", closeWait)
+		return errors.Join(err, s.dp.CloseLeavingMemory())
+	}
+	return s.dp.Close()
 }
 
 var errStackClosed = errors.New("mptcp stack closed")
@@ -342,7 +355,6 @@ func (s *Stack) isClosed() bool {
 
 // dispatch routes datapath events to their connections.
 func (s *Stack) dispatch() {
-	defer s.wg.Done()
 	var ev datapath.Event
 	for {
 		if err := s.dp.ReadEvent(&ev); err != nil {
@@ -381,7 +393,6 @@ func (s *Stack) ticketSlotLocked(slot uint32) bool {
 // maintain keeps the ticket queue filled while listeners exist and reclaims stale tickets: every
 // maintainEvery, and every maintainFast while handshakes are taking tickets (accept refills too).
 func (s *Stack) maintain() {
-	defer s.wg.Done()
 	t := time.NewTimer(maintainEvery)
 	defer t.Stop()
 	for {
@@ -483,6 +494,9 @@ func (s *Stack) releaseConn(conn uint32, token uint32) {
 	delete(s.mu.conns, conn)
 	delete(s.mu.pending, conn)
 	delete(s.mu.claimed, conn)
+	if s.mu.closed {
+		return // the shared memory is being unmapped
+	}
 	s.dp.Conn(conn).Ctl.LocalKey = 0
 	s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Now()})
 }
@@ -502,6 +516,9 @@ func (s *Stack) allocSub() (uint32, error) {
 }
 
 func (s *Stack) allocSubLocked() (uint32, error) {
+	if s.mu.closed {
+		return 0, errStackClosed
+	}
 	sub, err := allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs())
 	if err != nil {
 		return 0, errors.New("no free subflow slots")
@@ -554,7 +571,7 @@ func (s *Stack) refillTickets() int {
 			return used
 		}
 		n, err := s.refillTicketsLocked()
-		full := len(s.mu.queued) >= s.ticketTarget || s.mu.listeners == 0
+		full := len(s.mu.queued) >= s.ticketTarget || s.mu.listeners == 0 || s.mu.closed
 		s.mu.Unlock()
 		used += n
 		if err != nil {
@@ -574,6 +591,9 @@ const ticketChunk = 128
 // were queued, and counts them), reclaims stale ones and queues up to ticketChunk more towards
 // ticketTarget. It returns how many tickets were taken since the last call.
 func (s *Stack) refillTicketsLocked() (int, error) {
+	if s.mu.closed {
+		return 0, nil
+	}
 	used, err := s.dp.Counter(datapath.CounterTicketUsed)
 	if err != nil {
 		return 0, err
@@ -628,6 +648,9 @@ func (s *Stack) refillTicketsLocked() (int, error) {
 // refillJoinsLocked keeps subflow slots and nonces queued for passive joins, and reclaims
 // slots taken by join SYN/ACKs never accepted.
 func (s *Stack) refillJoinsLocked(now time.Time) error {
+	if s.mu.closed {
+		return nil
+	}
 	used, err := s.dp.Counter(datapath.CounterSubslotUsed)
 	if err != nil {
 		return err
@@ -700,7 +723,7 @@ func (s *Stack) claimTicket(conn, sub uint32, key uint64) bool {
 		s.log.Warn("refill passive-open tickets", "err", err)
 	}
 	t, ok := s.mu.taken[conn]
-	if !ok || t.Sub != sub || s.dp.Conn(conn).Ctl.LocalKey != key {
+	if !ok || t.Sub != sub || s.mu.closed || s.dp.Conn(conn).Ctl.LocalKey != key {
 		return false
 	}
 	delete(s.mu.taken, conn)

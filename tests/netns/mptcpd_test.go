@@ -409,4 +409,8 @@ func stopMptcpd(t *testing.T, p *netns.Process) {
 	if !strings.Contains(p.Output(), "stopped") {
 		t.Errorf("mptcpd did not log a clean stop:\n%s", p.Output())
 	}
+	// The stack's goroutines all ended before the datapath was unloaded (Stack.Close).
+	if strings.Contains(p.Output(), "detach datapath") {
+		t.Errorf("mptcpd's stack did not close cleanly:\n%s", p.Output())
+	}
 }
