@@ -16,25 +16,23 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
-
-	"github.com/mptcpgo/mptcpgo/gen"
 )
 
 // Shared layouts: Go views of the C structs, checked against the object's BTF at load.
 type (
 	// Conn is one connection slot: Ctl is written by Go, St by the datapath.
-	Conn = gen.DatapathConn
+	Conn = DatapathConn
 	// Sub is one subflow slot: Ctl (with the outgoing mapping table) is written by Go, St by
 	// the datapath.
-	Sub = gen.DatapathSub
+	Sub = DatapathSub
 	// SkState is a socket's datapath state, read by its file descriptor.
-	SkState = gen.DatapathSkSub
+	SkState = DatapathSkSub
 	// Event is one event from the ring buffer.
-	Event = gen.DatapathEvent
+	Event = DatapathEvent
 	// Ticket is the connection and subflow slots for one completed passive open.
-	Ticket = gen.DatapathTicket
+	Ticket = DatapathTicket
 	// TxMap is one outgoing mapping.
-	TxMap = gen.DatapathTxmap
+	TxMap = DatapathTxmap
 )
 
 // Socket roles and states, as in bpf/datapath_types.h.
@@ -83,17 +81,17 @@ const (
 
 // Event types.
 const (
-	EvEstablished = uint32(gen.DatapathEventTypeEV_ESTABLISHED)
-	EvRxMap       = uint32(gen.DatapathEventTypeEV_RX_MAP)
-	EvDataFin     = uint32(gen.DatapathEventTypeEV_DATA_FIN)
-	EvDataAck     = uint32(gen.DatapathEventTypeEV_DATA_ACK)
-	EvFastclose   = uint32(gen.DatapathEventTypeEV_FASTCLOSE)
-	EvTCPRst      = uint32(gen.DatapathEventTypeEV_TCPRST)
-	EvMPFail      = uint32(gen.DatapathEventTypeEV_MP_FAIL)
-	EvUnmapped    = uint32(gen.DatapathEventTypeEV_UNMAPPED)
-	EvOption      = uint32(gen.DatapathEventTypeEV_OPTION)
-	EvJoin        = uint32(gen.DatapathEventTypeEV_JOIN)
-	EvJoinAcked   = uint32(gen.DatapathEventTypeEV_JOIN_ACKED)
+	EvEstablished = uint32(DatapathEventTypeEV_ESTABLISHED)
+	EvRxMap       = uint32(DatapathEventTypeEV_RX_MAP)
+	EvDataFin     = uint32(DatapathEventTypeEV_DATA_FIN)
+	EvDataAck     = uint32(DatapathEventTypeEV_DATA_ACK)
+	EvFastclose   = uint32(DatapathEventTypeEV_FASTCLOSE)
+	EvTCPRst      = uint32(DatapathEventTypeEV_TCPRST)
+	EvMPFail      = uint32(DatapathEventTypeEV_MP_FAIL)
+	EvUnmapped    = uint32(DatapathEventTypeEV_UNMAPPED)
+	EvOption      = uint32(DatapathEventTypeEV_OPTION)
+	EvJoin        = uint32(DatapathEventTypeEV_JOIN)
+	EvJoinAcked   = uint32(DatapathEventTypeEV_JOIN_ACKED)
 )
 
 // EV_RX_MAP flags in Event.C above the 16-bit length.
@@ -120,7 +118,7 @@ type Config struct {
 
 // Datapath owns the loaded BPF objects, their attachments and the shared memory.
 type Datapath struct {
-	objs     gen.DatapathObjects
+	objs     DatapathObjects
 	cg       *ownCgroup
 	links    []link.Link
 	ccNames  [2]string
@@ -151,7 +149,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	spec, err := gen.LoadDatapath()
+	spec, err := LoadDatapath()
 	if err != nil {
 		return nil, fmt.Errorf("load datapath spec: %w", err)
 	}
@@ -164,7 +162,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if _, err := rand.Read(secret[:]); err != nil {
 		return nil, fmt.Errorf("passive key secret: %w", err)
 	}
-	var dcfg gen.DatapathDpConfig
+	var dcfg DatapathDpConfig
 	for i := range dcfg.SynkeySecret {
 		dcfg.SynkeySecret[i] = binary.BigEndian.Uint32(secret[4*i:])
 	}
@@ -450,7 +448,7 @@ func (d *Datapath) Forget(fd int) error {
 }
 
 // TokenVal is a connection our listeners can be joined to.
-type TokenVal = gen.DatapathTokenVal
+type TokenVal = DatapathTokenVal
 
 // AddToken makes a connection joinable by its token.
 func (d *Datapath) AddToken(token uint32, v TokenVal) error {
@@ -510,8 +508,8 @@ func (d *Datapath) SetLocalID(a netip.Addr, id uint8) error {
 	return d.objs.LocalIds.Update(&k, id, ebpf.UpdateAny)
 }
 
-func addrKey(a netip.Addr) gen.DatapathAddrKey {
-	k := gen.DatapathAddrKey{Family: 2}
+func addrKey(a netip.Addr) DatapathAddrKey {
+	k := DatapathAddrKey{Family: 2}
 	a = a.Unmap()
 	if a.Is4() {
 		b := a.As4()

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mptcpgo/mptcpgo/gen"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
@@ -36,8 +35,8 @@ func TestOpenClose(t *testing.T) {
 
 // TestCounterNames checks that every datapath counter has a name.
 func TestCounterNames(t *testing.T) {
-	for i := 0; i < int(gen.DatapathDpCounterDP_COUNTER_MAX); i++ {
-		if counterNames[gen.DatapathDpCounter(i)] == "" {
+	for i := 0; i < int(DatapathDpCounterDP_COUNTER_MAX); i++ {
+		if counterNames[DatapathDpCounter(i)] == "" {
 			t.Errorf("counter %d has no name", i)
 		}
 	}
