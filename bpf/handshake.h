@@ -344,6 +344,29 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 	return 1;
 }
 
+/* mpj_ack_ok reports whether the third ACK of a passive join (optlen bytes of options in sc->ob)
+ * carries the HMAC of the connection tv for the nonces in v. */
+static __always_inline int mpj_ack_ok(struct dp_scratch *sc, struct token_val *tv, struct req_val *v, int optlen)
+{
+	int ok = 0;
+
+	if (tv && optlen > 0 && find_opt(sc, optlen, TCP_FLAG_ACK, MPTCPOPT_MP_JOIN) && sc->opt.len == LEN_MPJ_ACK &&
+	    !mptcp_hmac(&sc->hmac, tv->remote_key, tv->local_key, v->nonce_a, v->nonce_b)) {
+		__u32 *h = sc->hmac.outer.h;
+		__u8 *m = sc->opt.hmac;
+
+		ok = 1;
+		for (int i = 0; i < 5; i++) {
+			__u32 want = h[i];
+
+			if (m[4 * i] != (__u8)(want >> 24) || m[4 * i + 1] != (__u8)(want >> 16) ||
+			    m[4 * i + 2] != (__u8)(want >> 8) || m[4 * i + 3] != (__u8)want)
+				ok = 0;
+		}
+	}
+	return ok;
+}
+
 /* passive_join completes an MP_JOIN on our side: the third ACK's HMAC must be the leftmost 160
  * bits of HMAC(KeyA‖KeyB, R-A‖R-B); only then the subflow joins its connection (§3.2). */
 static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct req_key *k,
@@ -353,7 +376,7 @@ static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_sc
 	struct tcphdr th;
 	struct sk_sub *s;
 	struct sub *sb;
-	int optlen, ok = 0;
+	int optlen, ok;
 
 	s = bpf_sk_storage_get(&sk_subs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!s) {
@@ -372,20 +395,7 @@ static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_sc
 	s->remote_nonce = v->nonce_a;
 	s->remote_token = v->token;
 	optlen = copy_hdr_opts(skops, &sc->ob, &th);
-	if (tv && optlen > 0 && find_opt(sc, optlen, TCP_FLAG_ACK, MPTCPOPT_MP_JOIN) && sc->opt.len == LEN_MPJ_ACK &&
-	    !mptcp_hmac(&sc->hmac, tv->remote_key, tv->local_key, v->nonce_a, v->nonce_b)) {
-		__u32 *h = sc->hmac.outer.h;
-		__u8 *m = sc->opt.hmac;
-
-		ok = 1;
-		for (int i = 0; i < 5; i++) {
-			__u32 want = h[i];
-
-			if (m[4 * i] != (__u8)(want >> 24) || m[4 * i + 1] != (__u8)(want >> 16) ||
-			    m[4 * i + 2] != (__u8)(want >> 8) || m[4 * i + 3] != (__u8)want)
-				ok = 0;
-		}
-	}
+	ok = mpj_ack_ok(sc, tv, v, optlen);
 	bpf_map_delete_elem(&reqs, k);
 	if (!ok) {
 		s->state = SUB_JOIN_FAILED;

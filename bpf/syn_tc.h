@@ -95,6 +95,40 @@ static __always_inline int join_no_token(struct dp_scratch *sc, __u64 olen)
 #define TCP_HDR_MAX 60      /* a TCP header with the largest option area */
 #define MPTCP_RST_EMPTCP 1  /* MP_TCPRST reason: MPTCP-specific error (RFC 8684 §3.6) */
 
+/* reset_ip_hdr turns the IP header of a SYN join_reset answers into the reset's: addresses
+ * swapped, TTL or hop limit RST_TTL. Returns -1 when the packet could not be rewritten. */
+static __always_inline int reset_ip_hdr(struct __sk_buff *skb, int v6)
+{
+	__s64 diff;
+
+	if (v6) {
+		__u8 addrs[32], swapped[32], hop = RST_TTL;
+		__u32 off = sizeof(struct ethhdr) + offsetof(struct ipv6hdr, saddr);
+
+		if (bpf_skb_load_bytes(skb, off, addrs, sizeof(addrs)) < 0)
+			return -1;
+		__builtin_memcpy(swapped, addrs + 16, 16);
+		__builtin_memcpy(swapped + 16, addrs, 16);
+		if (bpf_skb_store_bytes(skb, off, swapped, sizeof(swapped), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0) < 0)
+			return -1;
+	} else {
+		struct iphdr oip, nip;
+
+		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &oip, sizeof(oip)) < 0)
+			return -1;
+		nip = oip;
+		nip.saddr = oip.daddr;
+		nip.daddr = oip.saddr;
+		nip.ttl = RST_TTL;
+		diff = bpf_csum_diff((__be32 *)&oip, sizeof(oip), (__be32 *)&nip, sizeof(nip), 0);
+		if (diff < 0 || bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &nip, sizeof(nip), 0) < 0 ||
+		    bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), 0, diff, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* join_reset turns an incoming SYN (no payload; its TCP header at l4, hl bytes long) into the
  * reset the kernel answers an MP_JOIN for an unknown token with, and sends it back out of the
  * interface it came in on: addresses and ports swapped; RST|ACK with seq 0 and ack the SYN's
@@ -147,31 +181,8 @@ static __always_inline int join_reset(struct __sk_buff *skb, __u32 l4, int v6, _
 		return TC_ACT_SHOT;
 
 	/* The IP header. */
-	if (v6) {
-		__u8 addrs[32], swapped[32], hop = RST_TTL;
-		__u32 off = sizeof(struct ethhdr) + offsetof(struct ipv6hdr, saddr);
-
-		if (bpf_skb_load_bytes(skb, off, addrs, sizeof(addrs)) < 0)
-			return TC_ACT_SHOT;
-		__builtin_memcpy(swapped, addrs + 16, 16);
-		__builtin_memcpy(swapped + 16, addrs, 16);
-		if (bpf_skb_store_bytes(skb, off, swapped, sizeof(swapped), 0) < 0 ||
-		    bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0) < 0)
-			return TC_ACT_SHOT;
-	} else {
-		struct iphdr oip, nip;
-
-		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &oip, sizeof(oip)) < 0)
-			return TC_ACT_SHOT;
-		nip = oip;
-		nip.saddr = oip.daddr;
-		nip.daddr = oip.saddr;
-		nip.ttl = RST_TTL;
-		diff = bpf_csum_diff((__be32 *)&oip, sizeof(oip), (__be32 *)&nip, sizeof(nip), 0);
-		if (diff < 0 || bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &nip, sizeof(nip), 0) < 0 ||
-		    bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), 0, diff, 0) < 0)
-			return TC_ACT_SHOT;
-	}
+	if (reset_ip_hdr(skb, v6) < 0)
+		return TC_ACT_SHOT;
 
 	/* The Ethernet addresses. */
 	__builtin_memcpy(mac2, mac + ETH_ALEN, ETH_ALEN);
