@@ -15,7 +15,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-#include "datapath_maps.h"
+#include "datapath_common.h"
 #include "ktypes.h"
 
 extern void cubictcp_init(struct sock *sk) __ksym;
