@@ -11,7 +11,7 @@ FUZZ_SHORT ?= 500000x
 FUZZ_TIME ?= 3000000x
 # Time to minimize each new interesting input: Go's default (60 s) can take the whole run.
 FUZZ_MINIMIZE ?= 1s
-FUZZ_TARGETS := ./pkg/wire:FuzzParse ./internal/datapath:FuzzBPFOptions ./pkg/control:FuzzConnOptions
+FUZZ_TARGETS := ./pkg/wire:FuzzParse ./internal/observer:FuzzBPFOptions ./pkg/control:FuzzConnOptions
 # Targets slower than FuzzParse get their own budgets (FUZZ_SHORT_<name>, FUZZ_TIME_<name>) so that
 # each still runs about 10 s and 60 s: FuzzBPFOptions runs BPF_PROG_TEST_RUN twice an input (~5k/s),
 # FuzzConnOptions opens loopback sockets and runs a connection through a sequence (~3k/s).
@@ -38,14 +38,19 @@ deps: ## Install the missing Debian packages (clang, bpftool, iproute2, tshark, 
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Packages with bpf2go lines (a gen.go each): the datapath object beside its loader, and the
+# objects only tests and the path emulator load. Their generated files end in _bpfel.go and _bpfel.o.
+GEN_DIRS := internal/datapath internal/testbpf
+GEN_FILES := $(foreach d,$(GEN_DIRS),'$(d)/*_bpfel.go' '$(d)/*_bpfel.o')
+
 .PHONY: generate
-generate: deps ## Compile bpf/ with bpf2go into gen/ (the result is committed)
-	cd gen && $(GO) generate ./...
+generate: deps ## Compile bpf/ with bpf2go into internal/datapath and internal/testbpf (the result is committed)
+	$(GO) generate $(addprefix ./,$(GEN_DIRS))
 
 .PHONY: check-generate
-check-generate: generate ## Regenerate gen/ and fail when it differs from what is committed
-	@if ! git diff --quiet -- gen/ || [ -n "$$(git ls-files --others --exclude-standard gen/)" ]; then \
-		git status --short gen/; echo "gen/ differs from the committed files: run 'make generate' and commit"; exit 1; \
+check-generate: generate ## Regenerate the bpf2go output and fail when it differs from what is committed
+	@if ! git diff --quiet -- $(GEN_FILES) || [ -n "$$(git ls-files --others --exclude-standard -- $(GEN_FILES))" ]; then \
+		git status --short -- $(GEN_FILES); echo "generated files differ from the committed ones: run 'make generate' and commit"; exit 1; \
 	fi
 
 .PHONY: build

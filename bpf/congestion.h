@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Our subflows' congestion control (struct_ops tcp_congestion_ops).
+/* Our subflows' congestion control (struct_ops tcp_congestion_ops, defined in datapath.bpf.c).
  *
  * Congestion avoidance is the kernel's CUBIC, called through its kfuncs. What we add: a pure ACK
  * on demand. A plain TCP socket has nothing to send when the peer's DATA_FIN needs a DATA_ACK or
@@ -15,7 +15,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-#include "datapath_maps.h"
+#include "datapath_common.h"
 #include "ktypes.h"
 
 extern void cubictcp_init(struct sock *sk) __ksym;
@@ -47,54 +47,5 @@ static __always_inline void ack_on_demand(struct sock *sk)
 	bpf_tcp_send_ack(tp, tp->rcv_nxt);
 	dp_count(DP_ACK_SENT);
 }
-
-#define DEFINE_CA(ab)                                                                          \
-	SEC("struct_ops") void BPF_PROG(ca_init_##ab, struct sock *sk)                         \
-	{                                                                                      \
-		cubictcp_init(sk);                                                             \
-		ack_on_demand(sk);                                                             \
-	}                                                                                      \
-	SEC("struct_ops") __u32 BPF_PROG(ca_ssthresh_##ab, struct sock *sk)                    \
-	{                                                                                      \
-		return cubictcp_recalc_ssthresh(sk);                                           \
-	}                                                                                      \
-	SEC("struct_ops") void BPF_PROG(ca_cong_avoid_##ab, struct sock *sk, __u32 ack, __u32 acked) \
-	{                                                                                      \
-		cubictcp_cong_avoid(sk, ack, acked);                                           \
-	}                                                                                      \
-	SEC("struct_ops") void BPF_PROG(ca_set_state_##ab, struct sock *sk, __u8 new_state)   \
-	{                                                                                      \
-		cubictcp_state(sk, new_state);                                                 \
-	}                                                                                      \
-	SEC("struct_ops") void BPF_PROG(ca_cwnd_event_##ab, struct sock *sk, enum tcp_ca_event ev) \
-	{                                                                                      \
-		cubictcp_cwnd_event(sk, ev);                                                   \
-	}                                                                                      \
-	SEC("struct_ops") void BPF_PROG(ca_in_ack_event_##ab, struct sock *sk, __u32 flags)   \
-	{                                                                                      \
-		ack_on_demand(sk);                                                             \
-	}                                                                                      \
-	SEC("struct_ops") void BPF_PROG(ca_pkts_acked_##ab, struct sock *sk, const struct ack_sample *sample) \
-	{                                                                                      \
-		cubictcp_acked(sk, sample);                                                    \
-	}                                                                                      \
-	SEC("struct_ops") __u32 BPF_PROG(ca_undo_cwnd_##ab, struct sock *sk)                   \
-	{                                                                                      \
-		return tcp_reno_undo_cwnd(sk);                                                 \
-	}                                                                                      \
-	SEC(".struct_ops.link") struct tcp_congestion_ops ca_##ab = {                          \
-		.init = (void *)ca_init_##ab,                                                  \
-		.ssthresh = (void *)ca_ssthresh_##ab,                                          \
-		.cong_avoid = (void *)ca_cong_avoid_##ab,                                      \
-		.set_state = (void *)ca_set_state_##ab,                                        \
-		.cwnd_event = (void *)ca_cwnd_event_##ab,                                      \
-		.in_ack_event = (void *)ca_in_ack_event_##ab,                                  \
-		.pkts_acked = (void *)ca_pkts_acked_##ab,                                      \
-		.undo_cwnd = (void *)ca_undo_cwnd_##ab,                                        \
-		.name = "mptcpgo_" #ab, /* Go renames it per daemon before load */             \
-	};
-
-DEFINE_CA(a)
-DEFINE_CA(b)
 
 #endif

@@ -14,15 +14,7 @@
 #include "mptcp_defs.h"
 #include "mptcp_types.h"
 
-#define OPTBUF_SIZE 64
-#define OPTBUF_MASK (OPTBUF_SIZE - 1)
 #define MAX_TCP_OPTS_WALK 40 /* every option takes at least one byte */
-
-/* A copied TCP options area. The parser and walker are global BPF functions, verified once on
- * their own: their pointer arguments must point at sized structs. */
-struct optbuf {
-	__u8 b[OPTBUF_SIZE];
-};
 
 /* ob_idx masks an index in a way the compiler cannot drop, so the verifier always sees it. */
 static __always_inline __u64 ob_idx(__u64 i)

@@ -1,9 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Structs shared between the BPF programs and Go (bpf2go -type). Padding is explicit; Go checks sizes. */
+/* Structs shared between the BPF programs and Go (bpf2go -type), and the options buffer they parse.
+ * Padding is explicit; Go checks sizes. */
 #ifndef MPTCPGO_MPTCP_TYPES_H
 #define MPTCPGO_MPTCP_TYPES_H
 
 #include <linux/types.h>
+
+#define OPTBUF_SIZE 64
+#define OPTBUF_MASK (OPTBUF_SIZE - 1)
+
+/* A copied TCP options area (mptcp_parse.h). The parser and walker are global BPF functions,
+ * verified once on their own: their pointer arguments must point at sized structs. */
+struct optbuf {
+	__u8 b[OPTBUF_SIZE];
+};
 
 /* One parsed MPTCP option. Fields not used by the subtype are zero. */
 struct mptcp_opt {

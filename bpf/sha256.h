@@ -12,14 +12,7 @@
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
 
-struct sha256_state {
-	__u32 h[8];
-};
-
-/* One 512-bit block as 16 big-endian words. */
-struct sha256_block {
-	__u32 w[16];
-};
+#include "crypto_types.h"
 
 static const volatile __u32 sha256_k[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -101,16 +94,6 @@ __noinline int sha256_compress(struct sha256_state *s, struct sha256_block *blk)
 	s->h[7] += h;
 	return 0;
 }
-
-/* Scratch for one HMAC, kept in a map value: the stack cannot hold it next to a caller's frame. */
-struct hmac_scratch {
-	struct sha256_state inner;
-	struct sha256_state outer;
-	struct sha256_block blk;
-	__u32 key[4];
-	__u32 skey[8];  /* hmac_sha256_32_48: the 32-byte key */
-	__u32 msg[12];  /* hmac_sha256_32_48: the 48-byte message */
-};
 
 /* hmac_outer finishes an HMAC whose inner hash is in x->inner: SHA-256 of (K ^ opad) ‖ inner
  * digest (64 + 32 bytes = 768 bits) into x->outer. The key is nwords big-endian words (4 or 8),

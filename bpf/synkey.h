@@ -37,16 +37,6 @@
 
 #define SYNKEY_ATTEMPTS 4 /* zero keys in a row before giving up: never, in practice */
 
-/* The inputs of a derivation. Addresses in network order, as sock_ops has them. */
-struct synkey_in {
-	__u32 version; /* 4 or 6 */
-	__u32 local_ip[4];
-	__u32 remote_ip[4];
-	__u16 local_port;  /* host order */
-	__u16 remote_port; /* host order */
-	__u32 client_isn;
-};
-
 /* synkey_derive returns the key of in under the secret (8 big-endian words), 0 on failure. */
 static __always_inline __u64 synkey_derive(struct hmac_scratch *x, const volatile __u32 *secret,
 					   const struct synkey_in *in)

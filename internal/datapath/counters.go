@@ -6,18 +6,16 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-
-	"github.com/mptcpgo/mptcpgo/gen"
 )
 
 // Counter is a datapath counter: an index into the per-CPU counter array (enum dp_counter).
-type Counter = gen.DatapathDpCounter
+type Counter = DatapathDpCounter
 
 // The counters the connection layer reads to follow the datapath's queues.
 const (
-	CounterTicketUsed  = gen.DatapathDpCounterDP_TICKET_USED  // PassiveTicketUsed
-	CounterSubslotUsed = gen.DatapathDpCounterDP_SUBSLOT_USED // JoinSlotUsed
-	CounterMPJoinSynRx = gen.DatapathDpCounterDP_MPJ_SYN_RX   // MPJoinSynRx
+	CounterTicketUsed  = DatapathDpCounterDP_TICKET_USED  // PassiveTicketUsed
+	CounterSubslotUsed = DatapathDpCounterDP_SUBSLOT_USED // JoinSlotUsed
+	CounterMPJoinSynRx = DatapathDpCounterDP_MPJ_SYN_RX   // MPJoinSynRx
 )
 
 // The counters' names follow the kernel's MPTcpExt MIB where it has the counter. They are derived
@@ -105,7 +103,7 @@ func counterNames(spec *ebpf.CollectionSpec) ([]string, error) {
 	if err := spec.Types.TypeByName("dp_counter", &e); err != nil {
 		return nil, fmt.Errorf("datapath counters: %w", err)
 	}
-	names := make([]string, gen.DatapathDpCounterDP_COUNTER_MAX)
+	names := make([]string, DatapathDpCounterDP_COUNTER_MAX)
 	index := map[string]string{}
 	for _, v := range e.Values {
 		if v.Name == "DP_COUNTER_MAX" {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
-	"github.com/mptcpgo/mptcpgo/gen"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
@@ -38,72 +37,72 @@ func TestOpenClose(t *testing.T) {
 
 // counterNamesShown are the names the datapath counters have always had: mptcpctl stats and
 // mptcpd's metrics print them and other tests parse them.
-var counterNamesShown = map[gen.DatapathDpCounter]string{
-	gen.DatapathDpCounterDP_MPC_SYN_TX:           "MPCapableSYNTX",
-	gen.DatapathDpCounterDP_MPC_SYNACK_RX:        "MPCapableSYNACKRX",
-	gen.DatapathDpCounterDP_MPC_FALLBACK_SYNACK:  "MPCapableFallbackSYNACK",
-	gen.DatapathDpCounterDP_MPC_SYN_RX:           "MPCapableSYNRX",
-	gen.DatapathDpCounterDP_MPC_SYNACK_TX:        "MPCapableSYNACKTX",
-	gen.DatapathDpCounterDP_MPC_NO_TICKET:        "MPCapableNoTicket",
-	gen.DatapathDpCounterDP_MPC_ACK_RX:           "MPCapableACKRX",
-	gen.DatapathDpCounterDP_MPC_FALLBACK_ACK:     "MPCapableFallbackACK",
-	gen.DatapathDpCounterDP_MPC_ACK_TX:           "MPCapableACKTX",
-	gen.DatapathDpCounterDP_MPC_DATA_TX:          "MPCapableDataTX",
-	gen.DatapathDpCounterDP_DSS_TX:               "DSSTx",
-	gen.DatapathDpCounterDP_DSS_TX_NOMAP:         "DSSTxNoMapping",
-	gen.DatapathDpCounterDP_OPT_NOSPACE:          "OptionNoSpace",
-	gen.DatapathDpCounterDP_DSS_RX:               "DSSRx",
-	gen.DatapathDpCounterDP_RX_MAP:               "MappingRx",
-	gen.DatapathDpCounterDP_DATA_ACK_RX:          "DataAckRx",
-	gen.DatapathDpCounterDP_DATA_ACK_INVALID:     "DataAckInvalid",
-	gen.DatapathDpCounterDP_DATA_FIN_RX:          "DataFinRx",
-	gen.DatapathDpCounterDP_DATA_FIN_TX:          "DataFinTx",
-	gen.DatapathDpCounterDP_FASTPATH_ACK:         "DataAckFastPath",
-	gen.DatapathDpCounterDP_ACK_SENT:             "AckOnDemand",
-	gen.DatapathDpCounterDP_FASTCLOSE_TX:         "MPFastcloseTx",
-	gen.DatapathDpCounterDP_FASTCLOSE_RX:         "MPFastcloseRx",
-	gen.DatapathDpCounterDP_FASTCLOSE_BADKEY:     "MPFastcloseBadKey",
-	gen.DatapathDpCounterDP_TCPRST_TX:            "MPRstTx",
-	gen.DatapathDpCounterDP_TCPRST_RX:            "MPRstRx",
-	gen.DatapathDpCounterDP_MP_FAIL_TX:           "MPFailTx",
-	gen.DatapathDpCounterDP_MP_FAIL_RX:           "MPFailRx",
-	gen.DatapathDpCounterDP_ADD_ADDR_RX:          "AddAddr",
-	gen.DatapathDpCounterDP_RM_ADDR_RX:           "RmAddr",
-	gen.DatapathDpCounterDP_MP_PRIO_RX:           "MPPrioRx",
-	gen.DatapathDpCounterDP_MPJ_RX:               "MPJoinUnexpected",
-	gen.DatapathDpCounterDP_UNMAPPED_RX:          "UnmappedDataRx",
-	gen.DatapathDpCounterDP_OPT_MALFORMED:        "OptionMalformed",
-	gen.DatapathDpCounterDP_OPT_UNEXPECTED:       "OptionUnexpected",
-	gen.DatapathDpCounterDP_HDR_MALFORMED:        "TCPOptionsMalformed",
-	gen.DatapathDpCounterDP_EVENT_LOST:           "EventLost",
-	gen.DatapathDpCounterDP_NO_STATE:             "NoState",
-	gen.DatapathDpCounterDP_SACK_STRIPPED:        "SackPermStripped",
-	gen.DatapathDpCounterDP_TICKET_USED:          "PassiveTicketUsed",
-	gen.DatapathDpCounterDP_MPJ_SYN_TX:           "MPJoinSynTx",
-	gen.DatapathDpCounterDP_MPJ_SYNACK_RX:        "MPJoinSynAckRx",
-	gen.DatapathDpCounterDP_MPJ_SYNACK_HMAC_FAIL: "MPJoinSynAckHMacFailure",
-	gen.DatapathDpCounterDP_MPJ_ACK_TX:           "MPJoinAckTx",
-	gen.DatapathDpCounterDP_MPJ_SYN_RX:           "MPJoinSynRx",
-	gen.DatapathDpCounterDP_MPJ_NO_TOKEN:         "MPJoinNoTokenFound",
-	gen.DatapathDpCounterDP_MPJ_NO_RESOURCE:      "MPJoinNoResource",
-	gen.DatapathDpCounterDP_MPJ_SYNACK_TX:        "MPJoinSynAckTx",
-	gen.DatapathDpCounterDP_MPJ_ACK_RX:           "MPJoinAckRx",
-	gen.DatapathDpCounterDP_MPJ_ACK_HMAC_FAIL:    "MPJoinAckHMacFailure",
-	gen.DatapathDpCounterDP_MPJ_FOURTH_ACK:       "MPJoinFullyEstablished",
-	gen.DatapathDpCounterDP_OPT_TX:               "SignalOptionTx",
-	gen.DatapathDpCounterDP_SUBSLOT_USED:         "JoinSlotUsed",
-	gen.DatapathDpCounterDP_SCRATCH_NESTED:       "ScratchNested",
-	gen.DatapathDpCounterDP_ACK_NOSPACE:          "DataAckNoSpace",
-	gen.DatapathDpCounterDP_DSS_NO_MATCH_TCP:     "DSSNoMatchTCP",
-	gen.DatapathDpCounterDP_MPC_ACK_BADKEY:       "MPCapableACKBadKey",
-	gen.DatapathDpCounterDP_MPC_TOKEN_FALLBACK:   "TokenFallbackInit",
-	gen.DatapathDpCounterDP_MPC_SYN_NOKEY:        "MPCapableSYNNoKey",
+var counterNamesShown = map[DatapathDpCounter]string{
+	DatapathDpCounterDP_MPC_SYN_TX:           "MPCapableSYNTX",
+	DatapathDpCounterDP_MPC_SYNACK_RX:        "MPCapableSYNACKRX",
+	DatapathDpCounterDP_MPC_FALLBACK_SYNACK:  "MPCapableFallbackSYNACK",
+	DatapathDpCounterDP_MPC_SYN_RX:           "MPCapableSYNRX",
+	DatapathDpCounterDP_MPC_SYNACK_TX:        "MPCapableSYNACKTX",
+	DatapathDpCounterDP_MPC_NO_TICKET:        "MPCapableNoTicket",
+	DatapathDpCounterDP_MPC_ACK_RX:           "MPCapableACKRX",
+	DatapathDpCounterDP_MPC_FALLBACK_ACK:     "MPCapableFallbackACK",
+	DatapathDpCounterDP_MPC_ACK_TX:           "MPCapableACKTX",
+	DatapathDpCounterDP_MPC_DATA_TX:          "MPCapableDataTX",
+	DatapathDpCounterDP_DSS_TX:               "DSSTx",
+	DatapathDpCounterDP_DSS_TX_NOMAP:         "DSSTxNoMapping",
+	DatapathDpCounterDP_OPT_NOSPACE:          "OptionNoSpace",
+	DatapathDpCounterDP_DSS_RX:               "DSSRx",
+	DatapathDpCounterDP_RX_MAP:               "MappingRx",
+	DatapathDpCounterDP_DATA_ACK_RX:          "DataAckRx",
+	DatapathDpCounterDP_DATA_ACK_INVALID:     "DataAckInvalid",
+	DatapathDpCounterDP_DATA_FIN_RX:          "DataFinRx",
+	DatapathDpCounterDP_DATA_FIN_TX:          "DataFinTx",
+	DatapathDpCounterDP_FASTPATH_ACK:         "DataAckFastPath",
+	DatapathDpCounterDP_ACK_SENT:             "AckOnDemand",
+	DatapathDpCounterDP_FASTCLOSE_TX:         "MPFastcloseTx",
+	DatapathDpCounterDP_FASTCLOSE_RX:         "MPFastcloseRx",
+	DatapathDpCounterDP_FASTCLOSE_BADKEY:     "MPFastcloseBadKey",
+	DatapathDpCounterDP_TCPRST_TX:            "MPRstTx",
+	DatapathDpCounterDP_TCPRST_RX:            "MPRstRx",
+	DatapathDpCounterDP_MP_FAIL_TX:           "MPFailTx",
+	DatapathDpCounterDP_MP_FAIL_RX:           "MPFailRx",
+	DatapathDpCounterDP_ADD_ADDR_RX:          "AddAddr",
+	DatapathDpCounterDP_RM_ADDR_RX:           "RmAddr",
+	DatapathDpCounterDP_MP_PRIO_RX:           "MPPrioRx",
+	DatapathDpCounterDP_MPJ_RX:               "MPJoinUnexpected",
+	DatapathDpCounterDP_UNMAPPED_RX:          "UnmappedDataRx",
+	DatapathDpCounterDP_OPT_MALFORMED:        "OptionMalformed",
+	DatapathDpCounterDP_OPT_UNEXPECTED:       "OptionUnexpected",
+	DatapathDpCounterDP_HDR_MALFORMED:        "TCPOptionsMalformed",
+	DatapathDpCounterDP_EVENT_LOST:           "EventLost",
+	DatapathDpCounterDP_NO_STATE:             "NoState",
+	DatapathDpCounterDP_SACK_STRIPPED:        "SackPermStripped",
+	DatapathDpCounterDP_TICKET_USED:          "PassiveTicketUsed",
+	DatapathDpCounterDP_MPJ_SYN_TX:           "MPJoinSynTx",
+	DatapathDpCounterDP_MPJ_SYNACK_RX:        "MPJoinSynAckRx",
+	DatapathDpCounterDP_MPJ_SYNACK_HMAC_FAIL: "MPJoinSynAckHMacFailure",
+	DatapathDpCounterDP_MPJ_ACK_TX:           "MPJoinAckTx",
+	DatapathDpCounterDP_MPJ_SYN_RX:           "MPJoinSynRx",
+	DatapathDpCounterDP_MPJ_NO_TOKEN:         "MPJoinNoTokenFound",
+	DatapathDpCounterDP_MPJ_NO_RESOURCE:      "MPJoinNoResource",
+	DatapathDpCounterDP_MPJ_SYNACK_TX:        "MPJoinSynAckTx",
+	DatapathDpCounterDP_MPJ_ACK_RX:           "MPJoinAckRx",
+	DatapathDpCounterDP_MPJ_ACK_HMAC_FAIL:    "MPJoinAckHMacFailure",
+	DatapathDpCounterDP_MPJ_FOURTH_ACK:       "MPJoinFullyEstablished",
+	DatapathDpCounterDP_OPT_TX:               "SignalOptionTx",
+	DatapathDpCounterDP_SUBSLOT_USED:         "JoinSlotUsed",
+	DatapathDpCounterDP_SCRATCH_NESTED:       "ScratchNested",
+	DatapathDpCounterDP_ACK_NOSPACE:          "DataAckNoSpace",
+	DatapathDpCounterDP_DSS_NO_MATCH_TCP:     "DSSNoMatchTCP",
+	DatapathDpCounterDP_MPC_ACK_BADKEY:       "MPCapableACKBadKey",
+	DatapathDpCounterDP_MPC_TOKEN_FALLBACK:   "TokenFallbackInit",
+	DatapathDpCounterDP_MPC_SYN_NOKEY:        "MPCapableSYNNoKey",
 }
 
 // TestCounterNames checks that every datapath counter has a name, derived from its enumerator,
 // unique, and the one it has always had.
 func TestCounterNames(t *testing.T) {
-	spec, err := gen.LoadDatapath()
+	spec, err := LoadDatapath()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +110,11 @@ func TestCounterNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) != int(gen.DatapathDpCounterDP_COUNTER_MAX) || len(counterNamesShown) != len(names) {
-		t.Fatalf("%d names for %d counters (%d expected)", len(names), gen.DatapathDpCounterDP_COUNTER_MAX, len(counterNamesShown))
+	if len(names) != int(DatapathDpCounterDP_COUNTER_MAX) || len(counterNamesShown) != len(names) {
+		t.Fatalf("%d names for %d counters (%d expected)", len(names), DatapathDpCounterDP_COUNTER_MAX, len(counterNamesShown))
 	}
 	seen := map[string]bool{}
-	for i := 0; i < int(gen.DatapathDpCounterDP_COUNTER_MAX); i++ {
+	for i := 0; i < int(DatapathDpCounterDP_COUNTER_MAX); i++ {
 		n := names[i]
 		if n == "" {
 			t.Errorf("counter %d has no name", i)
@@ -124,7 +123,7 @@ func TestCounterNames(t *testing.T) {
 			t.Errorf("counter %d: name %s taken", i, n)
 		}
 		seen[n] = true
-		if want := counterNamesShown[gen.DatapathDpCounter(i)]; n != want {
+		if want := counterNamesShown[DatapathDpCounter(i)]; n != want {
 			t.Errorf("counter %d is named %s, want %s", i, n, want)
 		}
 	}

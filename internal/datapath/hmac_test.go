@@ -8,15 +8,15 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/mptcpgo/mptcpgo/gen"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
 // bpfHMAC runs the datapath's MP_JOIN HMAC (bpf/sha256.h) in the kernel.
 func bpfHMAC(t *testing.T, prog *ebpf.Program, key1, key2 uint64, n1, n2 uint32) [32]byte {
 	t.Helper()
-	args := gen.HmactestHmacArgs{Key1: key1, Key2: key2, N1: n1, N2: n2}
+	args := testbpf.HmactestHmacArgs{Key1: key1, Key2: key2, N1: n1, N2: n2}
 	in := unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))
 	ret, err := prog.Run(&ebpf.RunOptions{Context: in, ContextOut: in})
 	if err != nil {
@@ -36,8 +36,8 @@ func bpfHMAC(t *testing.T, prog *ebpf.Program, key1, key2 uint64, n1, n2 uint32)
 // vectors of REFERENCE.md and on random keys and nonces.
 func TestBPFHMACMatchesGo(t *testing.T) {
 	testenv.RequireRoot(t)
-	var objs gen.HmactestObjects
-	if err := gen.LoadHmactestObjects(&objs, nil); err != nil {
+	var objs testbpf.HmactestObjects
+	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
 		t.Fatalf("the verifier must accept the HMAC: %v", verifierError(err))
 	}
 	defer objs.Close()
@@ -75,8 +75,8 @@ func TestBPFHMACMatchesGo(t *testing.T) {
 // before Go takes a connection over) against Go's.
 func TestBPFKeySHAMatchesGo(t *testing.T) {
 	testenv.RequireRoot(t)
-	var objs gen.HmactestObjects
-	if err := gen.LoadHmactestObjects(&objs, nil); err != nil {
+	var objs testbpf.HmactestObjects
+	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
 		t.Fatalf("the verifier must accept the key hash: %v", verifierError(err))
 	}
 	defer objs.Close()
@@ -86,7 +86,7 @@ func TestBPFKeySHAMatchesGo(t *testing.T) {
 		keys = append(keys, rng.Uint64())
 	}
 	for _, k := range keys {
-		args := gen.HmactestKeyArgs{Key: k}
+		args := testbpf.HmactestKeyArgs{Key: k}
 		in := unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))
 		ret, err := objs.RunKeySha.Run(&ebpf.RunOptions{Context: in, ContextOut: in})
 		if err != nil || ret != 0 {

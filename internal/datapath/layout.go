@@ -1,25 +1,22 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-
-	"github.com/mptcpgo/mptcpgo/gen"
 )
 
 // sharedStructs pairs the C structs shared with Go with the Go types that mirror them.
 var sharedStructs = map[string]uintptr{
-	"mptcp_opt": unsafe.Sizeof(gen.ObserverMptcpOpt{}),
-	"capture":   unsafe.Sizeof(gen.ObserverCapture{}),
-	"conn":      unsafe.Sizeof(gen.DatapathConn{}),
-	"sub":       unsafe.Sizeof(gen.DatapathSub{}),
-	"sk_sub":    unsafe.Sizeof(gen.DatapathSkSub{}),
-	"event":     unsafe.Sizeof(gen.DatapathEvent{}),
-	"ticket":    unsafe.Sizeof(gen.DatapathTicket{}),
-	"txmap":     unsafe.Sizeof(gen.DatapathTxmap{}),
+	"conn":   unsafe.Sizeof(DatapathConn{}),
+	"sub":    unsafe.Sizeof(DatapathSub{}),
+	"sk_sub": unsafe.Sizeof(DatapathSkSub{}),
+	"event":  unsafe.Sizeof(DatapathEvent{}),
+	"ticket": unsafe.Sizeof(DatapathTicket{}),
+	"txmap":  unsafe.Sizeof(DatapathTxmap{}),
 }
 
 // checkStructSizes compares the sizes of the shared structs in the object's BTF with the Go
@@ -31,8 +28,17 @@ func checkStructSizes(spec *ebpf.CollectionSpec) error {
 			continue // not part of this object
 		}
 		if uintptr(s.Size) != goSize {
-			return fmt.Errorf("struct %s: C size %d, Go size %d: regenerate gen/", name, s.Size, goSize)
+			return fmt.Errorf("struct %s: C size %d, Go size %d: run make generate", name, s.Size, goSize)
 		}
 	}
 	return nil
+}
+
+// verifierError adds the verifier log's tail to a load error.
+func verifierError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%w\n%+v", err, ve)
+	}
+	return err
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/mptcpgo/mptcpgo/gen"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
@@ -18,7 +18,7 @@ import (
 // the kernel, with the inputs laid out as sock_ops has them (addresses in network order).
 func bpfPassiveKey(t *testing.T, prog *ebpf.Program, secret [32]byte, local, remote netip.AddrPort, isn uint32) uint64 {
 	t.Helper()
-	var args gen.HmactestSynkeyArgs
+	var args testbpf.HmactestSynkeyArgs
 	for i := range args.Secret {
 		args.Secret[i] = binary.BigEndian.Uint32(secret[4*i:])
 	}
@@ -51,8 +51,8 @@ func bpfPassiveKey(t *testing.T, prog *ebpf.Program, secret [32]byte, local, rem
 // IPv4 and IPv6, and that each input changes the key.
 func TestBPFPassiveKeyMatchesGo(t *testing.T) {
 	testenv.RequireRoot(t)
-	var objs gen.HmactestObjects
-	if err := gen.LoadHmactestObjects(&objs, nil); err != nil {
+	var objs testbpf.HmactestObjects
+	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
 		t.Fatalf("the verifier must accept the passive key derivation: %v", verifierError(err))
 	}
 	defer objs.Close()
@@ -118,12 +118,12 @@ func TestBPFPassiveKeyMatchesGo(t *testing.T) {
 // one-compression key hash costs 6.3 µs the same way).
 func BenchmarkBPFPassiveKey(b *testing.B) {
 	testenv.RequireRoot(b)
-	var objs gen.HmactestObjects
-	if err := gen.LoadHmactestObjects(&objs, nil); err != nil {
+	var objs testbpf.HmactestObjects
+	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
 		b.Fatal(verifierError(err))
 	}
 	defer objs.Close()
-	var args gen.HmactestSynkeyArgs
+	var args testbpf.HmactestSynkeyArgs
 	args.In.Version, args.In.LocalPort, args.In.RemotePort, args.In.ClientIsn = 4, 80, 40000, 1
 	in := unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))
 	for b.Loop() {

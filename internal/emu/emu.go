@@ -17,7 +17,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
 // Config is what one direction of a path does to the packets sent into it. The zero value
@@ -118,7 +118,7 @@ type Link struct {
 	dev  string
 	tun  int // the TUN's fd, non-blocking
 	stop int // eventfd: written by Close to wake the reader
-	objs gen.EmuObjects
+	objs testbpf.EmuObjects
 	tcx  link.Link
 	nl   *netlink.Handle
 	filt *netlink.BpfFilter
@@ -209,12 +209,12 @@ func (l *Link) setup(ns vnetns.NsHandle) error {
 		}
 	}
 
-	spec, err := gen.LoadEmu()
+	spec, err := testbpf.LoadEmu()
 	if err != nil {
 		return err
 	}
-	cfg := gen.EmuEmuCfg{TunIfindex: uint32(tun.Attrs().Index), VethIfindex: uint32(veth.Attrs().Index)}
-	if err := spec.Variables[gen.EmuVarCfg].Set(cfg); err != nil {
+	cfg := testbpf.EmuEmuCfg{TunIfindex: uint32(tun.Attrs().Index), VethIfindex: uint32(veth.Attrs().Index)}
+	if err := spec.Variables[testbpf.EmuVarCfg].Set(cfg); err != nil {
 		return fmt.Errorf("set cfg: %w", err)
 	}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {

@@ -7,14 +7,14 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
 // Loss is a random packet dropper for what one end sends (a TC BPF program): netem is not
 // available on this kernel. It runs on the peer end's ingress, where packets arrive one
 // segment each once GRO is off (TCP hands egress hooks whole GSO buffers).
 type Loss struct {
-	objs gen.DropperObjects
+	objs testbpf.DropperObjects
 	l    link.Link
 }
 
@@ -24,7 +24,7 @@ func (e *Iface) SetLoss(p float64) *Loss {
 	tb := e.NS.topo.tb
 	tb.Helper()
 	lo := &Loss{}
-	if err := gen.LoadDropperObjects(&lo.objs, nil); err != nil {
+	if err := testbpf.LoadDropperObjects(&lo.objs, nil); err != nil {
 		tb.Fatalf("netns: load dropper: %v", err)
 	}
 	tb.Cleanup(func() { lo.close() })
@@ -76,7 +76,7 @@ func (lo *Loss) close() {
 // Dropper drops the first packets of one end that match a TCP flags byte (and a length), at
 // the peer end's ingress: a lost SYN/ACK or third ACK on demand.
 type Dropper struct {
-	objs gen.DropperObjects
+	objs testbpf.DropperObjects
 	l    link.Link
 }
 
@@ -86,7 +86,7 @@ func (e *Iface) DropFirst(n int, tcpFlags uint8, ipLen uint16) *Dropper {
 	tb := e.NS.topo.tb
 	tb.Helper()
 	dr := &Dropper{}
-	if err := gen.LoadDropperObjects(&dr.objs, nil); err != nil {
+	if err := testbpf.LoadDropperObjects(&dr.objs, nil); err != nil {
 		tb.Fatalf("netns: load dropper: %v", err)
 	}
 	tb.Cleanup(func() {
@@ -95,7 +95,7 @@ func (e *Iface) DropFirst(n int, tcpFlags uint8, ipLen uint16) *Dropper {
 		}
 		dr.objs.Close()
 	})
-	cfg := gen.DropperDropMatchCfg{Count: uint32(n), IpLen: ipLen, TcpFlags: tcpFlags}
+	cfg := testbpf.DropperDropMatchCfg{Count: uint32(n), IpLen: ipLen, TcpFlags: tcpFlags}
 	if err := dr.objs.DropMatchConf.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
 		tb.Fatal(err)
 	}

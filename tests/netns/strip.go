@@ -4,13 +4,13 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
 // Stripper is a middlebox on one end's ingress that, once enabled, removes the MPTCP options
 // of every TCP segment arriving there (IPv4), as some middleboxes do.
 type Stripper struct {
-	objs gen.StripperObjects
+	objs testbpf.StripperObjects
 	l    link.Link
 }
 
@@ -19,7 +19,7 @@ func (e *Iface) StripMPTCP() *Stripper {
 	tb := e.NS.topo.tb
 	tb.Helper()
 	st := &Stripper{}
-	if err := gen.LoadStripperObjects(&st.objs, nil); err != nil {
+	if err := testbpf.LoadStripperObjects(&st.objs, nil); err != nil {
 		tb.Fatalf("netns: load stripper: %v", err)
 	}
 	tb.Cleanup(func() {

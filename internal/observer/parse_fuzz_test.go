@@ -1,4 +1,4 @@
-package datapath
+package observer
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
@@ -90,7 +90,7 @@ func comparable(o CapturedOption) CapturedOption {
 
 // parseTester runs bpf/parsetest.bpf.c and the TC observer over options areas.
 type parseTester struct {
-	objs gen.ParsetestObjects
+	objs testbpf.ParsetestObjects
 	obs  *Observer
 }
 
@@ -98,11 +98,11 @@ func newParseTester(tb testing.TB) *parseTester {
 	tb.Helper()
 	testenv.RequireRoot(tb)
 	p := &parseTester{}
-	if err := gen.LoadParsetestObjects(&p.objs, nil); err != nil {
+	if err := testbpf.LoadParsetestObjects(&p.objs, nil); err != nil {
 		tb.Fatalf("the verifier must accept the parser test program: %v", verifierError(err))
 	}
 	tb.Cleanup(func() { p.objs.Close() })
-	o, err := LoadObserver(ObserverOptions{Capture: true})
+	o, err := Load(Options{Capture: true})
 	if err != nil {
 		tb.Fatalf("the verifier must accept the observer: %v", err)
 	}
@@ -114,7 +114,7 @@ func newParseTester(tb testing.TB) *parseTester {
 // bpfVerdicts runs the walker and parser of bpf/mptcp_parse.h over area.
 func (p *parseTester) bpfVerdicts(t *testing.T, area []byte, tcpFlags uint8, payload bool) (vs []optVerdict, walkErr bool) {
 	t.Helper()
-	var args gen.ParsetestParseArgs
+	var args testbpf.ParsetestParseArgs
 	copy(args.Area[:], area)
 	args.Len = uint32(len(area))
 	args.Seg = uint32(tcpFlags)

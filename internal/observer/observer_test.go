@@ -1,4 +1,4 @@
-package datapath
+package observer
 
 import (
 	"encoding/binary"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
@@ -196,7 +196,7 @@ func expected(t *testing.T, o wire.Option) CapturedOption {
 func loadObserver(t *testing.T) *Observer {
 	t.Helper()
 	testenv.RequireRoot(t)
-	o, err := LoadObserver(ObserverOptions{Capture: true})
+	o, err := Load(Options{Capture: true})
 	if err != nil {
 		t.Fatalf("the verifier must accept the observer: %v", err)
 	}
@@ -204,7 +204,7 @@ func loadObserver(t *testing.T) *Observer {
 	return o
 }
 
-func counters(t *testing.T, o *Observer) ObserverCounters {
+func counters(t *testing.T, o *Observer) Counters {
 	t.Helper()
 	c, err := o.Counters()
 	if err != nil {
@@ -360,7 +360,7 @@ func TestObserverIgnoresOtherTraffic(t *testing.T) {
 
 // TestObserverStructLayout checks that the Go view of the shared struct has the C size.
 func TestObserverStructLayout(t *testing.T) {
-	spec, err := gen.LoadObserver()
+	spec, err := testbpf.LoadObserver()
 	if err != nil {
 		t.Fatal(err)
 	}

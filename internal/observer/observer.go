@@ -1,17 +1,22 @@
-package datapath
+// Package observer is a TC program that parses the MPTCP options of every segment on an
+// interface, counts them and can capture the last segment's, for tests that check what went on
+// the wire. The daemon and the library never import it.
+package observer
 
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/mptcpgo/mptcpgo/gen"
+	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
-// ObserverOptions configure the TC observer before it is loaded.
-type ObserverOptions struct {
+// Options configure the TC observer before it is loaded.
+type Options struct {
 	// Capture records the MPTCP options of the last segment seen (debugging and tests).
 	Capture bool
 }
@@ -19,12 +24,12 @@ type ObserverOptions struct {
 // Observer is the TC program that parses MPTCP options on the wire, counts them and can capture
 // the last segment's options. It never changes or drops a packet.
 type Observer struct {
-	objs  gen.ObserverObjects
+	objs  testbpf.ObserverObjects
 	links []link.Link
 }
 
-// ObserverCounters are the observer's counters summed over CPUs.
-type ObserverCounters struct {
+// Counters are the observer's counters summed over CPUs.
+type Counters struct {
 	Packets        uint64 // TCP segments seen
 	MPTCPPackets   uint64 // segments with at least one MPTCP option
 	Parsed         uint64 // MPTCP options parsed
@@ -36,15 +41,15 @@ type ObserverCounters struct {
 }
 
 // CapturedOption is one MPTCP option as the BPF parser extracted it.
-type CapturedOption = gen.ObserverMptcpOpt
+type CapturedOption = testbpf.ObserverMptcpOpt
 
-// LoadObserver loads the TC observer.
-func LoadObserver(opts ObserverOptions) (*Observer, error) {
-	spec, err := gen.LoadObserver()
+// Load loads the TC observer.
+func Load(opts Options) (*Observer, error) {
+	spec, err := testbpf.LoadObserver()
 	if err != nil {
 		return nil, fmt.Errorf("load observer spec: %w", err)
 	}
-	cfg := gen.ObserverTcConfig{}
+	cfg := testbpf.ObserverTcConfig{}
 	if opts.Capture {
 		cfg.Capture = 1
 	}
@@ -86,9 +91,9 @@ func (o *Observer) Run(frame []byte) error {
 }
 
 // Counters returns the observer's counters summed over CPUs.
-func (o *Observer) Counters() (ObserverCounters, error) {
-	var c ObserverCounters
-	get := func(idx gen.ObserverTcCounter) (uint64, error) {
+func (o *Observer) Counters() (Counters, error) {
+	var c Counters
+	get := func(idx testbpf.ObserverTcCounter) (uint64, error) {
 		var per []uint64
 		if err := o.objs.TcCounters.Lookup(uint32(idx), &per); err != nil {
 			return 0, fmt.Errorf("read observer counter %d: %w", idx, err)
@@ -100,16 +105,16 @@ func (o *Observer) Counters() (ObserverCounters, error) {
 		return sum, nil
 	}
 	fields := []struct {
-		idx gen.ObserverTcCounter
+		idx testbpf.ObserverTcCounter
 		dst *uint64
 	}{
-		{gen.ObserverTcCounterTC_PKTS, &c.Packets},
-		{gen.ObserverTcCounterTC_PKTS_MPTCP, &c.MPTCPPackets},
-		{gen.ObserverTcCounterTC_OPT_PARSED, &c.Parsed},
-		{gen.ObserverTcCounterTC_OPT_MALFORMED, &c.Malformed},
-		{gen.ObserverTcCounterTC_OPT_UNKNOWN, &c.UnknownSubtype},
-		{gen.ObserverTcCounterTC_HDR_MALFORMED, &c.BadTCPOptions},
-		{gen.ObserverTcCounterTC_PKT_UNSUPPORTED, &c.Unsupported},
+		{testbpf.ObserverTcCounterTC_PKTS, &c.Packets},
+		{testbpf.ObserverTcCounterTC_PKTS_MPTCP, &c.MPTCPPackets},
+		{testbpf.ObserverTcCounterTC_OPT_PARSED, &c.Parsed},
+		{testbpf.ObserverTcCounterTC_OPT_MALFORMED, &c.Malformed},
+		{testbpf.ObserverTcCounterTC_OPT_UNKNOWN, &c.UnknownSubtype},
+		{testbpf.ObserverTcCounterTC_HDR_MALFORMED, &c.BadTCPOptions},
+		{testbpf.ObserverTcCounterTC_PKT_UNSUPPORTED, &c.Unsupported},
 	}
 	for _, f := range fields {
 		v, err := get(f.idx)
@@ -119,7 +124,7 @@ func (o *Observer) Counters() (ObserverCounters, error) {
 		*f.dst = v
 	}
 	for i := range c.BySubtype {
-		v, err := get(gen.ObserverTcCounterTC_OPT_SUBTYPE_BASE + gen.ObserverTcCounter(i))
+		v, err := get(testbpf.ObserverTcCounterTC_OPT_SUBTYPE_BASE + testbpf.ObserverTcCounter(i))
 		if err != nil {
 			return c, err
 		}
@@ -130,7 +135,7 @@ func (o *Observer) Counters() (ObserverCounters, error) {
 
 // Capture returns the options of the last captured segment, with the capture sequence number.
 func (o *Observer) Capture() (seq uint32, opts []CapturedOption, err error) {
-	var c gen.ObserverCapture
+	var c testbpf.ObserverCapture
 	if err := o.objs.TcCapture.Lookup(uint32(0), &c); err != nil {
 		return 0, nil, fmt.Errorf("read capture: %w", err)
 	}
@@ -147,6 +152,28 @@ func (o *Observer) Close() error {
 	o.links = nil
 	errs = append(errs, o.objs.Close())
 	return errors.Join(errs...)
+}
+
+// sharedStructs pairs the C structs the observer shares with Go with the Go types that mirror
+// them.
+var sharedStructs = map[string]uintptr{
+	"mptcp_opt": unsafe.Sizeof(testbpf.ObserverMptcpOpt{}),
+	"capture":   unsafe.Sizeof(testbpf.ObserverCapture{}),
+}
+
+// checkStructSizes compares the sizes of the shared structs in the object's BTF with the Go
+// types.
+func checkStructSizes(spec *ebpf.CollectionSpec) error {
+	for name, goSize := range sharedStructs {
+		var s *btf.Struct
+		if err := spec.Types.TypeByName(name, &s); err != nil {
+			continue // not part of this object
+		}
+		if uintptr(s.Size) != goSize {
+			return fmt.Errorf("struct %s: C size %d, Go size %d: run make generate", name, s.Size, goSize)
+		}
+	}
+	return nil
 }
 
 // verifierError adds the verifier log's tail to a load error.

@@ -15,8 +15,8 @@
  * MPTCP_RST_EMPTCP): by the time sock_ops sees the SYN the kernel has committed to a SYN/ACK, so
  * the SYN is turned into that reset here and sent back out of the interface it came in on.
  */
-#ifndef MPTCPGO_SYNOPTS_H
-#define MPTCPGO_SYNOPTS_H
+#ifndef MPTCPGO_SYN_TC_H
+#define MPTCPGO_SYN_TC_H
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -28,7 +28,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "datapath_maps.h"
+#include "datapath_common.h"
+#include "mptcp_parse.h"
 
 #define TCPOPT_SACK_PERM 4
 #define TCPOLEN_SACK_PERM 2
@@ -94,6 +95,40 @@ static __always_inline int join_no_token(struct dp_scratch *sc, __u64 olen)
 #define TCP_HDR_MAX 60      /* a TCP header with the largest option area */
 #define MPTCP_RST_EMPTCP 1  /* MP_TCPRST reason: MPTCP-specific error (RFC 8684 §3.6) */
 
+/* reset_ip_hdr turns the IP header of a SYN join_reset answers into the reset's: addresses
+ * swapped, TTL or hop limit RST_TTL. Returns -1 when the packet could not be rewritten. */
+static __always_inline int reset_ip_hdr(struct __sk_buff *skb, int v6)
+{
+	__s64 diff;
+
+	if (v6) {
+		__u8 addrs[32], swapped[32], hop = RST_TTL;
+		__u32 off = sizeof(struct ethhdr) + offsetof(struct ipv6hdr, saddr);
+
+		if (bpf_skb_load_bytes(skb, off, addrs, sizeof(addrs)) < 0)
+			return -1;
+		__builtin_memcpy(swapped, addrs + 16, 16);
+		__builtin_memcpy(swapped + 16, addrs, 16);
+		if (bpf_skb_store_bytes(skb, off, swapped, sizeof(swapped), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0) < 0)
+			return -1;
+	} else {
+		struct iphdr oip, nip;
+
+		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &oip, sizeof(oip)) < 0)
+			return -1;
+		nip = oip;
+		nip.saddr = oip.daddr;
+		nip.daddr = oip.saddr;
+		nip.ttl = RST_TTL;
+		diff = bpf_csum_diff((__be32 *)&oip, sizeof(oip), (__be32 *)&nip, sizeof(nip), 0);
+		if (diff < 0 || bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &nip, sizeof(nip), 0) < 0 ||
+		    bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), 0, diff, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* join_reset turns an incoming SYN (no payload; its TCP header at l4, hl bytes long) into the
  * reset the kernel answers an MP_JOIN for an unknown token with, and sends it back out of the
  * interface it came in on: addresses and ports swapped; RST|ACK with seq 0 and ack the SYN's
@@ -146,31 +181,8 @@ static __always_inline int join_reset(struct __sk_buff *skb, __u32 l4, int v6, _
 		return TC_ACT_SHOT;
 
 	/* The IP header. */
-	if (v6) {
-		__u8 addrs[32], swapped[32], hop = RST_TTL;
-		__u32 off = sizeof(struct ethhdr) + offsetof(struct ipv6hdr, saddr);
-
-		if (bpf_skb_load_bytes(skb, off, addrs, sizeof(addrs)) < 0)
-			return TC_ACT_SHOT;
-		__builtin_memcpy(swapped, addrs + 16, 16);
-		__builtin_memcpy(swapped + 16, addrs, 16);
-		if (bpf_skb_store_bytes(skb, off, swapped, sizeof(swapped), 0) < 0 ||
-		    bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0) < 0)
-			return TC_ACT_SHOT;
-	} else {
-		struct iphdr oip, nip;
-
-		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &oip, sizeof(oip)) < 0)
-			return TC_ACT_SHOT;
-		nip = oip;
-		nip.saddr = oip.daddr;
-		nip.daddr = oip.saddr;
-		nip.ttl = RST_TTL;
-		diff = bpf_csum_diff((__be32 *)&oip, sizeof(oip), (__be32 *)&nip, sizeof(nip), 0);
-		if (diff < 0 || bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &nip, sizeof(nip), 0) < 0 ||
-		    bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), 0, diff, 0) < 0)
-			return TC_ACT_SHOT;
-	}
+	if (reset_ip_hdr(skb, v6) < 0)
+		return TC_ACT_SHOT;
 
 	/* The Ethernet addresses. */
 	__builtin_memcpy(mac2, mac + ETH_ALEN, ETH_ALEN);
@@ -230,54 +242,123 @@ out:
 	bpf_sk_release(sk);
 }
 
-static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
+/* A segment's addresses and where its TCP header lies. */
+struct tc_seg {
+	struct bpf_sock_tuple t; /* for socket lookups */
+	__u32 tlen;              /* the size of t's address family */
+	__u32 l4;                /* offset of the TCP header */
+	__u32 l4len;             /* the TCP header and payload's length, from the IP header */
+	int v6;
+};
+
+/* tcp_seg finds the TCP header of an Ethernet frame (IPv4 without IP options, or IPv6 without
+ * extension headers) and fills g; returns the header, or NULL for anything else. */
+static __always_inline struct tcphdr *tcp_seg(struct __sk_buff *skb, struct tc_seg *g)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct bpf_sock_tuple t = {};
 	struct tcphdr *th;
-	__u32 tlen, l4, l4len, hl;
-	struct dp_scratch *sc;
-	int role = ROLE_NONE, v6 = 0;
-	__u64 olen;
 
 	if ((void *)(eth + 1) > end)
-		return TCX_NEXT;
+		return NULL;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 
 		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5)
-			return TCX_NEXT;
+			return NULL;
 		th = (void *)(ip + 1);
 		if ((void *)(th + 1) > end)
-			return TCX_NEXT;
-		t.ipv4.saddr = ip->saddr;
-		t.ipv4.daddr = ip->daddr;
-		t.ipv4.sport = th->source;
-		t.ipv4.dport = th->dest;
-		tlen = sizeof(t.ipv4);
-		l4 = sizeof(*eth) + sizeof(*ip);
-		l4len = bpf_ntohs(ip->tot_len) - sizeof(*ip);
+			return NULL;
+		g->t.ipv4.saddr = ip->saddr;
+		g->t.ipv4.daddr = ip->daddr;
+		g->t.ipv4.sport = th->source;
+		g->t.ipv4.dport = th->dest;
+		g->tlen = sizeof(g->t.ipv4);
+		g->l4 = sizeof(*eth) + sizeof(*ip);
+		g->l4len = bpf_ntohs(ip->tot_len) - sizeof(*ip);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
-			return TCX_NEXT;
+			return NULL;
 		th = (void *)(ip6 + 1);
 		if ((void *)(th + 1) > end)
-			return TCX_NEXT;
-		__builtin_memcpy(t.ipv6.saddr, &ip6->saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, &ip6->daddr, 16);
-		t.ipv6.sport = th->source;
-		t.ipv6.dport = th->dest;
-		tlen = sizeof(t.ipv6);
-		l4 = sizeof(*eth) + sizeof(*ip6);
-		l4len = bpf_ntohs(ip6->payload_len);
-		v6 = 1;
+			return NULL;
+		__builtin_memcpy(g->t.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(g->t.ipv6.daddr, &ip6->daddr, 16);
+		g->t.ipv6.sport = th->source;
+		g->t.ipv6.dport = th->dest;
+		g->tlen = sizeof(g->t.ipv6);
+		g->l4 = sizeof(*eth) + sizeof(*ip6);
+		g->l4len = bpf_ntohs(ip6->payload_len);
+		g->v6 = 1;
 	} else {
-		return TCX_NEXT;
+		return NULL;
 	}
+	return th;
+}
+
+/* strip_sack_perm finds SACK-permitted among a SYN's olen bytes of options (copied to sc->ob)
+ * and overwrites it with two NOPs, fixing the checksum over the two 16-bit words it may
+ * straddle. */
+static __always_inline void strip_sack_perm(struct __sk_buff *skb, struct dp_scratch *sc, __u32 l4, __u64 olen)
+{
+	struct opt_walk w = {.pos = 0, .len = olen};
+
+	for (int i = 0; i < MAX_TCP_OPTS_WALK; i++) {
+		__u32 pos, word;
+		__be32 oldw[2], neww[2];
+		__s64 diff;
+		int size = tcp_next_opt(&sc->ob, &w, TCPOPT_SACK_PERM);
+
+		if (size <= 0)
+			break;
+		pos = w.pos;
+		if (size != TCPOLEN_SACK_PERM) {
+			w.pos = pos + size;
+			continue;
+		}
+		/* The 8 aligned bytes (relative to the TCP header) around the option. */
+		word = (sizeof(struct tcphdr) + pos) & ~3U;
+		if (word + 8 > sizeof(struct tcphdr) + olen)
+			word = sizeof(struct tcphdr) + olen - 8;
+		if (word > 52 || bpf_skb_load_bytes(skb, l4 + word, oldw, 8) < 0)
+			break;
+		{
+			/* Bytes in memory order in a little-endian word: byte k is bits 8k..8k+7. */
+			__u64 v, b0 = ((sizeof(struct tcphdr) + pos - word) & 7) * 8,
+				 b1 = ((sizeof(struct tcphdr) + pos + 1 - word) & 7) * 8;
+
+			__builtin_memcpy(&v, oldw, 8);
+			v = (v & ~(0xffULL << b0)) | ((__u64)TCPOPT_NOP << b0);
+			v = (v & ~(0xffULL << b1)) | ((__u64)TCPOPT_NOP << b1);
+			__builtin_memcpy(neww, &v, 8);
+		}
+		diff = bpf_csum_diff(oldw, 8, neww, 8, 0);
+		if (diff < 0)
+			break;
+		if (bpf_skb_store_bytes(skb, l4 + word, neww, 8, BPF_F_RECOMPUTE_CSUM) < 0)
+			break;
+		bpf_l4_csum_replace(skb, l4 + 16, 0, diff, 0);
+		dp_count(DP_SACK_STRIPPED);
+		break;
+	}
+}
+
+/* syn_opts handles a segment on our interface, in either direction; returns the TC verdict. */
+static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
+{
+	struct tc_seg g = {};
+	struct tcphdr *th;
+	struct dp_scratch *sc;
+	int role = ROLE_NONE;
+	__u32 hl;
+	__u64 olen;
+
+	th = tcp_seg(skb, &g);
+	if (!th)
+		return TCX_NEXT;
 	olen = (__u64)th->doff * 4;
 	if (olen <= sizeof(*th) || olen > sizeof(*th) + MAX_TCP_OPTION_SPACE)
 		return TCX_NEXT;
@@ -285,7 +366,7 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 	olen -= sizeof(*th);
 	if (th->rst) {
 		if (!egress)
-			rst_opts(skb, &t, tlen, l4 + sizeof(*th), olen, ((__u8 *)th)[13]);
+			rst_opts(skb, &g.t, g.tlen, g.l4 + sizeof(*th), olen, ((__u8 *)th)[13]);
 		return TCX_NEXT;
 	}
 	if (!th->syn)
@@ -298,90 +379,24 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 			return TCX_NEXT;
 	} else {
 		/* skb->sk can still name the sender here (veth keeps it), so look the receiver up. */
-		role = ours(skb, &t, tlen);
+		role = ours(skb, &g.t, g.tlen);
 		if (role == ROLE_NONE)
 			return TCX_NEXT;
 	}
 	sc = dp_scratch();
 	if (!sc)
 		return TCX_NEXT;
-	if (bpf_skb_load_bytes(skb, l4 + sizeof(*th), sc->ob.b, olen) < 0)
+	if (bpf_skb_load_bytes(skb, g.l4 + sizeof(*th), sc->ob.b, olen) < 0)
 		return TCX_NEXT;
 
 	/* An MP_JOIN SYN to our listener for a connection we do not have. A SYN with data is left
 	 * alone (MP_JOIN never carries any; the reset would have to lose it): sock_ops counts it. */
-	if (!egress && role == ROLE_LISTENER && !th->ack && !th->fin && l4len == hl &&
+	if (!egress && role == ROLE_LISTENER && !th->ack && !th->fin && g.l4len == hl &&
 	    join_no_token(sc, olen))
-		return join_reset(skb, l4, v6, hl);
+		return join_reset(skb, g.l4, g.v6, hl);
 
-	/* Find SACK-permitted and overwrite it with two NOPs, fixing the checksum over the two
-	 * 16-bit words it may straddle. */
-	{
-		struct opt_walk w = {.pos = 0, .len = olen};
-
-		for (int i = 0; i < MAX_TCP_OPTS_WALK; i++) {
-			__u32 pos, word;
-			__be32 oldw[2], neww[2];
-			__s64 diff;
-			int size = tcp_next_opt(&sc->ob, &w, TCPOPT_SACK_PERM);
-
-			if (size <= 0)
-				break;
-			pos = w.pos;
-			if (size != TCPOLEN_SACK_PERM) {
-				w.pos = pos + size;
-				continue;
-			}
-			/* The 8 aligned bytes (relative to the TCP header) around the option. */
-			word = (sizeof(*th) + pos) & ~3U;
-			if (word + 8 > sizeof(*th) + olen)
-				word = sizeof(*th) + olen - 8;
-			if (word > 52 || bpf_skb_load_bytes(skb, l4 + word, oldw, 8) < 0)
-				break;
-			{
-				/* Bytes in memory order in a little-endian word: byte k is bits 8k..8k+7. */
-				__u64 v, b0 = ((sizeof(*th) + pos - word) & 7) * 8, b1 = ((sizeof(*th) + pos + 1 - word) & 7) * 8;
-
-				__builtin_memcpy(&v, oldw, 8);
-				v = (v & ~(0xffULL << b0)) | ((__u64)TCPOPT_NOP << b0);
-				v = (v & ~(0xffULL << b1)) | ((__u64)TCPOPT_NOP << b1);
-				__builtin_memcpy(neww, &v, 8);
-			}
-			diff = bpf_csum_diff(oldw, 8, neww, 8, 0);
-			if (diff < 0)
-				break;
-			if (bpf_skb_store_bytes(skb, l4 + word, neww, 8, BPF_F_RECOMPUTE_CSUM) < 0)
-				break;
-			bpf_l4_csum_replace(skb, l4 + 16, 0, diff, 0);
-			dp_count(DP_SACK_STRIPPED);
-			break;
-		}
-	}
+	strip_sack_perm(skb, sc, g.l4, olen);
 	return TCX_NEXT;
-}
-
-static __always_inline int syn_opts_entry(struct __sk_buff *skb, int egress)
-{
-	__u32 *depth = dp_enter();
-	int ret;
-
-	if (!depth)
-		return TCX_NEXT;
-	ret = syn_opts(skb, egress);
-	dp_exit(depth);
-	return ret;
-}
-
-SEC("tc")
-int mptcp_syn_opts_in(struct __sk_buff *skb)
-{
-	return syn_opts_entry(skb, 0);
-}
-
-SEC("tc")
-int mptcp_syn_opts_out(struct __sk_buff *skb)
-{
-	return syn_opts_entry(skb, 1);
 }
 
 #endif
