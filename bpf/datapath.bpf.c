@@ -29,6 +29,21 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* The maps declared in datapath_maps.h. */
+struct sk_subs_map sk_subs SEC(".maps");
+struct conns_map conns SEC(".maps");
+struct subs_map subs SEC(".maps");
+struct tickets_map tickets SEC(".maps");
+struct reqs_map reqs SEC(".maps");
+struct tokens_map tokens SEC(".maps");
+struct sub_slots_map sub_slots SEC(".maps");
+struct nonces_map nonces SEC(".maps");
+struct local_ids_map local_ids SEC(".maps");
+struct events_map events SEC(".maps");
+struct dp_counters_map dp_counters SEC(".maps");
+struct dp_scratch_levels dp_scratch_map SEC(".maps");
+struct dp_depth_map dp_depth SEC(".maps");
+
 /* ---- sock_ops ----
  *
  * MPTCP option I/O on our plain TCP subflows. Writes MP_CAPABLE (SYN, SYN/ACK, third ACK, first

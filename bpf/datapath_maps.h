@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Maps of the datapath object (sock_ops, congestion control, SYN option rewriter). Only the types
- * their values need are included here; the helpers over them are in datapath_common.h. */
+/* Maps of the datapath object (sock_ops, congestion control, SYN option rewriter): their types and
+ * declarations, each with its purpose. datapath.bpf.c defines them in its .maps section. Only the
+ * types their values need are included here; the helpers over them are in datapath_common.h. */
 #ifndef MPTCPGO_DATAPATH_MAPS_H
 #define MPTCPGO_DATAPATH_MAPS_H
 
@@ -15,89 +16,100 @@
 const volatile struct dp_config dp_cfg = {};
 
 /* Per-socket MPTCP state of our subflows and listeners. */
-struct {
+struct sk_subs_map {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct sk_sub);
-} sk_subs SEC(".maps");
+};
+extern struct sk_subs_map sk_subs;
 
 /* Connections, indexed by slot; Go maps this array into its memory. Size set by Go. */
-struct {
+struct conns_map {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct conn);
-} conns SEC(".maps");
+};
+extern struct conns_map conns;
 
 /* Subflows, indexed by slot; Go maps this array into its memory. Size set by Go. */
-struct {
+struct subs_map {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct sub);
-} subs SEC(".maps");
+};
+extern struct subs_map subs;
 
 /* Connection and subflow slots for our listeners' completed MP_CAPABLE handshakes, fed by Go. */
-struct {
+struct tickets_map {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
 	__uint(max_entries, 4096);
 	__type(value, struct ticket);
-} tickets SEC(".maps");
+};
+extern struct tickets_map tickets;
 
 /* Passive joins between SYN/ACK and the third ACK, by 4-tuple (request socks have no storage). */
-struct {
+struct reqs_map {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct req_key);
 	__type(value, struct req_val);
-} reqs SEC(".maps");
+};
+extern struct reqs_map reqs;
 
 /* Our connections by our token, for MP_JOIN SYNs to our listeners (filled by Go). */
-struct {
+struct tokens_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct token_val);
-} tokens SEC(".maps");
+};
+extern struct tokens_map tokens;
 
 /* Free subflow slots for passive joins, fed by Go. */
-struct {
+struct sub_slots_map {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
 	__uint(max_entries, 1024);
 	__type(value, __u32);
-} sub_slots SEC(".maps");
+};
+extern struct sub_slots_map sub_slots;
 
 /* Nonces for passive joins' SYN/ACKs, from crypto/rand, fed by Go. */
-struct {
+struct nonces_map {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
 	__uint(max_entries, 1024);
 	__type(value, __u32);
-} nonces SEC(".maps");
+};
+extern struct nonces_map nonces;
 
 /* Our local addresses' MP_JOIN address IDs (the path manager's endpoints, filled by Go). */
-struct {
+struct local_ids_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
 	__type(key, struct addr_key);
 	__type(value, __u8);
-} local_ids SEC(".maps");
+};
+extern struct local_ids_map local_ids;
 
 /* Events for Go. */
-struct {
+struct events_map {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
-} events SEC(".maps");
+};
+extern struct events_map events;
 
 /* Per-CPU counters indexed by enum dp_counter. */
-struct {
+struct dp_counters_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DP_COUNTER_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} dp_counters SEC(".maps");
+};
+extern struct dp_counters_map dp_counters;
 
 /* Scratch space: an options copy, a parsed option, an option to write, HMAC state, the inputs
  * of a passive key and the SYN's IP header. */
@@ -115,20 +127,22 @@ struct dp_scratch {
  * scratch of its own, so the interrupting program never overwrites the interrupted one's. */
 #define DP_SCRATCH_LEVELS 4
 
-struct {
+struct dp_scratch_levels {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DP_SCRATCH_LEVELS);
 	__type(key, __u32);
 	__type(value, struct dp_scratch);
-} dp_scratch_map SEC(".maps");
+};
+extern struct dp_scratch_levels dp_scratch_map;
 
 /* The nesting level of our programs on this CPU. */
-struct {
+struct dp_depth_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
-} dp_depth SEC(".maps");
+};
+extern struct dp_depth_map dp_depth;
 
 /* Emit the shared types into BTF for bpf2go. */
 const enum dp_counter *dp_counter_btf __attribute__((unused));
