@@ -45,7 +45,7 @@ static __always_inline void ack_on_demand(struct sock *sk)
 	sb->st.ack_pending = 0;
 	sb->st.ack_done = req;
 	bpf_tcp_send_ack(tp, tp->rcv_nxt);
-	dp_count(DP_ACK_SENT);
+	dp_count(DP_AckOnDemand);
 }
 
 #endif

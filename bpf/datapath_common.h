@@ -30,7 +30,7 @@ static __always_inline __u32 *dp_enter(void)
 	if (!d)
 		return 0;
 	if (*d >= DP_SCRATCH_LEVELS) {
-		dp_count(DP_SCRATCH_NESTED);
+		dp_count(DP_ScratchNested);
 		return 0;
 	}
 	*d += 1;
@@ -62,7 +62,7 @@ static __always_inline void dp_event_lost(const struct sk_sub *s)
 	struct conn *c;
 	__u32 k;
 
-	dp_count(DP_EVENT_LOST);
+	dp_count(DP_EventLost);
 	if (!s)
 		return;
 	k = s->conn;

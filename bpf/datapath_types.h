@@ -279,68 +279,69 @@ struct event {
 	__u32 _pad;
 };
 
-/* Datapath counters, indexes into the per-CPU counter array; Go names them like the kernel's
- * MPTcpExt MIB where one exists. */
+/* Datapath counters, indexes into the per-CPU counter array. An enumerator is DP_ and the
+ * counter's name as mptcpctl and the metrics print it, spelled like the kernel's MPTcpExt MIB
+ * where the kernel has the counter: Go takes the names from here (internal/datapath). */
 enum dp_counter {
-	DP_MPC_SYN_TX = 0,        /* MP_CAPABLE SYNs sent */
-	DP_MPC_SYNACK_RX,         /* valid MP_CAPABLE SYN/ACKs received */
-	DP_MPC_FALLBACK_SYNACK,   /* SYN/ACKs without a valid MP_CAPABLE: fallback */
-	DP_MPC_SYN_RX,            /* MP_CAPABLE SYNs our listeners answered (a retransmitted SYN/ACK counts again) */
-	DP_MPC_SYNACK_TX,         /* MP_CAPABLE SYN/ACKs sent */
-	DP_MPC_NO_TICKET,         /* completed MP_CAPABLE handshakes that found no ticket: fallback */
-	DP_MPC_ACK_RX,            /* third ACKs completing MP_CAPABLE on our listeners */
-	DP_MPC_FALLBACK_ACK,      /* third ACKs without a valid MP_CAPABLE: fallback */
-	DP_MPC_ACK_TX,            /* MP_CAPABLE ACKs sent (third ACK and repeats) */
-	DP_MPC_DATA_TX,           /* MP_CAPABLE with data-level length sent */
-	DP_DSS_TX,                /* DSS options written */
-	DP_DSS_TX_NOMAP,          /* data segments for which no mapping was found */
-	DP_OPT_NOSPACE,           /* options that did not fit the header */
-	DP_DSS_RX,                /* DSS options received */
-	DP_RX_MAP,                /* new peer mappings passed to Go */
-	DP_DATA_ACK_RX,           /* DATA_ACKs that advanced */
-	DP_DATA_ACK_INVALID,      /* DATA_ACKs beyond what we sent, ignored */
-	DP_DATA_FIN_RX,           /* the peer's DATA_FINs */
-	DP_DATA_FIN_TX,           /* DSS with our DATA_FIN written */
-	DP_FASTPATH_ACK,          /* a lone DATA_FIN acknowledged at once by the datapath */
-	DP_ACK_SENT,              /* pure ACKs sent on demand by the congestion control */
-	DP_FASTCLOSE_TX,
-	DP_FASTCLOSE_RX,
-	DP_FASTCLOSE_BADKEY,      /* MP_FASTCLOSE with a wrong key: ignored */
-	DP_TCPRST_TX,
-	DP_TCPRST_RX,
-	DP_MP_FAIL_TX,
-	DP_MP_FAIL_RX,
-	DP_ADD_ADDR_RX,
-	DP_RM_ADDR_RX,
-	DP_MP_PRIO_RX,
-	DP_MPJ_RX,                /* MP_JOIN seen (handled in a later stage): counted */
-	DP_UNMAPPED_RX,           /* data segments no mapping covers */
-	DP_OPT_MALFORMED,         /* MPTCP options the strict parser rejected */
-	DP_OPT_UNEXPECTED,        /* well-formed options out of place (e.g. MP_CAPABLE mid-stream) */
-	DP_HDR_MALFORMED,         /* TCP option areas with a bad length */
-	DP_EVENT_LOST,            /* events dropped: the ring buffer was full */
-	DP_NO_STATE,              /* a registered socket whose state slot was out of range */
-	DP_SACK_STRIPPED,         /* SACK-permitted removed from an incoming SYN or SYN/ACK */
-	DP_TICKET_USED,           /* passive-open tickets taken by completed MP_CAPABLE handshakes */
-	DP_MPJ_SYN_TX,            /* MP_JOIN SYNs sent */
-	DP_MPJ_SYNACK_RX,         /* MP_JOIN SYN/ACKs with a valid HMAC */
-	DP_MPJ_SYNACK_HMAC_FAIL,  /* MP_JOIN SYN/ACKs with a wrong HMAC: the subflow is reset */
-	DP_MPJ_ACK_TX,            /* MP_JOIN third ACKs sent */
-	DP_MPJ_SYN_RX,            /* MP_JOIN SYNs for a known token */
-	DP_MPJ_NO_TOKEN,          /* MP_JOIN SYNs for an unknown token */
-	DP_MPJ_NO_RESOURCE,       /* MP_JOIN SYNs refused: no subflow slot or nonce ready */
-	DP_MPJ_SYNACK_TX,         /* MP_JOIN SYN/ACKs sent */
-	DP_MPJ_ACK_RX,            /* MP_JOIN third ACKs with a valid HMAC */
-	DP_MPJ_ACK_HMAC_FAIL,     /* MP_JOIN third ACKs with a wrong or missing HMAC */
-	DP_MPJ_FOURTH_ACK,        /* our joins the peer fully established */
-	DP_OPT_TX,                /* options Go queued (ADD_ADDR, RM_ADDR, MP_PRIO) written */
-	DP_SUBSLOT_USED,          /* subflow slots taken from the queue by passive joins */
-	DP_SCRATCH_NESTED,        /* programs skipped: nested deeper than the scratch levels */
-	DP_ACK_NOSPACE,           /* pure ACKs without a data ACK: SACK blocks took the room */
-	DP_DSS_NO_MATCH_TCP,      /* mappings not covering the segment they came on: dropped */
-	DP_MPC_ACK_BADKEY,        /* third ACKs whose echoed key is not the one our SYN/ACK derived: fallback */
-	DP_MPC_TOKEN_FALLBACK,    /* third ACKs whose derived key's token is in use: fallback */
-	DP_MPC_SYN_NOKEY,         /* MP_CAPABLE SYNs answered without MPTCP: the SYN's headers were gone */
+	DP_MPCapableSYNTX = 0,          /* MP_CAPABLE SYNs sent */
+	DP_MPCapableSYNACKRX,           /* valid MP_CAPABLE SYN/ACKs received */
+	DP_MPCapableFallbackSYNACK,     /* SYN/ACKs without a valid MP_CAPABLE: fallback */
+	DP_MPCapableSYNRX,              /* MP_CAPABLE SYNs our listeners answered (a retransmitted SYN/ACK counts again) */
+	DP_MPCapableSYNACKTX,           /* MP_CAPABLE SYN/ACKs sent */
+	DP_MPCapableNoTicket,           /* completed MP_CAPABLE handshakes that found no ticket: fallback */
+	DP_MPCapableACKRX,              /* third ACKs completing MP_CAPABLE on our listeners */
+	DP_MPCapableFallbackACK,        /* third ACKs without a valid MP_CAPABLE: fallback */
+	DP_MPCapableACKTX,              /* MP_CAPABLE ACKs sent (third ACK and repeats) */
+	DP_MPCapableDataTX,             /* MP_CAPABLE with data-level length sent */
+	DP_DSSTx,                       /* DSS options written */
+	DP_DSSTxNoMapping,              /* data segments for which no mapping was found */
+	DP_OptionNoSpace,               /* options that did not fit the header */
+	DP_DSSRx,                       /* DSS options received */
+	DP_MappingRx,                   /* new peer mappings passed to Go */
+	DP_DataAckRx,                   /* DATA_ACKs that advanced */
+	DP_DataAckInvalid,              /* DATA_ACKs beyond what we sent, ignored */
+	DP_DataFinRx,                   /* the peer's DATA_FINs */
+	DP_DataFinTx,                   /* DSS with our DATA_FIN written */
+	DP_DataAckFastPath,             /* a lone DATA_FIN acknowledged at once by the datapath */
+	DP_AckOnDemand,                 /* pure ACKs sent on demand by the congestion control */
+	DP_MPFastcloseTx,
+	DP_MPFastcloseRx,
+	DP_MPFastcloseBadKey,           /* MP_FASTCLOSE with a wrong key: ignored */
+	DP_MPRstTx,
+	DP_MPRstRx,
+	DP_MPFailTx,
+	DP_MPFailRx,
+	DP_AddAddr,
+	DP_RmAddr,
+	DP_MPPrioRx,
+	DP_MPJoinUnexpected,            /* MP_JOIN seen (handled in a later stage): counted */
+	DP_UnmappedDataRx,              /* data segments no mapping covers */
+	DP_OptionMalformed,             /* MPTCP options the strict parser rejected */
+	DP_OptionUnexpected,            /* well-formed options out of place (e.g. MP_CAPABLE mid-stream) */
+	DP_TCPOptionsMalformed,         /* TCP option areas with a bad length */
+	DP_EventLost,                   /* events dropped: the ring buffer was full */
+	DP_NoState,                     /* a registered socket whose state slot was out of range */
+	DP_SackPermStripped,            /* SACK-permitted removed from an incoming SYN or SYN/ACK */
+	DP_PassiveTicketUsed,           /* passive-open tickets taken by completed MP_CAPABLE handshakes */
+	DP_MPJoinSynTx,                 /* MP_JOIN SYNs sent */
+	DP_MPJoinSynAckRx,              /* MP_JOIN SYN/ACKs with a valid HMAC */
+	DP_MPJoinSynAckHMacFailure,     /* MP_JOIN SYN/ACKs with a wrong HMAC: the subflow is reset */
+	DP_MPJoinAckTx,                 /* MP_JOIN third ACKs sent */
+	DP_MPJoinSynRx,                 /* MP_JOIN SYNs for a known token */
+	DP_MPJoinNoTokenFound,          /* MP_JOIN SYNs for an unknown token */
+	DP_MPJoinNoResource,            /* MP_JOIN SYNs refused: no subflow slot or nonce ready */
+	DP_MPJoinSynAckTx,              /* MP_JOIN SYN/ACKs sent */
+	DP_MPJoinAckRx,                 /* MP_JOIN third ACKs with a valid HMAC */
+	DP_MPJoinAckHMacFailure,        /* MP_JOIN third ACKs with a wrong or missing HMAC */
+	DP_MPJoinFullyEstablished,      /* our joins the peer fully established */
+	DP_SignalOptionTx,              /* options Go queued (ADD_ADDR, RM_ADDR, MP_PRIO) written */
+	DP_JoinSlotUsed,                /* subflow slots taken from the queue by passive joins */
+	DP_ScratchNested,               /* programs skipped: nested deeper than the scratch levels */
+	DP_DataAckNoSpace,              /* pure ACKs without a data ACK: SACK blocks took the room */
+	DP_DSSNoMatchTCP,               /* mappings not covering the segment they came on: dropped */
+	DP_MPCapableACKBadKey,          /* third ACKs whose echoed key is not the one our SYN/ACK derived: fallback */
+	DP_TokenFallbackInit,           /* third ACKs whose derived key's token is in use: fallback */
+	DP_MPCapableSYNNoKey,           /* MP_CAPABLE SYNs answered without MPTCP: the SYN's headers were gone */
 	DP_COUNTER_MAX,
 };
 

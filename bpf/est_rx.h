@@ -19,7 +19,7 @@
 static __always_inline void rx_ack_advance(struct conn *c, __u64 want, __u64 to)
 {
 	if (__sync_val_compare_and_swap(&c->st.rx_ack, want, to) == want)
-		dp_count(DP_FASTPATH_ACK);
+		dp_count(DP_DataAckFastPath);
 }
 
 /* dss_data_ack takes the peer's DATA_ACK and receive window from a DSS: they bound what we may
@@ -32,11 +32,11 @@ static __always_inline void dss_data_ack(struct sk_sub *s, struct conn *c, struc
 
 	ack = (o->flags & DSS_FLAG_ACK64) ? o->data_ack : expand32(old, o->data_ack);
 	if (before64(c->ctl.snd_nxt + 1, ack)) {
-		dp_count(DP_DATA_ACK_INVALID);
+		dp_count(DP_DataAckInvalid);
 	} else {
 		if (before64(old, ack)) {
 			c->st.peer_data_ack = ack;
-			dp_count(DP_DATA_ACK_RX);
+			dp_count(DP_DataAckRx);
 			moved = 1;
 		}
 		/* The window is the connection's, relative to the DATA_ACK (§3.3.4). The
@@ -59,7 +59,7 @@ static __always_inline void dss_data_ack(struct sk_sub *s, struct conn *c, struc
 	if (!(s->flags & SUBF_MPC_ACKED)) {
 		s->flags |= SUBF_MPC_ACKED;
 		if (s->role == ROLE_JOIN_ACTIVE) {
-			dp_count(DP_MPJ_FOURTH_ACK);
+			dp_count(DP_MPJoinFullyEstablished);
 			dp_emit(EV_JOIN_ACKED, s, 0, 0, 0, 0, 0);
 		}
 	}
@@ -84,7 +84,7 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 			s->flags |= SUBF_PEER_FIN;
 			c->st.peer_fin_dsn = fin_dsn;
 			c->st.peer_fin = 1;
-			dp_count(DP_DATA_FIN_RX);
+			dp_count(DP_DataFinRx);
 			dp_emit(EV_DATA_FIN, s, 0, fin_dsn, 0, 0, 0);
 		}
 		if (len == 1 && !payload) {
@@ -107,7 +107,7 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 	 * peer could otherwise make Go keep any number of mappings for bytes never sent. The
 	 * segment's data then has no mapping, and Go falls back or resets (§3.7). */
 	if (!payload || seq - s->rcv_isn - o->ssn >= len - fin) {
-		dp_count(DP_DSS_NO_MATCH_TCP);
+		dp_count(DP_DSSNoMatchTCP);
 		return 0;
 	}
 	if (!(s->flags & SUBF_RX_MAP_VALID) || s->rx_map_dsn != dsn || s->rx_map_ssn != o->ssn ||
@@ -117,7 +117,7 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 		s->rx_map_len = len;
 		s->rx_map_fin = fin;
 		s->flags |= SUBF_RX_MAP_VALID;
-		dp_count(DP_RX_MAP);
+		dp_count(DP_MappingRx);
 		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, len | (fin << 16), 0);
 	}
 	return 1;
@@ -127,7 +127,7 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 static __always_inline int parse_dss(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
 				     struct sub *sb, struct mptcp_opt *o, __u32 seq, __u32 payload, __u32 window)
 {
-	dp_count(DP_DSS_RX);
+	dp_count(DP_DSSRx);
 	if (!c->st.peer_dss)
 		c->st.peer_dss = 1;
 	if (o->flags & DSS_FLAG_HAS_ACK)
@@ -155,46 +155,46 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 				s->rx_map_len = o->data_len;
 				s->rx_map_fin = 0;
 				s->flags |= SUBF_RX_MAP_VALID;
-				dp_count(DP_RX_MAP);
+				dp_count(DP_MappingRx);
 				dp_emit(EV_RX_MAP, s, 0, dsn, 1, o->data_len | (1 << 17), 0);
 			}
 			return;
 		}
 		if (s->role == ROLE_PASSIVE && o->len == LEN_MPC_ACK)
 			return; /* a repeated third ACK */
-		dp_count(DP_OPT_UNEXPECTED);
+		dp_count(DP_OptionUnexpected);
 		return;
 	case MPTCPOPT_MP_FASTCLOSE:
 		if (o->key_a != s->local_key) {
-			dp_count(DP_FASTCLOSE_BADKEY);
+			dp_count(DP_MPFastcloseBadKey);
 			return;
 		}
 		if (!(s->flags & SUBF_FASTCLOSE_RX)) {
 			s->flags |= SUBF_FASTCLOSE_RX;
-			dp_count(DP_FASTCLOSE_RX);
+			dp_count(DP_MPFastcloseRx);
 			dp_emit(EV_FASTCLOSE, s, 0, 0, 0, 0, 0);
 		}
 		return;
 	case MPTCPOPT_RST:
 		s->flags |= SUBF_RST_RX;
 		s->rst_reason = o->reason;
-		dp_count(DP_TCPRST_RX);
+		dp_count(DP_MPRstRx);
 		dp_emit(EV_TCPRST, s, 0, o->reason, o->flags, 0, 0);
 		return;
 	case MPTCPOPT_MP_FAIL:
-		dp_count(DP_MP_FAIL_RX);
+		dp_count(DP_MPFailRx);
 		dp_emit(EV_MP_FAIL, s, 0, o->dsn, 0, 0, 0);
 		return;
 	case MPTCPOPT_ADD_ADDR:
-		dp_count(DP_ADD_ADDR_RX);
+		dp_count(DP_AddAddr);
 		dp_emit_opt(s, ob, off, o->len);
 		return;
 	case MPTCPOPT_RM_ADDR:
-		dp_count(DP_RM_ADDR_RX);
+		dp_count(DP_RmAddr);
 		dp_emit_opt(s, ob, off, o->len);
 		return;
 	case MPTCPOPT_MP_PRIO:
-		dp_count(DP_MP_PRIO_RX);
+		dp_count(DP_MPPrioRx);
 		if (o->flags & MP_PRIO_FLAG_BACKUP)
 			s->flags |= SUBF_PEER_BACKUP;
 		else
@@ -202,7 +202,7 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 		dp_emit_opt(s, ob, off, o->len);
 		return;
 	case MPTCPOPT_MP_JOIN:
-		dp_count(DP_MPJ_RX);
+		dp_count(DP_MPJoinUnexpected);
 		return;
 	}
 }
@@ -250,14 +250,14 @@ static __always_inline int rx_opts(struct bpf_sock_ops *skops, struct dp_scratch
 		if (n == 0)
 			break;
 		if (n < 0) {
-			dp_count(DP_HDR_MALFORMED);
+			dp_count(DP_TCPOptionsMalformed);
 			break;
 		}
 		r = mptcp_parse_opt(&sc->ob, w.pos, n, seg, &sc->opt);
 		pos = w.pos;
 		w.pos += n;
 		if (r != PARSE_OK) {
-			dp_count(DP_OPT_MALFORMED);
+			dp_count(DP_OptionMalformed);
 			continue;
 		}
 		if (sc->opt.subtype == MPTCPOPT_DSS) {
@@ -291,7 +291,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 	c = conn_of(s);
 	sb = sub_of(s);
 	if (!c || !sb) {
-		dp_count(DP_NO_STATE);
+		dp_count(DP_NoState);
 		return 1;
 	}
 	optlen = copy_hdr_opts(skops, &sc->ob, &th);
@@ -310,7 +310,7 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 		/* In-order data no mapping covers: options vanished on the path. Go sends MP_FAIL and
 		 * falls back (§3.7). Out-of-order data is judged when it becomes in-order, as the
 		 * kernel does. */
-		dp_count(DP_UNMAPPED_RX);
+		dp_count(DP_UnmappedDataRx);
 		if (!(s->flags & SUBF_UNMAPPED_RX)) {
 			s->flags |= SUBF_UNMAPPED_RX;
 			dp_emit(EV_UNMAPPED, s, 0, bpf_ntohl(th.seq) - s->rcv_isn, payload, 0, 0);

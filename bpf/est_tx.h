@@ -94,7 +94,7 @@ static __always_inline int est_hdr_len(struct bpf_sock_ops *skops, struct sk_sub
 	sb = sub_of(s);
 	c = conn_of(s);
 	if (!c) {
-		dp_count(DP_NO_STATE);
+		dp_count(DP_NoState);
 		return 1;
 	}
 	if (c->ctl.flags & CONNF_FALLBACK)
@@ -106,11 +106,11 @@ static __always_inline int est_hdr_len(struct bpf_sock_ops *skops, struct sk_sub
 		 * it; nothing is lost. */
 		if (bpf_reserve_hdr_opt(skops, LEN_DSS_ACK_ONLY, 0) &&
 		    bpf_reserve_hdr_opt(skops, LEN_DSS_BASE + 4, 0))
-			dp_count(DP_ACK_NOSPACE);
+			dp_count(DP_DataAckNoSpace);
 		return 1;
 	}
 	if (bpf_reserve_hdr_opt(skops, len, 0))
-		dp_count(DP_OPT_NOSPACE);
+		dp_count(DP_OptionNoSpace);
 	return 1;
 }
 
@@ -137,13 +137,13 @@ static __always_inline int write_rst(struct bpf_sock_ops *skops, struct sk_sub *
 	if (c->ctl.flags & CONNF_FASTCLOSE) {
 		build_fastclose(o, s->remote_key);
 		if (!store_opt(skops, o, LEN_MP_FASTCLOSE))
-			dp_count(DP_FASTCLOSE_TX);
+			dp_count(DP_MPFastcloseTx);
 		return 1;
 	}
 	if (sb && (sb->ctl.rst_flags & SUB_RST_REQUEST)) {
 		build_tcprst(o, sb->ctl.rst_flags, sb->ctl.rst_reason);
 		if (!store_opt(skops, o, LEN_MP_TCPRST))
-			dp_count(DP_TCPRST_TX);
+			dp_count(DP_MPRstTx);
 	}
 	return 1;
 }
@@ -174,7 +174,7 @@ static __always_inline int write_mp_fail(struct bpf_sock_ops *skops, struct dp_s
 {
 	build_mp_fail(sc->out, c->ctl.mp_fail_dsn);
 	if (!store_opt(skops, sc->out, LEN_MP_FAIL))
-		dp_count(DP_MP_FAIL_TX);
+		dp_count(DP_MPFailTx);
 	return 1;
 }
 
@@ -190,7 +190,7 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 	int fin;
 
 	if (idx < 0) {
-		dp_count(DP_DSS_TX_NOMAP);
+		dp_count(DP_DSSTxNoMapping);
 		sb->st.tx_nomap++;
 		sb->st.nomap_rel = rel;
 		return 0;
@@ -207,7 +207,7 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 		 * DSS shows it arrived (§3.1); the mapping is implicit. */
 		build_mpc(sc->out, LEN_MPC_ACK_DATA, s->local_key, s->remote_key, mlen);
 		if (!store_opt(skops, sc->out, LEN_MPC_ACK_DATA))
-			dp_count(DP_MPC_DATA_TX);
+			dp_count(DP_MPCapableDataTX);
 		return 1;
 	}
 	n = build_dss(sc->out, has_ack, ack, 1, m->dsn, m->ssn, mlen + fin, fin);
@@ -217,9 +217,9 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 		if (store_opt(skops, sc->out, n))
 			return 1;
 	}
-	dp_count(DP_DSS_TX);
+	dp_count(DP_DSSTx);
 	if (fin)
-		dp_count(DP_DATA_FIN_TX);
+		dp_count(DP_DataFinTx);
 	sb->st.tx_dss++;
 	return 1;
 }
@@ -242,7 +242,7 @@ static __always_inline int write_queued_opt(struct bpf_sock_ops *skops, struct d
 				return 1;
 			if (!bpf_store_hdr_opt(skops, sc->out, olen, 0)) {
 				sb->st.opt_done = sb->ctl.opt_gen;
-				dp_count(DP_OPT_TX);
+				dp_count(DP_SignalOptionTx);
 				return 1;
 			}
 		} else {
@@ -261,14 +261,14 @@ static __always_inline int write_third_ack(struct bpf_sock_ops *skops, struct dp
 		/* The MP_JOIN third ACK, repeated until the fourth ACK shows it arrived. */
 		build_mpj_ack(sc->out, s->hmac_a);
 		if (!store_opt(skops, sc->out, LEN_MPJ_ACK))
-			dp_count(DP_MPJ_ACK_TX);
+			dp_count(DP_MPJoinAckTx);
 		return 1;
 	}
 	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && rel == 1 && !(tcp_flags & TCP_FLAG_FIN) &&
 	    !data_fin_pending(c)) {
 		build_mpc(sc->out, LEN_MPC_ACK, s->local_key, s->remote_key, 0);
 		if (!store_opt(skops, sc->out, LEN_MPC_ACK))
-			dp_count(DP_MPC_ACK_TX);
+			dp_count(DP_MPCapableACKTX);
 		return 1;
 	}
 	return 0;
@@ -284,8 +284,8 @@ static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_
 		/* A DATA_FIN without data: SSN 0, length 1 (§3.3.3). */
 		n = build_dss(sc->out, has_ack, ack, 1, c->ctl.snd_fin_dsn, 0, 1, 1);
 		if (!store_opt(skops, sc->out, n)) {
-			dp_count(DP_DSS_TX);
-			dp_count(DP_DATA_FIN_TX);
+			dp_count(DP_DSSTx);
+			dp_count(DP_DataFinTx);
 		}
 		return 1;
 	}
@@ -293,15 +293,15 @@ static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_
 		return 1;
 	n = build_dss(sc->out, 1, ack, 0, 0, 0, 0, 0);
 	if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
-		dp_count(DP_DSS_TX);
+		dp_count(DP_DSSTx);
 		return 1;
 	}
 	/* The 32-bit form, when only that fitted (see the length callback). */
 	n = build_dss_ack32(sc->out, (__u32)ack);
 	if (!bpf_store_hdr_opt(skops, sc->out, n, 0))
-		dp_count(DP_DSS_TX);
+		dp_count(DP_DSSTx);
 	else
-		dp_count(DP_ACK_NOSPACE);
+		dp_count(DP_DataAckNoSpace);
 	return 1;
 }
 
@@ -317,7 +317,7 @@ static __always_inline int est_write_hdr(struct bpf_sock_ops *skops, struct dp_s
 	__u64 ack;
 
 	if (!c || !sb) {
-		dp_count(DP_NO_STATE);
+		dp_count(DP_NoState);
 		return 1;
 	}
 	sub_st_refresh(skops, s, sb);

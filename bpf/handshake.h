@@ -57,12 +57,12 @@ static __always_inline int write_syn(struct bpf_sock_ops *skops, struct dp_scrat
 	if (s->role == ROLE_JOIN_ACTIVE) {
 		build_mpj_syn(sc->out, s->join_flags & JOINF_BACKUP, s->local_id, s->remote_token, s->local_nonce);
 		if (!store_opt(skops, sc->out, LEN_MPJ_SYN))
-			dp_count(DP_MPJ_SYN_TX);
+			dp_count(DP_MPJoinSynTx);
 		return 1;
 	}
 	build_mpc(sc->out, LEN_MPC_SYN, 0, 0, 0);
 	if (!store_opt(skops, sc->out, LEN_MPC_SYN))
-		dp_count(DP_MPC_SYN_TX);
+		dp_count(DP_MPCapableSYNTX);
 	return 1;
 }
 
@@ -85,14 +85,14 @@ static __always_inline int active_join(struct bpf_sock_ops *skops, struct dp_scr
 			if (backup)
 				s->flags |= SUBF_PEER_BACKUP;
 			s->state = SUB_MPTCP;
-			dp_count(DP_MPJ_SYNACK_RX);
+			dp_count(DP_MPJoinSynAckRx);
 			dp_emit(EV_JOIN, s, 1, s->local_id | (remote_id << 8) | ((__u64)backup << 16), 0, 0,
 				bpf_get_socket_cookie(skops));
 			return 1;
 		}
 	}
 	s->state = SUB_JOIN_FAILED;
-	dp_count(DP_MPJ_SYNACK_HMAC_FAIL);
+	dp_count(DP_MPJoinSynAckHMacFailure);
 	dp_emit(EV_JOIN, s, 0, 0, 0, 0, bpf_get_socket_cookie(skops));
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
 	return 1;
@@ -119,13 +119,13 @@ static __always_inline int on_active_established(struct bpf_sock_ops *skops)
 	    !(sc->opt.flags & MPC_FLAG_CHECKSUM)) {
 		s->remote_key = sc->opt.key_a;
 		s->state = SUB_MPTCP;
-		dp_count(DP_MPC_SYNACK_RX);
+		dp_count(DP_MPCapableSYNACKRX);
 		dp_emit(EV_ESTABLISHED, s, 1, s->remote_key, 0, 0, 0);
 		return 1;
 	}
 	s->state = SUB_FALLBACK;
 	s->fallback_reason = optlen > 0 && sc->opt.subtype == MPTCPOPT_MP_CAPABLE ? 2 : 1;
-	dp_count(DP_MPC_FALLBACK_SYNACK);
+	dp_count(DP_MPCapableFallbackSYNACK);
 	dp_emit(EV_ESTABLISHED, s, 0, 0, 0, 0, 0);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
 	return 1;
@@ -239,20 +239,20 @@ static __always_inline int synack_join(struct bpf_sock_ops *skops, struct dp_scr
 
 	tv = bpf_map_lookup_elem(&tokens, &token);
 	if (!tv) {
-		dp_count(DP_MPJ_NO_TOKEN);
+		dp_count(DP_MPJoinNoTokenFound);
 		return 1;
 	}
 	old = bpf_map_lookup_elem(&reqs, k);
 	if (old && old->client_isn == client_isn && old->join) {
 		v = *old; /* a retransmitted SYN/ACK: the same nonce and slot */
 	} else {
-		dp_count(DP_MPJ_SYN_RX);
+		dp_count(DP_MPJoinSynRx);
 		/* The nonce first: a slot once taken is accounted for (Go follows the queue in order). */
 		if (bpf_map_pop_elem(&nonces, &v.nonce_b) || bpf_map_pop_elem(&sub_slots, &v.t.sub)) {
-			dp_count(DP_MPJ_NO_RESOURCE);
+			dp_count(DP_MPJoinNoResource);
 			return 1;
 		}
-		dp_count(DP_SUBSLOT_USED);
+		dp_count(DP_JoinSlotUsed);
 		v.t.conn = tv->conn;
 		v.client_isn = client_isn;
 		v.join = 1;
@@ -267,7 +267,7 @@ static __always_inline int synack_join(struct bpf_sock_ops *skops, struct dp_scr
 		return 1;
 	build_mpj_synack(o, v.local_id, sc->hmac.outer.h[0], sc->hmac.outer.h[1], v.nonce_b);
 	if (!store_opt(skops, o, LEN_MPJ_SYNACK))
-		dp_count(DP_MPJ_SYNACK_TX);
+		dp_count(DP_MPJoinSynAckTx);
 	return 1;
 }
 
@@ -332,15 +332,15 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 		req_key_of(skops, &k);
 		return synack_join(skops, sc, &k, client_isn);
 	}
-	dp_count(DP_MPC_SYN_RX);
+	dp_count(DP_MPCapableSYNRX);
 	key = synack_key(skops, sc, lport, rport, client_isn);
 	if (!key) {
-		dp_count(DP_MPC_SYN_NOKEY);
+		dp_count(DP_MPCapableSYNNoKey);
 		return 1;
 	}
 	build_mpc(sc->out, LEN_MPC_SYNACK, key, 0, 0);
 	if (!store_opt(skops, sc->out, LEN_MPC_SYNACK))
-		dp_count(DP_MPC_SYNACK_TX);
+		dp_count(DP_MPCapableSYNACKTX);
 	return 1;
 }
 
@@ -399,7 +399,7 @@ static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_sc
 	bpf_map_delete_elem(&reqs, k);
 	if (!ok) {
 		s->state = SUB_JOIN_FAILED;
-		dp_count(DP_MPJ_ACK_HMAC_FAIL);
+		dp_count(DP_MPJoinAckHMacFailure);
 		dp_emit(EV_JOIN, s, 0, 0, 0, 0, bpf_get_socket_cookie(skops));
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
 		return 1;
@@ -413,7 +413,7 @@ static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_sc
 	sb = sub_of(s);
 	if (sb)
 		sb->st.ack_pending = 1;
-	dp_count(DP_MPJ_ACK_RX);
+	dp_count(DP_MPJoinAckRx);
 	dp_emit(EV_JOIN, s, 1, v->local_id | (v->peer_id << 8) | ((__u64)v->peer_backup << 16), 0, 0,
 		bpf_get_socket_cookie(skops));
 	return 1;
@@ -469,19 +469,19 @@ static __always_inline int passive_slots(struct dp_scratch *sc, struct sk_sub *s
 	token = sc->hmac.inner.h[0];
 	idsn = ((__u64)sc->hmac.inner.h[6] << 32) | sc->hmac.inner.h[7];
 	if (bpf_map_lookup_elem(&tokens, &token)) {
-		dp_count(DP_MPC_TOKEN_FALLBACK);
+		dp_count(DP_TokenFallbackInit);
 		return -1;
 	}
 	if (bpf_map_pop_elem(&tickets, &t)) {
-		dp_count(DP_MPC_NO_TICKET);
+		dp_count(DP_MPCapableNoTicket);
 		return -1;
 	}
-	dp_count(DP_TICKET_USED);
+	dp_count(DP_PassiveTicketUsed);
 	s->conn = t.conn;
 	s->sub = t.sub;
 	c = conn_of(s);
 	if (!c) {
-		dp_count(DP_NO_STATE);
+		dp_count(DP_NoState);
 		return -1;
 	}
 	passive_conn_init(c, key, idsn);
@@ -507,7 +507,7 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 		/* A plain TCP client, or an MPTCP client whose option vanished on the way (told apart
 		 * only when the kernel still has the SYN). */
 		if (syn_kind(skops, sc) == SYN_MPC)
-			dp_count(DP_MPC_FALLBACK_ACK);
+			dp_count(DP_MPCapableFallbackACK);
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
 		return 1;
 	}
@@ -528,8 +528,8 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 
 	key = passive_key(skops, sc, s->rcv_isn);
 	if (!key || echoed != key) {
-		dp_count(DP_MPC_ACK_BADKEY);
-		dp_count(DP_MPC_FALLBACK_ACK);
+		dp_count(DP_MPCapableACKBadKey);
+		dp_count(DP_MPCapableFallbackACK);
 		goto fallback;
 	}
 	if (passive_slots(sc, s, key))
@@ -550,10 +550,10 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 		s->rx_map_ssn = 1;
 		s->rx_map_len = data_len;
 		s->flags |= SUBF_RX_MAP_VALID;
-		dp_count(DP_RX_MAP);
+		dp_count(DP_MappingRx);
 		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | (1 << 17), 0);
 	}
-	dp_count(DP_MPC_ACK_RX);
+	dp_count(DP_MPCapableACKRX);
 	return 1;
 
 fallback:

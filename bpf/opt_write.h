@@ -36,7 +36,7 @@ static __always_inline int store_opt(struct bpf_sock_ops *skops, __u8 *out, __u3
 	int err = bpf_store_hdr_opt(skops, out, len, 0);
 
 	if (err)
-		dp_count(DP_OPT_NOSPACE);
+		dp_count(DP_OptionNoSpace);
 	return err;
 }
 

@@ -189,7 +189,7 @@ static __always_inline int join_reset(struct __sk_buff *skb, __u32 l4, int v6, _
 	__builtin_memcpy(mac2 + ETH_ALEN, mac, ETH_ALEN);
 	if (bpf_skb_store_bytes(skb, 0, mac2, sizeof(mac2), 0) < 0)
 		return TC_ACT_SHOT;
-	dp_count(DP_MPJ_NO_TOKEN);
+	dp_count(DP_MPJoinNoTokenFound);
 	return bpf_redirect(skb->ifindex, 0);
 }
 
@@ -223,16 +223,16 @@ static __always_inline void rst_opts(struct __sk_buff *skb, struct bpf_sock_tupl
 		if (mptcp_parse_opt(&sc->ob, w.pos, n, tcp_flags, &sc->opt) == PARSE_OK) {
 			if (sc->opt.subtype == MPTCPOPT_MP_FASTCLOSE) {
 				if (sc->opt.key_a != s->local_key) {
-					dp_count(DP_FASTCLOSE_BADKEY);
+					dp_count(DP_MPFastcloseBadKey);
 				} else if (!(s->flags & SUBF_FASTCLOSE_RX)) {
 					s->flags |= SUBF_FASTCLOSE_RX;
-					dp_count(DP_FASTCLOSE_RX);
+					dp_count(DP_MPFastcloseRx);
 					dp_emit(EV_FASTCLOSE, s, 0, 0, 0, 0, 0);
 				}
 			} else if (sc->opt.subtype == MPTCPOPT_RST) {
 				s->flags |= SUBF_RST_RX;
 				s->rst_reason = sc->opt.reason;
-				dp_count(DP_TCPRST_RX);
+				dp_count(DP_MPRstRx);
 				dp_emit(EV_TCPRST, s, 0, sc->opt.reason, sc->opt.flags, 0, 0);
 			}
 		}
@@ -341,7 +341,7 @@ static __always_inline void strip_sack_perm(struct __sk_buff *skb, struct dp_scr
 		if (bpf_skb_store_bytes(skb, l4 + word, neww, 8, BPF_F_RECOMPUTE_CSUM) < 0)
 			break;
 		bpf_l4_csum_replace(skb, l4 + 16, 0, diff, 0);
-		dp_count(DP_SACK_STRIPPED);
+		dp_count(DP_SackPermStripped);
 		break;
 	}
 }

@@ -13,88 +13,15 @@ type Counter = DatapathDpCounter
 
 // The counters the connection layer reads to follow the datapath's queues.
 const (
-	CounterTicketUsed  = DatapathDpCounterDP_TICKET_USED  // PassiveTicketUsed
-	CounterSubslotUsed = DatapathDpCounterDP_SUBSLOT_USED // JoinSlotUsed
-	CounterMPJoinSynRx = DatapathDpCounterDP_MPJ_SYN_RX   // MPJoinSynRx
+	CounterTicketUsed  = DatapathDpCounterDP_PassiveTicketUsed // PassiveTicketUsed
+	CounterSubslotUsed = DatapathDpCounterDP_JoinSlotUsed      // JoinSlotUsed
+	CounterMPJoinSynRx = DatapathDpCounterDP_MPJoinSynRx       // MPJoinSynRx
 )
 
-// The counters' names follow the kernel's MPTcpExt MIB where it has the counter. They are derived
-// from the enumerators of enum dp_counter (bpf/datapath_types.h), read from the object's BTF:
-// DP_ comes off, and each word is spelled by counterWords or else in title case
-// (DP_MPJ_SYNACK_HMAC_FAIL → MPJoin SynAck HMacFailure). In the MPCapable counters the
-// handshake words stay in capitals, as the kernel spells them (DP_MPC_SYNACK_RX →
-// MPCapableSYNACKRX). A counter added in C gets its name without a Go change.
-var (
-	// counterWords spells a word, or two joined by '_', of an enumerator.
-	counterWords = map[string]string{
-		"MPC":       "MPCapable",
-		"MPJ":       "MPJoin",
-		"MP":        "MP",
-		"DSS":       "DSS",
-		"TCP":       "TCP",
-		"OPT":       "Option",
-		"FASTCLOSE": "MPFastclose",
-		"TCPRST":    "MPRst",
-		"SYNACK":    "SynAck",
-		"NOMAP":     "NoMapping",
-		"NOSPACE":   "NoSpace",
-		"BADKEY":    "BadKey",
-		"NOKEY":     "NoKey",
-		"HMAC_FAIL": "HMacFailure",
-	}
-	// mpcCapitals are the words the MPCapable counters keep in capitals.
-	mpcCapitals = map[string]bool{"SYN": true, "SYNACK": true, "ACK": true, "RX": true, "TX": true}
-	// counterExceptions name the counters whose names are not their enumerators' words: the
-	// kernel's own names (AddAddr, RmAddr, MPJoinNoTokenFound), and names that say more than
-	// the enumerator.
-	counterExceptions = map[string]string{
-		"DP_RX_MAP":             "MappingRx",
-		"DP_FASTPATH_ACK":       "DataAckFastPath",
-		"DP_ACK_SENT":           "AckOnDemand",
-		"DP_ADD_ADDR_RX":        "AddAddr",
-		"DP_RM_ADDR_RX":         "RmAddr",
-		"DP_MPJ_RX":             "MPJoinUnexpected",
-		"DP_UNMAPPED_RX":        "UnmappedDataRx",
-		"DP_HDR_MALFORMED":      "TCPOptionsMalformed",
-		"DP_SACK_STRIPPED":      "SackPermStripped",
-		"DP_TICKET_USED":        "PassiveTicketUsed",
-		"DP_MPJ_NO_TOKEN":       "MPJoinNoTokenFound",
-		"DP_MPJ_FOURTH_ACK":     "MPJoinFullyEstablished",
-		"DP_OPT_TX":             "SignalOptionTx",
-		"DP_SUBSLOT_USED":       "JoinSlotUsed",
-		"DP_ACK_NOSPACE":        "DataAckNoSpace",
-		"DP_MPC_TOKEN_FALLBACK": "TokenFallbackInit",
-	}
-)
-
-// counterName derives a counter's name from its enumerator.
-func counterName(enumerator string) string {
-	if n, ok := counterExceptions[enumerator]; ok {
-		return n
-	}
-	words := strings.Split(strings.TrimPrefix(enumerator, "DP_"), "_")
-	mpc := words[0] == "MPC"
-	var b strings.Builder
-	for i := 0; i < len(words); i++ {
-		w := words[i]
-		if i+1 < len(words) {
-			if s, ok := counterWords[w+"_"+words[i+1]]; ok {
-				b.WriteString(s)
-				i++
-				continue
-			}
-		}
-		switch s, ok := counterWords[w]; {
-		case mpc && mpcCapitals[w]:
-			b.WriteString(w)
-		case ok:
-			b.WriteString(s)
-		default:
-			b.WriteString(w[:1] + strings.ToLower(w[1:]))
-		}
-	}
-	return b.String()
-}
+// The counters' names are their enumerators in enum dp_counter (bpf/datapath_types.h) without
+// DP_: the C source spells them as the kernel's MPTcpExt MIB does where it has the counter
+// (DP_MPCapableSYNRX → MPCapableSYNRX), so a counter added in C gets its name without a Go change.
+func counterName(enumerator string) string { return strings.TrimPrefix(enumerator, "DP_") }
 
 // counterNames names the counters of enum dp_counter in the object's BTF, by index. The
 // enumerators must be 0..DP_COUNTER_MAX-1 as bpf2go generated them, with names that differ.
