@@ -98,7 +98,7 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 	}
 	if (len == 0) {
 		/* An infinite mapping: the peer fell back (§3.7). */
-		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, 1 << 18, bpf_get_socket_cookie(skops));
+		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, RXMAP_INFINITE, bpf_get_socket_cookie(skops));
 		return 1;
 	}
 	/* A mapping rides on the data it maps (§3.3.1): it must cover the segment's first
@@ -118,7 +118,7 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 		s->rx_map_fin = fin;
 		s->flags |= SUBF_RX_MAP_VALID;
 		dp_count(DP_MappingRx);
-		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, len | (fin << 16), 0);
+		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, len | (fin ? RXMAP_FIN : 0), 0);
 	}
 	return 1;
 }
@@ -156,7 +156,7 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 				s->rx_map_fin = 0;
 				s->flags |= SUBF_RX_MAP_VALID;
 				dp_count(DP_MappingRx);
-				dp_emit(EV_RX_MAP, s, 0, dsn, 1, o->data_len | (1 << 17), 0);
+				dp_emit(EV_RX_MAP, s, 0, dsn, 1, o->data_len | RXMAP_MPC, 0);
 			}
 			return;
 		}

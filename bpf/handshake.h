@@ -551,7 +551,7 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 		s->rx_map_len = data_len;
 		s->flags |= SUBF_RX_MAP_VALID;
 		dp_count(DP_MappingRx);
-		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | (1 << 17), 0);
+		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | RXMAP_MPC, 0);
 	}
 	dp_count(DP_MPCapableACKRX);
 	return 1;

@@ -2,7 +2,7 @@
 /* SHA-256 (FIPS 180-4) and the HMAC-SHA256 (RFC 2104) of MP_JOIN, for the datapath.
  *
  * A listener's SYN/ACK to an MP_JOIN must carry an HMAC over the nonce that just arrived, with
- * no chance for userspace to run (DESIGN.md, hard part 5). MP_JOIN's HMAC has a fixed shape:
+ * no chance for userspace to run (docs/design.md, "Keys, tokens and HMACs"). MP_JOIN's HMAC has a fixed shape:
  * the key is two 64-bit MPTCP keys, the message two 32-bit nonces, so everything works on
  * 32-bit words and no byte loops are needed: one block for the padded key, one for the message.
  */

@@ -4,7 +4,7 @@
  *
  * The kernel lays out TCP options as timestamps, then SACK blocks, then BPF options. With data
  * flowing both ways under loss, SACK blocks leave no room for a DSS, data goes out unmapped and
- * the peer falls back (DESIGN.md, hard part 2). So SACK is not negotiated on our subflows:
+ * the peer falls back (docs/design.md, "SACK"). So SACK is not negotiated on our subflows:
  *  - egress: our connecting socket's SYN leaves without SACK-permitted, so the peer knows;
  *  - ingress: a SYN for our listener arrives without it (our kernel then answers without it),
  *    and so does a SYN/ACK for our connecting socket, should a peer offer it anyway.

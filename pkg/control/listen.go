@@ -317,7 +317,7 @@ func v6only(tl *net.TCPListener) bool {
 }
 
 // freeSavedSYN releases the SYN headers the kernel kept for an accepted socket (our listeners
-// set TCP_SAVE_SYN so that retransmitted SYN/ACKs can be written, see bpf/sockops.h on_listen):
+// set TCP_SAVE_SYN so that retransmitted SYN/ACKs can be written, see on_listen in bpf/handshake.h):
 // reading them frees them.
 func freeSavedSYN(tc *net.TCPConn) {
 	rc, err := tc.SyscallConn()

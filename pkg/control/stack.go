@@ -462,7 +462,7 @@ func (s *Stack) newSlotsLocked() (conn, sub uint32, key uint64, token uint32, er
 }
 
 // newTicketSlotsLocked allocates a connection and a subflow slot for a passive-open ticket and
-// clears them; the datapath fills the connection in for the key it derived (bpf/sockops.h
+// clears them; the datapath fills the connection in for the key it derived (bpf/handshake.h
 // passive_conn_init) when a third ACK takes the ticket.
 func (s *Stack) newTicketSlotsLocked() (conn, sub uint32, err error) {
 	if s.mu.closed {

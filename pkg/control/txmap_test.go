@@ -8,7 +8,7 @@ import (
 	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
-// bpfWindow is the range of txmap entries the datapath searches (find_txmap in bpf/sockops.h):
+// bpfWindow is the range of txmap entries the datapath searches (find_txmap in bpf/est_tx.h):
 // the last RING-1 entries before head.
 func bpfWindow(head uint64) (lo, hi uint64) {
 	ring := uint64(datapath.TxMapRing)

@@ -14,7 +14,7 @@ const lossSize = 256 << 20
 
 // TestLossBothWays transfers in both directions at once with 1% random loss on the path in
 // both directions, our stack against the kernel's in both roles. With SACK blocks present the
-// DSS would not fit (DESIGN.md, hard part 2): no fallback may happen, and the data is exact.
+// DSS would not fit (docs/design.md, "SACK"): no fallback may happen, and the data is exact.
 func TestLossBothWays(t *testing.T) {
 	for _, ourClient := range []bool{true, false} {
 		name := "kernel client"
