@@ -75,7 +75,7 @@ func TestUsableHalfClosed(t *testing.T) {
 // until the writer reports it written; a writer that stopped releases all of its mappings.
 func TestUnwrittenKeepsBuffers(t *testing.T) {
 	a, b := &subflow{}, &subflow{}
-	var st connState
+	var st sendBuf
 	st.unwritten = []unwritten{{a, dsnRange{100, 10}}, {b, dsnRange{110, 10}}, {a, dsnRange{120, 10}}}
 	for _, tc := range []struct {
 		r    dsnRange
@@ -112,7 +112,7 @@ func TestUsableLossyBeforeStale(t *testing.T) {
 // pooled once the writer reports the mapping written.
 func TestFreedLate(t *testing.T) {
 	sf := &subflow{}
-	var st connState
+	var st sendBuf
 	st.unwritten = []unwritten{{sf, dsnRange{100, 50}}}
 	st.freedLate = []sendPiece{{dsn: 90, data: make([]byte, 20)}, {dsn: 200, data: make([]byte, 10)}}
 	st.poolWritten()

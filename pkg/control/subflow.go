@@ -77,6 +77,7 @@ type subflow struct {
 	}
 
 	written atomic.Uint64 // bytes written to the socket (writer goroutine)
+	txWait  *time.Timer   // the writer's wait for a mapping slot (claimTxSlot), reused
 }
 
 // rxChunk is bytes read from a subflow starting at relative SSN off, or its end (err).
@@ -242,10 +243,16 @@ func (sf *subflow) claimTxSlot(acked *uint32) error {
 		if end.LessThanEq(seqnum.Value(*acked)) {
 			return nil
 		}
+		if sf.txWait == nil {
+			sf.txWait = time.NewTimer(wait)
+		} else {
+			sf.txWait.Reset(wait)
+		}
 		select {
 		case <-sf.c.done:
+			sf.txWait.Stop()
 			return errConnClosed
-		case <-time.After(wait):
+		case <-sf.txWait.C:
 		}
 	}
 }
