@@ -2,12 +2,10 @@ package control
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
@@ -23,28 +21,6 @@ const (
 	writerQueued = 1 << 20 // bytes handed to a subflow's writer and not yet written
 	lingerTime   = 30 * time.Second
 )
-
-var (
-	errConnClosed  = net.ErrClosed
-	errWriteClosed = errors.New("mptcp: write after CloseWrite")
-	// ErrFastclose is the error of a connection the peer aborted with MP_FASTCLOSE.
-	ErrFastclose = fmt.Errorf("mptcp: connection closed by peer (MP_FASTCLOSE): %w", syscall.ECONNRESET)
-	// ErrNoDataFin is the error of a connection whose only subflow ended before the peer's DATA_FIN.
-	ErrNoDataFin = errors.New("mptcp: subflow closed before the peer's DATA_FIN")
-)
-
-// ResetError is the error of a connection whose subflow was reset with an MP_TCPRST reason.
-type ResetError struct {
-	Reason    uint8
-	Transient bool
-	Err       error
-}
-
-func (e *ResetError) Error() string {
-	return fmt.Sprintf("mptcp: subflow reset by peer, MP_TCPRST reason %d (transient %t): %v", e.Reason, e.Transient, e.Err)
-}
-
-func (e *ResetError) Unwrap() error { return e.Err }
 
 // Conn is an MPTCP connection. It implements net.Conn.
 //
@@ -136,22 +112,6 @@ type connState struct {
 	pollAt      time.Time                   // the next sample of state that changes silently (timers.go)
 	pendingSub  map[uint32][]datapath.Event // events of subflows not attached yet
 	announces   map[uint8]*announce         // our ADD_ADDRs awaiting their echo
-}
-
-// dsnRange is a range of the data sequence space.
-type dsnRange struct {
-	dsn seqnum.DSN
-	n   int
-}
-
-func (r dsnRange) end() seqnum.DSN { return r.dsn.Add(uint64(r.n)) }
-
-// contains reports whether dsn falls within the range.
-func (r dsnRange) contains(dsn seqnum.DSN) bool { return !dsn.LessThan(r.dsn) && dsn.LessThan(r.end()) }
-
-// overlaps reports whether the two ranges share a DSN.
-func (r dsnRange) overlaps(o dsnRange) bool {
-	return r.dsn.LessThan(o.end()) && o.dsn.LessThan(r.end())
 }
 
 func newConn(s *Stack) *Conn {
@@ -354,17 +314,6 @@ func (c *Conn) SetLinger(sec int) error {
 	c.abortOnClose.Store(sec == 0)
 	return nil
 }
-
-// MP_TCPRST reasons (RFC 8684 §3.6).
-const (
-	RstUnspecified     = 0
-	RstMPTCPError      = 1
-	RstLackOfResources = 2
-	RstAdminProhibited = 3
-	RstTooMuchData     = 4
-	RstPerformance     = 5
-	RstMiddlebox       = 6
-)
 
 // Reset resets the connection's subflows with an MP_TCPRST carrying reason (§3.6), without
 // MP_FASTCLOSE: the peer learns why its subflow ended.
@@ -575,20 +524,6 @@ func (c *Conn) resetSelf(err error) {
 	c.stack.log.Warn("connection reset", "token", c.token, "err", err)
 	c.fail(err)
 	c.fastclose()
-}
-
-// eventsMissed returns the error to reset the connection with when it missed events: the
-// datapath lost one (the ring buffer was full), or its queue refused one (overflow), counted.
-func (c *Conn) eventsMissed(overflow bool) error {
-	switch {
-	case c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.EvLost) != 0:
-		c.stack.stats.EventLostReset.Add(1)
-		return errEventLost
-	case overflow:
-		c.stack.stats.EventOverflowReset.Add(1)
-		return errEventOverflow
-	}
-	return nil
 }
 
 // fastclose aborts with MP_FASTCLOSE on a reset of every subflow (§3.5).

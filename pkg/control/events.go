@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/seqnum"
@@ -62,6 +63,20 @@ func (e *evQueue) take(buf []datapath.Event) ([]datapath.Event, bool) {
 	out := e.q
 	e.q = buf[:0]
 	return out, e.overflow
+}
+
+// eventsMissed returns the error to reset the connection with when it missed events: the
+// datapath lost one (the ring buffer was full), or its queue refused one (overflow), counted.
+func (c *Conn) eventsMissed(overflow bool) error {
+	switch {
+	case c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.EvLost) != 0:
+		c.stack.stats.EventLostReset.Add(1)
+		return errEventLost
+	case overflow:
+		c.stack.stats.EventOverflowReset.Add(1)
+		return errEventOverflow
+	}
+	return nil
 }
 
 // coalesce merges mapping event ev into the queued one before it when ev maps the bytes right

@@ -28,6 +28,22 @@ type sendBuf struct {
 	freedLate []sendPiece // acknowledged pieces not yet back in the pool (poolWritten)
 }
 
+// dsnRange is a range of the data sequence space.
+type dsnRange struct {
+	dsn seqnum.DSN
+	n   int
+}
+
+func (r dsnRange) end() seqnum.DSN { return r.dsn.Add(uint64(r.n)) }
+
+// contains reports whether dsn falls within the range.
+func (r dsnRange) contains(dsn seqnum.DSN) bool { return !dsn.LessThan(r.dsn) && dsn.LessThan(r.end()) }
+
+// overlaps reports whether the two ranges share a DSN.
+func (r dsnRange) overlaps(o dsnRange) bool {
+	return r.dsn.LessThan(o.end()) && o.dsn.LessThan(r.end())
+}
+
 // sendPiece is a buffer of application data at its DSN, kept until DATA_ACKed.
 type sendPiece struct {
 	dsn  seqnum.DSN
