@@ -541,15 +541,13 @@ func (c *Conn) teardown(abort bool) {
 	c.fail(errConnClosed)
 	c.emitClosed(c.Err())
 	for _, sf := range c.subs {
-		sf.shutdown(abort)
+		c.plane.closeSubflow(sf, abort)
 	}
 	c.subs = nil
 	c.checkDraining(true)
 	c.st.fin.at, c.st.pumpAt = time.Time{}, time.Time{}
 	c.pmClosed()
-	c.stack.removeToken(c.token)
-	c.stack.releaseConn(c.slot, c.token)
-	c.stack.releaseNetns(c.ns)
+	c.plane.releaseConn(c)
 	c.ns = nil
 	// Joins still being dialled or accepted end here.
 	for {

@@ -7,9 +7,9 @@ import (
 	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
-// dataplane is what the connection core asks of the kernel and the datapath beyond their shared
-// memory: a pure ACK on demand, a subflow's TCP_INFO and retransmission settings, the
-// datapath's record of a subflow's socket. The shared memory itself (the connection's and the
+// dataplane is what the connection core asks of the kernel, the datapath and the stack beyond
+// their shared memory: a pure ACK on demand, a subflow's TCP_INFO and retransmission settings,
+// the datapath's record of a subflow's socket, closing subflows and returning slots. The shared memory itself (the connection's and the
 // subflows' datapath.Conn and datapath.Sub) is read and written in place, as it is plain
 // memory: a test gives the connection its own, and a fake dataplane, and drives the core
 // without sockets, namespaces or root.
@@ -25,6 +25,12 @@ type dataplane interface {
 	setFastProbe(sf *subflow, on bool) error
 	// sockState returns the datapath's state of sf's socket.
 	sockState(sf *subflow) (datapath.SkState, bool)
+	// closeSubflow ends sf's writer and closes its socket, with a reset when abort.
+	closeSubflow(sf *subflow, abort bool)
+	// releaseSubflow returns a detached subflow's slot.
+	releaseSubflow(slot uint32)
+	// releaseConn ends the connection's token and returns its slot and network namespace.
+	releaseConn(c *Conn)
 }
 
 // kernelPlane is the dataplane of a running stack: the subflows' sockets and the datapath.
@@ -47,6 +53,16 @@ func (kernelPlane) setFastProbe(sf *subflow, on bool) error { return sf.setFastP
 func (k kernelPlane) sockState(sf *subflow) (st datapath.SkState, ok bool) {
 	sf.raw.Control(func(fd uintptr) { st, ok, _ = k.s.dp.State(int(fd)) })
 	return st, ok
+}
+
+func (kernelPlane) closeSubflow(sf *subflow, abort bool) { sf.shutdown(abort) }
+
+func (k kernelPlane) releaseSubflow(slot uint32) { k.s.releaseSub(slot) }
+
+func (k kernelPlane) releaseConn(c *Conn) {
+	k.s.removeToken(c.token)
+	k.s.releaseConn(c.slot, c.token)
+	k.s.releaseNetns(c.ns)
 }
 
 // acked is sf.ackedRel through the dataplane.

@@ -35,8 +35,8 @@ const drainTimeout = 2 * time.Second
 // had not sent went again on other subflows, and unsent bytes leaving without a mapping after
 // the datapath let the socket go would make the peer fall back.
 func (c *Conn) finishSubflow(sf *subflow) {
-	sf.shutdown(true)
-	c.stack.releaseSub(sf.slot)
+	c.plane.closeSubflow(sf, true)
+	c.plane.releaseSubflow(sf.slot)
 }
 
 // checkDraining finishes the draining subflows that are read to their end, or out of time.
