@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
 
 // TestScheduleNextMapping: the default scheduler gives the next mapping to the subflow that
@@ -395,5 +397,43 @@ func TestOneTimerDeadlines(t *testing.T) {
 			t.Fatal("did not fire at its deadline")
 		}
 		tm.stop()
+	})
+}
+
+// TestAnnounceRetransmitted: our ADD_ADDR goes again on the connection's timer until the peer
+// echoes it, after 1 s, then 2 s and 4 s more (doubling); the echo ends it.
+func TestAnnounceRetransmitted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, fp := newCoreConn(t, "default")
+		sf := addCoreSub(c, 10*time.Millisecond)
+		_, stop := runCoreConn(t, c, fp, true)
+		defer stop()
+		tx := func() uint64 { return c.stack.stats.AddAddrTx.Load() }
+		addr := netip.MustParseAddr("192.0.2.7")
+		time.Sleep(20 * time.Millisecond) // off the 50 ms samples: the ADD_ADDR has its own deadline
+		start := time.Now()
+		at := func(d time.Duration) { time.Sleep(time.Until(start.Add(d))); synctest.Wait() }
+
+		if err := c.Announce(3, addr, 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []struct {
+			at   time.Duration
+			want uint64
+		}{{999 * time.Millisecond, 1}, {time.Second, 2}, {2999 * time.Millisecond, 2}, {3 * time.Second, 3},
+			{6999 * time.Millisecond, 3}, {7 * time.Second, 4}} {
+			at(step.at)
+			if got := tx(); got != step.want {
+				t.Fatalf("AddAddrTx %d at %v, want %d", got, step.at, step.want)
+			}
+		}
+		echo := wire.AddAddr{Echo: true, AddrID: 3, Addr: addr}.Append(nil)
+		ev := datapath.Event{Type: datapath.EvOption, Sub: sf.slot, RawLen: uint32(len(echo))}
+		copy(ev.Raw[:], echo)
+		c.deliver(ev)
+		at(time.Minute)
+		if got, echoed := tx(), c.stack.stats.EchoAddRx.Load(); got != 4 || echoed != 1 {
+			t.Fatalf("AddAddrTx %d, EchoAddRx %d after the echo, want 4 and 1", got, echoed)
+		}
 	})
 }
