@@ -13,6 +13,14 @@ import (
 	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
+// The connection core. This file holds the public API, the goroutine's loop and the
+// connection's close; each job of the loop has its own file and state: the send path (send.go
+// over sendbuf.go), the receive path (receive.go), datapath events (events.go), subflow health
+// and reinjection (health.go), subflows ending and draining (subflows.go), the data-level
+// retransmission (datartx.go), our DATA_FIN (datafin.go), and the one timer that runs their
+// deadlines (timers.go). What the core asks of the datapath and the sockets beyond shared
+// memory is the dataplane interface (dataplane.go).
+
 // Buffer limits of one connection.
 const (
 	rxLimit      = 4 << 20 // in-order bytes waiting for Read before we stop reading subflows

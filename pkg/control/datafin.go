@@ -10,7 +10,8 @@ import (
 
 // dataFin is our DATA_FIN (RFC 8684 §3.3.3): set once everything written before CloseWrite
 // was handed to a subflow, written by the datapath on the last mapping's segments and on pure
-// ACKs, sent again on a pure ACK with a backed-off timeout until the peer DATA_ACKs it.
+// ACKs, sent again on a pure ACK with a backed-off timeout until the peer DATA_ACKs it. Owned
+// by the connection's goroutine.
 type dataFin struct {
 	set   bool
 	acked bool

@@ -16,7 +16,8 @@ import (
 // doubled on each retransmission of the same byte, at most 10 s. Whether a subflow still
 // holds the data is learnt from TCP_INFO, which changes without telling us: the connection
 // samples it every pollInterval while it uses MPTCP, outstanding data or not, so that since is
-// never older than one sample when data becomes outstanding.
+// never older than one sample when data becomes outstanding. Owned by the connection's
+// goroutine.
 type dataRtx struct {
 	una     seqnum.DSN // the DATA_ACK the timer runs for
 	since   time.Time  // when the data at una last reached the peer at the subflow level

@@ -14,7 +14,8 @@ import (
 // queued to go again on the others.
 
 // reinjectQueue is data to send again, oldest first: what failed, stale or lossy subflows held,
-// and what the data-level retransmission timer sends again.
+// and what the data-level retransmission timer sends again. Owned by the connection's
+// goroutine; the send path takes from it first (nextMapping).
 type reinjectQueue []dsnRange
 
 // contains reports whether dsn waits in the queue.
