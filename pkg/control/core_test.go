@@ -184,13 +184,13 @@ func TestReinjectFromStaleSubflow(t *testing.T) {
 		c.checkSubflows(time.Now()) // outstanding, unacknowledged: progress noted now
 		time.Sleep(250 * time.Millisecond)
 		c.checkSubflows(time.Now())
-		if a.stale || len(c.st.reinject) != 0 {
+		if a.health.stale || len(c.st.reinject) != 0 {
 			t.Fatal("stale after exactly 250 ms")
 		}
 		time.Sleep(pollInterval)
 		c.checkSubflows(time.Now())
-		if !a.stale || !fp.probing(a) || c.stack.stats.SubflowStale.Load() != 1 {
-			t.Fatalf("stale %t, fast probing %t, SubflowStale %d", a.stale, fp.probing(a), c.stack.stats.SubflowStale.Load())
+		if !a.health.stale || !fp.probing(a) || c.stack.stats.SubflowStale.Load() != 1 {
+			t.Fatalf("stale %t, fast probing %t, SubflowStale %d", a.health.stale, fp.probing(a), c.stack.stats.SubflowStale.Load())
 		}
 		c.pumpTx()
 		got := handed(b)
@@ -205,8 +205,8 @@ func TestReinjectFromStaleSubflow(t *testing.T) {
 		// Its path returns: TCP acknowledges, the subflow is fresh again.
 		fp.setAcked(a, 20000)
 		c.checkSubflows(time.Now())
-		if a.stale || fp.probing(a) {
-			t.Fatalf("stale %t, fast probing %t after progress", a.stale, fp.probing(a))
+		if a.health.stale || fp.probing(a) {
+			t.Fatalf("stale %t, fast probing %t after progress", a.health.stale, fp.probing(a))
 		}
 	})
 }
@@ -434,6 +434,61 @@ func TestAnnounceRetransmitted(t *testing.T) {
 		at(time.Minute)
 		if got, echoed := tx(), c.stack.stats.EchoAddRx.Load(); got != 4 || echoed != 1 {
 			t.Fatalf("AddAddrTx %d, EchoAddRx %d after the echo, want 4 and 1", got, echoed)
+		}
+	})
+}
+
+// TestLossySubflowReinjects: a subflow long in loss recovery (max(250 ms, 4 RTT)) that holds
+// the oldest data, while still making progress, gets its data sent again on the other
+// subflow and no new data until TCP has recovered.
+func TestLossySubflowReinjects(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, fp := newCoreConn(t, "default")
+		a := addCoreSub(c, 10*time.Millisecond)
+		b := addCoreSub(c, 40*time.Millisecond)
+		queueWrite(c, 30000)
+		c.pumpTx()
+		if len(handed(a)) != 1 {
+			t.Fatal("the first mapping did not go on the faster subflow")
+		}
+		a.written.Store(30000)
+		c.handleTxDone(txDone{sf: a, n: 30000})
+		fp.mu.Lock()
+		fp.caState[a] = tcpCARecovery
+		fp.mu.Unlock()
+
+		for i := range 5 { // 0 to 200 ms: TCP repairs a segment per sample, slowly
+			fp.setAcked(a, uint64(1000*i))
+			c.checkSubflows(time.Now())
+			time.Sleep(pollInterval)
+		}
+		if a.health.lossy || a.health.stale || len(c.st.reinject) != 0 {
+			t.Fatalf("lossy %t stale %t before 250 ms in recovery", a.health.lossy, a.health.stale)
+		}
+		fp.setAcked(a, 5000) // 250 ms
+		c.checkSubflows(time.Now())
+		if !a.health.lossy || a.health.stale || c.stack.stats.SubflowLossy.Load() != 1 {
+			t.Fatalf("lossy %t stale %t SubflowLossy %d after 250 ms in recovery", a.health.lossy, a.health.stale, c.stack.stats.SubflowLossy.Load())
+		}
+		c.pumpTx()
+		got := handed(b)
+		if len(got) != 1 {
+			t.Fatalf("%d mappings on the other subflow, want 1", len(got))
+		}
+		checkChunk(t, got[0], coreSndStart, 30000)
+
+		queueWrite(c, 100) // new data avoids the lossy subflow
+		c.pumpTx()
+		if len(handed(a)) != 0 || len(handed(b)) != 1 {
+			t.Fatal("new data went on the lossy subflow")
+		}
+
+		fp.mu.Lock()
+		fp.caState[a] = 0
+		fp.mu.Unlock()
+		c.checkSubflows(time.Now())
+		if a.health.lossy {
+			t.Fatal("still lossy once TCP left loss recovery")
 		}
 	})
 }

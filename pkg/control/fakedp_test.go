@@ -136,7 +136,8 @@ func newCoreConn(t *testing.T, sched string) (*Conn, *fakePlane) {
 // addCoreSub attaches a ready subflow with the given smoothed RTT, as the datapath reports it.
 func addCoreSub(c *Conn, srtt time.Duration) *subflow {
 	sf := &subflow{c: c, slot: uint32(len(c.subs)), fd: -1, shm: new(datapath.Sub), txCh: make(chan txChunk, 64),
-		mapped: 1, ready: true, lastProgress: time.Now()}
+		mapped: 1, ready: true}
+	sf.health.lastProgress = time.Now()
 	sf.shm.St.SrttUs = uint32(srtt.Microseconds())
 	sf.shm.St.SndCwnd = 10
 	sf.shm.St.Mss = 1400

@@ -73,9 +73,9 @@ func usable(subs []*subflow) []*subflow {
 	for _, sf := range subs {
 		switch {
 		case !sf.ready || sf.eof && !sf.halfClosed || sf.gone:
-		case sf.stale:
+		case sf.health.stale:
 			stale = append(stale, sf)
-		case sf.lossy:
+		case sf.health.lossy:
 			lossy = append(lossy, sf)
 		case sf.backup || sf.peerBackup:
 			backup = append(backup, sf)
@@ -94,10 +94,56 @@ func usable(subs []*subflow) []*subflow {
 	return stale
 }
 
+// subflowHealth is what checkSubflows learnt of a subflow's progress from its TCP_INFO samples.
+// Owned by the connection's goroutine.
+type subflowHealth struct {
+	stale        bool         // no progress with data outstanding: not used while others are
+	lossy        bool         // in TCP loss recovery holding the oldest data: not used while others are
+	lossSince    time.Time    // when TCP_INFO first showed it in loss recovery (zero: not)
+	lastUna      seqnum.Value // its first byte not acknowledged at the subflow level, last sample
+	lastProgress time.Time    // when that moved last, or nothing was outstanding
+	nomapSeen    uint64       // DSSTxNoMapping of this subflow last reported
+}
+
+// sampleLoss notes at now whether TCP is in loss recovery with data outstanding. It reports
+// whether a lossy subflow thereby recovered, and whether the recovery has lasted long: max(250
+// ms, 4 RTT); a short one (random loss) repairs itself, a long one is a burst loss.
+func (h *subflowHealth) sampleLoss(now time.Time, inLoss bool, srtt time.Duration) (recovered, long bool) {
+	switch {
+	case !inLoss:
+		h.lossSince = time.Time{}
+		if h.lossy {
+			h.lossy, recovered = false, true
+		}
+	case h.lossSince.IsZero():
+		h.lossSince = now
+	}
+	return recovered, inLoss && now.Sub(h.lossSince) >= max(lossyAfter, 4*srtt)
+}
+
+// sampleProgress notes at now the first byte not acknowledged at the subflow level, and
+// whether anything is outstanding. It reports whether the subflow made progress (or has
+// nothing to make progress with), and whether a stale subflow thereby recovered.
+func (h *subflowHealth) sampleProgress(now time.Time, una seqnum.Value, outstanding bool) (progressed, recovered bool) {
+	if una == h.lastUna && outstanding {
+		return false, false
+	}
+	h.lastUna, h.lastProgress = una, now
+	if h.stale {
+		h.stale, recovered = false, true
+	}
+	return true, recovered
+}
+
+// stalled reports whether a subflow not yet stale has made no progress for max(250 ms, 3 RTT).
+func (h *subflowHealth) stalled(now time.Time, srtt time.Duration) bool {
+	return !h.stale && now.Sub(h.lastProgress) > max(staleAfter, 3*srtt)
+}
+
 // otherUsable reports whether a subflow other than sf can carry data now.
 func (c *Conn) otherUsable(sf *subflow) bool {
 	for _, x := range c.subs {
-		if x != sf && x.ready && !x.eof && !x.gone && !x.stale && !x.lossy && x.draining.IsZero() {
+		if x != sf && x.ready && !x.eof && !x.gone && !x.health.stale && !x.health.lossy && x.draining.IsZero() {
 			return true
 		}
 	}
@@ -118,7 +164,7 @@ func (c *Conn) healthWatched() bool {
 		return true
 	}
 	for _, sf := range c.subs {
-		if sf.stale {
+		if sf.health.stale {
 			return true
 		}
 	}
@@ -148,8 +194,8 @@ func (c *Conn) checkSubflows(now time.Time) {
 		// Alone, a subflow carries everything whatever its state: one left stale by the
 		// others' departure gets its own retransmission timeouts back.
 		for _, sf := range c.subs {
-			if sf.stale {
-				sf.stale = false
+			if sf.health.stale {
+				sf.health.stale = false
 				c.setFastProbe(sf, false)
 			}
 		}
@@ -168,36 +214,26 @@ func (c *Conn) checkSubflows(now time.Time) {
 		// loss state until something above the recovery point is acknowledged, and a subflow
 		// we call lossy gets nothing new, so it would never leave that state.
 		inLoss := info.Ca_state >= tcpCARecovery && outstanding
-		switch {
-		case !inLoss:
-			sf.lossSince = time.Time{}
-			if sf.lossy {
-				sf.lossy = false
-				c.stack.log.Debug("subflow recovered from loss", "token", c.token, "slot", sf.slot)
-			}
-		case sf.lossSince.IsZero():
-			sf.lossSince = now
+		h, srtt := &sf.health, sf.srtt()
+		recovered, longLoss := h.sampleLoss(now, inLoss, srtt)
+		if recovered {
+			c.stack.log.Debug("subflow recovered from loss", "token", c.token, "slot", sf.slot)
 		}
-		// A short recovery (random loss) repairs itself; a long one is a burst loss.
-		longLoss := inLoss && now.Sub(sf.lossSince) >= max(lossyAfter, 4*sf.srtt())
-		if !sf.lossy && longLoss && sf.holds(c.st.snd.una) && c.otherUsable(sf) {
-			sf.lossy = true
+		if !h.lossy && longLoss && sf.holds(c.st.snd.una) && c.otherUsable(sf) {
+			h.lossy = true
 			c.stack.stats.SubflowLossy.Add(1)
 			c.stack.log.Debug("subflow in loss recovery holds the oldest data: re-sending it elsewhere", "token", c.token, "slot", sf.slot)
 			c.reinjectFrom(sf)
 		}
-		if una != sf.lastUna || !outstanding {
-			sf.lastUna, sf.lastProgress = una, now
-			if sf.stale {
-				sf.stale = false
+		if progressed, back := h.sampleProgress(now, una, outstanding); progressed {
+			if back {
 				c.stack.log.Debug("subflow recovered", "token", c.token, "slot", sf.slot)
 				c.setFastProbe(sf, false)
 			}
 			continue
 		}
-		limit := max(staleAfter, 3*sf.srtt())
-		if !sf.stale && now.Sub(sf.lastProgress) > limit {
-			sf.stale = true
+		if h.stalled(now, srtt) {
+			h.stale = true
 			c.stack.stats.SubflowStale.Add(1)
 			c.stack.log.Debug("subflow stale: re-sending its data elsewhere", "token", c.token, "slot", sf.slot)
 			c.reinjectFrom(sf)
@@ -208,11 +244,11 @@ func (c *Conn) checkSubflows(now time.Time) {
 	// another one works.
 	fresh := false
 	for _, sf := range c.subs {
-		fresh = fresh || (sf.ready && !sf.eof && !sf.stale)
+		fresh = fresh || (sf.ready && !sf.eof && !sf.health.stale)
 	}
 	if fresh {
 		for _, sf := range c.subs {
-			if sf.stale && len(sf.inflight) > 0 {
+			if sf.health.stale && len(sf.inflight) > 0 {
 				c.reinjectFrom(sf)
 			}
 		}
@@ -236,10 +272,10 @@ func (c *Conn) reportNoMapping() {
 	}
 	for _, sf := range c.subs {
 		n := atomic.LoadUint64(&sf.shm.St.TxNomap)
-		if n == sf.nomapSeen {
+		if n == sf.health.nomapSeen {
 			continue
 		}
-		sf.nomapSeen = n
+		sf.health.nomapSeen = n
 		head := atomic.LoadUint64(&sf.shm.Ctl.TxmapHead)
 		lo := head - min(head, uint64(datapath.TxMapRing-1))
 		first, last := sf.shm.Ctl.Txmap[lo%uint64(datapath.TxMapRing)], sf.shm.Ctl.Txmap[(head-1)%uint64(datapath.TxMapRing)]

@@ -232,7 +232,7 @@ func (c *Conn) ackIfIdle() {
 	// segment built, then dropped) reached nobody.
 	sent, found := seqnum.DSN(0), false
 	for _, sf := range c.subs {
-		if !sf.ready || sf.eof || sf.gone || sf.stale {
+		if !sf.ready || sf.eof || sf.gone || sf.health.stale {
 			continue
 		}
 		if a := seqnum.DSN(atomic.LoadUint64(&sf.shm.St.AckSent)); !found || sent.LessThan(a) {

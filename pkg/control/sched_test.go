@@ -45,7 +45,7 @@ func TestSchedulers(t *testing.T) {
 func TestUsableBackupRule(t *testing.T) {
 	a := &subflow{ready: true}
 	b := &subflow{ready: true, backup: true}
-	c := &subflow{ready: true, stale: true}
+	c := &subflow{ready: true, health: subflowHealth{stale: true}}
 	if got := usable([]*subflow{a, b, c}); !reflect.DeepEqual(got, []*subflow{a}) {
 		t.Errorf("with a regular subflow: %v", got)
 	}
@@ -98,8 +98,8 @@ func TestUnwrittenKeepsBuffers(t *testing.T) {
 // TestUsableLossyBeforeStale: with no healthy subflow left, a subflow in loss recovery (it
 // still delivers) gets the data, not a stale one (a dead path).
 func TestUsableLossyBeforeStale(t *testing.T) {
-	lossy := &subflow{ready: true, lossy: true}
-	stale := &subflow{ready: true, stale: true}
+	lossy := &subflow{ready: true, health: subflowHealth{lossy: true}}
+	stale := &subflow{ready: true, health: subflowHealth{stale: true}}
 	if got := usable([]*subflow{stale, lossy}); !reflect.DeepEqual(got, []*subflow{lossy}) {
 		t.Errorf("stale and lossy: %v, want the lossy one", got)
 	}
