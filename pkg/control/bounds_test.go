@@ -102,7 +102,7 @@ func testConn(rcvNxt seqnum.DSN) (*Conn, *subflow) {
 	c := newConn(s)
 	c.shm = new(datapath.Conn)
 	c.mptcp.Store(true)
-	c.st.rx.rcvNxt = rcvNxt
+	c.st.rcv.rx.rcvNxt = rcvNxt
 	c.shm.Ctl.RcvNxt = uint64(rcvNxt)
 	c.shm.St.RxAck = uint64(rcvNxt)
 	sf := &subflow{c: c, mapped: 1}
@@ -132,8 +132,8 @@ func TestAcceptRxMapWindows(t *testing.T) {
 	sf.rxHeld = append(sf.rxHeld, rxChunk{sf: sf, off: 1, data: data})
 	sf.heldBytes = len(data)
 	c.processHeld(sf)
-	if c.st.rx.dropped != 100 || c.st.rx.buffered() != 0 || sf.heldBytes != 0 {
-		t.Fatalf("dropped %d, buffered %d, held %d", c.st.rx.dropped, c.st.rx.buffered(), sf.heldBytes)
+	if c.st.rcv.rx.dropped != 100 || c.st.rcv.rx.buffered() != 0 || sf.heldBytes != 0 {
+		t.Fatalf("dropped %d, buffered %d, held %d", c.st.rcv.rx.dropped, c.st.rcv.rx.buffered(), sf.heldBytes)
 	}
 	b := make([]byte, 10)
 	if n, _ := c.rxq.popInto(b, newDeadline(), nil); string(b[:n]) != "hello" {
@@ -208,11 +208,11 @@ func TestFallbackBeyondWindowDropped(t *testing.T) {
 		c.handleRx(rxChunk{sf: sf, off: off, data: make([]byte, 64<<10)})
 		off = off.Add(64 << 10)
 	}
-	if n := c.st.rx.buffered(); n > c.stack.rxWindow {
+	if n := c.st.rcv.rx.buffered(); n > c.stack.rxWindow {
 		t.Fatalf("reassembly holds %d bytes, more than the receive window %d", n, c.stack.rxWindow)
 	}
-	if c.st.rx.dropped != 100+40*64<<10 || c.stack.stats.NoDSSInWindow.Load() == 0 {
-		t.Fatalf("dropped %d bytes, NoDSSInWindow %d", c.st.rx.dropped, c.stack.stats.NoDSSInWindow.Load())
+	if c.st.rcv.rx.dropped != 100+40*64<<10 || c.stack.stats.NoDSSInWindow.Load() == 0 {
+		t.Fatalf("dropped %d bytes, NoDSSInWindow %d", c.st.rcv.rx.dropped, c.stack.stats.NoDSSInWindow.Load())
 	}
 }
 
@@ -221,7 +221,7 @@ func TestFallbackBeyondWindowDropped(t *testing.T) {
 func TestDataAckWithoutDataFin(t *testing.T) {
 	c, sf := testConn(0)
 	c.startRxFallback(sf)
-	c.st.rxEOF = true // subflowEnded on a plain half-close
+	c.st.rcv.eof = true // subflowEnded on a plain half-close
 	c.publishAck()
 	if got := c.shm.Ctl.RcvNxt; got != 0 {
 		t.Fatalf("DATA_ACK %d without a DATA_FIN, want 0", got)
@@ -285,13 +285,13 @@ func TestSmallWritesShareBuffers(t *testing.T) {
 	c, _ := testConn(1000)
 	c.mptcp.Store(false)
 	for i := range 5000 {
-		c.st.sendBuf = append(c.st.sendBuf, sendPiece{dsn: seqnum.DSN(1000 + i), data: []byte{byte(i)}})
+		c.st.snd.pieces = append(c.st.snd.pieces, sendPiece{dsn: seqnum.DSN(1000 + i), data: []byte{byte(i)}})
 	}
 	ch, ok := c.nextMapping()
 	if !ok || len(ch.bufs) != maxMappingBufs || ch.n != maxMappingBufs {
 		t.Fatalf("mapping of %d bytes in %d buffers", ch.n, len(ch.bufs))
 	}
-	if r := c.sendBufRange(1000, maxMapping); len(r.bufs) != maxMappingBufs {
+	if r := c.st.snd.rangeAt(1000, maxMapping); len(r.bufs) != maxMappingBufs {
 		t.Fatalf("range of %d buffers", len(r.bufs))
 	}
 }

@@ -174,7 +174,7 @@ func newConnFuzz(t *testing.T, ln net.Listener, base seqnum.DSN, win int) *connF
 	c := newConn(s)
 	c.shm = new(datapath.Conn)
 	c.mptcp.Store(true)
-	c.st.rx.rcvNxt = base
+	c.st.rcv.rx.rcvNxt = base
 	c.shm.Ctl.RcvNxt = uint64(base)
 	c.shm.St.RxAck = uint64(base)
 	c.shm.Ctl.PeerIdsn = uint64(base) - 1
@@ -234,7 +234,7 @@ func (f *connFuzz) step(r *fuzzReader) bool {
 		ev(datapath.EvRxMap, uint64(dsn), uint64(ssn), cc)
 	case connOpData:
 		n := 1 + int(r.u16())%4096
-		if sf.eof || sf.gone || c.st.rxEOF || c.rxq.len() >= rxLimit {
+		if sf.eof || sf.gone || c.st.rcv.eof || c.rxq.len() >= rxLimit {
 			return true // the connection's goroutine does not take from the subflow now
 		}
 		data := make([]byte, n)
@@ -280,12 +280,12 @@ func (f *connFuzz) step(r *fuzzReader) bool {
 		}
 		c.handleEvent(datapath.Event{Type: uint32(typ % 16), Sub: uint32(len(f.subs)), A: uint64(f.base), B: 1, C: 100})
 	case connOpEOF:
-		if sf.eof || sf.gone || c.st.rxEOF {
+		if sf.eof || sf.gone || c.st.rcv.eof {
 			return true
 		}
 		c.handleRx(rxChunk{sf: sf, off: fs.next, err: io.EOF})
 	}
-	if c.st.rxFallback || !c.mptcp.Load() {
+	if c.st.rcv.fallback || !c.mptcp.Load() {
 		f.fellBk = true
 	}
 	if c.Err() != nil {
@@ -385,7 +385,7 @@ func (f *connFuzz) check() {
 			t.Fatalf("subflow %d: heldBytes %d, the held chunks have %d", sf.slot, sf.heldBytes, held)
 		}
 	}
-	rx := &c.st.rx
+	rx := &c.st.rcv.rx
 	win := uint64(c.stack.rxWindow)
 	ooo := 0
 	for i, p := range rx.ooo {
@@ -410,10 +410,10 @@ func (f *connFuzz) check() {
 	ack := seqnum.DSN(c.shm.Ctl.RcvNxt)
 	switch {
 	case ack.LessThanEq(consumed):
-	case ack == consumed.Add(1) && c.st.rxFin && c.st.rxFinDSN == consumed:
+	case ack == consumed.Add(1) && c.st.rcv.fin && c.st.rcv.finDSN == consumed:
 	default:
 		t.Fatalf("DATA_ACK %d passes what the application consumed (%d, DATA_FIN %v at %d)",
-			uint64(ack), uint64(consumed), c.st.rxFin, uint64(c.st.rxFinDSN))
+			uint64(ack), uint64(consumed), c.st.rcv.fin, uint64(c.st.rcv.finDSN))
 	}
 	if ack.LessThan(f.base) {
 		t.Fatalf("DATA_ACK %d before the stream's start %d", uint64(ack), uint64(f.base))

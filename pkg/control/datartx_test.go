@@ -16,7 +16,7 @@ func TestDataRetransmitTimer(t *testing.T) {
 	c := newConn(s)
 	c.mptcp.Store(true)
 	una := seqnum.DSN(1<<64 - 1000) // across the 64-bit wrap
-	c.st.sndUna, c.st.sndNxt = una, una.Add(100<<10)
+	c.st.snd.una, c.st.snd.nxt = una, una.Add(100<<10)
 	t0 := time.Unix(1000, 0)
 
 	c.checkDataAck(t0) // arms the timer for una
@@ -51,17 +51,17 @@ func TestDataRetransmitTimer(t *testing.T) {
 
 	// The DATA_ACK moves: the timer restarts from the base timeout, and a short tail is sent whole.
 	c.st.reinject = nil
-	c.st.sndUna = c.st.sndNxt.Add(^uint64(99)) // 100 bytes left
+	c.st.snd.una = c.st.snd.nxt.Add(^uint64(99)) // 100 bytes left
 	at = at.Add(time.Second)
 	c.checkDataAck(at)
 	c.checkDataAck(at.Add(200 * time.Millisecond))
-	if len(c.st.reinject) != 1 || c.st.reinject[0] != (dsnRange{c.st.sndUna, 100}) {
+	if len(c.st.reinject) != 1 || c.st.reinject[0] != (dsnRange{c.st.snd.una, 100}) {
 		t.Fatalf("reinject = %v, want the 100-byte tail", c.st.reinject)
 	}
 
 	// Everything acknowledged: nothing to do.
 	c.st.reinject = nil
-	c.st.sndUna = c.st.sndNxt
+	c.st.snd.una = c.st.snd.nxt
 	c.checkDataAck(at.Add(time.Minute))
 	c.checkDataAck(at.Add(2 * time.Minute))
 	if len(c.st.reinject) != 0 {

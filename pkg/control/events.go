@@ -3,8 +3,10 @@ package control
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // maxConnEvents bounds the datapath events waiting for one connection's goroutine. A peer makes
@@ -63,6 +65,20 @@ func (e *evQueue) take(buf []datapath.Event) ([]datapath.Event, bool) {
 	return out, e.overflow
 }
 
+// eventsMissed returns the error to reset the connection with when it missed events: the
+// datapath lost one (the ring buffer was full), or its queue refused one (overflow), counted.
+func (c *Conn) eventsMissed(overflow bool) error {
+	switch {
+	case c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.EvLost) != 0:
+		c.stack.stats.EventLostReset.Add(1)
+		return errEventLost
+	case overflow:
+		c.stack.stats.EventOverflowReset.Add(1)
+		return errEventOverflow
+	}
+	return nil
+}
+
 // coalesce merges mapping event ev into the queued one before it when ev maps the bytes right
 // after it on the same subflow to the DSNs right after its own (a peer sending small segments,
 // one mapping each): the connection merges such mappings anyway, and the queue then holds one
@@ -79,4 +95,74 @@ func coalesce(last *datapath.Event, ev datapath.Event) bool {
 	}
 	last.C += m
 	return true
+}
+
+// handleEvent acts on one datapath event of the connection.
+func (c *Conn) handleEvent(ev datapath.Event) {
+	if ev.Type < uint32(len(c.st.events)) {
+		c.st.events[ev.Type]++
+	}
+	switch ev.Type {
+	case datapath.EvDataFin:
+		c.peerFin(seqnum.DSN(ev.A))
+		return
+	case datapath.EvDataAck:
+		c.st.ackArmed = false
+		return
+	case datapath.EvFastclose:
+		c.stack.stats.Fastclose.Add(1)
+		c.fail(ErrFastclose)
+		return
+	}
+	sf := c.subBySlot(ev.Sub)
+	if sf == nil {
+		// A subflow whose socket has not reached us yet (a join being dialled or accepted):
+		// its events wait for it.
+		if q := c.st.pendingSub[ev.Sub]; len(q) < 1024 {
+			c.st.pendingSub[ev.Sub] = append(q, ev)
+		}
+		return
+	}
+	switch ev.Type {
+	case datapath.EvRxMap:
+		if ev.C&datapath.RxMapInfinite != 0 {
+			c.stack.stats.InfiniteMapRx.Add(1)
+			c.startRxFallback(sf)
+			return
+		}
+		fin := ev.C&datapath.RxMapFin != 0
+		n := uint32(ev.C & 0xffff)
+		if n == 0 {
+			// A first data whose MP_CAPABLE maps no bytes is an infinite mapping, as the
+			// kernel reads it (§3.1, §3.7): the peer fell back.
+			c.stack.stats.InfiniteMapRx.Add(1)
+			c.startRxFallback(sf)
+			return
+		}
+		if fin {
+			n--
+		}
+		dsn := seqnum.DSN(ev.A)
+		if ev.C&datapath.RxMapMPC != 0 {
+			dsn = seqnum.DSN(c.shm.Ctl.PeerIdsn + 1)
+		}
+		if !c.acceptRxMap(sf, rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin}) {
+			return
+		}
+		c.processHeld(sf)
+	case datapath.EvTCPRst:
+		sf.lastRst = &ResetError{Reason: uint8(ev.A), Transient: ev.B&1 != 0}
+	case datapath.EvJoinAcked:
+		sf.ready = true
+	case datapath.EvOption:
+		c.handleOption(sf, ev.Raw[:min(int(ev.RawLen), len(ev.Raw))])
+	case datapath.EvMPFail:
+		c.stack.log.Warn("peer sent MP_FAIL; continuing as plain TCP", "token", c.token, "dsn", ev.A)
+		c.startRxFallback(sf)
+		c.startTxFallback()
+	case datapath.EvUnmapped:
+		c.stack.log.Warn("data without a mapping: MP_FAIL and fall back (RFC 8684 §3.7)", "token", c.token)
+		c.startRxFallback(sf)
+		c.startTxFallback()
+	}
 }

@@ -452,6 +452,15 @@ func (c *Conn) retransmitAnnounces() {
 	}
 }
 
+// announceDeadline is when retransmitAnnounces has an ADD_ADDR to send again (zero: none).
+func (c *Conn) announceDeadline() time.Time {
+	var d time.Time
+	for _, an := range c.st.announces {
+		d = earliest(d, an.next)
+	}
+	return d
+}
+
 // handleOption acts on an ADD_ADDR, REMOVE_ADDR or MP_PRIO the peer sent.
 func (c *Conn) handleOption(sf *subflow, raw []byte) {
 	o, _, err := wire.Parse(raw)

@@ -146,17 +146,17 @@ func BenchmarkReasmOutOfOrder(b *testing.B) {
 // every byte reassembled from it, also when part of it waited out of order.
 func TestReleaseRx(t *testing.T) {
 	c := &Conn{rxq: newByteQueue(1 << 20)}
-	c.st.rx.rcvNxt = 1000
+	c.st.rcv.rx.rcvNxt = 1000
 	a, b := new(rxBuf), new(rxBuf)
 	// a: 100 in-order bytes at 1000 and 100 bytes at 1300 (a later mapping, out of order).
-	c.st.rx.insert(1000, a[:100])
-	c.st.rx.insert(1300, a[100:200])
+	c.st.rcv.rx.insert(1000, a[:100])
+	c.st.rcv.rx.insert(1300, a[100:200])
 	c.deliverRx()
-	c.st.rxPooled = append(c.st.rxPooled, pooledRx{a, 1400})
+	c.st.rcv.pooled = append(c.st.rcv.pooled, pooledRx{a, 1400})
 	// b: the hole, 1100..1300.
-	c.st.rx.insert(1100, b[:200])
+	c.st.rcv.rx.insert(1100, b[:200])
 	c.deliverRx()
-	c.st.rxPooled = append(c.st.rxPooled, pooledRx{b, 1300})
+	c.st.rcv.pooled = append(c.st.rcv.pooled, pooledRx{b, 1300})
 	read := func(n int) {
 		t.Helper()
 		got, err := c.rxq.popInto(make([]byte, n), newDeadline(), nil)
@@ -166,25 +166,25 @@ func TestReleaseRx(t *testing.T) {
 		c.releaseRx()
 	}
 	read(250) // up to 1250
-	if len(c.st.rxPooled) != 2 {
-		t.Fatalf("released early: %d left, want 2", len(c.st.rxPooled))
+	if len(c.st.rcv.pooled) != 2 {
+		t.Fatalf("released early: %d left, want 2", len(c.st.rcv.pooled))
 	}
 	read(50) // up to 1300: b is done, a still has 1300..1400 unread
-	if len(c.st.rxPooled) != 1 || c.st.rxPooled[0].buf != a {
-		t.Fatalf("after 1300: %v", c.st.rxPooled)
+	if len(c.st.rcv.pooled) != 1 || c.st.rcv.pooled[0].buf != a {
+		t.Fatalf("after 1300: %v", c.st.rcv.pooled)
 	}
 	bufs, start, err := c.rxq.popAll(newDeadline(), nil)
 	if err != nil || len(bufs) != 1 || len(bufs[0]) != 100 {
 		t.Fatalf("popAll: %d buffers, %v", len(bufs), err)
 	}
 	c.releaseRx()
-	if len(c.st.rxPooled) != 1 {
+	if len(c.st.rcv.pooled) != 1 {
 		t.Fatal("released before the taker of popAll reported the bytes consumed")
 	}
 	c.rxq.consume(start, 100)
 	c.releaseRx()
-	if len(c.st.rxPooled) != 0 {
-		t.Fatalf("not released after everything was consumed: %v", c.st.rxPooled)
+	if len(c.st.rcv.pooled) != 0 {
+		t.Fatalf("not released after everything was consumed: %v", c.st.rcv.pooled)
 	}
 }
 
@@ -192,34 +192,34 @@ func TestReleaseRx(t *testing.T) {
 // count the batch as consumed: its buffer stays out of the pool until WriteTo has written it.
 func TestReleaseRxLentBatch(t *testing.T) {
 	c := &Conn{rxq: newByteQueue(1 << 20)}
-	c.st.rx.rcvNxt = 1000
+	c.st.rcv.rx.rcvNxt = 1000
 	a, b := new(rxBuf), new(rxBuf)
-	c.st.rx.insert(1000, a[:100])
+	c.st.rcv.rx.insert(1000, a[:100])
 	c.deliverRx()
-	c.st.rxPooled = append(c.st.rxPooled, pooledRx{a, 1100})
+	c.st.rcv.pooled = append(c.st.rcv.pooled, pooledRx{a, 1100})
 	bufs, start, err := c.rxq.popAll(newDeadline(), nil) // WriteTo takes a's bytes
 	if err != nil || len(bufs) != 1 {
 		t.Fatal(bufs, err)
 	}
-	c.st.rx.insert(1100, b[:100])
+	c.st.rcv.rx.insert(1100, b[:100])
 	c.deliverRx()
-	c.st.rxPooled = append(c.st.rxPooled, pooledRx{b, 1200})
+	c.st.rcv.pooled = append(c.st.rcv.pooled, pooledRx{b, 1200})
 	if n, err := c.rxq.popInto(make([]byte, 100), newDeadline(), nil); n != 100 || err != nil {
 		t.Fatal(n, err) // a Read takes b's bytes meanwhile
 	}
 	c.releaseRx()
-	if len(c.st.rxPooled) != 2 {
-		t.Fatalf("released while WriteTo still writes: %d left, want 2", len(c.st.rxPooled))
+	if len(c.st.rcv.pooled) != 2 {
+		t.Fatalf("released while WriteTo still writes: %d left, want 2", len(c.st.rcv.pooled))
 	}
 	c.rxq.consume(start, 60)
 	c.releaseRx()
-	if len(c.st.rxPooled) != 2 {
-		t.Fatalf("released after a partial write: %d left, want 2", len(c.st.rxPooled))
+	if len(c.st.rcv.pooled) != 2 {
+		t.Fatalf("released after a partial write: %d left, want 2", len(c.st.rcv.pooled))
 	}
 	c.rxq.consume(start, 40)
 	c.releaseRx()
-	if len(c.st.rxPooled) != 0 {
-		t.Fatalf("not released once written: %v", c.st.rxPooled)
+	if len(c.st.rcv.pooled) != 0 {
+		t.Fatalf("not released once written: %v", c.st.rcv.pooled)
 	}
 }
 

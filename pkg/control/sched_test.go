@@ -45,7 +45,7 @@ func TestSchedulers(t *testing.T) {
 func TestUsableBackupRule(t *testing.T) {
 	a := &subflow{ready: true}
 	b := &subflow{ready: true, backup: true}
-	c := &subflow{ready: true, stale: true}
+	c := &subflow{ready: true, health: subflowHealth{stale: true}}
 	if got := usable([]*subflow{a, b, c}); !reflect.DeepEqual(got, []*subflow{a}) {
 		t.Errorf("with a regular subflow: %v", got)
 	}
@@ -75,7 +75,7 @@ func TestUsableHalfClosed(t *testing.T) {
 // until the writer reports it written; a writer that stopped releases all of its mappings.
 func TestUnwrittenKeepsBuffers(t *testing.T) {
 	a, b := &subflow{}, &subflow{}
-	var st connState
+	var st sendBuf
 	st.unwritten = []unwritten{{a, dsnRange{100, 10}}, {b, dsnRange{110, 10}}, {a, dsnRange{120, 10}}}
 	for _, tc := range []struct {
 		r    dsnRange
@@ -98,8 +98,8 @@ func TestUnwrittenKeepsBuffers(t *testing.T) {
 // TestUsableLossyBeforeStale: with no healthy subflow left, a subflow in loss recovery (it
 // still delivers) gets the data, not a stale one (a dead path).
 func TestUsableLossyBeforeStale(t *testing.T) {
-	lossy := &subflow{ready: true, lossy: true}
-	stale := &subflow{ready: true, stale: true}
+	lossy := &subflow{ready: true, health: subflowHealth{lossy: true}}
+	stale := &subflow{ready: true, health: subflowHealth{stale: true}}
 	if got := usable([]*subflow{stale, lossy}); !reflect.DeepEqual(got, []*subflow{lossy}) {
 		t.Errorf("stale and lossy: %v, want the lossy one", got)
 	}
@@ -112,7 +112,7 @@ func TestUsableLossyBeforeStale(t *testing.T) {
 // pooled once the writer reports the mapping written.
 func TestFreedLate(t *testing.T) {
 	sf := &subflow{}
-	var st connState
+	var st sendBuf
 	st.unwritten = []unwritten{{sf, dsnRange{100, 50}}}
 	st.freedLate = []sendPiece{{dsn: 90, data: make([]byte, 20)}, {dsn: 200, data: make([]byte, 10)}}
 	st.poolWritten()

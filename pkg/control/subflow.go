@@ -54,29 +54,25 @@ type subflow struct {
 		on                  bool
 		rtoMax, userTimeout int
 	}
-	gone         bool      // detached from the connection; its goroutines' reports are ignored
-	draining     time.Time // detached and being read to its end until then (zero: not)
-	txClosed     bool
-	ready        bool       // may carry data (a join: after the fourth ACK)
-	stale        bool       // no progress with data outstanding: not used while others are
-	lossy        bool       // in TCP loss recovery holding the oldest data: not used while others are
-	lossSince    time.Time  // when TCP_INFO first showed it in loss recovery (zero: not)
-	backup       bool       // ours (MP_JOIN B flag we sent, or MP_PRIO we sent)
-	peerBackup   bool       // the peer's (its MP_JOIN B flag, or its MP_PRIO)
-	inflight     []dsnRange // mappings handed to this subflow not yet DATA_ACKed
-	lastUna      seqnum.Value
-	nomapSeen    uint64 // DSSTxNoMapping of this subflow last reported
-	ackBase      uint64 // TCP_INFO bytes_acked before any data (1 on an active open: the SYN)
-	lastProgress time.Time
-	bytesRecv    uint64
-	lastRst      *ResetError
-	optQueue     [][]byte // options for pure ACKs of their own, in order
-	lastEnd      struct { // end of the last mapping consumed, for an infinite-mapping fallback
+	gone       bool      // detached from the connection; its goroutines' reports are ignored
+	draining   time.Time // detached and being read to its end until then (zero: not)
+	txClosed   bool
+	ready      bool          // may carry data (a join: after the fourth ACK)
+	backup     bool          // ours (MP_JOIN B flag we sent, or MP_PRIO we sent)
+	peerBackup bool          // the peer's (its MP_JOIN B flag, or its MP_PRIO)
+	inflight   []dsnRange    // mappings handed to this subflow not yet DATA_ACKed
+	health     subflowHealth // what checkSubflows learnt of its progress
+	ackBase    uint64        // TCP_INFO bytes_acked before any data (1 on an active open: the SYN)
+	bytesRecv  uint64
+	lastRst    *ResetError
+	optQueue   [][]byte // options for pure ACKs of their own, in order
+	lastEnd    struct { // end of the last mapping consumed, for an infinite-mapping fallback
 		ssn seqnum.Value
 		dsn seqnum.DSN
 	}
 
 	written atomic.Uint64 // bytes written to the socket (writer goroutine)
+	txWait  *time.Timer   // the writer's wait for a mapping slot (claimTxSlot), reused
 }
 
 // rxChunk is bytes read from a subflow starting at relative SSN off, or its end (err).
@@ -111,7 +107,8 @@ func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
 	if err != nil {
 		return nil, err
 	}
-	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64), lastProgress: time.Now()}
+	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64)}
+	sf.health.lastProgress = time.Now()
 	if a, ok := tc.LocalAddr().(*net.TCPAddr); ok {
 		sf.local = a.AddrPort()
 		sf.local = netip.AddrPortFrom(sf.local.Addr().Unmap(), sf.local.Port())
@@ -242,10 +239,16 @@ func (sf *subflow) claimTxSlot(acked *uint32) error {
 		if end.LessThanEq(seqnum.Value(*acked)) {
 			return nil
 		}
+		if sf.txWait == nil {
+			sf.txWait = time.NewTimer(wait)
+		} else {
+			sf.txWait.Reset(wait)
+		}
 		select {
 		case <-sf.c.done:
+			sf.txWait.Stop()
 			return errConnClosed
-		case <-time.After(wait):
+		case <-sf.txWait.C:
 		}
 	}
 }
@@ -462,7 +465,7 @@ func (sf *subflow) trimInflight(una seqnum.DSN) {
 func (sf *subflow) info() SubflowInfo {
 	in := SubflowInfo{
 		Slot: sf.slot, Local: sf.local.String(), Remote: sf.remote.String(), LocalID: sf.localID, RemoteID: sf.remoteID,
-		Backup: sf.backup, PeerBackup: sf.peerBackup, Ready: sf.ready, Stale: sf.stale, Lossy: sf.lossy,
+		Backup: sf.backup, PeerBackup: sf.peerBackup, Ready: sf.ready, Stale: sf.health.stale, Lossy: sf.health.lossy,
 		BytesSent: sf.written.Load(), BytesRecv: sf.bytesRecv, Mapped: uint32(sf.mapped),
 	}
 	for i, h := range sf.rxHeld {

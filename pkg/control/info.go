@@ -1,0 +1,100 @@
+package control
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// ConnInfo is a snapshot of a connection's state.
+type ConnInfo struct {
+	Token       uint32
+	MPTCP       bool
+	Server      bool
+	Local       string
+	Remote      string
+	Scheduler   string
+	RcvNxt      uint64 // data level: next DSN expected
+	PeerFin     bool
+	PeerFinDSN  uint64
+	RxEOF       bool
+	Held        int    // bytes read from subflows waiting for their mapping
+	RxOOO       int    // out-of-order bytes
+	RxDup       uint64 // bytes received twice (retransmitted or reinjected)
+	RxReady     int    // bytes waiting for Read
+	SndUna      uint64
+	SndNxt      uint64
+	SndEnd      uint64
+	FinSet      bool
+	FinAcked    bool
+	DatapathAck uint64 // the datapath's data-level ACK (rx_ack)
+	PeerDataAck uint64
+	PeerWndEnd  uint64     // the peer's window end
+	WindowWaits uint64     // times new data waited for the peer's window
+	Reinject    int        // bytes waiting to be sent again
+	Events      [16]uint64 // datapath events handled, by type
+	Subflows    []SubflowInfo
+}
+
+// SubflowInfo describes one subflow.
+type SubflowInfo struct {
+	Slot       uint32
+	Local      string
+	Remote     string
+	LocalID    uint8
+	RemoteID   uint8
+	Backup     bool // ours
+	PeerBackup bool // the peer's (MP_JOIN B flag or MP_PRIO)
+	Ready      bool // may carry data
+	Stale      bool
+	Lossy      bool // in loss recovery holding the oldest data: its data went elsewhere too
+	SRTT       time.Duration
+	Cwnd       uint32
+	BytesSent  uint64 // written to the socket
+	BytesRecv  uint64 // read from the socket
+	Retrans    uint32
+	Held       int    // bytes read whose mapping has not come
+	HeldAt     uint32 // relative SSN of the first held byte
+	Mapped     uint32 // relative SSN up to which bytes were mapped
+	RxMaps     string // the peer's mappings not fully read: ssn+len>dsn
+}
+
+// Info returns a snapshot of the connection's state; ok is false once it has ended.
+func (c *Conn) Info() (ConnInfo, bool) {
+	r := make(chan ConnInfo, 1)
+	select {
+	case c.infoCh <- r:
+		return <-r, true
+	case <-c.done:
+		return ConnInfo{}, false
+	}
+}
+
+func (c *Conn) info() ConnInfo {
+	st := &c.st
+	in := ConnInfo{
+		Token: c.token, MPTCP: c.mptcp.Load(), Server: c.server, Local: addrString(c.laddr), Remote: addrString(c.raddr),
+		Scheduler: c.sched.Name(), RcvNxt: uint64(st.rcv.rx.rcvNxt), PeerFin: st.rcv.fin,
+		PeerFinDSN: uint64(st.rcv.finDSN), RxEOF: st.rcv.eof, RxOOO: st.rcv.rx.nOOO, RxDup: st.rcv.rx.dup,
+		RxReady: c.rxq.len(), SndUna: uint64(st.snd.una), SndNxt: uint64(st.snd.nxt), SndEnd: uint64(st.snd.end),
+		FinSet: st.fin.set, FinAcked: st.fin.acked,
+		DatapathAck: atomic.LoadUint64(&c.shm.St.RxAck), PeerDataAck: atomic.LoadUint64(&c.shm.St.PeerDataAck),
+		PeerWndEnd: atomic.LoadUint64(&c.shm.St.PeerWndEnd), WindowWaits: st.windowWaits,
+		Events: st.events,
+	}
+	in.Reinject = st.reinject.bytes()
+	for _, sf := range c.subs {
+		for _, h := range sf.rxHeld {
+			in.Held += len(h.data)
+		}
+		in.Subflows = append(in.Subflows, sf.info())
+	}
+	return in
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

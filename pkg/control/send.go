@@ -1,0 +1,175 @@
+package control
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
+)
+
+// The send path: what the peer DATA_ACKed is freed, new data is taken from Write into the send
+// buffer, and mappings go to the subflows' writers as the scheduler picks them, data to send
+// again first.
+
+// Waits before the send path looks again when it could not hand anything over.
+const (
+	pumpNoRoom     = time.Millisecond     // no subflow had room: ACKs free their windows
+	pumpWindowWait = 5 * time.Millisecond // the peer's window is full: its doorbell may be late
+)
+
+func (c *Conn) handleTxDone(d txDone) {
+	c.st.snd.wrote(d.sf, d.err != nil)
+	if d.sf.gone || !d.sf.draining.IsZero() {
+		return
+	}
+	if d.err != nil {
+		c.subflowEnded(d.sf, d.err)
+		return
+	}
+	d.sf.queued -= d.n
+}
+
+// pumpTx frees what the peer DATA_ACKed, takes new data from Write and hands mappings to the
+// subflows' writers, as the scheduler picks them.
+func (c *Conn) pumpTx() {
+	st := &c.st
+	b := &st.snd
+	if c.mptcp.Load() {
+		b.acked(seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerDataAck)))
+	} else {
+		b.una = b.nxt // plain TCP: the kernel keeps what is unacknowledged
+		b.free()
+	}
+	for _, sf := range c.subs {
+		sf.trimInflight(b.una)
+	}
+	if room := sendLimit - b.outstanding(); room > 0 {
+		b.push(c.txq.take(room))
+	} else if c.mptcp.Load() && !st.ackArmed && c.txq.len() > 0 {
+		// Blocked on DATA_ACKs: ring the doorbell, then look again in case one just came.
+		st.ackArmed = true
+		atomicAdd32(&c.shm.Ctl.AckWakeup, 1)
+		if una := seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerDataAck)); b.una.LessThan(una) {
+			c.poke()
+		}
+	}
+	c.schedule()
+}
+
+// pumpAfter has the send path look again after d, unless it is to look already.
+func (c *Conn) pumpAfter(d time.Duration) {
+	if c.st.pumpAt.IsZero() {
+		c.st.pumpAt = time.Now().Add(d)
+	}
+}
+
+// schedule hands mappings to subflows while there is data and a subflow to take it.
+func (c *Conn) schedule() {
+	st := &c.st
+	var cands []*subflow
+	var views []SubflowView
+	for c.pending() {
+		cands = cands[:0]
+		u := usable(c.subs)
+		if len(u) > 1 && c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.PeerWndSet) == 0 {
+			// Until the peer announces its window, data goes on one subflow, in order: we sent
+			// up to an assumed initial window, and a receiver like the kernel's takes only
+			// in-order data then, dropping what arrives ahead (NoDSSInWindow).
+			u = u[:1]
+		}
+		for _, sf := range u {
+			// Only this goroutine sends on txCh, and only while it has room: never blocks.
+			if sf.queued < writerQueued && len(sf.txCh) < cap(sf.txCh) {
+				cands = append(cands, sf)
+			}
+		}
+		if len(cands) == 0 {
+			return
+		}
+		var picks []int
+		if len(cands) == 1 && len(c.subs) == 1 {
+			picks = []int{0} // one subflow: the socket's own buffer is the only limit
+		} else {
+			views = views[:0]
+			for _, sf := range cands {
+				views = append(views, sf.view())
+			}
+			if picks = c.sched.Pick(views); len(picks) == 0 {
+				// Nothing has room: look again shortly, as ACKs free the windows.
+				c.pumpAfter(pumpNoRoom)
+				return
+			}
+		}
+		ch, ok := c.nextMapping()
+		if !ok {
+			if c.windowLimited() {
+				st.windowWaits++
+			}
+			if c.windowLimited() && !st.ackArmed && c.mptcp.Load() {
+				// Wait for the peer's window to open: the doorbell wakes us.
+				st.ackArmed = true
+				atomicAdd32(&c.shm.Ctl.AckWakeup, 1)
+				c.pumpAfter(pumpWindowWait)
+			}
+			return
+		}
+		end := ch.dsn.Add(uint64(ch.n))
+		if st.snd.nxt.LessThan(end) {
+			if c.mptcp.Load() {
+				atomic.StoreUint64(&c.shm.Ctl.SndNxt, uint64(end))
+			}
+			st.snd.nxt = end
+		}
+		for k, i := range picks {
+			sf := cands[i]
+			if k > 0 {
+				// Each writer gets its own slice of buffers: a partial write shortens its
+				// first buffer in place.
+				ch.bufs = append([][]byte(nil), ch.bufs...)
+			}
+			sf.txCh <- ch
+			sf.queued += ch.n
+			st.snd.handed(sf, dsnRange{ch.dsn, ch.n})
+			sf.inflight = append(sf.inflight, dsnRange{ch.dsn, ch.n})
+		}
+	}
+}
+
+// windowLimited reports whether new data waits for the peer's window.
+func (c *Conn) windowLimited() bool {
+	b := &c.st.snd
+	if !b.hasUnsent() {
+		return false
+	}
+	return !b.unsentDSN().LessThan(seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd)))
+}
+
+// pending reports whether data waits for a subflow.
+func (c *Conn) pending() bool {
+	return len(c.st.reinject) > 0 || c.st.snd.hasUnsent()
+}
+
+// nextMapping cuts the next mapping: data to send again first, then unsent data; up to
+// maxMapping bytes over as many buffers as it takes, without copying.
+func (c *Conn) nextMapping() (txChunk, bool) {
+	b := &c.st.snd
+	if ch, ok := c.st.reinject.next(b); ok {
+		c.stack.stats.ReinjectedBytes.Add(uint64(ch.n))
+		return ch, true
+	}
+	if !b.hasUnsent() {
+		return txChunk{}, false
+	}
+	limit := maxMapping
+	if c.mptcp.Load() {
+		// New data stays within the peer's connection-level window (§3.3.4): data far ahead of
+		// a slow subflow would fill its receive buffer and close every subflow's window.
+		dsn := b.unsentDSN()
+		wnd := seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd))
+		if !dsn.LessThan(wnd) {
+			return txChunk{}, false
+		}
+		limit = int(min(uint64(limit), wnd.Sub(dsn)))
+	}
+	return b.nextUnsent(limit), true
+}

@@ -1,0 +1,153 @@
+package control
+
+import "time"
+
+// The connection's timer. Every job that waits for a time exposes its next deadline (zero:
+// none); the connection's goroutine arms one reusable timer at the earliest of them and, when
+// it fires, runs the jobs whose deadlines have passed (the model is quic-go's
+// connection_timer.go). The jobs and their deadlines:
+//
+//   - our DATA_FIN on a pure ACK until DATA_ACKed (dataFin.at, datafin.go);
+//   - the send path looking again for room (connState.pumpAt, send.go);
+//   - the end of the linger after Close (connState.lingerAt);
+//   - a client telling the path manager it is fully established without the server's first
+//     DSS (fullyEstablishedWait);
+//   - our ADD_ADDRs until echoed (announce.next, join.go);
+//   - the jobs that sample state which changes without telling the connection, together every
+//     pollInterval while one of them has something to watch (polled): events the datapath
+//     lost (its flag in shared memory), subflow health and unmapped segments (TCP_INFO and
+//     counters), the data-level retransmission timer (whether a subflow still holds the
+//     data), the DATA_ACK the datapath sent (ackIfIdle), options the datapath has yet to
+//     write, and detached subflows read to their end.
+
+// pollInterval is the period of the jobs that sample state.
+const pollInterval = 50 * time.Millisecond
+
+// connTimer is one reusable timer set to a deadline. Owned by the connection's goroutine.
+type connTimer struct {
+	t  *time.Timer
+	at time.Time // the deadline it is set for (zero: stopped, or fired)
+}
+
+// set arms the timer for at (zero: stops it); a deadline already passed fires at once.
+func (t *connTimer) set(at time.Time) {
+	if at.Equal(t.at) {
+		return
+	}
+	t.at = at
+	switch {
+	case at.IsZero():
+		if t.t != nil {
+			t.t.Stop()
+		}
+	case t.t == nil:
+		t.t = time.NewTimer(time.Until(at))
+	default:
+		t.t.Reset(time.Until(at))
+	}
+}
+
+// c is the channel the timer fires on (nil before it was first set: never ready).
+func (t *connTimer) c() <-chan time.Time {
+	if t.t == nil {
+		return nil
+	}
+	return t.t.C
+}
+
+// fired notes that the timer went off: the next set arms it again, whatever the deadline.
+func (t *connTimer) fired() { t.at = time.Time{} }
+
+func (t *connTimer) stop() {
+	if t.t != nil {
+		t.t.Stop()
+	}
+}
+
+// earliest returns the earlier of two deadlines, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// due reports whether deadline d (zero: none) has come at now.
+func due(d, now time.Time) bool { return !d.IsZero() && !now.Before(d) }
+
+// nextDeadline is the earliest deadline of the connection's jobs.
+func (c *Conn) nextDeadline() time.Time {
+	st := &c.st
+	d := earliest(st.fin.at, st.pumpAt)
+	d = earliest(d, c.lingerDeadline())
+	d = earliest(d, c.establishedDeadline())
+	d = earliest(d, c.announceDeadline())
+	if c.polled() {
+		d = earliest(d, st.pollAt)
+	}
+	return d
+}
+
+// onTimer runs the jobs whose deadlines have passed at now. It returns the error to reset the
+// connection with when it missed datapath events.
+func (c *Conn) onTimer(now time.Time) error {
+	st := &c.st
+	if due(st.fin.at, now) {
+		st.fin.at = time.Time{}
+		c.retransmitFin(now)
+	}
+	if due(st.pumpAt, now) {
+		st.pumpAt = time.Time{} // the loop pumps after every wake-up
+	}
+	// The linger's end and the wait for full establishment are looked at after every wake-up
+	// too (closeDone, checkEstablished).
+	if c.polled() && due(st.pollAt, now) {
+		st.pollAt = now.Add(pollInterval)
+		if err := c.eventsMissed(false); err != nil {
+			return err
+		}
+		c.checkDraining(false)
+		c.checkSubflows(now)
+		c.checkDataAck(now)
+		c.reportNoMapping()
+		c.ackIfIdle()
+		c.retransmitAnnounces()
+	} else if due(c.announceDeadline(), now) {
+		c.retransmitAnnounces()
+	}
+	return nil
+}
+
+// polled reports whether a job samples state now. An MPTCP connection always does: the
+// datapath flags lost events only in shared memory, and the DATA_ACKs it sends and the
+// subflows' progress likewise; a connection that fell back to TCP only while it has detached
+// subflows to finish, subflows to watch or options waiting for the datapath.
+func (c *Conn) polled() bool {
+	if c.mptcp.Load() || len(c.st.draining) > 0 || c.healthWatched() {
+		return true
+	}
+	for _, sf := range c.subs {
+		if len(sf.optQueue) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// lingerDeadline is when a closed connection stops waiting for its close to complete
+// (closeDone: strictly after lingerAt).
+func (c *Conn) lingerDeadline() time.Time {
+	if !c.st.appClosed {
+		return time.Time{}
+	}
+	return c.st.lingerAt.Add(1)
+}
+
+// establishedDeadline is when a client stops waiting for the server's first DSS to tell the
+// path manager (checkEstablished).
+func (c *Conn) establishedDeadline() time.Time {
+	if c.pm == nil || c.st.pmStarted || c.server || !c.mptcp.Load() {
+		return time.Time{}
+	}
+	return c.st.startedAt.Add(fullyEstablishedWait)
+}
