@@ -16,6 +16,7 @@ const (
 	CounterTicketUsed  = DatapathDpCounterDP_PassiveTicketUsed // PassiveTicketUsed
 	CounterSubslotUsed = DatapathDpCounterDP_JoinSlotUsed      // JoinSlotUsed
 	CounterMPJoinSynRx = DatapathDpCounterDP_MPJoinSynRx       // MPJoinSynRx
+	CounterEventLost   = DatapathDpCounterDP_EventLost         // EventLost
 )
 
 // The counters' names are their enumerators in enum dp_counter (bpf/datapath_types.h) without

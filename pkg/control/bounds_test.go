@@ -248,6 +248,28 @@ func TestEventsMissed(t *testing.T) {
 	}
 }
 
+// TestLostEventsLooked: a connection looks at its lost-event flag only when the stack saw the
+// datapath's EventLost counter move (an idle connection runs no timer to look), and then once.
+func TestLostEventsLooked(t *testing.T) {
+	c, _ := testConn(1000)
+	c.shm.St.EvLost = 1
+	if err := c.lostEvents(); err != nil {
+		t.Fatalf("the stack saw no loss, the connection looked: %v", err)
+	}
+	c.stack.lostGen.Add(1)
+	if err := c.lostEvents(); err != errEventLost {
+		t.Fatalf("after the stack saw a loss: %v, want %v", err, errEventLost)
+	}
+	if err := c.lostEvents(); err != nil {
+		t.Fatalf("looked twice for one loss: %v", err)
+	}
+	c.shm.St.EvLost = 0
+	c.stack.lostGen.Add(1)
+	if err := c.lostEvents(); err != nil {
+		t.Fatalf("another connection's loss reset this one: %v", err)
+	}
+}
+
 // TestSmallWritesShareBuffers: many one-byte writes (Write, or ReadFrom's small reads) share
 // pool buffers, so they neither hold a buffer each nor make a mapping of more iovecs than one
 // sendmsg takes.

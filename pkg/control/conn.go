@@ -118,6 +118,7 @@ type connState struct {
 	draining    []*subflow                  // detached subflows read to their end (dropSubflow)
 	pumpAt      time.Time                   // look again for room to send (zero: not)
 	pollAt      time.Time                   // the next sample of state that changes silently (timers.go)
+	lostGen     uint64                      // the stack's lostGen when the connection last looked (lostEvents)
 	pendingSub  map[uint32][]datapath.Event // events of subflows not attached yet
 	announces   map[uint8]*announce         // our ADD_ADDRs awaiting their echo
 }
@@ -405,7 +406,6 @@ func (c *Conn) run() {
 	defer timer.stop()
 	var evs []datapath.Event
 	c.st.startedAt = time.Now()
-	c.st.pollAt = c.st.startedAt.Add(pollInterval)
 	if c.pm != nil {
 		c.pmq.wake = make(chan struct{}, 1)
 		if !c.stack.goroutine(c.pmLoop) {
@@ -426,7 +426,7 @@ func (c *Conn) run() {
 		if c.rxq.len() < rxLimit && !c.st.rcv.eof {
 			rxIn = c.rxCh
 		}
-		timer.set(c.nextDeadline())
+		timer.set(c.nextDeadline(time.Now()))
 		select {
 		case <-c.evq.wake:
 			var overflow bool
@@ -457,10 +457,11 @@ func (c *Conn) run() {
 			f()
 		case <-timer.c():
 			timer.fired()
-			if err := c.onTimer(time.Now()); err != nil {
-				c.resetSelf(err)
-				return
-			}
+			c.onTimer(time.Now())
+		}
+		if err := c.lostEvents(); err != nil {
+			c.resetSelf(err)
+			return
 		}
 		if c.Err() != nil {
 			c.teardown(c.st.resetOnErr)

@@ -351,28 +351,62 @@ func TestDataFin(t *testing.T) {
 	})
 }
 
-// TestOneTimerDeadlines: a connection that fell back to TCP and has nothing to do arms no
-// timer; an MPTCP one samples every pollInterval; the earliest job's deadline wins.
+// TestOneTimerDeadlines: a connection with nothing to do arms no timer, MPTCP or not; data
+// waiting for its DATA_ACK, or a DATA_ACK the datapath has not sent, starts the sampling
+// pollInterval later, with fresh samplers; the earliest job's deadline wins.
 func TestOneTimerDeadlines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, _ := newCoreConn(t, "default")
-		addCoreSub(c, 10*time.Millisecond)
+		sf := addCoreSub(c, 10*time.Millisecond)
 		now := time.Now()
-		c.st.pollAt = now.Add(pollInterval)
-		if d := c.nextDeadline(); !d.Equal(c.st.pollAt) {
-			t.Fatalf("MPTCP connection: deadline %v, want the sample at %v", d, c.st.pollAt)
+		if d := c.nextDeadline(now); !d.IsZero() {
+			t.Fatalf("idle MPTCP connection: deadline %v, want none", d)
+		}
+
+		// Data handed to the subflow and not DATA_ACKed: sampling starts, its clocks at now.
+		sf.health.lastProgress, sf.health.lossSince = now.Add(-time.Hour), now.Add(-time.Hour)
+		c.st.rtx.since = now.Add(-time.Hour)
+		c.st.snd.nxt = c.st.snd.una.Add(1000)
+		if d := c.nextDeadline(now); !d.Equal(now.Add(pollInterval)) {
+			t.Fatalf("data outstanding: deadline %v, want the sample at %v", d, now.Add(pollInterval))
+		}
+		if !sf.health.lastProgress.Equal(now) || !sf.health.lossSince.IsZero() || !c.st.rtx.since.Equal(now) {
+			t.Fatalf("samplers not restarted: progress %v, loss since %v, rtx since %v",
+				sf.health.lastProgress, sf.health.lossSince, c.st.rtx.since)
+		}
+		later := now.Add(10 * time.Millisecond)
+		if d := c.nextDeadline(later); !d.Equal(now.Add(pollInterval)) {
+			t.Fatalf("deadline moved to %v while sampling", d)
 		}
 		c.st.fin.at = now.Add(time.Millisecond)
-		if d := c.nextDeadline(); !d.Equal(c.st.fin.at) {
+		if d := c.nextDeadline(later); !d.Equal(c.st.fin.at) {
 			t.Fatalf("deadline %v, want the DATA_FIN's %v", d, c.st.fin.at)
 		}
 		c.st.fin.at = time.Time{}
+
+		// All DATA_ACKed: the sampling stops.
+		c.st.snd.una = c.st.snd.nxt
+		if d := c.nextDeadline(later); !d.IsZero() || !c.st.pollAt.IsZero() {
+			t.Fatalf("all acknowledged: deadline %v, sample at %v, want none", d, c.st.pollAt)
+		}
+
+		// A DATA_ACK published and not yet sent by the datapath is watched.
+		rcv := c.shm.Ctl.RcvNxt
+		c.shm.Ctl.RcvNxt = rcv + 100
+		if d := c.nextDeadline(later); !d.Equal(later.Add(pollInterval)) {
+			t.Fatalf("DATA_ACK not sent: deadline %v, want %v", d, later.Add(pollInterval))
+		}
+		c.shm.Ctl.RcvNxt = rcv
+		if d := c.nextDeadline(later); !d.IsZero() {
+			t.Fatalf("DATA_ACK sent: deadline %v, want none", d)
+		}
+
 		c.mptcp.Store(false)
-		if d := c.nextDeadline(); !d.IsZero() {
+		if d := c.nextDeadline(later); !d.IsZero() {
 			t.Fatalf("idle plain TCP connection: deadline %v, want none", d)
 		}
 		c.st.appClosed, c.st.lingerAt = true, now.Add(lingerTime)
-		if d := c.nextDeadline(); !d.After(c.st.lingerAt) || d.After(c.st.lingerAt.Add(time.Microsecond)) {
+		if d := c.nextDeadline(later); !d.After(c.st.lingerAt) || d.After(c.st.lingerAt.Add(time.Microsecond)) {
 			t.Fatalf("closed connection: deadline %v, want just after the linger %v", d, c.st.lingerAt)
 		}
 

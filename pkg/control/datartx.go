@@ -39,6 +39,11 @@ func (r *dataRtx) timeout(srtt time.Duration) time.Duration {
 // restart starts the timer over for una at now.
 func (r *dataRtx) restart(una seqnum.DSN, now time.Time) { *r = dataRtx{una: una, since: now} }
 
+// rtxWatched reports whether data waits for its DATA_ACK: the retransmission timer then runs.
+func (c *Conn) rtxWatched() bool {
+	return c.mptcp.Load() && c.st.snd.una.LessThan(c.st.snd.nxt)
+}
+
 // checkDataAck runs the connection-level retransmission timer at now: it queues the data at
 // the DATA_ACK to go again once no subflow has held it for the timeout.
 func (c *Conn) checkDataAck(now time.Time) {

@@ -160,11 +160,11 @@ func (c *Conn) reinjectFrom(sf *subflow) {
 // healthWatched reports whether checkSubflows has anything to watch: two subflows or more, or
 // a stale one to give its timeouts back.
 func (c *Conn) healthWatched() bool {
-	if len(c.subs) >= 2 {
+	if len(c.subs) >= 2 && c.st.snd.una.LessThan(c.st.snd.nxt) {
 		return true
 	}
 	for _, sf := range c.subs {
-		if sf.health.stale {
+		if sf.health.stale || sf.health.lossy {
 			return true
 		}
 	}

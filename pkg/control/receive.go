@@ -221,16 +221,11 @@ func (c *Conn) publishAck() {
 // peer learns of what we received only with our next segment.
 const ackLag = 256 << 10
 
-// ackIfIdle sends a pure ACK when nothing more is waiting to be read and our receive point is
-// ahead of the last DATA_ACK sent (or far ahead while data keeps coming). The datapath reports
-// what it sent only in shared memory: the connection also runs this every pollInterval.
-func (c *Conn) ackIfIdle() {
-	if !c.mptcp.Load() || len(c.subs) == 0 {
-		return
-	}
+// ackSent returns the DATA_ACK the datapath last sent and the one published for it to send.
+func (c *Conn) ackSent() (sent, rcv seqnum.DSN) {
 	// What the working subflows carried: a DATA_ACK written on a path that has died (the
 	// segment built, then dropped) reached nobody.
-	sent, found := seqnum.DSN(0), false
+	found := false
 	for _, sf := range c.subs {
 		if !sf.ready || sf.eof || sf.gone || sf.health.stale {
 			continue
@@ -242,7 +237,28 @@ func (c *Conn) ackIfIdle() {
 	if !found {
 		sent = seqnum.DSN(atomic.LoadUint64(&c.shm.St.AckSent))
 	}
-	rcv := seqnum.DSN(atomic.LoadUint64(&c.shm.Ctl.RcvNxt))
+	return sent, seqnum.DSN(atomic.LoadUint64(&c.shm.Ctl.RcvNxt))
+}
+
+// ackPending reports whether the datapath has a DATA_ACK to send that it has not sent: the
+// connection then watches it (ackIfIdle).
+func (c *Conn) ackPending() bool {
+	if !c.mptcp.Load() || len(c.subs) == 0 {
+		return false
+	}
+	sent, rcv := c.ackSent()
+	return sent.LessThan(rcv)
+}
+
+// ackIfIdle sends a pure ACK when nothing more is waiting to be read and our receive point is
+// ahead of the last DATA_ACK sent (or far ahead while data keeps coming). The datapath reports
+// what it sent only in shared memory: the connection also runs this every pollInterval while
+// ackPending.
+func (c *Conn) ackIfIdle() {
+	if !c.mptcp.Load() || len(c.subs) == 0 {
+		return
+	}
+	sent, rcv := c.ackSent()
 	if !sent.LessThan(rcv) {
 		return
 	}

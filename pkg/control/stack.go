@@ -81,6 +81,9 @@ type Stack struct {
 
 	ticketTarget int // how many passive-open tickets the datapath's queue is kept at
 
+	lostSeen uint64        // the datapath's EventLost counter at maintain's last look
+	lostGen  atomic.Uint64 // moves when EventLost moved: connections then look at their flag
+
 	mu struct {
 		sync.Mutex
 		freeConns []freeSlot
@@ -402,6 +405,7 @@ func (s *Stack) maintain() {
 		case <-t.C:
 		}
 		next := maintainEvery
+		s.checkLostEvents()
 		if s.refillTickets() > 0 {
 			next = maintainFast
 		}
@@ -413,6 +417,27 @@ func (s *Stack) maintain() {
 		}
 		s.mu.Unlock()
 		t.Reset(next)
+	}
+}
+
+// checkLostEvents wakes every connection when the datapath lost events since the last look (its
+// ring buffer was full): each looks at its own flag and resets itself if its events were lost.
+// Run by maintain.
+func (s *Stack) checkLostEvents() {
+	n, err := s.dp.Counter(datapath.CounterEventLost)
+	if err != nil || n == s.lostSeen {
+		return
+	}
+	s.lostSeen = n
+	s.lostGen.Add(1)
+	s.mu.Lock()
+	conns := make([]*Conn, 0, len(s.mu.conns))
+	for _, c := range s.mu.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.poke()
 	}
 }
 

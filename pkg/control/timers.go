@@ -14,11 +14,15 @@ import "time"
 //     DSS (fullyEstablishedWait);
 //   - our ADD_ADDRs until echoed (announce.next, join.go);
 //   - the jobs that sample state which changes without telling the connection, together every
-//     pollInterval while one of them has something to watch (polled): events the datapath
-//     lost (its flag in shared memory), subflow health and unmapped segments (TCP_INFO and
-//     counters), the data-level retransmission timer (whether a subflow still holds the
-//     data), the DATA_ACK the datapath sent (ackIfIdle), options the datapath has yet to
-//     write, and detached subflows read to their end.
+//     pollInterval while one of them has something to watch (polled): subflow health and
+//     unmapped segments (TCP_INFO and counters) while data is outstanding, the data-level
+//     retransmission timer (whether a subflow still holds the data), the DATA_ACK the
+//     datapath has yet to send (ackIfIdle), options the datapath has yet to write, and
+//     detached subflows read to their end. An idle connection arms no timer at all.
+//
+// Events the datapath lost (the ring buffer was full) are flagged in the connection's shared
+// memory; the stack notices the datapath's EventLost counter move (maintain) and wakes every
+// connection to look at its flag (lostEvents).
 
 // pollInterval is the period of the jobs that sample state.
 const pollInterval = 50 * time.Millisecond
@@ -75,22 +79,50 @@ func earliest(a, b time.Time) time.Time {
 // due reports whether deadline d (zero: none) has come at now.
 func due(d, now time.Time) bool { return !d.IsZero() && !now.Before(d) }
 
-// nextDeadline is the earliest deadline of the connection's jobs.
-func (c *Conn) nextDeadline() time.Time {
+// nextDeadline is the earliest deadline of the connection's jobs at now. Sampling stops while
+// nothing needs it and starts again, pollInterval later, when something does.
+func (c *Conn) nextDeadline(now time.Time) time.Time {
 	st := &c.st
 	d := earliest(st.fin.at, st.pumpAt)
 	d = earliest(d, c.lingerDeadline())
 	d = earliest(d, c.establishedDeadline())
 	d = earliest(d, c.announceDeadline())
-	if c.polled() {
+	switch {
+	case !c.polled():
+		st.pollAt = time.Time{}
+	case st.pollAt.IsZero():
+		c.resumeSampling(now)
+		st.pollAt = now.Add(pollInterval)
+		fallthrough
+	default:
 		d = earliest(d, st.pollAt)
 	}
 	return d
 }
 
-// onTimer runs the jobs whose deadlines have passed at now. It returns the error to reset the
-// connection with when it missed datapath events.
-func (c *Conn) onTimer(now time.Time) error {
+// resumeSampling starts the samplers' clocks at now after a pause: what they measured before
+// it (a subflow's last progress, the start of a loss recovery, the wait for a DATA_ACK) says
+// nothing of data sent after it.
+func (c *Conn) resumeSampling(now time.Time) {
+	for _, sf := range c.subs {
+		sf.health.lastProgress, sf.health.lossSince = now, time.Time{}
+	}
+	c.st.rtx.since = now
+}
+
+// lostEvents resets the connection when the datapath flagged events for it lost; it looks only
+// when the stack saw the datapath lose events since it last looked.
+func (c *Conn) lostEvents() error {
+	g := c.stack.lostGen.Load()
+	if g == c.st.lostGen {
+		return nil
+	}
+	c.st.lostGen = g
+	return c.eventsMissed(false)
+}
+
+// onTimer runs the jobs whose deadlines have passed at now.
+func (c *Conn) onTimer(now time.Time) {
 	st := &c.st
 	if due(st.fin.at, now) {
 		st.fin.at = time.Time{}
@@ -103,9 +135,6 @@ func (c *Conn) onTimer(now time.Time) error {
 	// too (closeDone, checkEstablished).
 	if c.polled() && due(st.pollAt, now) {
 		st.pollAt = now.Add(pollInterval)
-		if err := c.eventsMissed(false); err != nil {
-			return err
-		}
 		c.checkDraining(false)
 		c.checkSubflows(now)
 		c.checkDataAck(now)
@@ -115,15 +144,13 @@ func (c *Conn) onTimer(now time.Time) error {
 	} else if due(c.announceDeadline(), now) {
 		c.retransmitAnnounces()
 	}
-	return nil
 }
 
-// polled reports whether a job samples state now. An MPTCP connection always does: the
-// datapath flags lost events only in shared memory, and the DATA_ACKs it sends and the
-// subflows' progress likewise; a connection that fell back to TCP only while it has detached
-// subflows to finish, subflows to watch or options waiting for the datapath.
+// polled reports whether a job samples state now: detached subflows to finish, subflows to
+// watch, data not DATA_ACKed, a DATA_ACK the datapath has not sent, options waiting for the
+// datapath.
 func (c *Conn) polled() bool {
-	if c.mptcp.Load() || len(c.st.draining) > 0 || c.healthWatched() {
+	if len(c.st.draining) > 0 || c.healthWatched() || c.rtxWatched() || c.ackPending() {
 		return true
 	}
 	for _, sf := range c.subs {
