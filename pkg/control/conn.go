@@ -421,7 +421,25 @@ func (c *Conn) run() {
 		// §3.1): the kernel's opens its subflows only then. Do not wait for data to send it.
 		c.sendACK(c.subs[0])
 	}
+	// Each round settles what the last wake-up (or the start) changed, then waits for the next.
 	for {
+		if err := c.lostEvents(); err != nil {
+			c.resetSelf(err)
+			return
+		}
+		if c.Err() != nil {
+			c.teardown(c.st.resetOnErr)
+			return
+		}
+		c.releaseRx()
+		c.publishAck()
+		c.pumpTx()
+		c.checkFin()
+		c.checkEstablished(false)
+		if c.st.appClosed && c.closeDone() {
+			c.teardown(false)
+			return
+		}
 		var rxIn chan rxChunk
 		if c.rxq.len() < rxLimit && !c.st.rcv.eof {
 			rxIn = c.rxCh
@@ -458,23 +476,6 @@ func (c *Conn) run() {
 		case <-timer.c():
 			timer.fired()
 			c.onTimer(time.Now())
-		}
-		if err := c.lostEvents(); err != nil {
-			c.resetSelf(err)
-			return
-		}
-		if c.Err() != nil {
-			c.teardown(c.st.resetOnErr)
-			return
-		}
-		c.releaseRx()
-		c.publishAck()
-		c.pumpTx()
-		c.checkFin()
-		c.checkEstablished(false)
-		if c.st.appClosed && c.closeDone() {
-			c.teardown(false)
-			return
 		}
 	}
 }

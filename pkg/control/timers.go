@@ -17,8 +17,9 @@ import "time"
 //     pollInterval while one of them has something to watch (polled): subflow health and
 //     unmapped segments (TCP_INFO and counters) while data is outstanding, the data-level
 //     retransmission timer (whether a subflow still holds the data), the DATA_ACK the
-//     datapath has yet to send (ackIfIdle), options the datapath has yet to write, and
-//     detached subflows read to their end. An idle connection arms no timer at all.
+//     datapath has yet to send (ackIfIdle), options the datapath has yet to write, detached
+//     subflows read to their end, and a client's first 200 ms, until the server's first DSS
+//     shows it is fully established. An idle connection arms no timer at all.
 //
 // Events the datapath lost (the ring buffer was full) are flagged in the connection's shared
 // memory; the stack notices the datapath's EventLost counter move (maintain) and wakes every
@@ -148,9 +149,11 @@ func (c *Conn) onTimer(now time.Time) {
 
 // polled reports whether a job samples state now: detached subflows to finish, subflows to
 // watch, data not DATA_ACKed, a DATA_ACK the datapath has not sent, options waiting for the
-// datapath.
+// datapath, a client waiting for the server's first DSS (which the datapath notes only in
+// shared memory: checkEstablished runs after every wake-up).
 func (c *Conn) polled() bool {
-	if len(c.st.draining) > 0 || c.healthWatched() || c.rtxWatched() || c.ackPending() {
+	if len(c.st.draining) > 0 || c.healthWatched() || c.rtxWatched() || c.ackPending() ||
+		!c.establishedDeadline().IsZero() {
 		return true
 	}
 	for _, sf := range c.subs {
