@@ -161,7 +161,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load datapath spec: %w", err)
 	}
-	if err := checkStructSizes(spec); err != nil {
+	if err := CheckStructSizes(spec, sharedStructs); err != nil {
 		return nil, err
 	}
 	names, err := counterNames(spec)
@@ -196,7 +196,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 	}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
-		return nil, fmt.Errorf("load datapath: %w", verifierError(err))
+		return nil, fmt.Errorf("load datapath: %w", VerifierError(err))
 	}
 	defer func() {
 		if err != nil {

@@ -38,7 +38,7 @@ func TestBPFHMACMatchesGo(t *testing.T) {
 	testenv.RequireRoot(t)
 	var objs testbpf.HmactestObjects
 	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
-		t.Fatalf("the verifier must accept the HMAC: %v", verifierError(err))
+		t.Fatalf("the verifier must accept the HMAC: %v", VerifierError(err))
 	}
 	defer objs.Close()
 	const keyA, keyB = 0x0102030405060708, 0xdeadbeefcafebabe
@@ -77,7 +77,7 @@ func TestBPFKeySHAMatchesGo(t *testing.T) {
 	testenv.RequireRoot(t)
 	var objs testbpf.HmactestObjects
 	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
-		t.Fatalf("the verifier must accept the key hash: %v", verifierError(err))
+		t.Fatalf("the verifier must accept the key hash: %v", VerifierError(err))
 	}
 	defer objs.Close()
 	rng := rand.New(rand.NewPCG(5, 6))

@@ -19,10 +19,11 @@ var sharedStructs = map[string]uintptr{
 	"txmap":  unsafe.Sizeof(DatapathTxmap{}),
 }
 
-// checkStructSizes compares the sizes of the shared structs in the object's BTF with the Go
-// types, so that a C change without a regenerate fails at load rather than corrupting maps.
-func checkStructSizes(spec *ebpf.CollectionSpec) error {
-	for name, goSize := range sharedStructs {
+// CheckStructSizes compares the sizes of the structs an object shares with Go (name in the
+// object's BTF → size of the Go type) with its BTF, so that a C change without a regenerate
+// fails at load rather than corrupting maps.
+func CheckStructSizes(spec *ebpf.CollectionSpec, sizes map[string]uintptr) error {
+	for name, goSize := range sizes {
 		var s *btf.Struct
 		if err := spec.Types.TypeByName(name, &s); err != nil {
 			continue // not part of this object
@@ -34,8 +35,8 @@ func checkStructSizes(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-// verifierError adds the verifier log's tail to a load error.
-func verifierError(err error) error {
+// VerifierError adds the verifier log's tail to a load error.
+func VerifierError(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
 		return fmt.Errorf("%w\n%+v", err, ve)

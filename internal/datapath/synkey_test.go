@@ -53,7 +53,7 @@ func TestBPFPassiveKeyMatchesGo(t *testing.T) {
 	testenv.RequireRoot(t)
 	var objs testbpf.HmactestObjects
 	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
-		t.Fatalf("the verifier must accept the passive key derivation: %v", verifierError(err))
+		t.Fatalf("the verifier must accept the passive key derivation: %v", VerifierError(err))
 	}
 	defer objs.Close()
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -120,7 +120,7 @@ func BenchmarkBPFPassiveKey(b *testing.B) {
 	testenv.RequireRoot(b)
 	var objs testbpf.HmactestObjects
 	if err := testbpf.LoadHmactestObjects(&objs, nil); err != nil {
-		b.Fatal(verifierError(err))
+		b.Fatal(VerifierError(err))
 	}
 	defer objs.Close()
 	var args testbpf.HmactestSynkeyArgs

@@ -9,9 +9,9 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
@@ -58,7 +58,7 @@ func Load(opts Options) (*Observer, error) {
 	}
 	o := &Observer{}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
-		return nil, fmt.Errorf("load observer: %w", verifierError(err))
+		return nil, fmt.Errorf("load observer: %w", datapath.VerifierError(err))
 	}
 	return o, nil
 }
@@ -159,28 +159,4 @@ func (o *Observer) Close() error {
 var sharedStructs = map[string]uintptr{
 	"mptcp_opt": unsafe.Sizeof(testbpf.ObserverMptcpOpt{}),
 	"capture":   unsafe.Sizeof(testbpf.ObserverCapture{}),
-}
-
-// checkStructSizes compares the sizes of the shared structs in the object's BTF with the Go
-// types.
-func checkStructSizes(spec *ebpf.CollectionSpec) error {
-	for name, goSize := range sharedStructs {
-		var s *btf.Struct
-		if err := spec.Types.TypeByName(name, &s); err != nil {
-			continue // not part of this object
-		}
-		if uintptr(s.Size) != goSize {
-			return fmt.Errorf("struct %s: C size %d, Go size %d: run make generate", name, s.Size, goSize)
-		}
-	}
-	return nil
-}
-
-// verifierError adds the verifier log's tail to a load error.
-func verifierError(err error) error {
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		return fmt.Errorf("%w\n%+v", err, ve)
-	}
-	return err
 }

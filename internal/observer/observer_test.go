@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
@@ -364,7 +365,7 @@ func TestObserverStructLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := checkStructSizes(spec); err != nil {
+	if err := datapath.CheckStructSizes(spec, sharedStructs); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(spec.Programs["mptcp_tc_observe"].SectionName, "tc") {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
@@ -99,7 +100,7 @@ func newParseTester(tb testing.TB) *parseTester {
 	testenv.RequireRoot(tb)
 	p := &parseTester{}
 	if err := testbpf.LoadParsetestObjects(&p.objs, nil); err != nil {
-		tb.Fatalf("the verifier must accept the parser test program: %v", verifierError(err))
+		tb.Fatalf("the verifier must accept the parser test program: %v", datapath.VerifierError(err))
 	}
 	tb.Cleanup(func() { p.objs.Close() })
 	o, err := Load(Options{Capture: true})
