@@ -1,0 +1,97 @@
+package control
+
+import (
+	"fmt"
+	"iter"
+	"reflect"
+	"sync/atomic"
+)
+
+// Stats are the connection layer's own counters. Counters reports each under its field's name
+// (`mptcpctl stats` prints them with the MPTcpExt prefix, mptcpd exports them as metrics): the
+// field names are the contract and follow the kernel's MPTcpExt MIB where it has the counter.
+// Every field is an atomic.Uint64 (checked when the package loads).
+type Stats struct {
+	ActiveOpens        atomic.Uint64
+	PassiveOpens       atomic.Uint64
+	FallbackActive     atomic.Uint64 // our connects that continued as plain TCP
+	FallbackPassive    atomic.Uint64 // accepted connections that are plain TCP
+	Fastclose          atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
+	MPFailFallback     atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
+	EventsOrphaned     atomic.Uint64 // events for no known connection
+	TicketsReclaimed   atomic.Uint64 // tickets taken by a completed handshake and never accepted
+	TokenCollision     atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
+	Joins              atomic.Uint64 // MP_JOIN subflows attached (both roles)
+	JoinRefused        atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
+	ReinjectedBytes    atomic.Uint64 // bytes sent again on another subflow
+	SubflowStale       atomic.Uint64 // subflows found stale
+	SubflowLossy       atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
+	DataRetransmit     atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
+	AddAddrAccepted    atomic.Uint64 // ADD_ADDRs with a valid HMAC
+	AddAddrHMacFailure atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
+	RmAddrAccepted     atomic.Uint64 // REMOVE_ADDRs received (each may remove several addresses)
+	MPPrioAccepted     atomic.Uint64 // MP_PRIOs received: the subflow takes the peer's backup flag
+	EchoAdd            atomic.Uint64 // echoes of our ADD_ADDRs
+	AddAddrTx          atomic.Uint64 // ADD_ADDRs sent, retransmissions included
+	EchoAddTx          atomic.Uint64
+	RmAddrTx           atomic.Uint64
+	MPPrioTx           atomic.Uint64
+	RmSubflow          atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
+
+	EventsRefused      atomic.Uint64 // events refused: their connection's queue was full
+	EventOverflowReset atomic.Uint64 // connections reset for falling behind their events
+	EventLostReset     atomic.Uint64 // connections reset because the datapath lost an event of theirs
+	NoDSSInWindow      atomic.Uint64 // mappings beyond the receive window, dropped (the kernel's name)
+	DSSNoMatchTCP      atomic.Uint64 // mappings for subflow bytes far outside the receive window, dropped; added to the datapath's counter of the name
+	RxMapOverflow      atomic.Uint64 // subflows reset for holding too many of the peer's mappings
+	InfiniteMapRx      atomic.Uint64 // infinite mappings received: the peer fell back (the kernel's name)
+
+	MPCapableEndpAttempt  atomic.Uint64 // MP_CAPABLE or plain TCP connections to a join socket, reset (the kernel's name)
+	MemoryPressureRefused atomic.Uint64 // new connections refused near the memory limit (accepts reset, dials failed)
+}
+
+// statNames are the names of Stats's fields, in order: the one list of the counters' names.
+var statNames = func() []string {
+	t := reflect.TypeFor[Stats]()
+	names := make([]string, t.NumField())
+	for i := range names {
+		f := t.Field(i)
+		if f.Type != reflect.TypeFor[atomic.Uint64]() {
+			panic(fmt.Sprintf("control.Stats.%s is a %v, not a counter", f.Name, f.Type))
+		}
+		names[i] = f.Name
+	}
+	return names
+}()
+
+// all yields every counter by name.
+func (st *Stats) all() iter.Seq2[string, uint64] {
+	return func(yield func(string, uint64) bool) {
+		v := reflect.ValueOf(st).Elem()
+		for i, name := range statNames {
+			if !yield(name, v.Field(i).Addr().Interface().(*atomic.Uint64).Load()) {
+				return
+			}
+		}
+	}
+}
+
+// Stats returns the connection layer's counters.
+func (s *Stack) Stats() *Stats { return &s.stats }
+
+// Counters returns the datapath's counters and the connection layer's, by name.
+func (s *Stack) Counters() (map[string]uint64, error) {
+	c, err := s.dp.Counters()
+	if err != nil {
+		return nil, err
+	}
+	// A name both count (DSSNoMatchTCP: mappings outside the subflow's window, which the
+	// datapath drops mostly and Go the rest) is their sum.
+	for name, v := range s.stats.all() {
+		c[name] += v
+	}
+	if r, ok := s.pm.(interface{ Retries() uint64 }); ok {
+		c["JoinRetries"] = r.Retries() // lost subflows opened again
+	}
+	return c, nil
+}
