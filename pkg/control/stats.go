@@ -5,6 +5,8 @@ import (
 	"iter"
 	"reflect"
 	"sync/atomic"
+
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
 
 // Stats are the connection layer's own counters. Counters reports each under its field's name
@@ -90,7 +92,7 @@ func (s *Stack) Counters() (map[string]uint64, error) {
 	for name, v := range s.stats.all() {
 		c[name] += v
 	}
-	if r, ok := s.pm.(interface{ Retries() uint64 }); ok {
+	if r, ok := s.pm.(pmapi.RetryCounter); ok {
 		c["JoinRetries"] = r.Retries() // lost subflows opened again
 	}
 	return c, nil

@@ -54,6 +54,7 @@ func ParseLimits(s string, base Limits) (Limits, error) {
 var (
 	_ pmapi.PathManager     = (*Manager)(nil)
 	_ pmapi.EndpointWatcher = (*Manager)(nil)
+	_ pmapi.RetryCounter    = (*Manager)(nil)
 )
 
 // Manager is the path manager: endpoints and limits shared by all connections.

@@ -61,5 +61,11 @@ type EndpointWatcher interface {
 	OnEndpoint(f func(e Endpoint, present bool))
 }
 
+// RetryCounter is a path manager that counts the subflows it opened again after a failure: the
+// connection layer reports the count as JoinRetries.
+type RetryCounter interface {
+	Retries() uint64
+}
+
 // ErrRemoved is the reason of subflows closed because their address was removed.
 var ErrRemoved = errors.New("address removed")
