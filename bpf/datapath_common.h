@@ -62,13 +62,14 @@ static __always_inline void dp_event_lost(const struct sk_sub *s)
 	struct conn *c;
 	__u32 k;
 
+	/* The flag before the count: Go looks at the flags when it sees the count move. */
+	if (s) {
+		k = s->conn;
+		c = bpf_map_lookup_elem(&conns, &k);
+		if (c)
+			c->st.ev_lost = 1;
+	}
 	dp_count(DP_EventLost);
-	if (!s)
-		return;
-	k = s->conn;
-	c = bpf_map_lookup_elem(&conns, &k);
-	if (c)
-		c->st.ev_lost = 1;
 }
 
 static __always_inline void dp_emit(__u32 type, const struct sk_sub *s, __u32 flags, __u64 a, __u64 b,

@@ -526,3 +526,64 @@ func TestLossySubflowReinjects(t *testing.T) {
 		}
 	})
 }
+
+// TestPauseKeepsDeadSubflowClock: the peer DATA_ACKs everything (it had the bytes from another
+// subflow, as with the redundant scheduler) while one subflow's path is dead; sampling pauses.
+// When new data resumes it, that subflow still holds the same unacknowledged bytes: its clock
+// is kept, and it goes stale max(250 ms, 3 RTT) after its last progress, pause included. The
+// working subflow's clock starts over.
+func TestPauseKeepsDeadSubflowClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := newCoreConn(t, "default")
+		a := addCoreSub(c, 10*time.Millisecond)
+		b := addCoreSub(c, 10*time.Millisecond)
+		a.written.Store(20000) // on a's path, never acknowledged by TCP
+		c.st.snd.nxt = c.st.snd.una.Add(20000)
+		start := time.Now()
+		c.checkSubflows(start)
+		if got := c.nextDeadline(start); !got.Equal(start.Add(pollInterval)) {
+			t.Fatalf("data outstanding: deadline %v", got)
+		}
+
+		c.st.snd.una = c.st.snd.nxt // the peer DATA_ACKed it all
+		if got := c.nextDeadline(start); !got.IsZero() {
+			t.Fatalf("all DATA_ACKed: deadline %v, want none", got)
+		}
+		time.Sleep(200 * time.Millisecond)
+
+		now := time.Now()
+		c.st.snd.nxt = c.st.snd.una.Add(1000) // new data: sampling resumes
+		c.nextDeadline(now)
+		if !a.health.lastProgress.Equal(start) {
+			t.Fatalf("the dead subflow's clock moved to %v across the pause", a.health.lastProgress)
+		}
+		if !b.health.lastProgress.Equal(now) {
+			t.Fatalf("the working subflow's clock is %v, want %v", b.health.lastProgress, now)
+		}
+		time.Sleep(100 * time.Millisecond)
+		c.checkSubflows(time.Now())
+		if !a.health.stale || b.health.stale {
+			t.Fatalf("after 300 ms without progress: dead subflow stale %t, working one stale %t", a.health.stale, b.health.stale)
+		}
+	})
+}
+
+// TestLoneLossySubflowIdles: a subflow left alone is neither stale nor lossy (it carries
+// everything), so a connection with nothing outstanding stops sampling.
+func TestLoneLossySubflowIdles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, _ := newCoreConn(t, "default")
+		a := addCoreSub(c, 10*time.Millisecond)
+		a.health.lossy, a.health.lossSince = true, time.Now()
+		if !c.polled() {
+			t.Fatal("a lossy subflow is not watched")
+		}
+		c.checkSubflows(time.Now())
+		if a.health.lossy || !a.health.lossSince.IsZero() {
+			t.Fatalf("alone: lossy %t since %v", a.health.lossy, a.health.lossSince)
+		}
+		if c.polled() {
+			t.Fatal("an idle connection with one subflow keeps sampling")
+		}
+	})
+}

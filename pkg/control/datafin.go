@@ -71,6 +71,11 @@ func (c *Conn) checkFin() {
 		} else if !st.ackArmed {
 			st.ackArmed = true
 			atomicAdd32(&c.shm.Ctl.AckWakeup, 1)
+			// The datapath answers only a doorbell rung before the DATA_ACK moves: one that
+			// moved meanwhile is seen on the next round.
+			if f.dsn.LessThan(seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerDataAck))) {
+				c.poke()
+			}
 		}
 	}
 }

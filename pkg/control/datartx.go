@@ -15,9 +15,8 @@ import (
 // checkSubflows handles, does not set it off; it is max(200 ms, 2 RTT) of the slowest subflow,
 // doubled on each retransmission of the same byte, at most 10 s. Whether a subflow still
 // holds the data is learnt from TCP_INFO, which changes without telling us: the connection
-// samples it every pollInterval while it uses MPTCP, outstanding data or not, so that since is
-// never older than one sample when data becomes outstanding. Owned by the connection's
-// goroutine.
+// samples it every pollInterval while data is outstanding (rtxWatched), and starts since over
+// when sampling resumes after a pause (resumeSampling). Owned by the connection's goroutine.
 type dataRtx struct {
 	una     seqnum.DSN // the DATA_ACK the timer runs for
 	since   time.Time  // when the data at una last reached the peer at the subflow level

@@ -157,8 +157,8 @@ func (c *Conn) reinjectFrom(sf *subflow) {
 	sf.inflight = nil
 }
 
-// healthWatched reports whether checkSubflows has anything to watch: two subflows or more, or
-// a stale one to give its timeouts back.
+// healthWatched reports whether checkSubflows has anything to watch: two subflows or more with
+// data not DATA_ACKed, or a stale or lossy one to give back.
 func (c *Conn) healthWatched() bool {
 	if len(c.subs) >= 2 && c.st.snd.una.LessThan(c.st.snd.nxt) {
 		return true
@@ -198,6 +198,7 @@ func (c *Conn) checkSubflows(now time.Time) {
 				sf.health.stale = false
 				c.setFastProbe(sf, false)
 			}
+			sf.health.lossy, sf.health.lossSince = false, time.Time{}
 		}
 		return
 	}

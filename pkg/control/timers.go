@@ -103,9 +103,14 @@ func (c *Conn) nextDeadline(now time.Time) time.Time {
 
 // resumeSampling starts the samplers' clocks at now after a pause: what they measured before
 // it (a subflow's last progress, the start of a loss recovery, the wait for a DATA_ACK) says
-// nothing of data sent after it.
+// nothing of data sent after it. A subflow still holding the same unacknowledged bytes as at
+// the last sample keeps its clocks: its path may have died meanwhile (the peer had the data
+// from another subflow, as with the redundant scheduler), and the pause must not hide that.
 func (c *Conn) resumeSampling(now time.Time) {
 	for _, sf := range c.subs {
+		if una, outstanding, err := c.acked(sf); err == nil && outstanding && una == sf.health.lastUna {
+			continue
+		}
 		sf.health.lastProgress, sf.health.lossSince = now, time.Time{}
 	}
 	c.st.rtx.since = now
