@@ -80,12 +80,12 @@ fuzz: ## Run every fuzz target for FUZZ_TIME executions (about 60 s)
 
 .PHONY: demo
 demo: deps build ## Build everything and run the demonstration between network namespaces (root)
-	@$(GO) test -count=1 -v -run '^TestDemo$$' ./tests/netns | grep -v '^=== RUN\|^    demo_test.go'
+	@set -o pipefail; $(GO) test -count=1 -v -run '^TestDemo$$' ./tests/netns | grep -v '^=== RUN\|^    demo_test.go'
 
 .PHONY: bench
 bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory/multipath/scenario cases beside the kernel's MPTCP (root)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/...
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
+	set -o pipefail; $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
 
 .PHONY: scenarios
 scenarios: deps ## Multipath scenarios on emulated paths beside the kernel's MPTCP (root, ~12 min): docs/scenarios.md, docs/*.png

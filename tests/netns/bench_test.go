@@ -3,6 +3,7 @@ package netns_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -80,7 +81,12 @@ func median(g []goodput) goodput {
 }
 
 // oneWay sends n bytes from a client made by dial to a server accepting on ln, and checks them.
-func oneWay(tb testing.TB, ctx context.Context, ln net.Listener, n int64, dial func() (net.Conn, error)) {
+// mptcpWant says which sockets of a case must still be MPTCP after the transfer: the one the
+// listener served and the one dialled. A case whose MPTCP socket fell back to TCP fails rather
+// than report a TCP figure as an MPTCP one.
+type mptcpWant struct{ served, dialled bool }
+
+func oneWay(tb testing.TB, ctx context.Context, ln net.Listener, n int64, want mptcpWant, dial func() (net.Conn, error)) {
 	tb.Helper()
 	served := netns.ServeOne(ctx, ln, 0, 2)
 	c, err := dial()
@@ -88,6 +94,14 @@ func oneWay(tb testing.TB, ctx context.Context, ln net.Listener, n int64, dial f
 		tb.Fatal(err)
 	}
 	tr, err := netns.Exchange(ctx, c, n, 1)
+	var dialled bool
+	if mc, ok := c.(*control.Conn); ok {
+		dialled = mc.MPTCP()
+	} else if m, merr := netns.IsMPTCP(c); merr == nil {
+		dialled = m
+	} else {
+		err = errors.Join(err, merr)
+	}
 	c.Close()
 	if err != nil {
 		tb.Fatal(err)
@@ -98,6 +112,10 @@ func oneWay(tb testing.TB, ctx context.Context, ln net.Listener, n int64, dial f
 	}
 	if tr.Sent != s.Received {
 		tb.Fatalf("data differs: sent %v, received %v", tr.Sent, s.Received)
+	}
+	if s.MPTCP != want.served || dialled != want.dialled {
+		tb.Fatalf("MPTCP: served socket %t, dialled socket %t; want %t, %t: not the figure this case reports",
+			s.MPTCP, dialled, want.served, want.dialled)
 	}
 }
 
@@ -136,19 +154,19 @@ func BenchmarkSinglePathGoodput(b *testing.B) {
 	for i := 0; i < b.N*rounds; i++ {
 		var tcp, kern, ours, oursRx, lib goodput
 		tcp = measure(b, size, func() {
-			oneWay(b, ctx, tcpLn, size, func() (net.Conn, error) { return dialCubic(ctx, topo.A, tcpLn.Addr().String(), false) })
+			oneWay(b, ctx, tcpLn, size, mptcpWant{}, func() (net.Conn, error) { return dialCubic(ctx, topo.A, tcpLn.Addr().String(), false) })
 		})
 		kern = measure(b, size, func() {
-			oneWay(b, ctx, mpLn, size, func() (net.Conn, error) { return dialCubic(ctx, topo.A, mpLn.Addr().String(), true) })
+			oneWay(b, ctx, mpLn, size, mptcpWant{served: true, dialled: true}, func() (net.Conn, error) { return dialCubic(ctx, topo.A, mpLn.Addr().String(), true) })
 		})
 		ours = measure(b, size, func() {
-			oneWay(b, ctx, mpLn, size, func() (net.Conn, error) { return topo.A.DialTCP(ctx, addrs[0]) })
+			oneWay(b, ctx, mpLn, size, mptcpWant{served: true}, func() (net.Conn, error) { return topo.A.DialTCP(ctx, addrs[0]) })
 		})
 		oursRx = measure(b, size, func() {
-			oneWay(b, ctx, target, size, func() (net.Conn, error) { return dialCubic(ctx, topo.B, addrs[1], true) })
+			oneWay(b, ctx, target, size, mptcpWant{dialled: true}, func() (net.Conn, error) { return dialCubic(ctx, topo.B, addrs[1], true) })
 		})
 		lib = measure(b, size, func() {
-			oneWay(b, ctx, mpLn, size, func() (net.Conn, error) {
+			oneWay(b, ctx, mpLn, size, mptcpWant{served: true, dialled: true}, func() (net.Conn, error) {
 				var c net.Conn
 				err := topo.A.Do(func() error {
 					var err error
