@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -269,14 +271,41 @@ func BenchmarkIdleMemory(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var held []net.Conn
+	// The server echoes one byte on each connection and holds it; it counts the connections
+	// that reached it over MPTCP (mptcpd's side of the forward).
+	var held struct {
+		sync.Mutex
+		conns []net.Conn
+		mptcp int
+	}
+	defer func() {
+		held.Lock()
+		defer held.Unlock()
+		for _, c := range held.conns {
+			c.Close()
+		}
+	}()
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			held = append(held, c)
+			go func() {
+				var one [1]byte
+				if _, err := io.ReadFull(c, one[:]); err != nil {
+					c.Close()
+					return
+				}
+				m, _ := netns.IsMPTCP(c)
+				held.Lock()
+				held.conns = append(held.conns, c)
+				if m {
+					held.mptcp++
+				}
+				held.Unlock()
+				c.Write(one[:]) // after counting: the client checks the count once echoed
+			}()
 		}
 	}()
 	d, addrs := startMptcpdB(b, ctx, topo.A, "--forward", "127.0.0.1:0="+ln.Addr().String())
@@ -307,12 +336,25 @@ func BenchmarkIdleMemory(b *testing.B) {
 			conns = append(conns, c)
 		}
 		// Every connection through: one byte each way proves it is relayed.
-		for _, c := range conns {
-			if _, err := c.Write([]byte{1}); err != nil {
+		for j, c := range conns {
+			if _, err := c.Write([]byte{byte(j)}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		time.Sleep(time.Second)
+		for j, c := range conns {
+			var one [1]byte
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadFull(c, one[:]); err != nil || one[0] != byte(j) {
+				b.Fatalf("connection %d: echo %v, %v", j, one[0], err)
+			}
+		}
+		held.Lock()
+		m := held.mptcp
+		held.Unlock()
+		if m < (i+1)*n {
+			b.Fatalf("%d of %d connections reached the server over MPTCP", m-i*n, n)
+		}
+		time.Sleep(time.Second) // the daemon's memory settles
 		perK = (rss() - before) / (n / 1000)
 		for _, c := range conns {
 			c.Close()
