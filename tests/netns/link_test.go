@@ -119,7 +119,9 @@ func TestLinkDownUp(t *testing.T) {
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 
 	for _, f := range []netns.Family{netns.IPv4, netns.IPv6} {
-		if err := dialFails(ctx, topo.A, p1.A.Addr(f), p1.B.HostPort(f, 9)); err == nil {
+		// The control: a working path refuses. Given seconds, so that a loaded machine's slow
+		// answer is not taken for an unreachable peer.
+		if err := dialFails(ctx, topo.A, p1.A.Addr(f), p1.B.HostPort(f, 9), 5*time.Second); err == nil {
 			t.Fatalf("%v: a dial through a working path 1 to a closed port was not refused", f)
 		}
 		for _, step := range []struct {
@@ -131,7 +133,7 @@ func TestLinkDownUp(t *testing.T) {
 			{"A's end", p1.A.Down},
 		} {
 			step.down()
-			if err := dialFails(ctx, topo.A, p1.A.Addr(f), p1.B.HostPort(f, 9)); err != nil {
+			if err := dialFails(ctx, topo.A, p1.A.Addr(f), p1.B.HostPort(f, 9), 300*time.Millisecond); err != nil {
 				t.Errorf("%v, path 1 down at %s: %v", f, step.name, err)
 			}
 			if err := roundTrip(ctx, ln, topo.A, p0.A.Addr(f), p0.B.HostPort(f, port)); err != nil {
@@ -153,10 +155,10 @@ func dialer(local netip.Addr) *net.Dialer {
 }
 
 // dialFails checks that a connection from local to a closed port at remote cannot reach
-// the peer: it fails at once (no route) or is never answered, where a working path would
-// be refused.
-func dialFails(ctx context.Context, ns *netns.Namespace, local netip.Addr, remote string) error {
-	ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+// the peer within wait: it fails at once (no route) or is never answered, where a working
+// path would be refused.
+func dialFails(ctx context.Context, ns *netns.Namespace, local netip.Addr, remote string, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	c, err := ns.Dial(ctx, dialer(local), "tcp", remote)
 	switch {
