@@ -166,6 +166,12 @@ loop:
 	for _, line := range strings.Split(strings.TrimSpace(ssView), "\n") {
 		out("     %s", strings.Join(strings.Fields(line), " "))
 	}
+	if !failed {
+		t.Errorf("the transfer ended after %v, before path 0 went down: no failure was survived", el.Round(time.Millisecond))
+	}
+	if !s.MPTCP {
+		t.Errorf("the kernel server's socket is not MPTCP (TCP_IS_MPTCP false): the connection fell back")
+	}
 	kc = counters(t, topo.B)
 	out("   kernel counters: MPCapableSYNRX=%d MPJoinSynRx=%d MPJoinAckRx=%d MPJoinAckHMacFailure=%d DssFallback=%d",
 		kc["MPCapableSYNRX"], kc["MPJoinSynRx"], kc["MPJoinAckRx"], kc["MPJoinAckHMacFailure"], kc["DssFallback"])
