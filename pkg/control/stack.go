@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,10 +203,7 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.mu.closed = true // from now on nothing under mu touches the shared memory
-	conns := make([]*Conn, 0, len(s.mu.conns))
-	for _, c := range s.mu.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Values(s.mu.conns))
 	s.mu.Unlock()
 	for _, l := range s.stopRoutines() {
 		l.Close()
@@ -301,10 +300,7 @@ func (s *Stack) checkLostEvents() {
 	s.lostSeen = n
 	s.lostGen.Add(1)
 	s.mu.Lock()
-	conns := make([]*Conn, 0, len(s.mu.conns))
-	for _, c := range s.mu.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Values(s.mu.conns))
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.poke()

@@ -139,7 +139,7 @@ func (c *Conn) onTimer(now time.Time) {
 	}
 	// The linger's end and the wait for full establishment are looked at after every wake-up
 	// too (closeDone, checkEstablished).
-	if c.polled() && due(st.pollAt, now) {
+	if due(st.pollAt, now) { // set only while polled (nextDeadline)
 		st.pollAt = now.Add(pollInterval)
 		c.checkDraining(false)
 		c.checkSubflows(now)
