@@ -14,7 +14,7 @@ func TestRxMapsMergeAndRepeats(t *testing.T) {
 	var ms rxMaps
 	// A peer's writes, each mapped on its own: they continue one another and become one.
 	for i := range 100 {
-		if !ms.add(rxMap{dsn: seqnum.DSN(5000 + 100*i), ssn: seqnum.Value(1 + 100*i), len: 100}) {
+		if ms.add(rxMap{dsn: seqnum.DSN(5000 + 100*i), ssn: seqnum.Value(1 + 100*i), len: 100}) != addStored {
 			t.Fatal("add refused")
 		}
 	}
@@ -55,11 +55,11 @@ func TestRxMapsBounded(t *testing.T) {
 	var ms rxMaps
 	// Byte-sized mappings with gaps, the worst a peer can send: bounded, and found.
 	for i := range maxRxMaps {
-		if !ms.add(rxMap{dsn: seqnum.DSN(2 * i), ssn: seqnum.Value(1 + 2*(maxRxMaps-1-i)), len: 1}) {
+		if ms.add(rxMap{dsn: seqnum.DSN(2 * i), ssn: seqnum.Value(1 + 2*(maxRxMaps-1-i)), len: 1}) != addStored {
 			t.Fatalf("refused at %d", i)
 		}
 	}
-	if ms.add(rxMap{dsn: 1 << 40, ssn: seqnum.Value(1 + 2*maxRxMaps), len: 1}) {
+	if ms.add(rxMap{dsn: 1 << 40, ssn: seqnum.Value(1 + 2*maxRxMaps), len: 1}) == addStored {
 		t.Fatal("a mapping beyond maxRxMaps was stored")
 	}
 	for i := 1; i < len(ms); i++ {
@@ -315,5 +315,40 @@ func TestSmallWritesShareBuffers(t *testing.T) {
 	}
 	if r := c.st.snd.rangeAt(1000, maxMapping); len(r.bufs) != maxMappingBufs {
 		t.Fatalf("range of %d buffers", len(r.bufs))
+	}
+}
+
+// TestRxMapsConflict: a mapping may repeat or extend what a stored one maps, never map the same
+// subflow bytes to other DSNs (the kernel's DSSNotMatching).
+func TestRxMapsConflict(t *testing.T) {
+	var ms rxMaps
+	if ms.add(rxMap{dsn: 5000, ssn: 1, len: 1000}) != addStored || ms.add(rxMap{dsn: 9000, ssn: 2001, len: 100}) != addStored {
+		t.Fatal("add refused")
+	}
+	for _, c := range []struct {
+		m    rxMap
+		want addResult
+	}{
+		{rxMap{dsn: 5000, ssn: 1, len: 1000}, addStored},                    // a repeat
+		{rxMap{dsn: 5100, ssn: 101, len: 50}, addStored},                    // inside, the same DSNs
+		{rxMap{dsn: 5000, ssn: 1, len: 1500}, addStored},                    // longer, the same start
+		{rxMap{dsn: 5001, ssn: 1, len: 1000}, addConflict},                  // the same bytes, one DSN on
+		{rxMap{dsn: 7000, ssn: 501, len: 10}, addConflict},                  // inside, other DSNs
+		{rxMap{dsn: 9000 - 1100, ssn: 901, len: 200}, addConflict},          // across the first's end (the rest unmapped yet)
+		{rxMap{dsn: 8000, ssn: 1901, len: 200}, addConflict},                // covering the second's start, other DSNs
+		{rxMap{dsn: 8900, ssn: 1901, len: 200}, addStored},                  // covering the second's start, the same DSNs
+		{rxMap{dsn: 70000, ssn: 3001, len: 100}, addStored},                 // elsewhere
+		{rxMap{dsn: 5000 + 1500, ssn: 1501, len: 10, fin: true}, addStored}, // the same DSNs, a DATA_FIN after
+	} {
+		if got := ms.add(c.m); got != c.want {
+			t.Errorf("add %+v = %d, want %d", c.m, got, c.want)
+		}
+	}
+	// Conflicting mappings changed nothing: every stored byte maps as first stored.
+	for _, c := range []struct{ off, dsn uint64 }{{1, 5000}, {501, 5500}, {1000, 5999}, {2001, 9000}, {2100, 9099}} {
+		m, ok := ms.find(seqnum.Value(c.off))
+		if !ok || uint64(m.dsnAt(seqnum.Value(c.off))) != c.dsn {
+			t.Errorf("SSN %d maps to %+v (%t), want DSN %d", c.off, m, ok, c.dsn)
+		}
 	}
 }

@@ -111,6 +111,9 @@ type connState struct {
 	events    [16]uint64 // events handled, by type
 	// The connection's error is the peer's protocol violation: its subflows end with a reset.
 	resetOnErr bool
+	// A second subflow joined once: no fallback to TCP from then on (§3.7), a subflow whose
+	// data cannot be placed is reset instead (badMapping).
+	joined bool
 
 	windowWaits uint64
 	pmStarted   bool // the path manager was told the connection is fully established

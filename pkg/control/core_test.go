@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
 
@@ -586,4 +587,60 @@ func TestLoneLossySubflowIdles(t *testing.T) {
 			t.Fatal("an idle connection with one subflow keeps sampling")
 		}
 	})
+}
+
+// TestBadMapping: data a subflow's mappings cannot place (no mapping, or one contradicting an
+// earlier mapping) makes a connection that never had a second subflow send MP_FAIL and fall
+// back (DssFallback), and one that had reset that subflow only (RFC 8684 §3.7, as the kernel).
+func TestBadMapping(t *testing.T) {
+	rxMapEv := func(sf *subflow, dsn seqnum.DSN, ssn, n uint32) datapath.Event {
+		return datapath.Event{Type: datapath.EvRxMap, Sub: sf.slot, A: uint64(dsn), B: uint64(ssn), C: uint64(n)}
+	}
+	for _, c := range []struct {
+		name     string
+		joined   bool
+		conflict bool // a contradicting mapping, else data without one
+	}{{"unmapped", false, false}, {"unmapped joined", true, false}, {"conflict", false, true}, {"conflict joined", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, _ := newCoreConn(t, "default")
+			a := addCoreSub(conn, 10*time.Millisecond)
+			b := addCoreSub(conn, 10*time.Millisecond)
+			conn.st.joined = c.joined
+			conn.handleEvent(rxMapEv(b, coreRcvStart, 1, 1000))
+			if len(b.rxMaps) != 1 {
+				t.Fatalf("first mapping not stored: %+v", b.rxMaps)
+			}
+			if c.conflict {
+				conn.handleEvent(rxMapEv(b, coreRcvStart.Add(1), 1, 1000))
+			} else {
+				conn.handleEvent(datapath.Event{Type: datapath.EvUnmapped, Sub: b.slot})
+			}
+			st := &conn.stack.stats
+			if want := uint64(map[bool]int{false: 0, true: 1}[c.conflict]); st.DSSNotMatching.Load() != want {
+				t.Errorf("DSSNotMatching %d, want %d", st.DSSNotMatching.Load(), want)
+			}
+			mpFail := conn.shm.Ctl.Flags&datapath.ConnMPFail != 0
+			if c.joined {
+				if conn.st.rcv.fallback || !conn.mptcp.Load() || mpFail || st.DssFallback.Load() != 0 {
+					t.Errorf("a joined connection fell back: rx %t, MPTCP %t, MP_FAIL %t, DssFallback %d",
+						conn.st.rcv.fallback, conn.mptcp.Load(), mpFail, st.DssFallback.Load())
+				}
+				if len(conn.subs) != 1 || conn.subs[0] != a || b.shm.Ctl.RstFlags != datapath.SubRstRequest || b.shm.Ctl.RstReason != RstMPTCPError {
+					t.Errorf("subflows %d, the bad one's reset flags %#x reason %d: want it reset with MPTCP error, the other kept",
+						len(conn.subs), b.shm.Ctl.RstFlags, b.shm.Ctl.RstReason)
+				}
+				if conn.Err() != nil {
+					t.Errorf("the connection failed: %v", conn.Err())
+				}
+				return
+			}
+			if !conn.st.rcv.fallback || conn.mptcp.Load() || !mpFail || st.DssFallback.Load() != 1 || st.MPFailFallback.Load() != 1 {
+				t.Errorf("want MP_FAIL and fallback: rx %t, MPTCP %t, MP_FAIL %t, DssFallback %d, MPFailFallback %d",
+					conn.st.rcv.fallback, conn.mptcp.Load(), mpFail, st.DssFallback.Load(), st.MPFailFallback.Load())
+			}
+			if len(conn.subs) != 2 || b.shm.Ctl.RstFlags != 0 {
+				t.Errorf("subflows %d, reset flags %#x: fallback resets nothing", len(conn.subs), b.shm.Ctl.RstFlags)
+			}
+		})
+	}
 }

@@ -161,8 +161,7 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		c.startRxFallback(sf)
 		c.startTxFallback()
 	case datapath.EvUnmapped:
-		c.stack.log.Warn("data without a mapping: MP_FAIL and fall back (RFC 8684 §3.7)", "token", c.token)
-		c.startRxFallback(sf)
-		c.startTxFallback()
+		c.stack.log.Warn("data without a mapping (RFC 8684 §3.7)", "token", c.token, "slot", sf.slot, "joined", c.st.joined)
+		c.badMapping(sf, errors.New("mptcp: data without a mapping"))
 	}
 }

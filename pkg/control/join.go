@@ -210,6 +210,7 @@ func (c *Conn) attachSubflow(j joinResult) {
 		return
 	}
 	c.subs = append(c.subs, sf)
+	c.st.joined = true
 	c.stack.stats.Joins.Add(1)
 	c.emitSub(EventSubEstablished, sf, nil)
 	for _, ev := range c.st.pendingSub[j.slot] {

@@ -79,12 +79,35 @@ func (c *Conn) acceptRxMap(sf *subflow, m rxMap) bool {
 		c.stack.stats.NoDSSInWindow.Add(1)
 		m.drop, m.fin = true, false
 	}
-	if !sf.rxMaps.add(m) {
+	switch sf.rxMaps.add(m) {
+	case addFull:
 		c.stack.stats.RxMapOverflow.Add(1)
 		c.stack.log.Warn("subflow reset: too many mappings held", "token", c.token, "slot", sf.slot, "mappings", len(sf.rxMaps))
 		c.resetSubflow(sf, RstMPTCPError, errors.New("mptcp: peer sent too many mappings ahead of its data"))
 		return false
+	case addConflict:
+		c.stack.stats.DSSNotMatching.Add(1)
+		c.stack.log.Warn("a mapping changes the DSNs of bytes already mapped", "token", c.token, "slot", sf.slot, "dsn", m.dsn, "ssn", m.ssn, "len", m.len)
+		return c.badMapping(sf, errors.New("mptcp: peer changed the mapping of bytes it had mapped"))
 	}
+	return true
+}
+
+// badMapping handles data the subflow's mappings cannot place: bytes without a mapping, or a
+// mapping that contradicts an earlier one. As the kernel does (RFC 8684 §3.7): a connection
+// that never had a second subflow sends MP_FAIL and falls back to TCP (DssFallback); one that
+// had cannot know where its stream stands on this subflow, which is reset (the peer sends
+// again, on the others, the data nobody DATA_ACKed). It reports whether the subflow goes on.
+func (c *Conn) badMapping(sf *subflow, err error) bool {
+	if c.st.joined {
+		c.resetSubflow(sf, RstMPTCPError, err)
+		return false
+	}
+	if c.mptcp.Load() {
+		c.stack.stats.DssFallback.Add(1)
+	}
+	c.startRxFallback(sf)
+	c.startTxFallback()
 	return true
 }
 

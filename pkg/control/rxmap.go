@@ -46,33 +46,70 @@ func (ms rxMaps) search(ssn seqnum.Value) int {
 	return sort.Search(len(ms), func(i int) bool { return !ms[i].ssn.LessThan(ssn) })
 }
 
+// addResult is what rxMaps.add did with a mapping.
+type addResult int
+
+const (
+	addStored   addResult = iota // stored, merged, or a repeat of a stored mapping
+	addFull                      // not stored: the list holds maxRxMaps
+	addConflict                  // not stored: it maps bytes a stored mapping maps to other DSNs
+)
+
+// dsnAt returns the DSN m maps subflow byte ssn to (ssn within m).
+func (m rxMap) dsnAt(ssn seqnum.Value) seqnum.DSN { return m.dsn.Add(uint64(ssn.Sub(m.ssn))) }
+
+// conflicts reports whether m maps a byte p maps too to another DSN: a mapping may be repeated
+// (a retransmission) or extended, never changed (§3.3.1; the kernel's DSSNotMatching).
+func (m rxMap) conflicts(p rxMap) bool {
+	lo, hi := m.ssn, m.end()
+	if lo.LessThan(p.ssn) {
+		lo = p.ssn
+	}
+	if p.end().LessThan(hi) {
+		hi = p.end()
+	}
+	return lo.LessThan(hi) && m.dsnAt(lo) != p.dsnAt(lo)
+}
+
 // add stores m: a repeat of a stored mapping replaces it when it is longer or adds the
-// DATA_FIN, one continuing the last mapping extends it. It reports false when the list is full.
-func (ms *rxMaps) add(m rxMap) bool {
+// DATA_FIN, one continuing the last mapping extends it. A mapping that maps a stored one's
+// bytes to other DSNs is refused (addConflict), as is one beyond maxRxMaps (addFull).
+func (ms *rxMaps) add(m rxMap) addResult {
 	l := *ms
-	if p, ok := l.find(m.ssn); ok && p.covers(m) {
-		return true // a repeat (a retransmission) of bytes a stored mapping maps the same way
+	// Stored mappings overlapping m: the one covering its first byte (find), and those
+	// starting within it.
+	p, found := l.find(m.ssn)
+	if found && m.conflicts(p) {
+		return addConflict
+	}
+	for i := l.search(m.ssn); i < len(l) && l[i].ssn.LessThan(m.end()); i++ {
+		if m.conflicts(l[i]) {
+			return addConflict
+		}
+	}
+	if found && p.covers(m) {
+		return addStored // a repeat (a retransmission) of bytes a stored mapping maps the same way
 	}
 	if n := len(l); n > 0 && m.continues(l[n-1]) {
 		l[n-1].len += m.len
 		l[n-1].fin = m.fin
-		return true
+		return addStored
 	}
 	i := l.search(m.ssn)
 	if i < len(l) && l[i].ssn == m.ssn {
 		if m.len > l[i].len || (m.fin && !l[i].fin) {
 			l[i] = m
 		}
-		return true
+		return addStored
 	}
 	if len(l) >= maxRxMaps {
-		return false
+		return addFull
 	}
 	l = append(l, rxMap{})
 	copy(l[i+1:], l[i:])
 	l[i] = m
 	*ms = l
-	return true
+	return addStored
 }
 
 // find returns the mapping covering relative SSN off: the last one starting at or before it,

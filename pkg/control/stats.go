@@ -47,6 +47,8 @@ type Stats struct {
 	DSSNoMatchTCP      atomic.Uint64 // mappings for subflow bytes far outside the receive window, dropped; added to the datapath's counter of the name
 	RxMapOverflow      atomic.Uint64 // subflows reset for holding too many of the peer's mappings
 	InfiniteMapRx      atomic.Uint64 // infinite mappings received: the peer fell back (the kernel's name)
+	DssFallback        atomic.Uint64 // connections that fell back (MP_FAIL) for data their mappings cannot place (the kernel's name)
+	DSSNotMatching     atomic.Uint64 // mappings that change the DSNs of bytes already mapped (the kernel's name)
 
 	MPCapableEndpAttempt  atomic.Uint64 // MP_CAPABLE or plain TCP connections to a join socket, reset (the kernel's name)
 	MemoryPressureRefused atomic.Uint64 // new connections refused near the memory limit (accepts reset, dials failed)
