@@ -291,6 +291,10 @@ func (d *Datapath) CgroupPath() string { return d.cg.path }
 // CongestionControl returns the name of our congestion control (A of the pair).
 func (d *Datapath) CongestionControl() string { return d.ccNames[0] }
 
+// CongestionControls returns the names of both twins of our congestion control: a subflow runs
+// one or the other (SendACK switches it).
+func (d *Datapath) CongestionControls() [2]string { return d.ccNames }
+
 // TicketQueue returns how many passive-open tickets the datapath's queue holds.
 func (d *Datapath) TicketQueue() int { return int(d.objs.Tickets.MaxEntries()) }
 
