@@ -2,19 +2,22 @@ package ctl
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
 // fakeBackend is an in-memory Backend.
@@ -130,18 +133,26 @@ func startServer(t *testing.T) (*Server, *fakeBackend) {
 	t.Helper()
 	b := &fakeBackend{limits: Limits{Subflows: 2}, events: make(chan Event, 8)}
 	s := &Server{Backend: b, Daemon: "test"}
-	if err := s.Listen(filepath.Join(t.TempDir(), "sub", "ctl.sock")); err != nil {
+	serve(t, s, filepath.Join(t.TempDir(), "sub", "ctl.sock"))
+	return s, b
+}
+
+// serve listens on path and serves until the end of the test.
+func serve(t *testing.T, s *Server, path string) {
+	t.Helper()
+	if err := s.Listen(path); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	t.Cleanup(func() {
-		s.Close()
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return s, b
 }
 
 func dial(t *testing.T, s *Server) *Client {
@@ -273,18 +284,118 @@ func TestCtlBadRequests(t *testing.T) {
 	}
 }
 
+// TestCtlRefused: a client that is not root is refused twice over, by the socket's mode and,
+// behind it, by the daemon's check of the credentials SO_PEERCRED gives; root is served on the
+// same socket. The client not root is this test binary started again as nobody (TestMain).
 func TestCtlRefused(t *testing.T) {
-	b := &fakeBackend{}
-	s := &Server{Backend: b, Authorize: func(cred *unix.Ucred) error { return RootOnly(&unix.Ucred{Uid: 1000}) }}
-	if err := s.Listen(filepath.Join(t.TempDir(), "ctl.sock")); err != nil {
+	testenv.RequireRoot(t)
+	dir := nobodyDir(t)
+	bin := filepath.Join(dir, "ctl.test")
+	copyExecutable(t, bin)
+	s := &Server{Backend: &fakeBackend{}, Daemon: "test"} // Authorize nil: RootOnly
+	serve(t, s, filepath.Join(dir, "ctl.sock"))
+
+	// Mode 0600: nobody's connect fails in the kernel, before the daemon sees anything.
+	want := fmt.Sprintf("error: connect to %s: permission denied (the control socket is root-only)", s.Addr())
+	if got := clientAs(t, bin, s.Addr(), nobody); got != want {
+		t.Errorf("nobody on the socket of mode 0600: %q, want %q", got, want)
+	}
+	// Opened to everyone, the socket lets nobody connect: the daemon reads its uid with
+	// SO_PEERCRED and answers with the refusal.
+	if err := os.Chmod(s.Addr(), 0o666); err != nil {
 		t.Fatal(err)
 	}
-	go s.Serve()
-	defer s.Close()
-	c := dial(t, s)
-	err := c.Call(OpVersion, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "root-only") {
-		t.Errorf("refused client: %v, want root-only", err)
+	want = "daemon error: permission denied: uid 65534 is not root (the control socket is root-only)"
+	if got := clientAs(t, bin, s.Addr(), nobody); got != want {
+		t.Errorf("nobody on the socket of mode 0666: %q, want %q", got, want)
+	}
+	// Root, this process, is served.
+	var v VersionInfo
+	if err := dial(t, s).Call(OpVersion, nil, &v); err != nil || v.Daemon != "test" {
+		t.Errorf("root: %+v, %v; want served", v, err)
+	}
+}
+
+// nobody is the user the refused client runs as.
+var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
+
+// clientEnv, set to a socket's path, makes the test binary a control client of that socket
+// (TestMain): it asks for the version and prints how it was answered.
+const clientEnv = "MPTCPGO_CTL_TEST_CLIENT"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(clientEnv); path != "" {
+		fmt.Println(versionOutcome(path))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// versionOutcome asks the daemon at path for its version: "served", "daemon error: <its
+// message>", or "error: <what failed before an answer>".
+func versionOutcome(path string) string {
+	c, err := Dial(path)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer c.Close()
+	var ce *Error
+	switch err := c.Call(OpVersion, nil, nil); {
+	case err == nil:
+		return "served"
+	case errors.As(err, &ce):
+		return "daemon error: " + ce.Msg
+	default:
+		return "error: " + err.Error()
+	}
+}
+
+// clientAs runs bin, a copy of the test binary, as a control client of the socket at path
+// with the credentials cred, and returns the line it printed.
+func clientAs(t *testing.T, bin, path string, cred *syscall.Credential) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin)
+	cmd.Env = append(os.Environ(), clientEnv+"="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("client as uid %d: %v\n%s", cred.Uid, err, errOut.Bytes())
+	}
+	return strings.TrimSuffix(string(out), "\n")
+}
+
+// nobodyDir returns a new directory that every user may enter, removed at the end of the test.
+func nobodyDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mptcpgo-ctl-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// copyExecutable copies the test binary to dst, executable by every user (the build directory
+// is root's only).
+func copyExecutable(t *testing.T, dst string) {
+	t.Helper()
+	src, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -329,7 +440,9 @@ func TestCtlBusyAndStale(t *testing.T) {
 	if err := other.Listen(stale); err != nil {
 		t.Fatalf("stale socket: %v", err)
 	}
-	other.Close()
+	if err := other.Close(); err != nil {
+		t.Errorf("close the daemon on the stale socket's path: %v", err)
+	}
 	if _, err := Dial(filepath.Join(t.TempDir(), "none.sock")); err == nil || !strings.Contains(err.Error(), "is mptcpd running") {
 		t.Errorf("dial missing socket: %v", err)
 	}

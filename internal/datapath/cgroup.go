@@ -20,8 +20,9 @@ const cgroupPrefix = "mptcpgo-"
 // errNoCgroup2Mount: /proc/mounts lists no cgroup2 file system.
 var errNoCgroup2Mount = errors.New("no cgroup2 mount in /proc/mounts")
 
-// cgroup2Mount returns the mount point of the cgroup v2 hierarchy, read from /proc/mounts.
-func cgroup2Mount() (string, error) {
+// Cgroup2Mount returns the mount point of the cgroup v2 hierarchy, read from /proc/mounts: where
+// a datapath creates its cgroup when this process's mount table shows one.
+func Cgroup2Mount() (string, error) {
 	f, err := os.Open("/proc/mounts")
 	if err != nil {
 		return "", err
@@ -56,7 +57,7 @@ type cgroupRoot struct {
 // never shows in any mount table, and goes when its descriptor is closed (at Close, or when the
 // process dies however it dies). No namespace check is needed: nothing is mounted anywhere.
 func openCgroupRoot() (*cgroupRoot, error) {
-	dir, err := cgroup2Mount()
+	dir, err := Cgroup2Mount()
 	if err == nil {
 		return &cgroupRoot{dir: dir, mountFD: -1}, nil
 	}

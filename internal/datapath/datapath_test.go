@@ -1,8 +1,11 @@
 package datapath
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,22 +18,42 @@ func TestOpenClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
-	if !strings.Contains(string(cc), d.CongestionControl()) {
-		t.Errorf("congestion control %s not registered: %s", d.CongestionControl(), cc)
-	}
 	path, name := d.CgroupPath(), d.CongestionControl()
+	if !slices.Contains(availableCongestionControl(t), name) {
+		t.Errorf("congestion control %s not registered", name)
+	}
+	// The process is in the cgroup the datapath made: the check after Close looks where it was.
+	procs, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(os.Getpid())) {
+		t.Errorf("the process is not in the datapath's cgroup %s: %q", path, procs)
+	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cgroup %s left behind: %v", path, err)
 	}
-	cc, _ = os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
 	// Only ours: other processes on the machine may have stacks of their own.
-	if slices.Contains(strings.Fields(string(cc)), name) {
-		t.Errorf("congestion control %s left registered: %s", name, cc)
+	if slices.Contains(availableCongestionControl(t), name) {
+		t.Errorf("congestion control %s left registered", name)
 	}
+}
+
+// availableCongestionControl returns the congestion controls the kernel has registered.
+func availableCongestionControl(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := strings.Fields(string(b))
+	if !slices.Contains(cc, "reno") {
+		t.Fatalf("available congestion control %q lacks reno, which is always built in", cc)
+	}
+	return cc
 }
 
 // counterNamesShown are the names the datapath counters have always had: mptcpctl stats and

@@ -201,7 +201,11 @@ func loadObserver(t *testing.T) *Observer {
 	if err != nil {
 		t.Fatalf("the verifier must accept the observer: %v", err)
 	}
-	t.Cleanup(func() { o.Close() })
+	t.Cleanup(func() {
+		if err := o.Close(); err != nil {
+			t.Errorf("close observer: %v", err)
+		}
+	})
 	return o
 }
 
@@ -233,7 +237,10 @@ func TestObserverMatchesCodec(t *testing.T) {
 				seg.v6 = v6
 				seg.options = optionsArea(vec.Bytes)
 				before := counters(t, o)
-				seq0, _, _ := o.Capture()
+				seq0, _, err := o.Capture()
+				if err != nil {
+					t.Fatal(err)
+				}
 				if err := o.Run(seg.frame()); err != nil {
 					t.Fatal(err)
 				}
@@ -282,11 +289,22 @@ func TestObserverCountsMalformed(t *testing.T) {
 			seg := segmentFor(nil, raw)
 			seg.options = optionsArea(raw)
 			before := counters(t, o)
+			seq0, _, err := o.Capture()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := o.Run(seg.frame()); err != nil {
 				t.Fatal(err)
 			}
 			after := counters(t, o)
-			_, opts, _ := o.Capture()
+			// The capture is this segment's (its sequence moved by one), not one left over.
+			seq, opts, err := o.Capture()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seq != seq0+1 {
+				t.Fatalf("capture seq %d, want %d: the segment's options were not walked", seq, seq0+1)
+			}
 			if len(opts) != 0 {
 				t.Fatalf("BPF accepted a malformed option: %+v", opts)
 			}

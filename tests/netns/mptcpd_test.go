@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
@@ -256,10 +257,7 @@ func TestMptcpdIPNetnsExec(t *testing.T) {
 	} else if strings.Contains(string(m), " cgroup2 ") {
 		t.Errorf("the daemon's mount namespace has a cgroup2 mount: the test does not test what it says\n%s", m)
 	}
-	cg := filepath.Join(cgroup2Mount(t), fmt.Sprintf("mptcpgo-%d", pid))
-	if procs, err := os.ReadFile(filepath.Join(cg, "cgroup.procs")); err != nil || !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(pid)) {
-		t.Errorf("the daemon is not in its cgroup %s: %q, %v", cg, procs, err)
-	}
+	cg := daemonCgroup(t, pid)
 	const up, down = 1 << 20, 1 << 20
 	served := netns.ServeOne(ctx, ln, down, 2)
 	c, err := topo.A.DialTCP(ctx, addrs[0])
@@ -289,7 +287,7 @@ func TestMptcpdKilledCgroupRemoved(t *testing.T) {
 	defer cancel()
 	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
 	d, _ := startMptcpd(t, ctx, topo.A, "--ctl", "", "--forward", "127.0.0.1:0=127.0.0.1:9")
-	cg := filepath.Join(cgroup2Mount(t), fmt.Sprintf("mptcpgo-%d", d.Pid()))
+	cg := daemonCgroup(t, d.Pid())
 	if err := d.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -307,20 +305,39 @@ func TestMptcpdKilledCgroupRemoved(t *testing.T) {
 	stopMptcpd(t, next)
 }
 
-// cgroup2Mount returns where /proc/mounts shows the cgroup v2 hierarchy.
+// cgroup2Mount returns where this process reaches the cgroup v2 hierarchy, found as the
+// datapath finds it.
 func cgroup2Mount(t testing.TB) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/mounts")
+	dir, err := datapath.Cgroup2Mount()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 3 && f[2] == "cgroup2" {
-			return f[1]
-		}
+	return dir
+}
+
+// daemonCgroup returns the directory of the cgroup mptcpgo-<pid> the daemon made for itself,
+// after checking that the kernel has the daemon in it (/proc/<pid>/cgroup and the cgroup's
+// cgroup.procs): a check that the directory is gone later then looks where it was.
+func daemonCgroup(t testing.TB, pid int) string {
+	t.Helper()
+	name := fmt.Sprintf("mptcpgo-%d", pid)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no cgroup2 mount in /proc/mounts")
-	return ""
+	if !slices.Contains(strings.Split(string(b), "\n"), "0::/"+name) {
+		t.Fatalf("the daemon is not in the cgroup %s of the v2 hierarchy: /proc/%d/cgroup is %q", name, pid, b)
+	}
+	cg := filepath.Join(cgroup2Mount(t), name)
+	procs, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(pid)) {
+		t.Fatalf("the daemon %d is not in %s: %q", pid, cg, procs)
+	}
+	return cg
 }
 
 // mountTable returns the cgroup2 mounts and those of a path with mptcpgo in it, of this
@@ -338,6 +355,20 @@ func mountTable(t testing.TB) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// availableCongestionControl returns the congestion controls the kernel has registered.
+func availableCongestionControl(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := strings.Fields(string(b))
+	if !slices.Contains(cc, "reno") {
+		t.Fatalf("available congestion control %q lacks reno, which is always built in", cc)
+	}
+	return cc
 }
 
 // exchangeServed runs Exchange on c (up bytes of seed 1 out), waits for the server's side
@@ -381,7 +412,14 @@ func checkNoFallback(t *testing.T, kc map[string]uint64) {
 // or program of the daemon left behind.
 func stopMptcpd(t *testing.T, p *netns.Process) {
 	t.Helper()
+	// nsenter and ip netns exec exec the daemon (no fork for a network namespace): pid is the
+	// daemon's. What it registered and made is seen first, so that "gone" below means gone.
 	pid := p.Pid()
+	ccNames := []string{fmt.Sprintf("mpg%da", pid), fmt.Sprintf("mpg%db", pid)}
+	if cc := availableCongestionControl(t); !slices.Contains(cc, ccNames[0]) || !slices.Contains(cc, ccNames[1]) {
+		t.Errorf("congestion controls %v of the running daemon not registered: %v", ccNames, cc)
+	}
+	cg := daemonCgroup(t, pid)
 	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -396,15 +434,14 @@ func stopMptcpd(t *testing.T, p *netns.Process) {
 			t.Errorf("mptcpd exit: %v\n%s", err, p.Output())
 		}
 	}
-	// nsenter execs the daemon (no fork for a network namespace): pid is the daemon's.
-	cc, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
-	for _, suffix := range []string{"a", "b"} {
-		if name := fmt.Sprintf("mpg%d%s", pid, suffix); strings.Contains(" "+string(cc)+" ", " "+name+" ") {
+	cc := availableCongestionControl(t)
+	for _, name := range ccNames {
+		if slices.Contains(cc, name) {
 			t.Errorf("congestion control %s still registered after the daemon stopped", name)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(cgroup2Mount(t), fmt.Sprintf("mptcpgo-%d", pid))); err == nil {
-		t.Errorf("the daemon's cgroup is left behind")
+	if _, err := os.Stat(cg); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the daemon's cgroup %s after it stopped: %v", cg, err)
 	}
 	if !strings.Contains(p.Output(), "stopped") {
 		t.Errorf("mptcpd did not log a clean stop:\n%s", p.Output())
