@@ -27,6 +27,8 @@ type addCall struct {
 	s  string
 }
 
+func (a addCall) String() string { return a.s }
+
 func newFake(server bool) *fakeConn {
 	return &fakeConn{server: server,
 		subs: []pmapi.Subflow{{Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.2:80")}}}
@@ -294,33 +296,43 @@ func TestRetryStopsWhenClosed(t *testing.T) {
 	})
 }
 
-// TestRetryWhenLocalAddressBack: a subflow lost because its local address went away is not
-// retried on the backoff; it is opened again at once when the address returns, and a retry that
-// was waiting when the address went is opened then too, not before.
+// TestRetryWhenLocalAddressBack: a subflow lost because its local address went away (here one
+// from the address routing picked, to an address the peer announced) is not retried on the
+// backoff; it is opened again, once and at once, from that address when it returns.
 func TestRetryWhenLocalAddressBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m, c := withEndpoint(t)
-		a := lostEp1.Local.Addr()
+		m := New(nil)
+		m.SetLimits(Limits{Subflows: 2, AddAddrAccepted: 2})
+		c := newFake(false)
+		m.Established(c)
+		m.AddrAnnounced(c, 5, netip.MustParseAddrPort("10.5.0.2:0"))
+		c.expectAdd(t, "ADD_ADDR", "invalid IP/0->10.5.0.2:80/5 backup=false")
+		a := netip.MustParseAddr("10.3.0.1")
 		m.addrGone(a)
-		m.SubflowClosed(c, lostEp1, ErrPathDown)
+		m.SubflowClosed(c, pmapi.Subflow{Local: netip.AddrPortFrom(a, 41000), Remote: netip.MustParseAddrPort("10.5.0.2:80"), RemoteID: 5, Active: true}, ErrPathDown)
 		c.expectNoRetry(t, "local address gone")
 		m.addrBack(a)
-		// Twice: the endpoint acting again, and the lost subflow's retry. The second finds
-		// nothing in the fake's subflows (it does not record what it opens), so both dial.
-		synctest.Wait()
-		if got := c.take(); len(got) != 2 || got[0].s != fromEp1 || got[1].s != fromEp1 {
-			t.Fatalf("address back: AddSubflow calls %v, want two %q", got, fromEp1)
-		}
+		c.expectAdd(t, "address back", "10.3.0.1/0->10.5.0.2:80/5 backup=false")
+		c.expectNoRetry(t, "after the address came back")
+	})
+}
 
+// TestRetryEndpointBack: a subflow from an endpoint lost to an error, whose retry comes due
+// while the endpoint's address is gone, is not opened then; when the address returns it is
+// opened once (the endpoint acting again), not also by the retry.
+func TestRetryEndpointBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, c := withEndpoint(t)
 		m.SubflowClosed(c, lostEp1, errLost)
 		time.Sleep(time.Second / 2)
-		m.addrGone(a) // the retry, due in 0.5 s, finds the address gone
+		m.addrGone(ep1.Addr) // the retry, due in 0.5 s, finds the address gone
 		c.expectNoRetry(t, "retry due while the local address is gone")
-		m.addrBack(a)
-		synctest.Wait()
-		if got := c.take(); len(got) != 2 {
-			t.Fatalf("address back again: AddSubflow calls %v, want two %q", got, fromEp1)
-		}
+		m.addrBack(ep1.Addr)
+		c.expectAdd(t, "address back", fromEp1)
+		c.expectNoRetry(t, "after the address came back")
+		// And its backoff starts again from 1 s.
+		m.SubflowClosed(c, lostEp1, errLost)
+		c.expectRetryAfter(t, "lost after the address came back", time.Second, fromEp1)
 	})
 }
 
