@@ -114,9 +114,14 @@ func run(cc *cli.Context) error {
 
 func parse(cc *cli.Context) (emu.Config, []emu.Event, error) {
 	c := emu.Config{Delay: cc.Duration("delay"), Jitter: cc.Duration("jitter")}
-	for _, kv := range []string{"loss=" + cc.String("loss"), "rate=" + cc.String("rate"), "queue=" + cc.String("queue")} {
-		if err := c.Apply(kv); err != nil {
-			return c, nil, fmt.Errorf("--%s", err)
+	for _, name := range []string{"delay", "jitter"} {
+		if d := cc.Duration(name); d < 0 {
+			return c, nil, fmt.Errorf("--%s %v: negative", name, d)
+		}
+	}
+	for _, name := range []string{"loss", "rate", "queue"} {
+		if err := c.Apply(name + "=" + cc.String(name)); err != nil {
+			return c, nil, fmt.Errorf("--%s %q: %w", name, cc.String(name), err)
 		}
 	}
 	if err := c.Validate(); err != nil {

@@ -102,12 +102,14 @@ type connState struct {
 
 // A subflow we opened that failed or broke is opened again after a backoff that doubles from
 // retryMin to retryMax, at most retryLimit times in a row: the path may come back (a link down
-// for a minute), or the peer may refuse for good (its limits), and then we stop. The kernel's
-// path manager does not retry at all.
-var (
+// for a minute), or the peer may refuse for good (its limits), and then we stop. A subflow that
+// breaks more than retryReset after its last retry worked for a while: its backoff starts again
+// from retryMin. The kernel's path manager does not retry at all.
+const (
 	retryMin   = time.Second
 	retryMax   = time.Minute
 	retryLimit = 8
+	retryReset = 2 * retryMax
 )
 
 type retryKey struct {
@@ -347,6 +349,9 @@ func (m *Manager) AddrAnnounced(c pmapi.Conn, id uint8, addr netip.AddrPort) {
 func (m *Manager) AddrRemoved(c pmapi.Conn, id uint8) {
 	m.mu.Lock()
 	if st := m.mu.conns[c]; st != nil {
+		if a, ok := st.announced[id]; ok {
+			st.forgetRetriesLocked(func(k retryKey) bool { return k.remote.Addr() == a.Addr() })
+		}
 		delete(st.announced, id)
 	}
 	m.mu.Unlock()
@@ -382,7 +387,7 @@ func (m *Manager) SubflowClosed(c pmapi.Conn, sf pmapi.Subflow, err error) {
 	if r.timer != nil {
 		return // a retry is already scheduled
 	}
-	if !r.lastTry.IsZero() && time.Since(r.lastTry) > 2*retryMax {
+	if !r.lastTry.IsZero() && time.Since(r.lastTry) > retryReset {
 		r.fails = 0 // it worked for a while: start the backoff again
 	}
 	r.fails++
@@ -393,6 +398,21 @@ func (m *Manager) SubflowClosed(c pmapi.Conn, sf pmapi.Subflow, err error) {
 	delay := min(retryMin<<(r.fails-1), retryMax)
 	m.log.Debug("subflow lost, retrying", "token", c.Token(), "from", sf.Local, "to", sf.Remote, "in", delay, "err", err)
 	r.timer = time.AfterFunc(delay, func() { m.retry(c, k, sf.Backup) })
+}
+
+// forgetRetriesLocked drops the retry state of the subflows that match, waiting retries included:
+// their endpoint or the peer's address is gone. A subflow opened to it again later (the
+// endpoint added back, the address announced again) starts its backoff afresh, rather than
+// given up at its first loss for the losses of the one before. Call it with m.mu held.
+func (st *connState) forgetRetriesLocked(match func(retryKey) bool) {
+	for k, r := range st.retries {
+		if match(k) {
+			if r.timer != nil {
+				r.timer.Stop()
+			}
+			delete(st.retries, k)
+		}
+	}
 }
 
 // retry opens a lost subflow again if its endpoint and the peer's address are still there.
@@ -469,6 +489,9 @@ func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (pmapi.Endpoint, err
 	}
 	if found {
 		m.notifyLocked(e, false)
+		for _, st := range m.mu.conns {
+			st.forgetRetriesLocked(func(k retryKey) bool { return k.localID == e.ID && k.localID != 0 })
+		}
 	}
 	conns := m.connsLocked()
 	m.mu.Unlock()

@@ -227,9 +227,19 @@ func (m *Manager) addrBack(a netip.Addr) {
 	var retries []again
 	for c, st := range m.mu.conns {
 		for k, r := range st.retries {
-			if k.local == a {
-				retries = append(retries, again{c, k, r})
+			if k.local != a {
+				continue
 			}
+			if ep != nil && ep.Flags&pmapi.FlagSubflow != 0 && k.localID == ep.ID {
+				// applyEndpoint below opens it again: a retry too would dial it twice.
+				if r.timer != nil {
+					r.timer.Stop()
+					r.timer = nil
+				}
+				r.fails = 0
+				continue
+			}
+			retries = append(retries, again{c, k, r})
 		}
 	}
 	conns := m.connsLocked()

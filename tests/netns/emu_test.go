@@ -4,12 +4,20 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,75 +88,331 @@ func TestEmuRate(t *testing.T) {
 }
 
 // TestEmuLoss drops 1 % of what A sends and counts what 40000 UDP datagrams lose: 0.8–1.2 %.
+// Every datagram is accounted for: delivered by the emulator or dropped by its loss, and every
+// one missing at the receiver is one of the emulator's drops or one of the receiving kernel's
+// (its Udp InErrors, subtracted explicitly; the buffer is sized so that there should be none).
 func TestEmuLoss(t *testing.T) {
 	testenv.RequireRoot(t)
 	t.Parallel()
 	topo := netns.New(t, netns.Config{})
 	p := topo.Path(0)
 	l := p.A.Emulate(emu.Config{Loss: 0.01})
+	f := newUDPFlow(t, topo, p)
 
 	const total = 40000
-	var rc *net.UDPConn
-	err := topo.B.Do(func() (err error) {
-		rc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: p.B.V4.AsSlice()})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	rc.SetReadBuffer(8 << 20)
-	got := make(chan int, 1)
-	go func() {
-		seen := make([]bool, total)
-		buf, n := make([]byte, 2048), 0
-		for {
-			rc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			m, err := rc.Read(buf)
-			if err != nil {
-				got <- n
-				return
-			}
-			if s := binary.BigEndian.Uint32(buf); m >= 4 && s < total && !seen[s] {
-				seen[s] = true
-				n++
-			}
-		}
-	}()
-	var sc *net.UDPConn
-	err = topo.A.Do(func() (err error) {
-		sc, err = net.DialUDP("udp4", nil, rc.LocalAddr().(*net.UDPAddr))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
 	// 25000 datagrams a second, in bursts of 250: well below what the forwarder and the
-	// receiver's buffer take, so the emulator is the only one dropping.
-	buf := make([]byte, 200)
+	// receiver's buffer take.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for i := 0; i < total; i++ {
+	for i := range total {
 		if i%250 == 0 && i > 0 {
 			<-tick.C
 		}
-		binary.BigEndian.PutUint32(buf, uint32(i))
-		if _, err := sc.Write(buf); err != nil {
-			t.Fatal(err)
+		f.send(t, uint32(i), 200)
+	}
+	// The end marker must pass: no more loss once every datagram is accounted for.
+	st := f.settle(t, l, total)
+	if err := l.Update(func(c *emu.Config) { c.Loss = 0 }); err != nil {
+		t.Fatal(err)
+	}
+	rx := f.finish(t)
+	n := len(rx)
+	rcvDrops := f.receiverDrops(t)
+	lost := total - n
+	pct := float64(st.LossDrops) * 100 / total
+	t.Logf("1%% loss: %d of %d not received; emulator %+v; receiver's kernel dropped %d", lost, total, st, rcvDrops)
+	if st.Packets+st.LossDrops != total || st.QueueDrops+st.DownDrops+st.Overflow != 0 {
+		t.Errorf("emulator %+v: want %d datagrams delivered or lost, nothing else", st, total)
+	}
+	if uint64(lost) != st.LossDrops+rcvDrops {
+		t.Errorf("%d datagrams not received: %d dropped by the emulator, %d by the receiver's kernel, %d unaccounted",
+			lost, st.LossDrops, rcvDrops, int64(lost)-int64(st.LossDrops+rcvDrops))
+	}
+	if pct < 0.8 || pct > 1.2 {
+		t.Errorf("the emulator dropped %.3f%%, want 0.8–1.2%%", pct)
+	}
+}
+
+// TestEmuJitter: 10 ms ± 5 ms on what A sends; pings 20 ms apart (more than the jitter's
+// range, so none waits for another) spread over that range: none below 5 ms, a tenth of them
+// below 8.5 ms and a tenth above 11.5 ms (uniform: 6 and 14 ms). Without jitter they would all
+// be 10 ms and a fraction. It runs alone, as the RTT test.
+func TestEmuJitter(t *testing.T) {
+	testenv.RequireRoot(t)
+	topo := netns.New(t, netns.Config{})
+	p := topo.Path(0)
+	l := p.A.Emulate(emu.Config{Delay: 10 * time.Millisecond, Jitter: 5 * time.Millisecond})
+	cl := newPinger(t, topo, p)
+	const n = 80
+	var rtts []time.Duration
+	start := time.Now()
+	for i := range n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)))
+		rtt, ok := cl.probe(uint32(i), time.Second)
+		if !ok {
+			t.Fatalf("probe %d lost on a lossless path", i)
+		}
+		rtts = append(rtts, rtt)
+	}
+	slices.Sort(rtts)
+	p10, med, p90 := rtts[n/10], rtts[n/2], rtts[n-1-n/10]
+	t.Logf("RTT with 10 ms ± 5 ms one way: min %v p10 %v median %v p90 %v max %v", rtts[0], p10, med, p90, rtts[n-1])
+	if rtts[0] < 5*time.Millisecond {
+		t.Errorf("minimum RTT %v, below the delay minus the jitter (5 ms)", rtts[0])
+	}
+	if p10 > 8500*time.Microsecond || p90 < 11500*time.Microsecond {
+		t.Errorf("RTTs from %v (10th percentile) to %v (90th): not spread over 5–15 ms", p10, p90)
+	}
+	if med < 8*time.Millisecond || med > 13*time.Millisecond {
+		t.Errorf("median RTT %v, want about 10 ms", med)
+	}
+	if s := l.Stats(); s.Packets < n {
+		t.Errorf("A→B stats %+v: the probes did not go through the emulator", s)
+	}
+}
+
+// TestEmuQueue: 1 Mbit/s with a queue of 10000 bytes; a burst of 200 datagrams (1042 bytes on
+// the wire each) sent at once. The queue takes 9 of them and as many as the link drains while
+// the burst arrives; the rest are dropped and counted (QueueDrops), and the receiver gets
+// exactly what the emulator delivered, the head of the burst first.
+func TestEmuQueue(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	topo := netns.New(t, netns.Config{})
+	p := topo.Path(0)
+	const rate, queue, burst, size, wire = 1e6, 10000, 200, 1000, 1000 + 8 + 20 + 14
+	l := p.A.Emulate(emu.Config{Rate: rate, Queue: queue})
+	f := newUDPFlow(t, topo, p)
+	t0 := time.Now()
+	for i := range burst {
+		f.send(t, uint32(i), size)
+	}
+	span := time.Since(t0)
+	st := f.settle(t, l, burst)
+	rx := f.finish(t)
+	if d := f.receiverDrops(t); d != 0 {
+		t.Fatalf("the receiver's kernel dropped %d datagrams: the test cannot count the queue's", d)
+	}
+	// At most what the queue holds, plus what drains while the burst arrives (with 50 ms for
+	// the forwarder to read it).
+	most := queue/wire + 1 + int((span+50*time.Millisecond).Seconds()*rate/8/wire)
+	t.Logf("burst of %d in %v: emulator %+v; received %d; at most %d may pass", burst, span, st, len(rx), most)
+	if st.Packets+st.QueueDrops != burst || st.LossDrops+st.DownDrops+st.Overflow != 0 {
+		t.Errorf("emulator %+v: want %d datagrams delivered or dropped by the queue", st, burst)
+	}
+	if int(st.Packets) < queue/wire || int(st.Packets) > most {
+		t.Errorf("%d of the burst delivered, want %d to %d: the queue does not hold %d bytes", st.Packets, queue/wire, most, queue)
+	}
+	if uint64(len(rx)) != st.Packets {
+		t.Errorf("received %d datagrams, the emulator delivered %d", len(rx), st.Packets)
+	}
+	for i := range queue / wire {
+		if i >= len(rx) || rx[i].seq != uint32(i) {
+			t.Fatalf("received %v…, want the head of the burst (0 to %d) first", rx[:min(len(rx), queue/wire)], queue/wire-1)
 		}
 	}
-	n := <-got
-	lost := total - n
-	st := l.Stats()
-	pct := float64(lost) * 100 / total
-	t.Logf("1%% loss: %d of %d lost (%.3f%%); emulator %+v", lost, total, pct, st)
-	if pct < 0.8 || pct > 1.2 {
-		t.Errorf("measured loss %.3f%%, want 0.8–1.2%%", pct)
+}
+
+// TestEmuSetRate: A sends 1000 datagrams a second (8.3 Mbit/s of frames) into a 4 Mbit/s link
+// for two seconds; a SetRate event lowers it to 1 Mbit/s at one second. The receiver's kernel
+// timestamps give the rate delivered before and after (from 200 ms after the change, when what
+// the queue held at 4 Mbit/s has left): 4 and 1 Mbit/s within 10 %.
+func TestEmuSetRate(t *testing.T) {
+	testenv.RequireRoot(t)
+	topo := netns.New(t, netns.Config{})
+	p := topo.Path(0)
+	const size, wire = 1000, 1000 + 8 + 20 + 14
+	// The queue (100 ms at 4 Mbit/s) keeps the link busy through a sender held up that long.
+	l := p.A.Emulate(emu.Config{Rate: 4e6, Queue: 50000})
+	f := newUDPFlow(t, topo, p)
+	start := time.Now()
+	played := make(chan error, 1)
+	go func() { played <- emu.Play(t.Context(), start, []emu.Event{emu.SetRate(time.Second, 1e6)}, l) }()
+	sent := 0
+	for el := time.Since(start); el < 2*time.Second; el = time.Since(start) {
+		for due := int(el / time.Millisecond); sent < due; sent++ {
+			f.send(t, uint32(sent), size)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
-	if other := lost - int(st.LossDrops); other != 0 {
-		t.Logf("%d datagrams lost outside the emulator's loss", other)
+	if err := <-played; err != nil {
+		t.Fatal(err)
 	}
+	st := f.settle(t, l, sent)
+	rx := f.finish(t)
+	if d := f.receiverDrops(t); d != 0 {
+		t.Fatalf("the receiver's kernel dropped %d datagrams: the test cannot measure the rate", d)
+	}
+	rate := func(from, to time.Duration) float64 {
+		n := 0
+		for _, r := range rx {
+			if at := r.at.Sub(start); at >= from && at < to {
+				n++
+			}
+		}
+		return float64(n*wire*8) / (to - from).Seconds() / 1e6
+	}
+	before, after := rate(200*time.Millisecond, 950*time.Millisecond), rate(1200*time.Millisecond, 1950*time.Millisecond)
+	t.Logf("sent %d; emulator %+v; delivered %.2f Mbit/s before the change, %.2f after", sent, st, before, after)
+	if before < 3.6 || before > 4.4 {
+		t.Errorf("%.2f Mbit/s delivered before SetRate, want 4 ± 10 %%", before)
+	}
+	if after < 0.9 || after > 1.1 {
+		t.Errorf("%.2f Mbit/s delivered after SetRate(1 Mbit/s), want 1 ± 10 %%", after)
+	}
+	if st.QueueDrops == 0 {
+		t.Errorf("emulator %+v: nothing dropped by the queue, though twice the rate was offered", st)
+	}
+}
+
+// udpFlow is a UDP flow from A's end of a path to B's. The receiver's buffer (SO_RCVBUFFORCE,
+// 16 MiB) takes everything the tests send, and B's Udp InErrors before and after tell whether
+// its kernel dropped any.
+type udpFlow struct {
+	topo   *netns.Topology
+	rc, sc *net.UDPConn
+	drops0 uint64
+	got    chan []udpRx
+	buf    []byte
+}
+
+// udpRx is a datagram received: its sequence number and the kernel's receive time.
+type udpRx struct {
+	seq uint32
+	at  time.Time
+}
+
+// udpEnd is the sequence number of the datagram that ends a flow.
+const udpEnd = ^uint32(0)
+
+func newUDPFlow(t *testing.T, topo *netns.Topology, p *netns.Path) *udpFlow {
+	t.Helper()
+	f := &udpFlow{topo: topo, got: make(chan []udpRx, 1), buf: make([]byte, 2048)}
+	err := topo.B.Do(func() (err error) {
+		f.rc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: p.B.V4.AsSlice()})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.rc.Close() })
+	raw, err := f.rc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rcvbuf = 16 << 20
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf),
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1))
+		if serr == nil {
+			var n int
+			if n, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF); serr == nil && n < rcvbuf {
+				serr = fmt.Errorf("SO_RCVBUF is %d after asking for %d", n, rcvbuf)
+			}
+		}
+	}); err != nil || serr != nil {
+		t.Fatalf("receive buffer: %v", errors.Join(err, serr))
+	}
+	err = topo.A.Do(func() (err error) {
+		f.sc, err = net.DialUDP("udp4", &net.UDPAddr{IP: p.A.V4.AsSlice()}, f.rc.LocalAddr().(*net.UDPAddr))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.sc.Close() })
+	f.drops0 = udpInErrors(t, topo.B)
+	go f.receive()
+	return f
+}
+
+// receive reads datagrams, in order, until the end marker (or 30 s without one).
+func (f *udpFlow) receive() {
+	var rx []udpRx
+	buf, oob := make([]byte, 2048), make([]byte, 128)
+	seen := map[uint32]bool{}
+	f.rc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		n, oobn, _, _, err := f.rc.ReadMsgUDP(buf, oob)
+		if err != nil {
+			f.got <- nil
+			return
+		}
+		if n < 4 {
+			continue
+		}
+		seq := binary.BigEndian.Uint32(buf)
+		if seq == udpEnd {
+			f.got <- rx
+			return
+		}
+		if seen[seq] {
+			continue
+		}
+		seen[seq] = true
+		at := time.Now()
+		if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, cm := range cms {
+				if cm.Header.Level == unix.SOL_SOCKET && cm.Header.Type == unix.SO_TIMESTAMPNS && len(cm.Data) >= 16 {
+					at = time.Unix(int64(binary.NativeEndian.Uint64(cm.Data)), int64(binary.NativeEndian.Uint64(cm.Data[8:])))
+				}
+			}
+		}
+		rx = append(rx, udpRx{seq, at})
+	}
+}
+
+// send sends datagram seq of size bytes.
+func (f *udpFlow) send(t *testing.T, seq uint32, size int) {
+	binary.BigEndian.PutUint32(f.buf, seq)
+	if _, err := f.sc.Write(f.buf[:size]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// settle waits until emulator l has accounted for n datagrams (delivered or dropped) and
+// returns its counters then.
+func (f *udpFlow) settle(t *testing.T, l *emu.Link, n int) emu.Stats {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := l.Stats()
+		if s.Packets+s.LossDrops+s.QueueDrops+s.DownDrops+s.Overflow >= uint64(n) || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// finish sends the end marker, which must pass the emulator, and returns what the receiver got
+// before it: every datagram the emulator delivered is in the receiver's buffer by then.
+func (f *udpFlow) finish(t *testing.T) []udpRx {
+	t.Helper()
+	f.send(t, udpEnd, 4)
+	rx := <-f.got
+	if rx == nil {
+		t.Fatal("the end marker did not arrive")
+	}
+	return rx
+}
+
+// receiverDrops returns how many datagrams B's kernel dropped since the flow started.
+func (f *udpFlow) receiverDrops(t *testing.T) uint64 {
+	t.Helper()
+	return udpInErrors(t, f.topo.B) - f.drops0
+}
+
+func udpInErrors(t *testing.T, ns *netns.Namespace) uint64 {
+	t.Helper()
+	c, err := ns.Counters("Udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c["InErrors"]; !ok {
+		t.Fatalf("no Udp InErrors in %v", c)
+	}
+	return c["InErrors"]
 }
 
 // TestEmuUnshaped sends TCP through the emulator (both ways, nothing configured, so every
@@ -479,4 +743,177 @@ func tcpGoodput(t *testing.T, topo *netns.Topology, p *netns.Path, d time.Durati
 		t.Fatal(ctx.Err())
 	}
 	return 0, 0
+}
+
+var mptcpemuBin builtBin
+
+// TestMptcpemuArgs: bad command lines end with status 2 and a message that names what is wrong,
+// before anything is set up.
+func TestMptcpemuArgs(t *testing.T) {
+	bin := mptcpemuBin.get(t, "mptcpemu")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, `Required flag "dev" not set`},
+		{[]string{"--dev", "nocolon"}, `--dev "nocolon": want NETNS:DEV`},
+		{[]string{"--dev", "/nonexistent/ns:veth0"}, "open namespace /nonexistent/ns: no such file"},
+		{[]string{"--dev", "x:veth0", "--loss", "200%"}, `--loss "200%": emu: loss 2 out of [0,1]`},
+		{[]string{"--dev", "x:veth0", "--loss", "much"}, `--loss "much": loss: bad probability "much"`},
+		{[]string{"--dev", "x:veth0", "--rate", "fast"}, `--rate "fast": rate: bad rate "fast"`},
+		{[]string{"--dev", "x:veth0", "--queue", "lots"}, `--queue "lots": queue: bad size "lots"`},
+		{[]string{"--dev", "x:veth0", "--delay", "-5ms"}, "--delay -5ms: negative"},
+		{[]string{"--dev", "x:veth0", "--jitter", "-1ms"}, "--jitter -1ms: negative"},
+		{[]string{"--dev", "x:veth0", "--delay", "soon"}, `invalid value "soon" for flag -delay`},
+		{[]string{"--dev", "x:veth0", "--at", "5s"}, `event "5s": want TIME:WHAT`},
+		{[]string{"--dev", "x:veth0", "--at", "5s:sideways=1"}, `unknown setting "sideways"`},
+		{[]string{"--dev", "x:veth0", "--at", "later:down"}, `bad time "later"`},
+		{[]string{"--dev", "x:veth0", "--bogus"}, "flag provided but not defined: -bogus"},
+	} {
+		var stderr strings.Builder
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("mptcpemu %q: %v, want exit status 2", tc.args, err)
+		}
+		if !strings.Contains(stderr.String(), "mptcpemu: ") || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("mptcpemu %q: stderr %q, want %q", tc.args, stderr.String(), tc.want)
+		}
+	}
+}
+
+// TestMptcpemu runs the command on both ends of a path (A's namespace by path, B's by name):
+// 15 ms each way gives pings of 30 ms and more; the scheduled --at 1s:loss=100% shows in its
+// counters and loses every ping after it; SIGTERM ends it with status 0, its final counters
+// count the pings, and the path is direct again (its TUN devices gone).
+func TestMptcpemu(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := mptcpemuBin.get(t, "mptcpemu")
+	topo := netns.New(t, netns.Config{})
+	p := topo.Path(0)
+	ready := filepath.Join(t.TempDir(), "ready")
+	devA, devB := topo.A.NsPath()+":"+p.A.Name, topo.B.Name()+":"+p.B.Name
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(bin, "--dev", devA, "--dev", devB, "--delay", "15ms", "--at", "1s:loss=100%",
+		"--stats", "50ms", "--ready-file", ready)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			select {
+			case err := <-exited:
+				exited <- err // for the cleanup
+				t.Fatalf("mptcpemu ended (%v) waiting for %s; stderr:\n%s", err, what, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s in 15 s; stdout:\n%s\nstderr:\n%s", what, stdout.String(), stderr.String())
+			}
+		}
+	}
+	waitFor("ready file", func() bool { _, err := os.Stat(ready); return err == nil })
+
+	cl := newPinger(t, topo, p)
+	var rtts []time.Duration
+	for i := range 15 {
+		rtt, ok := cl.probe(uint32(i), time.Second)
+		if !ok {
+			t.Fatalf("probe %d lost before the loss event", i)
+		}
+		rtts = append(rtts, rtt)
+	}
+	slices.Sort(rtts)
+	t.Logf("RTT with --delay 15ms on both ends: min %v median %v", rtts[0], rtts[len(rtts)/2])
+	if rtts[0] < 30*time.Millisecond || rtts[len(rtts)/2] > 35*time.Millisecond {
+		t.Errorf("RTT min %v median %v, want at least 30 ms and about 30", rtts[0], rtts[len(rtts)/2])
+	}
+	// Wait for the counters to show the event on both ends, then nothing passes.
+	lossy := regexp.MustCompile(`(?m)^\s*[\d.]+s (\S+)\s+delay 15ms loss 100%: delivered (\d+) packets \d+ bytes; dropped loss (\d+) `)
+	waitFor("loss=100% in the counters", func() bool {
+		seen := map[string]bool{}
+		for _, m := range lossy.FindAllStringSubmatch(stdout.String(), -1) {
+			seen[m[1]] = true
+		}
+		return seen[devA] && seen[devB]
+	})
+	const lostProbes = 5
+	for i := range lostProbes {
+		if rtt, ok := cl.probe(uint32(100+i), 300*time.Millisecond); ok {
+			t.Errorf("probe %d answered in %v after loss=100%%", i, rtt)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("mptcpemu after SIGTERM: %v; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("mptcpemu still running 15 s after SIGTERM")
+	}
+	last := map[string][]string{}
+	for _, m := range lossy.FindAllStringSubmatch(stdout.String(), -1) {
+		last[m[1]] = m
+	}
+	num := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	if m := last[devA]; m == nil || num(m[2]) < len(rtts) || num(m[3]) < lostProbes {
+		t.Errorf("A's final counters %q: want at least %d delivered and %d lost", m, len(rtts), lostProbes)
+	}
+	if m := last[devB]; m == nil || num(m[2]) < len(rtts) {
+		t.Errorf("B's final counters %q: want at least %d delivered (the replies)", m, len(rtts))
+	}
+	for _, ns := range []*netns.Namespace{topo.A, topo.B} {
+		links, err := ns.Netlink().LinkList()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "emu") {
+				t.Errorf("%s: %s left behind", ns, l.Attrs().Name)
+			}
+		}
+	}
+	rtts = rtts[:0]
+	for i := range 10 {
+		rtt, ok := cl.probe(uint32(200+i), time.Second)
+		if !ok {
+			t.Fatalf("probe %d lost after mptcpemu ended", i)
+		}
+		rtts = append(rtts, rtt)
+	}
+	slices.Sort(rtts)
+	if med := rtts[len(rtts)/2]; med > 10*time.Millisecond {
+		t.Errorf("median RTT %v after mptcpemu ended: still delayed", med)
+	}
+}
+
+// syncBuffer is a strings.Builder that a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
