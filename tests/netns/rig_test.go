@@ -62,8 +62,8 @@ type rig struct {
 	m    *pm.Manager // the test binary's path manager, when a side runs its stack
 	d    *rigDaemon  // side B, when ours is at both ends
 
-	ln       net.Listener
-	port     uint16
+	ln       net.Listener // the server's (with mptcpd, the plain TCP listener it relays to)
+	port     uint16       // where the client connects
 	cli, srv net.Conn
 	before   map[netns.Side]map[string]uint64
 }
@@ -127,7 +127,7 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 	}
 	switch {
 	case r.d != nil:
-		r.port = r.d.port
+		r.port = r.d.port // r.ln is the plain listener mptcpd relays to
 	case p.server == oursImpl:
 		r.ln = listenOurs(t, r.topo.B, wild)
 	default:
@@ -135,7 +135,7 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 			t.Fatal(err)
 		}
 	}
-	if r.d == nil {
+	if r.port == 0 {
 		ap, err := netip.ParseAddrPort(r.ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
