@@ -49,16 +49,21 @@ var pairings = []pairing{{oursImpl, kernelImpl}, {kernelImpl, oursImpl}, {oursIm
 
 // rig is a multipath test bed: a topology, the implementations on each side, their path
 // managers' endpoints, and one connection with its transfer.
+//
+// With ours at both ends each side has a stack of its own, so that each side's counters are
+// its own: the client is the test binary's stack, the server mptcpd in B (rigDaemon), and the
+// server's end of the connection (srv) is the plain TCP connection mptcpd relays it to.
 type rig struct {
 	t    testing.TB
 	ctx  context.Context
 	topo *netns.Topology
 	p    pairing
 	fam  netns.Family
-	m    *pm.Manager // our path manager, when one side is ours
+	m    *pm.Manager // the test binary's path manager, when a side runs its stack
+	d    *rigDaemon  // side B, when ours is at both ends
 
-	ln       net.Listener
-	port     uint16
+	ln       net.Listener // the server's (with mptcpd, the plain TCP listener it relays to)
+	port     uint16       // where the client connects
 	cli, srv net.Conn
 	before   map[netns.Side]map[string]uint64
 }
@@ -84,12 +89,24 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 		nc.B = ourSide
 	}
 	r := &rig{t: t, ctx: ctx, topo: netns.New(t, nc), p: p, fam: cfg.fam}
-	if p.client == oursImpl || p.server == oursImpl {
+	wild := "0.0.0.0:0"
+	if cfg.fam == netns.IPv6 || nc.IPv6 {
+		wild = "[::]:0"
+	}
+	var err error
+	if p.client == oursImpl && p.server == oursImpl {
+		if r.ln, err = r.topo.B.ListenTCP("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.ln.Close() })
+		r.d = startRigDaemon(t, ctx, r.topo.B, wild, r.ln.Addr().String())
+	}
+	if r.inProcess(netns.SideA) || r.inProcess(netns.SideB) {
 		r.m = ourPM(t, pm.Limits{Subflows: 8, AddAddrAccepted: 8})
-		// Our path manager follows the addresses and links of the namespaces it runs in, as
+		// Our path manager follows the addresses and links of the namespace it runs in, as
 		// mptcpd does its own.
 		for _, s := range []netns.Side{netns.SideA, netns.SideB} {
-			if r.impl(s) != oursImpl {
+			if !r.inProcess(s) {
 				continue
 			}
 			h, err := vnetns.GetFromPath(r.topo.NS(s).NsPath())
@@ -108,21 +125,23 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 			r.topo.NS(s).SetMPTCPLimits(8, 8)
 		}
 	}
-	wild := "0.0.0.0:0"
-	if cfg.fam == netns.IPv6 || nc.IPv6 {
-		wild = "[::]:0"
-	}
-	var err error
-	if p.server == oursImpl {
+	switch {
+	case r.d != nil:
+		r.port = r.d.port // r.ln is the plain listener mptcpd relays to
+	case p.server == oursImpl:
 		r.ln = listenOurs(t, r.topo.B, wild)
-	} else if r.ln, err = r.topo.B.ListenMPTCP(wild); err != nil {
-		t.Fatal(err)
+	default:
+		if r.ln, err = r.topo.B.ListenMPTCP(wild); err != nil {
+			t.Fatal(err)
+		}
 	}
-	ap, err := netip.ParseAddrPort(r.ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	if r.port == 0 {
+		ap, err := netip.ParseAddrPort(r.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.port = ap.Port()
 	}
-	r.port = ap.Port()
 	if dir := os.Getenv("MPTCPGO_PCAP"); dir != "" {
 		// Debugging aid: keep the headers of every path (A's ends) in dir.
 		for i := range max(cfg.paths, 1) {
@@ -145,8 +164,29 @@ func (r *rig) impl(s netns.Side) impl {
 	return r.p.server
 }
 
-// epID is the address ID the rig gives the endpoint of path i on side s (distinct per side, as
-// ours-to-ours shares one path manager).
+// inProcess reports whether side s is the test binary's stack.
+func (r *rig) inProcess(s netns.Side) bool {
+	return r.impl(s) == oursImpl && r.daemon(s) == nil
+}
+
+// daemon returns side s's mptcpd, nil unless s is B with ours at both ends.
+func (r *rig) daemon(s netns.Side) *rigDaemon {
+	if s == netns.SideB {
+		return r.d
+	}
+	return nil
+}
+
+// side names side s and who runs it, for messages: "side B (ours, mptcpd)".
+func (r *rig) side(s netns.Side) string {
+	if r.daemon(s) != nil {
+		return fmt.Sprintf("side %v (%v, mptcpd)", s, r.impl(s))
+	}
+	return fmt.Sprintf("side %v (%v)", s, r.impl(s))
+}
+
+// epID is the address ID the rig gives the endpoint of path i on side s (distinct per side,
+// which makes captures and logs easier to read).
 func epID(s netns.Side, path int) uint8 {
 	if s == netns.SideA {
 		return uint8(path)
@@ -178,6 +218,16 @@ func (r *rig) endpoint(s netns.Side, path int, fam netns.Family, flags ...string
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	if d := r.daemon(s); d != nil {
+		got, err := d.addEndpoint(ep)
+		if err != nil {
+			r.t.Fatalf("%s: add endpoint %s: %v", r.side(s), spec, err)
+		}
+		if got.ID != id || got.Addr != ep.Addr {
+			r.t.Fatalf("%s: endpoint %s added as %+v", r.side(s), spec, got)
+		}
+		return
+	}
 	addEndpoint(r.t, r.m, ep)
 	if got, err := ourStack(r.t).Datapath().LocalID(ep.Addr); err != nil || got != id {
 		r.t.Fatalf("datapath address ID of %v: %d (%v), want %d", ep.Addr, got, err, id)
@@ -190,6 +240,12 @@ func (r *rig) deleteEndpoint(s netns.Side, path int) {
 	id := epID(s, path)
 	if r.impl(s) == kernelImpl {
 		r.topo.NS(s).IP("mptcp", "endpoint", "delete", "id", strconv.Itoa(int(id)))
+		return
+	}
+	if d := r.daemon(s); d != nil {
+		if err := d.deleteEndpoint(id); err != nil {
+			r.t.Fatalf("%s: delete endpoint %d: %v", r.side(s), id, err)
+		}
 		return
 	}
 	if _, err := r.m.DeleteEndpoint(id, netip.Addr{}); err != nil {
@@ -207,6 +263,12 @@ func (r *rig) setBackup(s netns.Side, path int, backup bool) {
 			flag = "backup"
 		}
 		r.topo.NS(s).IP("mptcp", "endpoint", "change", "id", strconv.Itoa(int(id)), flag)
+		return
+	}
+	if d := r.daemon(s); d != nil {
+		if err := d.setBackup(id, backup); err != nil {
+			r.t.Fatalf("%s: change endpoint %d: %v", r.side(s), id, err)
+		}
 		return
 	}
 	if _, err := r.m.SetBackup(id, netip.Addr{}, backup); err != nil {
@@ -241,11 +303,20 @@ func (r *rig) connect() {
 		r.t.FailNow()
 	}
 	r.t.Cleanup(func() { r.srv.Close() })
-	for _, c := range []net.Conn{r.cli, r.srv} {
-		if ok, err := isMPTCP(c); err != nil || !ok {
-			r.t.Fatalf("%v -> %v is not MPTCP (%v)", c.LocalAddr(), c.RemoteAddr(), err)
+	for _, s := range []netns.Side{netns.SideA, netns.SideB} {
+		if ok, err := r.isMPTCP(s); err != nil || !ok {
+			r.t.Fatalf("%s: the connection from %v is not MPTCP (%v)", r.side(s), r.cli.LocalAddr(), err)
 		}
 	}
+}
+
+// isMPTCP reports whether side s's end of the connection is MPTCP.
+func (r *rig) isMPTCP(s netns.Side) (bool, error) {
+	if d := r.daemon(s); d != nil {
+		c, err := d.conn(r.cli.LocalAddr())
+		return err == nil && c.State != "fallback", err
+	}
+	return isMPTCP(r.conn(s))
 }
 
 func isMPTCP(c net.Conn) (bool, error) {
@@ -264,6 +335,10 @@ func (r *rig) conn(s netns.Side) net.Conn {
 
 // subflows returns the number of subflows side s's connection has.
 func (r *rig) subflows(s netns.Side) (int, error) {
+	if d := r.daemon(s); d != nil {
+		c, err := d.conn(r.cli.LocalAddr())
+		return len(c.Subflows), err
+	}
 	c := r.conn(s)
 	if oc, ok := c.(*control.Conn); ok {
 		return len(oc.Subflows()), nil
@@ -310,15 +385,23 @@ func (r *rig) waitSubflows(s netns.Side, n int) {
 		}
 		select {
 		case <-r.ctx.Done():
-			r.t.Fatalf("side %v (%v): %d subflows (err %v), want %d", s, r.impl(s), got, err, n)
+			r.t.Fatalf("%s: %d subflows (err %v), want %d", r.side(s), got, err, n)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
 
-// counters returns side s's MPTCP counters: the kernel's MPTcpExt, or our stack's.
+// counters returns side s's MPTCP counters: the kernel's MPTcpExt, the test binary's stack's,
+// or mptcpd's (its stack's and its proxies').
 func (r *rig) counters(s netns.Side) map[string]uint64 {
 	r.t.Helper()
+	if d := r.daemon(s); d != nil {
+		c, err := d.counters()
+		if err != nil {
+			r.t.Fatalf("%s: %v", r.side(s), err)
+		}
+		return c
+	}
 	if r.impl(s) == oursImpl {
 		c, err := ourStack(r.t).Counters()
 		if err != nil {
@@ -329,27 +412,44 @@ func (r *rig) counters(s netns.Side) map[string]uint64 {
 	return counters(r.t, r.topo.NS(s))
 }
 
-// delta returns how much side s's counter moved since connect. Ours-to-ours shares one stack:
-// both sides see the sum.
+// moved returns how much side s's counter moved since connect, and false if side s does not
+// export a counter of that name.
+func (r *rig) moved(s netns.Side, name string) (uint64, bool) {
+	r.t.Helper()
+	v, ok := r.counters(s)[name]
+	b, okb := r.before[s][name]
+	return v - b, ok && okb
+}
+
+// delta returns how much side s's counter moved since connect; a name side s does not export
+// fails the test (a check of it could never fail).
 func (r *rig) delta(s netns.Side, name string) uint64 {
 	r.t.Helper()
-	return r.counters(s)[name] - r.before[s][name]
+	d, ok := r.moved(s, name)
+	if !ok {
+		r.t.Fatalf("%s exports no counter %s", r.side(s), name)
+	}
+	return d
 }
 
 // wantDelta checks that side s's counter moved by at least n.
 func (r *rig) wantDelta(s netns.Side, name string, n uint64) {
 	r.t.Helper()
-	if d := r.delta(s, name); d < n {
-		r.t.Errorf("side %v (%v): %s +%d, want >= %d", s, r.impl(s), name, d, n)
+	if d, ok := r.moved(s, name); !ok {
+		r.t.Errorf("%s exports no counter %s (want +%d)", r.side(s), name, n)
+	} else if d < n {
+		r.t.Errorf("%s: %s +%d, want >= %d", r.side(s), name, d, n)
 	}
 }
 
-// wantNoDelta checks that none of side s's counters moved.
+// wantNoDelta checks that none of side s's counters moved, and that side s exports each.
 func (r *rig) wantNoDelta(s netns.Side, names ...string) {
 	r.t.Helper()
 	for _, name := range names {
-		if d := r.delta(s, name); d != 0 {
-			r.t.Errorf("side %v (%v): %s +%d, want 0", s, r.impl(s), name, d)
+		if d, ok := r.moved(s, name); !ok {
+			r.t.Errorf("%s exports no counter %s (want +0)", r.side(s), name)
+		} else if d != 0 {
+			r.t.Errorf("%s: %s +%d, want 0", r.side(s), name, d)
 		}
 	}
 }
@@ -364,13 +464,20 @@ func (r *rig) checkHealthy() {
 	}
 }
 
-// healthCounters are the counters checkHealthy wants unmoved on side s.
+// healthCounters are the counters checkHealthy wants unmoved on side s. Every one is a name
+// side s exports (wantNoDelta fails otherwise): the kernel's MPTcpExt, and ours under the same
+// names (our datapath's enum dp_counter and control.Stats), plus our own.
 func (r *rig) healthCounters(s netns.Side) []string {
 	names := []string{"MPJoinAckHMacFailure", "MPJoinSynAckHMacFailure", "MPCapableFallbackACK",
 		"MPCapableFallbackSYNACK", "DssFallback", "DSSNotMatching", "InfiniteMapRx", "MPFailTx"}
 	if r.impl(s) == oursImpl {
-		return append(names, "OptionNoSpace", "DSSTxNoMapping", "UnmappedDataRx", "EventLost", "DataAckInvalid",
+		names = append(names, "OptionNoSpace", "DSSTxNoMapping", "UnmappedDataRx", "EventLost", "DataAckInvalid",
 			"AddAddrHMacFailure", "FallbackActive", "FallbackPassive")
+		if r.daemon(s) != nil {
+			// mptcpd's relay: its dial to the test's listener failed, or it refused a connection.
+			names = append(names, "ProxyFailed", "ProxyRefused")
+		}
+		return names
 	}
 	if r.impl(s.Other()) == oursImpl {
 		// A kernel receiver drops data beyond the connection-level window it announced. With
@@ -381,12 +488,12 @@ func (r *rig) healthCounters(s netns.Side) []string {
 	return names
 }
 
-// logNonZeroDelta logs the counters of side s that moved.
+// logNonZeroDelta logs the counters of side s that moved (those it exports).
 func (r *rig) logNonZeroDelta(s netns.Side, names ...string) {
 	r.t.Helper()
 	for _, name := range names {
-		if d := r.delta(s, name); d != 0 {
-			r.t.Logf("side %v (%v): %s +%d", s, r.impl(s), name, d)
+		if d, ok := r.moved(s, name); ok && d != 0 {
+			r.t.Logf("%s: %s +%d", r.side(s), name, d)
 		}
 	}
 }
@@ -424,25 +531,15 @@ func (x *flow) wait() (cliGap, srvGap time.Duration) {
 	r.t.Helper()
 	slow := time.AfterFunc(5*time.Second, func() {
 		// A transfer this slow is stuck somewhere: record where, for the log.
-		for _, side := range []netns.Side{netns.SideA, netns.SideB} {
-			if oc, ok := r.conn(side).(*control.Conn); ok {
-				if in, ok := oc.Info(); ok {
-					r.t.Logf("after 5 s, %v: %+v", side, in)
-				}
-			}
-		}
+		r.logConns("after 5 s, ")
 	})
 	c, s := <-x.cli, <-x.srv
 	slow.Stop()
 	if c.err != nil || s.err != nil {
 		for _, side := range []netns.Side{netns.SideA, netns.SideB} {
-			logNonZero(r.t, fmt.Sprintf("%v %v", side, r.impl(side)), r.counters(side))
-			if oc, ok := r.conn(side).(*control.Conn); ok {
-				if in, ok := oc.Info(); ok {
-					r.t.Logf("%v: %+v", side, in)
-				}
-			}
+			logNonZero(r.t, r.side(side), r.counters(side))
 		}
+		r.logConns("")
 		r.t.Fatalf("client: %v; server: %v", c.err, s.err)
 	}
 	checkDigests(r.t, c.Transfer, s.Transfer, x.up, x.down)
@@ -478,7 +575,7 @@ func (r *rig) linkTx(s netns.Side, path int) uint64 { return txBytes(r.t, r.ifac
 // logState logs both sides' counters and sockets, for failures.
 func (r *rig) logState() {
 	for _, s := range []netns.Side{netns.SideA, netns.SideB} {
-		logNonZero(r.t, fmt.Sprintf("%v %v", s, r.impl(s)), r.counters(s))
+		logNonZero(r.t, r.side(s), r.counters(s))
 		r.t.Logf("%v sockets:\n%s", s, strings.TrimSpace(r.topo.NS(s).Run("ss", "-tnM")))
 	}
 }
@@ -497,11 +594,20 @@ func getsockoptBytes(fd, level, opt int, buf []byte) (int, error) {
 }
 
 // logInfo logs our connections' state.
-func (r *rig) logInfo() {
+func (r *rig) logInfo() { r.logConns("") }
+
+// logConns logs the state of our ends of the connection, each line after prefix.
+func (r *rig) logConns(prefix string) {
 	for _, side := range []netns.Side{netns.SideA, netns.SideB} {
+		if d := r.daemon(side); d != nil {
+			if c, err := d.conn(r.cli.LocalAddr()); err == nil {
+				r.t.Logf("%s%s: %+v", prefix, r.side(side), c)
+			}
+			continue
+		}
 		if oc, ok := r.conn(side).(*control.Conn); ok {
 			if in, ok := oc.Info(); ok {
-				r.t.Logf("%v: %+v", side, in)
+				r.t.Logf("%s%s: %+v", prefix, r.side(side), in)
 			}
 		}
 	}
