@@ -511,6 +511,14 @@ func TestEventOverflowResets(t *testing.T) {
 
 		// The connection's goroutine is held up; the dispatcher keeps delivering.
 		release := make(chan struct{})
+		released := false
+		letGo := func() {
+			if !released {
+				released = true
+				close(release)
+			}
+		}
+		defer letGo() // before the stops, also when the test fails early
 		go c.do(func() { <-release })
 		synctest.Wait()
 		for i := range maxConnEvents {
@@ -524,7 +532,7 @@ func TestEventOverflowResets(t *testing.T) {
 		if c.deliver(datapath.Event{Type: datapath.EvDataAck}) || c.deliver(datapath.Event{Type: datapath.EvDataAck}) {
 			t.Fatalf("an event past %d was queued", maxConnEvents)
 		}
-		close(release)
+		letGo()
 		synctest.Wait()
 		select {
 		case <-c.done:
