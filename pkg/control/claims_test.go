@@ -218,10 +218,10 @@ func TestLossyOnlyWithOldestData(t *testing.T) {
 // (Linux stays there until something above the recovery point is acknowledged).
 func TestLossyGetsDataAgain(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		ca      uint8  // TCP_INFO's congestion state afterwards
-		acked   uint64 // bytes of a acknowledged at the subflow level afterwards
-		sndUna1 uint32 // the datapath's SndUnaRel afterwards
+		name      string
+		ca        uint8  // TCP_INFO's congestion state afterwards
+		acked     uint64 // bytes of a acknowledged at the subflow level afterwards
+		sndUnaRel uint32 // the datapath's SndUnaRel afterwards
 	}{{"recovered", 0, 5000, 5001}, {"all acknowledged", tcpCARecovery, 30000, 30001}} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -249,7 +249,7 @@ func TestLossyGetsDataAgain(t *testing.T) {
 				time.Sleep(pollInterval)
 				fp.setCA(a, tc.ca)
 				fp.setAcked(a, tc.acked)
-				a.shm.St.SndUnaRel = tc.sndUna1
+				a.shm.St.SndUnaRel = tc.sndUnaRel
 				c.checkSubflows(time.Now())
 				if a.health.lossy {
 					t.Fatalf("still lossy (TCP state %d, %d of 30000 bytes acknowledged)", tc.ca, tc.acked)
