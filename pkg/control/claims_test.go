@@ -521,16 +521,29 @@ func TestEventOverflowResets(t *testing.T) {
 		defer letGo() // before the stops, also when the test fails early
 		go c.do(func() { <-release })
 		synctest.Wait()
+		// The dispatcher's routing, by connection slot.
+		s := c.stack
+		c.slot, other.slot = 1, 2
+		s.mu.conns = map[uint32]*Conn{c.slot: c, other.slot: other}
+		st := &s.stats
 		for i := range maxConnEvents {
-			if !c.deliver(datapath.Event{Type: datapath.EvDataAck, A: uint64(i)}) {
+			s.route(datapath.Event{Type: datapath.EvDataAck, Conn: c.slot, A: uint64(i)})
+			if st.EventsRefused.Load() != 0 {
 				t.Fatalf("event %d refused, the bound is %d", i, maxConnEvents)
 			}
-			if i%1024 == 0 && !other.deliver(datapath.Event{Type: datapath.EvDataAck}) {
-				t.Fatal("the other connection refused an event")
+			if i%1024 == 0 {
+				s.route(datapath.Event{Type: datapath.EvDataAck, Conn: other.slot})
 			}
 		}
-		if c.deliver(datapath.Event{Type: datapath.EvDataAck}) || c.deliver(datapath.Event{Type: datapath.EvDataAck}) {
-			t.Fatalf("an event past %d was queued", maxConnEvents)
+		s.route(datapath.Event{Type: datapath.EvDataAck, Conn: c.slot})
+		s.route(datapath.Event{Type: datapath.EvDataAck, Conn: c.slot})
+		if n := st.EventsRefused.Load(); n != 2 {
+			t.Fatalf("EventsRefused %d after two events past %d, want 2", n, maxConnEvents)
+		}
+		// An event for a slot no connection or ticket holds is orphaned, not queued.
+		s.route(datapath.Event{Type: datapath.EvDataAck, Conn: 3})
+		if n := st.EventsOrphaned.Load(); n != 1 || len(s.mu.pending) != 0 {
+			t.Fatalf("EventsOrphaned %d, pending %d: want the event for slot 3 orphaned", n, len(s.mu.pending))
 		}
 		letGo()
 		synctest.Wait()
@@ -539,7 +552,6 @@ func TestEventOverflowResets(t *testing.T) {
 		default:
 			t.Fatal("the connection still runs after its queue overflowed")
 		}
-		st := &c.stack.stats
 		fastclose := atomic.LoadUint32(&c.shm.Ctl.Flags)&datapath.ConnFastclose != 0
 		if !errors.Is(c.Err(), errEventOverflow) || st.EventOverflowReset.Load() != 1 || !fastclose || st.Fastclose.Load() != 1 {
 			t.Fatalf("err %v, EventOverflowReset %d, MP_FASTCLOSE flag %t, Fastclose %d", c.Err(), st.EventOverflowReset.Load(), fastclose, st.Fastclose.Load())

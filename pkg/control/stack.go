@@ -244,21 +244,28 @@ func (s *Stack) dispatch() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		s.mu.Lock()
-		c := s.mu.conns[ev.Conn]
-		if c == nil {
-			if len(s.mu.pending[ev.Conn]) < 4096 && s.ticketSlotLocked(ev.Conn) {
-				s.mu.pending[ev.Conn] = append(s.mu.pending[ev.Conn], ev)
-			} else {
-				s.stats.EventsOrphaned.Add(1)
-			}
-			s.mu.Unlock()
-			continue
+		s.route(ev)
+	}
+}
+
+// route hands one event to its connection without waiting: an event of a connection not
+// registered yet waits for it if its slot is in a ticket (at most 4,096), else it is orphaned;
+// one that its connection's full queue refuses is counted (the connection resets itself).
+func (s *Stack) route(ev datapath.Event) {
+	s.mu.Lock()
+	c := s.mu.conns[ev.Conn]
+	if c == nil {
+		if len(s.mu.pending[ev.Conn]) < 4096 && s.ticketSlotLocked(ev.Conn) {
+			s.mu.pending[ev.Conn] = append(s.mu.pending[ev.Conn], ev)
+		} else {
+			s.stats.EventsOrphaned.Add(1)
 		}
 		s.mu.Unlock()
-		if !c.deliver(ev) {
-			s.stats.EventsRefused.Add(1)
-		}
+		return
+	}
+	s.mu.Unlock()
+	if !c.deliver(ev) {
+		s.stats.EventsRefused.Add(1)
 	}
 }
 
