@@ -313,6 +313,10 @@ func (m *Manager) AddrAnnounced(c pmapi.Conn, id uint8, addr netip.AddrPort) {
 		m.mu.Unlock()
 		return
 	}
+	if addr.Port() == 0 {
+		// No port: the connection's (§3.4.1).
+		addr = netip.AddrPortFrom(addr.Addr(), c.Remote().Port())
+	}
 	st.accepted++
 	st.announced[id] = addr
 	var fullmesh []pmapi.Endpoint
@@ -322,9 +326,6 @@ func (m *Manager) AddrAnnounced(c pmapi.Conn, id uint8, addr netip.AddrPort) {
 		}
 	}
 	m.mu.Unlock()
-	if addr.Port() == 0 {
-		addr = netip.AddrPortFrom(addr.Addr(), c.Remote().Port())
-	}
 	if len(fullmesh) == 0 {
 		// From the address routing picks: our subflows are sockets of their own, so the
 		// announced address may be of the other family than the connection's first.
