@@ -468,7 +468,12 @@ func (c *RawMPTCP) sendData(ctx context.Context, payload []byte, opt func(ssn ui
 		t.Stop()
 		if c.acked != acked {
 			since, acked = time.Now(), c.acked
-		} else if time.Since(since) > 200*time.Millisecond && !keep {
+		} else if time.Since(since) > 200*time.Millisecond {
+			if keep {
+				since = time.Now()
+				c.resendLocked()
+				continue
+			}
 			c.sndNxt = c.acked
 			c.mu.Unlock()
 			return nil
@@ -531,17 +536,26 @@ func (c *RawMPTCP) Flush(ctx context.Context) error {
 		t := time.AfterFunc(50*time.Millisecond, c.cond.Broadcast)
 		c.cond.Wait()
 		t.Stop()
-		if time.Since(last) > 300*time.Millisecond && len(c.unsent) > 0 {
+		if time.Since(last) > 200*time.Millisecond && len(c.unsent) > 0 {
 			last = time.Now()
-			for _, s := range c.unsent {
-				c.write(tcpACK|tcpPSH, s.seq, c.rcvNxt, s.opt, s.payload)
-			}
+			c.resendLocked()
 		}
 	}
 	if c.rst {
 		return fmt.Errorf("raw mptcp: reset by the server (options %s)", c.rstOpts)
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("raw mptcp: %d bytes not acknowledged (the server's ACK at %d, window %d): %w",
+			c.sndNxt-c.acked, c.acked-c.iss, c.wnd, err)
+	}
+	return nil
+}
+
+// resendLocked sends again what SendMapped sent and the server has not acknowledged.
+func (c *RawMPTCP) resendLocked() {
+	for _, s := range c.unsent {
+		c.write(tcpACK|tcpPSH, s.seq, c.rcvNxt, s.opt, s.payload)
+	}
 }
 
 // Reset reports whether the server reset the connection.
