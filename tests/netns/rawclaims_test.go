@@ -264,13 +264,12 @@ func TestRawThirdAckWithoutMPCapable(t *testing.T) {
 		t.Error(err)
 	}
 	segs = c.Segments()
-	for _, s := range segs[1:] {
+	for i, s := range segs[1:] {
 		if opts, err := s.MPTCP(); len(opts) != 0 || err != nil {
-			t.Errorf("after the fallback our segment %v carries MPTCP options", s)
+			t.Errorf("after the fallback our segment %d of %d, %v, carries MPTCP options", i+1, len(segs)-1, s)
 			break
 		}
 	}
-	t.Logf("%d segments from our side after the SYN/ACK, none with an MPTCP option", len(segs)-1)
 	r.wantDeltas(map[string]uint64{"MPCapableFallbackACK": 1, "FallbackPassive": 1, "MPCapableACKRX": 0})
 	if t.Failed() {
 		r.logCounters()
@@ -432,10 +431,10 @@ func TestRawAddAddrRetransmitted(t *testing.T) {
 			t.Errorf("after the echo, the ADD_ADDR came again at +%v", s.At.Sub(segs[first].At).Round(time.Millisecond))
 		}
 	}
+	t.Logf("after the echo: %d segments from our side over %v", len(segs)-echoed, segs[len(segs)-1].At.Sub(segs[echoed-1].At).Round(time.Millisecond))
 	if err := app.wait(r.ctx, up); err != nil {
 		t.Error(err)
 	}
-	t.Logf("after the echo: %d segments from our side over %v, none an ADD_ADDR", len(segs)-echoed, segs[len(segs)-1].At.Sub(segs[echoed-1].At).Round(time.Millisecond))
 	r.wantDeltas(map[string]uint64{"AddAddrTx": 2, "EchoAdd": 1})
 	if t.Failed() {
 		r.logCounters()
