@@ -117,6 +117,18 @@ func (r *rawRig) logCounters() {
 	logNonZero(r.t, "ours (deltas)", d)
 }
 
+// waitNoConns waits up to d until our stack has no connection left (those of earlier tests
+// end), and reports whether it got there.
+func waitNoConns(t *testing.T, d time.Duration) bool {
+	for end := time.Now().Add(d); len(ourStack(t).Conns()) != 0; {
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 // pattern returns n bytes no two tests share, so that misplaced bytes show.
 func pattern(n int, seed byte) []byte {
 	b := make([]byte, n)
@@ -265,7 +277,7 @@ func TestRawThirdAckWithoutMPCapable(t *testing.T) {
 	}
 	segs = c.Segments()
 	for i, s := range segs[1:] {
-		if opts, err := s.MPTCP(); len(opts) != 0 || err != nil {
+		if opts, err := s.MPTCP(); s.Flags&netns.TCPSYN == 0 && (len(opts) != 0 || err != nil) { // a SYN/ACK sent again may
 			t.Errorf("after the fallback our segment %d of %d, %v, carries MPTCP options", i+1, len(segs)-1, s)
 			break
 		}
@@ -326,7 +338,7 @@ func TestRawAddAddrHMAC(t *testing.T) {
 		select {
 		case s := <-goodSyn:
 			j, ok := option[wire.MPJoin](s)
-			syn = s.Flags == 0x02 && ok && j.Form == wire.MPJSyn && j.Token == mpcrypto.Token(c.Key) && s.Dst == goodAddr
+			syn = s.Flags == netns.TCPSYN && ok && j.Form == wire.MPJSyn && j.Token == mpcrypto.Token(c.Key) && s.Dst == goodAddr
 			if !syn {
 				t.Logf("to the announced address: %v", s)
 			}
@@ -371,6 +383,9 @@ func TestRawAddAddrRetransmitted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The path manager announces a new endpoint on every server connection of the stack: the
+	// counters are this connection's alone when no other is left from earlier tests.
+	alone := waitNoConns(t, 5*time.Second)
 	addEndpoint(t, m, ep)
 	c, srv := r.dial(41003, netns.RawOptions{Track: true})
 	app := readApp(t, srv)
@@ -394,7 +409,7 @@ func TestRawAddAddrRetransmitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	segs := c.Segments()
-	if gap := segs[second].At.Sub(segs[first].At); gap < announceRTO-100*time.Millisecond || gap > announceRTO+announceSlop {
+	if gap := segs[second].At.Sub(segs[first].At); gap < announceRTO-100*time.Millisecond || gap >= 2*announceRTO {
 		t.Errorf("the ADD_ADDR came again after %v, want the retransmission timeout, %v", gap, announceRTO)
 	}
 	r.waitDelta("AddAddrTx", 2)
@@ -435,7 +450,11 @@ func TestRawAddAddrRetransmitted(t *testing.T) {
 	if err := app.wait(r.ctx, up); err != nil {
 		t.Error(err)
 	}
-	r.wantDeltas(map[string]uint64{"AddAddrTx": 2, "EchoAdd": 1})
+	if alone && len(ourStack(t).Conns()) == 1 {
+		r.wantDeltas(map[string]uint64{"AddAddrTx": 2, "EchoAdd": 1})
+	} else {
+		t.Logf("other connections of our stack: AddAddrTx +%d counts theirs too", r.delta("AddAddrTx"))
+	}
 	if t.Failed() {
 		r.logCounters()
 	}
@@ -460,18 +479,21 @@ func TestRawJoinAckHMAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(j.Close)
 	third := len(j.Segments())
 	if err := j.SendAck(j.JoinAck(true)); err != nil {
 		t.Fatal(err)
 	}
-	i, err := j.Await(r.ctx, third, func(s netns.Seg) bool { return s.Flags&0x04 != 0 })
+	i, err := j.Await(r.ctx, third, func(s netns.Seg) bool { return s.Flags&netns.TCPRST != 0 })
 	if err != nil {
 		r.logCounters()
 		t.Fatalf("no reset of the subflow whose third ACK had a wrong HMAC: %v", err)
 	}
 	segs := j.Segments()
 	for _, s := range segs[third:i] {
-		t.Errorf("before the reset, our side sent %v", s)
+		if s.Flags&netns.TCPSYN == 0 { // but our SYN/ACK again
+			t.Errorf("before the reset, our side sent %v", s)
+		}
 	}
 	// The datapath stops writing options on a subflow whose join failed, so the reset may
 	// come without MP_TCPRST (the kernel sends reason 3, administratively prohibited); one it
@@ -512,11 +534,12 @@ func TestRawJoinAckHMAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(j2.Close)
 	third = len(j2.Segments())
 	if err := j2.SendAck(j2.JoinAck(false)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j2.Await(r.ctx, third, func(s netns.Seg) bool { return s.Flags&^0x08 == 0x10 }); err != nil {
+	if _, err := j2.Await(r.ctx, third, func(s netns.Seg) bool { return s.Flags&^netns.TCPPSH == netns.TCPACK }); err != nil {
 		t.Errorf("no fourth ACK for a join with the right HMAC: %v", err)
 	}
 	r.waitDelta("MPJoinAckRx", 1)

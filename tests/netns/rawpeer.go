@@ -775,13 +775,19 @@ func (d *rawData) insert(dsn uint64, b []byte) {
 	}
 }
 
-// TCP flags.
+// TCP flags, of Seg.Flags.
 const (
-	tcpFIN = 0x01
-	tcpSYN = 0x02
-	tcpRST = 0x04
-	tcpPSH = 0x08
-	tcpACK = 0x10
+	TCPFIN = 0x01
+	TCPSYN = 0x02
+	TCPRST = 0x04
+	TCPPSH = 0x08
+	TCPACK = 0x10
+
+	tcpFIN = TCPFIN
+	tcpSYN = TCPSYN
+	tcpRST = TCPRST
+	tcpPSH = TCPPSH
+	tcpACK = TCPACK
 )
 
 // readSeg returns the next segment of this connection, waiting at most wait.
