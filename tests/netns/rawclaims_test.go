@@ -635,3 +635,92 @@ func TestRawMappingConflict(t *testing.T) {
 		r.logCounters()
 	}
 }
+
+// TestRawMappingConflictJoined: as TestRawMappingConflict, on a connection that has had a
+// second subflow. The connection cannot know where its stream stands on the subflow with the
+// contradicting mapping, which is reset (RFC 8684 §3.7), counted (DSSNotMatching) without a
+// fallback; the client sends again on the other subflow the data our side did not DATA_ACK,
+// and the data both ways goes on there, byte-exact, over MPTCP.
+func TestRawMappingConflictJoined(t *testing.T) {
+	ourPM(t, pm.Limits{Subflows: 8, AddAddrAccepted: 8})
+	r := newRawRig(t, 30*time.Second)
+	c, srv := r.dial(41008, netns.RawOptions{Track: true})
+	oc, ok := srv.(*control.Conn)
+	if !ok || !oc.MPTCP() {
+		t.Fatalf("accepted %T, not an MPTCP connection", srv)
+	}
+	app := readApp(t, srv)
+	j, err := c.Join(r.ctx, 41009, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(j.Close)
+	third := len(j.Segments())
+	if err := j.SendAck(j.JoinAck(false)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Await(r.ctx, third, func(s netns.Seg) bool { return s.Flags&^netns.TCPPSH == netns.TCPACK }); err != nil {
+		t.Fatalf("no fourth ACK: %v", err)
+	}
+	for len(oc.Subflows()) != 2 && r.ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	const n = 1000
+	p1, p2, p3 := pattern(n, 9), pattern(n, 10), pattern(64<<10, 11)
+	dsn := c.IDSN() + 1
+	if err := c.SendData(r.ctx, p1, c.DSS(dsn, 1, 3*n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.wait(r.ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	from := len(c.Segments())
+	if err := c.SendData(r.ctx, p2, c.DSS(dsn+n+n/2, n+1, 2*n)); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDelta("DSSNotMatching", 1)
+	i, err := c.Await(r.ctx, from, func(s netns.Seg) bool { return s.Flags&netns.TCPRST != 0 })
+	if err != nil {
+		r.logCounters()
+		t.Fatalf("the subflow with the contradicting mapping was not reset: %v", err)
+	}
+	if rst, ok := option[wire.MPTCPRst](c.Segments()[i]); !ok || rst.Reason != wire.RstEMPTCP {
+		t.Errorf("our reset %v: want MP_TCPRST reason %d (%s)", c.Segments()[i], wire.RstEMPTCP, wire.ReasonString(wire.RstEMPTCP))
+	}
+	for _, s := range c.Segments()[from:] {
+		if _, ok := option[wire.MPFail](s); ok {
+			t.Errorf("MP_FAIL on a connection that had a second subflow: %v", s)
+		}
+	}
+
+	// What our side did not DATA_ACK goes again on the other subflow, then more, both ways.
+	j.SetNextDSN(dsn + n)
+	down := pattern(128<<10, 12)
+	wrote := writeAsync(srv, down)
+	if err := j.SendMapped(r.ctx, append(append([]byte(nil), p2...), p3...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Flush(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.wait(r.ctx, bytes.Join([][]byte{p1, p2, p3}, nil)); err != nil {
+		t.Error(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if err := waitClientData(r.ctx, c, down); err != nil {
+		t.Error(err)
+	}
+	if !oc.MPTCP() {
+		t.Error("the connection fell back")
+	}
+	if n := len(oc.Subflows()); n != 1 {
+		t.Errorf("%d subflows, want 1 (the joined one)", n)
+	}
+	r.wantDeltas(map[string]uint64{"DSSNotMatching": 1, "DssFallback": 0, "MPFailFallback": 0, "MPFailTx": 0})
+	if t.Failed() {
+		r.logCounters()
+	}
+}

@@ -234,10 +234,10 @@ type rawMap struct {
 	n   uint32
 }
 
+// rawOut is a segment SendMapped sent, kept until the server acknowledges it.
 type rawOut struct {
-	seq           uint32
-	opt, payload  []byte
-	dsn, dataNext uint64
+	seq          uint32
+	opt, payload []byte
 }
 
 // rawData is the data level of a RawMPTCP connection, shared by its subflows.
@@ -524,6 +524,13 @@ func (c *RawMPTCP) SendMapped(ctx context.Context, payload []byte) error {
 		payload = payload[len(p):]
 	}
 	return nil
+}
+
+// SetNextDSN has SendMapped go on at dsn: after data the test mapped by hand.
+func (c *RawMPTCP) SetNextDSN(dsn uint64) {
+	c.data.mu.Lock()
+	c.data.sndNxt = dsn
+	c.data.mu.Unlock()
 }
 
 // Flush waits until the server has acknowledged everything SendMapped sent, sending again
