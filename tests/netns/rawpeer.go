@@ -207,18 +207,18 @@ type RawMPTCP struct {
 	iss, peerISS     uint32
 	Key, PeerKey     uint64
 	opts             RawOptions
-	data             *rawData // the connection's, shared by its subflows
-	nonce, peerNonce uint32   // MP_JOIN subflows: ours and the server's
-	mu               sync.Mutex
+	data             *rawData   // the connection's, shared by its subflows
+	nonce, peerNonce uint32     // MP_JOIN subflows: ours and the server's
+	mu               sync.Mutex // guards the fields below, shared by the reader and the test; taken before data.mu
 	cond             *sync.Cond
 	sndNxt           uint32 // next sequence number to send
 	rcvNxt           uint32 // the server's next sequence number
 	peerShift        uint8
 	acked, wnd       uint32 // the server's ACK and window (scaled)
 	rst              bool
-	rstOpts          string // the options of the server's reset
-	segs             []Seg  // Track: what the server sent, the SYN/ACK first
-	maps             []rawMap
+	rstOpts          string   // the options of the server's reset
+	segs             []Seg    // Track: what the server sent, the SYN/ACK first
+	maps             []rawMap // Track: the server's mappings of bytes not yet received in order
 	lastEnd          rawMap   // Track: where the last bytes placed ended (ssn, dsn)
 	unsent           []rawOut // Track: segments SendMapped sent that the server has not acknowledged
 	rx               chan Seg
@@ -242,7 +242,7 @@ type rawOut struct {
 
 // rawData is the data level of a RawMPTCP connection, shared by its subflows.
 type rawData struct {
-	mu       sync.Mutex
+	mu       sync.Mutex        // guards the fields below
 	nxt      uint64            // Track: the server's next DSN; what our DATA_ACK says
 	buf      []byte            // Track: the server's data in order
 	ooo      map[uint64][]byte // Track: the server's data beyond nxt
