@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -342,10 +343,32 @@ func readConfig(path string) (map[string][]string, error) {
 	return out, nil
 }
 
-// yamlError turns the decoder's "yaml: line N: reason" into "FILE:N: reason".
+// yamlParserProblems are the errors of go-yaml's parser (parserc.go), as opposed to its
+// scanner's. go-yaml reports a parser error's line counted from 0 (decode.go, parser.fail adds 1
+// for scanner errors only), and leaves "line N: " out when that is 0.
+var yamlParserProblems = []string{
+	"did not find expected <stream-start>", "did not find expected <document start>",
+	"did not find expected node content", "did not find expected key",
+	"did not find expected '-' indicator", "did not find expected ',' or ']'",
+	"did not find expected ',' or '}'", "found duplicate %YAML directive",
+	"found incompatible YAML document", "found duplicate %TAG directive", "found undefined tag handle",
+}
+
+// yamlError turns the decoder's "yaml: line N: reason" into "FILE:N: reason", N counted from 1.
 func yamlError(path string, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	return fmt.Errorf("%s:%s", path, strings.TrimPrefix(msg, "line "))
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, reason, ok := strings.Cut(rest, ": "); ok {
+			if v, err := strconv.Atoi(n); err == nil {
+				line, msg = v, reason
+			}
+		}
+	}
+	if slices.Contains(yamlParserProblems, msg) {
+		line++
+	}
+	return &configError{path, line, errors.New(msg)}
 }
 
 func lookupKey(k string) (string, configKey, bool) {
