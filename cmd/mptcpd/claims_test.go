@@ -68,6 +68,9 @@ func TestMptcpdConfigMistakeAtStart(t *testing.T) {
 		{"accept: [a]]\n" + rule, "1", "did not find expected key"},
 		{rule + "  ready-file: /x\n", "3", "did not find expected key"},
 		{rule + "x: y: z\n", "3", "mapping values are not allowed in this context"},
+		// What go-yaml's reader refuses, which it gives no line for.
+		{rule + "ready-file: /run/\x01\n", "3", "control characters are not allowed"},
+		{"ready-file: /run/x\n\n# caf\xe9\n" + rule, "3", "invalid "},
 	} {
 		path := filepath.Join(t.TempDir(), "mptcpd.yaml")
 		if err := os.WriteFile(path, []byte(tc.file), 0o644); err != nil {
