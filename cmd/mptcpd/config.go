@@ -9,10 +9,12 @@ import (
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
@@ -293,14 +295,14 @@ func readConfig(path string) (map[string][]string, error) {
 	if err := d.Decode(&doc); errors.Is(err, io.EOF) {
 		return out, nil // empty file, or only comments
 	} else if err != nil {
-		return nil, yamlError(path, err)
+		return nil, yamlError(path, b, err)
 	}
 	// A second document ("---" after the first) would otherwise be ignored without a word.
 	var next yaml.Node
 	if err := d.Decode(&next); err == nil {
 		return nil, &configError{path, next.Line, errors.New("a second YAML document starts here: the file holds one mapping of options (remove the ---)")}
 	} else if !errors.Is(err, io.EOF) {
-		return nil, yamlError(path, err)
+		return nil, yamlError(path, b, err)
 	}
 	if len(doc.Content) == 0 {
 		return out, nil
@@ -342,10 +344,57 @@ func readConfig(path string) (map[string][]string, error) {
 	return out, nil
 }
 
-// yamlError turns the decoder's "yaml: line N: reason" into "FILE:N: reason".
-func yamlError(path string, err error) error {
+// yamlParserProblems are the errors of go-yaml's parser (parserc.go), as opposed to its
+// scanner's. go-yaml reports a parser error's line counted from 0 (decode.go, parser.fail adds 1
+// for scanner errors only), and leaves "line N: " out when that is 0.
+var yamlParserProblems = []string{
+	"did not find expected <stream-start>", "did not find expected <document start>",
+	"did not find expected node content", "did not find expected key",
+	"did not find expected '-' indicator", "did not find expected ',' or ']'",
+	"did not find expected ',' or '}'", "found duplicate %YAML directive",
+	"found incompatible YAML document", "found duplicate %TAG directive", "found undefined tag handle",
+}
+
+// yamlError turns the decoder's "yaml: line N: reason" about the file b into "FILE:N: reason",
+// N counted from 1.
+func yamlError(path string, b []byte, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	return fmt.Errorf("%s:%s", path, strings.TrimPrefix(msg, "line "))
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, reason, ok := strings.Cut(rest, ": "); ok {
+			if v, err := strconv.Atoi(n); err == nil {
+				line, msg = v, reason
+			}
+		}
+	}
+	if slices.Contains(yamlParserProblems, msg) {
+		line++
+	}
+	if line == 0 {
+		// go-yaml's reader gives no line for what it refuses: find it.
+		line = yamlUnreadableLine(b)
+	}
+	return &configError{path, line, errors.New(msg)}
+}
+
+// yamlUnreadableLine returns the line, from 1, of the first byte of b that go-yaml's reader
+// refuses (readerc.go): one that is not UTF-8, or a character YAML does not allow (c-printable,
+// YAML 1.2 §5.1); 0 if there is none.
+func yamlUnreadableLine(b []byte) int {
+	line := 1
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		printable := r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0x7e) || r == 0x85 ||
+			(r >= 0xa0 && r <= 0xd7ff) || (r >= 0xe000 && r <= 0xfffd) || r >= 0x10000
+		if (r == utf8.RuneError && n <= 1) || !printable {
+			return line
+		}
+		if r == '\n' {
+			line++
+		}
+		b = b[n:]
+	}
+	return 0
 }
 
 func lookupKey(k string) (string, configKey, bool) {

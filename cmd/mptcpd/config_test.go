@@ -63,7 +63,9 @@ shutdown-timeout: 3s
 // TestCtlConfigErrors: every mistake names the file, the line and the reason.
 func TestCtlConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ file, want string }{
-		{"forward: [\n  a\n", ":2: "},
+		{"forward: [\n  a\n", ":3: did not find expected ',' or ']'"},                     // found at the end, line 3
+		{"scheduler: default\nforward: [\n  a\n", ":2: did not find expected ',' or ']'"}, // the [ of line 2
+		{"forward: [a]]\n", ":1: did not find expected key"},
 		{"scheduler: default\nbogus: 1\n", `:2: unknown option "bogus"`},
 		{"endpoint:\n  - 10.0.0.1,subflow\n  - 10.0.0.300\n", ":3: endpoint: "},
 		{"endpoint:\n  - {addr: 10.0.0.3, colour: red}\n", `:2: endpoint: unknown key "colour"`},
@@ -86,7 +88,7 @@ func TestCtlConfigErrors(t *testing.T) {
 		{"scheduler: default\nscheduler: roundrobin\n", ":2: "},
 		{"scheduler: default\n---\nscheduler: roundrobin\n", ":2: a second YAML document"},
 		{"---\nscheduler: default\n---\n", ":3: a second YAML document"},
-		{"- a\n--- [\n", ":2: "},
+		{"- a\n--- [\n", ":3: did not find expected node content"}, // at the end, as PyYAML says
 	} {
 		_, err := readConfig(writeConfig(t, tc.file))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
