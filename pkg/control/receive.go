@@ -291,13 +291,14 @@ func (c *Conn) startRxFallback(sf *subflow) {
 	c.processHeld(sf)
 }
 
-// startTxFallback sends MP_FAIL at the receive point, then stops writing MPTCP options.
-func (c *Conn) startTxFallback() {
+// startTxFallback sends MP_FAIL at DSN at, where the data without a mapping began (§3.7), then
+// stops writing MPTCP options.
+func (c *Conn) startTxFallback(at seqnum.DSN) {
 	if !c.mptcp.Load() {
 		return
 	}
 	c.stack.stats.MPFailFallback.Add(1)
-	c.shm.Ctl.MpFailDsn = uint64(c.st.rcv.rx.rcvNxt)
+	c.shm.Ctl.MpFailDsn = uint64(at)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnMPFail)
 	c.sendACK(nil)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnFallback)
