@@ -158,8 +158,9 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		c.handleOption(sf, ev.Raw[:min(int(ev.RawLen), len(ev.Raw))])
 	case datapath.EvMPFail:
 		c.stack.log.Warn("peer sent MP_FAIL; continuing as plain TCP", "token", c.token, "dsn", ev.A)
+		at := c.st.rcv.rx.rcvNxt // before the held bytes go in as the infinite mapping
 		c.startRxFallback(sf)
-		c.startTxFallback()
+		c.startTxFallback(at)
 	case datapath.EvUnmapped:
 		c.stack.log.Warn("data without a mapping (RFC 8684 §3.7)", "token", c.token, "slot", sf.slot, "joined", c.st.joined)
 		c.badMapping(sf, errors.New("mptcp: data without a mapping"))

@@ -119,7 +119,7 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 	}
 	ns := c.stack.holdNetns(c.ns) // the dial may outlive the connection
 	if !c.stack.goroutine(func() {
-		tc, err := c.stack.dialJoin(ns.handle(), local, remote, st)
+		tc, err := c.stack.dialJoin(ns.handle(), local, remote, c.Local().Addr(), st)
 		c.stack.releaseNetns(ns)
 		j := joinResult{tc: tc, slot: slot, active: true, localID: localID, remoteID: remoteID, backup: backup, local: local, remote: remote, err: err}
 		if err == nil {
@@ -138,8 +138,10 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 	return nil
 }
 
-// dialJoin connects a join subflow's socket in the connection's network namespace.
-func (s *Stack) dialJoin(ns netns.NsHandle, local netip.Addr, remote netip.AddrPort, st datapath.SkState) (*net.TCPConn, error) {
+// dialJoin connects a join subflow's socket in the connection's network namespace. From the
+// address routing picks (local invalid), the MP_JOIN carries that address's ID (RFC 8684 §3.2:
+// the ID of the source address), 0 only for the connection's first address (initial).
+func (s *Stack) dialJoin(ns netns.NsHandle, local netip.Addr, remote netip.AddrPort, initial netip.Addr, st datapath.SkState) (*net.TCPConn, error) {
 	runtime.LockOSThread()
 	if ns.IsOpen() {
 		orig, err := netns.Get()
@@ -159,6 +161,13 @@ func (s *Stack) dialJoin(ns netns.NsHandle, local netip.Addr, remote netip.AddrP
 		}()
 	} else {
 		defer runtime.UnlockOSThread()
+	}
+	if !local.IsValid() && st.LocalId == 0 {
+		if src, err := routedSource(remote); err == nil && src != initial.Unmap() {
+			if id, err := s.dp.LocalID(src); err == nil {
+				st.LocalId = id
+			}
+		}
 	}
 	d := net.Dialer{Timeout: joinTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		return s.prepareSocket(rc, st)
@@ -558,4 +567,15 @@ func (c *Conn) pmClosed() {
 	case c.pmq.wake <- struct{}{}:
 	default:
 	}
+}
+
+// routedSource returns the local address routing picks toward remote: a connected UDP socket
+// is bound to it, and sends nothing.
+func routedSource(remote netip.AddrPort) (netip.Addr, error) {
+	u, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(remote))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer u.Close()
+	return u.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
 }

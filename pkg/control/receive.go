@@ -106,8 +106,9 @@ func (c *Conn) badMapping(sf *subflow, err error) bool {
 	if c.mptcp.Load() {
 		c.stack.stats.DssFallback.Add(1)
 	}
+	at := c.st.rcv.rx.rcvNxt // the first byte not placed, before the held bytes go in
 	c.startRxFallback(sf)
-	c.startTxFallback()
+	c.startTxFallback(at)
 	return true
 }
 
@@ -314,13 +315,14 @@ func (c *Conn) startRxFallback(sf *subflow) {
 	c.processHeld(sf)
 }
 
-// startTxFallback sends MP_FAIL at the receive point, then stops writing MPTCP options.
-func (c *Conn) startTxFallback() {
+// startTxFallback sends MP_FAIL at DSN at, where the data without a mapping began (§3.7), then
+// stops writing MPTCP options.
+func (c *Conn) startTxFallback(at seqnum.DSN) {
 	if !c.mptcp.Load() {
 		return
 	}
 	c.stack.stats.MPFailFallback.Add(1)
-	c.shm.Ctl.MpFailDsn = uint64(c.st.rcv.rx.rcvNxt)
+	c.shm.Ctl.MpFailDsn = uint64(at)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnMPFail)
 	c.sendACK(nil)
 	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnFallback)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
+	"github.com/mptcpgo/mptcpgo/pkg/wire"
 )
 
 // Limits bound what a connection does, with the kernel's defaults.
@@ -505,27 +506,46 @@ func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (pmapi.Endpoint, err
 	return e, nil
 }
 
-// withdraw sends REMOVE_ADDR for an endpoint on one connection, if the peer knows the address
-// (announced, or subflows from it), and closes its subflows.
-func (m *Manager) withdraw(c pmapi.Conn, e pmapi.Endpoint) {
-	used := e.Flags&pmapi.FlagSignal != 0 && c.Server()
-	for _, sf := range c.Subflows() {
-		if sf.LocalID == e.ID && sf.LocalID != 0 {
-			used = true
+// withdraw sends one REMOVE_ADDR on a connection for the endpoints the peer knows (announced,
+// or subflows from them), and closes their subflows.
+func (m *Manager) withdraw(c pmapi.Conn, es ...pmapi.Endpoint) {
+	var ids []uint8
+	subs := c.Subflows()
+	for _, e := range es {
+		used := e.Flags&pmapi.FlagSignal != 0 && c.Server()
+		for _, sf := range subs {
+			if sf.LocalID == e.ID && sf.LocalID != 0 {
+				used = true
+			}
+		}
+		if used {
+			ids = append(ids, e.ID)
 		}
 	}
-	if !used {
+	if len(ids) == 0 {
 		return
 	}
-	if err := c.Withdraw(e.ID); err != nil {
-		m.log.Debug("withdraw", "token", c.Token(), "endpoint", e.String(), "err", err)
+	if err := c.Withdraw(ids...); err != nil {
+		m.log.Debug("withdraw", "token", c.Token(), "ids", ids, "err", err)
 	}
 }
 
-// Flush removes every endpoint.
+// Flush removes every endpoint. Each connection gets one REMOVE_ADDR listing them all, as the
+// kernel's flush sends: the kernel acts on one REMOVE_ADDR at a time and drops one that comes
+// while it is busy with the previous (RmAddrDrop).
 func (m *Manager) Flush() {
-	for _, e := range m.Endpoints() {
-		m.DeleteEndpoint(e.ID, e.Addr)
+	m.mu.Lock()
+	es := m.mu.endpoints
+	m.mu.endpoints = nil
+	for _, e := range es {
+		m.notifyLocked(e, false)
+	}
+	conns := m.connsLocked()
+	m.mu.Unlock()
+	for _, c := range conns {
+		for i := 0; i < len(es); i += wire.MaxRemoveAddrIDs {
+			m.withdraw(c, es[i:min(i+wire.MaxRemoveAddrIDs, len(es))]...)
+		}
 	}
 }
 

@@ -508,3 +508,296 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 type zeroReader struct{}
 
 func (zeroReader) Read(b []byte) (int, error) { clear(b); return len(b), nil }
+
+// kernelSubflowFlags returns the tcp-ulp-mptcp flags ss prints for the kernel's established
+// subflow to dst in ns (M, J: MP_CAPABLE, MP_JOIN from the peer; B: the peer made it a backup),
+// and whether there is one.
+func kernelSubflowFlags(ns *netns.Namespace, dst netip.Addr) (string, bool) {
+	out := ns.Run("ss", "-Htni", "state", "established", "dst", dst.String())
+	if strings.TrimSpace(out) == "" {
+		return "", false
+	}
+	for _, f := range strings.Fields(out) {
+		if v, ok := strings.CutPrefix(f, "flags:"); ok {
+			return v, true
+		}
+	}
+	return "", true
+}
+
+// waitKernelSubflow waits until the kernel in ns has an established subflow to dst (want) or
+// none, and, with one, until cond accepts its flags.
+func waitKernelSubflow(t *testing.T, ctx context.Context, ns *netns.Namespace, dst netip.Addr, want bool, cond func(flags string) bool) {
+	t.Helper()
+	for {
+		flags, ok := kernelSubflowFlags(ns, dst)
+		if ok == want && (!want || cond == nil || cond(flags)) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("kernel subflow to %v: present %t flags %q, want present %t\n%s", dst, ok, flags, want, ns.Run("ss", "-tniM"))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitKernelSubflows waits until the kernel's MPTCP socket c has n subflows (MPTCP_INFO).
+func waitKernelSubflows(t *testing.T, ctx context.Context, c net.Conn, n int) {
+	t.Helper()
+	for {
+		got, err := kernelSubflows(c)
+		if err == nil && got == n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the kernel's connection has %d subflows (%v), want %d", got, err, n)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestMptcpctlEndpoint drives `mptcpctl endpoint add|change|delete|flush` and `show endpoints`
+// against a kernel MPTCP client of mptcpd --accept, and checks each verb's effect in the
+// kernel: add signal → the kernel counts AddAddr and joins the address (its MPTCP_INFO subflow
+// count, its socket in ss); change backup → MPPrioRx and ss's B flag on that subflow (nobackup
+// takes it away); delete → RmAddr and the kernel's subflow closes; flush → every endpoint's ID
+// in one REMOVE_ADDR (the kernel drops a second that comes while it handles the first, and
+// counts RmAddrDrop), the kernel back to one subflow, show endpoints empty. Bad arguments fail with a
+// message and a non-zero status, and change nothing.
+//
+//	namespace A (kernel MPTCP client)      namespace B (mptcpd --accept, mptcpctl)
+//	        path 0 10.0.0.1 ====== 10.0.0.2  initial subflow
+//	        path 1 10.1.0.1 ====== 10.1.0.2  endpoint id 7
+//	        path 2 10.2.0.1 ====== 10.2.0.2  endpoint id 8
+func TestMptcpctlEndpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 3, B: ourSide})
+	p0, p1, p2 := topo.Path(0), topo.Path(1), topo.Path(2)
+	topo.A.SetMPTCPLimits(4, 4)
+	target, err := topo.B.ListenTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := ctlSocket(t)
+	mptcpctl(t)
+	_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--accept", "0.0.0.0:0="+target.Addr().String())
+	_, port, _ := net.SplitHostPort(addrs[0])
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := netns.Accept(ctx, target)
+		accepted <- c
+	}()
+	kc, err := topo.A.DialMPTCP(ctx, net.JoinHostPort(p0.B.V4.String(), port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	app := <-accepted
+	if app == nil {
+		t.Fatal("relay not accepted")
+	}
+	defer app.Close()
+	ctlRoundTrip(t, kc, app)
+	kc0 := counters(t, topo.A)
+	delta := func(name string) uint64 { return counters(t, topo.A)[name] - kc0[name] }
+
+	// showEndpoints parses `show endpoints`: one `ADDR id N FLAGS... dev IF` line each.
+	showEndpoints := func() map[uint8]string {
+		t.Helper()
+		eps := map[uint8]string{}
+		for _, line := range strings.Split(strings.TrimSpace(ctlCmd(t, sock, "show", "endpoints")), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 {
+				continue
+			}
+			var id uint8
+			if len(f) < 3 || f[1] != "id" {
+				t.Fatalf("show endpoints line %q", line)
+			}
+			if _, err := fmt.Sscan(f[2], &id); err != nil {
+				t.Fatalf("show endpoints line %q: %v", line, err)
+			}
+			eps[id] = line
+		}
+		return eps
+	}
+
+	// add: ADD_ADDR, the kernel joins the address.
+	out := ctlCmd(t, sock, "endpoint", "add", p1.B.V4.String(), "id", "7", "dev", p1.B.Name, "signal")
+	if !strings.Contains(out, "id 7 signal") {
+		t.Errorf("endpoint add printed %q", out)
+	}
+	waitCounter(t, ctx, topo.A, "AddAddr", kc0["AddAddr"]+1)
+	waitKernelSubflows(t, ctx, kc, 2)
+	waitKernelSubflow(t, ctx, topo.A, p1.B.V4, true, func(f string) bool { return strings.Contains(f, "j") })
+	if eps := showEndpoints(); len(eps) != 1 || eps[7] != fmt.Sprintf("%s id 7 signal dev %s", p1.B.V4, p1.B.Name) {
+		t.Errorf("show endpoints after add: %q", eps)
+	}
+
+	// change backup: MP_PRIO, the kernel marks its subflow backup; nobackup clears it.
+	ctlCmd(t, sock, "endpoint", "change", "id", "7", "backup")
+	waitCounter(t, ctx, topo.A, "MPPrioRx", kc0["MPPrioRx"]+1)
+	waitKernelSubflow(t, ctx, topo.A, p1.B.V4, true, func(f string) bool { return strings.Contains(f, "B") })
+	if eps := showEndpoints(); !strings.Contains(eps[7], " backup") {
+		t.Errorf("show endpoints after change backup: %q", eps)
+	}
+	ctlCmd(t, sock, "endpoint", "change", p1.B.V4.String(), "nobackup")
+	waitCounter(t, ctx, topo.A, "MPPrioRx", kc0["MPPrioRx"]+2)
+	waitKernelSubflow(t, ctx, topo.A, p1.B.V4, true, func(f string) bool { return !strings.Contains(f, "B") })
+
+	// delete: REMOVE_ADDR, the kernel's subflow closes.
+	ctlCmd(t, sock, "endpoint", "delete", "id", "7")
+	waitCounter(t, ctx, topo.A, "RmAddr", kc0["RmAddr"]+1)
+	waitKernelSubflows(t, ctx, kc, 1)
+	waitKernelSubflow(t, ctx, topo.A, p1.B.V4, false, nil)
+	if eps := showEndpoints(); len(eps) != 0 {
+		t.Errorf("show endpoints after delete: %q", eps)
+	}
+
+	// flush: two endpoints, both joined, both removed.
+	ctlCmd(t, sock, "endpoint", "add", p1.B.V4.String(), "id", "7", "signal")
+	ctlCmd(t, sock, "endpoint", "add", p2.B.V4.String(), "id", "8", "signal")
+	waitCounter(t, ctx, topo.A, "AddAddr", kc0["AddAddr"]+3)
+	waitKernelSubflows(t, ctx, kc, 3)
+	if eps := showEndpoints(); len(eps) != 2 || !strings.HasPrefix(eps[7], p1.B.V4.String()+" ") || !strings.HasPrefix(eps[8], p2.B.V4.String()+" ") {
+		t.Errorf("show endpoints before flush: %q", eps)
+	}
+	if out := ctlCmd(t, sock, "endpoint", "flush"); !strings.Contains(out, "deleted 2 endpoints") {
+		t.Errorf("endpoint flush printed %q", out)
+	}
+	waitCounter(t, ctx, topo.A, "RmAddr", kc0["RmAddr"]+3)
+	waitKernelSubflows(t, ctx, kc, 1)
+	waitKernelSubflow(t, ctx, topo.A, p1.B.V4, false, nil)
+	waitKernelSubflow(t, ctx, topo.A, p2.B.V4, false, nil)
+	if eps := showEndpoints(); len(eps) != 0 {
+		t.Errorf("show endpoints after flush: %q", eps)
+	}
+	ctlRoundTrip(t, kc, app)
+
+	// Bad arguments: a message naming the mistake, a non-zero status, and no change (no
+	// endpoint, and no ADD_ADDR on the data that flows after them).
+	addAddrs := counters(t, topo.A)["AddAddr"]
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"endpoint", "add", "10.1.0.300", "signal"}, "is not an IP address"},
+		{[]string{"endpoint", "add", p1.B.V4.String(), "id", "0", "signal"}, "want 1..255"},
+		{[]string{"endpoint", "add", p1.B.V4.String(), "id"}, "id needs a value"},
+		{[]string{"endpoint", "add", p1.B.V4.String(), "sideways"}, "sideways"},
+		{[]string{"endpoint", "change", "id", "7", "maybe"}, "want backup or nobackup"},
+		{[]string{"endpoint", "delete", "id", "9"}, "9"},
+		{[]string{"endpoint", "change", "id", "9", "backup"}, "9"},
+		{[]string{"endpoint", "show", "extra"}, "unexpected argument"},
+		{[]string{"show", "endpoints", "extra"}, "extra"},
+		{[]string{"limits", "--add-addr-accepted", "many"}, "many"},
+		{[]string{"limits", "--add-addr-accepted", "-1"}, "-1"},
+	} {
+		out, errOut, err := ctlTry(sock, nil, c.args...)
+		if err == nil || !strings.Contains(errOut, c.want) || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+			t.Errorf("mptcpctl %s: %v, stdout %q, stderr %q; want a one-line error naming %q and a non-zero status",
+				strings.Join(c.args, " "), err, out, errOut, c.want)
+		}
+	}
+	if eps := showEndpoints(); len(eps) != 0 {
+		t.Errorf("show endpoints after the bad commands: %q", eps)
+	}
+	if d := delta("RmAddrDrop"); d != 0 {
+		t.Errorf("the kernel dropped %d REMOVE_ADDRs", d)
+	}
+	ctlRoundTrip(t, kc, app)
+	if n := counters(t, topo.A)["AddAddr"]; n != addAddrs {
+		t.Errorf("the kernel counted %d ADD_ADDRs after the bad commands", n-addAddrs)
+	}
+}
+
+// TestMptcpctlAddAddrAccepted: `mptcpctl limits --add-addr-accepted N` bounds the kernel's
+// ADD_ADDRs our client acts on. The kernel server announces two addresses; with N = 1 ours
+// echoes both and joins one; after `limits --add-addr-accepted 2` the next connection joins
+// both.
+//
+//	namespace A (mptcpd --forward, mptcpctl)   namespace B (kernel MPTCP server)
+//	        path 0 10.0.0.1 ====== 10.0.0.2  initial subflow
+//	        path 1 10.1.0.1 ====== 10.1.0.2  announced (signal, id 1)
+//	        path 2 10.2.0.1 ====== 10.2.0.2  announced (signal, id 2)
+func TestMptcpctlAddAddrAccepted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 3, A: ourSide})
+	p0 := topo.Path(0)
+	topo.B.SetMPTCPLimits(4, 4)
+	for i := 1; i <= 2; i++ {
+		topo.Path(i).B.AddMPTCPEndpoint(netns.IPv4, "signal", "id", fmt.Sprint(i))
+	}
+	ln, err := topo.B.ListenMPTCP("0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, kport, _ := net.SplitHostPort(ln.Addr().String())
+	sock := ctlSocket(t)
+	mptcpctl(t)
+	_, addrs := startMptcpd(t, ctx, topo.A, "--ctl", sock, "--forward", "127.0.0.1:0="+net.JoinHostPort(p0.B.V4.String(), kport))
+	if out := ctlCmd(t, sock, "limits", "--subflows", "4", "--add-addr-accepted", "1"); !strings.Contains(out, "add_addr_accepted 1") {
+		t.Errorf("limits printed %q", out)
+	}
+	var l ctl.Limits
+	ctlJSON(t, sock, &l, "limits")
+	if l.AddAddrAccepted != 1 || l.Subflows != 4 {
+		t.Fatalf("limits: %+v", l)
+	}
+
+	// conn opens a forwarded connection, waits until both ADD_ADDRs reached us (the kernel
+	// counts our echoes) and want joins are through, and returns how many joins the kernel saw
+	// and has. Our path manager acts on an ADD_ADDR as it arrives, so a join beyond want would
+	// be under way by the time a few round trips after the echoes are done: its socket in ss,
+	// its SYN counted by the kernel.
+	conn := func(want uint64) (synRx uint64, subflows int) {
+		t.Helper()
+		kc0 := counters(t, topo.B)
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, _ := netns.Accept(ctx, ln)
+			accepted <- c
+		}()
+		app, err := topo.A.DialTCP(ctx, addrs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app.Close()
+		k := <-accepted
+		if k == nil {
+			t.Fatal("kernel did not accept")
+		}
+		defer k.Close()
+		ctlRoundTrip(t, app, k)
+		waitCounter(t, ctx, topo.B, "EchoAdd", kc0["EchoAdd"]+2)
+		waitCounter(t, ctx, topo.B, "MPJoinAckRx", kc0["MPJoinAckRx"]+want)
+		for range 3 {
+			ctlRoundTrip(t, app, k)
+		}
+		joins := 0
+		for _, line := range strings.Split(topo.A.Run("ss", "-Htan", "dport", "= :"+kport), "\n") {
+			if strings.Contains(line, "10.1.0.2:") || strings.Contains(line, "10.2.0.2:") {
+				joins++
+			}
+		}
+		n, err := kernelSubflows(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if joins != int(want) {
+			t.Errorf("our side has %d sockets to the announced addresses, want %d:\n%s", joins, want, topo.A.Run("ss", "-tan"))
+		}
+		return counters(t, topo.B)["MPJoinSynRx"] - kc0["MPJoinSynRx"], n
+	}
+	if syn, n := conn(1); syn != 1 || n != 2 {
+		t.Errorf("with add_addr_accepted 1: the kernel got %d MP_JOIN SYNs and has %d subflows, want 1 and 2", syn, n)
+	}
+	ctlCmd(t, sock, "limits", "--add-addr-accepted", "2")
+	if syn, n := conn(2); syn != 2 || n != 3 {
+		t.Errorf("with add_addr_accepted 2: the kernel got %d MP_JOIN SYNs and has %d subflows, want 2 and 3", syn, n)
+	}
+}
