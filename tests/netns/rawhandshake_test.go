@@ -31,7 +31,7 @@ import (
 func plainBothWays(t *testing.T, ctx context.Context, c *netns.RawMPTCP, srv net.Conn, seed byte) {
 	t.Helper()
 	if control.IsMPTCP(srv) {
-		t.Errorf("the accepted connection is MPTCP")
+		t.Fatalf("the accepted connection is MPTCP")
 	}
 	c.Fallback()
 	app := readApp(t, srv)
