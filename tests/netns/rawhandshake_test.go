@@ -207,6 +207,7 @@ const noTicketConns = 8
 // connection accepted (and kept open) takes one, and each accept refills the queue while slots
 // are free: the first 8 connections are MPTCP. The next ones find the queue empty: they are not
 // dropped but served as plain TCP, byte-exact, counted (MPCapableNoTicket, FallbackPassive).
+// Once a connection ends and its slot is free again, connections are MPTCP again.
 func TestRawNoTicket(t *testing.T) {
 	testenv.RequireRoot(t)
 	if os.Getenv(smallStackEnv) == "" {
@@ -230,11 +231,16 @@ func TestRawNoTicket(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	r := newRawRig(t, 60*time.Second)
 	start := r.counters()
+	var first *netns.RawMPTCP
+	var firstSrv net.Conn
 	for i := range noTicketConns {
-		_, srv := r.dial(uint16(41050+i), netns.RawOptions{Track: true})
+		c, srv := r.dial(uint16(41050+i), netns.RawOptions{Track: true})
 		if !control.IsMPTCP(srv) {
 			r.logCounters()
 			t.Fatalf("connection %d of %d is not MPTCP", i+1, noTicketConns)
+		}
+		if i == 0 {
+			first, firstSrv = c, srv
 		}
 	}
 	r.before = start
@@ -246,6 +252,24 @@ func TestRawNoTicket(t *testing.T) {
 		plainBothWays(t, r.ctx, c, srv, byte(30+2*i))
 		wantDeltas(r, map[string]uint64{"MPCapableNoTicket": 1, "FallbackPassive": 1, "PassiveTicketUsed": 0,
 			"MPCapableACKRX": 0, "PassiveOpens": 0})
+	}
+
+	// A connection that ends frees its slot (after its cooldown, 2 s): the queue refills and
+	// connections are MPTCP again.
+	first.Close()
+	firstSrv.Close()
+	ended := time.Now()
+	for port := uint16(41070); ; port++ {
+		_, srv := r.dial(port, netns.RawOptions{Track: true})
+		if control.IsMPTCP(srv) {
+			t.Logf("MPTCP again %v after a connection ended, at try %d", time.Since(ended).Round(time.Millisecond), port-41070+1)
+			break
+		}
+		if port == 41070+40 {
+			r.logCounters()
+			t.Fatal("no MPTCP connection in 40 tries, 250 ms apart, after a connection ended")
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	if t.Failed() {
 		r.logCounters()
