@@ -82,6 +82,8 @@ static __always_inline int on_hdr_len(struct bpf_sock_ops *skops)
 		bpf_reserve_hdr_opt(skops, s->role == ROLE_JOIN_ACTIVE ? LEN_MPJ_SYN : LEN_MPC_SYN, 0);
 		return 1;
 	}
+	if (s->state == SUB_JOIN_FAILED)
+		return join_failed_rst(skops, NULL, s, tcp_flags);
 	if (s->state != SUB_MPTCP)
 		return 1;
 	return est_hdr_len(skops, s, tcp_flags);
@@ -119,6 +121,8 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 
 	if (s->state == SUB_SYN_SENT && (tcp_flags & TCP_FLAG_SYN))
 		return write_syn(skops, sc, s, seq);
+	if (s->state == SUB_JOIN_FAILED)
+		return join_failed_rst(skops, sc, s, tcp_flags);
 	if (s->state != SUB_MPTCP)
 		return 1;
 	return est_write_hdr(skops, sc, s, seq, payload, tcp_flags);

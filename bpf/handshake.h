@@ -401,7 +401,9 @@ static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_sc
 		s->state = SUB_JOIN_FAILED;
 		dp_count(DP_MPJoinAckHMacFailure);
 		dp_emit(EV_JOIN, s, 0, 0, 0, 0, bpf_get_socket_cookie(skops));
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+		/* Go resets the subflow: the write callbacks stay on for the reset's MP_TCPRST
+		 * (join_failed_rst), nothing is parsed any more. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
 		return 1;
 	}
 	s->local_key = tv->local_key;
@@ -416,6 +418,29 @@ static __always_inline int passive_join(struct bpf_sock_ops *skops, struct dp_sc
 	dp_count(DP_MPJoinAckRx);
 	dp_emit(EV_JOIN, s, 1, v->local_id | (v->peer_id << 8) | ((__u64)v->peer_backup << 16), 0, 0,
 		bpf_get_socket_cookie(skops));
+	return 1;
+}
+
+/* join_failed_rst writes (or, with sc NULL, reserves room for) the MP_TCPRST Go asked for on the
+ * reset of a passive join refused at its third ACK (passive_join), as the kernel sends one there
+ * (subflow_syn_recv_sock; RFC 8684 §3.6). Nothing else is written on such a subflow. */
+static __always_inline int join_failed_rst(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s,
+					   __u32 tcp_flags)
+{
+	struct sub *sb;
+
+	if (s->role != ROLE_JOIN_PASSIVE || !(tcp_flags & TCP_FLAG_RST))
+		return 1;
+	sb = sub_of(s);
+	if (!sb || !(sb->ctl.rst_flags & SUB_RST_REQUEST))
+		return 1;
+	if (!sc) {
+		bpf_reserve_hdr_opt(skops, LEN_MP_TCPRST, 0);
+		return 1;
+	}
+	build_tcprst(sc->out, sb->ctl.rst_flags, sb->ctl.rst_reason);
+	if (!store_opt(skops, sc->out, LEN_MP_TCPRST))
+		dp_count(DP_MPRstTx);
 	return 1;
 }
 

@@ -462,9 +462,9 @@ func TestRawAddAddrRetransmitted(t *testing.T) {
 
 // TestRawJoinAckHMAC: the client opens a second subflow with MP_JOIN (RFC 8684 §3.2); our
 // SYN/ACK's HMAC is checked, and the client's third ACK carries a wrong HMAC. Our side resets
-// the subflow and counts it (MPJoinAckHMacFailure); the first subflow still carries data both
-// ways, byte-exact. Then a join with the right HMAC gets the fourth ACK and is counted
-// (MPJoinAckRx), proving the test's HMAC right.
+// the subflow with MP_TCPRST and counts it (MPJoinAckHMacFailure, MPRstTx); the first subflow
+// still carries data both ways, byte-exact. Then a join with the right HMAC gets the fourth ACK
+// and is counted (MPJoinAckRx), proving the test's HMAC right.
 func TestRawJoinAckHMAC(t *testing.T) {
 	ourPM(t, pm.Limits{Subflows: 8, AddAddrAccepted: 8})
 	r := newRawRig(t, 30*time.Second)
@@ -495,11 +495,11 @@ func TestRawJoinAckHMAC(t *testing.T) {
 			t.Errorf("before the reset, our side sent %v", s)
 		}
 	}
-	// The datapath stops writing options on a subflow whose join failed, so the reset may
-	// come without MP_TCPRST (the kernel sends reason 3, administratively prohibited); one it
-	// carries gives the reason the connection layer asks for (refuseJoinSocket).
+	// The reset carries MP_TCPRST (RFC 8684 §3.6), with the reason the connection layer asks
+	// for (refuseJoinSocket: an MPTCP-specific error; the kernel sends reason 3,
+	// administratively prohibited).
 	if rst, ok := option[wire.MPTCPRst](segs[i]); !ok {
-		t.Logf("our reset %v carries no MP_TCPRST", segs[i])
+		t.Errorf("our reset %v carries no MP_TCPRST", segs[i])
 	} else if rst.Reason != wire.RstEMPTCP {
 		t.Errorf("our reset carries MP_TCPRST reason %d (%s), want %d (%s)", rst.Reason, wire.ReasonString(rst.Reason), wire.RstEMPTCP, wire.ReasonString(wire.RstEMPTCP))
 	}
@@ -552,7 +552,7 @@ func TestRawJoinAckHMAC(t *testing.T) {
 	if j2.Reset() {
 		t.Errorf("the join with the right HMAC was reset")
 	}
-	r.wantDeltas(map[string]uint64{"MPJoinAckHMacFailure": 1, "MPJoinAckRx": 1, "JoinRefused": 1, "Joins": 1})
+	r.wantDeltas(map[string]uint64{"MPJoinAckHMacFailure": 1, "MPJoinAckRx": 1, "JoinRefused": 1, "Joins": 1, "MPRstTx": 1})
 	if t.Failed() {
 		r.logCounters()
 	}

@@ -195,6 +195,13 @@ type RawOptions struct {
 	// data is acknowledged at the subflow level only (a hostile peer need not consume anything)
 	// and nothing is kept.
 	Track bool
+	// ISS is the SYN's sequence number (the client's ISN) when not zero, else a random one: a
+	// connection opened again from the same port with the same ISS gets the same key from our
+	// listener, whose SYN/ACK key is derived from the 4-tuple and the client's ISN.
+	ISS uint32
+	// BadAckKey has the third ACK echo the server's key with its lowest bit flipped: not the key
+	// the server's SYN/ACK carried.
+	BadAckKey bool
 }
 
 // RawMPTCP is a hostile MPTCP client in userspace, one subflow of it: the MP_CAPABLE (or
@@ -224,6 +231,7 @@ type RawMPTCP struct {
 	rx               chan Seg
 	stop             chan struct{}
 	done             chan struct{}
+	closeOnce        sync.Once
 	SegmentsReceived uint64
 }
 
@@ -294,7 +302,11 @@ func (tn *TUN) DialRaw(ctx context.Context, sport uint16, dst netip.AddrPort, o 
 	if o.NoMPCAck {
 		c.data.fallback = true
 	} else {
-		ack = wire.MPCapable{Form: wire.MPCAck, Version: wire.SupportedVersion, Flags: wire.FlagHMACSHA256, SenderKey: c.Key, ReceiverKey: c.PeerKey}.Append(nil)
+		echo := c.PeerKey
+		if o.BadAckKey {
+			echo ^= 1
+		}
+		ack = wire.MPCapable{Form: wire.MPCAck, Version: wire.SupportedVersion, Flags: wire.FlagHMACSHA256, SenderKey: c.Key, ReceiverKey: echo}.Append(nil)
 	}
 	if err := c.write(tcpACK, c.sndNxt, c.rcvNxt, ack, nil); err != nil {
 		c.unregister()
@@ -363,7 +375,11 @@ func (tn *TUN) newSubflow(sport, dport uint16, o RawOptions, d *rawData) (*RawMP
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	c := &RawMPTCP{tun: tn, sport: sport, dport: dport, iss: binary.BigEndian.Uint32(b[:]), opts: o, data: d,
+	iss := o.ISS
+	if iss == 0 {
+		iss = binary.BigEndian.Uint32(b[:])
+	}
+	c := &RawMPTCP{tun: tn, sport: sport, dport: dport, iss: iss, opts: o, data: d,
 		stop: make(chan struct{}), done: make(chan struct{}), rx: make(chan Seg, 4096)}
 	c.cond = sync.NewCond(&c.mu)
 	tn.mu.Lock()
@@ -526,6 +542,18 @@ func (c *RawMPTCP) SendMapped(ctx context.Context, payload []byte) error {
 	return nil
 }
 
+// Fallback has the client continue as plain TCP, as a client does when the server's data comes
+// without a mapping (RFC 8684 §3.7): SendMapped sends without options, and the server's bytes
+// are placed in order without mappings.
+func (c *RawMPTCP) Fallback() {
+	c.data.mu.Lock()
+	c.data.fallback = true
+	c.data.mu.Unlock()
+}
+
+// ISS is the client's initial sequence number on this subflow.
+func (c *RawMPTCP) ISS() uint32 { return c.iss }
+
 // SetNextDSN has SendMapped go on at dsn: after data the test mapped by hand.
 func (c *RawMPTCP) SetNextDSN(dsn uint64) {
 	c.data.mu.Lock()
@@ -613,18 +641,20 @@ func (c *RawMPTCP) Data() ([]byte, int) {
 
 // Close stops the reader and resets the connection. A reset is taken only at the server's next
 // expected sequence number (RFC 5961): that is the ACK it last sent, or our next byte when that
-// ACK was lost on the way.
+// ACK was lost on the way. Only the first call does anything.
 func (c *RawMPTCP) Close() {
-	close(c.stop)
-	<-c.done
-	c.unregister()
-	c.mu.Lock()
-	acked, sndNxt, rcvNxt := c.acked, c.sndNxt, c.rcvNxt
-	c.mu.Unlock()
-	c.write(tcpRST|tcpACK, acked, rcvNxt, nil, nil)
-	if sndNxt != acked {
-		c.write(tcpRST|tcpACK, sndNxt, rcvNxt, nil, nil)
-	}
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		<-c.done
+		c.unregister()
+		c.mu.Lock()
+		acked, sndNxt, rcvNxt := c.acked, c.sndNxt, c.rcvNxt
+		c.mu.Unlock()
+		c.write(tcpRST|tcpACK, acked, rcvNxt, nil, nil)
+		if sndNxt != acked {
+			c.write(tcpRST|tcpACK, sndNxt, rcvNxt, nil, nil)
+		}
+	})
 }
 
 func (c *RawMPTCP) readLoop() {
