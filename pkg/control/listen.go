@@ -280,7 +280,13 @@ func (s *Stack) acceptJoin(tc *net.TCPConn, st datapath.SkState) {
 	c := s.conn(st.Conn)
 	if c == nil || st.State != datapath.StateMPTCP {
 		s.stats.JoinRefused.Add(1)
-		s.refuseJoinSocket(j, RstMPTCPError)
+		reason := uint8(RstMPTCPError)
+		if st.State == datapath.StateJoinFailed {
+			// The third ACK's HMAC was wrong or missing: the kernel answers "administratively
+			// prohibited" (MPTCP_RST_EPROHIBIT), and so do we.
+			reason = RstAdminProhibited
+		}
+		s.refuseJoinSocket(j, reason)
 		return
 	}
 	if !s.goroutine(func() {

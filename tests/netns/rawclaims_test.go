@@ -495,13 +495,12 @@ func TestRawJoinAckHMAC(t *testing.T) {
 			t.Errorf("before the reset, our side sent %v", s)
 		}
 	}
-	// The reset carries MP_TCPRST (RFC 8684 §3.6), with the reason the connection layer asks
-	// for (refuseJoinSocket: an MPTCP-specific error; the kernel sends reason 3,
-	// administratively prohibited).
+	// The reset carries MP_TCPRST (RFC 8684 §3.6) with the reason the kernel gives a third ACK
+	// whose HMAC is wrong: administratively prohibited.
 	if rst, ok := option[wire.MPTCPRst](segs[i]); !ok {
 		t.Errorf("our reset %v carries no MP_TCPRST", segs[i])
-	} else if rst.Reason != wire.RstEMPTCP {
-		t.Errorf("our reset carries MP_TCPRST reason %d (%s), want %d (%s)", rst.Reason, wire.ReasonString(rst.Reason), wire.RstEMPTCP, wire.ReasonString(wire.RstEMPTCP))
+	} else if rst.Reason != wire.RstEProhibit {
+		t.Errorf("our reset carries MP_TCPRST reason %d (%s), want %d (%s)", rst.Reason, wire.ReasonString(rst.Reason), wire.RstEProhibit, wire.ReasonString(wire.RstEProhibit))
 	}
 	r.waitDelta("MPJoinAckHMacFailure", 1)
 	if n := len(oc.Subflows()); n != 1 {
