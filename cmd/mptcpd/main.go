@@ -63,6 +63,24 @@ func main() {
 	}
 }
 
+// memoryLimit reads --memory-limit (given, or from --config) and sets Go's soft memory limit to
+// it, as GOMEMLIMIT would; without one ("off" or none) the runtime's limit is left as it is. It
+// returns the limit in bytes, 0 for none.
+func memoryLimit(cc *cli.Context) (int64, error) {
+	v := cc.String("memory-limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := parseMemoryLimit(v)
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit %w", err)
+	}
+	if n > 0 {
+		debug.SetMemoryLimit(n)
+	}
+	return n, nil
+}
+
 func run(cc *cli.Context) error {
 	if cc.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", cc.Args().First())
@@ -77,12 +95,9 @@ func run(cc *cli.Context) error {
 	if err := checkMaxConns(maxConns); err != nil {
 		return fmt.Errorf("--max-conns %w", err)
 	}
-	var memLimit int64
-	if v := cc.String("memory-limit"); v != "" {
-		var err error
-		if memLimit, err = parseMemoryLimit(v); err != nil {
-			return fmt.Errorf("--memory-limit %w", err)
-		}
+	memLimit, err := memoryLimit(cc)
+	if err != nil {
+		return err
 	}
 	limit := proxy.NewLimit(maxConns)
 	var level slog.Level
@@ -125,7 +140,6 @@ func run(cc *cli.Context) error {
 		}()
 	}
 	if memLimit > 0 {
-		debug.SetMemoryLimit(memLimit)
 		log.Info("memory limit: new connections are refused while the Go heap is above 90% of it", "bytes", memLimit)
 	}
 	dpcfg := control.DatapathConfig(maxConns)

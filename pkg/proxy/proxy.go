@@ -99,6 +99,8 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[*relay]struct{}
 	closing bool // Shutdown started: new relays end at once, gracefully
+	// dialRemote, when set (tests), opens the other side instead of the stack or net.Dialer.
+	dialRemote func(ctx context.Context) (net.Conn, error)
 }
 
 // Listen opens the server's listener.
@@ -182,10 +184,13 @@ func (s *Server) dial(ctx context.Context) (net.Conn, error) {
 	for {
 		var out net.Conn
 		var err error
-		if s.Forward {
+		switch {
+		case s.dialRemote != nil:
+			out, err = s.dialRemote(ctx)
+		case s.Forward:
 			d := control.Dialer{Stack: s.Stack}
 			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
-		} else {
+		default:
 			var d net.Dialer
 			d.SetMultipathTCP(false)
 			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
