@@ -232,6 +232,29 @@ func option[T wire.Option](s netns.Seg) (T, bool) {
 	return zero, false
 }
 
+// exchangeRaw moves data both ways at once: the raw peer sends up, mapped, on its subflow from
+// while our application srv writes down; the application must have read appWant (what it read
+// in all, up last) and the raw client c received down, both byte-exact.
+func exchangeRaw(t *testing.T, ctx context.Context, from, c *netns.RawMPTCP, srv net.Conn, app *appReader, up, appWant, down []byte) {
+	t.Helper()
+	wrote := writeAsync(srv, down)
+	if err := from.SendMapped(ctx, up); err != nil {
+		t.Fatal(err)
+	}
+	if err := from.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.wait(ctx, appWant); err != nil {
+		t.Error(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if err := waitClientData(ctx, c, down); err != nil {
+		t.Error(err)
+	}
+}
+
 // writeAsync writes b to c on a goroutine; the error comes on the channel.
 func writeAsync(c net.Conn, b []byte) <-chan error {
 	ch := make(chan error, 1)
@@ -259,22 +282,7 @@ func TestRawThirdAckWithoutMPCapable(t *testing.T) {
 		t.Errorf("the accepted connection is MPTCP")
 	}
 	up, down := pattern(192<<10, 1), pattern(256<<10, 2)
-	wrote := writeAsync(srv, down)
-	if err := c.SendMapped(r.ctx, up); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Flush(r.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.wait(r.ctx, up); err != nil {
-		t.Error(err)
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	if err := waitClientData(r.ctx, c, down); err != nil {
-		t.Error(err)
-	}
+	exchangeRaw(t, r.ctx, c, c, srv, app, up, up, down)
 	segs = c.Segments()
 	for i, s := range segs[1:] {
 		if opts, err := s.MPTCP(); s.Flags&netns.TCPSYN == 0 && (len(opts) != 0 || err != nil) { // a SYN/ACK sent again may
@@ -508,22 +516,7 @@ func TestRawJoinAckHMAC(t *testing.T) {
 	}
 
 	up, down := pattern(256<<10, 3), pattern(384<<10, 4)
-	wrote := writeAsync(srv, down)
-	if err := c.SendMapped(r.ctx, up); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Flush(r.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.wait(r.ctx, up); err != nil {
-		t.Error(err)
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	if err := waitClientData(r.ctx, c, down); err != nil {
-		t.Error(err)
-	}
+	exchangeRaw(t, r.ctx, c, c, srv, app, up, up, down)
 	if d := r.delta("MPJoinAckRx"); d != 0 {
 		t.Errorf("MPJoinAckRx +%d after a join with a wrong HMAC", d)
 	}
@@ -606,22 +599,7 @@ func TestRawMappingConflict(t *testing.T) {
 
 	// Plain TCP from now on, both ways.
 	down := pattern(128<<10, 8)
-	wrote := writeAsync(srv, down)
-	if err := c.SendMapped(r.ctx, p3); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Flush(r.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.wait(r.ctx, bytes.Join([][]byte{p1, p2, p3}, nil)); err != nil {
-		t.Error(err)
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	if err := waitClientData(r.ctx, c, down); err != nil {
-		t.Error(err)
-	}
+	exchangeRaw(t, r.ctx, c, c, srv, app, p3, bytes.Join([][]byte{p1, p2, p3}, nil), down)
 	segs := c.Segments()
 	for _, s := range segs[i+1:] {
 		if opts, err := s.MPTCP(); len(opts) != 0 || err != nil {
@@ -696,22 +674,7 @@ func TestRawMappingConflictJoined(t *testing.T) {
 	// What our side did not DATA_ACK goes again on the other subflow, then more, both ways.
 	j.SetNextDSN(dsn + n)
 	down := pattern(128<<10, 12)
-	wrote := writeAsync(srv, down)
-	if err := j.SendMapped(r.ctx, append(append([]byte(nil), p2...), p3...)); err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Flush(r.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.wait(r.ctx, bytes.Join([][]byte{p1, p2, p3}, nil)); err != nil {
-		t.Error(err)
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	if err := waitClientData(r.ctx, c, down); err != nil {
-		t.Error(err)
-	}
+	exchangeRaw(t, r.ctx, j, c, srv, app, append(append([]byte(nil), p2...), p3...), bytes.Join([][]byte{p1, p2, p3}, nil), down)
 	if !oc.MPTCP() {
 		t.Error("the connection fell back")
 	}

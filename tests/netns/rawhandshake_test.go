@@ -36,22 +36,7 @@ func plainBothWays(t *testing.T, ctx context.Context, c *netns.RawMPTCP, srv net
 	c.Fallback()
 	app := readApp(t, srv)
 	up, down := pattern(128<<10, seed), pattern(160<<10, seed+1)
-	wrote := writeAsync(srv, down)
-	if err := c.SendMapped(ctx, up); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.wait(ctx, up); err != nil {
-		t.Error(err)
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	if err := waitClientData(ctx, c, down); err != nil {
-		t.Error(err)
-	}
+	exchangeRaw(t, ctx, c, c, srv, app, up, up, down)
 	segs := c.Segments()
 	for i, s := range segs[1:] {
 		if opts, err := s.MPTCP(); s.Flags&netns.TCPSYN == 0 && (len(opts) != 0 || err != nil) { // but a SYN/ACK sent again
@@ -168,22 +153,7 @@ func TestRawThirdAckTokenInUse(t *testing.T) {
 
 	// The first connection goes on over its second subflow, both ways.
 	up, down := pattern(64<<10, 24), pattern(64<<10, 25)
-	wrote := writeAsync(srv1, down)
-	if err := j.SendMapped(r.ctx, up); err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Flush(r.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := app1.wait(r.ctx, up); err != nil {
-		t.Error(err)
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	if err := waitClientData(r.ctx, j, down); err != nil {
-		t.Error(err)
-	}
+	exchangeRaw(t, r.ctx, j, j, srv1, app1, up, up, down)
 	if !oc.MPTCP() {
 		t.Error("the first connection fell back")
 	}
