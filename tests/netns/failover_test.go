@@ -119,3 +119,73 @@ func TestMultipathRestoration(t *testing.T) {
 		})
 	}
 }
+
+// TestMultipathSilentFailover: the path of the initial subflow starts dropping every packet in
+// the middle of a transfer, both ways, with no link event (a path that went silent, as when a
+// phone walks out of Wi-Fi range): only the transport can notice. Ours, as client and as server
+// of the kernel, finds the subflow stale and sends its data again on the second path; the
+// transfer completes byte-exact within a bound, and the second path carried the rest.
+func TestMultipathSilentFailover(t *testing.T) {
+	for _, fam := range []netns.Family{netns.IPv4, netns.IPv6} {
+		t.Run(fam.String(), func(t *testing.T) {
+			for _, p := range []pairing{{oursImpl, kernelImpl}, {kernelImpl, oursImpl}} {
+				t.Run(p.String(), func(t *testing.T) { testSilentFailover(t, p, fam) })
+			}
+		})
+	}
+}
+
+func testSilentFailover(t *testing.T, p pairing, fam netns.Family) {
+	r := newRig(t, caseCtx(t, 60*time.Second), p, rigConfig{paths: 2, fam: fam})
+	r.endpoint(A, 1, fam, "subflow")
+	// Droppers on both ends of path 0, passing everything until the path goes silent.
+	p0 := r.topo.Path(0)
+	silent := []*netns.Loss{p0.A.SetLoss(0), p0.B.SetLoss(0)}
+	// Rate-limited paths, so that both directions are still under way when path 0 goes silent.
+	for i := range 2 {
+		r.topo.Path(i).SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
+	}
+	r.connect()
+	r.waitSubflows(A, 2)
+	r.waitSubflows(B, 2)
+	const n = 64 << 20
+	baseA, baseB := r.sent(A, 2), r.sent(B, 2)
+	x := r.start(n, n)
+	r.waitMoved(A, 2, baseA, n/4)
+	r.waitMoved(B, 2, baseB, n/4)
+	movedA, movedB := r.sent(A, 2)-baseA, r.sent(B, 2)-baseB
+	txA, txB := r.linkTx(A, 1), r.linkTx(B, 1)
+	for _, lo := range silent {
+		if err := lo.SetRate(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut := time.Now()
+	cliGap, srvGap := x.wait()
+	took := time.Since(cut)
+	up, down := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB
+	t.Logf("path 0 silent after %d MiB up, %d MiB down; the rest took %v, path 1 then carried %d MiB up, %d MiB down; longest receive gap: server %v, client %v",
+		movedA>>20, movedB>>20, took.Round(time.Millisecond), up>>20, down>>20, srvGap.Round(time.Millisecond), cliGap.Round(time.Millisecond))
+	for _, lo := range silent {
+		if _, dropped, err := lo.Stats(); err != nil || dropped == 0 {
+			t.Errorf("path 0 dropped %d packets (%v): it never went silent", dropped, err)
+		}
+	}
+	// Ours notices within about a second (stale: no acknowledgment for max(250 ms, 3 RTT)); the
+	// kernel, by its retransmission timeouts (net.mptcp.stale_loss_cnt, 4 by default).
+	if limit := 10 * time.Second; took > limit {
+		t.Errorf("the transfer took %v after path 0 went silent, want under %v", took, limit)
+	}
+	if up < n/8 || down < n/8 {
+		t.Errorf("path 1 carried %d bytes up and %d down after path 0 went silent: the rest of the transfer should have", up, down)
+	}
+	ours := A
+	if p.server == oursImpl {
+		ours = B
+	}
+	r.wantDelta(ours, "SubflowStale", 1)
+	r.wantDelta(ours, "ReinjectedBytes", 1)
+	r.logNonZeroDelta(ours, "DataRetransmit", "SubflowLossy")
+	r.logNonZeroDelta(ours.Other(), "SubflowStale", "SubflowRecover", "MPTCPRetrans")
+	r.checkHealthy()
+}
