@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Test middlebox: while enabled, overwrites every MPTCP option of the TCP segments it sees with
- * NOPs (and fixes the checksum), as a middlebox that strips unknown options would. */
+/* Test middlebox: while enabled, overwrites every MPTCP option of the TCP segments it sees (IPv4
+ * without IP options, IPv6 without extension headers) with NOPs and fixes the checksum, as a
+ * middlebox that strips unknown options would. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
@@ -48,19 +50,36 @@ int strip_mptcp(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	struct tcphdr *th = (void *)(ip + 1);
+	struct tcphdr *th;
 	struct opt_walk w = {};
 	struct strip_buf *sb;
-	__u32 zero = 0, *on, l4 = sizeof(*eth) + sizeof(*ip), found = 0;
+	__u32 zero = 0, *on, l4, found = 0;
 	__u64 olen, *v;
 	__s64 diff;
 
 	on = bpf_map_lookup_elem(&strip_on, &zero);
 	if (!on || !*on)
 		return TCX_NEXT;
-	if ((void *)(th + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
-	    ip->protocol != IPPROTO_TCP)
+	if ((void *)(eth + 1) > end)
+		return TCX_NEXT;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_TCP)
+			return TCX_NEXT;
+		l4 = sizeof(*eth) + sizeof(*ip);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		/* No extension headers: the TCP header follows the fixed one. */
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+			return TCX_NEXT;
+		l4 = sizeof(*eth) + sizeof(*ip6);
+	} else {
+		return TCX_NEXT;
+	}
+	th = data + l4;
+	if ((void *)(th + 1) > end)
 		return TCX_NEXT;
 	olen = (__u64)th->doff * 4;
 	if (olen <= sizeof(*th) || olen > sizeof(*th) + MAX_TCP_OPTION_SPACE)

@@ -110,7 +110,8 @@ type connState struct {
 	lingerAt  time.Time
 	events    [16]uint64 // events handled, by type
 	// The connection's error is the peer's protocol violation: its subflows end with a reset.
-	resetOnErr bool
+	resetOnErr  bool
+	fastcloseRx bool // the peer's MP_FASTCLOSE was counted
 	// A second subflow joined once: no fallback to TCP from then on (§3.7), a subflow whose
 	// data cannot be placed is reset instead (badMapping).
 	joined bool
@@ -217,7 +218,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 func (c *Conn) Write(b []byte) (int, error) {
 	select {
 	case <-c.closed:
-		return 0, errConnClosed
+		return 0, c.closedErr()
 	default:
 	}
 	return c.txq.pushWait(b, c.wdl, c.closed, c.poke)
@@ -232,7 +233,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	for {
 		select {
 		case <-c.closed:
-			return total, errConnClosed
+			return total, c.closedErr()
 		default:
 		}
 		var buf []byte
@@ -378,6 +379,15 @@ func (c *Conn) Err() error {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
 	return c.err
+}
+
+// closedErr is what sending on a closed connection returns: the failure that ended it (the
+// peer's MP_FASTCLOSE, a reset) unless the application closed it.
+func (c *Conn) closedErr() error {
+	if err := c.Err(); err != nil && err != errConnClosed && !c.userClosed.Load() {
+		return err
+	}
+	return errConnClosed
 }
 
 // abort ends the connection from outside its goroutine (stack shutdown).

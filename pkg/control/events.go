@@ -110,8 +110,7 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		c.st.ackArmed = false
 		return
 	case datapath.EvFastclose:
-		c.stack.stats.Fastclose.Add(1)
-		c.fail(ErrFastclose)
+		c.fail(c.peerFastclosed())
 		return
 	}
 	sf := c.subBySlot(ev.Sub)

@@ -136,6 +136,17 @@ func (c *Conn) dropSubflow(sf *subflow, err error) {
 	c.toPM(func(p PathManager) { p.SubflowClosed(c, view, err) })
 }
 
+// peerFastclosed counts the peer's MP_FASTCLOSE once, whichever comes first: its event, or the
+// reset of the last subflow (whose datapath state shows it) ending the connection before the
+// event is handled. It returns ErrFastclose.
+func (c *Conn) peerFastclosed() error {
+	if !c.st.fastcloseRx {
+		c.st.fastcloseRx = true
+		c.stack.stats.Fastclose.Add(1)
+	}
+	return ErrFastclose
+}
+
 // resetError explains a subflow error with what the datapath saw on the reset: the peer's
 // MP_FASTCLOSE or MP_TCPRST. The datapath state is read directly, as the event may still be
 // on its way.
@@ -143,7 +154,7 @@ func (c *Conn) resetError(sf *subflow, err error) error {
 	if c.mptcp.Load() {
 		st, ok := c.plane.sockState(sf)
 		if ok && st.Flags&datapath.SubFastcloseRx != 0 {
-			return ErrFastclose
+			return c.peerFastclosed()
 		}
 		if ok && st.Flags&datapath.SubRstRx != 0 && sf.lastRst == nil {
 			sf.lastRst = &ResetError{Reason: st.RstReason}

@@ -128,73 +128,78 @@ func TestMultipathMixedFamily(t *testing.T) {
 	}
 }
 
-// TestMultipathRemoveAddr: REMOVE_ADDR both ways, in the middle of a transfer. The client
-// removes a subflow endpoint, or the server withdraws an announced address: the peer counts the
-// REMOVE_ADDR, the subflows over it close on both sides, and the data arrives intact.
+// TestMultipathRemoveAddr: REMOVE_ADDR both ways, in the middle of a transfer, over both
+// families. The client removes a subflow endpoint, or the server withdraws an announced address:
+// the peer counts the REMOVE_ADDR, the subflows over it close on both sides, and the data
+// arrives intact.
 func TestMultipathRemoveAddr(t *testing.T) {
-	for _, by := range []netns.Side{A, B} {
-		name := map[netns.Side]string{A: "by-client", B: "by-server"}[by]
-		t.Run(name, func(t *testing.T) {
-			forPairings(t, func(t *testing.T, p pairing) {
-				r := newRig(t, caseCtx(t, 60*time.Second), p, rigConfig{paths: 2})
-				if by == A {
-					r.endpoint(A, 1, netns.IPv4, "subflow")
-				} else {
-					r.endpoint(B, 1, netns.IPv4, "signal")
-				}
-				r.connect()
-				r.waitSubflows(A, 2)
-				r.waitSubflows(B, 2)
-				x := r.start(256<<20, 256<<20)
-				time.Sleep(100 * time.Millisecond)
-				r.deleteEndpoint(by, 1)
-				r.waitSubflows(A, 1)
-				r.waitSubflows(B, 1)
-				x.wait()
-				r.wantDelta(by, "RmAddrTx", 1)
-				r.wantDelta(by.Other(), "RmAddr", 1)
-				r.checkHealthy()
+	forFamilies(t, func(t *testing.T, fam netns.Family) {
+		for _, by := range []netns.Side{A, B} {
+			name := map[netns.Side]string{A: "by-client", B: "by-server"}[by]
+			t.Run(name, func(t *testing.T) {
+				forPairings(t, func(t *testing.T, p pairing) {
+					r := newRig(t, caseCtx(t, 60*time.Second), p, rigConfig{paths: 2, fam: fam})
+					if by == A {
+						r.endpoint(A, 1, fam, "subflow")
+					} else {
+						r.endpoint(B, 1, fam, "signal")
+					}
+					r.connect()
+					r.waitSubflows(A, 2)
+					r.waitSubflows(B, 2)
+					x := r.start(256<<20, 256<<20)
+					time.Sleep(100 * time.Millisecond)
+					r.deleteEndpoint(by, 1)
+					r.waitSubflows(A, 1)
+					r.waitSubflows(B, 1)
+					x.wait()
+					r.wantDelta(by, "RmAddrTx", 1)
+					r.wantDelta(by.Other(), "RmAddr", 1)
+					r.checkHealthy()
+				})
 			})
-		})
-	}
+		}
+	})
 }
 
-// TestMultipathPrio: MP_PRIO both ways. One side marks the second path's endpoint backup: it
-// sends MP_PRIO, the peer counts it, and then neither side sends data on that path while the
-// first one works.
+// TestMultipathPrio: MP_PRIO both ways, over both families. One side marks the second path's
+// endpoint backup: it sends MP_PRIO, the peer counts it, and then neither side sends data on
+// that path while the first one works.
 func TestMultipathPrio(t *testing.T) {
-	for _, by := range []netns.Side{A, B} {
-		name := map[netns.Side]string{A: "by-client", B: "by-server"}[by]
-		t.Run(name, func(t *testing.T) {
-			forPairings(t, func(t *testing.T, p pairing) {
-				r := newRig(t, caseCtx(t, 60*time.Second), p, rigConfig{paths: 2})
-				if by == A {
-					r.endpoint(A, 1, netns.IPv4, "subflow")
-				} else {
-					r.endpoint(B, 1, netns.IPv4, "signal")
-				}
-				r.connect()
-				r.waitSubflows(A, 2)
-				r.waitSubflows(B, 2)
-				r.setBackup(by, 1, true)
-				if err := waitDelta(r, by.Other(), "MPPrioRx", 1); err != nil {
-					r.logState()
-					r.logInfo()
-					t.Fatal(err)
-				}
-				r.wantDelta(by, "MPPrioTx", 1)
-				const n = 64 << 20
-				txA, txB := r.linkTx(A, 1), r.linkTx(B, 1)
-				r.start(n, n).wait()
-				a, b := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB
-				t.Logf("backup path carried %d bytes up, %d down, of %d MiB each way", a, b, n>>20)
-				if a > 1<<20 || b > 1<<20 {
-					t.Errorf("the backup path carried %d bytes up and %d down: want none of the data", a, b)
-				}
-				r.checkHealthy()
+	forFamilies(t, func(t *testing.T, fam netns.Family) {
+		for _, by := range []netns.Side{A, B} {
+			name := map[netns.Side]string{A: "by-client", B: "by-server"}[by]
+			t.Run(name, func(t *testing.T) {
+				forPairings(t, func(t *testing.T, p pairing) {
+					r := newRig(t, caseCtx(t, 60*time.Second), p, rigConfig{paths: 2, fam: fam})
+					if by == A {
+						r.endpoint(A, 1, fam, "subflow")
+					} else {
+						r.endpoint(B, 1, fam, "signal")
+					}
+					r.connect()
+					r.waitSubflows(A, 2)
+					r.waitSubflows(B, 2)
+					r.setBackup(by, 1, true)
+					if err := waitDelta(r, by.Other(), "MPPrioRx", 1); err != nil {
+						r.logState()
+						r.logInfo()
+						t.Fatal(err)
+					}
+					r.wantDelta(by, "MPPrioTx", 1)
+					const n = 64 << 20
+					txA, txB := r.linkTx(A, 1), r.linkTx(B, 1)
+					r.start(n, n).wait()
+					a, b := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB
+					t.Logf("backup path carried %d bytes up, %d down, of %d MiB each way", a, b, n>>20)
+					if a > 1<<20 || b > 1<<20 {
+						t.Errorf("the backup path carried %d bytes up and %d down: want none of the data", a, b)
+					}
+					r.checkHealthy()
+				})
 			})
-		})
-	}
+		}
+	})
 }
 
 // waitDelta waits until side s's counter moved by n since connect.

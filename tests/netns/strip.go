@@ -8,7 +8,7 @@ import (
 )
 
 // Stripper is a middlebox on one end's ingress that, once enabled, removes the MPTCP options
-// of every TCP segment arriving there (IPv4), as some middleboxes do.
+// of every TCP segment arriving there (IPv4 and IPv6), as some middleboxes do.
 type Stripper struct {
 	objs testbpf.StripperObjects
 	l    link.Link
