@@ -221,6 +221,14 @@ func (c *Conn) attachSubflow(j joinResult) {
 	c.subs = append(c.subs, sf)
 	c.st.joined = true
 	c.stack.stats.Joins.Add(1)
+	if !j.active && c.stack.backupEndpoint(sf.localID) {
+		// A join to an address we announced as a backup: a backup for us, and MP_PRIO tells
+		// the peer (§3.3.8; the kernel sets B in its MP_JOIN SYN/ACK instead).
+		sf.backup = true
+		if err := c.queueOption(sf, wire.MPPrio{Backup: true}.Append(nil)); err == nil {
+			c.stack.stats.MPPrioTx.Add(1)
+		}
+	}
 	c.emitSub(EventSubEstablished, sf, nil)
 	for _, ev := range c.st.pendingSub[j.slot] {
 		c.handleEvent(ev)

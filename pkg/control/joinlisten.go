@@ -82,6 +82,15 @@ func (s *Stack) endpointChanged(e pmapi.Endpoint, present bool) {
 	s.syncJoinSocketsLocked(nil)
 }
 
+// backupEndpoint reports whether our signal endpoint id is a backup: the subflows peers join
+// to its address are backups.
+func (s *Stack) backupEndpoint(id uint8) bool {
+	s.joinLn.mu.Lock()
+	defer s.joinLn.mu.Unlock()
+	e, ok := s.joinLn.eps[id]
+	return ok && id != 0 && e.Flags&pmapi.FlagBackup != 0
+}
+
 // joinAddr returns where a peer joins endpoint e of a connection this listener accepted, and
 // whether the listener itself does not receive those joins.
 func (l *Listener) joinAddr(e pmapi.Endpoint) (netip.AddrPort, bool) {

@@ -565,6 +565,7 @@ func (m *Manager) SetBackup(id uint8, addr netip.Addr, backup bool) (pmapi.Endpo
 				x.Flags &^= pmapi.FlagBackup
 			}
 			e, found = *x, true
+			m.notifyLocked(e, true) // joins to its address from now on take its flag
 			break
 		}
 	}

@@ -62,19 +62,17 @@ func TestMultipathFailover(t *testing.T) {
 	})
 }
 
-// TestMultipathBackup: the client's second path is a backup (512 MiB each way). It carries no
-// data while the first works; when the first goes down the transfer moves onto it and
-// completes.
-//
-// IPv4 only: over IPv6 the second path has to be the server's announced address (an IPv6
-// address goes with its link, see secondPath), and our server does not apply the backup flag of
-// a signal endpoint to the subflows joined to it (the kernel's does): they carry data both ways.
+// TestMultipathBackup: the second path is a backup (512 MiB each way over IPv4, 128 MiB over
+// IPv6). It carries no data while the first works; when the first goes down the transfer moves
+// onto it and completes. Over IPv4 the backup is the client's subflow endpoint; over IPv6 the
+// server's announced address (an IPv6 address goes with its link, see secondPath), a signal
+// endpoint with the backup flag: the kernel's server sets B in its MP_JOIN SYN/ACK, ours sends
+// MP_PRIO.
 func TestMultipathBackup(t *testing.T) {
-	const fam, n = netns.IPv4, 512 << 20
-	t.Run(fam.String(), func(t *testing.T) {
+	forFamilySizes(t, 512<<20, 128<<20, func(t *testing.T, fam netns.Family, n int64) {
 		forPairings(t, func(t *testing.T, p pairing) {
 			r := newRig(t, caseCtx(t, 120*time.Second), p, rigConfig{paths: 2, fam: fam})
-			r.endpoint(A, 1, fam, "subflow", "backup")
+			secondPath(r, "backup")
 			r.connect()
 			r.waitSubflows(A, 2)
 			r.waitSubflows(B, 2)
