@@ -523,8 +523,8 @@ func pump(t *testing.T, from, to net.Conn, n int64, seed uint64) {
 // IPv4 and IPv6, captured on our side's interfaces while the kernel is the peer:
 //
 //   - ours as client: MP_CAPABLE SYN, third ACK and with data; MP_JOIN SYN and third ACK; DSS;
-//     MP_PRIO; REMOVE_ADDR; MP_FASTCLOSE (Abort); and over IPv4 MP_FAIL, on a second connection
-//     whose peer's options a middlebox strips (the stripper handles IPv4 only);
+//     MP_PRIO; REMOVE_ADDR; MP_FASTCLOSE (Abort); MP_FAIL, on a second connection whose peer's
+//     options a middlebox strips;
 //   - ours as server: MP_CAPABLE SYN/ACK; ADD_ADDR and the echo of the kernel's; MP_JOIN
 //     SYN/ACK; MP_PRIO; REMOVE_ADDR; MP_TCPRST (Reset).
 //
@@ -545,10 +545,7 @@ func TestWireFormat(t *testing.T) {
 func wireOurClient(t *testing.T, fam netns.Family) {
 	ctx := caseCtx(t, 30*time.Second)
 	r := newRig(t, ctx, pairing{oursImpl, kernelImpl}, rigConfig{paths: 2, fam: fam})
-	var strip *netns.Stripper
-	if fam == netns.IPv4 {
-		strip = r.topo.Path(0).A.StripMPTCP()
-	}
+	strip := r.topo.Path(0).A.StripMPTCP()
 	f0, stop0 := capture(t, ctx, r.topo.Path(0).A)
 	f1, stop1 := capture(t, ctx, r.topo.Path(1).A)
 	r.endpoint(A, 1, fam, "subflow")
@@ -578,28 +575,25 @@ func wireOurClient(t *testing.T, fam netns.Family) {
 	}
 
 	// MP_FAIL: a second connection, whose kernel side's options vanish after n bytes.
-	var failConn net.Conn
-	if strip != nil {
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			c, _ := netns.Accept(ctx, r.ln)
-			accepted <- c
-		}()
-		failConn = dialOurs(t, ctx, r.topo.A, r.topo.Path(0).B.HostPort(fam, r.port))
-		kc := <-accepted
-		if kc == nil {
-			t.Fatal("no connection accepted")
-		}
-		defer kc.Close()
-		pump(t, kc, failConn, n, 5)
-		if err := strip.Enable(); err != nil {
-			t.Fatal(err)
-		}
-		go netns.Send(kc, n, 6)
-		go io.Copy(io.Discard, failConn)
-		if err := waitDelta(r, B, "MPFailRx", 1); err != nil {
-			t.Fatal(err)
-		}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := netns.Accept(ctx, r.ln)
+		accepted <- c
+	}()
+	failConn := dialOurs(t, ctx, r.topo.A, r.topo.Path(0).B.HostPort(fam, r.port))
+	kc := <-accepted
+	if kc == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer kc.Close()
+	pump(t, kc, failConn, n, 5)
+	if err := strip.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	go netns.Send(kc, n, 6)
+	go io.Copy(io.Discard, failConn)
+	if err := waitDelta(r, B, "MPFailRx", 1); err != nil {
+		t.Fatal(err)
 	}
 	stop0()
 	stop1()
@@ -620,18 +614,15 @@ func wireOurClient(t *testing.T, fam netns.Family) {
 	w.checkDSS(mc, 2*n, 2*n)
 	w.checkSimple(mc, epID(A, 1), 0)
 	want := []string{"MP_CAPABLE SYN", "MP_CAPABLE ACK", "MP_CAPABLE with data", "MP_JOIN SYN", "MP_JOIN ACK",
-		"DSS mapping", "DSS DATA_ACK", "MP_PRIO", "REMOVE_ADDR", "MP_FASTCLOSE"}
-	if failConn != nil {
-		fc := w.checkMPCapable(failConn, true)
-		fs, found := w.opts(stFail, w.onConn(fc))
-		for i, o := range found {
-			// The DSN of the first byte no mapping covered: the n bytes before were mapped.
-			if dsn := w.uint(fs[i], o, "tcp.options.mptcp.rawdataseqno"); dsn != keyIDSN(fc.peer)+1+n {
-				t.Errorf("%v: MP_FAIL at DSN %#x, want %#x (%d bytes into the peer's stream)", fs[i], dsn, keyIDSN(fc.peer)+1+n, n)
-			}
-			w.saw("MP_FAIL")
+		"DSS mapping", "DSS DATA_ACK", "MP_PRIO", "REMOVE_ADDR", "MP_FASTCLOSE", "MP_FAIL"}
+	fc := w.checkMPCapable(failConn, true)
+	fs, found := w.opts(stFail, w.onConn(fc))
+	for i, o := range found {
+		// The DSN of the first byte no mapping covered: the n bytes before were mapped.
+		if dsn := w.uint(fs[i], o, "tcp.options.mptcp.rawdataseqno"); dsn != keyIDSN(fc.peer)+1+n {
+			t.Errorf("%v: MP_FAIL at DSN %#x, want %#x (%d bytes into the peer's stream)", fs[i], dsn, keyIDSN(fc.peer)+1+n, n)
 		}
-		want = append(want, "MP_FAIL")
+		w.saw("MP_FAIL")
 	}
 	w.require(want...)
 }
