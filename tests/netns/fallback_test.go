@@ -218,11 +218,7 @@ func connectKernel(t *testing.T, ctx context.Context, topo *netns.Topology, fam 
 	} else if ln, err = topo.B.ListenMPTCP(p.B.HostPort(fam, 0)); err != nil {
 		t.Fatal(err)
 	}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, ln)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, ln)
 	var cli net.Conn
 	if ourServer {
 		if cli, err = topo.A.DialMPTCP(ctx, ln.Addr().String()); err != nil {
@@ -354,11 +350,7 @@ func testOptionsVanish(t *testing.T, fam netns.Family) {
 		t.Fatal(err)
 	}
 	const half = 4 << 20
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, ln)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, ln)
 	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
 	kc := <-accepted
 	if kc == nil {
@@ -501,11 +493,7 @@ func testResetReason(t *testing.T, fam netns.Family) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, ln)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, ln)
 	c := dialOurs(t, ctx, topo.A, ln.Addr().String())
 	kc := <-accepted
 	if kc == nil {

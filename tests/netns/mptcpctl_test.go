@@ -215,11 +215,7 @@ func TestMptcpctlSignal(t *testing.T) {
 	waitSubscribed(t, ctx, daemon)
 
 	_, port, _ := net.SplitHostPort(addrs[0])
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, target)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, target)
 	kc, err := topo.A.DialMPTCP(ctx, net.JoinHostPort(p0.B.V4.String(), port))
 	if err != nil {
 		t.Fatal(err)
@@ -379,11 +375,7 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	// dial opens a forwarded connection and returns both ends and its token.
 	dial := func() (net.Conn, net.Conn, uint32) {
 		t.Helper()
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			c, _ := netns.Accept(ctx, ln)
-			accepted <- c
-		}()
+		accepted := netns.AcceptAsync(ctx, ln)
 		app, err := topo.A.DialTCP(ctx, addrs[0])
 		if err != nil {
 			t.Fatal(err)
@@ -585,11 +577,7 @@ func TestMptcpctlEndpoint(t *testing.T) {
 	mptcpctl(t)
 	_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--accept", "0.0.0.0:0="+target.Addr().String())
 	_, port, _ := net.SplitHostPort(addrs[0])
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, target)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, target)
 	kc, err := topo.A.DialMPTCP(ctx, net.JoinHostPort(p0.B.V4.String(), port))
 	if err != nil {
 		t.Fatal(err)
@@ -757,11 +745,7 @@ func TestMptcpctlAddAddrAccepted(t *testing.T) {
 	conn := func(want uint64) (synRx uint64, subflows int) {
 		t.Helper()
 		kc0 := counters(t, topo.B)
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			c, _ := netns.Accept(ctx, ln)
-			accepted <- c
-		}()
+		accepted := netns.AcceptAsync(ctx, ln)
 		app, err := topo.A.DialTCP(ctx, addrs[0])
 		if err != nil {
 			t.Fatal(err)

@@ -102,11 +102,7 @@ func TestMptcpdClaims(t *testing.T) {
 	txt := startTextMonitor(t, ctx, sock)
 	waitOutputCount(t, ctx, d, "monitor subscribed", 2)
 
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, ln)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, ln)
 	app, err := topo.A.DialTCP(ctx, addrs[0])
 	if err != nil {
 		t.Fatal(err)
@@ -298,11 +294,7 @@ func TestMptcpdStopSignals(t *testing.T) {
 // MP_FASTCLOSE or a reset) and that the daemon stops cleanly.
 func stopWithSignal(t *testing.T, ctx context.Context, topo *netns.Topology, d *netns.Process, ln net.Listener, listen, sock string, sig syscall.Signal) {
 	t.Helper()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, ln)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, ln)
 	app, err := topo.A.DialTCP(ctx, listen)
 	if err != nil {
 		t.Fatal(err)

@@ -122,11 +122,7 @@ func TestMptcpdForwardToKernel(t *testing.T) {
 
 	// An idle connection when the daemon is told to stop: it ends with a DATA_FIN (the kernel
 	// reads EOF), not a reset.
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, ln)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, ln)
 	idle, err := topo.A.DialTCP(ctx, addrs[0])
 	if err != nil {
 		t.Fatal(err)

@@ -290,3 +290,14 @@ func Accept(ctx context.Context, l net.Listener) (net.Conn, error) {
 	}
 	return c, nil
 }
+
+// AcceptAsync accepts one connection on l in the background (Accept): the connection comes on
+// the channel, nil if none came before ctx ended.
+func AcceptAsync(ctx context.Context, l net.Listener) <-chan net.Conn {
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := Accept(ctx, l)
+		ch <- c
+	}()
+	return ch
+}

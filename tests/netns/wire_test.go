@@ -575,11 +575,7 @@ func wireOurClient(t *testing.T, fam netns.Family) {
 	}
 
 	// MP_FAIL: a second connection, whose kernel side's options vanish after n bytes.
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := netns.Accept(ctx, r.ln)
-		accepted <- c
-	}()
+	accepted := netns.AcceptAsync(ctx, r.ln)
 	failConn := dialOurs(t, ctx, r.topo.A, r.topo.Path(0).B.HostPort(fam, r.port))
 	kc := <-accepted
 	if kc == nil {
