@@ -644,3 +644,38 @@ func TestBadMapping(t *testing.T) {
 		})
 	}
 }
+
+// TestBadMappingOnDrainingSubflow: a subflow being read to its end after it was detached (a
+// REMOVE_ADDR, say) still receives the peer's mappings; a bad one finishes that subflow with a
+// reset and touches nothing else: the connection, with one live subflow left, goes on, and the
+// slot is released once.
+func TestBadMappingOnDrainingSubflow(t *testing.T) {
+	for _, conflict := range []bool{false, true} {
+		conn, fp := newCoreConn(t, "default")
+		a := addCoreSub(conn, 10*time.Millisecond)
+		b := addCoreSub(conn, 10*time.Millisecond)
+		conn.st.joined = true
+		conn.handleEvent(datapath.Event{Type: datapath.EvRxMap, Sub: b.slot, A: uint64(coreRcvStart), B: 1, C: 1000})
+		conn.dropSubflow(b, nil)
+		if len(conn.subs) != 1 || len(conn.st.draining) != 1 {
+			t.Fatalf("after the detach: %d live, %d draining", len(conn.subs), len(conn.st.draining))
+		}
+		if conflict {
+			conn.handleEvent(datapath.Event{Type: datapath.EvRxMap, Sub: b.slot, A: uint64(coreRcvStart.Add(7)), B: 1, C: 1000})
+		} else {
+			conn.handleEvent(datapath.Event{Type: datapath.EvUnmapped, Sub: b.slot})
+		}
+		conn.checkDraining(true) // as the connection's end would
+		if conn.Err() != nil || len(conn.subs) != 1 || conn.subs[0] != a || len(conn.st.draining) != 0 {
+			t.Fatalf("conflict %t: err %v, live %d, draining %d: want the connection going on over the other subflow",
+				conflict, conn.Err(), len(conn.subs), len(conn.st.draining))
+		}
+		if abort, ok := fp.closed[b]; !ok || !abort || len(fp.released) != 1 || fp.released[0] != b.slot {
+			t.Fatalf("conflict %t: the bad subflow closed %t (reset %t), slots released %v: want it reset and its slot released once",
+				conflict, ok, abort, fp.released)
+		}
+		if b.shm.Ctl.RstFlags != datapath.SubRstRequest || b.shm.Ctl.RstReason != RstMPTCPError {
+			t.Fatalf("conflict %t: reset flags %#x reason %d", conflict, b.shm.Ctl.RstFlags, b.shm.Ctl.RstReason)
+		}
+	}
+}

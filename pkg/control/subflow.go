@@ -55,6 +55,7 @@ type subflow struct {
 		rtoMax, userTimeout int
 	}
 	gone       bool      // detached from the connection; its goroutines' reports are ignored
+	finished   bool      // closed and its slot released (finishSubflow)
 	draining   time.Time // detached and being read to its end until then (zero: not)
 	txClosed   bool
 	ready      bool          // may carry data (a join: after the fourth ACK)

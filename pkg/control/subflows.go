@@ -35,6 +35,10 @@ const drainTimeout = 2 * time.Second
 // had not sent went again on other subflows, and unsent bytes leaving without a mapping after
 // the datapath let the socket go would make the peer fall back.
 func (c *Conn) finishSubflow(sf *subflow) {
+	if sf.finished {
+		return // its slot is released once only: another subflow may hold it already
+	}
+	sf.finished = true
 	c.plane.closeSubflow(sf, true)
 	c.plane.releaseSubflow(sf.slot)
 }
@@ -99,6 +103,15 @@ func (c *Conn) resetSubflow(sf *subflow, reason uint8, err error) {
 	if c.mptcp.Load() {
 		sf.shm.Ctl.RstReason = reason
 		sf.shm.Ctl.RstFlags = datapath.SubRstRequest
+	}
+	if !sf.draining.IsZero() {
+		// Detached already and being read to its end: what it holds is dropped, and it is
+		// finished (with a reset) now. The connection's live subflows are not its business.
+		sf.eof = true
+		clear(sf.rxHeld)
+		sf.rxHeld, sf.heldBytes = nil, 0
+		c.checkDraining(false)
+		return
 	}
 	if len(c.subs) <= 1 {
 		c.st.resetOnErr = true
