@@ -23,6 +23,25 @@ func (r *rig) waitMoved(s netns.Side, paths int, base uint64, n uint64) {
 	}
 }
 
+// leftToSend is what remains of an n-byte transfer of which a side put sent bytes on its links
+// (headers included: less than the payload still to come).
+func leftToSend(n int64, sent uint64) uint64 {
+	return uint64(n) - min(uint64(n), sent)
+}
+
+// wantCarriedRest checks that path 1 carried, after path 0 failed, at least half of what each
+// side still had to send then (left*), and logs it.
+func wantCarriedRest(t *testing.T, what string, up, down, leftA, leftB uint64) {
+	t.Helper()
+	t.Logf("after the failure %s carried %d MiB up, %d MiB down (of at least %d and %d MiB left)", what, up>>20, down>>20, leftA>>20, leftB>>20)
+	if leftA+leftB < 16<<20 {
+		t.Errorf("less than 16 MiB was left to send when path 0 failed: the failure came too late to test anything")
+	}
+	if up < leftA/2 || down < leftB/2 {
+		t.Errorf("%s carried %d bytes up and %d down after the failure, with %d and %d left: the rest of the transfer should have", what, up, down, leftA, leftB)
+	}
+}
+
 // sent is what side s sent over the first n paths.
 func (r *rig) sent(s netns.Side, n int) uint64 {
 	var t uint64
@@ -44,19 +63,16 @@ func TestMultipathFailover(t *testing.T) {
 			r.connect()
 			r.waitSubflows(A, 2)
 			r.waitSubflows(B, 2)
-			base := r.sent(A, 2)
+			baseA, baseB := r.sent(A, 2), r.sent(B, 2)
 			x := r.start(n, n)
-			r.waitMoved(A, 2, base, uint64(n/4))
+			r.waitMoved(A, 2, baseA, uint64(n/4))
+			r.waitMoved(B, 2, baseB, uint64(n/4))
 			txA, txB := r.linkTx(A, 1), r.linkTx(B, 1)
+			leftA, leftB := leftToSend(n, r.sent(A, 2)-baseA), leftToSend(n, r.sent(B, 2)-baseB)
 			r.topo.Path(0).Down()
-			t.Logf("path 0 down after %d MiB up", (r.sent(A, 2)-base)>>20)
 			cliGap, srvGap := x.wait()
-			up, down := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB
-			t.Logf("after the failure path 1 carried %d MiB up, %d MiB down; longest receive gap: server %v, client %v",
-				up>>20, down>>20, srvGap.Round(time.Millisecond), cliGap.Round(time.Millisecond))
-			if up < uint64(n/8) || down < uint64(n/8) {
-				t.Errorf("path 1 carried %d bytes up and %d down after the failure: the rest of the transfer should have", up, down)
-			}
+			wantCarriedRest(t, "path 1", r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB, leftA, leftB)
+			t.Logf("longest receive gap: server %v, client %v", srvGap.Round(time.Millisecond), cliGap.Round(time.Millisecond))
 			r.checkHealthy()
 		})
 	})
@@ -77,21 +93,19 @@ func TestMultipathBackup(t *testing.T) {
 			r.waitSubflows(A, 2)
 			r.waitSubflows(B, 2)
 			txA, txB := r.linkTx(A, 1), r.linkTx(B, 1)
-			base := r.sent(A, 1)
+			baseA, baseB := r.sent(A, 1), r.sent(B, 1)
 			x := r.start(n, n)
-			r.waitMoved(A, 1, base, uint64(n/4))
+			r.waitMoved(A, 1, baseA, uint64(n/4))
+			r.waitMoved(B, 1, baseB, uint64(n/4))
 			if a, b := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB; a > 1<<20 || b > 1<<20 {
 				t.Errorf("while path 0 worked the backup path carried %d bytes up and %d down: want none of the data", a, b)
 			}
 			txA, txB = r.linkTx(A, 1), r.linkTx(B, 1)
+			leftA, leftB := leftToSend(n, r.sent(A, 1)-baseA), leftToSend(n, r.sent(B, 1)-baseB)
 			r.topo.Path(0).Down()
 			cliGap, srvGap := x.wait()
-			up, down := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB
-			t.Logf("after the failure the backup path carried %d MiB up, %d MiB down; longest receive gap: server %v, client %v",
-				up>>20, down>>20, srvGap.Round(time.Millisecond), cliGap.Round(time.Millisecond))
-			if up < uint64(n/8) || down < uint64(n/8) {
-				t.Errorf("the backup path carried %d bytes up and %d down after the failure: the rest of the transfer should have", up, down)
-			}
+			wantCarriedRest(t, "the backup path", r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB, leftA, leftB)
+			t.Logf("longest receive gap: server %v, client %v", srvGap.Round(time.Millisecond), cliGap.Round(time.Millisecond))
 			r.checkHealthy()
 		})
 	})
