@@ -679,3 +679,17 @@ func TestBadMappingOnDrainingSubflow(t *testing.T) {
 		}
 	}
 }
+
+// TestMPFailAfterJoinIgnored: a peer's MP_FAIL on a connection that had a second subflow does
+// not make it fall back (§3.7: no fallback once a subflow joined; the kernel ignores it too).
+func TestMPFailAfterJoinIgnored(t *testing.T) {
+	for _, joined := range []bool{false, true} {
+		conn, _ := newCoreConn(t, "default")
+		a := addCoreSub(conn, 10*time.Millisecond)
+		conn.st.joined = joined
+		conn.handleEvent(datapath.Event{Type: datapath.EvMPFail, Sub: a.slot, A: uint64(coreRcvStart)})
+		if fellBack := !conn.mptcp.Load(); fellBack != !joined {
+			t.Errorf("joined %t: fell back %t, want %t", joined, fellBack, !joined)
+		}
+	}
+}

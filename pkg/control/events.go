@@ -156,6 +156,12 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 	case datapath.EvOption:
 		c.handleOption(sf, ev.Raw[:min(int(ev.RawLen), len(ev.Raw))])
 	case datapath.EvMPFail:
+		if c.st.joined {
+			// No fallback once a subflow joined (§3.7): the peer resets the failed subflow,
+			// and the kernel ignores an MP_FAIL then too.
+			c.stack.log.Warn("peer sent MP_FAIL after a join: ignored", "token", c.token, "dsn", ev.A)
+			return
+		}
 		c.stack.log.Warn("peer sent MP_FAIL; continuing as plain TCP", "token", c.token, "dsn", ev.A)
 		at := c.st.rcv.rx.rcvNxt // before the held bytes go in as the infinite mapping
 		c.startRxFallback(sf)

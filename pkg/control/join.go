@@ -209,6 +209,10 @@ func (c *Conn) attachSubflow(j joinResult) {
 	sf.localID, sf.remoteID, sf.backup = j.localID, j.remoteID, j.backup
 	if !j.active {
 		sf.localID, sf.remoteID = j.st.LocalId, j.st.RemoteId
+	} else if sf.localID == 0 {
+		// Dialled from the address routing picked: the ID its MP_JOIN carried (dialJoin), so
+		// that deleting that endpoint or changing its backup flag reaches this subflow.
+		sf.localID = j.st.LocalId
 	}
 	sf.peerBackup = j.st.Flags&datapath.SubPeerBackup != 0
 	// A join may carry data once the peer acknowledged its third ACK (ours: the fourth ACK

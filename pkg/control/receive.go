@@ -94,10 +94,12 @@ func (c *Conn) acceptRxMap(sf *subflow, m rxMap) bool {
 }
 
 // badMapping handles data the subflow's mappings cannot place: bytes without a mapping, or a
-// mapping that contradicts an earlier one. As the kernel does (RFC 8684 §3.7): a connection
-// that never had a second subflow sends MP_FAIL and falls back to TCP (DssFallback); one that
-// had cannot know where its stream stands on this subflow, which is reset (the peer sends
-// again, on the others, the data nobody DATA_ACKed). It reports whether the subflow goes on.
+// mapping that contradicts an earlier one (RFC 8684 §3.7). A connection that never had a second
+// subflow falls back to TCP (DssFallback, as the kernel) and tells the peer with MP_FAIL (the
+// kernel sends MP_FAIL only for a checksum failure, and accepts ours); one that had cannot know
+// where its stream stands on this subflow, which is reset, as the kernel resets it (the peer
+// sends again, on the others, the data nobody DATA_ACKed). It reports whether the subflow goes
+// on.
 func (c *Conn) badMapping(sf *subflow, err error) bool {
 	if c.st.joined {
 		c.resetSubflow(sf, RstMPTCPError, err)

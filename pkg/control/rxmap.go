@@ -82,13 +82,16 @@ func (ms *rxMaps) add(m rxMap) addResult {
 	if found && m.conflicts(p) {
 		return addConflict
 	}
+	if found && p.covers(m) {
+		// A repeat (a retransmission) of bytes a stored mapping maps the same way. Stored
+		// mappings agree where they overlap, so m agrees with every other one too: a repeat
+		// costs a search, not a scan.
+		return addStored
+	}
 	for i := l.search(m.ssn); i < len(l) && l[i].ssn.LessThan(m.end()); i++ {
 		if m.conflicts(l[i]) {
 			return addConflict
 		}
-	}
-	if found && p.covers(m) {
-		return addStored // a repeat (a retransmission) of bytes a stored mapping maps the same way
 	}
 	if n := len(l); n > 0 && m.continues(l[n-1]) {
 		l[n-1].len += m.len

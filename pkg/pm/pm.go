@@ -509,6 +509,20 @@ func (m *Manager) DeleteEndpoint(id uint8, addr netip.Addr) (pmapi.Endpoint, err
 // withdraw sends one REMOVE_ADDR on a connection for the endpoints the peer knows (announced,
 // or subflows from them), and closes their subflows.
 func (m *Manager) withdraw(c pmapi.Conn, es ...pmapi.Endpoint) {
+	ids := m.usedIDs(c, es)
+	// One REMOVE_ADDR holds at most MaxRemoveAddrIDs; the kernel would truncate a longer list.
+	for len(ids) > 0 {
+		n := min(len(ids), wire.MaxRemoveAddrIDs)
+		if err := c.Withdraw(ids[:n]...); err != nil {
+			m.log.Debug("withdraw", "token", c.Token(), "ids", ids[:n], "err", err)
+		}
+		ids = ids[n:]
+	}
+}
+
+// usedIDs returns the IDs of the endpoints among es that the peer of c knows: announced to it,
+// or the source of one of its subflows.
+func (m *Manager) usedIDs(c pmapi.Conn, es []pmapi.Endpoint) []uint8 {
 	var ids []uint8
 	subs := c.Subflows()
 	for _, e := range es {
@@ -522,12 +536,7 @@ func (m *Manager) withdraw(c pmapi.Conn, es ...pmapi.Endpoint) {
 			ids = append(ids, e.ID)
 		}
 	}
-	if len(ids) == 0 {
-		return
-	}
-	if err := c.Withdraw(ids...); err != nil {
-		m.log.Debug("withdraw", "token", c.Token(), "ids", ids, "err", err)
-	}
+	return ids
 }
 
 // Flush removes every endpoint. Each connection gets one REMOVE_ADDR listing them all, as the
@@ -537,15 +546,19 @@ func (m *Manager) Flush() {
 	m.mu.Lock()
 	es := m.mu.endpoints
 	m.mu.endpoints = nil
+	flushed := map[uint8]bool{}
 	for _, e := range es {
 		m.notifyLocked(e, false)
+		flushed[e.ID] = true
+	}
+	for _, st := range m.mu.conns {
+		// As DeleteEndpoint: an endpoint added again starts its retries afresh.
+		st.forgetRetriesLocked(func(k retryKey) bool { return k.localID != 0 && flushed[k.localID] })
 	}
 	conns := m.connsLocked()
 	m.mu.Unlock()
 	for _, c := range conns {
-		for i := 0; i < len(es); i += wire.MaxRemoveAddrIDs {
-			m.withdraw(c, es[i:min(i+wire.MaxRemoveAddrIDs, len(es))]...)
-		}
+		m.withdraw(c, es...)
 	}
 }
 

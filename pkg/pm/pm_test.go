@@ -16,10 +16,11 @@ import (
 // fakeConn records the path manager's commands, each AddSubflow with the time it came (in a
 // synctest bubble, the bubble's virtual time).
 type fakeConn struct {
-	server bool
-	mu     sync.Mutex
-	subs   []pmapi.Subflow
-	adds   []addCall
+	server    bool
+	mu        sync.Mutex
+	subs      []pmapi.Subflow
+	adds      []addCall
+	withdrawn [][]uint8 // the IDs of each REMOVE_ADDR asked for
 }
 
 type addCall struct {
@@ -47,8 +48,13 @@ func (f *fakeConn) AddSubflow(local netip.Addr, localID uint8, remote netip.Addr
 func (f *fakeConn) CloseSubflows(localID, remoteID int) int               { return 0 }
 func (f *fakeConn) CloseSubflowsFrom(local netip.Addr, err error) int     { return 0 }
 func (f *fakeConn) Announce(id uint8, addr netip.Addr, port uint16) error { return nil }
-func (f *fakeConn) Withdraw(ids ...uint8) error                           { return nil }
-func (f *fakeConn) SetBackup(localID int, backup bool) error              { return nil }
+func (f *fakeConn) Withdraw(ids ...uint8) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.withdrawn = append(f.withdrawn, append([]uint8(nil), ids...))
+	return nil
+}
+func (f *fakeConn) SetBackup(localID int, backup bool) error { return nil }
 func (f *fakeConn) Subflows() []pmapi.Subflow {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,9 +1,11 @@
 package pm
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 )
@@ -90,5 +92,61 @@ func TestFullmesh(t *testing.T) {
 		m.Established(c)
 		m.AddrAnnounced(c, 5, netip.MustParseAddrPort("10.0.1.2:0"))
 		c.expectNoRetryWithin(t, "subflows limit 0", 0)
+	})
+}
+
+// TestFlushOneRemoveAddr: a flush sends each connection one REMOVE_ADDR with the IDs its peer
+// knows (the kernel drops one that comes while it handles the previous), at most eight a
+// REMOVE_ADDR.
+func TestFlushOneRemoveAddr(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(nil)
+		for i := range 10 {
+			e := pmapi.Endpoint{Addr: netip.AddrFrom4([4]byte{10, byte(i + 1), 0, 1}), ID: uint8(i + 1), Flags: pmapi.FlagSignal}
+			if i == 2 || i == 8 {
+				e.Flags = pmapi.FlagSubflow // used by a subflow of the client below, not announced
+			}
+			if _, err := m.AddEndpoint(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		client := newFake(false)
+		client.subs = append(client.subs,
+			pmapi.Subflow{Local: netip.MustParseAddrPort("10.3.0.1:40001"), Remote: client.Remote(), LocalID: 3, Active: true},
+			pmapi.Subflow{Local: netip.MustParseAddrPort("10.9.0.1:40002"), Remote: client.Remote(), LocalID: 9, Active: true})
+		server := newFake(true)
+		m.Established(client)
+		m.Established(server)
+		synctest.Wait()
+		m.Flush()
+		if got := client.withdrawn; len(got) != 1 || fmt.Sprint(got[0]) != "[3 9]" {
+			t.Errorf("client: REMOVE_ADDRs %v, want one of [3 9]", got)
+		}
+		// The server announced its eight signal endpoints: eight IDs fit in one REMOVE_ADDR.
+		if got := server.withdrawn; len(got) != 1 || fmt.Sprint(got[0]) != "[1 2 4 5 6 7 8 10]" {
+			t.Errorf("server: REMOVE_ADDRs %v, want one of the eight announced IDs", got)
+		}
+	})
+}
+
+// TestFlushForgetsRetries: endpoints a flush removed start their retries afresh when added
+// again, as after DeleteEndpoint.
+func TestFlushForgetsRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, c := withEndpoint(t)
+		for range 3 { // three losses: the next retry would wait 8 s
+			m.SubflowClosed(c, lostEp1, errLost)
+			time.Sleep(retryMax)
+			synctest.Wait()
+			c.take()
+		}
+		m.Flush()
+		if _, err := m.AddEndpoint(ep1); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		c.take() // the endpoint's subflow, opened again
+		m.SubflowClosed(c, lostEp1, errLost)
+		c.expectRetryAfter(t, "lost after the flush and the endpoint's return", retryMin, fromEp1)
 	})
 }
