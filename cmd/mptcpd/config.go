@@ -371,8 +371,11 @@ func yamlError(path string, b []byte, err error) error {
 		line++
 	}
 	if line == 0 {
-		// go-yaml's reader gives no line for what it refuses: find it.
-		line = yamlUnreadableLine(b)
+		// go-yaml's reader gives no line for what it refuses: find it. A scanner error on
+		// the first line comes without one too (its marks are on line 0).
+		if line = yamlUnreadableLine(b); line == 0 {
+			line = 1
+		}
 	}
 	return &configError{path, line, errors.New(msg)}
 }

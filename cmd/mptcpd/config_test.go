@@ -66,6 +66,7 @@ func TestCtlConfigErrors(t *testing.T) {
 		{"forward: [\n  a\n", ":3: did not find expected ',' or ']'"},                     // found at the end, line 3
 		{"scheduler: default\nforward: [\n  a\n", ":2: did not find expected ',' or ']'"}, // the [ of line 2
 		{"forward: [a]]\n", ":1: did not find expected key"},
+		{"x: y: z\n", ":1: mapping values are not allowed in this context"}, // a scanner error on line 1: no line from go-yaml
 		{"scheduler: default\nbogus: 1\n", `:2: unknown option "bogus"`},
 		{"endpoint:\n  - 10.0.0.1,subflow\n  - 10.0.0.300\n", ":3: endpoint: "},
 		{"endpoint:\n  - {addr: 10.0.0.3, colour: red}\n", `:2: endpoint: unknown key "colour"`},
