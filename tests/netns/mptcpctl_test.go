@@ -375,17 +375,7 @@ func TestMptcpctlPrioLimits(t *testing.T) {
 	// dial opens a forwarded connection and returns both ends and its token.
 	dial := func() (net.Conn, net.Conn, uint32) {
 		t.Helper()
-		accepted := netns.AcceptAsync(ctx, ln)
-		app, err := topo.A.DialTCP(ctx, addrs[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { app.Close() })
-		k := <-accepted
-		if k == nil {
-			t.Fatal("kernel did not accept")
-		}
-		t.Cleanup(func() { k.Close() })
+		app, k := dialAccepted(t, ctx, topo.A, addrs[0], ln)
 		ctlRoundTrip(t, app, k)
 		ev := mon.wait(ctx, "established", func(ev ctl.Event) bool {
 			return ev.Remote.String() == k.LocalAddr().String() && ev.Local.String() == k.RemoteAddr().String()
@@ -745,16 +735,8 @@ func TestMptcpctlAddAddrAccepted(t *testing.T) {
 	conn := func(want uint64) (synRx uint64, subflows int) {
 		t.Helper()
 		kc0 := counters(t, topo.B)
-		accepted := netns.AcceptAsync(ctx, ln)
-		app, err := topo.A.DialTCP(ctx, addrs[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer app.Close()
-		k := <-accepted
-		if k == nil {
-			t.Fatal("kernel did not accept")
-		}
+		app, k := dialAccepted(t, ctx, topo.A, addrs[0], ln)
+		defer app.Close() // before the next connection: its joins are counted alone
 		defer k.Close()
 		ctlRoundTrip(t, app, k)
 		waitCounter(t, ctx, topo.B, "EchoAdd", kc0["EchoAdd"]+2)

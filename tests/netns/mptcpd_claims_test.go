@@ -102,17 +102,7 @@ func TestMptcpdClaims(t *testing.T) {
 	txt := startTextMonitor(t, ctx, sock)
 	waitOutputCount(t, ctx, d, "monitor subscribed", 2)
 
-	accepted := netns.AcceptAsync(ctx, ln)
-	app, err := topo.A.DialTCP(ctx, addrs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	k := <-accepted
-	if k == nil {
-		t.Fatal("the kernel did not accept")
-	}
-	defer k.Close()
+	app, k := dialAccepted(t, ctx, topo.A, addrs[0], ln)
 	const n = 1 << 20
 	exchangeBoth(t, app, k, n)
 	ours, theirs := netip.MustParseAddrPort(k.RemoteAddr().String()), netip.MustParseAddrPort(k.LocalAddr().String())
@@ -294,17 +284,7 @@ func TestMptcpdStopSignals(t *testing.T) {
 // MP_FASTCLOSE or a reset) and that the daemon stops cleanly.
 func stopWithSignal(t *testing.T, ctx context.Context, topo *netns.Topology, d *netns.Process, ln net.Listener, listen, sock string, sig syscall.Signal) {
 	t.Helper()
-	accepted := netns.AcceptAsync(ctx, ln)
-	app, err := topo.A.DialTCP(ctx, listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	k := <-accepted
-	if k == nil {
-		t.Fatal("idle connection not accepted")
-	}
-	defer k.Close()
+	app, k := dialAccepted(t, ctx, topo.A, listen, ln)
 	ctlRoundTrip(t, app, k)
 	kc0 := counters(t, topo.B)
 	eof := make(chan error, 1)

@@ -122,16 +122,7 @@ func TestMptcpdForwardToKernel(t *testing.T) {
 
 	// An idle connection when the daemon is told to stop: it ends with a DATA_FIN (the kernel
 	// reads EOF), not a reset.
-	accepted := netns.AcceptAsync(ctx, ln)
-	idle, err := topo.A.DialTCP(ctx, addrs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close()
-	kconn := <-accepted
-	if kconn == nil {
-		t.Fatal("idle connection not accepted")
-	}
+	idle, kconn := dialAccepted(t, ctx, topo.A, addrs[0], ln)
 	eof := make(chan error, 1)
 	go func() {
 		kconn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -446,4 +437,21 @@ func stopMptcpd(t *testing.T, p *netns.Process) {
 	if strings.Contains(p.Output(), "detach datapath") {
 		t.Errorf("mptcpd's stack did not close cleanly:\n%s", p.Output())
 	}
+}
+
+// dialAccepted connects a plain TCP client in ns to addr (a proxy in front of ln) and returns it
+// with the connection ln accepted at the end of the chain; both close when the test ends.
+func dialAccepted(t *testing.T, ctx context.Context, ns *netns.Namespace, addr string, ln net.Listener) (app, k net.Conn) {
+	t.Helper()
+	accepted := netns.AcceptAsync(ctx, ln)
+	app, err := ns.DialTCP(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	if k = <-accepted; k == nil {
+		t.Fatal("the connection through the proxy was not accepted")
+	}
+	t.Cleanup(func() { k.Close() })
+	return app, k
 }
