@@ -208,21 +208,6 @@ func (h *hostileRig) round(ctx context.Context, sportBase uint16) []error {
 		}
 		return waitCounter("MPFailFallback", before)
 	})
-	attack("contradicting mappings", 6, func(c *netns.RawMPTCP) error {
-		// 2,000 bytes mapped, the first 1,000 sent; the next 1,000 come under a mapping of
-		// the same subflow bytes to other DSNs: DSSNotMatching, MP_FAIL and fallback.
-		before := h.counters()["DSSNotMatching"]
-		payload := bytes.Repeat([]byte{0xc3}, 1000)
-		ssn := c.SSN()
-		dsn := c.IDSN() + 1 + uint64(ssn-1)
-		if err := c.SendData(ctx, payload, c.DSS(dsn, ssn, 2000)); err != nil {
-			return err
-		}
-		if err := c.SendData(ctx, payload, c.DSS(dsn+7, ssn, 2000)); err != nil {
-			return err
-		}
-		return waitCounter("DSSNotMatching", before)
-	})
 	attack("data-level length 0", 5, func(c *netns.RawMPTCP) error {
 		before := h.counters()["InfiniteMapRx"]
 		opt := wire.MPCapable{Form: wire.MPCData, Version: wire.SupportedVersion, Flags: wire.FlagHMACSHA256, SenderKey: c.Key, ReceiverKey: c.PeerKey}.Append(nil)
@@ -301,7 +286,6 @@ func TestHostilePeers(t *testing.T) {
 		{"NoDSSInWindow", farBytes / 65535 / 2}, // per mapping after coalescing (or per segment)
 		{"MappingRx", nSmallSegs / 2},
 		{"InfiniteMapRx", 1},
-		{"DSSNotMatching", 1},
 		{"UnmappedDataRx", 1},
 		{"MPFailFallback", 1},
 	} {
