@@ -129,6 +129,22 @@ static __always_inline int reset_ip_hdr(struct __sk_buff *skb, int v6)
 	return 0;
 }
 
+/* hl_rebound returns a TCP header length its caller has checked to lie in [20, TCP_HDR_MAX],
+ * with those bounds made known to the verifier again. Linux 6.1's verifier forgets the bounds of
+ * a 32-bit value the compiler spilled to the stack and reloads (later verifiers keep them), so
+ * a helper taking hl as a size would be refused there; checking again after the reload, behind
+ * an empty asm that keeps the compiler from dropping a check it can prove redundant, restores
+ * them. */
+static __always_inline __u32 hl_rebound(__u32 hl)
+{
+	asm volatile("" : "+r"(hl));
+	if (hl < sizeof(struct tcphdr))
+		hl = sizeof(struct tcphdr);
+	if (hl > TCP_HDR_MAX)
+		hl = TCP_HDR_MAX;
+	return hl;
+}
+
 /* join_reset turns an incoming SYN (no payload; its TCP header at l4, hl bytes long) into the
  * reset the kernel answers an MP_JOIN for an unknown token with, and sends it back out of the
  * interface it came in on: addresses and ports swapped; RST|ACK with seq 0 and ack the SYN's
@@ -152,7 +168,7 @@ static __always_inline int join_reset(struct __sk_buff *skb, __u32 l4, int v6, _
 
 	if (hl < sizeof(struct tcphdr) + LEN_MP_TCPRST || hl > TCP_HDR_MAX || (hl & 3))
 		return TCX_NEXT;
-	if (bpf_skb_load_bytes(skb, l4, oldh, hl) < 0 || bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+	if (bpf_skb_load_bytes(skb, l4, oldh, hl_rebound(hl)) < 0 || bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
 		return TCX_NEXT;
 
 	/* The TCP header and options. */
@@ -172,10 +188,11 @@ static __always_inline int join_reset(struct __sk_buff *skb, __u32 l4, int v6, _
 	newh[21] = LEN_MP_TCPRST;
 	newh[22] = MPTCPOPT_RST << 4;            /* flags: not transient */
 	newh[23] = MPTCP_RST_EMPTCP;
+	hl = hl_rebound(hl);
 	diff = bpf_csum_diff((__be32 *)oldh, hl, (__be32 *)newh, hl, 0);
 	if (diff < 0)
 		return TCX_NEXT;
-	if (bpf_skb_store_bytes(skb, l4, newh, hl, 0) < 0)
+	if (bpf_skb_store_bytes(skb, l4, newh, hl_rebound(hl), 0) < 0)
 		return TCX_NEXT; /* nothing changed yet: the SYN goes on */
 	if (bpf_l4_csum_replace(skb, l4 + offsetof(struct tcphdr, check), 0, diff, 0) < 0)
 		return TC_ACT_SHOT;

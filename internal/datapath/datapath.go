@@ -124,15 +124,19 @@ type Config struct {
 
 // Datapath owns the loaded BPF objects, their attachments and the shared memory.
 type Datapath struct {
-	objs     DatapathObjects
-	cg       *ownCgroup
-	links    []link.Link
-	ccNames  [2]string
-	conns    []byte
-	subs     []byte
-	maxConns int
-	maxSubs  int
-	events   *ringbuf.Reader
+	objs  DatapathObjects
+	cg    *ownCgroup
+	links []link.Link
+	// registered are the struct_ops maps registered without a link (no struct_ops links
+	// here): close deletes their value.
+	registered []*ebpf.Map
+	features   Features
+	ccNames    [2]string
+	conns      []byte
+	subs       []byte
+	maxConns   int
+	maxSubs    int
+	events     *ringbuf.Reader
 
 	counterNames []string // by Counter
 
@@ -188,13 +192,25 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	}
 	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs, counterNames: names}
 	d.tc.links = map[IfaceKey][]link.Link{}
-	// Congestion-control names are global to the host: make ours unique per process.
-	for i, m := range []string{"ca_a", "ca_b"} {
-		d.ccNames[i] = fmt.Sprintf("mpg%d%c", os.Getpid(), 'a'+i)
+	// Congestion-control names are global to the host: make ours unique per process. The
+	// struct_ops maps carry the same name, so that a later datapath can find a registration a
+	// dead process left behind (see removeStaleStructOps).
+	for i, m := range caMaps {
+		d.ccNames[i] = fmt.Sprintf("%s%d%c", ccPrefix, os.Getpid(), 'a'+i)
 		if err := setStructOpsName(spec.Maps[m], d.ccNames[i]); err != nil {
 			return nil, err
 		}
+		spec.Maps[m].Name = d.ccNames[i]
 	}
+	if d.features.StructOpsLink = haveStructOpsLink(spec.Maps[caMaps[0]]) == nil; !d.features.StructOpsLink {
+		// Before Linux 6.4 a struct_ops map cannot be created for a link: without one, the
+		// congestion control registers when the loader stores the map's value, and stays
+		// registered until the value is deleted (close), or for good if this process dies.
+		for _, m := range caMaps {
+			spec.Maps[m].Flags &^= bpfFLink
+		}
+	}
+	d.features.RTOMax = haveRTOMax() == nil
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, fmt.Errorf("load datapath: %w", VerifierError(err))
 	}
@@ -204,6 +220,10 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 	}()
 	for _, m := range []*ebpf.Map{d.objs.CaA, d.objs.CaB} {
+		if !d.features.StructOpsLink {
+			d.registered = append(d.registered, m)
+			continue
+		}
 		l, err := link.AttachStructOps(link.StructOpsOptions{Map: m})
 		if err != nil {
 			return nil, fmt.Errorf("register congestion control: %w", err)
@@ -221,6 +241,9 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	}
 	if d.cg, err = enterOwnCgroup(cfg.Cgroup, cfg.Logger); err != nil {
 		return nil, err
+	}
+	if !d.features.StructOpsLink {
+		removeStaleStructOps(d.cg.root.dir, cfg.Logger)
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: d.cg.path, Attach: ebpf.AttachCGroupSockOps, Program: d.objs.MptcpSockops})
 	if err != nil {
@@ -267,6 +290,13 @@ func (d *Datapath) close(unmap bool) error {
 		errs = append(errs, d.links[i].Close())
 	}
 	d.links = nil
+	for _, m := range d.registered {
+		// Deleting a struct_ops map's value unregisters its congestion control.
+		if err := m.Delete(uint32(0)); err != nil {
+			errs = append(errs, fmt.Errorf("unregister congestion control %s: %w", m, err))
+		}
+	}
+	d.registered = nil
 	if d.cg != nil {
 		errs = append(errs, d.cg.leave())
 		d.cg = nil
