@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 # Debian packages the build and the tests need; `make deps` installs the missing ones (root).
-DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 tshark ethtool libc6-dev linux-libc-dev
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 tshark ethtool libc6-dev linux-libc-dev \
+	qemu-system-x86 busybox-static kmod
 # Fuzzing budgets as execution counts (about 10 s and 60 s here), for `make test` and `make fuzz`.
 # A duration budget (-fuzztime 10s) races Go's fuzz coordinator at the deadline (go.dev/issue/75804,
 # fixed in Go 1.27): a loaded machine fails the target with "context deadline exceeded" and no input.
@@ -67,18 +68,26 @@ lint: vet ## gofmt, go vet and clang-format-free checks of the tree
 
 # The netns tests run on their own, after every other package: `go test ./...` runs packages in
 # parallel, and beside another package's tests the path emulator's forwarder falls behind on two
-# CPUs (tests/netns/emu_test.go). The other packages take about 30 s, mostly building.
+# CPUs (tests/netns/emu_test.go). The other packages take about 30 s, mostly building. The
+# kernel smoke test (tests/kernels: Linux 6.1 in qemu, about two minutes) runs alone after them,
+# for the same reason: the emulated guest needs both CPUs.
 NETNS_PKG := ./tests/netns
+KERNELS_PKG := ./tests/kernels
 
 .PHONY: test
 test: deps check-generate lint ## All tests: unit, BPF, netns integration against the kernel (root), brief fuzzing
-	@set -o pipefail; pkgs=$$($(GO) list ./... | grep -v '/tests/netns$$') || exit 1; \
-		echo "$(GO) test -count=1 -timeout 30m (every package but $(NETNS_PKG))"; \
+	@set -o pipefail; pkgs=$$($(GO) list ./... | grep -v '/tests/netns$$\|/tests/kernels$$') || exit 1; \
+		echo "$(GO) test -count=1 -timeout 30m (every package but $(NETNS_PKG) and $(KERNELS_PKG))"; \
 		$(GO) test -count=1 -timeout 30m $$pkgs
 	$(GO) test -count=1 -timeout 30m $(NETNS_PKG)
+	$(GO) test -count=1 -timeout 30m -run '^TestKernelSmoke$$' -v $(KERNELS_PKG)
 	@for t in $(call fuzz_budgets,FUZZ_SHORT); do pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; budget=$${rest#*:}; \
 		echo "fuzz $$fn ($$budget)"; \
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $$budget -fuzzminimizetime $(FUZZ_MINIMIZE) || exit 1; done
+
+.PHONY: test-kernels
+test-kernels: deps ## Boot each supported older kernel (Debian packages, in qemu) and run the kernel matrix there (root, ~20 min)
+	MPTCPGO_KERNEL_MATRIX=1 $(GO) test -count=1 -timeout 90m -run '^TestKernelMatrix$$' -v $(KERNELS_PKG)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZ_TIME executions (about 60 s)

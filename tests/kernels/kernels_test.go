@@ -1,0 +1,188 @@
+// Package kernels boots older kernels in qemu (internal/vm) and runs the datapath's and the
+// netns suite's tests inside them: the kernels of the README's table are checked here.
+//
+// TestKernelSmoke (part of make test) boots Debian 12's Linux 6.1 and runs the smoke list;
+// make test-kernels (MPTCPGO_KERNEL_MATRIX=1) boots every kernel of vm.Kernels with the longer
+// list.
+package kernels_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mptcpgo/mptcpgo/internal/testenv"
+	"github.com/mptcpgo/mptcpgo/internal/vm"
+)
+
+// smokeTests run in make test: the datapath loads and unloads (internal/datapath's tests), a
+// transfer both ways with the kernel's MPTCP, byte-exact with its counters checked, a join, an
+// ADD_ADDR and a path failure (TestDemo), the daemon's forward and accept proxies against the
+// kernel, and a stop that leaves nothing attached (TestMptcpdStopSignals).
+var smokeTests = []string{
+	"TestDemo",
+	"TestMptcpdForwardToKernel",
+	"TestMptcpdAcceptFromKernel",
+	"TestMptcpdStopSignals",
+}
+
+// matrixTests run in make test-kernels, on every kernel, after the smoke list.
+var matrixTests = []string{
+	"TestJoinOurClientKernelServer",
+	"TestJoinKernelClientOurServer",
+	"TestAddAddrFromKernel",
+	"TestAddAddrToKernel",
+	"TestMultipathFailover",
+	"TestMultipathBackup",
+	"TestMultipathPrio",
+	"TestMultipathRemoveAddr",
+	"TestFallbackToPlainServer",
+	"TestFallbackFromPlainClient",
+	"TestFastclose",
+	"TestJoinUnknownToken",
+	"TestLibrary",
+	"TestWireFormat",
+	"TestMptcpctlEndpoint",
+	"TestPassiveSynCookies",
+	"TestRawAddAddrHMAC",
+	"TestRawJoinAckHMAC",
+}
+
+// matrixVar turns on TestKernelMatrix (make test-kernels).
+const matrixVar = "MPTCPGO_KERNEL_MATRIX"
+
+// TestKernelSmoke boots Linux 6.1 and runs the smoke list there.
+func TestKernelSmoke(t *testing.T) {
+	k, _ := vm.Lookup("6.1")
+	runKernel(t, k, smokeTests)
+}
+
+// TestKernelMatrix boots every kernel of vm.Kernels (or those named in MPTCPGO_KERNELS,
+// comma-separated) and runs the smoke and matrix lists. It runs with make test-kernels.
+func TestKernelMatrix(t *testing.T) {
+	if os.Getenv(matrixVar) == "" {
+		t.Skipf("the kernel matrix runs with make test-kernels (%s=1)", matrixVar)
+	}
+	names := os.Getenv("MPTCPGO_KERNELS")
+	for _, k := range vm.Kernels {
+		if names != "" && !strings.Contains(","+names+",", ","+k.Name+",") {
+			continue
+		}
+		t.Run(k.Name, func(t *testing.T) {
+			runKernel(t, k, append(append([]string(nil), smokeTests...), matrixTests...))
+		})
+	}
+}
+
+// built holds the binaries the guests run, built once on the host (the guest has no build
+// cache, and building under emulation would take minutes).
+var built struct {
+	sync.Once
+	dir string
+	err error
+}
+
+func buildAll(t *testing.T) string {
+	t.Helper()
+	built.Do(func() {
+		dir := filepath.Join(vm.Cache(), fmt.Sprintf("bin-%d", os.Getpid()))
+		if built.err = os.MkdirAll(dir, 0o755); built.err != nil {
+			return
+		}
+		for _, args := range [][]string{
+			{"build", "-o", dir + "/", "github.com/mptcpgo/mptcpgo/cmd/..."},
+			{"test", "-c", "-o", filepath.Join(dir, "netns.test"), "github.com/mptcpgo/mptcpgo/tests/netns"},
+			{"test", "-c", "-o", filepath.Join(dir, "datapath.test"), "github.com/mptcpgo/mptcpgo/internal/datapath"},
+		} {
+			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+				built.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+				return
+			}
+		}
+		built.dir = dir
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// runKernel boots k and runs internal/datapath's tests and the named tests of tests/netns in
+// it; every one must pass (a skip fails: the guest runs with every feature expected, or with the
+// missing ones stated in the test).
+func runKernel(t *testing.T, k vm.Kernel, tests []string) {
+	testenv.RequireRoot(t)
+	if m := vm.Missing(); len(m) > 0 {
+		testenv.Skip(t, "missing Debian packages (make deps installs them): "+strings.Join(m, " "))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Minute)
+	defer cancel()
+	img, err := vm.Fetch(ctx, k)
+	if err != nil {
+		testenv.Skip(t, fmt.Sprintf("Linux %s (Debian %s) cannot be fetched here: %v", k.Name, k.Suite, err))
+	}
+	bin := buildAll(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("booting %s (%s, Debian %s) in qemu", img.Release, img.Version, k.Suite)
+	script := fmt.Sprintf(`set -u
+export MPTCPGO_PREBUILT=%[1]s MPTCPGO_EXPECT_ALL_FEATURES=1 GOTRACEBACK=all
+echo "guest: $(uname -r)"
+rc=0
+cd %[2]s/internal/datapath && %[1]s/datapath.test -test.count=1 -test.timeout=5m || rc=1
+cd %[2]s/tests/netns && %[1]s/netns.test -test.count=1 -test.v -test.timeout=30m -test.run '^(%[3]s)$' || rc=1
+exit $rc
+`, bin, root, strings.Join(tests, "|"))
+	start := time.Now()
+	out, status, err := vm.Run(ctx, img, script, vm.RunOptions{Limit: 35 * time.Minute})
+	t.Logf("guest ran %v", time.Since(start).Round(time.Second))
+	summary := testSummary(out)
+	if err != nil || status != 0 {
+		t.Errorf("Linux %s: status %d, err %v\n%s", img.Release, status, err, lastLines(out, 200))
+		return
+	}
+	if !strings.Contains(out, "guest: "+img.Release) {
+		t.Errorf("the guest did not run %s:\n%s", img.Release, lastLines(out, 50))
+	}
+	for _, name := range tests {
+		if !strings.Contains(out, "--- PASS: "+name+" ") {
+			t.Errorf("Linux %s: %s did not pass (not run?)", img.Release, name)
+		}
+	}
+	t.Logf("Linux %s:\n%s", img.Release, summary)
+}
+
+// testSummary returns the top-level PASS/FAIL/SKIP lines of go test -v output.
+func testSummary(out string) string {
+	var b strings.Builder
+	for line := range strings.SplitSeq(out, "\n") {
+		if strings.HasPrefix(line, "--- ") || strings.HasPrefix(line, "ok ") || line == "PASS" || line == "FAIL" {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
