@@ -164,3 +164,19 @@ func printStats(w io.Writer, c map[string]uint64) {
 	}
 	tw.Flush()
 }
+
+// printFeatures prints one line per feature: its name, on or off, the Linux release that
+// brought it, and for a missing one what that costs.
+func printFeatures(w io.Writer, fs []ctl.Feature) {
+	for _, f := range fs {
+		state := "on"
+		if !f.Active {
+			state = "off"
+		}
+		line := fmt.Sprintf("%-18s %-3s (Linux %s)", f.Name, state, f.Kernel)
+		if !f.Active && f.Cost != "" {
+			line += ": " + f.Cost
+		}
+		fmt.Fprintln(w, line)
+	}
+}

@@ -124,14 +124,17 @@ The token is the hexadecimal one "mptcpctl show" prints.`,
 			endpointCommand(endpointFlags),
 			{
 				Name:      "show",
-				Usage:     "show connections (the default), subflows or endpoints",
-				ArgsUsage: "[connections|subflows|endpoints]",
+				Usage:     "show connections (the default), subflows, endpoints or the kernel features in use",
+				ArgsUsage: "[connections|subflows|endpoints|features]",
 				Description: `Per connection: the token, both addresses, the state, the bytes each way and the scheduler.
 Per subflow: both addresses and address IDs, the backup flags, RTT, congestion window,
 bytes each way and retransmitted segments.
+Features: each kernel facility the datapath probed at start, on or off, the first Linux
+release that has it, and what its absence costs.
 
   mptcpctl show
-  mptcpctl show subflows --json`,
+  mptcpctl show subflows --json
+  mptcpctl show features`,
 				Flags:  []cli.Flag{jsonFlag},
 				Action: show,
 			},
@@ -520,8 +523,22 @@ func show(cc *cli.Context) error {
 		return showConns(cc, true)
 	case "endpoints", "endpoint", "e":
 		return showEndpoints(cc)
+	case "features", "feature", "f":
+		return showFeatures(cc)
 	}
-	return usagef("show %q: want connections, subflows or endpoints", what)
+	return usagef("show %q: want connections, subflows, endpoints or features", what)
+}
+
+func showFeatures(cc *cli.Context) error {
+	var fs []ctl.Feature
+	if err := call(cc, ctl.OpFeatures, nil, &fs); err != nil {
+		return err
+	}
+	if cc.Bool("json") {
+		return printJSON(fs)
+	}
+	printFeatures(os.Stdout, fs)
+	return nil
 }
 
 func showEndpoints(cc *cli.Context) error {

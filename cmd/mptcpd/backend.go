@@ -255,3 +255,11 @@ func (b *backend) Subscribe() (<-chan ctl.Event, func() uint64, func()) {
 		close(stop)
 	}
 }
+
+func (b *backend) Features() []ctl.Feature {
+	var out []ctl.Feature
+	for _, f := range b.stack.Datapath().Features().FeatureList() {
+		out = append(out, ctl.Feature{Name: f.Name, Active: f.Active, Kernel: f.Kernel, Cost: f.Without})
+	}
+	return out
+}

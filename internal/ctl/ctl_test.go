@@ -121,6 +121,10 @@ func (f *fakeBackend) Connections(ctx context.Context) []Connection {
 		State: "established", Scheduler: "default", Subflows: []Subflow{{RTT: time.Millisecond, Cwnd: 10}}}}
 }
 
+func (f *fakeBackend) Features() []Feature {
+	return []Feature{{Name: "struct_ops_link", Active: false, Kernel: "6.4", Cost: "registered without a link"}}
+}
+
 func (f *fakeBackend) Counters() (map[string]uint64, error) {
 	return map[string]uint64{"MPCapableSYNTX": 3}, nil
 }

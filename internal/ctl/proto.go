@@ -36,6 +36,7 @@ const (
 	OpSetPrio        = "prio.set"
 	OpShow           = "show"
 	OpStats          = "stats"
+	OpFeatures       = "features"
 	OpMonitor        = "monitor"
 )
 
@@ -111,6 +112,14 @@ type PrioArgs struct {
 	Local  netip.AddrPort `json:"local,omitzero"`
 	Remote netip.AddrPort `json:"remote,omitzero"`
 	Backup bool           `json:"backup"`
+}
+
+// Feature is one kernel facility the datapath probed at start (OpFeatures).
+type Feature struct {
+	Name   string `json:"name"`
+	Active bool   `json:"active"`
+	Kernel string `json:"kernel"`            // the first Linux release that has it
+	Cost   string `json:"cost,omitempty"` // what its absence costs (when not active)
 }
 
 // PrioResult answers OpSetPrio.

@@ -37,6 +37,8 @@ type Backend interface {
 	SetSubflowPrio(token uint32, local, remote netip.AddrPort, backup bool) error
 	Connections(ctx context.Context) []Connection
 	Counters() (map[string]uint64, error)
+	// Features reports the kernel facilities the datapath found at start.
+	Features() []Feature
 	// Subscribe streams events until cancel is called; lost counts events dropped so far.
 	Subscribe() (events <-chan Event, lost func() uint64, cancel func())
 }
@@ -366,6 +368,8 @@ func (s *Server) handle(req Request) (any, error) {
 		return nonNil(b.Connections(ctx)), nil
 	case OpStats:
 		return b.Counters()
+	case OpFeatures:
+		return nonNil(b.Features()), nil
 	case "":
 		return nil, errors.New("bad request: missing op")
 	default:

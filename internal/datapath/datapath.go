@@ -118,8 +118,12 @@ type Config struct {
 	MaxConns int    // connection slots (default 4096)
 	MaxSubs  int    // subflow slots (default 2*MaxConns)
 	Cgroup   string // cgroup directory name under the cgroup2 mount (default mptcpgo-<pid>)
-	// Logger receives what Open cleans up (stale cgroups of dead processes); nil: slog.Default().
+	// Logger receives what Open cleans up (stale cgroups of dead processes) and the kernel
+	// features it found missing; nil: slog.Default().
 	Logger *slog.Logger
+	// Without names features (FeatureList's names) to work without even where the kernel has
+	// them: the way an older kernel is served, tried on this one.
+	Without []string
 }
 
 // Datapath owns the loaded BPF objects, their attachments and the shared memory.
@@ -160,6 +164,10 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	without, err := parseWithout(cfg.Without)
+	if err != nil {
+		return nil, err
 	}
 	spec, err := LoadDatapath()
 	if err != nil {
@@ -202,7 +210,8 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 		spec.Maps[m].Name = d.ccNames[i]
 	}
-	if d.features.StructOpsLink = haveStructOpsLink(spec.Maps[caMaps[0]]) == nil; !d.features.StructOpsLink {
+	d.features.StructOpsLink = !without["struct_ops_link"] && haveStructOpsLink(spec.Maps[caMaps[0]]) == nil
+	if !d.features.StructOpsLink {
 		// Before Linux 6.4 a struct_ops map cannot be created for a link: without one, the
 		// congestion control registers when the loader stores the map's value, and stays
 		// registered until the value is deleted (close), or for good if this process dies.
@@ -210,7 +219,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 			spec.Maps[m].Flags &^= bpfFLink
 		}
 	}
-	d.features.RTOMax = haveRTOMax() == nil
+	d.features.RTOMax = !without["tcp_rto_max_ms"] && haveRTOMax() == nil
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, fmt.Errorf("load datapath: %w", VerifierError(err))
 	}
@@ -250,6 +259,9 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		return nil, fmt.Errorf("attach sockops to %s: %w", d.cg.path, err)
 	}
 	d.links = append(d.links, l)
+	for _, f := range d.features.Missing() {
+		cfg.Logger.Warn("kernel feature missing: working without it", "feature", f.Name, "since", "Linux "+f.Kernel, "cost", f.Without)
+	}
 	return d, nil
 }
 

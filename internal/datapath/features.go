@@ -66,6 +66,22 @@ func (f Features) Missing() []Feature {
 	return out
 }
 
+// parseWithout checks Config.Without's names.
+func parseWithout(names []string) (map[string]bool, error) {
+	known := map[string]bool{}
+	for _, f := range (Features{}).FeatureList() {
+		known[f.Name] = true
+	}
+	out := map[string]bool{}
+	for _, n := range names {
+		if !known[n] {
+			return nil, fmt.Errorf("unknown datapath feature %q", n)
+		}
+		out[n] = true
+	}
+	return out, nil
+}
+
 // bpfFLink is BPF_F_LINK: a struct_ops map made for a link (.struct_ops.link sections).
 const bpfFLink = 1 << 13
 
