@@ -557,3 +557,28 @@ func TestHaveTCX(t *testing.T) {
 	}
 	t.Logf("HaveTCX: %v; Attach used %v", err, l.Mode())
 }
+
+// TestCloseLeavesReplacement: when someone replaced our filter (same priority and handle,
+// another program), Close leaves theirs.
+func TestCloseLeavesReplacement(t *testing.T) {
+	p := newPair(t)
+	ours, theirs := newCounter(t), newCounter(t)
+	l := p.attach(ours.prog(), tcattach.Ingress, tcattach.Options{Legacy: true})
+	err := p.nl.FilterReplace(&netlink.BpfFilter{
+		FilterAttrs:  netlink.FilterAttrs{LinkIndex: p.idx, Parent: netlink.HANDLE_MIN_INGRESS, Handle: 1, Priority: l.Priority(), Protocol: unix.ETH_P_ALL},
+		Fd:           theirs.prog().FD(),
+		Name:         "theirs",
+		DirectAction: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fs := p.filters(tcattach.Ingress); len(fs) != 1 || fs[0].Id != theirs.id {
+		t.Fatalf("ingress filters after Close %+v, want the replacement (program %d)", fs, theirs.id)
+	}
+	p.send(false, 3, true)
+	wantSeen(t, "replacement", []*counter{ours, theirs}, []uint64{0, 3})
+}
