@@ -16,6 +16,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 )
 
 // Shared layouts: Go views of the C structs, checked against the object's BTF at load.
@@ -120,6 +122,9 @@ type Config struct {
 	Cgroup   string // cgroup directory name under the cgroup2 mount (default mptcpgo-<pid>)
 	// Logger receives what Open cleans up (stale cgroups of dead processes); nil: slog.Default().
 	Logger *slog.Logger
+	// LegacyTC attaches the TC programs as cls_bpf filters on clsact even where the kernel has
+	// tcx (without tcx, before Linux 6.6, they are attached that way anyway).
+	LegacyTC bool
 }
 
 // Datapath owns the loaded BPF objects, their attachments and the shared memory.
@@ -138,7 +143,8 @@ type Datapath struct {
 
 	tc struct {
 		sync.Mutex
-		links map[IfaceKey][]link.Link
+		legacy bool // Config.LegacyTC
+		links  map[IfaceKey][]*tcattach.Link
 	}
 }
 
@@ -187,7 +193,8 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		t.MaxEntries = uint32(cfg.MaxConns) // every connection can be joinable
 	}
 	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs, counterNames: names}
-	d.tc.links = map[IfaceKey][]link.Link{}
+	d.tc.links = map[IfaceKey][]*tcattach.Link{}
+	d.tc.legacy = cfg.LegacyTC
 	// Congestion-control names are global to the host: make ours unique per process.
 	for i, m := range []string{"ca_a", "ca_b"} {
 		d.ccNames[i] = fmt.Sprintf("mpg%d%c", os.Getpid(), 'a'+i)
@@ -405,12 +412,13 @@ func (d *Datapath) AttachInterface(k IfaceKey) error {
 	if _, ok := d.tc.links[k]; ok {
 		return nil
 	}
-	var ls []link.Link
+	var ls []*tcattach.Link
 	for _, h := range []struct {
 		prog *ebpf.Program
-		at   ebpf.AttachType
-	}{{d.objs.MptcpSynOptsIn, ebpf.AttachTCXIngress}, {d.objs.MptcpSynOptsOut, ebpf.AttachTCXEgress}} {
-		l, err := link.AttachTCX(link.TCXOptions{Interface: k.Ifindex, Program: h.prog, Attach: h.at})
+		dir  tcattach.Direction
+		name string // the cls_bpf filter's, where there is no tcx
+	}{{d.objs.MptcpSynOptsIn, tcattach.Ingress, "mptcp_syn_opts_in"}, {d.objs.MptcpSynOptsOut, tcattach.Egress, "mptcp_syn_opts_out"}} {
+		l, err := tcattach.Attach(k.Ifindex, h.prog, h.dir, tcattach.Options{Legacy: d.tc.legacy, Name: h.name})
 		if err != nil {
 			for _, l := range ls {
 				l.Close()
