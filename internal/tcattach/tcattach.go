@@ -105,6 +105,9 @@ func (l *Link) String() string {
 	return fmt.Sprintf("%v %v", l.mode, l.dir)
 }
 
+// attachTCX is link.AttachTCX; tests replace it to take the path of kernels without tcx.
+var attachTCX = link.AttachTCX
+
 // Attach attaches prog to the ingress or egress of interface ifindex: with a tcx link, or, when
 // the kernel has no tcx or opts.Legacy asks for it, as a direct-action cls_bpf filter on the
 // interface's clsact qdisc, which it creates if there is none. It must run on a thread in the
@@ -119,7 +122,7 @@ func Attach(ifindex int, prog *ebpf.Program, dir Direction, opts Options) (*Link
 		if dir == Egress {
 			at = ebpf.AttachTCXEgress
 		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
+		l, err := attachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
 		if err == nil {
 			return &Link{mode: TCX, dir: dir, tcx: l}, nil
 		}

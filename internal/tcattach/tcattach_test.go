@@ -582,3 +582,27 @@ func TestCloseLeavesReplacement(t *testing.T) {
 	p.send(false, 3, true)
 	wantSeen(t, "replacement", []*counter{ours, theirs}, []uint64{0, 3})
 }
+
+// TestFallbackWithoutTCX: where tcx is not supported, Attach without Legacy falls back to a
+// clsact filter that sees packets and goes with Close, qdisc included.
+func TestFallbackWithoutTCX(t *testing.T) {
+	p := newPair(t)
+	restore := tcattach.WithoutTCX()
+	defer restore()
+	c := newCounter(t)
+	l := p.attach(c.prog(), tcattach.Egress, tcattach.Options{})
+	if l.Mode() != tcattach.Clsact {
+		t.Fatalf("attached with %v without tcx, want clsact", l.Mode())
+	}
+	if fs := p.filters(tcattach.Egress); len(fs) != 1 || fs[0].Id != c.id {
+		t.Fatalf("egress filters %+v, want ours (program %d)", fs, c.id)
+	}
+	p.send(true, 4, true)
+	wantSeen(t, "fallback", []*counter{c}, []uint64{4})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if q := p.qdisc(); q != "" {
+		t.Fatalf("qdisc %q left after Close", q)
+	}
+}
