@@ -109,9 +109,8 @@ type Stats struct {
 // Link emulates the direction of a path that leaves through one veth: what its namespace
 // sends. It owns a TUN device ("emu" + the veth's index) in the same namespace, a legacy tc
 // filter on the veth's egress, a program on the TUN's ingress (tcx, or a legacy tc filter where
-// the kernel has no tcx) and two goroutines: the
-// reader applies the configuration as packets arrive, the writer sends them back into the
-// TUN at their time.
+// the kernel has no tcx) and two goroutines: the reader applies the configuration as packets
+// arrive, the writer sends them back into the TUN at their time.
 //
 // The configuration (mu) is read by the reader and changed by Set; the stats are atomic.
 type Link struct {
