@@ -16,6 +16,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 )
 
 // Shared layouts: Go views of the C structs, checked against the object's BTF at load.
@@ -122,7 +124,8 @@ type Config struct {
 	// features it found missing; nil: slog.Default().
 	Logger *slog.Logger
 	// Without names features (FeatureList's names) to work without even where the kernel has
-	// them: the way an older kernel is served, tried on this one.
+	// them: the way an older kernel is served, tried on this one. "tcx" attaches the TC
+	// programs as cls_bpf filters on clsact, as they are without tcx (before Linux 6.6).
 	Without []string
 }
 
@@ -134,6 +137,7 @@ type Datapath struct {
 	// registered are the struct_ops maps registered without a link (no struct_ops links
 	// here): close deletes their value.
 	registered []*ebpf.Map
+	log        *slog.Logger
 	features   Features
 	ccNames    [2]string
 	conns      []byte
@@ -146,7 +150,8 @@ type Datapath struct {
 
 	tc struct {
 		sync.Mutex
-		links map[IfaceKey][]link.Link
+		legacy bool // no tcx here, or Config.Without has it: cls_bpf filters on clsact
+		links  map[IfaceKey][]*tcattach.Link
 	}
 }
 
@@ -198,8 +203,8 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if t := spec.Maps["tokens"]; t.MaxEntries < uint32(cfg.MaxConns) {
 		t.MaxEntries = uint32(cfg.MaxConns) // every connection can be joinable
 	}
-	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs, counterNames: names}
-	d.tc.links = map[IfaceKey][]link.Link{}
+	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs, counterNames: names, log: cfg.Logger}
+	d.tc.links = map[IfaceKey][]*tcattach.Link{}
 	// Congestion-control names are global to the host: make ours unique per process. The
 	// struct_ops maps carry the same name, so that a later datapath can find a registration a
 	// dead process left behind (see removeStaleStructOps).
@@ -220,6 +225,8 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 	}
 	d.features.RTOMax = !without["tcp_rto_max_ms"] && haveRTOMax() == nil
+	d.features.TCX = !without["tcx"] && tcattach.HaveTCX() == nil
+	d.tc.legacy = !d.features.TCX
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, fmt.Errorf("load datapath: %w", VerifierError(err))
 	}
@@ -447,12 +454,16 @@ func (d *Datapath) AttachInterface(k IfaceKey) error {
 	if _, ok := d.tc.links[k]; ok {
 		return nil
 	}
-	var ls []link.Link
+	if d.tc.legacy {
+		d.removeStaleFilters(k.Ifindex)
+	}
+	var ls []*tcattach.Link
 	for _, h := range []struct {
 		prog *ebpf.Program
-		at   ebpf.AttachType
-	}{{d.objs.MptcpSynOptsIn, ebpf.AttachTCXIngress}, {d.objs.MptcpSynOptsOut, ebpf.AttachTCXEgress}} {
-		l, err := link.AttachTCX(link.TCXOptions{Interface: k.Ifindex, Program: h.prog, Attach: h.at})
+		dir  tcattach.Direction
+		name string // the cls_bpf filter's, where there is no tcx
+	}{{d.objs.MptcpSynOptsIn, tcattach.Ingress, filterName(os.Getpid(), "in")}, {d.objs.MptcpSynOptsOut, tcattach.Egress, filterName(os.Getpid(), "out")}} {
+		l, err := tcattach.Attach(k.Ifindex, h.prog, h.dir, tcattach.Options{Legacy: d.tc.legacy, Name: h.name})
 		if err != nil {
 			for _, l := range ls {
 				l.Close()

@@ -10,6 +10,8 @@ import (
 	"strconv"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,6 +24,11 @@ type Features struct {
 	// map's value and undone at Close; a process killed before Close leaves it registered until
 	// the next datapath's Open removes it.
 	StructOpsLink bool
+	// TCX: TC programs attach as tcx links (Linux 6.6), which go when the process does.
+	// Without it they are direct-action cls_bpf filters on a clsact qdisc (created where none
+	// is, removed with our last filter); a process killed before Close leaves its filters on
+	// the interfaces until the next datapath attaches there and removes them.
+	TCX bool
 	// RTOMax: TCP_RTO_MAX_MS (Linux 6.15) caps a stale subflow's retransmission timeout.
 	RTOMax bool
 }
@@ -44,6 +51,8 @@ func (f Features) FeatureList() []Feature {
 	list := []Feature{
 		{Name: "struct_ops_link", Active: f.StructOpsLink, Kernel: "6.4",
 			Without: "the congestion control is registered without a link: if mptcpd is killed it stays registered until the next mptcpd starts and removes it"},
+		{Name: "tcx", Active: f.TCX, Kernel: "6.6",
+			Without: "TC programs are cls_bpf filters on a clsact qdisc: if mptcpd is killed they stay on the interfaces (its SYN option rewriter still acting there) until the next mptcpd attaches to them and removes them"},
 		{Name: "tcp_rto_max_ms", Active: f.RTOMax, Kernel: "6.15",
 			Without: "a stale subflow's retransmission timeout is not capped at 1 s: a path that comes back is noticed at the next exponential-backoff retransmission, up to 120 s later, instead of within about a second"},
 	}
@@ -154,6 +163,32 @@ func removeStaleStructOps(cgroupRoot string, log *slog.Logger) {
 			}
 		}
 		m.Close()
+	}
+}
+
+// filterName names our cls_bpf filters (where there is no tcx): mpg<pid>_syn_in and
+// mpg<pid>_syn_out, so that a later datapath can tell a dead process's from a live one's.
+func filterName(pid int, dir string) string { return fmt.Sprintf("%s%d_syn_%s", ccPrefix, pid, dir) }
+
+var filterNameRE = regexp.MustCompile(`^` + ccPrefix + `([0-9]+)_syn_(in|out)$`)
+
+// removeStaleFilters deletes from an interface the SYN option rewriter filters of datapaths
+// whose process is gone (and its cgroup with it, as for removeStaleStructOps). It runs on a
+// thread in the interface's namespace.
+func (d *Datapath) removeStaleFilters(ifindex int) {
+	removed, err := tcattach.RemoveStale(ifindex, func(name string) bool {
+		m := filterNameRE.FindStringSubmatch(name)
+		if m == nil {
+			return false
+		}
+		pid, _ := strconv.Atoi(m[1])
+		return pid > 0 && pid != os.Getpid() && !processAlive(pid) && !exists(filepath.Join(d.cg.root.dir, cgroupPrefix+m[1]))
+	})
+	if len(removed) > 0 {
+		d.log.Info("removed the TC filters a dead process left on an interface", "ifindex", ifindex, "filters", removed)
+	}
+	if err != nil {
+		d.log.Warn("look for stale TC filters", "ifindex", ifindex, "err", err)
 	}
 }
 

@@ -6,12 +6,16 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
@@ -20,11 +24,27 @@ import (
 // its congestion controls' names and waits to be killed.
 const helperEnv = "MPTCPGO_DATAPATH_HELPER"
 
+// With helperEnv=tc:<netns path>:<ifindex> it opens a datapath without tcx instead and
+// attaches the SYN option rewriter to that interface first.
 func TestHelperOpen(t *testing.T) {
-	if os.Getenv(helperEnv) == "" {
+	mode := os.Getenv(helperEnv)
+	if mode == "" {
 		return
 	}
-	d, err := Open(Config{MaxConns: 16, Without: []string{"struct_ops_link"}})
+	without := []string{"struct_ops_link"}
+	var attach func(d *Datapath) error
+	if rest, ok := strings.CutPrefix(mode, "tc:"); ok {
+		path, idx, _ := strings.Cut(rest, ":")
+		ifindex, _ := strconv.Atoi(idx)
+		without = []string{"tcx"}
+		attach = func(d *Datapath) error {
+			return inNetnsPath(path, func() error { return d.AttachInterface(IfaceKey{Ifindex: ifindex}) })
+		}
+	}
+	d, err := Open(Config{MaxConns: 16, Without: without})
+	if err == nil && attach != nil {
+		err = attach(d)
+	}
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(1)
@@ -32,6 +52,48 @@ func TestHelperOpen(t *testing.T) {
 	n := d.CongestionControls()
 	fmt.Println("OPENED", n[0], n[1])
 	select {}
+}
+
+// inNetnsPath runs f on a thread in the network namespace at path.
+func inNetnsPath(path string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		ns, err := vnetns.GetFromPath(path)
+		if err == nil {
+			err = vnetns.Set(ns)
+			ns.Close()
+		}
+		if err != nil {
+			errc <- err
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// startHelper runs TestHelperOpen with mode and returns what it printed after OPENED, once it
+// is open; the caller kills it.
+func startHelper(t *testing.T, mode string) (*exec.Cmd, []string) {
+	t.Helper()
+	child := exec.Command(os.Args[0], "-test.run=^TestHelperOpen$")
+	child.Env = append(os.Environ(), helperEnv+"="+mode)
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	f := strings.Fields(line)
+	if err != nil || len(f) != 3 || f[0] != "OPENED" {
+		child.Process.Kill()
+		child.Wait()
+		t.Fatalf("helper said %q (%v)", line, err)
+	}
+	return child, f[1:]
 }
 
 func availableCCs(t *testing.T) []string {
@@ -71,26 +133,7 @@ func structOpsMaps(t *testing.T) []string {
 // next Open removes them, logging it. The feature report says the feature is off.
 func TestWithoutStructOpsLink(t *testing.T) {
 	testenv.RequireRoot(t)
-	child := exec.Command(os.Args[0], "-test.run=^TestHelperOpen$")
-	child.Env = append(os.Environ(), helperEnv+"=1")
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		child.Process.Kill()
-		t.Fatalf("helper: %v", err)
-	}
-	f := strings.Fields(line)
-	if len(f) != 3 || f[0] != "OPENED" {
-		child.Process.Kill()
-		t.Fatalf("helper said %q", line)
-	}
-	dead := f[1:]
+	child, dead := startHelper(t, "struct_ops")
 	child.Process.Signal(syscall.SIGKILL)
 	child.Wait()
 	t.Cleanup(func() { removeStaleStructOps("/nonexistent", slog.Default()) })
@@ -179,5 +222,117 @@ func TestFeaturesProbed(t *testing.T) {
 	}
 	if _, err := Open(Config{MaxConns: 16, Without: []string{"warp_drive"}}); err == nil || !strings.Contains(err.Error(), `unknown datapath feature "warp_drive"`) {
 		t.Errorf("Open with an unknown feature: %v", err)
+	}
+}
+
+// bpfFilters returns the names of the cls_bpf filters on both sides of an interface.
+func bpfFilters(t *testing.T, h *netlink.Handle, ifindex int) []string {
+	t.Helper()
+	var names []string
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		fs, err := h.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}, parent)
+		if err != nil {
+			continue // no clsact qdisc: no filters
+		}
+		for _, f := range fs {
+			if b, ok := f.(*netlink.BpfFilter); ok {
+				names = append(names, b.Name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// hasClsact reports whether the interface has a clsact qdisc.
+func hasClsact(t *testing.T, h *netlink.Handle, ifindex int) bool {
+	t.Helper()
+	qs, err := h.QdiscList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(qs, func(q netlink.Qdisc) bool { return q.Type() == "clsact" })
+}
+
+// TestWithoutTCX serves a kernel without tcx (Linux before 6.6) on this one: the SYN option
+// rewriter becomes two cls_bpf filters named after the process, on a clsact qdisc the datapath
+// adds and removes; the filters of a killed process stay (the cost the report states) until
+// the next datapath attaches to that interface, which removes them and logs it.
+func TestWithoutTCX(t *testing.T) {
+	testenv.RequireRoot(t)
+	name := fmt.Sprintf("mpg-dptest-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	path := "/run/netns/" + name
+	if out, err := exec.Command("ip", "-n", name, "link", "add", "d0", "type", "veth", "peer", "name", "d1").CombinedOutput(); err != nil {
+		t.Fatalf("add veth: %v: %s", err, out)
+	}
+	ns, err := vnetns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName("d0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifindex := l.Attrs().Index
+
+	child, _ := startHelper(t, fmt.Sprintf("tc:%s:%d", path, ifindex))
+	pid := child.Process.Pid
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+	stale := []string{fmt.Sprintf("mpg%d_syn_in", pid), fmt.Sprintf("mpg%d_syn_out", pid)}
+	if got := bpfFilters(t, h, ifindex); !slices.Equal(got, stale) {
+		t.Fatalf("filters after the helper was killed: %v, want %v (tcx links would have gone: this tests nothing)", got, stale)
+	}
+
+	var logs syncBuffer
+	d, err := Open(Config{MaxConns: 16, Without: []string{"tcx"}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Features().TCX {
+		t.Error("Features().TCX is true, want false")
+	}
+	if err := inNetnsPath(path, func() error { return d.AttachInterface(IfaceKey{Ifindex: ifindex}) }); err != nil {
+		t.Fatal(err)
+	}
+	own := []string{fmt.Sprintf("mpg%d_syn_in", os.Getpid()), fmt.Sprintf("mpg%d_syn_out", os.Getpid())}
+	if got := bpfFilters(t, h, ifindex); !slices.Equal(got, own) {
+		t.Errorf("filters after our attach: %v, want ours alone %v", got, own)
+	}
+	if !strings.Contains(logs.String(), "removed the TC filters a dead process left") || !strings.Contains(logs.String(), stale[0]) {
+		t.Errorf("the removal was not logged:\n%s", logs.String())
+	}
+	// The qdisc was the dead helper's: the one we found is kept; remove it to see ours go.
+	if err := d.DetachInterface(IfaceKey{Ifindex: ifindex}); err != nil {
+		t.Fatal(err)
+	}
+	if got := bpfFilters(t, h, ifindex); len(got) != 0 {
+		t.Errorf("filters after DetachInterface: %v", got)
+	}
+	if err := h.QdiscDel(&netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := inNetnsPath(path, func() error { return d.AttachInterface(IfaceKey{Ifindex: ifindex}) }); err != nil {
+		t.Fatal(err)
+	}
+	if !hasClsact(t, h, ifindex) {
+		t.Fatal("no clsact qdisc after attach")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := bpfFilters(t, h, ifindex); len(got) != 0 || hasClsact(t, h, ifindex) {
+		t.Errorf("after Close: filters %v, clsact %v; want neither", got, hasClsact(t, h, ifindex))
 	}
 }

@@ -11,12 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
@@ -109,9 +108,9 @@ type Stats struct {
 
 // Link emulates the direction of a path that leaves through one veth: what its namespace
 // sends. It owns a TUN device ("emu" + the veth's index) in the same namespace, a legacy tc
-// filter on the veth's egress, a tcx program on the TUN's ingress and two goroutines: the
-// reader applies the configuration as packets arrive, the writer sends them back into the
-// TUN at their time.
+// filter on the veth's egress, a program on the TUN's ingress (tcx, or a legacy tc filter where
+// the kernel has no tcx) and two goroutines: the reader applies the configuration as packets
+// arrive, the writer sends them back into the TUN at their time.
 //
 // The configuration (mu) is read by the reader and changed by Set; the stats are atomic.
 type Link struct {
@@ -119,9 +118,9 @@ type Link struct {
 	tun  int // the TUN's fd, non-blocking
 	stop int // eventfd: written by Close to wake the reader
 	objs testbpf.EmuObjects
-	tcx  link.Link
+	back *tcattach.Link // emu_back on the TUN's ingress
+	out  *tcattach.Link // emu_out on the veth's egress
 	nl   *netlink.Handle
-	filt *netlink.BpfFilter
 
 	mu       sync.Mutex
 	cfg      Config
@@ -222,42 +221,45 @@ func (l *Link) setup(ns vnetns.NsHandle) error {
 	}
 	err = inNetns(ns, func() error {
 		var err error
-		l.tcx, err = link.AttachTCX(link.TCXOptions{Interface: tun.Attrs().Index, Program: l.objs.EmuBack, Attach: ebpf.AttachTCXIngress})
+		l.back, err = tcattach.Attach(tun.Attrs().Index, l.objs.EmuBack, tcattach.Ingress, tcattach.Options{Name: "emu_back"})
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("attach to %s ingress: %w", tunName, err)
 	}
 
-	// Legacy tc on the veth's egress runs after its tcx programs (see bpf/emu.bpf.c).
-	clsact := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: veth.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
-	}
-	if err := l.nl.QdiscAdd(clsact); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("clsact on %s: %w", l.dev, err)
-	}
-	f := &netlink.BpfFilter{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: veth.Attrs().Index,
-			Parent:    netlink.HANDLE_MIN_EGRESS,
-			Handle:    netlink.MakeHandle(0, 1),
-			Priority:  filterPrio,
-			Protocol:  unix.ETH_P_ALL,
-		},
-		Fd: l.objs.EmuOut.FD(), Name: "emu_out", DirectAction: true,
-	}
+	// Legacy tc on the veth's egress runs after its tcx programs (see bpf/emu.bpf.c), and at
+	// filterPrio after the legacy filters the datapath adds where the kernel has no tcx.
 	// One left behind by a killed process would redirect into a TUN that no longer exists.
-	l.nl.FilterDel(f)
-	if err := l.nl.FilterAdd(f); err != nil {
-		return fmt.Errorf("filter on %s egress: %w", l.dev, err)
+	l.removeStale(veth)
+	err = inNetns(ns, func() error {
+		var err error
+		l.out, err = tcattach.Attach(veth.Attrs().Index, l.objs.EmuOut, tcattach.Egress,
+			tcattach.Options{Legacy: true, Priority: filterPrio, Name: outFilter})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("attach to %s egress: %w", l.dev, err)
 	}
-	l.filt = f
 	return nil
 }
 
-// filterPrio is the priority of the emulator's filter on a veth's egress.
-const filterPrio = 0xe3
+// filterPrio is the first priority of the emulator's filter on a veth's egress: after those of
+// tcattach.DefaultPriority.
+const filterPrio = 0xe300
+
+// outFilter names the emulator's filter on a veth's egress.
+const outFilter = "emu_out"
+
+// removeStale deletes the emulator filters a killed process left on the veth's egress.
+func (l *Link) removeStale(veth netlink.Link) {
+	fs, _ := l.nl.FilterList(veth, netlink.HANDLE_MIN_EGRESS)
+	for _, f := range fs {
+		if b, ok := f.(*netlink.BpfFilter); ok && b.Name == outFilter && b.Handle != 0 {
+			l.nl.FilterDel(b)
+		}
+	}
+}
 
 // Set changes the configuration. It applies to the packets that arrive from now on; packets
 // already delayed keep their time, except that Down drops them too.
@@ -309,8 +311,8 @@ func (l *Link) Close() error {
 		return nil
 	}
 	var errs []error
-	if l.filt != nil {
-		if err := l.nl.FilterDel(l.filt); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+	if l.out != nil {
+		if err := l.out.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("emu: remove filter from %s: %w", l.dev, err))
 		}
 	}
@@ -323,8 +325,11 @@ func (l *Link) Close() error {
 }
 
 func (l *Link) release() {
-	if l.tcx != nil {
-		l.tcx.Close()
+	if l.out != nil {
+		l.out.Close()
+	}
+	if l.back != nil {
+		l.back.Close()
 	}
 	l.objs.Close()
 	for _, fd := range []int{l.tun, l.stop} { // the TUN goes with its last fd

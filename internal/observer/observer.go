@@ -9,9 +9,9 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
@@ -19,13 +19,17 @@ import (
 type Options struct {
 	// Capture records the MPTCP options of the last segment seen (debugging and tests).
 	Capture bool
+	// LegacyTC attaches as cls_bpf filters on clsact even where the kernel has tcx (without
+	// tcx they are attached that way anyway).
+	LegacyTC bool
 }
 
 // Observer is the TC program that parses MPTCP options on the wire, counts them and can capture
 // the last segment's options. It never changes or drops a packet.
 type Observer struct {
-	objs  testbpf.ObserverObjects
-	links []link.Link
+	objs   testbpf.ObserverObjects
+	legacy bool
+	links  []*tcattach.Link
 }
 
 // Counters are the observer's counters summed over CPUs.
@@ -56,19 +60,21 @@ func Load(opts Options) (*Observer, error) {
 	if err := spec.Variables["cfg"].Set(cfg); err != nil {
 		return nil, fmt.Errorf("configure observer: %w", err)
 	}
-	o := &Observer{}
+	o := &Observer{legacy: opts.LegacyTC}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		return nil, fmt.Errorf("load observer: %w", datapath.VerifierError(err))
 	}
 	return o, nil
 }
 
-// AttachTCX attaches the observer to an interface's ingress and egress with TCX links.
-func (o *Observer) AttachTCX(ifindex int) error {
-	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: o.objs.MptcpTcObserve, Attach: at})
+// Attach attaches the observer to an interface's ingress and egress, with tcx links or, without
+// tcx or with Options.LegacyTC, as cls_bpf filters on clsact. It must run on a thread in the
+// interface's network namespace.
+func (o *Observer) Attach(ifindex int) error {
+	for _, dir := range []tcattach.Direction{tcattach.Ingress, tcattach.Egress} {
+		l, err := tcattach.Attach(ifindex, o.objs.MptcpTcObserve, dir, tcattach.Options{Legacy: o.legacy, Name: "mptcp_tc_observe"})
 		if err != nil {
-			return fmt.Errorf("attach observer to ifindex %d (%v): %w", ifindex, at, err)
+			return fmt.Errorf("attach observer: %w", err)
 		}
 		o.links = append(o.links, l)
 	}

@@ -37,12 +37,21 @@ type Kernel struct {
 	// Meta is the metapackage that depends on the current kernel of the suite
 	// ("linux-image-amd64").
 	Meta string
+	// Missing are the datapath features (internal/datapath's FeatureList names) this kernel
+	// lacks: the guest's tests expect exactly these off.
+	Missing []string
+	// Unsupported, when set, is why mptcpgo does not run on this kernel: the error the
+	// datapath's load fails with there, which the matrix checks.
+	Unsupported string
 }
 
-// Kernels are the kernels the tests boot, oldest last.
+// Kernels are the kernels the tests boot, newest first. The README's kernel table states the
+// same (tests/kernels checks that it does).
 var Kernels = []Kernel{
-	{Name: "6.1", Suite: "bookworm", Mirror: "http://deb.debian.org/debian", Meta: "linux-image-amd64"},
-	{Name: "5.10", Suite: "bullseye", Mirror: "http://deb.debian.org/debian", Meta: "linux-image-amd64"},
+	{Name: "6.1", Suite: "bookworm", Mirror: "http://deb.debian.org/debian", Meta: "linux-image-amd64",
+		Missing: []string{"struct_ops_link", "tcx", "tcp_rto_max_ms"}},
+	{Name: "5.10", Suite: "bullseye", Mirror: "http://deb.debian.org/debian", Meta: "linux-image-amd64",
+		Unsupported: `kfunc "cubictcp_cong_avoid": not supported`},
 }
 
 // Lookup returns the kernel of that name.

@@ -5,8 +5,8 @@ import (
 	"math"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
@@ -15,7 +15,7 @@ import (
 // segment each once GRO is off (TCP hands egress hooks whole GSO buffers).
 type Loss struct {
 	objs testbpf.DropperObjects
-	l    link.Link
+	l    *tcattach.Link
 }
 
 // SetLoss drops IP packets this end sends with probability p (0..1), at the peer end's
@@ -34,7 +34,7 @@ func (e *Iface) SetLoss(p float64) *Loss {
 	peer := e.Peer
 	err := peer.NS.Do(func() error {
 		var err error
-		lo.l, err = link.AttachTCX(link.TCXOptions{Interface: peer.Index, Program: lo.objs.DropRandom, Attach: ebpf.AttachTCXIngress})
+		lo.l, err = tcattach.Attach(peer.Index, lo.objs.DropRandom, tcattach.Ingress, tcattach.Options{})
 		return err
 	})
 	if err != nil {
@@ -77,7 +77,7 @@ func (lo *Loss) close() {
 // the peer end's ingress: a lost SYN/ACK or third ACK on demand.
 type Dropper struct {
 	objs testbpf.DropperObjects
-	l    link.Link
+	l    *tcattach.Link
 }
 
 // DropFirst drops the first n IPv4 TCP packets this end sends whose flags byte is tcpFlags
@@ -102,7 +102,7 @@ func (e *Iface) DropFirst(n int, tcpFlags uint8, ipLen uint16) *Dropper {
 	peer := e.Peer
 	err := peer.NS.Do(func() error {
 		var err error
-		dr.l, err = link.AttachTCX(link.TCXOptions{Interface: peer.Index, Program: dr.objs.DropMatch, Attach: ebpf.AttachTCXIngress})
+		dr.l, err = tcattach.Attach(peer.Index, dr.objs.DropMatch, tcattach.Ingress, tcattach.Options{})
 		return err
 	})
 	if err != nil {

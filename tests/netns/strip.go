@@ -2,8 +2,8 @@ package netns
 
 import (
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 )
 
@@ -11,7 +11,7 @@ import (
 // of every TCP segment arriving there (IPv4 and IPv6), as some middleboxes do.
 type Stripper struct {
 	objs testbpf.StripperObjects
-	l    link.Link
+	l    *tcattach.Link
 }
 
 // StripMPTCP attaches a disabled stripper to this end's ingress; Enable turns it on.
@@ -30,7 +30,7 @@ func (e *Iface) StripMPTCP() *Stripper {
 	})
 	err := e.NS.Do(func() error {
 		var err error
-		st.l, err = link.AttachTCX(link.TCXOptions{Interface: e.Index, Program: st.objs.StripMptcp, Attach: ebpf.AttachTCXIngress})
+		st.l, err = tcattach.Attach(e.Index, st.objs.StripMptcp, tcattach.Ingress, tcattach.Options{})
 		return err
 	})
 	if err != nil {
