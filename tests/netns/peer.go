@@ -11,6 +11,7 @@ import (
 	"net"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,6 +105,12 @@ func IsMPTCP(c net.Conn) (bool, error) {
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		v, serr = unix.GetsockoptInt(int(fd), unix.SOL_TCP, TCPIsMPTCP)
+		if errors.Is(serr, unix.EOPNOTSUPP) || errors.Is(serr, unix.ENOPROTOOPT) {
+			// Linux before 6.6 has no TCP_IS_MPTCP (an MPTCP socket refuses it with
+			// EOPNOTSUPP, a TCP socket with ENOPROTOOPT): MPTCP_INFO answers on an MPTCP
+			// socket that has not fallen back, and nowhere else.
+			v, serr = mptcpInfo(int(fd)), nil
+		}
 	}); err != nil {
 		return false, err
 	}
@@ -111,6 +118,19 @@ func IsMPTCP(c net.Conn) (bool, error) {
 		return false, fmt.Errorf("getsockopt TCP_IS_MPTCP: %w", serr)
 	}
 	return v != 0, nil
+}
+
+// mptcpInfo returns 1 when getsockopt(SOL_MPTCP, MPTCP_INFO) succeeds on fd, else 0.
+func mptcpInfo(fd int) int {
+	const solMPTCP, mptcpInfoOpt = 284, 1 // include/linux/socket.h, include/uapi/linux/mptcp.h
+	var buf [256]byte
+	n := uint32(len(buf))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), solMPTCP, mptcpInfoOpt,
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 {
+		return 0
+	}
+	return 1
 }
 
 // Digest summarizes a byte stream: its length and SHA-256. Digests compare with ==.
