@@ -136,9 +136,15 @@ func boot(t *testing.T, ctx context.Context, k vm.Kernel, script string) (*vm.Im
 	if err != nil {
 		testenv.Skip(t, fmt.Sprintf("Linux %s (Debian %s) cannot be fetched here: %v", k.Name, k.Suite, err))
 	}
-	t.Logf("booting %s (%s, Debian %s) in qemu", img.Release, img.Version, k.Suite)
+	// The console also goes to a file as it comes, to follow a long run (tail -f).
+	console, err := os.Create(filepath.Join(vm.Cache(), "console-"+k.Name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer console.Close()
+	t.Logf("booting %s (%s, Debian %s) in qemu; console in %s", img.Release, img.Version, k.Suite, console.Name())
 	start := time.Now()
-	out, status, err := vm.Run(ctx, img, script, vm.RunOptions{Limit: 35 * time.Minute})
+	out, status, err := vm.Run(ctx, img, script, vm.RunOptions{Limit: 35 * time.Minute, Console: console})
 	t.Logf("guest ran %v", time.Since(start).Round(time.Second))
 	if err != nil {
 		t.Fatalf("Linux %s: %v\n%s", img.Release, err, lastLines(out, 200))
@@ -180,7 +186,7 @@ func runKernel(t *testing.T, k vm.Kernel, tests []string) {
 		t.Fatal(err)
 	}
 	script := fmt.Sprintf(`set -u
-export MPTCPGO_PREBUILT=%[1]s MPTCPGO_EXPECT_ALL_FEATURES=1 MPTCPGO_EXPECT_MISSING=%[4]s GOTRACEBACK=all
+export MPTCPGO_PREBUILT=%[1]s MPTCPGO_TEST_SCALE=16 MPTCPGO_EXPECT_ALL_FEATURES=1 MPTCPGO_EXPECT_MISSING=%[4]s GOTRACEBACK=all
 echo "guest: $(uname -r)"
 rc=0
 cd %[2]s/internal/datapath && %[1]s/datapath.test -test.count=1 -test.timeout=5m || rc=1

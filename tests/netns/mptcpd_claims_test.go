@@ -274,18 +274,64 @@ func TestMptcpdStopSignals(t *testing.T) {
 			if got := tcpListeners(t, d.Pid()); !slices.Equal(got, rules) {
 				t.Errorf("the daemon listens on %v, want %v alone", got, rules)
 			}
-			stopWithSignal(t, ctx, topo, d, ln, addrs[0], sock, sig)
+			stopWithSignal(t, ctx, topo, d, ln, addrs[0], sock, sig, func() {
+				// The daemon's SYN option rewriter is on its namespace's interfaces while it
+				// carries a connection (tcx links, or cls_bpf filters on clsact)...
+				if at, err := topo.A.TCAttached(); err != nil || len(at) == 0 {
+					t.Errorf("TC programs in the daemon's namespace while it runs: %v (%v), want its rewriter", at, err)
+				}
+				checkFeatures(t, sock)
+			})
+			// ...and nothing once it has stopped.
+			if at, err := topo.A.TCAttached(); err != nil || len(at) != 0 {
+				t.Errorf("TC programs in the daemon's namespace after it stopped: %v (%v), want none", at, err)
+			}
 		})
 	}
 }
 
+// checkFeatures asks the daemon for its feature report (mptcpctl show features) and checks it
+// against the kernel under test: every feature on, but those MPTCPGO_EXPECT_MISSING lists
+// (tests/kernels sets it in its guests), each off one with its cost in the text form too.
+func checkFeatures(t *testing.T, sock string) {
+	t.Helper()
+	missing := map[string]bool{}
+	if v := os.Getenv("MPTCPGO_EXPECT_MISSING"); v != "" {
+		for _, n := range strings.Split(v, ",") {
+			missing[n] = true
+		}
+	}
+	var fs []ctl.Feature
+	ctlJSON(t, sock, &fs, "show", "features")
+	want := []string{"struct_ops_link", "tcx", "tcp_rto_max_ms"}
+	var names []string
+	for _, f := range fs {
+		names = append(names, f.Name)
+		if f.Active == missing[f.Name] || f.Active != (f.Cost == "") {
+			t.Errorf("feature %+v: want active %v, a cost only when off", f, !missing[f.Name])
+		}
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("features reported: %v, want %v", names, want)
+	}
+	text := ctlCmd(t, sock, "show", "features")
+	for n := range missing {
+		if !regexp.MustCompile(`(?m)^` + n + ` +off \(Linux [0-9.]+\): \S`).MatchString(text) {
+			t.Errorf("mptcpctl show features does not say %s is off, with its cost:\n%s", n, text)
+		}
+	}
+}
+
 // stopWithSignal opens an idle connection through the daemon d (--forward to the kernel's
-// listener ln), sends sig, and checks that the kernel reads EOF on it (a DATA_FIN, not an
+// listener ln), runs the running checks, sends sig, and checks that the kernel reads EOF on it (a DATA_FIN, not an
 // MP_FASTCLOSE or a reset) and that the daemon stops cleanly.
-func stopWithSignal(t *testing.T, ctx context.Context, topo *netns.Topology, d *netns.Process, ln net.Listener, listen, sock string, sig syscall.Signal) {
+func stopWithSignal(t *testing.T, ctx context.Context, topo *netns.Topology, d *netns.Process, ln net.Listener, listen, sock string, sig syscall.Signal, running ...func()) {
 	t.Helper()
 	app, k := dialAccepted(t, ctx, topo.A, listen, ln)
 	ctlRoundTrip(t, app, k)
+	for _, f := range running {
+		f()
+	}
 	kc0 := counters(t, topo.B)
 	eof := make(chan error, 1)
 	go func() {
