@@ -147,7 +147,7 @@ func TestMultipathRemoveAddr(t *testing.T) {
 					r.connect()
 					r.waitSubflows(A, 2)
 					r.waitSubflows(B, 2)
-					x := r.start(256<<20, 256<<20)
+					x := r.start(scaledSize(256<<20), scaledSize(256<<20))
 					time.Sleep(100 * time.Millisecond)
 					r.deleteEndpoint(by, 1)
 					r.waitSubflows(A, 1)
@@ -189,9 +189,9 @@ func TestMultipathPrio(t *testing.T) {
 					r.wantDelta(by, "MPPrioTx", 1)
 					const n = 64 << 20
 					txA, txB := r.linkTx(A, 1), r.linkTx(B, 1)
-					r.start(n, n).wait()
+					r.start(scaledSize(n), scaledSize(n)).wait()
 					a, b := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB
-					t.Logf("backup path carried %d bytes up, %d down, of %d MiB each way", a, b, n>>20)
+					t.Logf("backup path carried %d bytes up, %d down, of %d MiB each way", a, b, scaledSize(n)>>20)
 					if a > 1<<20 || b > 1<<20 {
 						t.Errorf("the backup path carried %d bytes up and %d down: want none of the data", a, b)
 					}

@@ -432,9 +432,38 @@ func (r *rig) delta(s netns.Side, name string) uint64 {
 	return d
 }
 
+// newerKernelCounters are the kernel's MPTcpExt counters that Linux 6.1 does not have yet (read
+// off 6.1.192 and 6.18): where a kernel side lacks one, a check of it is left out (and logged),
+// not failed. Any other missing name is still a failure.
+var newerKernelCounters = map[string]bool{
+	"AddAddrTx": true, "AddAddrTxDrop": true, "Blackhole": true, "DssFallback": true, "EchoAddTx": true,
+	"EchoAddTxDrop": true, "FallbackFailed": true, "MD5SigFallback": true, "MPCapableDataFallback": true,
+	"MPCapableSYNTXDisabled": true, "MPCapableSYNTXDrop": true, "MPCurrEstab": true, "MPJoinRejected": true,
+	"MPJoinSynTx": true, "MPJoinSynTxBindErr": true, "MPJoinSynTxConnectErr": true,
+	"MPJoinSynTxCreatSkErr": true, "RmAddrTx": true, "RmAddrTxDrop": true, "SimultConnectFallback": true,
+	"WinProbe": true,
+}
+
+// olderKernelLacks reports (and logs) that side s is a kernel without counter name, one newer
+// kernels have.
+func (r *rig) olderKernelLacks(s netns.Side, name string) bool {
+	r.t.Helper()
+	if r.impl(s) != kernelImpl || !newerKernelCounters[name] {
+		return false
+	}
+	if _, ok := r.counters(s)[name]; ok {
+		return false
+	}
+	r.t.Logf("%s: this kernel has no counter %s (a newer kernel's): not checked", r.side(s), name)
+	return true
+}
+
 // wantDelta checks that side s's counter moved by at least n.
 func (r *rig) wantDelta(s netns.Side, name string, n uint64) {
 	r.t.Helper()
+	if r.olderKernelLacks(s, name) {
+		return
+	}
 	if d, ok := r.moved(s, name); !ok {
 		r.t.Errorf("%s exports no counter %s (want +%d)", r.side(s), name, n)
 	} else if d < n {
@@ -446,6 +475,9 @@ func (r *rig) wantDelta(s netns.Side, name string, n uint64) {
 func (r *rig) wantNoDelta(s netns.Side, names ...string) {
 	r.t.Helper()
 	for _, name := range names {
+		if r.olderKernelLacks(s, name) {
+			continue
+		}
 		if d, ok := r.moved(s, name); !ok {
 			r.t.Errorf("%s exports no counter %s (want +0)", r.side(s), name)
 		} else if d != 0 {
