@@ -29,6 +29,7 @@ exec $B switch_root /newroot /bin/sh -c '
 	mount -t bpf bpf /sys/fs/bpf
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	ip link set lo up
+	modprobe tun # /dev/net/tun appears with the module (no udev here to make it at boot)
 	ulimit -n 1048576
 	export HOME=/root PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 	cd /

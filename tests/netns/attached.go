@@ -1,12 +1,13 @@
 package netns
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+
+	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 )
 
 // TCAttached lists the TC programs attached to the namespace's interfaces, whichever way: tcx
@@ -17,6 +18,7 @@ func (ns *Namespace) TCAttached() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	tcx := tcattach.HaveTCX() == nil
 	var out []string
 	for _, l := range links {
 		name, idx := l.Attrs().Name, l.Attrs().Index
@@ -24,15 +26,15 @@ func (ns *Namespace) TCAttached() ([]string, error) {
 			t   ebpf.AttachType
 			dir string
 		}{{ebpf.AttachTCXIngress, "ingress"}, {ebpf.AttachTCXEgress, "egress"}} {
+			if !tcx {
+				break // the query is refused (EINVAL) where there is no tcx
+			}
 			var res *link.QueryResult
 			err := ns.Do(func() error {
 				var err error
 				res, err = link.QueryPrograms(link.QueryOptions{Target: idx, Attach: at.t})
 				return err
 			})
-			if errors.Is(err, ebpf.ErrNotSupported) {
-				break // no tcx on this kernel
-			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: query tcx %s: %w", name, at.dir, err)
 			}

@@ -295,6 +295,7 @@ func TestMptcpdStopSignals(t *testing.T) {
 // (tests/kernels sets it in its guests), each off one with its cost in the text form too.
 func checkFeatures(t *testing.T, sock string) {
 	t.Helper()
+	mptcpctl(t)
 	missing := map[string]bool{}
 	if v := os.Getenv("MPTCPGO_EXPECT_MISSING"); v != "" {
 		for _, n := range strings.Split(v, ",") {

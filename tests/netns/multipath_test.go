@@ -52,11 +52,7 @@ func TestJoinOurClientKernelServer(t *testing.T) {
 	}
 	checkDigests(t, tr, s.Transfer, up, down)
 	kc := counters(t, topo.B)
-	for _, name := range []string{"MPJoinSynRx", "MPJoinAckRx"} {
-		if kc[name] < 1 {
-			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
-		}
-	}
+	kernelCounted(t, kc, "MPJoinSynRx", "MPJoinAckRx")
 	for _, name := range []string{"MPJoinAckHMacFailure", "MPJoinSynAckHMacFailure", "MPJoinRejected"} {
 		if kc[name] != 0 {
 			t.Errorf("kernel %s = %d, want 0", name, kc[name])
@@ -153,11 +149,7 @@ func TestJoinKernelClientOurServer(t *testing.T) {
 		}
 	})
 	kc := counters(t, topo.A)
-	for _, name := range []string{"MPJoinSynTx", "MPJoinSynAckRx"} {
-		if kc[name] < 1 {
-			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
-		}
-	}
+	kernelCounted(t, kc, "MPJoinSynTx", "MPJoinSynAckRx")
 	for _, name := range []string{"MPJoinSynAckHMacFailure", "MPJoinAckHMacFailure"} {
 		if kc[name] != 0 {
 			t.Errorf("kernel %s = %d, want 0", name, kc[name])
@@ -200,11 +192,7 @@ func TestAddAddrFromKernel(t *testing.T) {
 		exchangeServed(t, ctx, conn, served, up, down)
 	})
 	kc := counters(t, topo.B)
-	for _, name := range []string{"AddAddrTx", "EchoAdd", "MPJoinSynRx", "MPJoinAckRx"} {
-		if kc[name] < 1 {
-			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
-		}
-	}
+	kernelCounted(t, kc, "AddAddrTx", "EchoAdd", "MPJoinSynRx", "MPJoinAckRx")
 	if d["AddAddrAccepted"] != 1 || d["AddAddrHMacFailure"] != 0 || d["Joins"] != 1 {
 		t.Errorf("ours: AddAddrAccepted +%d (want 1), AddAddrHMacFailure +%d (want 0), Joins +%d (want 1)",
 			d["AddAddrAccepted"], d["AddAddrHMacFailure"], d["Joins"])
@@ -256,11 +244,7 @@ func TestAddAddrToKernel(t *testing.T) {
 		checkDigests(t, r.Transfer, srv, up, down)
 	})
 	kc := counters(t, topo.A)
-	for _, name := range []string{"AddAddr", "EchoAddTx", "MPJoinSynTx", "MPJoinSynAckRx"} {
-		if kc[name] < 1 {
-			t.Errorf("kernel %s = %d, want >= 1", name, kc[name])
-		}
-	}
+	kernelCounted(t, kc, "AddAddr", "EchoAddTx", "MPJoinSynTx", "MPJoinSynAckRx")
 	if d["SignalOptionTx"] < 1 || d["Joins"] != 1 {
 		t.Errorf("ours: SignalOptionTx +%d (want >= 1), Joins +%d (want 1)", d["SignalOptionTx"], d["Joins"])
 	}
@@ -306,5 +290,22 @@ func TestSchedulersToKernel(t *testing.T) {
 			}
 			t.Logf("kernel DuplicateData = %d", kc["DuplicateData"])
 		})
+	}
+}
+
+// kernelCounted checks that each of the kernel's counters names is at least 1. A counter that
+// a newer kernel has and this one lacks (newerKernelCounters) is left out, and logged; any
+// other missing name fails.
+func kernelCounted(t *testing.T, kc map[string]uint64, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		v, ok := kc[name]
+		if !ok && newerKernelCounters[name] {
+			t.Logf("this kernel has no counter %s (a newer kernel's): not checked", name)
+			continue
+		}
+		if !ok || v < 1 {
+			t.Errorf("kernel %s = %d (exported: %v), want >= 1", name, v, ok)
+		}
 	}
 }
