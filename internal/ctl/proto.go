@@ -118,7 +118,7 @@ type PrioArgs struct {
 type Feature struct {
 	Name   string `json:"name"`
 	Active bool   `json:"active"`
-	Kernel string `json:"kernel"`            // the first Linux release that has it
+	Kernel string `json:"kernel"`         // the first Linux release that has it
 	Cost   string `json:"cost,omitempty"` // what its absence costs (when not active)
 }
 
