@@ -137,6 +137,7 @@ type Datapath struct {
 	// registered are the struct_ops maps registered without a link (no struct_ops links
 	// here): close deletes their value.
 	registered []*ebpf.Map
+	lock       *ownerLock
 	log        *slog.Logger
 	features   Features
 	ccNames    [2]string
@@ -215,7 +216,14 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 		spec.Maps[m].Name = d.ccNames[i]
 	}
-	d.features.StructOpsLink = !without["struct_ops_link"] && haveStructOpsLink(spec.Maps[caMaps[0]]) == nil
+	// A probe that fails for another reason than the feature's absence (EPERM, ENOMEM) fails
+	// Open: a fallback would be reported as a missing feature of a kernel that has it.
+	if d.features.StructOpsLink, err = probe(without["struct_ops_link"], func() error { return haveStructOpsLink(spec.Maps[caMaps[0]]) }); err != nil {
+		return nil, err
+	}
+	if d.lock, err = takeOwnerLock(); err != nil {
+		return nil, err
+	}
 	if !d.features.StructOpsLink {
 		// Before Linux 6.4 a struct_ops map cannot be created for a link: without one, the
 		// congestion control registers when the loader stores the map's value, and stays
@@ -223,11 +231,21 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		for _, m := range caMaps {
 			spec.Maps[m].Flags &^= bpfFLink
 		}
+		removeStaleStructOps(d.lock, cfg.Logger)
 	}
-	d.features.RTOMax = !without["tcp_rto_max_ms"] && haveRTOMax() == nil
-	d.features.TCX = !without["tcx"] && tcattach.HaveTCX() == nil
+	if d.features.RTOMax, err = probe(without["tcp_rto_max_ms"], haveRTOMax); err != nil {
+		return nil, err
+	}
+	if d.features.TCX, err = probe(without["tcx"], tcattach.HaveTCX); err != nil {
+		return nil, err
+	}
 	d.tc.legacy = !d.features.TCX
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		if !d.features.StructOpsLink {
+			// The loader may have registered one of the pair before it failed.
+			unregisterByName(d.ccNames[:]...)
+		}
+		d.lock.release()
 		return nil, fmt.Errorf("load datapath: %w", VerifierError(err))
 	}
 	defer func() {
@@ -257,9 +275,6 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	}
 	if d.cg, err = enterOwnCgroup(cfg.Cgroup, cfg.Logger); err != nil {
 		return nil, err
-	}
-	if !d.features.StructOpsLink {
-		removeStaleStructOps(d.cg.root.dir, cfg.Logger)
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: d.cg.path, Attach: ebpf.AttachCGroupSockOps, Program: d.objs.MptcpSockops})
 	if err != nil {
@@ -329,6 +344,10 @@ func (d *Datapath) close(unmap bool) error {
 		d.conns, d.subs = nil, nil
 	}
 	errs = append(errs, d.objs.Close())
+	if d.lock != nil {
+		errs = append(errs, d.lock.release())
+		d.lock = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -451,6 +470,9 @@ type IfaceKey struct {
 func (d *Datapath) AttachInterface(k IfaceKey) error {
 	d.tc.Lock()
 	defer d.tc.Unlock()
+	if d.tc.links == nil {
+		return errors.New("attach SYN option rewriter: the datapath is closed")
+	}
 	if _, ok := d.tc.links[k]; ok {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/cilium/ebpf"
@@ -120,7 +121,7 @@ func haveStructOpsLink(ms *ebpf.MapSpec) error {
 	return m.Close()
 }
 
-// haveRTOMax reports whether TCP sockets have TCP_RTO_MAX_MS here.
+// haveRTOMax reports whether TCP sockets have TCP_RTO_MAX_MS here (ENOPROTOOPT where not).
 func haveRTOMax() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -128,17 +129,128 @@ func haveRTOMax() error {
 	}
 	defer unix.Close(fd)
 	if _, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_RTO_MAX_MS); err != nil {
+		if errors.Is(err, unix.ENOPROTOOPT) {
+			err = fmt.Errorf("%w: %w", err, ebpf.ErrNotSupported)
+		}
 		return fmt.Errorf("TCP_RTO_MAX_MS: %w", err)
 	}
 	return nil
 }
 
+// probe runs a feature's probe unless the feature is turned off: true when it is there, false
+// when the probe says it is not (an error matching ErrNotSupported), and an error when the
+// probe failed for another reason.
+func probe(off bool, f func() error) (bool, error) {
+	if off {
+		return false, nil
+	}
+	err := f()
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return false, nil
+	}
+	return false, fmt.Errorf("probe kernel features: %w", err)
+}
+
+// lockDir holds one lock file per datapath, mpg<pid>.lock, which its process holds (flock) while
+// the datapath is open. It is how a later datapath tells what a dead one left behind (struct_ops
+// registrations without a link, cls_bpf filters: both outlive their process) from what a live
+// one holds: a pid alone cannot say, in another PID namespace it names another process.
+const lockDir = "/run/mptcpgo"
+
+// ownerLock is this datapath's lock file.
+type ownerLock struct {
+	f *os.File
+	// inherited: the file was there before we took it, so a datapath of this same pid (an
+	// earlier process) died without closing: what is named after our pid is its leftovers.
+	inherited bool
+}
+
+// takeOwnerLock creates (or takes over) and locks mpg<pid>.lock for this process.
+func takeOwnerLock() (*ownerLock, error) {
+	if err := os.MkdirAll(lockDir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock directory: %w", err)
+	}
+	path := filepath.Join(lockDir, fmt.Sprintf("%s%d.lock", ccPrefix, os.Getpid()))
+	inherited := false
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		inherited = true
+		f, err = os.OpenFile(path, os.O_RDWR, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w (a datapath of another PID namespace with our pid shares this /run)", path, err)
+	}
+	return &ownerLock{f: f, inherited: inherited}, nil
+}
+
+// release removes and unlocks the lock file.
+func (l *ownerLock) release() error {
+	err := os.Remove(l.f.Name())
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ownerGone reports whether the datapath of that pid is known to be gone: its lock file is here
+// and nobody holds it (for our own pid: the file was there before we took it). Without a lock
+// file (a datapath that sees another /run, as in another container) nothing is known: false.
+func (l *ownerLock) ownerGone(pid int) bool {
+	if pid == os.Getpid() {
+		return l.inherited
+	}
+	f, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprintf("%s%d.lock", ccPrefix, pid)), os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	// A lock taken here is dropped with the descriptor, at the Close above.
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
+}
+
 // removeStaleStructOps unregisters the congestion controls that datapaths of dead processes
 // registered without a link (they outlive their process): struct_ops maps named mpg<pid>a or
-// mpg<pid>b whose process is gone and whose cgroup mptcpgo-<pid> under cgroupRoot is gone too
-// (removeStaleCgroups removed it, or it never existed). The cgroup keeps a datapath of another
-// PID namespace, whose pid means nothing here, from being taken for dead.
-func removeStaleStructOps(cgroupRoot string, log *slog.Logger) {
+// mpg<pid>b whose owner is gone (ownerGone). It runs before our own maps are loaded, so a
+// leftover of an earlier process with our pid cannot collide with ours.
+func removeStaleStructOps(lock *ownerLock, log *slog.Logger) {
+	forEachStructOps(func(m *ebpf.Map, name string) {
+		sm := ccMapName.FindStringSubmatch(name)
+		if sm == nil {
+			return
+		}
+		if pid, _ := strconv.Atoi(sm[1]); pid <= 0 || !lock.ownerGone(pid) {
+			return
+		}
+		switch err := m.Delete(uint32(0)); {
+		case err == nil:
+			log.Info("removed the congestion control a dead process left registered", "name", name)
+		case errors.Is(err, ebpf.ErrKeyNotExist), errors.Is(err, unix.EINPROGRESS):
+			// Unregistered already; EINPROGRESS: and still in use by sockets that outlive it.
+		default:
+			log.Warn("could not remove a dead process's congestion control", "name", name, "err", err)
+		}
+	})
+}
+
+// unregisterByName deletes the value of the struct_ops maps with these names: the registrations
+// a failed load may have made before it failed.
+func unregisterByName(names ...string) {
+	forEachStructOps(func(m *ebpf.Map, name string) {
+		if slices.Contains(names, name) {
+			m.Delete(uint32(0))
+		}
+	})
+}
+
+// forEachStructOps calls f for each struct_ops map on the host, with its name.
+func forEachStructOps(f func(m *ebpf.Map, name string)) {
 	var id ebpf.MapID
 	for {
 		next, err := ebpf.MapGetNextID(id)
@@ -151,16 +263,7 @@ func removeStaleStructOps(cgroupRoot string, log *slog.Logger) {
 			continue // gone meanwhile
 		}
 		if info, err := m.Info(); err == nil && info.Type == ebpf.StructOpsMap {
-			if sm := ccMapName.FindStringSubmatch(info.Name); sm != nil {
-				pid, _ := strconv.Atoi(sm[1])
-				if pid > 0 && !processAlive(pid) && !exists(filepath.Join(cgroupRoot, cgroupPrefix+sm[1])) {
-					if err := m.Delete(uint32(0)); err == nil {
-						log.Info("removed the congestion control a dead process left registered", "name", info.Name)
-					} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-						log.Warn("could not remove a dead process's congestion control", "name", info.Name, "err", err)
-					}
-				}
-			}
+			f(m, info.Name)
 		}
 		m.Close()
 	}
@@ -173,8 +276,8 @@ func filterName(pid int, dir string) string { return fmt.Sprintf("%s%d_syn_%s", 
 var filterNameRE = regexp.MustCompile(`^` + ccPrefix + `([0-9]+)_syn_(in|out)$`)
 
 // removeStaleFilters deletes from an interface the SYN option rewriter filters of datapaths
-// whose process is gone (and its cgroup with it, as for removeStaleStructOps). It runs on a
-// thread in the interface's namespace.
+// whose owner is gone (ownerGone). It runs on a thread in the interface's namespace, before our
+// own filters are added there.
 func (d *Datapath) removeStaleFilters(ifindex int) {
 	removed, err := tcattach.RemoveStale(ifindex, func(name string) bool {
 		m := filterNameRE.FindStringSubmatch(name)
@@ -182,7 +285,7 @@ func (d *Datapath) removeStaleFilters(ifindex int) {
 			return false
 		}
 		pid, _ := strconv.Atoi(m[1])
-		return pid > 0 && pid != os.Getpid() && !processAlive(pid) && !exists(filepath.Join(d.cg.root.dir, cgroupPrefix+m[1]))
+		return pid > 0 && d.lock.ownerGone(pid)
 	})
 	if len(removed) > 0 {
 		d.log.Info("removed the TC filters a dead process left on an interface", "ifindex", ifindex, "filters", removed)
@@ -190,16 +293,4 @@ func (d *Datapath) removeStaleFilters(ifindex int) {
 	if err != nil {
 		d.log.Warn("look for stale TC filters", "ifindex", ifindex, "err", err)
 	}
-}
-
-// processAlive reports whether a process with this pid exists here.
-func processAlive(pid int) bool {
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
-}
-
-// exists reports whether path exists (or cannot be told not to).
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return !errors.Is(err, os.ErrNotExist)
 }

@@ -134,9 +134,40 @@ func structOpsMaps(t *testing.T) []string {
 func TestWithoutStructOpsLink(t *testing.T) {
 	testenv.RequireRoot(t)
 	child, dead := startHelper(t, "struct_ops")
+	t.Cleanup(func() { unregisterByName(dead...) })
+	// A live datapath's registrations are its own: another datapath's Open leaves them, and a
+	// dead one's without a lock file here (one that saw another /run) as well.
+	other, err := Open(Config{MaxConns: 16, Without: []string{"struct_ops_link"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	for _, n := range dead {
+		if !slices.Contains(availableCCs(t), n) {
+			t.Fatalf("%s of a live datapath was removed by another datapath's Open", n)
+		}
+	}
 	child.Process.Signal(syscall.SIGKILL)
 	child.Wait()
-	t.Cleanup(func() { removeStaleStructOps("/nonexistent", slog.Default()) })
+	lockFile := fmt.Sprintf("%s/mpg%d.lock", lockDir, child.Process.Pid)
+	saved, err := os.ReadFile(lockFile)
+	if err != nil {
+		t.Fatalf("the killed datapath's lock file: %v", err)
+	}
+	os.Remove(lockFile)
+	other, err = Open(Config{MaxConns: 16, Without: []string{"struct_ops_link"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	for _, n := range dead {
+		if !slices.Contains(availableCCs(t), n) {
+			t.Fatalf("%s removed without its owner's lock file: its owner was not known to be gone", n)
+		}
+	}
+	if err := os.WriteFile(lockFile, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// What the report calls the cost: the dead process's registrations remain.
 	for _, n := range dead {
 		if !slices.Contains(availableCCs(t), n) {
@@ -313,19 +344,7 @@ func TestWithoutTCX(t *testing.T) {
 	if !strings.Contains(logs.String(), "removed the TC filters a dead process left") || !strings.Contains(logs.String(), stale[0]) {
 		t.Errorf("the removal was not logged:\n%s", logs.String())
 	}
-	// The qdisc was the dead helper's: the one we found is kept; remove it to see ours go.
-	if err := d.DetachInterface(IfaceKey{Ifindex: ifindex}); err != nil {
-		t.Fatal(err)
-	}
-	if got := bpfFilters(t, h, ifindex); len(got) != 0 {
-		t.Errorf("filters after DetachInterface: %v", got)
-	}
-	if err := h.QdiscDel(&netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := inNetnsPath(path, func() error { return d.AttachInterface(IfaceKey{Ifindex: ifindex}) }); err != nil {
-		t.Fatal(err)
-	}
+	// The dead helper's qdisc went with its filters; ours goes at Close.
 	if !hasClsact(t, h, ifindex) {
 		t.Fatal("no clsact qdisc after attach")
 	}

@@ -323,7 +323,8 @@ func (ifc *iface) release() error {
 // RemoveStale deletes the cls_bpf filters on either side of interface ifindex (in the calling
 // thread's network namespace) whose name stale accepts: those a process killed before it could
 // close its links left behind (filters, unlike tcx links, outlive their process). It returns
-// the names of the filters it deleted. Interfaces without a clsact qdisc have none.
+// the names of the filters it deleted. Interfaces without a clsact qdisc have none. A clsact qdisc
+// left empty by the removal is deleted too.
 func RemoveStale(ifindex int, stale func(name string) bool) ([]string, error) {
 	ifaces.Lock()
 	defer ifaces.Unlock()
@@ -355,6 +356,18 @@ func RemoveStale(ifindex int, stale func(name string) bool) ([]string, error) {
 				continue
 			}
 			removed = append(removed, b.Name)
+		}
+	}
+	if len(removed) > 0 && len(errs) == 0 && ifc.users == 0 {
+		// The qdisc that held only stale filters goes with them (its creator is gone, or it
+		// would have nothing to remove): the next Attach adds its own and removes it at Close.
+		in, err1 := ifc.filters(netlink.HANDLE_MIN_INGRESS)
+		out, err2 := ifc.filters(netlink.HANDLE_MIN_EGRESS)
+		if err1 == nil && err2 == nil && len(in)+len(out) == 0 {
+			q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+			if err := ifc.nl.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+				errs = append(errs, fmt.Errorf("delete emptied clsact qdisc: %w", err))
+			}
 		}
 	}
 	return removed, errors.Join(errs...)
