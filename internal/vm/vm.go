@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -20,9 +21,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -34,6 +37,9 @@ type Kernel struct {
 	Suite string
 	// Mirror is the archive ("http://deb.debian.org/debian").
 	Mirror string
+	// Extra are further sources of the suite's packages, as "URI suite" (its updates and
+	// security archives, where its current kernel comes from).
+	Extra []string
 	// Meta is the metapackage that depends on the current kernel of the suite
 	// ("linux-image-amd64").
 	Meta string
@@ -49,8 +55,10 @@ type Kernel struct {
 // same (tests/kernels checks that it does).
 var Kernels = []Kernel{
 	{Name: "6.1", Suite: "bookworm", Mirror: "http://deb.debian.org/debian", Meta: "linux-image-amd64",
+		Extra:   []string{"http://deb.debian.org/debian bookworm-updates", "http://deb.debian.org/debian-security bookworm-security"},
 		Missing: []string{"struct_ops_link", "tcx", "tcp_rto_max_ms"}},
 	{Name: "5.10", Suite: "bullseye", Mirror: "http://deb.debian.org/debian", Meta: "linux-image-amd64",
+		Extra:       []string{"http://deb.debian.org/debian bullseye-updates", "http://deb.debian.org/debian-security bullseye-security"},
 		Unsupported: `kfunc "cubictcp_cong_avoid": not supported`},
 }
 
@@ -126,30 +134,40 @@ func Fetch(ctx context.Context, k Kernel) (*Image, error) {
 	img := &Image{Kernel: k, Version: version, Release: strings.TrimPrefix(pkg, "linux-image-")}
 	img.Modules = filepath.Join(dir, pkg+"_"+version)
 	img.Vmlinuz = filepath.Join(img.Modules, "boot", "vmlinuz-"+img.Release)
-	img.Initrd = filepath.Join(img.Modules, "initrd.gz")
-	if _, err := os.Stat(img.Initrd); err == nil {
-		return img, nil
+	// The initramfs is named after what goes into it besides the kernel's modules, so that a
+	// changed init script is not booted from an old one.
+	sum := sha256.Sum256(append(append([]byte(nil), initScript...), strings.Join(bootModules, " ")...))
+	img.Initrd = filepath.Join(img.Modules, fmt.Sprintf("initrd-%x.gz", sum[:6]))
+	if _, err := os.Stat(img.Vmlinuz); err != nil {
+		deb, err := a.download(ctx, pkg, version)
+		if err != nil {
+			return nil, err
+		}
+		tmp := img.Modules + ".tmp"
+		os.RemoveAll(tmp)
+		if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("unpack %s: %v: %s", deb, err, out)
+		}
+		if out, err := exec.CommandContext(ctx, "depmod", "-b", tmp, img.Release).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("depmod %s: %v: %s", img.Release, err, out)
+		}
+		os.RemoveAll(img.Modules)
+		if err := os.Rename(tmp, img.Modules); err != nil {
+			return nil, err
+		}
 	}
-	deb, err := a.download(ctx, pkg, version)
-	if err != nil {
-		return nil, err
-	}
-	tmp := img.Modules + ".tmp"
-	os.RemoveAll(tmp)
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("unpack %s: %v: %s", deb, err, out)
-	}
-	if out, err := exec.CommandContext(ctx, "depmod", "-b", tmp, img.Release).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("depmod %s: %v: %s", img.Release, err, out)
-	}
-	if err := writeInitrd(filepath.Join(tmp, "initrd.gz"), filepath.Join(tmp, "lib", "modules", img.Release)); err != nil {
-		return nil, err
-	}
-	os.RemoveAll(img.Modules)
-	if err := os.Rename(tmp, img.Modules); err != nil {
-		return nil, err
+	if _, err := os.Stat(img.Initrd); err != nil {
+		if err := writeInitrd(img.Initrd, filepath.Join(img.Modules, "lib", "modules", img.Release)); err != nil {
+			return nil, err
+		}
 	}
 	return img, nil
+}
+
+// sameFile reports whether the file at path holds s.
+func sameFile(path, s string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && string(b) == s
 }
 
 // aptState is a private apt configuration for one suite.
@@ -177,22 +195,35 @@ func (a aptState) resolve(ctx context.Context) (pkg, version string, err error) 
 			return "", "", err
 		}
 	}
-	src := fmt.Sprintf("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n", a.k.Mirror, a.k.Suite)
+	const key = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]"
+	src := fmt.Sprintf("deb %s %s %s main\n", key, a.k.Mirror, a.k.Suite)
+	for _, e := range a.k.Extra {
+		src += fmt.Sprintf("deb %s %s main\n", key, e)
+	}
 	if err := os.WriteFile(filepath.Join(a.dir, "sources.list"), []byte(src), 0o644); err != nil {
 		return "", "", err
 	}
+	// The lists are renewed once a day, or when the sources changed.
 	stamp := filepath.Join(a.dir, "updated")
-	if st, err := os.Stat(stamp); err != nil || time.Since(st.ModTime()) > 24*time.Hour {
+	if st, err := os.Stat(stamp); err != nil || time.Since(st.ModTime()) > 24*time.Hour || !sameFile(stamp, src) {
 		if out, err := exec.CommandContext(ctx, "apt-get", a.args("update")...).CombinedOutput(); err != nil {
 			return "", "", fmt.Errorf("apt-get update (%s): %v: %s", a.k.Suite, err, out)
 		}
-		os.WriteFile(stamp, nil, 0o644)
+		os.WriteFile(stamp, []byte(src), 0o644)
 	}
-	out, err := exec.CommandContext(ctx, "apt-cache", a.args("show", a.k.Meta)...).Output()
+	pol, err := exec.CommandContext(ctx, "apt-cache", a.args("policy", a.k.Meta)...).Output()
 	if err != nil {
-		return "", "", fmt.Errorf("apt-cache show %s (%s): %w", a.k.Meta, a.k.Suite, err)
+		return "", "", fmt.Errorf("apt-cache policy %s (%s): %w", a.k.Meta, a.k.Suite, err)
 	}
-	// The highest version comes first; its Depends names the kernel package with its version.
+	cand := regexp.MustCompile(`(?m)^\s*Candidate: (\S+)`).FindSubmatch(pol)
+	if cand == nil || string(cand[1]) == "(none)" {
+		return "", "", fmt.Errorf("%s (%s): no candidate version:\n%s", a.k.Meta, a.k.Suite, pol)
+	}
+	out, err := exec.CommandContext(ctx, "apt-cache", a.args("show", a.k.Meta+"="+string(cand[1]))...).Output()
+	if err != nil {
+		return "", "", fmt.Errorf("apt-cache show %s=%s (%s): %w", a.k.Meta, cand[1], a.k.Suite, err)
+	}
+	// The candidate's Depends names the kernel package with its version.
 	m := regexp.MustCompile(`(?m)^Depends: (linux-image-[0-9][^ ,]*-amd64) \(= ([^)]+)\)`).FindSubmatch(out)
 	if m == nil {
 		return "", "", fmt.Errorf("%s (%s): no kernel package in its Depends", a.k.Meta, a.k.Suite)
@@ -292,7 +323,11 @@ func writeInitrd(path, modDir string) error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // readModulesDep maps each module's path to the paths of the modules it needs.
@@ -401,6 +436,11 @@ func Run(ctx context.Context, img *Image, script string, o RunOptions) (output s
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
 		"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot")
 	cmd.Stdin = nil
+	// qemu dies with the thread that started it (Pdeathsig), which this goroutine keeps until
+	// Wait returns: a test binary killed at its timeout leaves no guest running.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,6 +97,14 @@ var built struct {
 func buildAll(t *testing.T) string {
 	t.Helper()
 	built.Do(func() {
+		// Binaries of test processes that did not get to remove them (killed) go first.
+		old, _ := filepath.Glob(filepath.Join(vm.Cache(), "bin-*"))
+		for _, d := range old {
+			pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "bin-"))
+			if err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
+				os.RemoveAll(d)
+			}
+		}
 		dir := filepath.Join(vm.Cache(), fmt.Sprintf("bin-%d", os.Getpid()))
 		if built.err = os.MkdirAll(dir, 0o755); built.err != nil {
 			return
@@ -144,7 +154,9 @@ func boot(t *testing.T, ctx context.Context, k vm.Kernel, script string) (*vm.Im
 	defer console.Close()
 	t.Logf("booting %s (%s, Debian %s) in qemu; console in %s", img.Release, img.Version, k.Suite, console.Name())
 	start := time.Now()
-	out, status, err := vm.Run(ctx, img, script, vm.RunOptions{Limit: 35 * time.Minute, Console: console})
+	// Below make test's go test -timeout (30 m): the guest is stopped and reported, not
+	// abandoned by a panicking test binary.
+	out, status, err := vm.Run(ctx, img, script, vm.RunOptions{Limit: 25 * time.Minute, Console: console})
 	t.Logf("guest ran %v", time.Since(start).Round(time.Second))
 	if err != nil {
 		t.Fatalf("Linux %s: %v\n%s", img.Release, err, lastLines(out, 200))
@@ -178,7 +190,7 @@ cd %[2]s/internal/datapath && %[1]s/datapath.test -test.count=1 -test.v -test.ru
 // it; every one must pass (a skip fails: the guest runs with every feature expected, or with the
 // missing ones stated in the test).
 func runKernel(t *testing.T, k vm.Kernel, tests []string) {
-	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 28*time.Minute)
 	defer cancel()
 	bin := buildAll(t)
 	root, err := filepath.Abs("../..")

@@ -401,8 +401,14 @@ func checkNoFallback(t *testing.T, kc map[string]uint64) {
 	t.Helper()
 	for _, name := range []string{"MPCapableFallbackACK", "MPCapableFallbackSYNACK", "MPCapableDataFallback",
 		"DssFallback", "DSSNotMatching", "DSSCorruptionFallback", "InfiniteMapRx", "FallbackFailed", "MPFallbackTokenInit"} {
-		if kc[name] != 0 {
-			t.Errorf("kernel %s = %d, want 0", name, kc[name])
+		v, ok := kc[name]
+		switch {
+		case !ok && newerKernelCounters[name]:
+			t.Logf("this kernel has no counter %s (a newer kernel's): not checked", name)
+		case !ok:
+			t.Errorf("the kernel exports no counter %s", name)
+		case v != 0:
+			t.Errorf("kernel %s = %d, want 0", name, v)
 		}
 	}
 }
