@@ -3,7 +3,7 @@
 //
 // TestKernelSmoke (part of make test) boots Debian 12's Linux 6.1 and runs the smoke list;
 // make test-kernels (MPTCPGO_KERNEL_MATRIX=1) boots every kernel of vm.Kernels with the longer
-// list.
+// list. MPTCPGO_KERNELS (comma-separated names) picks kernels, MPTCPGO_KERNEL_TESTS the tests.
 package kernels_test
 
 import (
@@ -190,6 +190,9 @@ cd %[2]s/internal/datapath && %[1]s/datapath.test -test.count=1 -test.v -test.ru
 // it; every one must pass (a skip fails: the guest runs with every feature expected, or with the
 // missing ones stated in the test).
 func runKernel(t *testing.T, k vm.Kernel, tests []string) {
+	if v := os.Getenv("MPTCPGO_KERNEL_TESTS"); v != "" {
+		tests = strings.Split(v, ",") // a developer's choice of tests (comma-separated names)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 28*time.Minute)
 	defer cancel()
 	bin := buildAll(t)
