@@ -29,7 +29,7 @@ func addEndpoint(t testing.TB, m *pm.Manager, e pmapi.Endpoint) pmapi.Endpoint {
 func TestJoinOurClientKernelServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	const up, down = 128 << 20, 32 << 20
+	up, down := scaledSize(128 << 20), scaledSize(32 << 20)
 	// Paths of 1 Gbit/s: unshaped veths are so fast that the split follows the CPU more than
 	// the paths, and one path may carry nearly everything.
 	topo, served, c := ourClientTwoPaths(t, ctx, 1e9, "", down)
@@ -61,7 +61,7 @@ func TestJoinOurClientKernelServer(t *testing.T) {
 	checkNoFallback(t, kc)
 	share := txBytes(t, p1.A) - tx1
 	t.Logf("path 1 carried %d MiB of %d MiB sent", share>>20, up>>20)
-	if share < up/8 {
+	if share < uint64(up/8) {
 		t.Errorf("path 1 carried %d bytes, want a share (>= 12.5%%) of %d", share, up)
 	}
 }
@@ -104,7 +104,7 @@ func TestJoinKernelClientOurServer(t *testing.T) {
 	topo.A.SetMPTCPLimits(2, 0)
 	p1.A.AddMPTCPEndpoint(netns.IPv4, "subflow")
 	ln := listenOurs(t, topo.B, p0.B.HostPort(netns.IPv4, 0))
-	const up, down = 128 << 20, 32 << 20
+	up, down := scaledSize(128 << 20), scaledSize(32 << 20)
 	type res struct {
 		tr  netns.Transfer
 		err error
@@ -144,7 +144,7 @@ func TestJoinKernelClientOurServer(t *testing.T) {
 		checkDigests(t, r.Transfer, s.tr, up, down)
 		share := txBytes(t, p1.A) - tx1
 		t.Logf("path 1 carried %d MiB of the kernel's %d MiB", share>>20, up>>20)
-		if share < 4<<20 {
+		if share < uint64(up/32) {
 			t.Errorf("path 1 carried %d bytes, want a real share of %d", share, up)
 		}
 	})
@@ -179,7 +179,7 @@ func TestAddAddrFromKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, port, _ := splitPort(ln.Addr().String())
-	const up, down = 64 << 20, 64 << 20
+	up, down := scaledSize(64 << 20), scaledSize(64 << 20)
 	served := netns.ServeOne(ctx, ln, down, 2)
 	d := ourCounterDeltas(t, func() {
 		conn := dialOurs(t, ctx, topo.A, p0.B.HostPort(netns.IPv4, port))
@@ -212,7 +212,7 @@ func TestAddAddrToKernel(t *testing.T) {
 	topo.A.SetMPTCPLimits(2, 2)
 	ln := listenOurs(t, topo.B, "0.0.0.0:0") // the join reaches the announced address
 	_, port, _ := splitPort(ln.Addr().String())
-	const up, down = 64 << 20, 64 << 20
+	up, down := scaledSize(64 << 20), scaledSize(64 << 20)
 	served := make(chan error, 1)
 	var srv netns.Transfer
 	go func() {
@@ -268,7 +268,7 @@ func TestSchedulersToKernel(t *testing.T) {
 		t.Run(sched, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
-			const up, down = 32 << 20, 8 << 20
+			up, down := scaledSize(32 << 20), scaledSize(8 << 20)
 			topo, served, c := ourClientTwoPaths(t, ctx, 200e6, sched, down)
 			p0, p1 := topo.Path(0), topo.Path(1)
 			tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
@@ -280,7 +280,7 @@ func TestSchedulersToKernel(t *testing.T) {
 			}
 			sent0, sent1 := txBytes(t, p0.A)-tx0, txBytes(t, p1.A)-tx1
 			t.Logf("path 0 carried %d MiB, path 1 %d MiB of %d MiB", sent0>>20, sent1>>20, up>>20)
-			if sent0 < up/8 || sent1 < up/8 {
+			if sent0 < uint64(up/8) || sent1 < uint64(up/8) {
 				t.Errorf("paths carried %d and %d bytes, want each >= %d", sent0, sent1, up/8)
 			}
 			// The redundant scheduler puts each mapping on every subflow with room at the
