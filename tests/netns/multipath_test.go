@@ -29,7 +29,7 @@ func addEndpoint(t testing.TB, m *pm.Manager, e pmapi.Endpoint) pmapi.Endpoint {
 func TestJoinOurClientKernelServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	up, down := scaledSize(128 << 20), scaledSize(32 << 20)
+	up, down := scaledSize(128<<20), scaledSize(32<<20)
 	// Paths of 1 Gbit/s: unshaped veths are so fast that the split follows the CPU more than
 	// the paths, and one path may carry nearly everything.
 	topo, served, c := ourClientTwoPaths(t, ctx, 1e9, "", down)
@@ -104,7 +104,7 @@ func TestJoinKernelClientOurServer(t *testing.T) {
 	topo.A.SetMPTCPLimits(2, 0)
 	p1.A.AddMPTCPEndpoint(netns.IPv4, "subflow")
 	ln := listenOurs(t, topo.B, p0.B.HostPort(netns.IPv4, 0))
-	up, down := scaledSize(128 << 20), scaledSize(32 << 20)
+	up, down := scaledSize(128<<20), scaledSize(32<<20)
 	type res struct {
 		tr  netns.Transfer
 		err error
@@ -179,7 +179,7 @@ func TestAddAddrFromKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, port, _ := splitPort(ln.Addr().String())
-	up, down := scaledSize(64 << 20), scaledSize(64 << 20)
+	up, down := scaledSize(64<<20), scaledSize(64<<20)
 	served := netns.ServeOne(ctx, ln, down, 2)
 	d := ourCounterDeltas(t, func() {
 		conn := dialOurs(t, ctx, topo.A, p0.B.HostPort(netns.IPv4, port))
@@ -212,7 +212,7 @@ func TestAddAddrToKernel(t *testing.T) {
 	topo.A.SetMPTCPLimits(2, 2)
 	ln := listenOurs(t, topo.B, "0.0.0.0:0") // the join reaches the announced address
 	_, port, _ := splitPort(ln.Addr().String())
-	up, down := scaledSize(64 << 20), scaledSize(64 << 20)
+	up, down := scaledSize(64<<20), scaledSize(64<<20)
 	served := make(chan error, 1)
 	var srv netns.Transfer
 	go func() {
@@ -268,7 +268,7 @@ func TestSchedulersToKernel(t *testing.T) {
 		t.Run(sched, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
-			up, down := scaledSize(32 << 20), scaledSize(8 << 20)
+			up, down := scaledSize(32<<20), scaledSize(8<<20)
 			topo, served, c := ourClientTwoPaths(t, ctx, 200e6, sched, down)
 			p0, p1 := topo.Path(0), topo.Path(1)
 			tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
