@@ -158,7 +158,7 @@ func probe(off bool, f func() error) (bool, error) {
 // the datapath is open. It is how a later datapath tells what a dead one left behind (struct_ops
 // registrations without a link, cls_bpf filters: both outlive their process) from what a live
 // one holds: a pid alone cannot say, in another PID namespace it names another process.
-const lockDir = "/run/mptcpgo"
+const lockDir = "/run/lock/mptcpgo"
 
 // ownerLock is this datapath's lock file.
 type ownerLock struct {
