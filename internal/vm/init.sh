@@ -23,8 +23,7 @@ exec $B switch_root /newroot /bin/sh -c '
 	mount -t sysfs sys /sys
 	mount -t devtmpfs dev /dev
 	mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs shm /dev/shm
-	mount -t tmpfs -o mode=1777 tmp /tmp
-	mount -t tmpfs -o mode=0755 run /run
+	mount -t tmpfs -o mode=0755 run /run # not the host /run: its netns files and daemon sockets
 	mount -t cgroup2 cgroup2 /sys/fs/cgroup
 	mount -t bpf bpf /sys/fs/bpf
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
