@@ -281,13 +281,17 @@ static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_
 	__u32 n;
 
 	if (data_fin_pending(c)) {
-		/* A DATA_FIN without data: SSN 0, length 1 (§3.3.3). */
+		/* A DATA_FIN without data: SSN 0, length 1 (§3.3.3). Go may have asked for it after
+		 * the length callback of this segment reserved room for a data ACK alone (Go writes
+		 * the connection's flags without the socket lock): then the DATA_FIN waits for the
+		 * next segment (or the DATA_FIN timer) and this one carries the data ACK. A reservation
+		 * that failed outright was counted (OptionNoSpace) by the length callback. */
 		n = build_dss(sc->out, has_ack, ack, 1, c->ctl.snd_fin_dsn, 0, 1, 1);
-		if (!store_opt(skops, sc->out, n)) {
+		if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
 			dp_count(DP_DSSTx);
 			dp_count(DP_DataFinTx);
+			return 1;
 		}
-		return 1;
 	}
 	if (!has_ack)
 		return 1;
