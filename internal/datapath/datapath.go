@@ -221,6 +221,14 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if d.features.StructOpsLink, err = probe(without["struct_ops_link"], func() error { return haveStructOpsLink(spec.Maps[caMaps[0]]) }); err != nil {
 		return nil, err
 	}
+	if d.features.RTOMax, err = probe(without["tcp_rto_max_ms"], haveRTOMax); err != nil {
+		return nil, err
+	}
+	if d.features.TCX, err = probe(without["tcx"], tcattach.HaveTCX); err != nil {
+		return nil, err
+	}
+	d.tc.legacy = !d.features.TCX
+	// The lock is taken after every early return above: from here on a failure releases it.
 	if d.lock, err = takeOwnerLock(); err != nil {
 		return nil, err
 	}
@@ -233,13 +241,6 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 		removeStaleStructOps(d.lock, cfg.Logger)
 	}
-	if d.features.RTOMax, err = probe(without["tcp_rto_max_ms"], haveRTOMax); err != nil {
-		return nil, err
-	}
-	if d.features.TCX, err = probe(without["tcx"], tcattach.HaveTCX); err != nil {
-		return nil, err
-	}
-	d.tc.legacy = !d.features.TCX
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		if !d.features.StructOpsLink {
 			// The loader may have registered one of the pair before it failed.

@@ -11,9 +11,9 @@ import (
 	"strconv"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/internal/tcattach"
-	"golang.org/x/sys/unix"
 )
 
 // Features are the kernel facilities the datapath found at Open, each probed by trying it

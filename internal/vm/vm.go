@@ -100,9 +100,9 @@ type Image struct {
 // Missing returns the host's missing commands a boot needs, as Debian packages.
 func Missing() []string {
 	var out []string
-	for pkg, cmd := range map[string]string{"qemu-system-x86": "qemu-system-x86_64", "kmod": "depmod"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			out = append(out, pkg)
+	for _, c := range []struct{ pkg, cmd string }{{"qemu-system-x86", "qemu-system-x86_64"}, {"kmod", "depmod"}} {
+		if _, err := exec.LookPath(c.cmd); err != nil {
+			out = append(out, c.pkg)
 		}
 	}
 	if _, err := os.Stat(busybox); err != nil {
