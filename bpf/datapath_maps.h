@@ -11,6 +11,7 @@
 #include "crypto_types.h"
 #include "datapath_types.h"
 #include "mptcp_types.h"
+#include "sack_rw.h"
 
 /* Set by Go before load: the secret our listeners' MP_CAPABLE keys are derived with. */
 const volatile struct dp_config dp_cfg = {};
@@ -120,6 +121,8 @@ struct dp_scratch {
 	struct hmac_scratch hmac;
 	struct synkey_in key_in;
 	__u8 syn_ip[40];
+	struct sack_rw_scratch sack;
+	struct sack_rw rw;
 };
 
 /* A program can be interrupted on its CPU by a softirq that runs another of ours (a

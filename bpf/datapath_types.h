@@ -66,6 +66,12 @@ enum join_flag {
 	JOINF_BACKUP = 0x1,        /* ask the peer to treat this subflow as a backup (MP_JOIN B) */
 };
 
+/* struct sk_sub.tc_flags (written by the TC programs) */
+enum sub_tc_flag {
+	SUBTC_SYN_OUT = 0x1, /* our SYN passed our TC egress program: SACK is negotiated, and segments
+			      * whose SACK blocks crowd out the DSS are rewritten (sack_rw.h) */
+};
+
 /* Per-socket state, SK_STORAGE. Go creates it for its active and listening sockets; BPF creates
  * it for the children of our listeners. */
 struct sk_sub {
@@ -77,7 +83,8 @@ struct sk_sub {
 	__u8 fallback_reason;
 	__u32 snd_isn;    /* our ISN: relative SSN = seq - snd_isn */
 	__u32 rcv_isn;    /* the peer's ISN */
-	__u32 _pad0;
+	__u8 tx_room;     /* option room the length callback reserved for the segment being sent */
+	__u8 _pad0[3];
 	__u64 local_key;
 	__u64 remote_key;
 	__u64 rx_map_dsn; /* the peer's current mapping */
@@ -91,7 +98,7 @@ struct sk_sub {
 	__u8 local_id;      /* MP_JOIN: address IDs */
 	__u8 remote_id;
 	__u8 join_flags;    /* JOINF_* */
-	__u8 _pad1;
+	__u8 tc_flags;      /* SUBTC_*, written by TC */
 	__u32 hmac_a[5];    /* MP_JOIN initiator: the third ACK's HMAC */
 	__u32 _pad2;
 	__u64 peer_idsn;    /* passive MP_CAPABLE: the client's IDSN, for DATA_ACKs before Go took over */
@@ -321,7 +328,7 @@ enum dp_counter {
 	DP_TCPOptionsMalformed,         /* TCP option areas with a bad length */
 	DP_EventLost,                   /* events dropped: the ring buffer was full */
 	DP_NoState,                     /* a registered socket whose state slot was out of range */
-	DP_SackPermStripped,            /* SACK-permitted removed from an incoming SYN or SYN/ACK */
+	DP_SackPermStripped,            /* SACK-permitted removed from a SYN/ACK for a connecting socket whose SYN our TC egress did not see */
 	DP_PassiveTicketUsed,           /* passive-open tickets taken by completed MP_CAPABLE handshakes */
 	DP_MPJoinSynTx,                 /* MP_JOIN SYNs sent */
 	DP_MPJoinSynAckRx,              /* MP_JOIN SYN/ACKs with a valid HMAC */
@@ -342,6 +349,12 @@ enum dp_counter {
 	DP_MPCapableACKBadKey,          /* third ACKs whose echoed key is not the one our SYN/ACK derived: fallback */
 	DP_TokenFallbackInit,           /* third ACKs whose derived key's token is in use: fallback */
 	DP_MPCapableSYNNoKey,           /* MP_CAPABLE SYNs answered without MPTCP: the SYN's headers were gone */
+	DP_DSSTxDeferred,               /* data segments sock_ops left without a mapping for TC: SACK blocks took the room */
+	DP_SackRwData,                  /* segments with data or a DATA_FIN whose SACK blocks TC cut for a DSS mapping */
+	DP_SackRwAck,                   /* segments without data whose SACK blocks TC cut for a data ACK */
+	DP_SackRwGSO,                   /* of the rewritten segments, GSO packets (the header goes on every segment) */
+	DP_SackRwFail,                  /* segments that needed a rewrite TC could not make (counted, sent as they were) */
+	DP_AccEcnCleared,               /* AccECN requests (the AE flag) cleared from our subflows' SYNs */
 	DP_COUNTER_MAX,
 };
 

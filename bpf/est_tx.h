@@ -15,54 +15,7 @@
 #include "datapath_common.h"
 #include "opt_write.h"
 #include "sockops_common.h"
-
-/* data_fin_pending reports whether our DATA_FIN is due and not yet acknowledged by the peer. */
-static __always_inline int data_fin_pending(struct conn *c)
-{
-	return (c->ctl.flags & CONNF_DATA_FIN) && !before64(c->ctl.snd_fin_dsn, c->st.peer_data_ack);
-}
-
-/* find_txmap returns the index of the mapping covering relative SSN rel, or -1. Mappings are
- * appended in SSN order; the search starts at the last hit, then bisects the ring. */
-static __always_inline __s64 find_txmap(struct sub *sb, __u32 rel)
-{
-	__u64 head = sb->ctl.txmap_head, lo, hi, i;
-	struct txmap *m;
-
-	if (!head)
-		return -1;
-	/* Go overwrites the slot of entry head-RING while writing entry head: never read it. */
-	lo = head > TXMAP_RING - 1 ? head - (TXMAP_RING - 1) : 0;
-	hi = head; /* search [lo, hi) */
-	i = sb->st.txmap_hint;
-	if (i < lo || i >= hi)
-		i = hi - 1;
-	m = &sb->ctl.txmap[i & TXMAP_MASK];
-	if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
-		return i;
-	if (i + 1 < hi) {
-		m = &sb->ctl.txmap[(i + 1) & TXMAP_MASK];
-		if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
-			return i + 1;
-	}
-	/* Bisect: the first entry whose ssn is after rel, minus one. */
-	for (int k = 0; k < 10; k++) {
-		__u64 mid;
-
-		if (lo + 1 >= hi)
-			break;
-		mid = lo + (hi - lo) / 2;
-		m = &sb->ctl.txmap[mid & TXMAP_MASK];
-		if ((__s32)(rel - m->ssn) < 0)
-			hi = mid;
-		else
-			lo = mid;
-	}
-	m = &sb->ctl.txmap[lo & TXMAP_MASK];
-	if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
-		return lo;
-	return -1;
-}
+#include "txmap.h"
 
 /* ---- option length ---- */
 
@@ -84,6 +37,23 @@ static __always_inline __u32 est_opt_len(struct bpf_sock_ops *skops, struct sk_s
 	return 0;
 }
 
+/* reserve_down reserves len bytes of option room, or else as much as is left, in steps of 4
+ * (the kernel hands out timestamps, SACK blocks, then BPF options, net/ipv4/tcp_output.c
+ * tcp_established_options). A segment whose SACK blocks crowd out the option then has a full
+ * 60-byte header with the rest NOPs, for the TC rewrite (sack_rw.h) to fill in place. Returns the
+ * room reserved. */
+static __always_inline __u32 reserve_down(struct bpf_sock_ops *skops, __u32 len)
+{
+	for (int i = 0; i < MAX_TCP_OPTION_SPACE / 4; i++) {
+		if (len < 4)
+			return 0;
+		if (!bpf_reserve_hdr_opt(skops, len, 0))
+			return len;
+		len -= 4;
+	}
+	return 0;
+}
+
 /* est_hdr_len reserves option room on a segment of an established subflow. */
 static __always_inline int est_hdr_len(struct bpf_sock_ops *skops, struct sk_sub *s, __u32 tcp_flags)
 {
@@ -100,13 +70,17 @@ static __always_inline int est_hdr_len(struct bpf_sock_ops *skops, struct sk_sub
 	if (c->ctl.flags & CONNF_FALLBACK)
 		return 1;
 	len = est_opt_len(skops, s, c, sb, tcp_flags);
+	/* The write callback that follows for this segment (under the socket lock, with nothing
+	 * of ours between) picks the form of the DSS that fits the room reserved. */
 	if (!len) {
-		/* A data ACK on a pure ACK, 64-bit or else 32-bit: SACK blocks may leave too little
-		 * room (the kernel sizes them before this callback). Without one, the next ACK carries
-		 * it; nothing is lost. */
-		if (bpf_reserve_hdr_opt(skops, LEN_DSS_ACK_ONLY, 0) &&
-		    bpf_reserve_hdr_opt(skops, LEN_DSS_BASE + 4, 0))
-			dp_count(DP_DataAckNoSpace);
+		/* A data ACK on a pure ACK, 64-bit or else 32-bit. SACK blocks may leave less room:
+		 * then the TC rewrite puts a data ACK in. */
+		s->tx_room = reserve_down(skops, LEN_DSS_ACK_ONLY);
+		return 1;
+	}
+	if (len == ALIGN4(LEN_DSS_FULL)) {
+		/* A DSS: whatever room is left. */
+		s->tx_room = reserve_down(skops, len);
 		return 1;
 	}
 	if (bpf_reserve_hdr_opt(skops, len, 0))
@@ -148,27 +122,6 @@ static __always_inline int write_rst(struct bpf_sock_ops *skops, struct sk_sub *
 	return 1;
 }
 
-/* data_ack_of chooses the DATA_ACK a segment carries, in *ackp, and reports whether it carries one. */
-static __always_inline int data_ack_of(struct sk_sub *s, struct conn *c, struct sub *sb, __u64 *ackp)
-{
-	int has_ack = !!(c->ctl.flags & CONNF_CAN_ACK);
-	__u64 ack = c->ctl.rcv_nxt;
-
-	if (before64(ack, c->st.rx_ack))
-		ack = c->st.rx_ack;
-	if (!has_ack && s->role == ROLE_PASSIVE && (s->flags & SUBF_PEER_IDSN)) {
-		/* Go has not taken the connection over yet: nothing acknowledged at the data level. */
-		has_ack = 1;
-		ack = s->peer_idsn + 1;
-	}
-	if (has_ack) {
-		c->st.ack_sent = ack; /* Go sends an ACK of its own when its receive point runs ahead */
-		sb->st.ack_sent = ack;
-	}
-	*ackp = ack;
-	return has_ack;
-}
-
 /* write_mp_fail writes MP_FAIL on a segment without data. */
 static __always_inline int write_mp_fail(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct conn *c)
 {
@@ -178,12 +131,37 @@ static __always_inline int write_mp_fail(struct bpf_sock_ops *skops, struct dp_s
 	return 1;
 }
 
+/* dss_fit chooses the form of a DSS for room bytes: the mapping (DSN of dsn_len bytes, 0 for
+ * none) if it fits, with the largest data ACK that fits beside it when has_ack. With no room for
+ * the mapping, the form is a data ACK alone (or nothing): the segment is then left to the TC
+ * rewrite, which makes room by cutting SACK blocks. */
+static __always_inline struct dss_form dss_fit(__u32 room, int has_ack, __u8 dsn_len)
+{
+	struct dss_form f = {.ack_len = has_ack ? 8 : 0, .dsn_len = dsn_len};
+
+	if (dss_len(f) > room && has_ack)
+		f.ack_len = 4;
+	if (dss_len(f) > room)
+		f.ack_len = 0;
+	if (dss_len(f) <= room)
+		return f;
+	f.dsn_len = 0;
+	f.ack_len = has_ack ? 8 : 0;
+	if (dss_len(f) > room && has_ack)
+		f.ack_len = 4;
+	if (dss_len(f) > room)
+		f.ack_len = 0;
+	return f;
+}
+
 /* write_data writes the mapping of a data segment at relative SSN rel (with the data ACK when
- * there is one). Returns 0 when no mapping covers the segment: it then carries only a data ACK. */
+ * there is one and room for it). Returns 0 when no mapping covers the segment: it then carries
+ * only a data ACK. */
 static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s,
 				      struct conn *c, struct sub *sb, __u32 rel, int has_ack, __u64 ack)
 {
 	__s64 idx = find_txmap(sb, rel);
+	struct dss_form f;
 	struct txmap *m;
 	__u16 mlen;
 	__u32 n;
@@ -198,10 +176,7 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 	sb->st.txmap_hint = idx;
 	m = &sb->ctl.txmap[idx & TXMAP_MASK];
 	mlen = m->len;
-	fin = !!(m->flags & TXMAP_DATA_FIN);
-	/* Our DATA_FIN rides on the last mapping when it has room for the extra DSN. */
-	if (!fin && (c->ctl.flags & CONNF_DATA_FIN) && m->dsn + mlen == c->ctl.snd_fin_dsn && mlen < 0xffff)
-		fin = 1;
+	fin = txmap_fin(c, m);
 	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && m->ssn == 1 && !fin) {
 		/* The first data repeats MP_CAPABLE with the data-level length until the peer's
 		 * DSS shows it arrived (§3.1); the mapping is implicit. */
@@ -210,17 +185,22 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 			dp_count(DP_MPCapableDataTX);
 		return 1;
 	}
-	n = build_dss(sc->out, has_ack, ack, 1, m->dsn, m->ssn, mlen + fin, fin);
-	if (store_opt(skops, sc->out, n)) {
-		/* Short of room: the mapping matters more than the data ACK. */
-		n = build_dss(sc->out, 0, 0, 1, m->dsn, m->ssn, mlen + fin, fin);
-		if (store_opt(skops, sc->out, n))
+	f = dss_fit(s->tx_room, has_ack, map_dsn_len(sb, idx, m));
+	if (!f.dsn_len) {
+		/* SACK blocks took the room: TC puts the mapping in (sack_rw.h). */
+		dp_count(DP_DSSTxDeferred);
+		if (!f.ack_len)
 			return 1;
 	}
+	n = build_dss(sc->out, f, ack, m->dsn, m->ssn, mlen + fin, fin);
+	if (store_opt(skops, sc->out, n))
+		return 1;
 	dp_count(DP_DSSTx);
-	if (fin)
-		dp_count(DP_DataFinTx);
-	sb->st.tx_dss++;
+	if (f.dsn_len) {
+		if (fin)
+			dp_count(DP_DataFinTx);
+		sb->st.tx_dss++;
+	}
 	return 1;
 }
 
@@ -274,38 +254,35 @@ static __always_inline int write_third_ack(struct bpf_sock_ops *skops, struct dp
 	return 0;
 }
 
-/* write_data_ack writes a DSS without a mapping: our pending DATA_FIN, or else the data ACK. */
-static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct conn *c,
-					  int has_ack, __u64 ack)
+/* write_data_ack writes a DSS without data: our pending DATA_FIN, or else the data ACK, in the
+ * largest form that fits. With no room left (SACK blocks), the TC rewrite adds it. */
+static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s,
+					  struct conn *c, int has_ack, __u64 ack)
 {
-	__u32 n;
+	__u32 room = s->tx_room, n;
+	struct dss_form f;
 
 	if (data_fin_pending(c)) {
 		/* A DATA_FIN without data: SSN 0, length 1 (§3.3.3). Go may have asked for it after
 		 * the length callback of this segment reserved room for a data ACK alone (Go writes
 		 * the connection's flags without the socket lock): then the DATA_FIN waits for the
-		 * next segment (or the DATA_FIN timer) and this one carries the data ACK. A reservation
-		 * that failed outright was counted (OptionNoSpace) by the length callback. */
-		n = build_dss(sc->out, has_ack, ack, 1, c->ctl.snd_fin_dsn, 0, 1, 1);
-		if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
-			dp_count(DP_DSSTx);
-			dp_count(DP_DataFinTx);
+		 * next segment (or the DATA_FIN timer) and this one carries the data ACK. */
+		f = dss_fit(room, has_ack, 8);
+		if (f.dsn_len) {
+			n = build_dss(sc->out, f, ack, c->ctl.snd_fin_dsn, 0, 1, 1);
+			if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
+				dp_count(DP_DSSTx);
+				dp_count(DP_DataFinTx);
+			}
 			return 1;
 		}
 	}
-	if (!has_ack)
+	f = dss_fit(room, has_ack, 0);
+	if (!f.ack_len)
 		return 1;
-	n = build_dss(sc->out, 1, ack, 0, 0, 0, 0, 0);
-	if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
-		dp_count(DP_DSSTx);
-		return 1;
-	}
-	/* The 32-bit form, when only that fitted (see the length callback). */
-	n = build_dss_ack32(sc->out, (__u32)ack);
+	n = build_dss(sc->out, f, ack, 0, 0, 0, 0);
 	if (!bpf_store_hdr_opt(skops, sc->out, n, 0))
 		dp_count(DP_DSSTx);
-	else
-		dp_count(DP_DataAckNoSpace);
 	return 1;
 }
 
@@ -340,7 +317,7 @@ static __always_inline int est_write_hdr(struct bpf_sock_ops *skops, struct dp_s
 	} else if (write_queued_opt(skops, sc, sb, tcp_flags) || write_third_ack(skops, sc, s, c, rel, tcp_flags)) {
 		return 1;
 	}
-	return write_data_ack(skops, sc, c, has_ack, ack);
+	return write_data_ack(skops, sc, s, c, has_ack, ack);
 }
 
 #endif

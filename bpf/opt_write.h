@@ -8,27 +8,8 @@
 #include <bpf/bpf_helpers.h>
 
 #include "datapath_common.h"
+#include "dss_build.h"
 #include "mptcp_defs.h"
-
-static __always_inline void put_be16(__u8 *p, __u16 v)
-{
-	p[0] = v >> 8;
-	p[1] = v;
-}
-
-static __always_inline void put_be32(__u8 *p, __u32 v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static __always_inline void put_be64(__u8 *p, __u64 v)
-{
-	put_be32(p, v >> 32);
-	put_be32(p + 4, v);
-}
 
 /* store_opt puts an option into the segment's header, counting one that did not fit. */
 static __always_inline int store_opt(struct bpf_sock_ops *skops, __u8 *out, __u32 len)
@@ -53,47 +34,6 @@ static __always_inline void build_mpc(__u8 *o, __u32 len, __u64 sender, __u64 re
 		put_be64(o + 12, receiver);
 	if (len >= LEN_MPC_ACK_DATA)
 		put_be16(o + 20, data_len);
-}
-
-/* build_dss fills a DSS with a 64-bit data ACK when has_ack, and a 64-bit mapping when has_map;
- * returns its length. */
-static __always_inline __u32 build_dss(__u8 *o, int has_ack, __u64 ack, int has_map, __u64 dsn, __u32 ssn,
-				       __u16 len, int fin)
-{
-	__u32 n = LEN_DSS_BASE;
-	__u8 flags = 0;
-
-	if (has_ack) {
-		flags |= DSS_FLAG_HAS_ACK | DSS_FLAG_ACK64;
-		put_be64(o + n, ack);
-		n += 8;
-	}
-	if (has_map) {
-		flags |= DSS_FLAG_HAS_MAP | DSS_FLAG_DSN64;
-		if (fin)
-			flags |= DSS_FLAG_DATA_FIN;
-		put_be64(o + n, dsn);
-		put_be32(o + n + 8, ssn);
-		put_be16(o + n + 12, len);
-		n += 14;
-	}
-	o[0] = TCPOPT_MPTCP;
-	o[1] = n;
-	o[2] = MPTCPOPT_DSS << 4;
-	o[3] = flags;
-	return n;
-}
-
-/* build_dss_ack32 fills a DSS that carries only a 32-bit data ACK (when the 64-bit one does not
- * fit); returns its length. */
-static __always_inline __u32 build_dss_ack32(__u8 *o, __u32 ack)
-{
-	o[0] = TCPOPT_MPTCP;
-	o[1] = LEN_DSS_BASE + 4;
-	o[2] = MPTCPOPT_DSS << 4;
-	o[3] = DSS_FLAG_HAS_ACK;
-	put_be32(o + LEN_DSS_BASE, ack);
-	return LEN_DSS_BASE + 4;
 }
 
 /* build_mpj_syn fills the MP_JOIN of a SYN: the peer's token and our nonce (§3.2). */

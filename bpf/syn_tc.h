@@ -1,13 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* TC: remove SACK-permitted from the SYNs of our subflows, both ways; read the MPTCP options of
- * resets on ingress; answer an MP_JOIN SYN for an unknown token with a reset on ingress.
+/* TC on our interfaces: SACK and AccECN in our subflows' SYNs; the rewrite of our segments whose
+ * SACK blocks crowd out the DSS (sack_tc.h); the MPTCP options of resets on ingress; and an
+ * MP_JOIN SYN for an unknown token answered with a reset on ingress.
  *
- * The kernel lays out TCP options as timestamps, then SACK blocks, then BPF options. With data
- * flowing both ways under loss, SACK blocks leave no room for a DSS, data goes out unmapped and
- * the peer falls back (docs/design.md, "SACK"). So SACK is not negotiated on our subflows:
- *  - egress: our connecting socket's SYN leaves without SACK-permitted, so the peer knows;
- *  - ingress: a SYN for our listener arrives without it (our kernel then answers without it),
- *    and so does a SYN/ACK for our connecting socket, should a peer offer it anyway.
+ * SACK: the kernel lays out TCP options as timestamps, then SACK blocks, then BPF options, so
+ * SACK blocks can leave no room for a DSS. Our subflows negotiate SACK only where our TC egress
+ * program sees their segments, to rewrite those (sack_rw.h):
+ *  - egress: our connecting socket's SYN is marked (SUBTC_SYN_OUT) and keeps SACK-permitted;
+ *  - ingress: a SYN/ACK for a connecting socket whose SYN was not marked (it left by a device
+ *    without our program) loses SACK-permitted, so that subflow runs without SACK as before;
+ *  - a SYN for our listener keeps it: it came in on a device with our programs, and the answer
+ *    and the subflow's segments leave by it.
+ * AccECN (its option takes room between SACK and BPF options) is kept off our subflows: the AE
+ * flag is cleared from our SYNs on egress and from SYNs for our listeners on ingress, which
+ * turns an AccECN request into a classic ECN one.
  * Only segments of our registered sockets are touched; nothing host-wide changes.
  *
  * An MP_JOIN SYN naming a token we do not know is refused as the kernel refuses it
@@ -30,26 +36,30 @@
 
 #include "datapath_common.h"
 #include "mptcp_parse.h"
+#include "sack_tc.h"
 
 #define TCPOPT_SACK_PERM 4
 #define TCPOLEN_SACK_PERM 2
 
-/* ours_egress reports whether an outgoing SYN is one of our connecting sockets' (the first
- * subflow's or a join's). */
-static __always_inline int ours_egress(struct bpf_sock *sk)
+/* ours_egress returns the state of our connecting socket (the first subflow's or a join's) an
+ * outgoing SYN belongs to, or NULL. */
+static __always_inline struct sk_sub *ours_egress(struct bpf_sock *sk)
 {
 	struct bpf_sock *fsk = bpf_sk_fullsock(sk);
 	struct sk_sub *s;
 
 	if (!fsk)
-		return 0;
+		return NULL;
 	s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
-	return s && (s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT;
+	if (s && (s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT)
+		return s;
+	return NULL;
 }
 
 /* ours reports whether the socket an incoming segment is for is one of our registered sockets:
- * its role (ROLE_LISTENER, or ROLE_ACTIVE or ROLE_JOIN_ACTIVE in SYN_SENT), or ROLE_NONE. */
-static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen)
+ * its role (ROLE_LISTENER, or ROLE_ACTIVE or ROLE_JOIN_ACTIVE in SYN_SENT), or ROLE_NONE; and
+ * its tc_flags in *tcf. */
+static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen, __u8 *tcf)
 {
 	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
 	struct bpf_sock *fsk;
@@ -62,8 +72,10 @@ static __always_inline int ours(struct __sk_buff *skb, struct bpf_sock_tuple *t,
 	if (fsk) {
 		s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
 		if (s && (s->role == ROLE_LISTENER ||
-			  ((s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT)))
+			  ((s->role == ROLE_ACTIVE || s->role == ROLE_JOIN_ACTIVE) && s->state == SUB_SYN_SENT))) {
 			ret = s->role;
+			*tcf = s->tc_flags;
+		}
 	}
 	bpf_sk_release(sk);
 	return ret;
@@ -316,7 +328,7 @@ static __always_inline struct tcphdr *tcp_seg(struct __sk_buff *skb, struct tc_s
 	return th;
 }
 
-/* strip_sack_perm finds SACK-permitted among a SYN's olen bytes of options (copied to sc->ob)
+/* strip_sack_perm finds SACK-permitted among a SYN/ACK's olen bytes of options (copied to sc->ob)
  * and overwrites it with two NOPs, fixing the checksum over the two 16-bit words it may
  * straddle. */
 static __always_inline void strip_sack_perm(struct __sk_buff *skb, struct dp_scratch *sc, __u32 l4, __u64 olen)
@@ -363,6 +375,24 @@ static __always_inline void strip_sack_perm(struct __sk_buff *skb, struct dp_scr
 	}
 }
 
+/* TCP_FLAG_AE is the AccECN flag (RFC 9768), the low bit of byte 12 of the TCP header. */
+#define TCP_BYTE12_AE 0x01
+
+/* clear_ae clears the AE flag of the SYN whose TCP header is at l4, fixing its checksum. */
+static __always_inline void clear_ae(struct __sk_buff *skb, __u32 l4)
+{
+	__be16 oldw, neww;
+
+	if (bpf_skb_load_bytes(skb, l4 + 12, &oldw, 2) < 0 || !(((__u8 *)&oldw)[0] & TCP_BYTE12_AE))
+		return;
+	neww = oldw;
+	((__u8 *)&neww)[0] &= ~TCP_BYTE12_AE;
+	if (bpf_skb_store_bytes(skb, l4 + 12, &neww, 2, 0) < 0)
+		return;
+	bpf_l4_csum_replace(skb, l4 + offsetof(struct tcphdr, check), oldw, neww, 2);
+	dp_count(DP_AccEcnCleared);
+}
+
 /* syn_opts handles a segment on our interface, in either direction; returns the TC verdict. */
 static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 {
@@ -370,6 +400,7 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 	struct tcphdr *th;
 	struct dp_scratch *sc;
 	int role = ROLE_NONE;
+	__u8 tcf = 0;
 	__u32 hl;
 	__u64 olen;
 
@@ -386,20 +417,31 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 			rst_opts(skb, &g.t, g.tlen, g.l4 + sizeof(*th), olen, ((__u8 *)th)[13]);
 		return TCX_NEXT;
 	}
-	if (!th->syn)
+	if (!th->syn) {
+		/* Only a full header can hold SACK blocks that crowded out the DSS (est_tx.h). */
+		if (egress && hl == TCP_HDR_MAX)
+			sack_egress(skb, g.l4, bpf_ntohl(th->seq));
 		return TCX_NEXT;
-	if (egress) {
-		/* Locally sent: only our own connecting sockets' SYNs. */
-		struct bpf_sock *own = skb->sk;
-
-		if (th->ack || !own || !ours_egress(own))
-			return TCX_NEXT;
-	} else {
-		/* skb->sk can still name the sender here (veth keeps it), so look the receiver up. */
-		role = ours(skb, &g.t, g.tlen);
-		if (role == ROLE_NONE)
-			return TCX_NEXT;
 	}
+	if (egress) {
+		/* Locally sent: only our own connecting sockets' SYNs. They keep SACK-permitted:
+		 * this program sees the subflow's segments and rewrites them. */
+		struct bpf_sock *own = skb->sk;
+		struct sk_sub *s;
+
+		if (th->ack || !own)
+			return TCX_NEXT;
+		s = ours_egress(own);
+		if (!s)
+			return TCX_NEXT;
+		s->tc_flags |= SUBTC_SYN_OUT;
+		clear_ae(skb, g.l4);
+		return TCX_NEXT;
+	}
+	/* skb->sk can still name the sender here (veth keeps it), so look the receiver up. */
+	role = ours(skb, &g.t, g.tlen, &tcf);
+	if (role == ROLE_NONE)
+		return TCX_NEXT;
 	sc = dp_scratch();
 	if (!sc)
 		return TCX_NEXT;
@@ -412,7 +454,14 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 	    join_no_token(sc, olen))
 		return join_reset(skb, g.l4, g.v6, hl);
 
-	strip_sack_perm(skb, sc, g.l4, olen);
+	if (role == ROLE_LISTENER) {
+		if (!th->ack)
+			clear_ae(skb, g.l4);
+		return TCX_NEXT;
+	}
+	/* A SYN/ACK for a connecting socket whose SYN left by a device without our program. */
+	if (!(tcf & SUBTC_SYN_OUT))
+		strip_sack_perm(skb, sc, g.l4, olen);
 	return TCX_NEXT;
 }
 

@@ -128,7 +128,13 @@ const (
 	DatapathDpCounterDP_MPCapableACKBadKey      DatapathDpCounter = 56
 	DatapathDpCounterDP_TokenFallbackInit       DatapathDpCounter = 57
 	DatapathDpCounterDP_MPCapableSYNNoKey       DatapathDpCounter = 58
-	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 59
+	DatapathDpCounterDP_DSSTxDeferred           DatapathDpCounter = 59
+	DatapathDpCounterDP_SackRwData              DatapathDpCounter = 60
+	DatapathDpCounterDP_SackRwAck               DatapathDpCounter = 61
+	DatapathDpCounterDP_SackRwGSO               DatapathDpCounter = 62
+	DatapathDpCounterDP_SackRwFail              DatapathDpCounter = 63
+	DatapathDpCounterDP_AccEcnCleared           DatapathDpCounter = 64
+	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 65
 )
 
 type DatapathEvent struct {
@@ -186,7 +192,8 @@ type DatapathSkSub struct {
 	FallbackReason uint8
 	SndIsn         uint32
 	RcvIsn         uint32
-	Pad0           uint32
+	TxRoom         uint8
+	Pad0           [3]uint8
 	LocalKey       uint64
 	RemoteKey      uint64
 	RxMapDsn       uint64
@@ -200,7 +207,7 @@ type DatapathSkSub struct {
 	LocalId        uint8
 	RemoteId       uint8
 	JoinFlags      uint8
-	Pad1           uint8
+	TcFlags        uint8
 	HmacA          [5]uint32
 	Pad2           uint32
 	PeerIdsn       uint64

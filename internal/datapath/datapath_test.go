@@ -118,6 +118,12 @@ var counterNamesShown = map[DatapathDpCounter]string{
 	DatapathDpCounterDP_MPCapableACKBadKey:      "MPCapableACKBadKey",
 	DatapathDpCounterDP_TokenFallbackInit:       "TokenFallbackInit",
 	DatapathDpCounterDP_MPCapableSYNNoKey:       "MPCapableSYNNoKey",
+	DatapathDpCounterDP_DSSTxDeferred:           "DSSTxDeferred",
+	DatapathDpCounterDP_SackRwData:              "SackRwData",
+	DatapathDpCounterDP_SackRwAck:               "SackRwAck",
+	DatapathDpCounterDP_SackRwGSO:               "SackRwGSO",
+	DatapathDpCounterDP_SackRwFail:              "SackRwFail",
+	DatapathDpCounterDP_AccEcnCleared:           "AccEcnCleared",
 }
 
 // TestCounterNames checks that every datapath counter has a name, derived from its enumerator,

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* TC egress on our subflows' segments: the rewrite of segments whose SACK blocks crowded out the
+ * DSS (sack_rw.h), with the mapping and data ACK taken from the same state sock_ops writes from
+ * (txmap.h). Every outcome is counted: SackRwData, SackRwAck, SackRwGSO, SackRwFail. */
+#ifndef MPTCPGO_SACK_TC_H
+#define MPTCPGO_SACK_TC_H
+
+#include <linux/bpf.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "datapath_common.h"
+#include "sack_rw.h"
+#include "txmap.h"
+
+/* sack_rw_fill fills rw for a segment of subflow s at sequence number seq with payload bytes of
+ * data (fin: the subflow FIN flag). Returns 0, or -1 when a data segment has no mapping that
+ * covers it all. */
+static __always_inline int sack_rw_fill(struct sk_sub *s, struct conn *c, struct sub *sb, __u32 seq, __u32 payload,
+					struct sack_rw *rw)
+{
+	__u64 ack;
+	__s64 idx;
+	struct txmap *m;
+
+	__builtin_memset(rw, 0, sizeof(*rw));
+	rw->has_ack = data_ack_of(s, c, sb, &ack);
+	rw->ack = ack;
+	if (payload) {
+		__u32 rel = seq - s->snd_isn;
+
+		idx = find_txmap(sb, rel);
+		if (idx < 0)
+			return -1;
+		m = &sb->ctl.txmap[idx & TXMAP_MASK];
+		/* One GSO packet never crosses a mapping's end (MSG_EOR): check it does not. */
+		if (rel - m->ssn + payload > m->len)
+			return -1;
+		sb->st.txmap_hint = idx;
+		rw->fin = txmap_fin(c, m);
+		rw->dsn = m->dsn;
+		rw->ssn = m->ssn;
+		rw->len = m->len + rw->fin;
+		rw->dsn_len = map_dsn_len(sb, idx, m);
+	} else if (data_fin_pending(c)) {
+		/* A DATA_FIN without data: SSN 0, length 1 (§3.3.3). */
+		rw->fin = 1;
+		rw->dsn = c->ctl.snd_fin_dsn;
+		rw->len = 1;
+		rw->dsn_len = 8;
+	}
+	return 0;
+}
+
+/* sack_egress handles an outgoing segment of ours (not a SYN or RST) whose TCP header at l4 is
+ * full (60 bytes): rewrites it when SACK blocks crowded out what its DSS should carry. */
+static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 seq)
+{
+	struct bpf_sock *fsk;
+	struct dp_scratch *sc;
+	struct sk_sub *s;
+	struct conn *c;
+	struct sub *sb;
+	__u32 payload, hdr = l4 + 60;
+	int r;
+
+	if (!skb->sk)
+		return;
+	fsk = bpf_sk_fullsock(skb->sk);
+	if (!fsk)
+		return;
+	s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
+	if (!s || s->state != SUB_MPTCP || !(s->tc_flags & SUBTC_SYN_OUT))
+		return;
+	c = conn_of(s);
+	sb = sub_of(s);
+	sc = dp_scratch();
+	if (!c || !sb || !sc || (c->ctl.flags & (CONNF_FALLBACK | CONNF_MP_FAIL)))
+		return;
+	/* skb->len, not the IP length: a BIG TCP packet's IP length field is 0. */
+	payload = skb->len > hdr ? skb->len - hdr : 0;
+	if (sack_rw_fill(s, c, sb, seq, payload, &sc->rw) < 0) {
+		dp_count(DP_SackRwFail);
+		return;
+	}
+	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && sc->rw.ssn == 1 && payload && !sc->rw.fin)
+		return; /* the first data carries MP_CAPABLE (§3.1), not a DSS */
+	r = sack_rw_apply(skb, l4, &sc->rw, &sc->sack);
+	if (r == SACK_RW_NONE)
+		return;
+	if (r != SACK_RW_DONE) {
+		dp_count(DP_SackRwFail);
+		return;
+	}
+	dp_count(sc->rw.dsn_len ? DP_SackRwData : DP_SackRwAck);
+	if (skb->gso_segs > 1)
+		dp_count(DP_SackRwGSO);
+}
+
+#endif

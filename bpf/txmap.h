@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* What an outgoing segment of an established subflow carries at the data level: the mapping
+ * that covers its sequence number (found in the table Go fills), the size of that mapping's DSN
+ * on the wire, our DATA_FIN and the data ACK. Shared by the sock_ops writer (est_tx.h) and the
+ * TC rewrite of SACK segments (sack_rw.h), so both always agree. */
+#ifndef MPTCPGO_TXMAP_H
+#define MPTCPGO_TXMAP_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "datapath_common.h"
+
+/* data_fin_pending reports whether our DATA_FIN is due and not yet acknowledged by the peer. */
+static __always_inline int data_fin_pending(struct conn *c)
+{
+	return (c->ctl.flags & CONNF_DATA_FIN) && !before64(c->ctl.snd_fin_dsn, c->st.peer_data_ack);
+}
+
+/* find_txmap returns the index of the mapping covering relative SSN rel, or -1. Mappings are
+ * appended in SSN order; the search starts at the last hit, then bisects the ring. */
+static __always_inline __s64 find_txmap(struct sub *sb, __u32 rel)
+{
+	__u64 head = sb->ctl.txmap_head, lo, hi, i;
+	struct txmap *m;
+
+	if (!head)
+		return -1;
+	/* Go overwrites the slot of entry head-RING while writing entry head: never read it. */
+	lo = head > TXMAP_RING - 1 ? head - (TXMAP_RING - 1) : 0;
+	hi = head; /* search [lo, hi) */
+	i = sb->st.txmap_hint;
+	if (i < lo || i >= hi)
+		i = hi - 1;
+	m = &sb->ctl.txmap[i & TXMAP_MASK];
+	if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
+		return i;
+	if (i + 1 < hi) {
+		m = &sb->ctl.txmap[(i + 1) & TXMAP_MASK];
+		if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
+			return i + 1;
+	}
+	/* Bisect: the first entry whose ssn is after rel, minus one. */
+	for (int k = 0; k < 10; k++) {
+		__u64 mid;
+
+		if (lo + 1 >= hi)
+			break;
+		mid = lo + (hi - lo) / 2;
+		m = &sb->ctl.txmap[mid & TXMAP_MASK];
+		if ((__s32)(rel - m->ssn) < 0)
+			hi = mid;
+		else
+			lo = mid;
+	}
+	m = &sb->ctl.txmap[lo & TXMAP_MASK];
+	if ((__s32)(rel - m->ssn) >= 0 && (__s32)(rel - m->ssn) < m->len)
+		return lo;
+	return -1;
+}
+
+/* data_ack_of chooses the DATA_ACK a segment carries, in *ackp, and reports whether it carries one. */
+static __always_inline int data_ack_of(struct sk_sub *s, struct conn *c, struct sub *sb, __u64 *ackp)
+{
+	int has_ack = !!(c->ctl.flags & CONNF_CAN_ACK);
+	__u64 ack = c->ctl.rcv_nxt;
+
+	if (before64(ack, c->st.rx_ack))
+		ack = c->st.rx_ack;
+	if (!has_ack && s->role == ROLE_PASSIVE && (s->flags & SUBF_PEER_IDSN)) {
+		/* Go has not taken the connection over yet: nothing acknowledged at the data level. */
+		has_ack = 1;
+		ack = s->peer_idsn + 1;
+	}
+	if (has_ack) {
+		c->st.ack_sent = ack; /* Go sends an ACK of its own when its receive point runs ahead */
+		sb->st.ack_sent = ack;
+	}
+	*ackp = ack;
+	return has_ack;
+}
+
+/* txmap_fin reports whether mapping m ends with our DATA_FIN: marked so by Go, or our DATA_FIN
+ * rides on the last mapping when it has room for the extra DSN. */
+static __always_inline int txmap_fin(struct conn *c, struct txmap *m)
+{
+	if (m->flags & TXMAP_DATA_FIN)
+		return 1;
+	return (c->ctl.flags & CONNF_DATA_FIN) && m->dsn + m->len == c->ctl.snd_fin_dsn && m->len < 0xffff;
+}
+
+/* map_dsn_len returns how many bytes the DSN of mapping idx takes on the wire. The 32-bit form
+ * (RFC 8684 §3.3) saves 4 bytes, and a kernel peer answers it with 32-bit data ACKs, which leaves
+ * room for one more SACK block on its ACKs. A kernel peer expands a 32-bit DSN against the last
+ * mapping it took on the same subflow (net/mptcp/subflow.c, expand_seq): that is mapping idx-1,
+ * since a subflow delivers in order. So the 32-bit form is used only when mapping idx-1 is still
+ * in the table and lies well within 2^31 of this one; a subflow's first mapping (a join's would
+ * be expanded against 0) and anything far away take 64 bits. */
+static __always_inline __u8 map_dsn_len(struct sub *sb, __s64 idx, struct txmap *m)
+{
+	__u64 head = sb->ctl.txmap_head, lo;
+	struct txmap *p;
+	__s64 d;
+
+	lo = head > TXMAP_RING - 1 ? head - (TXMAP_RING - 1) : 0;
+	if (idx < 1 || (__u64)(idx - 1) < lo)
+		return 8;
+	p = &sb->ctl.txmap[(idx - 1) & TXMAP_MASK];
+	d = (__s64)(m->dsn - p->dsn);
+	if (d > -(1LL << 30) && d < (1LL << 30))
+		return 4;
+	return 8;
+}
+
+#endif
