@@ -44,7 +44,7 @@ struct sack_rw {
 	__u8 has_ack;   /* write a data ACK */
 	__u8 dsn_len;   /* 0: no mapping; 4 or 8: the mapping's DSN size */
 	__u8 fin;       /* the mapping ends with DATA_FIN */
-	__u8 _pad[7];
+	__u8 _pad[3];
 };
 
 /* Results of sack_rw_opts. */
