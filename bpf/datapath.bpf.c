@@ -73,9 +73,12 @@ static __always_inline int on_hdr_len(struct bpf_sock_ops *skops)
 	if (!s)
 		return 1;
 	if (skops->args[0] & BPF_WRITE_HDR_TCP_CURRENT_MSS) {
-		/* Sizing the MSS: room for a full DSS on every data segment. */
+		/* Sizing the MSS: room for a full DSS on every data segment, or, when SACK blocks
+		 * take some of it now, all the room that is left, as a segment's own reservation
+		 * then takes (est_tx.h): a segment sized for less would leave with a larger header
+		 * than its MSS allowed for, over the path's MTU. */
 		if (s->state == SUB_MPTCP)
-			bpf_reserve_hdr_opt(skops, ALIGN4(LEN_DSS_FULL), 0);
+			reserve_down(skops, ALIGN4(LEN_DSS_FULL));
 		return 1;
 	}
 	if (s->state == SUB_SYN_SENT && (tcp_flags & TCP_FLAG_SYN)) {

@@ -36,6 +36,7 @@ type Namespace struct {
 
 	mu      sync.Mutex
 	sockets []io.Closer // listeners and connections to close at cleanup
+	cc      string      // congestion control of the sockets Listen and Dial open ("": the default)
 }
 
 func newNamespace(t *Topology, name string, side Side) (*Namespace, error) {

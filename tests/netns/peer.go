@@ -28,6 +28,7 @@ func (ns *Namespace) Listen(lc *net.ListenConfig, network, address string) (net.
 	if lc != nil {
 		c = *lc
 	}
+	c.Control = ns.withCongestion(c.Control)
 	var l net.Listener
 	err := ns.Do(func() (err error) {
 		l, err = c.Listen(context.Background(), network, address)
@@ -38,6 +39,43 @@ func (ns *Namespace) Listen(lc *net.ListenConfig, network, address string) (net.
 	}
 	ns.track(l)
 	return l, nil
+}
+
+// SetCongestion makes the sockets Listen and Dial open (and so ListenMPTCP, DialMPTCP, ...)
+// use congestion control name, with TCP_CONGESTION: on a kernel MPTCP socket it applies to all
+// its subflows. A namespace's default cannot be set to a restricted algorithm (anything not in
+// the host's net.ipv4.tcp_allowed_congestion_control), and the host's default here is BBR.
+func (ns *Namespace) SetCongestion(name string) {
+	ns.mu.Lock()
+	ns.cc = name
+	ns.mu.Unlock()
+}
+
+// withCongestion wraps a socket Control function to set the namespace's congestion control.
+func (ns *Namespace) withCongestion(next func(network, address string, c syscall.RawConn) error) func(network, address string, c syscall.RawConn) error {
+	ns.mu.Lock()
+	cc := ns.cc
+	ns.mu.Unlock()
+	if cc == "" {
+		return next
+	}
+	return func(network, address string, c syscall.RawConn) error {
+		if next != nil {
+			if err := next(network, address, c); err != nil {
+				return err
+			}
+		}
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("TCP_CONGESTION %s: %w", cc, serr)
+		}
+		return nil
+	}
 }
 
 // ListenMPTCP listens with the kernel's MPTCP (IPPROTO_MPTCP) on a "tcp" address such
@@ -64,6 +102,7 @@ func (ns *Namespace) Dial(ctx context.Context, d *net.Dialer, network, address s
 	if d != nil {
 		dd = *d
 	}
+	dd.Control = ns.withCongestion(dd.Control)
 	var c net.Conn
 	err := ns.Do(func() (err error) {
 		c, err = dd.DialContext(ctx, network, address)

@@ -89,6 +89,11 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 		nc.B = ourSide
 	}
 	r := &rig{t: t, ctx: ctx, topo: netns.New(t, nc), p: p, fam: cfg.fam}
+	// The kernel's sockets run CUBIC, as ours do: this host's default (BBR, which namespaces
+	// inherit) would compare two congestion controls instead of two MPTCP stacks.
+	for _, ns := range []*netns.Namespace{r.topo.A, r.topo.B} {
+		ns.SetCongestion("cubic")
+	}
 	wild := "0.0.0.0:0"
 	if cfg.fam == netns.IPv6 || nc.IPv6 {
 		wild = "[::]:0"
