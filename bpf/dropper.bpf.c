@@ -97,3 +97,183 @@ int drop_match(struct __sk_buff *skb)
 		return TCX_NEXT;
 	return TC_ACT_SHOT;
 }
+
+/* drop_dss drops, on one side's ingress, data segments of TCP connections chosen by where they
+ * lie in their DSS mapping: after cfg.skip data segments, the first segment of a mapping; after
+ * as many again, one from a mapping's middle; after as many again, a burst of cfg.burst data
+ * segments in a row. Each once. IPv4, a DSS with a mapping, connections whose SYN it saw (the
+ * ISN makes the mapping's relative sequence number comparable). Counted per kind. */
+struct drop_dss_cfg {
+	__u32 skip;
+	__u32 burst;
+};
+
+/* Counters of drop_dss (index: enum drop_dss_stat). */
+enum drop_dss_stat {
+	DROP_DSS_SEEN = 0,   /* data segments with a mapping seen */
+	DROP_DSS_FIRST,      /* first segments of a mapping dropped */
+	DROP_DSS_MIDDLE,     /* segments from a mapping's middle dropped */
+	DROP_DSS_BURST,      /* segments of the burst dropped */
+	DROP_DSS_NR,
+};
+
+/* Emits enum drop_dss_stat into BTF, so that bpf2go generates its Go constants. */
+const enum drop_dss_stat *drop_dss_stat_btf __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct drop_dss_cfg);
+} drop_dss_conf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DROP_DSS_NR);
+	__type(key, __u32);
+	__type(value, __u64);
+} drop_dss_stats SEC(".maps");
+
+/* The ISN of each direction of a connection, by its addresses and ports. */
+struct isn_key {
+	__u32 saddr, daddr;
+	__u16 sport, dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct isn_key);
+	__type(value, __u32);
+} drop_dss_isn SEC(".maps");
+
+/* dix bounds an index into the 64-byte options copy for the verifier. */
+static __always_inline __u32 dix(__u32 i)
+{
+	asm volatile("" : "+r"(i));
+	return i & 0x3f;
+}
+
+static __always_inline __u64 dss_stat_add(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&drop_dss_stats, &idx);
+
+	return v ? __sync_fetch_and_add(v, 1) : 0;
+}
+
+static __always_inline __u64 dss_stat(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&drop_dss_stats, &idx);
+
+	return v ? *v : 0;
+}
+
+SEC("tc")
+int drop_dss(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct drop_dss_cfg *cfg;
+	struct isn_key k = {};
+	__u8 *ip, *th, opts[64] = {};
+	__u32 seq, hl, payload, *isn, rel, ssn = 0, seen, zero = 0;
+	__u64 olen;
+	__u16 mlen = 0;
+	int found = 0;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TCX_NEXT;
+	ip = data + sizeof(struct ethhdr);
+	th = ip + 20;
+	if ((void *)(th + 20) > end || ip[0] != 0x45 || ip[9] != 6 /* TCP */)
+		return TCX_NEXT;
+	cfg = bpf_map_lookup_elem(&drop_dss_conf, &zero);
+	if (!cfg)
+		return TCX_NEXT;
+	__builtin_memcpy(&k.saddr, ip + 12, 4);
+	__builtin_memcpy(&k.daddr, ip + 16, 4);
+	__builtin_memcpy(&k.sport, th, 2);
+	__builtin_memcpy(&k.dport, th + 2, 2);
+	seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
+	if (th[13] & 0x02) { /* SYN */
+		bpf_map_update_elem(&drop_dss_isn, &k, &seq, BPF_ANY);
+		return TCX_NEXT;
+	}
+	hl = (th[12] >> 4) * 4;
+	payload = (((__u32)ip[2] << 8) | ip[3]);
+	if (hl < 20 || hl > 60 || payload <= 20 + hl)
+		return TCX_NEXT;
+	payload -= 20 + hl;
+	isn = bpf_map_lookup_elem(&drop_dss_isn, &k);
+	if (!isn)
+		return TCX_NEXT;
+	rel = seq - *isn;
+	if (hl < 24)
+		return TCX_NEXT;
+	olen = (hl - 20) & 0x3f;
+	if (olen < 4 || olen > 40)
+		return TCX_NEXT;
+	asm volatile("" : "+r"(olen));
+	if (olen < 4 || olen > 40)
+		return TCX_NEXT;
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + 20 + 20, opts, olen) < 0)
+		return TCX_NEXT;
+	/* Find a DSS with a mapping. */
+	for (__u32 i = 0, pos = 0; i < 20; i++) {
+		__u8 kind, len, flags;
+		__u32 at;
+
+		if (pos >= hl - 20 || pos >= 38)
+			break;
+		kind = opts[dix(pos)];
+		if (kind == 0)
+			break;
+		if (kind == 1) {
+			pos++;
+			continue;
+		}
+		len = opts[dix(pos + 1)];
+		if (len < 2 || pos + len > hl - 20)
+			break;
+		if (kind == TCPOPT_MPTCP && len >= 4 && (opts[dix(pos + 2)] >> 4) == MPTCPOPT_DSS) {
+			flags = opts[dix(pos + 3)];
+			at = pos + 4 + ((flags & 0x01) ? ((flags & 0x02) ? 8 : 4) : 0) + ((flags & 0x08) ? 8 : 4);
+			if ((flags & 0x04) && at + 6 <= pos + len && at + 6 <= 40) {
+				ssn = ((__u32)opts[dix(at)] << 24) | ((__u32)opts[dix(at + 1)] << 16) |
+				      ((__u32)opts[dix(at + 2)] << 8) | opts[dix(at + 3)];
+				mlen = ((__u16)opts[dix(at + 4)] << 8) | opts[dix(at + 5)];
+				found = 1;
+			}
+			break;
+		}
+		pos += len;
+	}
+	if (!found)
+		return TCX_NEXT;
+	seen = dss_stat_add(DROP_DSS_SEEN);
+	if (seen < cfg->skip)
+		return TCX_NEXT;
+	if (!dss_stat(DROP_DSS_FIRST)) {
+		if (rel == ssn && payload < mlen) {
+			dss_stat_add(DROP_DSS_FIRST);
+			return TC_ACT_SHOT;
+		}
+		return TCX_NEXT;
+	}
+	if (seen < 2 * cfg->skip)
+		return TCX_NEXT;
+	if (!dss_stat(DROP_DSS_MIDDLE)) {
+		if (rel > ssn && rel + payload < ssn + mlen) {
+			dss_stat_add(DROP_DSS_MIDDLE);
+			return TC_ACT_SHOT;
+		}
+		return TCX_NEXT;
+	}
+	if (seen < 3 * cfg->skip)
+		return TCX_NEXT;
+	if (dss_stat(DROP_DSS_BURST) < cfg->burst) {
+		dss_stat_add(DROP_DSS_BURST);
+		return TC_ACT_SHOT;
+	}
+	return TCX_NEXT;
+}

@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type DropperDropDssCfg struct {
+	_     structs.HostLayout
+	Skip  uint32
+	Burst uint32
+}
+
+type DropperDropDssStat uint32
+
+const (
+	DropperDropDssStatDROP_DSS_SEEN   DropperDropDssStat = 0
+	DropperDropDssStatDROP_DSS_FIRST  DropperDropDssStat = 1
+	DropperDropDssStatDROP_DSS_MIDDLE DropperDropDssStat = 2
+	DropperDropDssStatDROP_DSS_BURST  DropperDropDssStat = 3
+	DropperDropDssStatDROP_DSS_NR     DropperDropDssStat = 4
+)
+
 type DropperDropMatchCfg struct {
 	_        structs.HostLayout
 	Count    uint32
@@ -21,16 +37,29 @@ type DropperDropMatchCfg struct {
 	Pad      uint8
 }
 
+type DropperIsnKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DropperMapDropMatchConf = "drop_match_conf"
-	DropperMapDropMatchSeen = "drop_match_seen"
-	DropperMapDropRate      = "drop_rate"
-	DropperMapDropStats     = "drop_stats"
-	DropperProgDropMatch    = "drop_match"
-	DropperProgDropRandom   = "drop_random"
+	DropperMapDropDssConf    = "drop_dss_conf"
+	DropperMapDropDssIsn     = "drop_dss_isn"
+	DropperMapDropDssStats   = "drop_dss_stats"
+	DropperMapDropMatchConf  = "drop_match_conf"
+	DropperMapDropMatchSeen  = "drop_match_seen"
+	DropperMapDropRate       = "drop_rate"
+	DropperMapDropStats      = "drop_stats"
+	DropperProgDropDss       = "drop_dss"
+	DropperProgDropMatch     = "drop_match"
+	DropperProgDropRandom    = "drop_random"
+	DropperVarDropDssStatBtf = "drop_dss_stat_btf"
 )
 
 // LoadDropper returns the embedded CollectionSpec for Dropper.
@@ -75,6 +104,7 @@ type DropperSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DropperProgramSpecs struct {
+	DropDss    *ebpf.ProgramSpec `ebpf:"drop_dss"`
 	DropMatch  *ebpf.ProgramSpec `ebpf:"drop_match"`
 	DropRandom *ebpf.ProgramSpec `ebpf:"drop_random"`
 }
@@ -83,6 +113,9 @@ type DropperProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DropperMapSpecs struct {
+	DropDssConf   *ebpf.MapSpec `ebpf:"drop_dss_conf"`
+	DropDssIsn    *ebpf.MapSpec `ebpf:"drop_dss_isn"`
+	DropDssStats  *ebpf.MapSpec `ebpf:"drop_dss_stats"`
 	DropMatchConf *ebpf.MapSpec `ebpf:"drop_match_conf"`
 	DropMatchSeen *ebpf.MapSpec `ebpf:"drop_match_seen"`
 	DropRate      *ebpf.MapSpec `ebpf:"drop_rate"`
@@ -93,6 +126,7 @@ type DropperMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DropperVariableSpecs struct {
+	DropDssStatBtf *ebpf.VariableSpec `ebpf:"drop_dss_stat_btf"`
 }
 
 // DropperObjects contains all objects after they have been loaded into the kernel.
@@ -115,6 +149,9 @@ func (o *DropperObjects) Close() error {
 //
 // It can be passed to LoadDropperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DropperMaps struct {
+	DropDssConf   *ebpf.Map `ebpf:"drop_dss_conf"`
+	DropDssIsn    *ebpf.Map `ebpf:"drop_dss_isn"`
+	DropDssStats  *ebpf.Map `ebpf:"drop_dss_stats"`
 	DropMatchConf *ebpf.Map `ebpf:"drop_match_conf"`
 	DropMatchSeen *ebpf.Map `ebpf:"drop_match_seen"`
 	DropRate      *ebpf.Map `ebpf:"drop_rate"`
@@ -123,6 +160,9 @@ type DropperMaps struct {
 
 func (m *DropperMaps) Close() error {
 	return _DropperClose(
+		m.DropDssConf,
+		m.DropDssIsn,
+		m.DropDssStats,
 		m.DropMatchConf,
 		m.DropMatchSeen,
 		m.DropRate,
@@ -134,18 +174,21 @@ func (m *DropperMaps) Close() error {
 //
 // It can be passed to LoadDropperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DropperVariables struct {
+	DropDssStatBtf *ebpf.Variable `ebpf:"drop_dss_stat_btf"`
 }
 
 // DropperPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadDropperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DropperPrograms struct {
+	DropDss    *ebpf.Program `ebpf:"drop_dss"`
 	DropMatch  *ebpf.Program `ebpf:"drop_match"`
 	DropRandom *ebpf.Program `ebpf:"drop_random"`
 }
 
 func (p *DropperPrograms) Close() error {
 	return _DropperClose(
+		p.DropDss,
 		p.DropMatch,
 		p.DropRandom,
 	)

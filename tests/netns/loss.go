@@ -117,3 +117,53 @@ func (dr *Dropper) Matched() (uint64, error) {
 	err := dr.objs.DropMatchSeen.Lookup(uint32(0), &v)
 	return v, err
 }
+
+// DSSDrop drops data segments by where they lie in their DSS mapping (bpf/dropper.bpf.c
+// drop_dss): after skip data segments with a mapping, the first segment of a mapping; after as
+// many again, one from a mapping's middle; after as many again, burst segments in a row.
+type DSSDrop struct {
+	objs testbpf.DropperObjects
+	l    *tcattach.Link
+}
+
+// DropDSS drops, at the peer end's ingress, data segments this end sends (IPv4) as DSSDrop
+// says. It must be in place before the connection's SYN, whose ISN it learns.
+func (e *Iface) DropDSS(skip, burst uint32) *DSSDrop {
+	tb := e.NS.topo.tb
+	tb.Helper()
+	d := &DSSDrop{}
+	if err := testbpf.LoadDropperObjects(&d.objs, nil); err != nil {
+		tb.Fatalf("netns: load dropper: %v", err)
+	}
+	tb.Cleanup(func() {
+		if d.l != nil {
+			d.l.Close()
+		}
+		d.objs.Close()
+	})
+	if err := d.objs.DropDssConf.Update(uint32(0), testbpf.DropperDropDssCfg{Skip: skip, Burst: burst}, ebpf.UpdateAny); err != nil {
+		tb.Fatal(err)
+	}
+	peer := e.Peer
+	err := peer.NS.Do(func() error {
+		var err error
+		d.l, err = tcattach.Attach(peer.Index, d.objs.DropDss, tcattach.Ingress, tcattach.Options{})
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("netns: attach dropper to %s: %v", peer, err)
+	}
+	return d
+}
+
+// Stats returns the data segments with a mapping seen, and those dropped as the first of a
+// mapping, from a mapping's middle, and in the burst.
+func (d *DSSDrop) Stats() (seen, first, middle, burst uint64, err error) {
+	var v [4]uint64
+	for i := range v {
+		if err := d.objs.DropDssStats.Lookup(uint32(i), &v[i]); err != nil {
+			return 0, 0, 0, 0, err
+		}
+	}
+	return v[0], v[1], v[2], v[3], nil
+}

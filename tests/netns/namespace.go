@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 )
@@ -550,3 +552,17 @@ func (b *notifyBuffer) changed() <-chan struct{} {
 }
 
 var _ io.Writer = (*notifyBuffer)(nil)
+
+// TCPInfos returns the namespace's TCP sockets (IPv4 and IPv6) with their TCP_INFO, from
+// sock_diag: the kernel's MPTCP subflows as well as plain sockets.
+func (ns *Namespace) TCPInfos() ([]*netlink.InetDiagTCPInfoResp, error) {
+	var all []*netlink.InetDiagTCPInfoResp
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		r, err := ns.nl.SocketDiagTCPInfo(fam)
+		if err != nil {
+			return nil, fmt.Errorf("%s: sock_diag: %w", ns.name, err)
+		}
+		all = append(all, r...)
+	}
+	return all, nil
+}
