@@ -68,8 +68,8 @@ enum join_flag {
 
 /* struct sk_sub.tc_flags (written by the TC programs) */
 enum sub_tc_flag {
-	SUBTC_SYN_OUT = 0x1, /* our SYN passed our TC egress program: SACK is negotiated, and segments
-			      * whose SACK blocks crowd out the DSS are rewritten (sack_rw.h) */
+	SUBTC_SYN_OUT = 0x1, /* our SYN passed our TC egress program, which will rewrite the segments
+			      * whose SACK blocks crowd out the DSS (sack_rw.h): SACK is kept */
 };
 
 /* Per-socket state, SK_STORAGE. Go creates it for its active and listening sockets; BPF creates

@@ -71,7 +71,9 @@ static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 s
 	if (!fsk)
 		return;
 	s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
-	if (!s || s->state != SUB_MPTCP || !(s->tc_flags & SUBTC_SYN_OUT))
+	/* Any subflow of ours in MPTCP state: a passive one's SYN/ACK left from a request socket,
+	 * which cannot be marked, and a segment needs the rewrite only if it has SACK blocks. */
+	if (!s || s->state != SUB_MPTCP)
 		return;
 	c = conn_of(s);
 	sb = sub_of(s);

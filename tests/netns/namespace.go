@@ -557,12 +557,20 @@ var _ io.Writer = (*notifyBuffer)(nil)
 // sock_diag: the kernel's MPTCP subflows as well as plain sockets.
 func (ns *Namespace) TCPInfos() ([]*netlink.InetDiagTCPInfoResp, error) {
 	var all []*netlink.InetDiagTCPInfoResp
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		r, err := ns.nl.SocketDiagTCPInfo(fam)
-		if err != nil {
-			return nil, fmt.Errorf("%s: sock_diag: %w", ns.name, err)
+	// The package's sock_diag request opens its own netlink socket, in the calling thread's
+	// namespace: call it from inside.
+	err := ns.Do(func() error {
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			r, err := netlink.SocketDiagTCPInfo(fam)
+			if err != nil {
+				return err
+			}
+			all = append(all, r...)
 		}
-		all = append(all, r...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: sock_diag: %w", ns.name, err)
 	}
 	return all, nil
 }
