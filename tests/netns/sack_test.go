@@ -99,10 +99,10 @@ func testSackLoss(t *testing.T, p pairing, fam netns.Family, loss float64, captu
 			continue
 		}
 		r.wantNoDelta(s, "SackRwFail")
-		for _, name := range []string{"SackRwData", "SackRwAck"} {
-			if r.delta(s, name) == 0 {
-				t.Errorf("%s: %s +0: no segment needed a rewrite", r.side(s), name)
-			}
+		// Data segments crowded out by SACK blocks happen in every run; pure ACKs that need
+		// one (three SACK blocks and no room for a data ACK) not always in a short one.
+		if d, a := r.delta(s, "SackRwData"), r.delta(s, "SackRwAck"); d == 0 || (loss >= 0.05 && a == 0) {
+			t.Errorf("%s: SackRwData +%d, SackRwAck +%d: want data segments rewritten (and pure ACKs at 5 %%)", r.side(s), d, a)
 		}
 		r.logNonZeroDelta(s, "SackRwData", "SackRwAck", "SackRwGSO", "DSSTxDeferred")
 	}
