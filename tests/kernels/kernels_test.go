@@ -26,12 +26,15 @@ import (
 // smokeTests run in make test: the datapath loads and unloads (internal/datapath's tests), a
 // transfer both ways with the kernel's MPTCP, byte-exact with its counters checked, a join, an
 // ADD_ADDR and a path failure (TestDemo), the daemon's forward and accept proxies against the
-// kernel, and a stop that leaves nothing attached (TestMptcpdStopSignals).
+// kernel, a stop that leaves nothing attached (TestMptcpdStopSignals), and SACK segments
+// rewritten by TC in both roles with the retransmissions of dropped segments carrying their
+// mappings (TestSackDrops).
 var smokeTests = []string{
 	"TestDemo",
 	"TestMptcpdForwardToKernel",
 	"TestMptcpdAcceptFromKernel",
 	"TestMptcpdStopSignals",
+	"TestSackDrops",
 }
 
 // matrixTests run in make test-kernels, on every kernel, after the smoke list.
