@@ -53,6 +53,23 @@ static __always_inline int sack_rw_fill(struct sk_sub *s, struct conn *c, struct
 	return 0;
 }
 
+/* sack_blocks_likely reports whether the options of the TCP header at l4 start as the kernel
+ * lays out SACK blocks: NOP, NOP, SACK, after timestamps (NOP, NOP, kind 8) or without them.
+ * Most full headers carry timestamps and a DSS only: this spares them the lookups and the walk.
+ * Other layouts are left alone, as the rewrite would leave them too (it keeps what it does
+ * not know, or skips). */
+static __always_inline int sack_blocks_likely(struct __sk_buff *skb, __u32 l4)
+{
+	__u8 b[16];
+
+	if (bpf_skb_load_bytes(skb, l4 + sizeof(struct tcphdr), b, sizeof(b)) < 0)
+		return 0;
+	if (b[0] == TCPOPT_NOP && b[1] == TCPOPT_NOP && b[2] == TCPOPT_SACK_BLOCKS)
+		return 1;
+	return b[0] == TCPOPT_NOP && b[1] == TCPOPT_NOP && b[2] == TCPOPT_TIMESTAMP && b[12] == TCPOPT_NOP &&
+	       b[13] == TCPOPT_NOP && b[14] == TCPOPT_SACK_BLOCKS;
+}
+
 /* sack_egress handles an outgoing segment of ours (not a SYN or RST) whose TCP header at l4 is
  * full (60 bytes): rewrites it when SACK blocks crowded out what its DSS should carry. */
 static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 seq)
@@ -65,9 +82,14 @@ static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 s
 	__u32 payload, hdr = l4 + 60;
 	int r;
 
-	if (!skb->sk)
+	struct bpf_sock *sk;
+
+	if (!sack_blocks_likely(skb, l4))
 		return;
-	fsk = bpf_sk_fullsock(skb->sk);
+	sk = skb->sk;
+	if (!sk)
+		return;
+	fsk = bpf_sk_fullsock(sk);
 	if (!fsk)
 		return;
 	s = bpf_sk_storage_get(&sk_subs, fsk, 0, 0);
