@@ -12,7 +12,8 @@ import (
 //
 //   - simult_flows 10/10 Mbit/s, 1/25 ms: 16 MiB each way; the summed goodput of both
 //     directions (Mbit/s) and ours as a fraction of the kernel's;
-//   - lossy paths at 1 %: 8 MiB each way over two 20 Mbit/s paths; the same figures;
+//   - lossy paths at 1 % and 5 %: 8 MiB each way over two 20 Mbit/s paths; the same figures,
+//     and each direction's ratio (ours sends both ways here);
 //   - the Wi-Fi + LTE handover with LTE as a plain subflow: the download's goodput, the ratio,
 //     and the longest gap at the client (ms) for each.
 //
@@ -36,10 +37,13 @@ func BenchmarkScenarios(b *testing.B) {
 			b.ReportMetric(km, "kernel-Mbit/s")
 			b.ReportMetric(om, "ours-Mbit/s")
 			b.ReportMetric(om/km, "ours/kernel")
+			b.ReportMetric(o.upMbps(s)/k.upMbps(s), "up-ours/kernel")
+			b.ReportMetric(o.downMbps(s)/k.downMbps(s), "down-ours/kernel")
 		}
 	}
 	b.Run("simult-10-10-1-25ms", func(b *testing.B) { twoWay(b, simultCase{10, 10, 1, 25}.scenario()) })
 	b.Run("lossy-1pct", func(b *testing.B) { twoWay(b, lossyScenario(0.01)) })
+	b.Run("lossy-5pct", func(b *testing.B) { twoWay(b, lossyScenario(0.05)) })
 	b.Run("handover-subflow", func(b *testing.B) {
 		s := handoverScenario(false)
 		for range b.N {
