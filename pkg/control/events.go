@@ -145,7 +145,16 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		if ev.C&datapath.RxMapMPC != 0 {
 			dsn = seqnum.DSN(c.shm.Ctl.PeerIdsn + 1)
 		}
-		if !c.acceptRxMap(sf, rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin}) {
+		m := rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin, csum: uint16(ev.C >> 32), hasCsum: ev.C&datapath.RxMapCsum != 0}
+		if m.hasCsum != c.csumOn() && c.mptcp.Load() {
+			// A checksum where none was negotiated, or none where it was (§3.3.0): the
+			// kernel takes such a mapping as invalid, and so do we.
+			c.stack.stats.DSSCsumMismatch.Add(1)
+			c.stack.log.Warn("a mapping's DSS checksum differs from the negotiated use", "token", c.token, "slot", sf.slot, "checksum", m.hasCsum)
+			c.badMapping(sf, errors.New("mptcp: mapping checksum presence differs from the negotiated one"))
+			return
+		}
+		if !c.acceptRxMap(sf, m) {
 			return
 		}
 		c.processHeld(sf)
