@@ -54,9 +54,8 @@ int corrupt_one(struct __sk_buff *skb)
 	__u32 zero = 0, l4, doff, payload, word_off, seq;
 	struct corrupt_cfg *cfg;
 	struct corrupt_done *st;
-	__u8 ip[40], th[20];
+	__u8 ip[40], th[20], w[2], old_byte;
 	__u16 old_word, new_word;
-	__u8 *b;
 
 	cfg = bpf_map_lookup_elem(&corrupt_conf, &zero);
 	st = bpf_map_lookup_elem(&corrupt_state, &zero);
@@ -89,12 +88,17 @@ int corrupt_one(struct __sk_buff *skb)
 	/* The 16-bit word of the TCP segment that holds the byte (the header's length is a multiple
 	 * of four: the payload offset's parity is the segment's). */
 	word_off = l4 + doff + (cfg->offset & ~1U);
-	if (bpf_skb_load_bytes(skb, word_off, &old_word, 2))
+	if (bpf_skb_load_bytes(skb, word_off, w, 2))
 		return TCX_NEXT;
-	new_word = old_word;
-	b = (__u8 *)&new_word;
-	b[cfg->offset & 1] ^= cfg->xor;
-	if (bpf_skb_store_bytes(skb, word_off, &new_word, 2, 0))
+	old_byte = (cfg->offset & 1) ? w[1] : w[0];
+	/* The word as it sits in the packet, read as a host integer: the helper takes it so. */
+	old_word = (__u16)w[0] | ((__u16)w[1] << 8);
+	if (cfg->offset & 1)
+		w[1] ^= cfg->xor;
+	else
+		w[0] ^= cfg->xor;
+	new_word = (__u16)w[0] | ((__u16)w[1] << 8);
+	if (bpf_skb_store_bytes(skb, word_off, w, 2, 0))
 		return TCX_NEXT;
 	/* The TCP checksum at offset 16 of the header: CHECKSUM_PARTIAL (a local transmit, summed
 	 * later) needs nothing, a complete checksum the difference (the helper tells them apart). */
@@ -103,8 +107,8 @@ int corrupt_one(struct __sk_buff *skb)
 	seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
 	st->seq = seq;
 	st->payload = payload;
-	st->old_byte = ((__u8 *)&old_word)[cfg->offset & 1];
-	st->new_byte = b[cfg->offset & 1];
+	st->old_byte = old_byte;
+	st->new_byte = old_byte ^ cfg->xor;
 	st->done = 1;
 	return TCX_NEXT;
 }

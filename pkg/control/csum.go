@@ -4,7 +4,9 @@ import (
 	"errors"
 	"sync/atomic"
 
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/dsscsum"
+	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
 // DSS checksums (RFC 8684 §3.3.1): used on a connection when either side set MP_CAPABLE's A
@@ -83,6 +85,29 @@ func (c *Conn) csumFailed(sf *subflow, m rxMap) bool {
 	// continues the stream in order (startRxFallback, without its pass over the held bytes:
 	// the caller is placing them).
 	c.st.rcv.fallback = true
-	c.startTxFallback(m.dsn)
+	c.sendMPFail(m.dsn)
 	return true
+}
+
+// sendMPFail sends MP_FAIL at DSN at on a pure ACK (§3.7) and goes on as MPTCP: the peer
+// answers with its own MP_FAIL and falls back with an infinite mapping on its next data, which
+// it can send only while our DATA_ACKs open its window (the kernel's sender waits for that
+// window); the infinite mapping ends MPTCP here too (csumFallbackDone).
+func (c *Conn) sendMPFail(at seqnum.DSN) {
+	c.st.csumFailSent = true
+	c.shm.Ctl.MpFailDsn = uint64(at)
+	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnMPFail)
+	c.sendACK(nil) // the datapath writes the ACK before this returns (Datapath.SendACK)
+	atomic.AndUint32(&c.shm.Ctl.Flags, ^datapath.ConnMPFail)
+}
+
+// csumFallbackDone ends MPTCP after the peer's infinite mapping answered our MP_FAIL: our
+// segments carry no more options.
+func (c *Conn) csumFallbackDone() {
+	if !c.st.csumFailSent || !c.mptcp.Load() {
+		return
+	}
+	c.stack.stats.MPFailFallback.Add(1)
+	atomicOr32(&c.shm.Ctl.Flags, datapath.ConnFallback)
+	c.mptcp.Store(false)
 }

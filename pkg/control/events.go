@@ -127,6 +127,7 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		if ev.C&datapath.RxMapInfinite != 0 {
 			c.stack.stats.InfiniteMapRx.Add(1)
 			c.startRxFallback(sf)
+			c.csumFallbackDone()
 			return
 		}
 		fin := ev.C&datapath.RxMapFin != 0
@@ -169,6 +170,11 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 			// No fallback once a subflow joined (§3.7): the peer resets the failed subflow,
 			// and the kernel ignores an MP_FAIL then too.
 			c.stack.log.Warn("peer sent MP_FAIL after a join: ignored", "token", c.token, "dsn", ev.A)
+			return
+		}
+		if c.st.csumFailSent {
+			// The answer to ours: the peer's infinite mapping follows (csumFallbackDone).
+			c.stack.log.Info("peer answered our MP_FAIL", "token", c.token, "dsn", ev.A)
 			return
 		}
 		c.stack.log.Warn("peer sent MP_FAIL; continuing as plain TCP", "token", c.token, "dsn", ev.A)

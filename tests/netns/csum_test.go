@@ -3,7 +3,10 @@ package netns_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -207,4 +210,262 @@ func TestChecksums(t *testing.T) {
 			}
 		}
 	}
+}
+
+// corruptResult is what a one-way transfer with a corrupted segment gave.
+type corruptResult struct {
+	sent           netns.Digest
+	read, ndiff    int64
+	diffs          []netns.ByteDiff
+	seg            netns.CorruptedSegment
+	senderMPTCP    bool // the connections' state after the transfer
+	receiverMPTCP  bool
+	senderErr      error
+	receiverErr    error
+	stalled        bool // the receiver read nothing for a while before the end
+}
+
+// idleReader reads from c until EOF, or until nothing came for idle: then it reports EOF
+// and stalled.
+type idleReader struct {
+	c       net.Conn
+	idle    time.Duration
+	stalled bool
+}
+
+func (r *idleReader) Read(b []byte) (int, error) {
+	r.c.SetReadDeadline(time.Now().Add(r.idle))
+	n, err := r.c.Read(b)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		r.stalled = true
+		return n, io.EOF
+	}
+	return n, err
+}
+
+// corruptTransfer sends n bytes one way over path 0 (from the kernel when kernelSends, else
+// from ours; r says who is the client) while a corrupter flips one payload byte of the
+// sender's skip-th large segment; the receiver compares what it reads with what was sent.
+func corruptTransfer(t *testing.T, ctx context.Context, topo *netns.Topology, r role, fam netns.Family, kernelSends bool, n int64, xor byte) corruptResult {
+	t.Helper()
+	p := topo.Path(0)
+	senderIface := p.A // the client's end
+	clientSends := kernelSends != r.ourClient()
+	if !clientSends {
+		senderIface = p.B
+	}
+	co := senderIface.CorruptOne(20, 1000, 333, xor)
+	var res corruptResult
+	var senderConn atomic.Pointer[net.Conn]
+	isMPTCP := func(c net.Conn) bool {
+		if oc, ok := c.(*control.Conn); ok {
+			return control.IsMPTCP(oc)
+		}
+		m, _ := netns.IsMPTCP(c)
+		return m
+	}
+	run := func(c net.Conn, sender bool) {
+		if sender {
+			senderConn.Store(&c)
+			res.sent, res.senderErr = netns.Send(c, n, 7)
+			if res.senderErr == nil {
+				res.senderErr = c.(interface{ CloseWrite() error }).CloseWrite()
+			}
+			if res.senderErr == nil {
+				_, res.senderErr = netns.Receive(c) // the receiver's close
+			}
+			res.senderMPTCP = isMPTCP(c)
+			return
+		}
+		ir := &idleReader{c: c, idle: 3 * time.Second}
+		res.read, res.diffs, res.ndiff, res.receiverErr = netns.CompareStream(ir, n, 7)
+		res.stalled = ir.stalled
+		if res.stalled {
+			// The sender waits for our close, which may never reach a kernel whose segments
+			// all fail: its wait ends shortly.
+			if sc := senderConn.Load(); sc != nil {
+				(*sc).SetReadDeadline(time.Now().Add(2 * time.Second))
+			}
+		}
+		res.receiverMPTCP = isMPTCP(c)
+		if oc, ok := c.(*control.Conn); ok && res.receiverErr != nil {
+			in, _ := oc.Info()
+			t.Logf("our receiving connection: %+v", in)
+		}
+	}
+	var ln net.Listener
+	if r.ourServer() {
+		ln = listenOurs(t, topo.B, p.B.HostPort(fam, 0))
+	} else {
+		l, err := topo.B.ListenMPTCP(p.B.HostPort(fam, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		ln = l
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := netns.Accept(ctx, ln)
+		if err != nil {
+			res.receiverErr = err
+			return
+		}
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+		run(c, !clientSends)
+		c.Close()
+	}()
+	var c net.Conn
+	if r.ourClient() {
+		c = dialOurs(t, ctx, topo.A, ln.Addr().String())
+	} else {
+		var err error
+		if c, err = topo.A.DialMPTCP(ctx, ln.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	run(c, clientSends)
+	stop()
+	c.Close()
+	<-done
+	var err error
+	if res.seg, err = co.State(); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestChecksumCorruption has a middlebox flip one payload byte of one data segment (and fix
+// the TCP checksum, so that TCP takes it) on a connection's only subflow, in each direction
+// and role: the receiver's DSS checksum check catches it and does what RFC 8684 §3.7 says
+// for a connection that never had a second subflow, as the kernel does. The receiver sends
+// MP_FAIL with the DSN of the mapping, the sender answers with MP_FAIL (and the kernel with
+// an infinite mapping), and both continue as plain TCP. The data: TCP acknowledged the
+// corrupted segment, so nobody sends it again; the receiver delivers the mapping as it came
+// (the kernel does the same): the application reads every byte that was sent, in order, and
+// exactly one of them differs, by the flipped bits. Counted on both sides: DataCsumErr and
+// MPFailTx at the receiver, MPFailRx at the sender.
+func TestChecksumCorruption(t *testing.T) {
+	const size = 4 << 20
+	const xor = 0x5a
+	for _, kernelSends := range []bool{true, false} {
+		for _, r := range []role{ourClientKernelServer, kernelClientOurServer} {
+			for _, fam := range []netns.Family{netns.IPv4, netns.IPv6} {
+				who := "ours-sends"
+				if kernelSends {
+					who = "kernel-sends"
+				}
+				t.Run(fmt.Sprintf("%s/%v/%v", who, r, fam), func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+					defer cancel()
+					cfg := netns.Config{Paths: 1, IPv6: fam == netns.IPv6}
+					if r.ourClient() {
+						cfg.A = ourSide
+					} else {
+						cfg.B = ourSide
+					}
+					topo := netns.New(t, cfg)
+					kns := topo.B
+					if !r.ourClient() {
+						kns = topo.A
+					}
+					kns.SetSysctl("net.mptcp.checksum_enabled", "1")
+					var res corruptResult
+					d := ourCounterDeltas(t, func() { res = corruptTransfer(t, ctx, topo, r, fam, kernelSends, size, xor) })
+					kc := counters(t, kns)
+					t.Logf("corrupted: %+v; read %d bytes, %d differ: %+v", res.seg, res.read, res.ndiff, res.diffs)
+					if res.receiverErr != nil {
+						t.Logf("ss A:\n%s\nss B:\n%s", topo.A.Run("ss", "-tinM"), topo.B.Run("ss", "-tinM"))
+					}
+					if !res.seg.Done || res.seg.New != res.seg.Old^xor {
+						t.Fatalf("no segment corrupted: %+v", res.seg)
+					}
+					// A stalled receiver gave up and closed: the sender's wait for that timed out.
+					if (res.senderErr != nil && !res.stalled) || res.receiverErr != nil {
+						t.Errorf("sender: %v; receiver: %v", res.senderErr, res.receiverErr)
+					}
+					if res.sent.Bytes != size {
+						t.Errorf("sent %d bytes, want %d", res.sent.Bytes, size)
+					}
+					if res.read != size {
+						// The kernel's direction, after its infinite mapping, on Linux 6.18: every
+						// segment it builds is longer than the MTU and fails ip_fragment (as in
+						// TestOptionsVanish), and what it had not sent yet never comes (the
+						// receiver waits, or the kernel's FIN follows what it did send). Allowed
+						// there only, and only when the kernel counts the failures.
+						frag := fragFails(t, kns)
+						t.Logf("the receiver read %d of %d bytes, then nothing for 3 s (kernel IP fragmentation failures: %d)", res.read, size, frag)
+						if !kernelSends || frag == 0 {
+							t.Errorf("read %d bytes, want %d", res.read, size)
+						}
+					}
+					if res.ndiff != 1 || len(res.diffs) != 1 || res.diffs[0].Got != res.diffs[0].Want^xor {
+						t.Errorf("%d bytes differ (%+v), want exactly one, by %#x", res.ndiff, res.diffs, xor)
+					}
+					if !kernelSends && (res.senderMPTCP || res.receiverMPTCP) {
+						t.Errorf("after the transfer: sender MPTCP %t, receiver MPTCP %t; want both fallen back", res.senderMPTCP, res.receiverMPTCP)
+					}
+					if kernelSends && res.senderMPTCP {
+						t.Errorf("after the transfer: the kernel's sender MPTCP %t; want fallen back (its infinite mapping)", res.senderMPTCP)
+					}
+					// The receiver: the checksum error, once, and MP_FAIL sent; the sender: MP_FAIL
+					// received and answered (each MP_FAIL the receiver wrote, on every ACK while
+					// its request stood, gets an answer).
+					ourExact := map[string]uint64{"DSSCorruptionReset": 0, "DSSCsumMismatch": 0, "DSSCsumMissing": 0}
+					ourMin := map[string]uint64{"MPFailRx": 1, "MPFailTx": 1}
+					kernelExact := map[string]uint64{"DSSCorruptionReset": 0}
+					kernelMin := map[string]uint64{"MPFailRx": 1, "MPFailTx": 1}
+					if kernelSends {
+						ourExact["DataCsumErr"], ourExact["DSSCorruptionFallback"] = 1, 1
+						kernelExact["DataCsumErr"] = 0
+						kernelMin["InfiniteMapTx"] = 1
+					} else {
+						ourExact["DataCsumErr"], ourExact["DSSCorruptionFallback"] = 0, 0
+						kernelExact["DataCsumErr"] = 1
+					}
+					for name, want := range ourExact {
+						if d[name] != want {
+							t.Errorf("our %s moved by %d, want %d", name, d[name], want)
+						}
+					}
+					for name, want := range ourMin {
+						if d[name] < want {
+							t.Errorf("our %s moved by %d, want >= %d", name, d[name], want)
+						}
+					}
+					for name, want := range kernelExact {
+						if kc[name] != want {
+							t.Errorf("kernel %s = %d, want %d", name, kc[name], want)
+						}
+					}
+					for name, want := range kernelMin {
+						if kc[name] < want {
+							t.Errorf("kernel %s = %d, want >= %d", name, kc[name], want)
+						}
+					}
+					if t.Failed() {
+						logNonZero(t, "ours (delta)", d)
+						logNonZero(t, "kernel", kc)
+					}
+				})
+			}
+		}
+	}
+}
+
+// fragFails returns the namespace's IpFragFails plus Ip6FragFails (nstat).
+func fragFails(t *testing.T, ns *netns.Namespace) uint64 {
+	var sum uint64
+	for _, line := range strings.Split(ns.Run("nstat", "-asz", "IpFragFails", "Ip6FragFails"), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && strings.HasSuffix(f[0], "FragFails") {
+			var v uint64
+			fmt.Sscan(f[1], &v)
+			sum += v
+		}
+	}
+	return sum
 }
