@@ -108,8 +108,10 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 		}
 	}
 	if (len == 0) {
-		/* An infinite mapping: the peer fell back (§3.7). */
-		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, RXMAP_INFINITE, bpf_get_socket_cookie(skops));
+		/* An infinite mapping: the peer fell back (§3.7). Go hears of it until it fell
+		 * back too (the peer may repeat it on every segment it retransmits). */
+		if (!(c->ctl.flags & CONNF_FALLBACK))
+			dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, RXMAP_INFINITE, bpf_get_socket_cookie(skops));
 		return 1;
 	}
 	/* A mapping rides on the data it maps (§3.3.1): it must cover the segment's first

@@ -281,10 +281,10 @@ func corruptTransfer(t *testing.T, ctx context.Context, topo *netns.Topology, r 
 		res.read, res.diffs, res.ndiff, res.receiverErr = netns.CompareStream(ir, n, 7)
 		res.stalled = ir.stalled
 		if res.stalled {
-			// The sender waits for our close, which may never reach a kernel whose segments
-			// all fail: its wait ends shortly.
+			// The sender, a kernel whose segments all fail, may still be writing or waiting
+			// for our close: it ends shortly.
 			if sc := senderConn.Load(); sc != nil {
-				(*sc).SetReadDeadline(time.Now().Add(2 * time.Second))
+				(*sc).SetDeadline(time.Now().Add(2 * time.Second))
 			}
 		}
 		res.receiverMPTCP = isMPTCP(c)
@@ -387,7 +387,7 @@ func TestChecksumCorruption(t *testing.T) {
 					if (res.senderErr != nil && !res.stalled) || res.receiverErr != nil {
 						t.Errorf("sender: %v; receiver: %v", res.senderErr, res.receiverErr)
 					}
-					if res.sent.Bytes != size {
+					if res.sent.Bytes != size && !(kernelSends && res.stalled) {
 						t.Errorf("sent %d bytes, want %d", res.sent.Bytes, size)
 					}
 					if res.read != size {
