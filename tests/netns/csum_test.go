@@ -15,6 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/pkg/control"
+	"github.com/mptcpgo/mptcpgo/pkg/pm"
+	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
@@ -468,4 +470,128 @@ func fragFails(t *testing.T, ns *netns.Namespace) uint64 {
 		}
 	}
 	return sum
+}
+
+// TestChecksumCorruptionJoined: the same corruption on a connection with two subflows (ours as
+// client, a subflow endpoint on path 1, the kernel server requiring checksums). After a join
+// there is no fallback (RFC 8684 §3.7): the receiver resets the subflow that carried the
+// corrupted segment (MP_TCPRST, reason 6 "middlebox interference", as the kernel), drops what it
+// held of it, and the sender sends again on the other subflow everything it never had
+// DATA_ACKed. The data: byte-exact at the application, both ways. Counted: DataCsumErr at the
+// receiver (ours: DSSCorruptionReset too), MP_TCPRST sent and received.
+func TestChecksumCorruptionJoined(t *testing.T) {
+	for _, kernelSends := range []bool{true, false} {
+		name := "ours-sends"
+		if kernelSends {
+			name = "kernel-sends"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			const size = 16 << 20
+			up, down := int64(size), int64(0)
+			if kernelSends {
+				up, down = 0, size
+			}
+			topo := netns.New(t, netns.Config{Paths: 2, A: ourSide})
+			p0, p1 := topo.Path(0), topo.Path(1)
+			topo.B.SetSysctl("net.mptcp.checksum_enabled", "1")
+			m := ourPM(t, pm.DefaultLimits)
+			addEndpoint(t, m, pmapi.Endpoint{Addr: p1.A.Addr(netns.IPv4), Flags: pmapi.FlagSubflow})
+			topo.B.SetMPTCPLimits(2, 0)
+			for _, p := range []*netns.Path{p0, p1} {
+				p.SetTBF(netns.TBF{Rate: 1e9, Latency: 20 * time.Millisecond})
+			}
+			ln, err := topo.B.ListenMPTCP(p0.B.HostPort(netns.IPv4, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			joined := make(chan struct{})
+			served := make(chan netns.Result, 1)
+			go func() {
+				c, err := netns.Accept(ctx, ln)
+				if err != nil {
+					served <- netns.Result{Err: err}
+					return
+				}
+				select { // the kernel's data only once the join is there
+				case <-joined:
+				case <-ctx.Done():
+				}
+				served <- <-netns.ExchangeAsync(ctx, c, down, 2)
+			}()
+			var tr netns.Transfer
+			var seg netns.CorruptedSegment
+			d := ourCounterDeltas(t, func() {
+				c := dialOurs(t, ctx, topo.A, ln.Addr().String())
+				if err := topo.B.WaitMPTCPCounter(ctx, "MPJoinAckRx", 1); err != nil {
+					t.Fatal(err)
+				}
+				sender := p0.A
+				if kernelSends {
+					sender = p0.B
+				}
+				co := sender.CorruptOne(5, 1000, 333, 0x5a)
+				close(joined)
+				tr, err = netns.Exchange(ctx, c, up, 1)
+				if err != nil {
+					t.Fatalf("ours: %v", err)
+				}
+				if seg, err = co.State(); err != nil {
+					t.Fatal(err)
+				}
+			})
+			s := <-served
+			if s.Err != nil {
+				t.Fatalf("kernel: %v", s.Err)
+			}
+			kc := counters(t, topo.B)
+			t.Logf("corrupted: %+v", seg)
+			if !seg.Done {
+				t.Fatalf("no segment corrupted: %+v", seg)
+			}
+			checkDigests(t, tr, s.Transfer, up, down)
+			checkNoFallback(t, kc)
+			ourExact := map[string]uint64{"DSSCorruptionFallback": 0, "MPFailFallback": 0}
+			ourMin := map[string]uint64{}
+			kernelExact := map[string]uint64{}
+			kernelMin := map[string]uint64{}
+			if kernelSends {
+				ourExact["DataCsumErr"], ourExact["DSSCorruptionReset"] = 1, 1
+				ourMin["MPRstTx"] = 1
+				kernelExact["DataCsumErr"] = 0
+				kernelMin["MPRstRx"] = 1
+			} else {
+				ourExact["DataCsumErr"], ourExact["DSSCorruptionReset"] = 0, 0
+				ourMin["MPRstRx"], ourMin["ReinjectedBytes"] = 1, 1
+				kernelExact["DataCsumErr"] = 1
+				kernelMin["MPRstTx"] = 1
+			}
+			for name, want := range ourExact {
+				if d[name] != want {
+					t.Errorf("our %s moved by %d, want %d", name, d[name], want)
+				}
+			}
+			for name, want := range ourMin {
+				if d[name] < want {
+					t.Errorf("our %s moved by %d, want >= %d", name, d[name], want)
+				}
+			}
+			for name, want := range kernelExact {
+				if kc[name] != want {
+					t.Errorf("kernel %s = %d, want %d", name, kc[name], want)
+				}
+			}
+			for name, want := range kernelMin {
+				if kc[name] < want {
+					t.Errorf("kernel %s = %d, want >= %d", name, kc[name], want)
+				}
+			}
+			if t.Failed() {
+				logNonZero(t, "ours (delta)", d)
+				logNonZero(t, "kernel", kc)
+			}
+		})
+	}
 }
