@@ -216,15 +216,15 @@ func TestChecksums(t *testing.T) {
 
 // corruptResult is what a one-way transfer with a corrupted segment gave.
 type corruptResult struct {
-	sent           netns.Digest
-	read, ndiff    int64
-	diffs          []netns.ByteDiff
-	seg            netns.CorruptedSegment
-	senderMPTCP    bool // the connections' state after the transfer
-	receiverMPTCP  bool
-	senderErr      error
-	receiverErr    error
-	stalled        bool // the receiver read nothing for a while before the end
+	sent          netns.Digest
+	read, ndiff   int64
+	diffs         []netns.ByteDiff
+	seg           netns.CorruptedSegment
+	senderMPTCP   bool // the connections' state after the transfer
+	receiverMPTCP bool
+	senderErr     error
+	receiverErr   error
+	stalled       bool // the receiver read nothing for a while before the end
 }
 
 // idleReader reads from c until EOF, or until nothing came for idle: then it reports EOF
