@@ -448,10 +448,8 @@ func TestChecksumCorruption(t *testing.T) {
 							t.Errorf("kernel %s = %d, want >= %d", name, kc[name], want)
 						}
 					}
-					if t.Failed() {
-						logNonZero(t, "ours (delta)", d)
-						logNonZero(t, "kernel", kc)
-					}
+					logNonZero(t, "ours (delta)", d)
+					logNonZero(t, "kernel", kc)
 				})
 			}
 		}
@@ -588,10 +586,8 @@ func TestChecksumCorruptionJoined(t *testing.T) {
 					t.Errorf("kernel %s = %d, want >= %d", name, kc[name], want)
 				}
 			}
-			if t.Failed() {
-				logNonZero(t, "ours (delta)", d)
-				logNonZero(t, "kernel", kc)
-			}
+			logNonZero(t, "ours (delta)", d)
+			logNonZero(t, "kernel", kc)
 		})
 	}
 }
