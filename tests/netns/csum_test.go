@@ -370,6 +370,10 @@ func TestChecksumCorruption(t *testing.T) {
 						cfg.B = ourSide
 					}
 					topo := netns.New(t, cfg)
+					// At 200 Mbit/s the 4 MiB take about 170 ms: the MP_FAIL exchange, a round
+					// trip after the corrupted segment near 0.5 MiB, happens while data still
+					// flows (the peer falls back with data after it), not after the end.
+					topo.Path(0).SetTBF(netns.TBF{Rate: 200e6})
 					kns := topo.B
 					if !r.ourClient() {
 						kns = topo.A
