@@ -604,3 +604,55 @@ func TestChecksumCorruptionJoined(t *testing.T) {
 		})
 	}
 }
+
+// TestChecksumsLossy: DSS checksums with 2 % loss both ways on the only path, ours as client
+// and as server of the kernel (which requires them): SACK blocks crowd out mappings, which the
+// TC rewrite puts back with their checksums (SackRwData moves). 16 MiB each way byte-exact,
+// the kernel finds no checksum wrong and nobody falls back.
+func TestChecksumsLossy(t *testing.T) {
+	const size = 16 << 20
+	for _, r := range []role{ourClientKernelServer, kernelClientOurServer} {
+		t.Run(r.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+			defer cancel()
+			cfg := netns.Config{Paths: 1}
+			kns := func(topo *netns.Topology) *netns.Namespace { return topo.B }
+			if r.ourClient() {
+				cfg.A = ourSide
+			} else {
+				cfg.B = ourSide
+				kns = func(topo *netns.Topology) *netns.Namespace { return topo.A }
+			}
+			topo := netns.New(t, cfg)
+			kns(topo).SetSysctl("net.mptcp.checksum_enabled", "1")
+			path := topo.Path(0)
+			for _, e := range []*netns.Iface{path.A, path.B} {
+				// Per-segment loss: without segmentation offloads each packet is one segment.
+				e.NS.Run("ethtool", "-K", e.Name, "tso", "off", "gso", "off", "gro", "off")
+				e.SetLoss(0.02)
+			}
+			var sides csumSides
+			d := ourCounterDeltas(t, func() { sides = csumTransfer(t, ctx, topo, r, netns.IPv4, size, size) })
+			kc := counters(t, kns(topo))
+			logNonZero(t, "ours (delta)", d)
+			logNonZero(t, "kernel", kc)
+			if !sides.kernelCsum || !sides.oursCsum || !sides.oursMPTCP {
+				t.Errorf("checksums: kernel %t, ours %t (MPTCP %t); want all", sides.kernelCsum, sides.oursCsum, sides.oursMPTCP)
+			}
+			if d["SackRwData"] == 0 {
+				t.Errorf("our SackRwData moved by 0: no mapping was put back by the rewrite")
+			}
+			for _, name := range []string{"DataCsumErr", "DSSCsumMissing", "DSSCsumMismatch", "SackRwFail", "MPFailTx", "DssFallback"} {
+				if d[name] != 0 {
+					t.Errorf("our %s moved by %d, want 0", name, d[name])
+				}
+			}
+			checkNoFallback(t, kc)
+			for _, name := range []string{"DataCsumErr", "MPFailTx", "MPFailRx", "DSSNoMatchTCP"} {
+				if kc[name] != 0 {
+					t.Errorf("kernel %s = %d, want 0", name, kc[name])
+				}
+			}
+		})
+	}
+}
