@@ -656,3 +656,65 @@ func TestChecksumsLossy(t *testing.T) {
 		})
 	}
 }
+
+// TestMptcpdChecksum: mptcpd --checksum requires DSS checksums of a kernel server that does not
+// (net.mptcp.checksum_enabled=0): the kernel's MPTCP_INFO shows them on, the data relayed is
+// byte-exact both ways, and the kernel finds no checksum wrong and does not fall back.
+func TestMptcpdChecksum(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
+	if got := topo.B.Sysctl("net.mptcp.checksum_enabled"); got != "0" {
+		t.Fatalf("kernel net.mptcp.checksum_enabled = %s, want 0", got)
+	}
+	ln, err := topo.B.ListenMPTCP(topo.Path(0).B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, addrs := startMptcpd(t, ctx, topo.A, "--checksum", "--forward", "127.0.0.1:0="+ln.Addr().String())
+	const up, down = 8 << 20, 8 << 20
+	type served struct {
+		tr         netns.Transfer
+		csum, info bool
+		err        error
+	}
+	done := make(chan served, 1)
+	go func() {
+		c, err := netns.Accept(ctx, ln)
+		if err != nil {
+			done <- served{err: err}
+			return
+		}
+		defer c.Close()
+		var s served
+		s.tr, s.err = netns.Exchange(ctx, c, down, 2)
+		s.csum, s.info = kernelCsum(c)
+		done <- s
+	}()
+	c, err := topo.A.DialTCP(ctx, addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := netns.Exchange(ctx, c, up, 1)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-done
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	checkDigests(t, tr, s.tr, up, down)
+	if !s.info || !s.csum {
+		t.Errorf("kernel MPTCP_INFO: present %t, csum_enabled %t; want both", s.info, s.csum)
+	}
+	kc := counters(t, topo.B)
+	checkNoFallback(t, kc)
+	for _, name := range []string{"DataCsumErr", "MPFailTx", "MPFailRx"} {
+		if kc[name] != 0 {
+			t.Errorf("kernel %s = %d, want 0", name, kc[name])
+		}
+	}
+	stopMptcpd(t, d)
+}
