@@ -16,6 +16,11 @@
 /* Set by Go before load: the secret our listeners' MP_CAPABLE keys are derived with. */
 const volatile struct dp_config dp_cfg = {};
 
+/* Nonzero: new connections require DSS checksums (RFC 8684 §3.3.1), our MP_CAPABLE sets the A
+ * flag. Go sets it while loaded (Datapath.SetChecksum), as the kernel's
+ * net.mptcp.checksum_enabled applies to the connections opened after it changes. */
+volatile __u32 dp_csum_required = 0;
+
 /* Per-socket MPTCP state of our subflows and listeners. */
 struct sk_subs_map {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

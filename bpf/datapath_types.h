@@ -21,12 +21,17 @@ enum txmap_flag {
 	TXMAP_DATA_FIN = 0x1, /* the mapping ends with our DATA_FIN (one more DSN) */
 };
 
-/* One outgoing mapping: DSNs [dsn, dsn+len) on relative subflow sequence [ssn, ssn+len). */
+/* One outgoing mapping: DSNs [dsn, dsn+len) on relative subflow sequence [ssn, ssn+len). On a
+ * connection with DSS checksums, csum is Go's 16-bit ones'-complement sum (folded, not
+ * complemented) of the pseudo-header's DSN and SSN and of the mapped bytes: the datapath adds
+ * the length the DSS carries (one more with a DATA_FIN) and complements it (RFC 8684 §3.3.1). */
 struct txmap {
 	__u64 dsn;
 	__u32 ssn;
 	__u16 len;
 	__u16 flags;
+	__u16 csum;
+	__u16 _pad[3];
 };
 
 /* struct sk_sub.role */
@@ -139,7 +144,7 @@ struct conn_st {
 	__u32 peer_dss;      /* nonzero once a DSS came from the peer: fully established (RFC 8684 3.1) */
 	__u32 peer_wnd_set;  /* nonzero once peer_wnd_end is the peer's own, not our first guess */
 	__u32 ev_lost;       /* nonzero once an event of this connection was lost (ring buffer full) */
-	__u32 _pad0;
+	__u32 csum;          /* nonzero: DSS checksums negotiated (either side set MP_CAPABLE's A flag, §3.1) */
 	__u8 _pad[64];
 };
 
@@ -270,6 +275,7 @@ enum rx_map_flag {
 	RXMAP_FIN = 1 << 16,      /* the mapping ends with the peer's DATA_FIN */
 	RXMAP_MPC = 1 << 17,      /* implicit MP_CAPABLE mapping: the DSN is the peer's IDSN+1 */
 	RXMAP_INFINITE = 1 << 18, /* an infinite mapping: the peer fell back */
+	RXMAP_CSUM = 1 << 19,     /* the mapping carries a DSS checksum, in bits 32..47 of c */
 };
 
 struct event {
@@ -355,6 +361,11 @@ enum dp_counter {
 	DP_SackRwGSO,                   /* of the rewritten segments, GSO packets (the header goes on every segment) */
 	DP_SackRwFail,                  /* segments that needed a rewrite TC could not make (counted, sent as they were) */
 	DP_AccEcnCleared,               /* AccECN requests (the AE flag) cleared from our subflows' SYNs */
+
+	/* DSS checksums (RFC 8684 §3.3.1) */
+	DP_CsumEnabled,                 /* MP_CAPABLE handshakes completed with DSS checksums, both roles */
+	DP_DSSCsumTx,                   /* DSS mappings (and MP_CAPABLE first data) written with a checksum */
+	DP_DSSCsumMissing,              /* peer mappings whose checksum presence differs from the negotiated one */
 	DP_COUNTER_MAX,
 };
 

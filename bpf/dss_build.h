@@ -81,4 +81,35 @@ static __always_inline __u32 build_dss(__u8 *o, struct dss_form f, __u64 ack, __
 	return n;
 }
 
+/* dss_csum completes a DSS checksum (RFC 8684 §3.3.1): sum is the 16-bit ones'-complement sum
+ * of the pseudo-header's DSN and SSN and of the mapped bytes; the length the DSS carries is
+ * added, and the result folded and complemented. */
+static __always_inline __u16 dss_csum(__u32 sum, __u16 len)
+{
+	sum += len;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum & 0xffff;
+}
+
+/* dss_add_csum appends the checksum field to a DSS of length n that build_dss filled (a mapping's
+ * last field, §3.3); returns the new length. */
+static __always_inline __u32 dss_add_csum(__u8 *o, __u32 n, __u16 csum)
+{
+	o[n & 31] = csum >> 8;
+	o[(n + 1) & 31] = csum;
+	o[1] = n + LEN_DSS_CHECKSUM;
+	return n + LEN_DSS_CHECKSUM;
+}
+
+/* dss_csum_hdr returns the ones'-complement sum of a pseudo-header's DSN and SSN (no data). */
+static __always_inline __u32 dss_csum_hdr(__u64 dsn, __u32 ssn)
+{
+	__u32 sum = (__u32)(dsn >> 48) + (__u32)((dsn >> 32) & 0xffff) + (__u32)((dsn >> 16) & 0xffff) +
+		    (__u32)(dsn & 0xffff) + (ssn >> 16) + (ssn & 0xffff);
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (sum & 0xffff) + (sum >> 16);
+}
+
 #endif

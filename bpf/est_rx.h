@@ -65,6 +65,17 @@ static __always_inline void dss_data_ack(struct sk_sub *s, struct conn *c, struc
 	}
 }
 
+/* rx_map_csum returns the EV_RX_MAP bits of a mapping's DSS checksum (RFC 8684 §3.3.1): Go
+ * verifies it over the mapped bytes. A mapping whose checksum is there on a connection without
+ * checksums, or missing on one with them, is counted; Go treats it as a bad mapping (§3.3.0, as
+ * the kernel's get_mapping_status). */
+static __always_inline __u64 rx_map_csum(struct conn *c, struct mptcp_opt *o)
+{
+	if (!!o->has_csum != !!c->st.csum)
+		dp_count(DP_DSSCsumMissing);
+	return o->has_csum ? RXMAP_CSUM | ((__u64)o->csum << 32) : 0;
+}
+
 /* dss_mapping takes the peer's mapping (and DATA_FIN) from a DSS; it returns nonzero when the
  * mapping covers the segment's data. */
 static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub *s, struct conn *c,
@@ -97,8 +108,10 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 		}
 	}
 	if (len == 0) {
-		/* An infinite mapping: the peer fell back (§3.7). */
-		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, RXMAP_INFINITE, bpf_get_socket_cookie(skops));
+		/* An infinite mapping: the peer fell back (§3.7). Go hears of it until it fell
+		 * back too (the peer may repeat it on every segment it retransmits). */
+		if (!(c->ctl.flags & CONNF_FALLBACK))
+			dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, RXMAP_INFINITE, bpf_get_socket_cookie(skops));
 		return 1;
 	}
 	/* A mapping rides on the data it maps (§3.3.1): it must cover the segment's first
@@ -118,7 +131,7 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 		s->rx_map_fin = fin;
 		s->flags |= SUBF_RX_MAP_VALID;
 		dp_count(DP_MappingRx);
-		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, len | (fin ? RXMAP_FIN : 0), 0);
+		dp_emit(EV_RX_MAP, s, 0, dsn, o->ssn, len | (fin ? RXMAP_FIN : 0) | rx_map_csum(c, o), 0);
 	}
 	return 1;
 }
@@ -156,7 +169,7 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 				s->rx_map_fin = 0;
 				s->flags |= SUBF_RX_MAP_VALID;
 				dp_count(DP_MappingRx);
-				dp_emit(EV_RX_MAP, s, 0, dsn, 1, o->data_len | RXMAP_MPC, 0);
+				dp_emit(EV_RX_MAP, s, 0, dsn, 1, o->data_len | RXMAP_MPC | rx_map_csum(c, o), 0);
 			}
 			return;
 		}

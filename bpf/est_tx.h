@@ -161,10 +161,10 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 				      struct conn *c, struct sub *sb, __u32 rel, int has_ack, __u64 ack)
 {
 	__s64 idx = find_txmap(sb, rel);
+	__u32 n, csum_len = c->st.csum ? LEN_DSS_CHECKSUM : 0;
 	struct dss_form f;
 	struct txmap *m;
 	__u16 mlen;
-	__u32 n;
 	int fin;
 
 	if (idx < 0) {
@@ -180,12 +180,18 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && m->ssn == 1 && !fin) {
 		/* The first data repeats MP_CAPABLE with the data-level length until the peer's
 		 * DSS shows it arrived (§3.1); the mapping is implicit. */
-		build_mpc(sc->out, LEN_MPC_ACK_DATA, s->local_key, s->remote_key, mlen);
-		if (!store_opt(skops, sc->out, LEN_MPC_ACK_DATA))
+		__u32 mpc_len = c->st.csum ? LEN_MPC_ACK_DATA_CSUM : LEN_MPC_ACK_DATA;
+
+		build_mpc(sc->out, mpc_len, c->st.csum, s->local_key, s->remote_key, mlen, dss_csum(m->csum, mlen));
+		if (!store_opt(skops, sc->out, mpc_len)) {
 			dp_count(DP_MPCapableDataTX);
+			if (c->st.csum)
+				dp_count(DP_DSSCsumTx);
+		}
 		return 1;
 	}
-	f = dss_fit(s->tx_room, has_ack, map_dsn_len(sb, idx, m));
+	/* With DSS checksums the mapping takes two more bytes (§3.3.1). */
+	f = dss_fit(s->tx_room > csum_len ? s->tx_room - csum_len : 0, has_ack, map_dsn_len(sb, idx, m));
 	if (!f.dsn_len) {
 		/* SACK blocks took the room: TC puts the mapping in (sack_rw.h). */
 		dp_count(DP_DSSTxDeferred);
@@ -193,10 +199,14 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 			return 1;
 	}
 	n = build_dss(sc->out, f, ack, m->dsn, m->ssn, mlen + fin, fin);
+	if (f.dsn_len && c->st.csum)
+		n = dss_add_csum(sc->out, n, dss_csum(m->csum, mlen + fin));
 	if (store_opt(skops, sc->out, n))
 		return 1;
 	dp_count(DP_DSSTx);
 	if (f.dsn_len) {
+		if (c->st.csum)
+			dp_count(DP_DSSCsumTx);
 		if (fin)
 			dp_count(DP_DataFinTx);
 		sb->st.tx_dss++;
@@ -246,7 +256,7 @@ static __always_inline int write_third_ack(struct bpf_sock_ops *skops, struct dp
 	}
 	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && rel == 1 && !(tcp_flags & TCP_FLAG_FIN) &&
 	    !data_fin_pending(c)) {
-		build_mpc(sc->out, LEN_MPC_ACK, s->local_key, s->remote_key, 0);
+		build_mpc(sc->out, LEN_MPC_ACK, c->st.csum, s->local_key, s->remote_key, 0, 0);
 		if (!store_opt(skops, sc->out, LEN_MPC_ACK))
 			dp_count(DP_MPCapableACKTX);
 		return 1;
@@ -259,7 +269,7 @@ static __always_inline int write_third_ack(struct bpf_sock_ops *skops, struct dp
 static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s,
 					  struct conn *c, int has_ack, __u64 ack)
 {
-	__u32 room = s->tx_room, n;
+	__u32 room = s->tx_room, n, csum_len = c->st.csum ? LEN_DSS_CHECKSUM : 0;
 	struct dss_form f;
 
 	if (data_fin_pending(c)) {
@@ -267,12 +277,17 @@ static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_
 		 * the length callback of this segment reserved room for a data ACK alone (Go writes
 		 * the connection's flags without the socket lock): then the DATA_FIN waits for the
 		 * next segment (or the DATA_FIN timer) and this one carries the data ACK. */
-		f = dss_fit(room, has_ack, 8);
+		f = dss_fit(room > csum_len ? room - csum_len : 0, has_ack, 8);
 		if (f.dsn_len) {
 			n = build_dss(sc->out, f, ack, c->ctl.snd_fin_dsn, 0, 1, 1);
+			/* Its checksum covers the pseudo-header alone (§3.3.1). */
+			if (c->st.csum)
+				n = dss_add_csum(sc->out, n, dss_csum(dss_csum_hdr(c->ctl.snd_fin_dsn, 0), 1));
 			if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
 				dp_count(DP_DSSTx);
 				dp_count(DP_DataFinTx);
+				if (c->st.csum)
+					dp_count(DP_DSSCsumTx);
 			}
 			return 1;
 		}

@@ -60,7 +60,7 @@ static __always_inline int write_syn(struct bpf_sock_ops *skops, struct dp_scrat
 			dp_count(DP_MPJoinSynTx);
 		return 1;
 	}
-	build_mpc(sc->out, LEN_MPC_SYN, 0, 0, 0);
+	build_mpc(sc->out, LEN_MPC_SYN, dp_csum_required, 0, 0, 0, 0);
 	if (!store_opt(skops, sc->out, LEN_MPC_SYN))
 		dp_count(DP_MPCapableSYNTX);
 	return 1;
@@ -114,11 +114,16 @@ static __always_inline int on_active_established(struct bpf_sock_ops *skops)
 	optlen = copy_hdr_opts(skops, &sc->ob, &th);
 	if (s->role == ROLE_JOIN_ACTIVE)
 		return active_join(skops, sc, s, optlen);
-	/* A checksum-requiring peer is not supported yet: fall back rather than break (§3.3.0). */
-	if (optlen > 0 && find_mpc(sc, optlen, TCP_FLAG_SYN | TCP_FLAG_ACK) && sc->opt.len == LEN_MPC_SYNACK &&
-	    !(sc->opt.flags & MPC_FLAG_CHECKSUM)) {
+	if (optlen > 0 && find_mpc(sc, optlen, TCP_FLAG_SYN | TCP_FLAG_ACK) && sc->opt.len == LEN_MPC_SYNACK) {
+		struct conn *c = conn_of(s);
+
 		s->remote_key = sc->opt.key_a;
 		s->state = SUB_MPTCP;
+		/* DSS checksums when either side asked for them (§3.1). */
+		if (c && (dp_csum_required || (sc->opt.flags & MPC_FLAG_CHECKSUM))) {
+			c->st.csum = 1;
+			dp_count(DP_CsumEnabled);
+		}
 		dp_count(DP_MPCapableSYNACKRX);
 		dp_emit(EV_ESTABLISHED, s, 1, s->remote_key, 0, 0, 0);
 		return 1;
@@ -178,8 +183,7 @@ static __always_inline int syn_kind(struct bpf_sock_ops *skops, struct dp_scratc
 		return SYN_PLAIN;
 	if (sc->opt.subtype == MPTCPOPT_MP_JOIN && sc->opt.len == LEN_MPJ_SYN)
 		return SYN_MPJ;
-	/* No DSS checksums yet: a SYN that requires them is answered as plain TCP. */
-	if (sc->opt.subtype == MPTCPOPT_MP_CAPABLE && !(sc->opt.flags & MPC_FLAG_CHECKSUM))
+	if (sc->opt.subtype == MPTCPOPT_MP_CAPABLE)
 		return SYN_MPC;
 	return SYN_PLAIN;
 }
@@ -318,7 +322,7 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 	__u32 client_isn;
 	__u16 lport, rport;
 	__u64 key;
-	int kind;
+	int kind, csum;
 
 	if ((void *)(th + 1) > end)
 		return 1;
@@ -333,12 +337,14 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 		return synack_join(skops, sc, &k, client_isn);
 	}
 	dp_count(DP_MPCapableSYNRX);
+	/* The A flag when the SYN or we require DSS checksums (§3.1). */
+	csum = dp_csum_required || (sc->opt.flags & MPC_FLAG_CHECKSUM);
 	key = synack_key(skops, sc, lport, rport, client_isn);
 	if (!key) {
 		dp_count(DP_MPCapableSYNNoKey);
 		return 1;
 	}
-	build_mpc(sc->out, LEN_MPC_SYNACK, key, 0, 0);
+	build_mpc(sc->out, LEN_MPC_SYNACK, csum, key, 0, 0, 0);
 	if (!store_opt(skops, sc->out, LEN_MPC_SYNACK))
 		dp_count(DP_MPCapableSYNACKTX);
 	return 1;
@@ -520,11 +526,12 @@ static __always_inline int passive_slots(struct dp_scratch *sc, struct sk_sub *s
  * slots. Anything else continues as plain TCP, counted. */
 static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct bpf_sock *sk)
 {
-	__u64 key, remote_key, echoed;
+	__u64 key, remote_key, echoed, map_csum;
 	__u16 data_len;
 	struct sk_sub *s;
+	struct conn *c;
 	struct tcphdr th;
-	int optlen, payload, mpc_len;
+	int optlen, payload, mpc_len, csum;
 
 	optlen = copy_hdr_opts(skops, &sc->ob, &th);
 	payload = skops->skb_len > th.doff * 4;
@@ -540,6 +547,8 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 	echoed = sc->opt.key_b;
 	data_len = sc->opt.data_len;
 	mpc_len = sc->opt.len;
+	csum = dp_csum_required || (sc->opt.flags & MPC_FLAG_CHECKSUM);
+	map_csum = sc->opt.has_csum ? RXMAP_CSUM | ((__u64)sc->opt.csum << 32) : 0;
 	s = bpf_sk_storage_get(&sk_subs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!s) {
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
@@ -559,6 +568,15 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 	}
 	if (passive_slots(sc, s, key))
 		goto fallback;
+	/* DSS checksums when either side asked for them (§3.1): the client's A flag is on its
+	 * every MP_CAPABLE, the SYN's included (kept with the request). */
+	if (!csum && syn_kind(skops, sc) == SYN_MPC && (sc->opt.flags & MPC_FLAG_CHECKSUM))
+		csum = 1;
+	c = conn_of(s);
+	if (c && csum) {
+		c->st.csum = 1;
+		dp_count(DP_CsumEnabled);
+	}
 	s->local_key = key;
 	s->remote_key = remote_key;
 	s->state = SUB_MPTCP;
@@ -576,7 +594,7 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 		s->rx_map_len = data_len;
 		s->flags |= SUBF_RX_MAP_VALID;
 		dp_count(DP_MappingRx);
-		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | RXMAP_MPC, 0);
+		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | RXMAP_MPC | map_csum, 0);
 	}
 	dp_count(DP_MPCapableACKRX);
 	return 1;

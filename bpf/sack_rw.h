@@ -44,7 +44,8 @@ struct sack_rw {
 	__u8 has_ack;   /* write a data ACK */
 	__u8 dsn_len;   /* 0: no mapping; 4 or 8: the mapping's DSN size */
 	__u8 fin;       /* the mapping ends with DATA_FIN */
-	__u8 _pad[3];
+	__u8 has_csum;  /* the mapping carries a DSS checksum (RFC 8684 §3.3.1) */
+	__u16 csum;     /* that checksum */
 };
 
 /* Results of sack_rw_opts. */
@@ -84,7 +85,7 @@ struct sack_rw_scratch {
  * function: the verifier checks it once, on its own. */
 __noinline int sack_rw_opts(struct sack_rw_scratch *sc, const struct sack_rw *rw)
 {
-	__u32 ts, sack, sack_len, dflags, o = 0, room, blocks;
+	__u32 ts, sack, sack_len, dflags, o = 0, room, blocks, start, csum_len;
 	struct dss_form f;
 	const __u8 *in;
 	__u8 *out;
@@ -155,25 +156,42 @@ __noinline int sack_rw_opts(struct sack_rw_scratch *sc, const struct sack_rw *rw
 	room = SACK_RW_OPTLEN - o;
 	f.ack_len = rw->has_ack ? 4 : 0;
 	f.dsn_len = rw->dsn_len == 8 ? 8 : rw->dsn_len ? 4 : 0;
+	csum_len = f.dsn_len && rw->has_csum ? LEN_DSS_CHECKSUM : 0;
 	/* The mapping comes first, then one SACK block at least; then the data ACK if it fits. */
-	if (dss_len(f) + TCPOLEN_SACK_BASE + TCPOLEN_SACK_PERBLOCK > room)
+	if (dss_len(f) + csum_len + TCPOLEN_SACK_BASE + TCPOLEN_SACK_PERBLOCK > room)
 		f.ack_len = 0;
 	if (!f.ack_len && !f.dsn_len)
 		return SACK_RW_NONE;
+	start = o;
 	o += build_dss(out + (o & 15), f, rw->ack, rw->dsn, rw->ssn, rw->len, rw->fin);
-	if (o > SACK_RW_OPTLEN - TCPOLEN_SACK_BASE - TCPOLEN_SACK_PERBLOCK)
-		return SACK_RW_SKIP; /* cannot happen: checked above */
-	blocks = (SACK_RW_OPTLEN - o - TCPOLEN_SACK_BASE) / TCPOLEN_SACK_PERBLOCK;
-	if (blocks > 3)
-		blocks = 3; /* a DSS takes at least 8 bytes */
-	if (blocks > (sack_len - TCPOLEN_SACK_BASE) / TCPOLEN_SACK_PERBLOCK)
-		blocks = (sack_len - TCPOLEN_SACK_BASE) / TCPOLEN_SACK_PERBLOCK;
-	out[rw_idx(o)] = TCPOPT_SACK_BLOCKS;
-	out[rw_idx(o + 1)] = TCPOLEN_SACK_BASE + blocks * TCPOLEN_SACK_PERBLOCK;
+	if (csum_len) {
+		/* The mapping's DSS checksum, its last field. */
+		out[rw_idx(o)] = rw->csum >> 8;
+		out[rw_idx(o + 1)] = rw->csum;
+		out[rw_idx(start + 1)] = o + csum_len - start;
+		o += csum_len;
+	}
+	blocks = 0;
+	if (o > SACK_RW_OPTLEN - TCPOLEN_SACK_BASE - TCPOLEN_SACK_PERBLOCK) {
+		/* Only a checksummed mapping with a 64-bit DSN beside timestamps leaves no room for a
+		 * SACK block: the blocks are left out, and the next ACK carries them. */
+		if (!csum_len || o > SACK_RW_OPTLEN)
+			return SACK_RW_SKIP; /* cannot happen: checked above */
+	} else {
+		blocks = (SACK_RW_OPTLEN - o - TCPOLEN_SACK_BASE) / TCPOLEN_SACK_PERBLOCK;
+		if (blocks > 3)
+			blocks = 3; /* a DSS takes at least 8 bytes */
+		if (blocks > (sack_len - TCPOLEN_SACK_BASE) / TCPOLEN_SACK_PERBLOCK)
+			blocks = (sack_len - TCPOLEN_SACK_BASE) / TCPOLEN_SACK_PERBLOCK;
+	}
+	if (blocks) {
+		out[rw_idx(o)] = TCPOPT_SACK_BLOCKS;
+		out[rw_idx(o + 1)] = TCPOLEN_SACK_BASE + blocks * TCPOLEN_SACK_PERBLOCK;
 #pragma unroll
-	for (__u32 i = 0; i < 3 * TCPOLEN_SACK_PERBLOCK; i++) {
-		if (i < blocks * TCPOLEN_SACK_PERBLOCK)
-			out[rw_idx(o + TCPOLEN_SACK_BASE + i)] = in[rw_idx(sack + TCPOLEN_SACK_BASE + i)];
+		for (__u32 i = 0; i < 3 * TCPOLEN_SACK_PERBLOCK; i++) {
+			if (i < blocks * TCPOLEN_SACK_PERBLOCK)
+				out[rw_idx(o + TCPOLEN_SACK_BASE + i)] = in[rw_idx(sack + TCPOLEN_SACK_BASE + i)];
+		}
 	}
 	return SACK_RW_DONE;
 }

@@ -43,12 +43,21 @@ static __always_inline int sack_rw_fill(struct sk_sub *s, struct conn *c, struct
 		rw->ssn = m->ssn;
 		rw->len = m->len + rw->fin;
 		rw->dsn_len = map_dsn_len(sb, idx, m);
+		if (c->st.csum) {
+			/* The checksum sock_ops would have written (est_tx.h write_data). */
+			rw->has_csum = 1;
+			rw->csum = dss_csum(m->csum, rw->len);
+		}
 	} else if (data_fin_pending(c)) {
 		/* A DATA_FIN without data: SSN 0, length 1 (§3.3.3). */
 		rw->fin = 1;
 		rw->dsn = c->ctl.snd_fin_dsn;
 		rw->len = 1;
 		rw->dsn_len = 8;
+		if (c->st.csum) {
+			rw->has_csum = 1;
+			rw->csum = dss_csum(dss_csum_hdr(rw->dsn, 0), 1);
+		}
 	}
 	return 0;
 }

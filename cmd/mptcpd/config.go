@@ -35,6 +35,7 @@ import (
 //	  - {addr: 10.64.0.2, flags: [subflow, backup], id: 5, dev: wwan0}
 //	limits: {subflows: 2, add-addr-accepted: 2}  # or "subflows=2,add-addr-accepted=2"
 //	scheduler: default
+//	checksum: false
 //	ctl: /run/mptcpd/mptcpd.sock
 //	metrics: 127.0.0.1:9465
 //	log-level: info
@@ -66,6 +67,12 @@ var configKeys = map[string]configKey{
 	"scheduler": {value: scalar, check: func(v string) error {
 		_, err := control.NewScheduler(v)
 		return err
+	}},
+	"checksum": {value: scalar, check: func(v string) error {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("%q: want true or false", v)
+		}
+		return nil
 	}},
 	"ctl":        {value: scalar, check: func(string) error { return nil }},
 	"metrics":    {value: scalar, check: checkListenAddr},
@@ -417,7 +424,7 @@ func lookupKey(k string) (string, configKey, bool) {
 
 func keyNames() []string {
 	var out []string
-	for _, n := range []string{"forward", "accept", "endpoint", "limits", "scheduler", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
+	for _, n := range []string{"forward", "accept", "endpoint", "limits", "scheduler", "checksum", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
 		if _, ok := configKeys[n]; ok {
 			out = append(out, n)
 		}

@@ -28,6 +28,7 @@ endpoint:
   - {addr: 10.0.2.1, flags: [subflow, backup], id: 5, dev: wwan0}
 limits: {subflows: 2, add-addr-accepted: 1}
 scheduler: roundrobin
+checksum: true
 ctl: /run/x.sock
 metrics: 127.0.0.1:9465
 log_level: debug
@@ -44,6 +45,7 @@ shutdown-timeout: 3s
 		"endpoint":         {"10.0.1.1,subflow,signal", "10.0.2.1,subflow,backup,id=5,dev=wwan0"},
 		"limits":           {"subflows=2,add-addr-accepted=1"},
 		"scheduler":        {"roundrobin"},
+		"checksum":         {"true"},
 		"ctl":              {"/run/x.sock"},
 		"metrics":          {"127.0.0.1:9465"},
 		"log-level":        {"debug"},
@@ -80,6 +82,7 @@ func TestCtlConfigErrors(t *testing.T) {
 		{"max-conns: 65537\n", ":1: max-conns: 65537: want a number from 1 to 65536"},
 		{"max-conns: many\n", `:1: max-conns: "many": want a number from 1 to 65536`},
 		{"shutdown-timeout: soon\n", ":1: shutdown-timeout: want a duration"},
+		{"checksum: sometimes\n", `:1: checksum: "sometimes": want true or false`},
 		{"memory-limit: 512MB\n", `:1: memory-limit: "512MB": want a size such as 512MiB or 2GiB`},
 		{"memory-limit: 1MiB\n", `:1: memory-limit: "1MiB": below the minimum, 16MiB`},
 		{"log-level: loud\n", ":1: log-level: want debug"},

@@ -38,6 +38,7 @@ func main() {
 			&cli.StringSliceFlag{Name: "accept", Usage: "accept MPTCP and plain TCP on LISTEN and relay each connection to TARGET over TCP (LISTEN=TARGET, repeatable)"},
 			&cli.StringSliceFlag{Name: "endpoint", Usage: "a local address for the path manager: ADDR[,subflow|signal|backup|fullmesh][,port=N][,id=N][,dev=IF] (repeatable), as `ip mptcp endpoint add`"},
 			&cli.StringFlag{Name: "limits", Usage: "subflows=N,add-addr-accepted=N (0..8 each; the kernel's defaults are 2 and 0)"},
+			&cli.BoolFlag{Name: "checksum", Usage: "require DSS checksums (RFC 8684 §3.3.1) on every connection, as the kernel's net.mptcp.checksum_enabled=1 does; a peer that requires them gets them either way"},
 			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "packet scheduler of new connections: " + strings.Join(control.SchedulerNames(), ", ")},
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -144,6 +145,7 @@ func run(cc *cli.Context) error {
 	}
 	dpcfg := control.DatapathConfig(maxConns)
 	dpcfg.Logger = log
+	dpcfg.Checksum = cc.Bool("checksum")
 	stack, err := control.NewStack(control.StackConfig{
 		Datapath: dpcfg, Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler"), MemoryLimit: memLimit,
 	})

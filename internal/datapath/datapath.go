@@ -107,6 +107,7 @@ const (
 	RxMapFin      = uint64(DatapathRxMapFlagRXMAP_FIN)
 	RxMapMPC      = uint64(DatapathRxMapFlagRXMAP_MPC) // implicit MP_CAPABLE mapping: DSN is the peer's IDSN+1
 	RxMapInfinite = uint64(DatapathRxMapFlagRXMAP_INFINITE)
+	RxMapCsum     = uint64(DatapathRxMapFlagRXMAP_CSUM) // the mapping's DSS checksum is in bits 32..47
 )
 
 // TxMapRing is the number of outgoing mappings a subflow can have in flight.
@@ -127,6 +128,10 @@ type Config struct {
 	// them: the way an older kernel is served, tried on this one. "tcx" attaches the TC
 	// programs as cls_bpf filters on clsact, as they are without tcx (before Linux 6.6).
 	Without []string
+	// Checksum requires DSS checksums (RFC 8684 §3.3.1) on every connection, as the kernel's
+	// net.mptcp.checksum_enabled: our MP_CAPABLE sets the A flag. Without it, a connection uses
+	// them only when the peer asks.
+	Checksum bool
 }
 
 // Datapath owns the loaded BPF objects, their attachments and the shared memory.
@@ -254,6 +259,11 @@ func Open(cfg Config) (_ *Datapath, err error) {
 			d.Close()
 		}
 	}()
+	if cfg.Checksum {
+		if err = d.SetChecksum(true); err != nil {
+			return nil, err
+		}
+	}
 	for _, m := range []*ebpf.Map{d.objs.CaA, d.objs.CaB} {
 		if !d.features.StructOpsLink {
 			d.registered = append(d.registered, m)
@@ -363,6 +373,29 @@ func (d *Datapath) CongestionControl() string { return d.ccNames[0] }
 // CongestionControls returns the names of both twins of our congestion control: a subflow runs
 // one or the other (SendACK switches it).
 func (d *Datapath) CongestionControls() [2]string { return d.ccNames }
+
+// SetChecksum sets whether the connections opened from now on require DSS checksums (RFC 8684
+// §3.3.1): our MP_CAPABLE then sets the A flag. A connection uses them also when its peer asks,
+// whatever this says. Config.Checksum is its value at Open.
+func (d *Datapath) SetChecksum(on bool) error {
+	var v uint32
+	if on {
+		v = 1
+	}
+	if err := d.objs.DpCsumRequired.Set(v); err != nil {
+		return fmt.Errorf("set dp_csum_required: %w", err)
+	}
+	return nil
+}
+
+// Checksum reports whether new connections require DSS checksums (SetChecksum).
+func (d *Datapath) Checksum() bool {
+	var v uint32
+	if err := d.objs.DpCsumRequired.Get(&v); err != nil {
+		return false
+	}
+	return v != 0
+}
 
 // TicketQueue returns how many passive-open tickets the datapath's queue holds.
 func (d *Datapath) TicketQueue() int { return int(d.objs.Tickets.MaxEntries()) }

@@ -46,7 +46,7 @@ type DatapathConn struct {
 		PeerDss     uint32
 		PeerWndSet  uint32
 		EvLost      uint32
-		Pad0        uint32
+		Csum        uint32
 		Pad         [64]uint8
 	}
 }
@@ -134,7 +134,10 @@ const (
 	DatapathDpCounterDP_SackRwGSO               DatapathDpCounter = 62
 	DatapathDpCounterDP_SackRwFail              DatapathDpCounter = 63
 	DatapathDpCounterDP_AccEcnCleared           DatapathDpCounter = 64
-	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 65
+	DatapathDpCounterDP_CsumEnabled             DatapathDpCounter = 65
+	DatapathDpCounterDP_DSSCsumTx               DatapathDpCounter = 66
+	DatapathDpCounterDP_DSSCsumMissing          DatapathDpCounter = 67
+	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 68
 )
 
 type DatapathEvent struct {
@@ -180,6 +183,7 @@ const (
 	DatapathRxMapFlagRXMAP_FIN      DatapathRxMapFlag = 65536
 	DatapathRxMapFlagRXMAP_MPC      DatapathRxMapFlag = 131072
 	DatapathRxMapFlagRXMAP_INFINITE DatapathRxMapFlag = 262144
+	DatapathRxMapFlagRXMAP_CSUM     DatapathRxMapFlag = 524288
 )
 
 type DatapathSkSub struct {
@@ -314,6 +318,8 @@ type DatapathTxmap struct {
 	Ssn   uint32
 	Len   uint16
 	Flags uint16
+	Csum  uint16
+	Pad   [3]uint16
 }
 
 type DatapathTxmapFlag uint32
@@ -364,6 +370,7 @@ const (
 	DatapathVarDpCfg            = "dp_cfg"
 	DatapathVarDpConfigBtf      = "dp_config_btf"
 	DatapathVarDpCounterBtf     = "dp_counter_btf"
+	DatapathVarDpCsumRequired   = "dp_csum_required"
 	DatapathVarEventBtf         = "event_btf"
 	DatapathVarEventTypeBtf     = "event_type_btf"
 	DatapathVarJoinFlagBtf      = "join_flag_btf"
@@ -464,20 +471,21 @@ type DatapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
-	ConnFlagBtf   *ebpf.VariableSpec `ebpf:"conn_flag_btf"`
-	DpCfg         *ebpf.VariableSpec `ebpf:"dp_cfg"`
-	DpConfigBtf   *ebpf.VariableSpec `ebpf:"dp_config_btf"`
-	DpCounterBtf  *ebpf.VariableSpec `ebpf:"dp_counter_btf"`
-	EventBtf      *ebpf.VariableSpec `ebpf:"event_btf"`
-	EventTypeBtf  *ebpf.VariableSpec `ebpf:"event_type_btf"`
-	JoinFlagBtf   *ebpf.VariableSpec `ebpf:"join_flag_btf"`
-	RxMapFlagBtf  *ebpf.VariableSpec `ebpf:"rx_map_flag_btf"`
-	SubCtlFlagBtf *ebpf.VariableSpec `ebpf:"sub_ctl_flag_btf"`
-	SubFlagBtf    *ebpf.VariableSpec `ebpf:"sub_flag_btf"`
-	SubRoleBtf    *ebpf.VariableSpec `ebpf:"sub_role_btf"`
-	SubRstFlagBtf *ebpf.VariableSpec `ebpf:"sub_rst_flag_btf"`
-	SubStateBtf   *ebpf.VariableSpec `ebpf:"sub_state_btf"`
-	TxmapFlagBtf  *ebpf.VariableSpec `ebpf:"txmap_flag_btf"`
+	ConnFlagBtf    *ebpf.VariableSpec `ebpf:"conn_flag_btf"`
+	DpCfg          *ebpf.VariableSpec `ebpf:"dp_cfg"`
+	DpConfigBtf    *ebpf.VariableSpec `ebpf:"dp_config_btf"`
+	DpCounterBtf   *ebpf.VariableSpec `ebpf:"dp_counter_btf"`
+	DpCsumRequired *ebpf.VariableSpec `ebpf:"dp_csum_required"`
+	EventBtf       *ebpf.VariableSpec `ebpf:"event_btf"`
+	EventTypeBtf   *ebpf.VariableSpec `ebpf:"event_type_btf"`
+	JoinFlagBtf    *ebpf.VariableSpec `ebpf:"join_flag_btf"`
+	RxMapFlagBtf   *ebpf.VariableSpec `ebpf:"rx_map_flag_btf"`
+	SubCtlFlagBtf  *ebpf.VariableSpec `ebpf:"sub_ctl_flag_btf"`
+	SubFlagBtf     *ebpf.VariableSpec `ebpf:"sub_flag_btf"`
+	SubRoleBtf     *ebpf.VariableSpec `ebpf:"sub_role_btf"`
+	SubRstFlagBtf  *ebpf.VariableSpec `ebpf:"sub_rst_flag_btf"`
+	SubStateBtf    *ebpf.VariableSpec `ebpf:"sub_state_btf"`
+	TxmapFlagBtf   *ebpf.VariableSpec `ebpf:"txmap_flag_btf"`
 }
 
 // DatapathObjects contains all objects after they have been loaded into the kernel.
@@ -541,20 +549,21 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
-	ConnFlagBtf   *ebpf.Variable `ebpf:"conn_flag_btf"`
-	DpCfg         *ebpf.Variable `ebpf:"dp_cfg"`
-	DpConfigBtf   *ebpf.Variable `ebpf:"dp_config_btf"`
-	DpCounterBtf  *ebpf.Variable `ebpf:"dp_counter_btf"`
-	EventBtf      *ebpf.Variable `ebpf:"event_btf"`
-	EventTypeBtf  *ebpf.Variable `ebpf:"event_type_btf"`
-	JoinFlagBtf   *ebpf.Variable `ebpf:"join_flag_btf"`
-	RxMapFlagBtf  *ebpf.Variable `ebpf:"rx_map_flag_btf"`
-	SubCtlFlagBtf *ebpf.Variable `ebpf:"sub_ctl_flag_btf"`
-	SubFlagBtf    *ebpf.Variable `ebpf:"sub_flag_btf"`
-	SubRoleBtf    *ebpf.Variable `ebpf:"sub_role_btf"`
-	SubRstFlagBtf *ebpf.Variable `ebpf:"sub_rst_flag_btf"`
-	SubStateBtf   *ebpf.Variable `ebpf:"sub_state_btf"`
-	TxmapFlagBtf  *ebpf.Variable `ebpf:"txmap_flag_btf"`
+	ConnFlagBtf    *ebpf.Variable `ebpf:"conn_flag_btf"`
+	DpCfg          *ebpf.Variable `ebpf:"dp_cfg"`
+	DpConfigBtf    *ebpf.Variable `ebpf:"dp_config_btf"`
+	DpCounterBtf   *ebpf.Variable `ebpf:"dp_counter_btf"`
+	DpCsumRequired *ebpf.Variable `ebpf:"dp_csum_required"`
+	EventBtf       *ebpf.Variable `ebpf:"event_btf"`
+	EventTypeBtf   *ebpf.Variable `ebpf:"event_type_btf"`
+	JoinFlagBtf    *ebpf.Variable `ebpf:"join_flag_btf"`
+	RxMapFlagBtf   *ebpf.Variable `ebpf:"rx_map_flag_btf"`
+	SubCtlFlagBtf  *ebpf.Variable `ebpf:"sub_ctl_flag_btf"`
+	SubFlagBtf     *ebpf.Variable `ebpf:"sub_flag_btf"`
+	SubRoleBtf     *ebpf.Variable `ebpf:"sub_role_btf"`
+	SubRstFlagBtf  *ebpf.Variable `ebpf:"sub_rst_flag_btf"`
+	SubStateBtf    *ebpf.Variable `ebpf:"sub_state_btf"`
+	TxmapFlagBtf   *ebpf.Variable `ebpf:"txmap_flag_btf"`
 }
 
 // DatapathPrograms contains all programs after they have been loaded into the kernel.

@@ -124,6 +124,10 @@ var counterNamesShown = map[DatapathDpCounter]string{
 	DatapathDpCounterDP_SackRwGSO:               "SackRwGSO",
 	DatapathDpCounterDP_SackRwFail:              "SackRwFail",
 	DatapathDpCounterDP_AccEcnCleared:           "AccEcnCleared",
+
+	DatapathDpCounterDP_CsumEnabled:    "CsumEnabled",
+	DatapathDpCounterDP_DSSCsumTx:      "DSSCsumTx",
+	DatapathDpCounterDP_DSSCsumMissing: "DSSCsumMissing",
 }
 
 // TestCounterNames checks that every datapath counter has a name, derived from its enumerator,

@@ -14,15 +14,16 @@ import (
 )
 
 type SacktestSackRw struct {
-	_      structs.HostLayout
-	Dsn    uint64
-	Ack    uint32
-	Ssn    uint32
-	Len    uint16
-	HasAck uint8
-	DsnLen uint8
-	Fin    uint8
-	Pad    [3]uint8
+	_       structs.HostLayout
+	Dsn     uint64
+	Ack     uint32
+	Ssn     uint32
+	Len     uint16
+	HasAck  uint8
+	DsnLen  uint8
+	Fin     uint8
+	HasCsum uint8
+	Csum    uint16
 }
 
 type SacktestSackRwScratch struct {

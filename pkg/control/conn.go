@@ -115,6 +115,9 @@ type connState struct {
 	// A second subflow joined once: no fallback to TCP from then on (§3.7), a subflow whose
 	// data cannot be placed is reset instead (badMapping).
 	joined bool
+	// We sent MP_FAIL for a wrong DSS checksum on our only subflow (csumFailed): the peer
+	// answers with its infinite mapping, and until it comes our DATA_ACKs keep its window open.
+	csumFailSent bool
 
 	windowWaits uint64
 	pmStarted   bool // the path manager was told the connection is fully established

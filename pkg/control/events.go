@@ -127,6 +127,7 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		if ev.C&datapath.RxMapInfinite != 0 {
 			c.stack.stats.InfiniteMapRx.Add(1)
 			c.startRxFallback(sf)
+			c.csumFallbackDone()
 			return
 		}
 		fin := ev.C&datapath.RxMapFin != 0
@@ -145,7 +146,16 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		if ev.C&datapath.RxMapMPC != 0 {
 			dsn = seqnum.DSN(c.shm.Ctl.PeerIdsn + 1)
 		}
-		if !c.acceptRxMap(sf, rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin}) {
+		m := rxMap{dsn: dsn, ssn: seqnum.Value(ev.B), len: n, fin: fin, csum: uint16(ev.C >> 32), hasCsum: ev.C&datapath.RxMapCsum != 0}
+		if m.hasCsum != c.csumOn() && c.mptcp.Load() {
+			// A checksum where none was negotiated, or none where it was (§3.3.0): the
+			// kernel takes such a mapping as invalid, and so do we.
+			c.stack.stats.DSSCsumMismatch.Add(1)
+			c.stack.log.Warn("a mapping's DSS checksum differs from the negotiated use", "token", c.token, "slot", sf.slot, "checksum", m.hasCsum)
+			c.badMapping(sf, errors.New("mptcp: mapping checksum presence differs from the negotiated one"))
+			return
+		}
+		if !c.acceptRxMap(sf, m) {
 			return
 		}
 		c.processHeld(sf)
@@ -160,6 +170,11 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 			// No fallback once a subflow joined (§3.7): the peer resets the failed subflow,
 			// and the kernel ignores an MP_FAIL then too.
 			c.stack.log.Warn("peer sent MP_FAIL after a join: ignored", "token", c.token, "dsn", ev.A)
+			return
+		}
+		if c.st.csumFailSent {
+			// The answer to ours: the peer's infinite mapping follows (csumFallbackDone).
+			c.stack.log.Info("peer answered our MP_FAIL", "token", c.token, "dsn", ev.A)
 			return
 		}
 		c.stack.log.Warn("peer sent MP_FAIL; continuing as plain TCP", "token", c.token, "dsn", ev.A)

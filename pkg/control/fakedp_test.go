@@ -19,6 +19,7 @@ import (
 type fakePlane struct {
 	mu        sync.Mutex
 	acks      []*subflow // pure ACKs asked for, by subflow
+	ackFlags  []uint32   // the connection's datapath flags when each was asked for
 	acked     map[*subflow]uint64
 	caState   map[*subflow]uint8
 	fastProbe map[*subflow]bool
@@ -38,6 +39,9 @@ func (f *fakePlane) sendACK(sf *subflow) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.acks = append(f.acks, sf)
+	if sf.c != nil && sf.c.shm != nil {
+		f.ackFlags = append(f.ackFlags, atomic.LoadUint32(&sf.c.shm.Ctl.Flags))
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 type ConnInfo struct {
 	Token       uint32
 	MPTCP       bool
+	Checksums   bool // DSS checksums negotiated (RFC 8684 §3.3.1)
 	Server      bool
 	Local       string
 	Remote      string
@@ -73,7 +74,7 @@ func (c *Conn) Info() (ConnInfo, bool) {
 func (c *Conn) info() ConnInfo {
 	st := &c.st
 	in := ConnInfo{
-		Token: c.token, MPTCP: c.mptcp.Load(), Server: c.server, Local: addrString(c.laddr), Remote: addrString(c.raddr),
+		Token: c.token, MPTCP: c.mptcp.Load(), Checksums: c.csumOn(), Server: c.server, Local: addrString(c.laddr), Remote: addrString(c.raddr),
 		Scheduler: c.sched.Name(), RcvNxt: uint64(st.rcv.rx.rcvNxt), PeerFin: st.rcv.fin,
 		PeerFinDSN: uint64(st.rcv.finDSN), RxEOF: st.rcv.eof, RxOOO: st.rcv.rx.nOOO, RxDup: st.rcv.rx.dup,
 		RxReady: c.rxq.len(), SndUna: uint64(st.snd.una), SndNxt: uint64(st.snd.nxt), SndEnd: uint64(st.snd.end),

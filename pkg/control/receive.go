@@ -163,6 +163,16 @@ func (c *Conn) processHeld(sf *subflow) {
 					c.stack.stats.NoDSSInWindow.Add(1)
 					m.drop = true
 				}
+			} else if m.hasCsum && !c.st.rcv.fallback {
+				switch c.verifyCsum(sf, m) {
+				case csumWait:
+					c.deliverRx()
+					return
+				case csumBad:
+					if !c.csumFailed(sf, m) {
+						return
+					}
+				}
 			}
 			n := min(uint32(len(ch.data)), m.end().Sub(ch.off))
 			dsn := m.dsn.Add(uint64(ch.off.Sub(m.ssn)))

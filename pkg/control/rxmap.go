@@ -19,6 +19,10 @@ type rxMap struct {
 	len  uint32
 	fin  bool // a DATA_FIN follows the last byte, at dsn+len
 	drop bool // beyond our receive window: its bytes are read and dropped (NoDSSInWindow)
+	// The DSS checksum the mapping carried (RFC 8684 §3.3.1), verified over its bytes before
+	// they are placed (csum.go).
+	csum    uint16
+	hasCsum bool
 }
 
 func (m rxMap) end() seqnum.Value { return m.ssn.Add(m.len) }
@@ -26,7 +30,7 @@ func (m rxMap) end() seqnum.Value { return m.ssn.Add(m.len) }
 // continues reports whether m maps the bytes right after p to the DSNs right after p's, so that
 // the two can be one mapping.
 func (m rxMap) continues(p rxMap) bool {
-	return !p.fin && m.drop == p.drop && m.ssn == p.end() && m.dsn == p.dsn.Add(uint64(p.len)) &&
+	return !p.fin && !p.hasCsum && !m.hasCsum && m.drop == p.drop && m.ssn == p.end() && m.dsn == p.dsn.Add(uint64(p.len)) &&
 		uint64(p.len)+uint64(m.len) < 1<<31
 }
 

@@ -50,6 +50,13 @@ type Stats struct {
 	DssFallback        atomic.Uint64 // connections that fell back (MP_FAIL) for data their mappings cannot place (the kernel's name)
 	DSSNotMatching     atomic.Uint64 // mappings that change the DSNs of bytes already mapped (the kernel's name)
 
+	// DSS checksums (RFC 8684 §3.3.1, §3.7)
+	DataCsumVerified      atomic.Uint64 // peer mappings whose DSS checksum was right
+	DataCsumErr           atomic.Uint64 // peer mappings whose DSS checksum was wrong (the kernel's name)
+	DSSCorruptionFallback atomic.Uint64 // connections that fell back with MP_FAIL for a wrong checksum, their only subflow kept (the kernel's name)
+	DSSCorruptionReset    atomic.Uint64 // subflows reset (MP_TCPRST) for a wrong checksum on a connection that had a join (the kernel's name)
+	DSSCsumMismatch       atomic.Uint64 // peer mappings with a checksum where none was negotiated or without one where it was: bad mappings (§3.3.0)
+
 	MPCapableEndpAttempt  atomic.Uint64 // MP_CAPABLE or plain TCP connections to a join socket, reset (the kernel's name)
 	MemoryPressureRefused atomic.Uint64 // new connections refused near the memory limit (accepts reset, dials failed)
 }

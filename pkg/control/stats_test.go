@@ -14,7 +14,9 @@ var statsShown = []string{
 	"SubflowStale", "SubflowLossy", "DataRetransmit", "AddAddrAccepted", "AddAddrHMacFailure",
 	"RmAddrAccepted", "MPPrioAccepted", "EchoAdd", "AddAddrTx", "EchoAddTx", "RmAddrTx", "MPPrioTx",
 	"RmSubflow", "EventsRefused", "EventOverflowReset", "EventLostReset", "NoDSSInWindow",
-	"DSSNoMatchTCP", "RxMapOverflow", "InfiniteMapRx", "DssFallback", "DSSNotMatching", "MPCapableEndpAttempt", "MemoryPressureRefused",
+	"DSSNoMatchTCP", "RxMapOverflow", "InfiniteMapRx", "DssFallback", "DSSNotMatching",
+	"DataCsumVerified", "DataCsumErr", "DSSCorruptionFallback", "DSSCorruptionReset", "DSSCsumMismatch",
+	"MPCapableEndpAttempt", "MemoryPressureRefused",
 }
 
 // TestStatsNames: every Stats field is reported once, under its name, with its value.

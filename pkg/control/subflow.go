@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
+	"github.com/mptcpgo/mptcpgo/internal/dsscsum"
 	"github.com/mptcpgo/mptcpgo/internal/seqnum"
 )
 
@@ -70,6 +71,10 @@ type subflow struct {
 	lastEnd    struct { // end of the last mapping consumed, for an infinite-mapping fallback
 		ssn seqnum.Value
 		dsn seqnum.DSN
+	}
+	csumEnd struct { // DSS checksums of the peer's mappings (csum.go)
+		ssn seqnum.Value // end of the last mapping verified: its bytes before ssn passed
+		ok  bool         // ssn is set
 	}
 
 	written atomic.Uint64 // bytes written to the socket (writer goroutine)
@@ -254,7 +259,9 @@ func (sf *subflow) claimTxSlot(acked *uint32) error {
 	}
 }
 
-// addTxMap records the mapping for the bytes about to be written, then publishes it.
+// addTxMap records the mapping for the bytes about to be written, then publishes it. On a
+// connection with DSS checksums the entry carries the sum of its bytes and pseudo-header: the
+// datapath completes it with the length it writes (RFC 8684 §3.3.1).
 func (sf *subflow) addTxMap(ch txChunk, ssn seqnum.Value) {
 	head := sf.shm.Ctl.TxmapHead
 	e := &sf.shm.Ctl.Txmap[head%uint64(datapath.TxMapRing)]
@@ -262,6 +269,14 @@ func (sf *subflow) addTxMap(ch txChunk, ssn seqnum.Value) {
 	e.Ssn = uint32(ssn)
 	e.Len = uint16(ch.n)
 	e.Flags = 0
+	e.Csum = 0
+	if sf.c.csumOn() {
+		var sum dsscsum.Sum
+		for _, b := range ch.bufs {
+			sum.Add(b)
+		}
+		e.Csum = dsscsum.Partial(uint64(ch.dsn), uint32(ssn), &sum)
+	}
 	atomic.StoreUint64(&sf.shm.Ctl.TxmapHead, head+1)
 }
 
