@@ -135,9 +135,13 @@ func (h *subflowHealth) sampleProgress(now time.Time, una seqnum.Value, outstand
 	return true, recovered
 }
 
-// stalled reports whether a subflow not yet stale has made no progress for max(250 ms, 3 RTT).
-func (h *subflowHealth) stalled(now time.Time, srtt time.Duration) bool {
-	return !h.stale && now.Sub(h.lastProgress) > max(staleAfter, 3*srtt)
+// stalled reports whether a subflow not yet stale has made no progress for max(250 ms, 3 RTT,
+// its retransmission timeout + 2 RTT). The last term spares a subflow whose one retransmission
+// timeout under random loss (the timeout is at least 200 ms) is answered in a round trip or two:
+// only a retransmission lost again, or a path that went silent, leaves it without progress that
+// long.
+func (h *subflowHealth) stalled(now time.Time, srtt, rto time.Duration) bool {
+	return !h.stale && now.Sub(h.lastProgress) > max(staleAfter, 3*srtt, rto+2*srtt)
 }
 
 // otherUsable reports whether a subflow other than sf can carry data now.
@@ -171,6 +175,9 @@ func (c *Conn) healthWatched() bool {
 	return false
 }
 
+// tcpiOptSACK is the tcpi_options bit of a connection with SACK (include/uapi/linux/tcp.h).
+const tcpiOptSACK = 2
+
 // Thresholds of checkSubflows.
 const (
 	staleAfter = 250 * time.Millisecond // at least, and 3 RTT, without progress
@@ -181,9 +188,10 @@ const (
 // goes on the other subflows. RFC 8684 leaves the test to us; the kernel waits for four RTOs
 // (stale_loss_cnt), we for max(250 ms, 3 RTT) without an acknowledgement.
 //
-// A subflow long in loss recovery (max(250 ms, 4 RTT)) that holds the connection's oldest
-// unacknowledged data holds up everything behind it: without SACK (see the README) TCP repairs a burst loss one segment per
-// round trip, and the peer's connection-level window stays full meanwhile. Its data in flight
+// A subflow without SACK (its SYN left by a device without our TC program) long in loss
+// recovery (max(250 ms, 4 RTT)) that holds the connection's oldest unacknowledged data holds up
+// everything behind it: without SACK TCP repairs a burst loss one segment per round trip, and
+// the peer's connection-level window stays full meanwhile. Its data in flight
 // goes on the other subflows too, and it gets no new data until TCP has recovered, as the
 // kernel's MPTCP-level retransmission does for data stuck on a subflow.
 //
@@ -214,7 +222,9 @@ func (c *Conn) checkSubflows(now time.Time) {
 		// In recovery only while it holds data: without SACK, Linux keeps a socket in its
 		// loss state until something above the recovery point is acknowledged, and a subflow
 		// we call lossy gets nothing new, so it would never leave that state.
-		inLoss := info.Ca_state >= tcpCARecovery && outstanding
+		// A subflow with SACK repairs a burst in a round trip or two; the lossy rule is for
+		// one without (a device without our TC program, see the README's SACK).
+		inLoss := info.Ca_state >= tcpCARecovery && outstanding && info.Options&tcpiOptSACK == 0
 		h, srtt := &sf.health, sf.srtt()
 		recovered, longLoss := h.sampleLoss(now, inLoss, srtt)
 		if recovered {
@@ -233,7 +243,7 @@ func (c *Conn) checkSubflows(now time.Time) {
 			}
 			continue
 		}
-		if h.stalled(now, srtt) {
+		if h.stalled(now, srtt, time.Duration(info.Rto)*time.Microsecond) {
 			h.stale = true
 			c.stack.stats.SubflowStale.Add(1)
 			c.stack.log.Debug("subflow stale: re-sending its data elsewhere", "token", c.token, "slot", sf.slot)
