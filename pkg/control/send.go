@@ -135,34 +135,13 @@ func (c *Conn) schedule() {
 	}
 }
 
-// swsMin is the least room in the peer's window a new mapping waits for while data is in flight
-// and more is queued than fits (sender-side silly window avoidance, RFC 1122 §4.2.3.4). Every
-// mapping is written with MSG_EOR, so a mapping cut to a sliver of window leaves as a partial
-// segment that is never filled up: under loss, with the window often nearly full, most segments
-// would be partial, and each costs a packet (and its loss) like a full one.
-const swsMin = 16 << 10
-
-// windowRoom returns the room left in the peer's connection-level window for new data (0 when
-// there is none), and whether new data should wait for more: the window is closed, or the room
-// is under swsMin while data is in flight and more than the room is queued.
-func (c *Conn) windowRoom() (room uint64, wait bool) {
-	b := &c.st.snd
-	if !b.hasUnsent() {
-		return 0, false
-	}
-	dsn := b.unsentDSN()
-	wnd := seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd))
-	if !dsn.LessThan(wnd) {
-		return 0, true
-	}
-	room = wnd.Sub(dsn)
-	return room, room < swsMin && b.una.LessThan(b.nxt) && room < b.end.Sub(dsn)
-}
-
 // windowLimited reports whether new data waits for the peer's window.
 func (c *Conn) windowLimited() bool {
-	_, wait := c.windowRoom()
-	return wait
+	b := &c.st.snd
+	if !b.hasUnsent() {
+		return false
+	}
+	return !b.unsentDSN().LessThan(seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd)))
 }
 
 // pending reports whether data waits for a subflow.
@@ -185,11 +164,12 @@ func (c *Conn) nextMapping() (txChunk, bool) {
 	if c.mptcp.Load() {
 		// New data stays within the peer's connection-level window (§3.3.4): data far ahead of
 		// a slow subflow would fill its receive buffer and close every subflow's window.
-		room, wait := c.windowRoom()
-		if wait {
+		dsn := b.unsentDSN()
+		wnd := seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd))
+		if !dsn.LessThan(wnd) {
 			return txChunk{}, false
 		}
-		limit = int(min(uint64(limit), room))
+		limit = int(min(uint64(limit), wnd.Sub(dsn)))
 	}
 	return b.nextUnsent(limit), true
 }
