@@ -136,7 +136,7 @@ func (h *subflowHealth) sampleProgress(now time.Time, una seqnum.Value, outstand
 }
 
 // stalled reports whether a subflow not yet stale has made no progress for max(250 ms, 3 RTT,
-// its retransmission timeout + 2 RTT). The last term spares a subflow whose one retransmission
+// rto + 2 RTT), rto its retransmission timeout before backoff. The last term spares a subflow whose one retransmission
 // timeout under random loss (the timeout is at least 200 ms) is answered in a round trip or two:
 // only a retransmission lost again, or a path that went silent, leaves it without progress that
 // long.
@@ -243,7 +243,9 @@ func (c *Conn) checkSubflows(now time.Time) {
 			}
 			continue
 		}
-		if h.stalled(now, srtt, time.Duration(info.Rto)*time.Microsecond) {
+		// The timeout before backoff: tcpi_rto doubles with each timeout, and a threshold that
+		// grew with it would never be reached on a path that went silent.
+		if h.stalled(now, srtt, time.Duration(info.Rto>>min(info.Backoff, 16))*time.Microsecond) {
 			h.stale = true
 			c.stack.stats.SubflowStale.Add(1)
 			c.stack.log.Debug("subflow stale: re-sending its data elsewhere", "token", c.token, "slot", sf.slot)
