@@ -57,6 +57,7 @@ var matrixTests = []string{
 	"TestPassiveSynCookies",
 	"TestRawAddAddrHMAC",
 	"TestRawJoinAckHMAC",
+	"TestChecksums",
 }
 
 // matrixVar turns on TestKernelMatrix (make test-kernels).
