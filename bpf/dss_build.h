@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Building a DSS option (RFC 8684 §3.3) in any of its forms, and an MP_CAPABLE: shared by the sock_ops writer
+/* Building a DSS option (RFC 8684 §3.3) in any of its forms: shared by the sock_ops writer
  * (opt_write.h), the TC rewrite of SACK segments (sack_rw.h) and its test program. No maps. */
 #ifndef MPTCPGO_DSS_BUILD_H
 #define MPTCPGO_DSS_BUILD_H
@@ -110,25 +110,6 @@ static __always_inline __u32 dss_csum_hdr(__u64 dsn, __u32 ssn)
 
 	sum = (sum & 0xffff) + (sum >> 16);
 	return (sum & 0xffff) + (sum >> 16);
-}
-
-/* build_mpc fills an MP_CAPABLE of length len (4, 12, 20, 22, or 24 with the DSS checksum
- * csum), with the A flag when csum_flag: checksums required (§3.1). */
-static __always_inline void build_mpc(__u8 *o, __u32 len, int csum_flag, __u64 sender, __u64 receiver,
-				      __u16 data_len, __u16 csum)
-{
-	o[0] = TCPOPT_MPTCP;
-	o[1] = len;
-	o[2] = (MPTCPOPT_MP_CAPABLE << 4) | MPTCP_SUPPORTED_VERSION;
-	o[3] = MPC_FLAG_HMAC_SHA256 | (csum_flag ? MPC_FLAG_CHECKSUM : 0);
-	if (len >= LEN_MPC_SYNACK)
-		put_be64(o + 4, sender);
-	if (len >= LEN_MPC_ACK)
-		put_be64(o + 12, receiver);
-	if (len >= LEN_MPC_ACK_DATA)
-		put_be16(o + 20, data_len);
-	if (len >= LEN_MPC_ACK_DATA_CSUM)
-		put_be16(o + 22, csum);
 }
 
 #endif

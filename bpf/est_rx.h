@@ -87,6 +87,14 @@ static __always_inline int dss_mapping(struct bpf_sock_ops *skops, struct sk_sub
 
 	if (before64(base, c->st.rx_ack))
 		base = c->st.rx_ack;
+	/* A 32-bit DSN is expanded as the kernel does (subflow.c expand_seq): against the end of
+	 * the last mapping this subflow brought. The connection's receive point is set only once
+	 * Go has taken the connection over, and data arrives before that. Without a mapping yet:
+	 * a passive connection's data starts at the client's IDSN + 1. */
+	if (s->flags & SUBF_RX_MAP_VALID)
+		base = s->rx_map_dsn + s->rx_map_len;
+	else if (!(c->ctl.flags & CONNF_CAN_ACK) && (s->flags & SUBF_PEER_IDSN))
+		base = s->peer_idsn + 1;
 	dsn = (o->flags & DSS_FLAG_DSN64) ? o->dsn : expand32(base, o->dsn);
 	if (fin) {
 		__u64 fin_dsn = dsn + len - 1;

@@ -21,6 +21,25 @@ static __always_inline int store_opt(struct bpf_sock_ops *skops, __u8 *out, __u3
 	return err;
 }
 
+/* build_mpc fills an MP_CAPABLE of length len (4, 12, 20, 22, or 24 with the DSS checksum
+ * csum), with the A flag when csum_flag: checksums required (§3.1). */
+static __always_inline void build_mpc(__u8 *o, __u32 len, int csum_flag, __u64 sender, __u64 receiver,
+				      __u16 data_len, __u16 csum)
+{
+	o[0] = TCPOPT_MPTCP;
+	o[1] = len;
+	o[2] = (MPTCPOPT_MP_CAPABLE << 4) | MPTCP_SUPPORTED_VERSION;
+	o[3] = MPC_FLAG_HMAC_SHA256 | (csum_flag ? MPC_FLAG_CHECKSUM : 0);
+	if (len >= LEN_MPC_SYNACK)
+		put_be64(o + 4, sender);
+	if (len >= LEN_MPC_ACK)
+		put_be64(o + 12, receiver);
+	if (len >= LEN_MPC_ACK_DATA)
+		put_be16(o + 20, data_len);
+	if (len >= LEN_MPC_ACK_DATA_CSUM)
+		put_be16(o + 22, csum);
+}
+
 /* build_mpj_syn fills the MP_JOIN of a SYN: the peer's token and our nonce (§3.2). */
 static __always_inline void build_mpj_syn(__u8 *o, int backup, __u8 local_id, __u32 token, __u32 nonce)
 {

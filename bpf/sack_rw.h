@@ -38,8 +38,6 @@
 /* What the rewritten DSS carries, filled in by the caller. */
 struct sack_rw {
 	__u64 dsn;      /* the mapping's DSN (its low 32 bits in the 4-byte form) */
-	__u64 key_a;    /* mpc: our key */
-	__u64 key_b;    /* mpc: the peer's key */
 	__u32 ack;      /* the data ACK's low 32 bits */
 	__u32 ssn;      /* the mapping's relative subflow sequence number */
 	__u16 len;      /* the mapping's data-level length (DATA_FIN included) */
@@ -48,9 +46,6 @@ struct sack_rw {
 	__u8 fin;       /* the mapping ends with DATA_FIN */
 	__u8 has_csum;  /* the mapping carries a DSS checksum (RFC 8684 §3.3.1) */
 	__u16 csum;     /* that checksum */
-	__u8 mpc;       /* our first data: an MP_CAPABLE with the data-level length (len) instead of a
-			 * DSS, repeated until the peer's DSS shows our keys arrived (§3.1) */
-	__u8 _pad[7];
 };
 
 /* Results of sack_rw_opts. */
@@ -146,7 +141,7 @@ __noinline int sack_rw_opts(struct sack_rw_scratch *sc, const struct sack_rw *rw
 	dflags = RW_LOAD(dss) == 0xff ? 0 : RW_LOAD(dflags);
 	if (sack == 0xff || sack_len < TCPOLEN_SACK_BASE + TCPOLEN_SACK_PERBLOCK)
 		return SACK_RW_NONE;
-	if (!rw->mpc && (!rw->dsn_len || (dflags & DSS_FLAG_HAS_MAP)) && (!rw->has_ack || (dflags & DSS_FLAG_HAS_ACK)))
+	if ((!rw->dsn_len || (dflags & DSS_FLAG_HAS_MAP)) && (!rw->has_ack || (dflags & DSS_FLAG_HAS_ACK)))
 		return SACK_RW_NONE;
 
 	/* NOPs first, the options over them: no loop with a variable bound (Linux 6.1's verifier
@@ -157,14 +152,6 @@ __noinline int sack_rw_opts(struct sack_rw_scratch *sc, const struct sack_rw *rw
 		for (int i = 0; i < TCPOLEN_TIMESTAMP; i++)
 			out[2 + i] = in[rw_idx(ts + i)];
 		o = 2 + TCPOLEN_TIMESTAMP;
-	}
-	if (rw->mpc) {
-		/* 22 bytes, 24 with the checksum: beside timestamps no SACK block fits, the blocks
-		 * are left out and the next ACK carries them. */
-		__u32 mpc_len = rw->has_csum ? LEN_MPC_ACK_DATA_CSUM : LEN_MPC_ACK_DATA;
-
-		build_mpc(out + (o & 15), mpc_len, rw->has_csum, rw->key_a, rw->key_b, rw->len, rw->csum);
-		return SACK_RW_DONE;
 	}
 	room = SACK_RW_OPTLEN - o;
 	f.ack_len = rw->has_ack ? 4 : 0;

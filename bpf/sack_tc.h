@@ -117,13 +117,8 @@ static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 s
 		dp_count(DP_SackRwFail);
 		return;
 	}
-	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && sc->rw.ssn == 1 && payload && !sc->rw.fin) {
-		/* Our first data carries MP_CAPABLE (§3.1), not a DSS, as sock_ops writes it when
-		 * there is room: the peer may not have our keys yet. */
-		sc->rw.mpc = 1;
-		sc->rw.key_a = s->local_key;
-		sc->rw.key_b = s->remote_key;
-	}
+	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && sc->rw.ssn == 1 && payload && !sc->rw.fin)
+		return; /* the first data carries MP_CAPABLE (§3.1), not a DSS */
 	r = sack_rw_apply(skb, l4, &sc->rw, &sc->sack);
 	if (r == SACK_RW_NONE)
 		return;
@@ -132,8 +127,6 @@ static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 s
 		return;
 	}
 	dp_count(sc->rw.dsn_len ? DP_SackRwData : DP_SackRwAck);
-	if (sc->rw.mpc)
-		dp_count(DP_MPCapableDataTX);
 	if (skb->gso_segs > 1)
 		dp_count(DP_SackRwGSO);
 }

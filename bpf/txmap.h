@@ -89,19 +89,23 @@ static __always_inline int txmap_fin(struct conn *c, struct txmap *m)
 	return (c->ctl.flags & CONNF_DATA_FIN) && m->dsn + m->len == c->ctl.snd_fin_dsn && m->len < 0xffff;
 }
 
-/* map_dsn_len returns how many bytes the DSN of mapping idx takes on the wire. The 32-bit form
- * (RFC 8684 §3.3) saves 4 bytes, and a kernel peer answers it with 32-bit data ACKs, which leaves
- * room for one more SACK block on its ACKs. A kernel peer expands a 32-bit DSN against the last
- * mapping it took on the same subflow (net/mptcp/subflow.c, expand_seq): that is mapping idx-1,
- * since a subflow delivers in order. So the 32-bit form is used only when mapping idx-1 is still
- * in the table and lies well within 2^31 of this one; a subflow's first mapping (a join's would
- * be expanded against 0) and anything far away take 64 bits. */
+/* map_dsn_len returns how many bytes the DSN of mapping idx takes on the wire. The 4-byte form
+ * (RFC 8684 §3.3) saves 4 bytes, and a kernel peer answers it with 4-byte data ACKs, which
+ * leaves it room for a second SACK block on its ACKs. A receiver expands a 4-byte DSN against
+ * the last mapping it took on the same subflow (net/mptcp/subflow.c expand_seq; ours does the
+ * same, est_rx.h): that is mapping idx-1, since a subflow delivers in order. So the 4-byte form
+ * is used only when mapping idx-1 is still in the table and lies well within 2^31 of this one,
+ * and when the peer has acknowledged the subflow's first byte (it then holds a mapping of this
+ * subflow to expand against, whatever arrives out of order after); a subflow's first mappings
+ * (a join's would be expanded against 0), and anything far away, take 8 bytes. */
 static __always_inline __u8 map_dsn_len(struct sub *sb, __s64 idx, struct txmap *m)
 {
 	__u64 head = sb->ctl.txmap_head, lo;
 	struct txmap *p;
 	__s64 d;
 
+	if ((__s32)(sb->st.snd_una_rel - 1) <= 0)
+		return 8;
 	lo = head > TXMAP_RING - 1 ? head - (TXMAP_RING - 1) : 0;
 	if (idx < 1 || (__u64)(idx - 1) < lo)
 		return 8;

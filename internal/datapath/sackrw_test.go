@@ -72,23 +72,6 @@ func refSackRewrite(opts []byte, rw sackRW) ([]byte, int) {
 	if sack == nil {
 		return nil, rwNone
 	}
-	if rw.Mpc != 0 {
-		// Our first data: MP_CAPABLE with both keys and the data-level length instead of a
-		// DSS; no SACK block fits beside timestamps, none is kept.
-		var out []byte
-		if ts != nil {
-			out = append(append(out, 1, 1), ts...)
-		}
-		m := wire.MPCapable{Form: wire.MPCData, Version: 1, Flags: wire.FlagHMACSHA256, SenderKey: rw.KeyA, ReceiverKey: rw.KeyB, DataLen: rw.Len}
-		if rw.HasCsum != 0 {
-			m.Form, m.Flags, m.Checksum = wire.MPCDataCsum, m.Flags|wire.FlagChecksum, rw.Csum
-		}
-		out = m.Append(out)
-		for len(out) < optLen {
-			out = append(out, 1)
-		}
-		return out, rwDone
-	}
 	var flags byte
 	if dss != nil {
 		flags = dss[3]
@@ -286,18 +269,6 @@ func checkRewriteProperties(t *testing.T, in, out []byte, rw sackRW) {
 		t.Fatalf("timestamps % x became % x", tsIn, tsOut)
 	}
 	sIn, sOut := find(in, kindSACK), find(out, kindSACK)
-	if rw.Mpc != 0 {
-		opts, malformed := wire.ParseMPTCPOptions(out)
-		if len(sOut) != 0 || malformed != 0 || len(opts) != 1 {
-			t.Fatalf("options % x: %d SACK options, %d MPTCP options, %d malformed: want one MP_CAPABLE alone", out, len(sOut), len(opts), malformed)
-		}
-		m, ok := opts[0].(wire.MPCapable)
-		if !ok || m.SenderKey != rw.KeyA || m.ReceiverKey != rw.KeyB || m.DataLen != rw.Len ||
-			(m.Form == wire.MPCDataCsum) != (rw.HasCsum != 0) || (rw.HasCsum != 0 && m.Checksum != rw.Csum) || !m.FitsSegment(false, true, true) {
-			t.Fatalf("options % x: %+v, want our first data's MP_CAPABLE for %+v", out, opts[0], rw)
-		}
-		return
-	}
 	noRoom := rw.HasCsum != 0 && rw.DsnLen == 8 && len(find(in, kindTS)) > 0 // 12 + 20 bytes: no block fits
 	if (len(sOut) != 1 || len(sOut[0]) < 10 || !bytes.HasPrefix(sIn[0][2:], sOut[0][2:])) && !(noRoom && len(sOut) == 0) {
 		t.Fatalf("SACK % x became % x: want a prefix of at least one block", sIn, sOut)
@@ -341,9 +312,6 @@ func randRW(rng *rand.Rand, data bool) sackRW {
 		rw.Fin = uint8(rng.IntN(2))
 		if rng.IntN(2) == 0 { // a connection with DSS checksums
 			rw.HasCsum, rw.Csum = 1, uint16(rng.Uint32())
-		}
-		if rng.IntN(5) == 0 { // our first data, before the peer showed it has our keys
-			rw.Mpc, rw.Fin, rw.KeyA, rw.KeyB = 1, 0, rng.Uint64(), rng.Uint64()
 		}
 	} else {
 		rw.HasAck = 1
@@ -459,9 +427,6 @@ func FuzzSackRewrite(f *testing.F) {
 		}
 		rw := sackRW{Dsn: dsn, Ack: ack, Ssn: ssn, Len: length, HasAck: flags & 1, DsnLen: []uint8{0, 4, 8, 0}[flags>>1&3], Fin: flags >> 5 & 1,
 			HasCsum: flags >> 6 & 1, Csum: uint16(ssn>>16) ^ uint16(ack)}
-		if flags&0x80 != 0 && rw.DsnLen != 0 && rw.Fin == 0 {
-			rw.Mpc, rw.KeyA, rw.KeyB = 1, dsn, ^dsn
-		}
 		checkSackRewrite(t, r, opts, []byte("data"), rw)
 	})
 }

@@ -16,8 +16,6 @@ import (
 type SacktestSackRw struct {
 	_       structs.HostLayout
 	Dsn     uint64
-	KeyA    uint64
-	KeyB    uint64
 	Ack     uint32
 	Ssn     uint32
 	Len     uint16
@@ -26,8 +24,6 @@ type SacktestSackRw struct {
 	Fin     uint8
 	HasCsum uint8
 	Csum    uint16
-	Mpc     uint8
-	Pad     [7]uint8
 }
 
 type SacktestSackRwScratch struct {
