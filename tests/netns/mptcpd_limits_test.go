@@ -1,6 +1,8 @@
 package netns_test
 
 import (
+	"unsafe"
+
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 
 	"golang.org/x/sys/unix"
 
@@ -336,10 +340,11 @@ func slotMaps(t *testing.T, pid int) (conns, subs int) {
 			continue
 		}
 		n, _ := strconv.Atoi(f["max_entries"])
+		// The slot arrays' values are struct conn and struct sub (bpf/datapath_types.h).
 		switch f["value_size"] {
-		case "256":
+		case strconv.Itoa(int(unsafe.Sizeof(datapath.DatapathConn{}))):
 			conns = n
-		case "4232":
+		case strconv.Itoa(int(unsafe.Sizeof(datapath.DatapathSub{}))):
 			subs = n
 		}
 	}
