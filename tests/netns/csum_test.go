@@ -441,28 +441,7 @@ func TestChecksumCorruption(t *testing.T) {
 						ourExact["DataCsumErr"], ourExact["DSSCorruptionFallback"] = 0, 0
 						kernelExact["DataCsumErr"] = 1
 					}
-					for name, want := range ourExact {
-						if d[name] != want {
-							t.Errorf("our %s moved by %d, want %d", name, d[name], want)
-						}
-					}
-					for name, want := range ourMin {
-						if d[name] < want {
-							t.Errorf("our %s moved by %d, want >= %d", name, d[name], want)
-						}
-					}
-					for name, want := range kernelExact {
-						if kc[name] != want {
-							t.Errorf("kernel %s = %d, want %d", name, kc[name], want)
-						}
-					}
-					for name, want := range kernelMin {
-						if kc[name] < want {
-							t.Errorf("kernel %s = %d, want >= %d", name, kc[name], want)
-						}
-					}
-					logNonZero(t, "ours (delta)", d)
-					logNonZero(t, "kernel", kc)
+					checkCsumCounters(t, d, kc, ourExact, ourMin, kernelExact, kernelMin)
 				})
 			}
 		}
@@ -579,28 +558,7 @@ func TestChecksumCorruptionJoined(t *testing.T) {
 				kernelExact["DataCsumErr"] = 1
 				kernelMin["MPRstTx"] = 1
 			}
-			for name, want := range ourExact {
-				if d[name] != want {
-					t.Errorf("our %s moved by %d, want %d", name, d[name], want)
-				}
-			}
-			for name, want := range ourMin {
-				if d[name] < want {
-					t.Errorf("our %s moved by %d, want >= %d", name, d[name], want)
-				}
-			}
-			for name, want := range kernelExact {
-				if kc[name] != want {
-					t.Errorf("kernel %s = %d, want %d", name, kc[name], want)
-				}
-			}
-			for name, want := range kernelMin {
-				if kc[name] < want {
-					t.Errorf("kernel %s = %d, want >= %d", name, kc[name], want)
-				}
-			}
-			logNonZero(t, "ours (delta)", d)
-			logNonZero(t, "kernel", kc)
+			checkCsumCounters(t, d, kc, ourExact, ourMin, kernelExact, kernelMin)
 		})
 	}
 }
@@ -717,4 +675,32 @@ func TestMptcpdChecksum(t *testing.T) {
 		}
 	}
 	stopMptcpd(t, d)
+}
+
+// checkCsumCounters checks our counters' deltas d and the kernel's counters kc against exact
+// values and lower bounds, and logs both.
+func checkCsumCounters(t *testing.T, d, kc, ourExact, ourMin, kernelExact, kernelMin map[string]uint64) {
+	t.Helper()
+	for name, want := range ourExact {
+		if d[name] != want {
+			t.Errorf("our %s moved by %d, want %d", name, d[name], want)
+		}
+	}
+	for name, want := range ourMin {
+		if d[name] < want {
+			t.Errorf("our %s moved by %d, want >= %d", name, d[name], want)
+		}
+	}
+	for name, want := range kernelExact {
+		if kc[name] != want {
+			t.Errorf("kernel %s = %d, want %d", name, kc[name], want)
+		}
+	}
+	for name, want := range kernelMin {
+		if kc[name] < want {
+			t.Errorf("kernel %s = %d, want >= %d", name, kc[name], want)
+		}
+	}
+	logNonZero(t, "ours (delta)", d)
+	logNonZero(t, "kernel", kc)
 }
