@@ -463,17 +463,20 @@ func (c *Conn) run() {
 		timer.set(c.nextDeadline(time.Now()))
 		select {
 		case <-c.evq.wake:
-			var overflow bool
-			evs, overflow = c.evq.take(evs)
-			if err := c.eventsMissed(overflow); err != nil {
-				c.resetSelf(err)
+			if !c.takeEvents(&evs) {
 				return
 			}
-			for _, ev := range evs {
-				c.handleEvent(ev)
-			}
-			clear(evs)
 		case ch := <-rxIn:
+			// The datapath reports a segment's mapping before its bytes can be read: take
+			// the events queued meanwhile first, so the bytes find their mapping and count
+			// towards rxLimit at once rather than being held while more are read.
+			select {
+			case <-c.evq.wake:
+				if !c.takeEvents(&evs) {
+					return
+				}
+			default:
+			}
 			c.handleRx(ch)
 			c.ackIfIdle()
 		case d := <-c.txDoneCh:
@@ -494,6 +497,22 @@ func (c *Conn) run() {
 			c.onTimer(time.Now())
 		}
 	}
+}
+
+// takeEvents handles the datapath's queued events; false when the connection was reset
+// because some were lost.
+func (c *Conn) takeEvents(evs *[]datapath.Event) bool {
+	var overflow bool
+	*evs, overflow = c.evq.take(*evs)
+	if err := c.eventsMissed(overflow); err != nil {
+		c.resetSelf(err)
+		return false
+	}
+	for _, ev := range *evs {
+		c.handleEvent(ev)
+	}
+	clear(*evs)
+	return true
 }
 
 // fullyEstablishedWait is how long a client waits for the server's first DSS before it opens
