@@ -339,7 +339,27 @@ func inq(c net.Conn) (int, error) {
 // put on the wire. The test logs which.
 func TestOptionsVanish(t *testing.T) { forFamilies(t, testOptionsVanish) }
 
+// testOptionsVanish tries up to three connections: the kernel answers MP_FAIL only while it may
+// still fall back to an infinite mapping, which it forbids for good once it retransmitted at
+// the data level (__mptcp_retrans clears allow_infinite_fallback). It does that, rarely,
+// when its MPTCP retransmission timer, armed from the subflow's pending timer (a loss probe
+// can be 10 ms away), runs out before our DATA_ACK follows the subflow's ACK.
 func testOptionsVanish(t *testing.T, fam netns.Family) {
+	for attempt := 1; ; attempt++ {
+		retrans := optionsVanishOnce(t, fam)
+		if retrans == 0 {
+			return
+		}
+		if attempt == 3 {
+			t.Fatalf("the kernel retransmitted at the data level (MPTCPRetrans %d) before the options vanished, in %d connections out of %d", retrans, attempt, attempt)
+		}
+		t.Logf("connection %d: the kernel retransmitted at the data level (MPTCPRetrans %d) before the options vanished, so it may not fall back; another connection", attempt, retrans)
+	}
+}
+
+// optionsVanishOnce runs the scenario on one connection; it returns the kernel's MPTCPRetrans
+// when that moved before the middlebox started stripping (nothing was tested), else 0.
+func optionsVanishOnce(t *testing.T, fam netns.Family) uint64 {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide, IPv6: fam == netns.IPv6})
@@ -376,6 +396,9 @@ func testOptionsVanish(t *testing.T, fam netns.Family) {
 		t.Fatal("not MPTCP before the options vanish")
 	}
 	k0 := counters(t, topo.B)
+	if n := k0["MPTCPRetrans"]; n != 0 {
+		return n
+	}
 	got := make(chan netns.Result, 1)
 	rc := &countReader{r: io.LimitReader(c, half)}
 	d := ourCounterDeltas(t, func() {
@@ -396,7 +419,8 @@ func testOptionsVanish(t *testing.T, fam netns.Family) {
 			}
 		}
 		if err := topo.B.WaitMPTCPCounter(ctx, "MPFailTx", k0["MPFailTx"]+1); err != nil {
-			t.Fatal(err)
+			k := counters(t, topo.B)
+			t.Fatalf("%v (kernel MPFailRx moved by %d, MPTCPRetrans by %d)", err, k["MPFailRx"]-k0["MPFailRx"], k["MPTCPRetrans"]-k0["MPTCPRetrans"])
 		}
 	})
 	// The kernel to us, after the fallback: what arrives (until 2 s pass without a byte) is an
@@ -442,6 +466,7 @@ func testOptionsVanish(t *testing.T, fam netns.Family) {
 	if err := <-sent; err != nil {
 		t.Errorf("our send after the fallback: %v", err)
 	}
+	return 0
 }
 
 // countReader counts the bytes read through it.
