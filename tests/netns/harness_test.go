@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -261,7 +263,7 @@ func TestDoCommandStart(t *testing.T) {
 		t.Errorf("caller's thread left its namespace (%v)", err)
 	}
 
-	out, err := topo.B.Command(ctx, "ip", "-o", "-4", "addr", "show", "dev", "veth1").Output()
+	out, err := topo.B.Output(ctx, "ip", "-o", "-4", "addr", "show", "dev", "veth1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,4 +452,54 @@ func alive(pid int) bool {
 	}
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+}
+
+// TestStartSurvivesThreadExit: a child with a death signal is killed when the thread that
+// forked it ends, which Go does to any thread whose goroutine exits locked (a namespace pin,
+// the emulator's real-time threads). Started by netns.Start, it lives on; forked from such a
+// thread directly, it is killed, which shows this test can fail.
+func TestStartSurvivesThreadExit(t *testing.T) {
+	start := func(viaSpawner bool) *exec.Cmd {
+		cmd := exec.Command("sleep", "30")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		errc := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+			if viaSpawner {
+				errc <- netns.Start(cmd)
+			} else {
+				errc <- cmd.Start()
+			}
+		}()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	wait := func(cmd *exec.Cmd) <-chan error {
+		c := make(chan error, 1)
+		go func() { c <- cmd.Wait() }()
+		return c
+	}
+	kept, direct := start(true), start(false)
+	keptDone, directDone := wait(kept), wait(direct)
+	defer func() {
+		kept.Process.Kill()
+		<-keptDone
+	}()
+	select {
+	case err := <-directDone:
+		if ws, ok := direct.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("the child forked from the ended thread: %v, want killed by SIGKILL", err)
+		}
+	case <-time.After(5 * time.Second):
+		direct.Process.Kill()
+		<-directDone
+		t.Fatal("the child forked from a thread that ended still runs: the death signal did not fire, so this test shows nothing")
+	}
+	select {
+	case err := <-keptDone:
+		t.Fatalf("the child started by netns.Start ended with its caller's thread: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
 }

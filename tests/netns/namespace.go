@@ -139,6 +139,7 @@ func (ns *Namespace) Do(f func() error) error {
 // /sys and the cgroup2 hierarchy included). The process runs in its own process group,
 // and cancelling ctx kills the whole group. The process is also killed if the test
 // binary dies (PR_SET_PDEATHSIG), and whatever still runs in the namespace at cleanup.
+// Start it with StartCmd, Run, Output or Start, never cmd.Start or cmd.Run: see Start.
 func (ns *Namespace) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	argv := append([]string{"--net=" + ns.NsPath(), "--", name}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", argv...)
@@ -172,7 +173,11 @@ func (ns *Namespace) Output(ctx context.Context, name string, args ...string) (s
 	var stdout, stderr bytes.Buffer
 	cmd := ns.Command(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	err := Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return stdout.String(), fmt.Errorf("%s: %s %s: %w: %s", ns.name, name, strings.Join(args, " "),
 			err, strings.TrimSpace(stderr.String()))
 	}
@@ -440,7 +445,7 @@ func (ns *Namespace) StartCmd(cmd *exec.Cmd) *Process {
 			*w = io.MultiWriter(*w, p.out)
 		}
 	}
-	if err := cmd.Start(); err != nil {
+	if err := Start(cmd); err != nil {
 		tb.Fatalf("netns: %s: start %s: %v", ns.name, p.name(), err)
 	}
 	go func() {
