@@ -182,7 +182,8 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		c.startRxFallback(sf)
 		c.startTxFallback(at)
 	case datapath.EvUnmapped:
-		c.stack.log.Warn("data without a mapping (RFC 8684 §3.7)", "token", c.token, "slot", sf.slot, "joined", c.st.joined)
+		c.stack.log.Warn("data without a mapping (RFC 8684 §3.7)", "token", c.token, "slot", sf.slot, "joined", c.st.joined,
+			"ssn", uint32(ev.A), "len", ev.B, "mapped_to", uint32(sf.lastEnd.ssn), "held", sf.heldBytes, "maps", len(sf.rxMaps))
 		c.badMapping(sf, errors.New("mptcp: data without a mapping"))
 	}
 }
