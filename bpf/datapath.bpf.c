@@ -199,24 +199,28 @@ int mptcp_syn_opts_out(struct __sk_buff *skb)
 #define DEFINE_CA(ab)                                                                          \
 	SEC("struct_ops") void BPF_PROG(ca_init_##ab, struct sock *sk)                         \
 	{                                                                                      \
-		cubictcp_init(sk);                                                             \
+		ca_init(sk);                                                                   \
 		ack_on_demand(sk);                                                             \
+	}                                                                                      \
+	SEC("struct_ops") void BPF_PROG(ca_release_##ab, struct sock *sk)                      \
+	{                                                                                      \
+		ca_release(sk);                                                                \
 	}                                                                                      \
 	SEC("struct_ops") __u32 BPF_PROG(ca_ssthresh_##ab, struct sock *sk)                    \
 	{                                                                                      \
-		return cubictcp_recalc_ssthresh(sk);                                           \
+		return ca_ssthresh(sk);                                                        \
 	}                                                                                      \
 	SEC("struct_ops") void BPF_PROG(ca_cong_avoid_##ab, struct sock *sk, __u32 ack, __u32 acked) \
 	{                                                                                      \
-		cubictcp_cong_avoid(sk, ack, acked);                                           \
+		ca_cong_avoid(sk, ack, acked);                                                 \
 	}                                                                                      \
 	SEC("struct_ops") void BPF_PROG(ca_set_state_##ab, struct sock *sk, __u8 new_state)   \
 	{                                                                                      \
-		cubictcp_state(sk, new_state);                                                 \
+		ca_set_state(sk, new_state);                                                   \
 	}                                                                                      \
 	SEC("struct_ops") void BPF_PROG(ca_cwnd_event_##ab, struct sock *sk, enum tcp_ca_event ev) \
 	{                                                                                      \
-		cubictcp_cwnd_event(sk, ev);                                                   \
+		ca_cwnd_event(sk, ev);                                                         \
 	}                                                                                      \
 	SEC("struct_ops") void BPF_PROG(ca_in_ack_event_##ab, struct sock *sk, __u32 flags)   \
 	{                                                                                      \
@@ -224,7 +228,7 @@ int mptcp_syn_opts_out(struct __sk_buff *skb)
 	}                                                                                      \
 	SEC("struct_ops") void BPF_PROG(ca_pkts_acked_##ab, struct sock *sk, const struct ack_sample *sample) \
 	{                                                                                      \
-		cubictcp_acked(sk, sample);                                                    \
+		ca_pkts_acked(sk, sample);                                                     \
 	}                                                                                      \
 	SEC("struct_ops") __u32 BPF_PROG(ca_undo_cwnd_##ab, struct sock *sk)                   \
 	{                                                                                      \
@@ -239,6 +243,7 @@ int mptcp_syn_opts_out(struct __sk_buff *skb)
 		.in_ack_event = (void *)ca_in_ack_event_##ab,                                  \
 		.pkts_acked = (void *)ca_pkts_acked_##ab,                                      \
 		.undo_cwnd = (void *)ca_undo_cwnd_##ab,                                        \
+		.release = (void *)ca_release_##ab,                                            \
 		.name = "mptcpgo_" #ab, /* Go renames it per daemon before load */             \
 	};
 

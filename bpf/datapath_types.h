@@ -16,6 +16,27 @@
 #define TXMAP_RING 256 /* mappings per subflow in flight; a power of two */
 #define TXMAP_MASK (TXMAP_RING - 1)
 
+#define CC_MAX_SUBS 8
+
+/* The algorithms, conn_ctl.cc. */
+enum cc_algo {
+	CC_CUBIC = 0, /* the kernel's CUBIC through its kfuncs, per subflow (uncoupled) */
+	CC_RENO = 1,  /* Reno per subflow (uncoupled) */
+	CC_LIA = 2,   /* Linked Increases, RFC 6356 */
+	CC_OLIA = 3,  /* Opportunistic Linked Increases */
+	CC_BALIA = 4, /* Balanced Linked Adaptation */
+	CC_NUM,
+};
+
+/* What one subflow publishes for the other subflows of its connection (one writer: its
+ * congestion control); coupled.h computes on these. */
+struct cc_path {
+	__u32 cwnd;     /* packets; the slow-start threshold while in fast recovery (the window is inflated there) */
+	__u32 srtt_us;  /* 0: no RTT sample yet, the subflow does not count */
+	__u32 loss_int; /* OLIA: max of the last two inter-loss distances, in 64-byte units */
+	__u32 _pad;
+};
+
 /* struct txmap flags */
 enum txmap_flag {
 	TXMAP_DATA_FIN = 0x1, /* the mapping ends with our DATA_FIN (one more DSN) */
@@ -129,6 +150,9 @@ struct conn_ctl {
 	__u64 mp_fail_dsn;
 	__u32 flags;       /* CONNF_* */
 	__u32 ack_wakeup;  /* doorbell: Go wants an event when the peer's DATA_ACK advances */
+	__u32 cc;          /* enum cc_algo: the subflows' congestion control */
+	__u32 cc_n;        /* how many of cc_subs are set: the subflows coupled */
+	__u32 cc_subs[CC_MAX_SUBS]; /* their slots in the subs array */
 	__u8 _pad[64];     /* keep the BPF half on its own cache line */
 };
 
@@ -178,6 +202,27 @@ struct sub_ctl {
 	struct txmap txmap[TXMAP_RING];
 };
 
+/* sub_cc.flags */
+enum sub_cc_flag {
+	SUBCC_INITED = 0x1,    /* the coupled algorithms' state is set up */
+	SUBCC_CA_SAVED = 0x2,  /* ca_save holds CUBIC's state across the switch that rings the ACK doorbell */
+};
+
+/* A subflow's congestion control state that must outlive a re-initialisation of the kernel's
+ * (the ACK doorbell switches algorithms, which clears icsk_ca_priv), written by the congestion
+ * control only. path is what the connection's other subflows read. */
+struct sub_cc {
+	struct cc_path path;
+	__s64 cnt;          /* OLIA: window change accumulated, in 2^-CC_INC_SHIFT packets */
+	__u32 loss1;        /* OLIA: snd_una at the loss before last, */
+	__u32 loss2;        /* at the last loss, */
+	__u32 loss3;        /* and now */
+	__u8 ca_state;      /* the TCP congestion state last set (TCP_CA_*) */
+	__u8 flags;         /* SUBCC_* */
+	__u8 _pad[2];
+	__u64 ca_save[13];  /* CUBIC's icsk_ca_priv while the algorithms switch */
+};
+
 /* The per-subflow half BPF writes. */
 struct sub_st {
 	__u64 txmap_hint;   /* last txmap index found, where the next lookup starts */
@@ -194,6 +239,7 @@ struct sub_st {
 	__u32 total_retrans;
 	__u32 nomap_rel;    /* relative SSN of the last data segment without a mapping */
 	__u64 ack_sent;     /* the DATA_ACK this subflow last wrote (a dead path's count for nothing) */
+	struct sub_cc cc;   /* its congestion control's state (congestion.h) */
 };
 
 struct sub {

@@ -10,11 +10,23 @@ struct sock {
 	__u8 __sk_common_placeholder;
 } __attribute__((preserve_access_index));
 
+struct inet_connection_sock {
+	__u8 icsk_retransmits;
+	__u64 icsk_ca_priv[13];
+} __attribute__((preserve_access_index));
+
 struct tcp_sock {
 	__u32 rcv_nxt;
+	__u32 snd_una;
 	__u32 snd_cwnd;
+	__u32 snd_cwnd_cnt;
+	__u32 snd_cwnd_clamp;
 	__u32 snd_ssthresh;
+	__u32 srtt_us;
+	__u32 max_packets_out;
+	__u8 is_cwnd_limited : 1;
 } __attribute__((preserve_access_index));
+
 
 struct ack_sample {
 	__u32 pkts_acked;

@@ -169,7 +169,7 @@ func parseAP(s string) netip.AddrPort {
 func toCtlConn(in control.ConnInfo) ctl.Connection {
 	c := ctl.Connection{
 		Token: in.Token, Local: parseAP(in.Local), Remote: parseAP(in.Remote), Server: in.Server,
-		Scheduler: in.Scheduler, State: connState(in),
+		Scheduler: in.Scheduler, CongestionControl: in.CongestionControl, State: connState(in),
 	}
 	for _, s := range in.Subflows {
 		c.Subflows = append(c.Subflows, ctl.Subflow{

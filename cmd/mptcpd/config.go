@@ -68,6 +68,7 @@ var configKeys = map[string]configKey{
 		_, err := control.NewScheduler(v)
 		return err
 	}},
+	"cc": {value: scalar, check: control.CheckCongestionControl},
 	"checksum": {value: scalar, check: func(v string) error {
 		if _, err := strconv.ParseBool(v); err != nil {
 			return fmt.Errorf("%q: want true or false", v)

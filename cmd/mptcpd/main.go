@@ -40,6 +40,7 @@ func main() {
 			&cli.StringFlag{Name: "limits", Usage: "subflows=N,add-addr-accepted=N (0..8 each; the kernel's defaults are 2 and 0)"},
 			&cli.BoolFlag{Name: "checksum", Usage: "require DSS checksums (RFC 8684 §3.3.1) on every connection, as the kernel's net.mptcp.checksum_enabled=1 does; a peer that requires them gets them either way"},
 			&cli.StringFlag{Name: "scheduler", Value: "default", Usage: "packet scheduler of new connections: " + strings.Join(control.SchedulerNames(), ", ")},
+			&cli.StringFlag{Name: "cc", Value: "cubic", Usage: "congestion control of new connections' subflows: " + strings.Join(control.CongestionControlNames(), ", ") + " (lia, olia and balia couple the subflows, RFC 6356)"},
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connections carried at once, over all rules (1 to 65536); beyond it new ones are reset. Sizes the datapath: about 8.5 KB of kernel memory each"},
@@ -127,6 +128,9 @@ func run(cc *cli.Context) error {
 	if _, err := control.NewScheduler(cc.String("scheduler")); err != nil {
 		return fmt.Errorf("--scheduler: %w", err)
 	}
+	if err := control.CheckCongestionControl(cc.String("cc")); err != nil {
+		return fmt.Errorf("--cc: %w", err)
+	}
 	if f := cc.String("cpuprofile"); f != "" {
 		pf, err := os.Create(f)
 		if err != nil {
@@ -147,7 +151,7 @@ func run(cc *cli.Context) error {
 	dpcfg.Logger = log
 	dpcfg.Checksum = cc.Bool("checksum")
 	stack, err := control.NewStack(control.StackConfig{
-		Datapath: dpcfg, Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler"), MemoryLimit: memLimit,
+		Datapath: dpcfg, Logger: log, PathManager: mgr, Scheduler: cc.String("scheduler"), CongestionControl: cc.String("cc"), MemoryLimit: memLimit,
 	})
 	if err != nil {
 		return fmt.Errorf("start datapath: %w", err)

@@ -140,9 +140,11 @@ type Connection struct {
 	Server    bool           `json:"server"` // we accepted it
 	State     string         `json:"state"`
 	Scheduler string         `json:"scheduler"`
-	BytesSent uint64         `json:"bytes_sent"`
-	BytesRecv uint64         `json:"bytes_received"`
-	Subflows  []Subflow      `json:"subflows"`
+	// CongestionControl is the subflows' congestion control: cubic, reno, lia, olia, balia.
+	CongestionControl string    `json:"congestion_control"`
+	BytesSent         uint64    `json:"bytes_sent"`
+	BytesRecv         uint64    `json:"bytes_received"`
+	Subflows          []Subflow `json:"subflows"`
 }
 
 // Subflow is one subflow of a connection.

@@ -32,6 +32,9 @@ type DatapathConn struct {
 		MpFailDsn uint64
 		Flags     uint32
 		AckWakeup uint32
+		Cc        uint32
+		CcN       uint32
+		CcSubs    [8]uint32
 		Pad       [64]uint8
 	}
 	St struct {
@@ -249,6 +252,24 @@ type DatapathSub struct {
 		TotalRetrans uint32
 		NomapRel     uint32
 		AckSent      uint64
+		Cc           struct {
+			_    structs.HostLayout
+			Path struct {
+				_       structs.HostLayout
+				Cwnd    uint32
+				SrttUs  uint32
+				LossInt uint32
+				Pad     uint32
+			}
+			Cnt     int64
+			Loss1   uint32
+			Loss2   uint32
+			Loss3   uint32
+			CaState uint8
+			Flags   uint8
+			Pad     [2]uint8
+			CaSave  [13]uint64
+		}
 	}
 }
 
@@ -357,6 +378,8 @@ const (
 	DatapathProgCaInitB         = "ca_init_b"
 	DatapathProgCaPktsAckedA    = "ca_pkts_acked_a"
 	DatapathProgCaPktsAckedB    = "ca_pkts_acked_b"
+	DatapathProgCaReleaseA      = "ca_release_a"
+	DatapathProgCaReleaseB      = "ca_release_b"
 	DatapathProgCaSetStateA     = "ca_set_state_a"
 	DatapathProgCaSetStateB     = "ca_set_state_b"
 	DatapathProgCaSsthreshA     = "ca_ssthresh_a"
@@ -435,6 +458,8 @@ type DatapathProgramSpecs struct {
 	CaInitB         *ebpf.ProgramSpec `ebpf:"ca_init_b"`
 	CaPktsAckedA    *ebpf.ProgramSpec `ebpf:"ca_pkts_acked_a"`
 	CaPktsAckedB    *ebpf.ProgramSpec `ebpf:"ca_pkts_acked_b"`
+	CaReleaseA      *ebpf.ProgramSpec `ebpf:"ca_release_a"`
+	CaReleaseB      *ebpf.ProgramSpec `ebpf:"ca_release_b"`
 	CaSetStateA     *ebpf.ProgramSpec `ebpf:"ca_set_state_a"`
 	CaSetStateB     *ebpf.ProgramSpec `ebpf:"ca_set_state_b"`
 	CaSsthreshA     *ebpf.ProgramSpec `ebpf:"ca_ssthresh_a"`
@@ -580,6 +605,8 @@ type DatapathPrograms struct {
 	CaInitB         *ebpf.Program `ebpf:"ca_init_b"`
 	CaPktsAckedA    *ebpf.Program `ebpf:"ca_pkts_acked_a"`
 	CaPktsAckedB    *ebpf.Program `ebpf:"ca_pkts_acked_b"`
+	CaReleaseA      *ebpf.Program `ebpf:"ca_release_a"`
+	CaReleaseB      *ebpf.Program `ebpf:"ca_release_b"`
 	CaSetStateA     *ebpf.Program `ebpf:"ca_set_state_a"`
 	CaSetStateB     *ebpf.Program `ebpf:"ca_set_state_b"`
 	CaSsthreshA     *ebpf.Program `ebpf:"ca_ssthresh_a"`
@@ -603,6 +630,8 @@ func (p *DatapathPrograms) Close() error {
 		p.CaInitB,
 		p.CaPktsAckedA,
 		p.CaPktsAckedB,
+		p.CaReleaseA,
+		p.CaReleaseB,
 		p.CaSetStateA,
 		p.CaSetStateB,
 		p.CaSsthreshA,

@@ -52,7 +52,8 @@ type Conn struct {
 	subs         []*subflow // owned by run once it started
 	server       bool       // we accepted the connection
 	sched        Scheduler
-	ns           *nsRef // network namespace for join subflows' sockets
+	cc           datapath.CC // the subflows' congestion control (conn_ctl.cc)
+	ns           *nsRef      // network namespace for join subflows' sockets
 	pm           PathManager
 	joinCh       chan joinResult
 
@@ -120,7 +121,8 @@ type connState struct {
 	csumFailSent bool
 
 	windowWaits uint64
-	pmStarted   bool // the path manager was told the connection is fully established
+	ccSubs      []uint32 // the subflow slots last listed as coupled (conn_ctl.cc_subs)
+	pmStarted   bool     // the path manager was told the connection is fully established
 	startedAt   time.Time
 	draining    []*subflow                  // detached subflows read to their end (dropSubflow)
 	pumpAt      time.Time                   // look again for room to send (zero: not)
@@ -449,6 +451,7 @@ func (c *Conn) run() {
 		}
 		c.releaseRx()
 		c.publishAck()
+		c.publishCC()
 		c.pumpTx()
 		c.checkFin()
 		c.checkEstablished(false)

@@ -35,6 +35,9 @@ type Dialer struct {
 	LocalAddr net.Addr
 	Timeout   time.Duration
 	Scheduler string // "" uses the stack's default
+	// CongestionControl names the subflows' congestion control (datapath.CCNames); "" uses
+	// the stack's default.
+	CongestionControl string
 }
 
 // Dial connects to address over MPTCP on the default stack. The result is a *Conn, or a
@@ -97,8 +100,16 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 		s.releaseSlots(slot, sub, token)
 		return nil, err
 	}
+	cc := s.cc
+	if d.CongestionControl != "" {
+		if cc, err = datapath.ParseCC(d.CongestionControl); err != nil {
+			s.releaseSlots(slot, sub, token)
+			return nil, err
+		}
+	}
 	c := newConn(s)
 	c.slot, c.token, c.localKey, c.shm, c.sched = slot, token, key, s.dp.Conn(slot), sched
+	c.setCC(cc)   // before connect(): the subflow's congestion control starts with it
 	s.register(c) // events can arrive as soon as the handshake completes
 	nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		return s.prepareSocket(rc, datapath.SkState{Role: datapath.RoleActive, Conn: slot, Sub: sub, LocalKey: key})

@@ -2,39 +2,42 @@ package control
 
 import (
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 )
 
 // ConnInfo is a snapshot of a connection's state.
 type ConnInfo struct {
-	Token       uint32
-	MPTCP       bool
-	Checksums   bool // DSS checksums negotiated (RFC 8684 §3.3.1)
-	Server      bool
-	Local       string
-	Remote      string
-	Scheduler   string
-	RcvNxt      uint64 // data level: next DSN expected
-	PeerFin     bool
-	PeerFinDSN  uint64
-	RxEOF       bool
-	Held        int    // bytes read from subflows waiting for their mapping
-	RxOOO       int    // out-of-order bytes
-	RxDup       uint64 // bytes received twice (retransmitted or reinjected)
-	RxReady     int    // bytes waiting for Read
-	SndUna      uint64
-	SndNxt      uint64
-	SndEnd      uint64
-	FinSet      bool
-	FinAcked    bool
-	DatapathAck uint64 // the datapath's data-level ACK (rx_ack)
-	PeerDataAck uint64
-	PeerWndEnd  uint64     // the peer's window end
-	WindowWaits uint64     // times new data waited for the peer's window
-	Reinject    int        // bytes waiting to be sent again
-	Events      [16]uint64 // datapath events handled, by type
-	Subflows    []SubflowInfo
+	Token             uint32
+	MPTCP             bool
+	Checksums         bool // DSS checksums negotiated (RFC 8684 §3.3.1)
+	Server            bool
+	Local             string
+	Remote            string
+	Scheduler         string
+	CongestionControl string // the subflows' congestion control (datapath.CCNames)
+	RcvNxt            uint64 // data level: next DSN expected
+	PeerFin           bool
+	PeerFinDSN        uint64
+	RxEOF             bool
+	Held              int    // bytes read from subflows waiting for their mapping
+	RxOOO             int    // out-of-order bytes
+	RxDup             uint64 // bytes received twice (retransmitted or reinjected)
+	RxReady           int    // bytes waiting for Read
+	SndUna            uint64
+	SndNxt            uint64
+	SndEnd            uint64
+	FinSet            bool
+	FinAcked          bool
+	DatapathAck       uint64 // the datapath's data-level ACK (rx_ack)
+	PeerDataAck       uint64
+	PeerWndEnd        uint64     // the peer's window end
+	WindowWaits       uint64     // times new data waited for the peer's window
+	Reinject          int        // bytes waiting to be sent again
+	Events            [16]uint64 // datapath events handled, by type
+	Coupled           []uint32   // the subflow slots whose congestion windows are coupled
+	Subflows          []SubflowInfo
 }
 
 // SubflowInfo describes one subflow.
@@ -58,6 +61,11 @@ type SubflowInfo struct {
 	HeldAt     uint32 // relative SSN of the first held byte
 	Mapped     uint32 // relative SSN up to which bytes were mapped
 	RxMaps     string // the peer's mappings not fully read: ssn+len>dsn
+	// What the subflow's congestion control published for the connection's other subflows
+	// (bpf/congestion.h): its window (the threshold in fast recovery) and smoothed RTT, 0
+	// before its first ACK in congestion avoidance or slow start.
+	CCWindow uint32
+	CCSRTT   time.Duration
 }
 
 // Info returns a snapshot of the connection's state; ok is false once it has ended.
@@ -75,13 +83,13 @@ func (c *Conn) info() ConnInfo {
 	st := &c.st
 	in := ConnInfo{
 		Token: c.token, MPTCP: c.mptcp.Load(), Checksums: c.csumOn(), Server: c.server, Local: addrString(c.laddr), Remote: addrString(c.raddr),
-		Scheduler: c.sched.Name(), RcvNxt: uint64(st.rcv.rx.rcvNxt), PeerFin: st.rcv.fin,
+		Scheduler: c.sched.Name(), CongestionControl: c.cc.String(), RcvNxt: uint64(st.rcv.rx.rcvNxt), PeerFin: st.rcv.fin,
 		PeerFinDSN: uint64(st.rcv.finDSN), RxEOF: st.rcv.eof, RxOOO: st.rcv.rx.nOOO, RxDup: st.rcv.rx.dup,
 		RxReady: c.rxq.len(), SndUna: uint64(st.snd.una), SndNxt: uint64(st.snd.nxt), SndEnd: uint64(st.snd.end),
 		FinSet: st.fin.set, FinAcked: st.fin.acked,
 		DatapathAck: atomic.LoadUint64(&c.shm.St.RxAck), PeerDataAck: atomic.LoadUint64(&c.shm.St.PeerDataAck),
 		PeerWndEnd: atomic.LoadUint64(&c.shm.St.PeerWndEnd), WindowWaits: st.windowWaits,
-		Events: st.events,
+		Events: st.events, Coupled: slices.Clone(st.ccSubs),
 	}
 	in.Reinject = st.reinject.bytes()
 	for _, sf := range c.subs {

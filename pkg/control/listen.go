@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -242,6 +243,7 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 		c := newConn(s)
 		c.slot, c.token, c.localKey, c.remoteKey = st.Conn, token, st.LocalKey, st.RemoteKey
 		c.shm = s.dp.Conn(st.Conn)
+		c.cc = datapath.CC(atomic.LoadUint32(&c.shm.Ctl.Cc)) // the stack's, set with the ticket
 		c.laddr, c.raddr = tc.LocalAddr(), tc.RemoteAddr()
 		c.server = true
 		sf, err := newSubflow(c, st.Sub, tc)

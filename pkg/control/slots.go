@@ -111,6 +111,9 @@ func (s *Stack) newTicketSlotsLocked() (conn, sub uint32, err error) {
 		return 0, 0, err
 	}
 	*s.dp.Conn(conn) = datapath.Conn{}
+	// The connection's congestion control is the stack's: it starts with the subflow, before
+	// Go takes the connection over.
+	s.dp.Conn(conn).Ctl.Cc = uint32(s.cc)
 	*s.dp.Sub(sub) = datapath.Sub{}
 	return conn, sub, nil
 }

@@ -24,11 +24,14 @@ const initialWindow = 64 << 10
 
 // StackConfig configures a Stack.
 type StackConfig struct {
-	Datapath    datapath.Config
-	Logger      *slog.Logger
-	Rand        io.Reader   // key source; crypto/rand when nil
-	Scheduler   string      // default scheduler of new connections ("" = default)
-	PathManager PathManager // nil: no extra subflows, no announcements
+	Datapath  datapath.Config
+	Logger    *slog.Logger
+	Rand      io.Reader // key source; crypto/rand when nil
+	Scheduler string    // default scheduler of new connections ("" = default)
+	// Congestion control of new connections' subflows: cubic (""), reno, or coupled: lia,
+	// olia, balia (datapath.CCNames).
+	CongestionControl string
+	PathManager       PathManager // nil: no extra subflows, no announcements
 	// MemoryLimit, in bytes, makes the stack refuse new connections while the Go heap in use
 	// is above 90% of it (mempressure.go); 0 is no limit. The process's soft memory limit
 	// (runtime/debug.SetMemoryLimit) is the caller's to set: mptcpd --memory-limit sets both.
@@ -46,6 +49,7 @@ type Stack struct {
 	tokens    mpcrypto.TokenSet
 	stats     Stats
 	scheduler string
+	cc        datapath.CC
 	pm        PathManager
 	rxWindow  int        // the largest receive window a subflow advertises: data beyond it is dropped
 	mon       monitor    // event subscribers and live connections (monitor.go)
@@ -107,7 +111,13 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		stackOpen.Store(false)
 		return nil, err
 	}
-	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, scheduler: cfg.Scheduler, pm: cfg.PathManager, done: make(chan struct{}), rxWindow: receiveWindow()}
+	cc, err := datapath.ParseCC(cfg.CongestionControl)
+	if err != nil {
+		dp.Close()
+		stackOpen.Store(false)
+		return nil, err
+	}
+	s := &Stack{dp: dp, log: cfg.Logger, rand: cfg.Rand, scheduler: cfg.Scheduler, cc: cc, pm: cfg.PathManager, done: make(chan struct{}), rxWindow: receiveWindow()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -73,11 +73,16 @@ func dialOurs(t testing.TB, ctx context.Context, ns *netns.Namespace, addr strin
 // connection closes with the test.
 func dialOursSched(t testing.TB, ctx context.Context, ns *netns.Namespace, addr, sched string) net.Conn {
 	t.Helper()
-	s := ourStack(t)
+	return dialOursWith(t, ctx, ns, addr, control.Dialer{Scheduler: sched})
+}
+
+// dialOursWith dials with our stack and d's options; the connection closes with the test.
+func dialOursWith(t testing.TB, ctx context.Context, ns *netns.Namespace, addr string, d control.Dialer) net.Conn {
+	t.Helper()
+	d.Stack = ourStack(t)
 	var c net.Conn
 	err := ns.Do(func() error {
 		var err error
-		d := control.Dialer{Stack: s, Scheduler: sched}
 		c, err = d.DialContext(ctx, "tcp", addr)
 		return err
 	})
