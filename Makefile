@@ -12,7 +12,7 @@ FUZZ_SHORT ?= 500000x
 FUZZ_TIME ?= 3000000x
 # Time to minimize each new interesting input: Go's default (60 s) can take the whole run.
 FUZZ_MINIMIZE ?= 1s
-FUZZ_TARGETS := ./pkg/wire:FuzzParse ./internal/observer:FuzzBPFOptions ./pkg/control:FuzzConnOptions ./internal/datapath:FuzzSackRewrite
+FUZZ_TARGETS := ./pkg/wire:FuzzParse ./internal/observer:FuzzBPFOptions ./pkg/control:FuzzConnOptions ./internal/datapath:FuzzSackRewrite ./internal/datapath:FuzzCoupledArithmetic
 # Targets slower than FuzzParse get their own budgets (FUZZ_SHORT_<name>, FUZZ_TIME_<name>) so that
 # each still runs about 10 s and 60 s: FuzzBPFOptions runs BPF_PROG_TEST_RUN twice an input (~5k/s),
 # FuzzConnOptions opens loopback sockets and runs a connection through a sequence (~3k/s).
@@ -23,6 +23,8 @@ FUZZ_TIME_FuzzConnOptions ?= 200000x
 # FuzzSackRewrite runs BPF_PROG_TEST_RUN once an input (~17k/s).
 FUZZ_SHORT_FuzzSackRewrite ?= 150000x
 FUZZ_TIME_FuzzSackRewrite ?= 1000000x
+FUZZ_SHORT_FuzzCoupledArithmetic ?= 100000x
+FUZZ_TIME_FuzzCoupledArithmetic ?= 1000000x
 # fuzz_budgets lists the targets as pkg:name:budget, the budget from $(1)_<name> or else $(1).
 fuzz_budgets = $(foreach t,$(FUZZ_TARGETS),$(t):$(or $($(1)_$(lastword $(subst :, ,$(t)))),$($(1))))
 

@@ -294,8 +294,8 @@ func TestCoupledArithmeticRandom(t *testing.T) {
 
 func FuzzCoupledArithmetic(f *testing.F) {
 	f.Add(uint64(1), uint64(2))
+	r := newCCRunner(f)
 	f.Fuzz(func(t *testing.T, a, b uint64) {
-		r := newCCRunner(t)
 		checkCC(t, r, randCC(rand.New(rand.NewPCG(a, b))))
 	})
 }
