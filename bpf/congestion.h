@@ -201,6 +201,7 @@ static __always_inline void ca_init(struct sock *sk)
 		if (algo == CC_CUBIC) {
 			for (int i = 0; i < 13; i++)
 				icsk->icsk_ca_priv[i] = sb->st.cc.ca_save[i];
+			dp_count(DP_CCCubicKept);
 			return;
 		}
 	}
@@ -248,6 +249,20 @@ static __always_inline void ca_set_state(struct sock *sk, __u8 new_state)
 		sb->st.cc.loss2 = sb->st.cc.loss3;
 	}
 	sb->st.cc.ca_state = new_state;
+	ca_publish((struct tcp_sock *)sk, sb); /* entering recovery: the new threshold stands for the window */
+}
+
+/* ca_in_ack_event keeps the published state current on every ACK, also in recovery, where
+ * cong_avoid is not called. */
+static __always_inline void ca_in_ack_event(struct sock *sk)
+{
+	struct sk_sub *s;
+	struct conn *c;
+	struct sub *sb;
+
+	ca_of(sk, &s, &c, &sb);
+	if (sb)
+		ca_publish((struct tcp_sock *)sk, sb);
 }
 
 static __always_inline __u32 ca_ssthresh(struct sock *sk)

@@ -224,6 +224,7 @@ int mptcp_syn_opts_out(struct __sk_buff *skb)
 	}                                                                                      \
 	SEC("struct_ops") void BPF_PROG(ca_in_ack_event_##ab, struct sock *sk, __u32 flags)   \
 	{                                                                                      \
+		ca_in_ack_event(sk);                                                           \
 		ack_on_demand(sk);                                                             \
 	}                                                                                      \
 	SEC("struct_ops") void BPF_PROG(ca_pkts_acked_##ab, struct sock *sk, const struct ack_sample *sample) \

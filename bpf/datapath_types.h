@@ -412,6 +412,9 @@ enum dp_counter {
 	DP_CsumEnabled,                 /* MP_CAPABLE handshakes completed with DSS checksums, both roles */
 	DP_DSSCsumTx,                   /* DSS mappings (and MP_CAPABLE first data) written with a checksum */
 	DP_DSSCsumMissing,              /* peer mappings whose checksum presence differs from the negotiated one */
+
+	/* Congestion control (congestion.h) */
+	DP_CCCubicKept,                 /* CUBIC states put back after the ACK doorbell's algorithm switch */
 	DP_COUNTER_MAX,
 };
 

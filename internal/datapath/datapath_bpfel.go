@@ -140,7 +140,8 @@ const (
 	DatapathDpCounterDP_CsumEnabled             DatapathDpCounter = 65
 	DatapathDpCounterDP_DSSCsumTx               DatapathDpCounter = 66
 	DatapathDpCounterDP_DSSCsumMissing          DatapathDpCounter = 67
-	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 68
+	DatapathDpCounterDP_CCCubicKept             DatapathDpCounter = 68
+	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 69
 )
 
 type DatapathEvent struct {

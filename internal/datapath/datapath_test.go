@@ -128,6 +128,8 @@ var counterNamesShown = map[DatapathDpCounter]string{
 	DatapathDpCounterDP_CsumEnabled:    "CsumEnabled",
 	DatapathDpCounterDP_DSSCsumTx:      "DSSCsumTx",
 	DatapathDpCounterDP_DSSCsumMissing: "DSSCsumMissing",
+
+	DatapathDpCounterDP_CCCubicKept: "CCCubicKept",
 }
 
 // TestCounterNames checks that every datapath counter has a name, derived from its enumerator,

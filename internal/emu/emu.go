@@ -42,6 +42,54 @@ type Config struct {
 	// Down drops every packet, those already on their way included: a cut link. The
 	// interfaces stay up (see the netns package for taking links down).
 	Down bool
+	// Shared, when set, is the rate limit instead of Rate and Queue: one queue that the
+	// packets of every link sharing it wait in, in the order they arrive, as at a router's
+	// bottleneck that several paths cross. The delay follows it, per link.
+	Shared *Bottleneck
+}
+
+// Bottleneck is a rate limit with one FIFO queue that several links share (Config.Shared).
+type Bottleneck struct {
+	rate  uint64
+	queue int
+
+	mu       sync.Mutex
+	nextFree int64 // when the queue is empty (monotonic ns)
+	drops    atomic.Uint64
+}
+
+// NewBottleneck returns a shared rate limit of rate bits per second of Ethernet frames and a
+// queue of queue bytes (0: Rate × 100 ms, at least 64 KiB).
+func NewBottleneck(rate uint64, queue int) (*Bottleneck, error) {
+	if rate == 0 || queue < 0 {
+		return nil, fmt.Errorf("emu: bottleneck rate %d, queue %d", rate, queue)
+	}
+	return &Bottleneck{rate: rate, queue: Config{Rate: rate, Queue: queue}.queue()}, nil
+}
+
+// Drops returns how many packets found the shared queue full.
+func (b *Bottleneck) Drops() uint64 { return b.drops.Load() }
+
+// take queues wire bytes arriving at now: when they leave, or false when the queue is full.
+func (b *Bottleneck) take(wire int, now int64) (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	next, ok := rateLimit(&b.nextFree, b.rate, b.queue, wire, now)
+	if !ok {
+		b.drops.Add(1)
+	}
+	return next, ok
+}
+
+// rateLimit is a token-bucket-free rate limit with a tail-drop queue: *nextFree is when the
+// queue drains; a packet of wire bytes arriving at now leaves once those before it did.
+func rateLimit(nextFree *int64, rate uint64, queue, wire int, now int64) (int64, bool) {
+	backlog := max(0, *nextFree-now) * int64(rate) / 8 / int64(time.Second)
+	if int(backlog)+wire > queue {
+		return 0, false
+	}
+	*nextFree = max(now, *nextFree) + int64(wire)*8*int64(time.Second)/int64(rate)
+	return *nextFree, true
 }
 
 // DefaultQueueTime is the queue a rate limit gets when Config.Queue is 0.
@@ -65,7 +113,7 @@ func (c Config) queue() int {
 
 // fast reports whether the forwarder may take whole GSO buffers: with neither loss nor a rate
 // limit nothing depends on packet boundaries. Otherwise the kernel hands it single segments.
-func (c Config) fast() bool { return c.Loss == 0 && c.Rate == 0 }
+func (c Config) fast() bool { return c.Loss == 0 && c.Rate == 0 && c.Shared == nil }
 
 // Validate reports a configuration that cannot be applied.
 func (c Config) Validate() error {
@@ -88,7 +136,9 @@ func (c Config) String() string {
 	if c.Loss > 0 {
 		s += fmt.Sprintf(" loss %g%%", c.Loss*100)
 	}
-	if c.Rate > 0 {
+	if c.Shared != nil {
+		s += fmt.Sprintf(" shared rate %s queue %dB", FormatRate(c.Shared.rate), c.Shared.queue)
+	} else if c.Rate > 0 {
 		s += fmt.Sprintf(" rate %s queue %dB", FormatRate(c.Rate), c.queue())
 	}
 	if c.Down {
@@ -402,15 +452,17 @@ func (l *Link) schedule(b []byte, now int64) (int64, bool) {
 		return 0, false
 	}
 	depart := now
-	if c.Rate > 0 {
-		wire := wireLen(b)
-		backlog := max(0, l.nextFree-now) * int64(c.Rate) / 8 / int64(time.Second)
-		if int(backlog)+wire > c.queue() {
+	if c.Shared != nil || c.Rate > 0 {
+		var ok bool
+		if c.Shared != nil {
+			depart, ok = c.Shared.take(wireLen(b), now)
+		} else {
+			depart, ok = rateLimit(&l.nextFree, c.Rate, c.queue(), wireLen(b), now)
+		}
+		if !ok {
 			l.queueDrops.Add(1)
 			return 0, false
 		}
-		l.nextFree = max(now, l.nextFree) + int64(wire)*8*int64(time.Second)/int64(c.Rate)
-		depart = l.nextFree
 	}
 	d := c.Delay
 	if c.Jitter > 0 {

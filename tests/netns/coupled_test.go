@@ -14,7 +14,9 @@ import (
 // TestCoupledToKernel: our client with each congestion control, two subflows to a kernel
 // server, data both ways: the bytes arrive exact, the connection names its algorithm, the
 // coupled ones list both subflows for the datapath, and each subflow's program published its
-// window and RTT there (what the other subflow's program reads).
+// window and RTT there (what the other subflow's program reads). With CUBIC, its state is put back
+// after each switch of algorithms that rings the ACK doorbell (CCCubicKept), instead of starting
+// over.
 func TestCoupledToKernel(t *testing.T) {
 	for _, cc := range control.CongestionControlNames() {
 		t.Run(cc, func(t *testing.T) {
@@ -38,7 +40,11 @@ func TestCoupledToKernel(t *testing.T) {
 			if err := topo.B.WaitMPTCPCounter(ctx, "MPJoinAckRx", 1); err != nil {
 				t.Fatal(err)
 			}
-			exchangeServed(t, ctx, c, served, up, down)
+			d := ourCounterDeltas(t, func() { exchangeServed(t, ctx, c, served, up, down) })
+			t.Logf("AckOnDemand +%d, CCCubicKept +%d", d["AckOnDemand"], d["CCCubicKept"])
+			if cc == "cubic" && d["CCCubicKept"] == 0 || cc != "cubic" && d["CCCubicKept"] != 0 {
+				t.Errorf("CCCubicKept +%d with %s (AckOnDemand +%d)", d["CCCubicKept"], cc, d["AckOnDemand"])
+			}
 			checkNoFallback(t, counters(t, topo.B))
 			in, ok := c.(*control.Conn).Info()
 			if !ok {
