@@ -917,3 +917,49 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestEmuSharedBottleneck: two paths whose A-to-B directions share one 50 Mbit/s bottleneck
+// (emu.Bottleneck): two TCP flows at once, one per path, get 46 to 50 Mbit/s together (not
+// twice that) and each a real share. The flows run the namespace's default (BBR here), which
+// paces rather than fills the queue. Retried up to three times for a run below the range, as
+// TestEmuRate.
+func TestEmuSharedBottleneck(t *testing.T) {
+	testenv.RequireRoot(t)
+	topo := netns.New(t, netns.Config{Paths: 2})
+	const rate = 50e6
+	bn, err := emu.NewBottleneck(rate, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		p := topo.Path(i)
+		p.A.Emulate(emu.Config{Delay: 5 * time.Millisecond, Shared: bn})
+		p.B.Emulate(emu.Config{Delay: 5 * time.Millisecond})
+	}
+	var sum float64
+	for try := 1; try <= 3; try++ {
+		var mbps [2]float64
+		var wg sync.WaitGroup
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, d := tcpGoodput(t, topo, topo.Path(i), 3*time.Second)
+				mbps[i] = float64(n) * 8 / d.Seconds() / 1e6
+			}()
+		}
+		wg.Wait()
+		sum = mbps[0] + mbps[1]
+		t.Logf("run %d: %.2f + %.2f = %.2f Mbit/s through one 50 Mbit/s bottleneck, %d drops at it", try, mbps[0], mbps[1], sum, bn.Drops())
+		if sum > 50 {
+			t.Fatalf("%.2f Mbit/s together, want 46–50", sum)
+		}
+		if mbps[0] < 5 || mbps[1] < 5 {
+			t.Fatalf("flows of %.2f and %.2f Mbit/s: want each a share", mbps[0], mbps[1])
+		}
+		if sum >= 46 {
+			return
+		}
+	}
+	t.Errorf("%.2f Mbit/s together in the last of three runs, want 46–50", sum)
+}
