@@ -61,11 +61,14 @@ var schedulers = map[string]func() Scheduler{
 	"default":    func() Scheduler { return &minRTT{} },
 	"roundrobin": func() Scheduler { return &roundRobin{} },
 	"redundant":  func() Scheduler { return &redundant{} },
+	"blest":      func() Scheduler { return &blest{} },
+	"ecf":        func() Scheduler { return &ecf{} },
 }
 
 // NewScheduler returns a scheduler by name: default (the subflow with room that would deliver
 // soonest, lowest RTT when idle, like the kernel's), roundrobin, redundant (every mapping on
-// every subflow).
+// every subflow), blest and ecf (default, but they wait for the fastest subflow rather than use
+// a slower one that would not help: sched_blest.go, sched_ecf.go).
 func NewScheduler(name string) (Scheduler, error) {
 	if name == "" {
 		name = "default"
@@ -163,3 +166,33 @@ func (*redundant) Pick(v []SubflowView, _ ConnView) []int {
 	}
 	return out
 }
+
+// fastest is the index of the subflow with the lowest smoothed RTT, with room or not; among
+// equals the one that would deliver soonest. -1 for no subflow.
+func fastest(v []SubflowView) int {
+	best := -1
+	for i, s := range v {
+		if best < 0 || s.SRTT < v[best].SRTT || s.SRTT == v[best].SRTT && s.delivery() < v[best].delivery() {
+			best = i
+		}
+	}
+	return best
+}
+
+// slowerChoice is where blest and ecf depart from default: the subflow default would pick (s)
+// has a higher RTT than the fastest subflow (f), which is busy or has more waiting. It reports
+// false with s alone when there is no such choice to make (s is -1 when no subflow has room).
+func slowerChoice(v []SubflowView) (s, f int, choice bool) {
+	s = soonest(v)
+	if s < 0 {
+		return -1, -1, false
+	}
+	f = fastest(v)
+	return s, f, v[s].SRTT > v[f].SRTT
+}
+
+// wnd is the subflow's congestion window in bytes.
+func (v SubflowView) wnd() int { return max(v.Cwnd*v.MSS, 1) }
+
+// ahead is the bytes on the subflow that the next mapping would follow.
+func (v SubflowView) ahead() int { return v.InFlight + v.Queued }
