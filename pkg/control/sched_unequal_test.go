@@ -25,7 +25,9 @@ var (
 func TestSchedulersUnequalPaths(t *testing.T) {
 	const big = 1 << 30
 	with := func(v SubflowView, f func(*SubflowView)) SubflowView { f(&v); return v }
-	slowHolding := with(slowIdle, func(v *SubflowView) { v.InFlight = 300000 })
+	// A slow path of 1000 segments: 300 kB on it stretch its delivery only to 121 ms.
+	slowBig := with(slowIdle, func(v *SubflowView) { v.Cwnd = 1000 })
+	slowBigHolding := with(slowBig, func(v *SubflowView) { v.InFlight = 300000 })
 	fastBlocked := with(fastIdle, func(v *SubflowView) { v.Blocked = true })
 	// Room, but ten windows queued: default prefers the idle slow path (110 ms against
 	// 100 ms); with the slow path's RTT deviation of 30 ms ecf does not.
@@ -55,7 +57,10 @@ func TestSchedulersUnequalPaths(t *testing.T) {
 		// X = 1.2 × 1400 × 10 × (100 + 4.5) = 1755600 bytes over the slow path's 100 ms.
 		{"fastest full, 1 MiB window", "blest", []SubflowView{slowIdle, fastFull}, ConnView{Backlog: 4 << 20, Window: 1 << 20}, nil},
 		{"fastest full, 2 MiB window", "blest", []SubflowView{slowIdle, fastFull}, ConnView{Backlog: 4 << 20, Window: 2 << 20}, []int{0}},
-		{"fastest full, 2 MiB window, slow holds 300 kB", "blest", []SubflowView{slowHolding, fastFull}, ConnView{Backlog: 4 << 20, Window: 2 << 20}, nil},
+		// X = 1.2 × 1400 × 12.14 × (100 + 5.57) = 2153657 over 121 ms, 1755600 over 100 ms:
+		// in 2370000 bytes of window beside the mapping, not beside 300 kB more.
+		{"fastest full, slow idle", "blest", []SubflowView{slowBig, fastFull}, ConnView{Backlog: 4 << 20, Window: 2370000}, []int{0}},
+		{"fastest full, slow holds 300 kB", "blest", []SubflowView{slowBigHolding, fastFull}, ConnView{Backlog: 4 << 20, Window: 2370000}, nil},
 		{"fastest full, no window known", "blest", []SubflowView{slowIdle, fastFull}, ConnView{Backlog: 1000, Window: math.MaxInt}, []int{0}},
 		{"fastest's writer full, 1 MiB window", "blest", []SubflowView{slowIdle, fastBlocked}, ConnView{Backlog: 1000, Window: 1 << 20}, nil},
 		{"fastest full, 1 MiB window", "default", []SubflowView{slowIdle, fastFull}, ConnView{Backlog: 4 << 20, Window: 1 << 20}, []int{0}},
