@@ -218,6 +218,7 @@ func (c *Conn) checkSubflows(now time.Time) {
 		if err != nil {
 			continue
 		}
+		sf.rttVar = time.Duration(info.Rttvar) * time.Microsecond // for the ecf scheduler
 		una, outstanding := sf.ackedFrom(info)
 		// In recovery only while it holds data: without SACK, Linux keeps a socket in its
 		// loss state until something above the recovery point is acknowledged, and a subflow

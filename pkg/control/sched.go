@@ -10,15 +10,36 @@ import (
 type SubflowView struct {
 	Backup   bool          // our or the peer's backup flag: used only when nothing else is
 	SRTT     time.Duration // smoothed RTT, 0 while unknown
+	RTTVar   time.Duration // RTT mean deviation (TCP_INFO rttvar, checkSubflows), 0 while unknown
 	Cwnd     int           // congestion window, packets
 	MSS      int
-	InFlight int // bytes in the socket not yet acknowledged at the subflow level
-	Queued   int // bytes handed to the subflow's writer and not yet in the socket
+	InFlight int  // bytes in the socket not yet acknowledged at the subflow level
+	Queued   int  // bytes handed to the subflow's writer and not yet in the socket
+	Blocked  bool // its writer takes no more mappings now: no room, whatever the socket holds
+}
+
+// ConnView is what a scheduler sees of the connection: the data waiting for a subflow and the
+// peer's window it goes into.
+type ConnView struct {
+	// Backlog is the bytes waiting for a subflow: to send again, not yet handed over, and
+	// written by the application but not yet in the send buffer.
+	Backlog int
+	// Window is the peer's connection-level receive window from its DATA_ACK (RFC 8684
+	// §3.3.4), in bytes: what may be outstanding at once. math.MaxInt when none is known (plain
+	// TCP, or not announced yet).
+	Window int
+	// WindowWaits counts the times data waited for the peer's window with a subflow ready to
+	// take it: the head-of-line blocking of the receive buffer that BLEST avoids.
+	WindowWaits uint64
+	Now         time.Time
 }
 
 // room reports whether a subflow can take more data now: the socket holds at most about two
 // congestion windows, so that data waits for the subflow that will send it soonest.
 func (v SubflowView) room() bool {
+	if v.Blocked {
+		return false
+	}
 	limit := 2 * v.Cwnd * v.MSS
 	if limit < 256<<10 {
 		limit = 256 << 10
@@ -27,22 +48,27 @@ func (v SubflowView) room() bool {
 }
 
 // Scheduler decides which subflows carry the next mapping. Pick gets the usable subflows (the
-// backup rule already applied: backups appear only when no other subflow is usable) and
-// returns indexes into views, or none to wait for room.
+// backup rule already applied: backups appear only when no other subflow is usable) and the
+// connection's state, and returns indexes into views of subflows with room, or none to wait:
+// the send path asks again after its next wake-up, at the latest pumpNoRoom later. Pick
+// changes nothing but the scheduler's own state.
 type Scheduler interface {
 	Name() string
-	Pick(views []SubflowView) []int
+	Pick(views []SubflowView, conn ConnView) []int
 }
 
 var schedulers = map[string]func() Scheduler{
 	"default":    func() Scheduler { return &minRTT{} },
 	"roundrobin": func() Scheduler { return &roundRobin{} },
 	"redundant":  func() Scheduler { return &redundant{} },
+	"blest":      func() Scheduler { return &blest{} },
+	"ecf":        func() Scheduler { return &ecf{} },
 }
 
 // NewScheduler returns a scheduler by name: default (the subflow with room that would deliver
 // soonest, lowest RTT when idle, like the kernel's), roundrobin, redundant (every mapping on
-// every subflow).
+// every subflow), blest and ecf (default, but they wait for the fastest subflow rather than use
+// a slower one that would not help: sched_blest.go, sched_ecf.go).
 func NewScheduler(name string) (Scheduler, error) {
 	if name == "" {
 		name = "default"
@@ -82,7 +108,16 @@ func (v SubflowView) delivery() time.Duration {
 	return v.SRTT + time.Duration(float64(v.SRTT)*float64(v.InFlight+v.Queued)/float64(wnd))
 }
 
-func (*minRTT) Pick(v []SubflowView) []int {
+func (*minRTT) Pick(v []SubflowView, _ ConnView) []int {
+	if best := soonest(v); best >= 0 {
+		return []int{best}
+	}
+	return nil
+}
+
+// soonest is the index of the subflow with room that would deliver the next bytes soonest
+// (delivery), -1 when none has room.
+func soonest(v []SubflowView) int {
 	best := -1
 	var bestAt time.Duration
 	for i, s := range v {
@@ -93,10 +128,7 @@ func (*minRTT) Pick(v []SubflowView) []int {
 			best, bestAt = i, at
 		}
 	}
-	if best < 0 {
-		return nil
-	}
-	return []int{best}
+	return best
 }
 
 // roundRobin takes turns among the subflows with room.
@@ -106,7 +138,7 @@ var _ Scheduler = (*roundRobin)(nil)
 
 func (*roundRobin) Name() string { return "roundrobin" }
 
-func (r *roundRobin) Pick(v []SubflowView) []int {
+func (r *roundRobin) Pick(v []SubflowView, _ ConnView) []int {
 	for k := 0; k < len(v); k++ {
 		i := (r.next + k) % len(v)
 		if v[i].room() {
@@ -125,7 +157,7 @@ var _ Scheduler = (*redundant)(nil)
 
 func (*redundant) Name() string { return "redundant" }
 
-func (*redundant) Pick(v []SubflowView) []int {
+func (*redundant) Pick(v []SubflowView, _ ConnView) []int {
 	var out []int
 	for i, s := range v {
 		if s.room() {
@@ -134,3 +166,33 @@ func (*redundant) Pick(v []SubflowView) []int {
 	}
 	return out
 }
+
+// fastest is the index of the subflow with the lowest smoothed RTT, with room or not; among
+// equals the one that would deliver soonest. -1 for no subflow.
+func fastest(v []SubflowView) int {
+	best := -1
+	for i, s := range v {
+		if best < 0 || s.SRTT < v[best].SRTT || s.SRTT == v[best].SRTT && s.delivery() < v[best].delivery() {
+			best = i
+		}
+	}
+	return best
+}
+
+// slowerChoice is where blest and ecf depart from default: the subflow default would pick (s)
+// has a higher RTT than the fastest subflow (f), which is busy or has more waiting. It reports
+// false with s alone when there is no such choice to make (s is -1 when no subflow has room).
+func slowerChoice(v []SubflowView) (s, f int, choice bool) {
+	s = soonest(v)
+	if s < 0 {
+		return -1, -1, false
+	}
+	f = fastest(v)
+	return s, f, v[s].SRTT > v[f].SRTT
+}
+
+// wnd is the subflow's congestion window in bytes.
+func (v SubflowView) wnd() int { return max(v.Cwnd*v.MSS, 1) }
+
+// ahead is the bytes on the subflow that the next mapping would follow.
+func (v SubflowView) ahead() int { return v.InFlight + v.Queued }

@@ -31,7 +31,7 @@ func TestSchedulers(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, want := range tc.want {
-			if got := s.Pick(tc.views); !reflect.DeepEqual(got, want) {
+			if got := s.Pick(tc.views, ConnView{}); !reflect.DeepEqual(got, want) {
 				t.Errorf("%s pick %d: got %v, want %v", tc.sched, i, got, want)
 			}
 		}

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -66,36 +68,35 @@ func (c *Conn) pumpAfter(d time.Duration) {
 // schedule hands mappings to subflows while there is data and a subflow to take it.
 func (c *Conn) schedule() {
 	st := &c.st
-	var cands []*subflow
 	var views []SubflowView
+	now := time.Now()
 	for c.pending() {
-		cands = cands[:0]
-		u := usable(c.subs)
-		if len(u) > 1 && c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.PeerWndSet) == 0 {
+		cands := usable(c.subs)
+		if len(cands) > 1 && c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.PeerWndSet) == 0 {
 			// Until the peer announces its window, data goes on one subflow, in order: we sent
 			// up to an assumed initial window, and a receiver like the kernel's takes only
 			// in-order data then, dropping what arrives ahead (NoDSSInWindow).
-			u = u[:1]
+			cands = cands[:1]
 		}
-		for _, sf := range u {
-			// Only this goroutine sends on txCh, and only while it has room: never blocks.
-			if sf.queued < writerQueued && len(sf.txCh) < cap(sf.txCh) {
-				cands = append(cands, sf)
-			}
-		}
-		if len(cands) == 0 {
+		if !slices.ContainsFunc(cands, (*subflow).takes) {
 			return
 		}
 		var picks []int
 		if len(cands) == 1 && len(c.subs) == 1 {
 			picks = []int{0} // one subflow: the socket's own buffer is the only limit
 		} else {
+			// The scheduler sees the subflows whose writers are full too (Blocked), so that it
+			// may wait for the fastest.
 			views = views[:0]
 			for _, sf := range cands {
 				views = append(views, sf.view())
 			}
-			if picks = c.sched.Pick(views); len(picks) == 0 {
-				// Nothing has room: look again shortly, as ACKs free the windows.
+			picks = c.sched.Pick(views, c.connView(now))
+			// Only this goroutine sends on txCh, and only while it has room: never blocks.
+			picks = slices.DeleteFunc(picks, func(i int) bool { return i < 0 || i >= len(cands) || !cands[i].takes() })
+			if len(picks) == 0 {
+				// Nothing has room, or the scheduler waits for a subflow that has none: look
+				// again shortly, as ACKs free the windows.
 				c.pumpAfter(pumpNoRoom)
 				return
 			}
@@ -133,6 +134,24 @@ func (c *Conn) schedule() {
 			sf.inflight = append(sf.inflight, dsnRange{ch.dsn, ch.n})
 		}
 	}
+}
+
+// connView is what the scheduler sees of the connection at now.
+func (c *Conn) connView(now time.Time) ConnView {
+	st := &c.st
+	v := ConnView{Backlog: st.reinject.bytes() + c.txq.len(), Window: math.MaxInt, WindowWaits: st.windowWaits, Now: now}
+	if st.snd.hasUnsent() {
+		v.Backlog += int(st.snd.end.Sub(st.snd.unsentDSN()))
+	}
+	if c.mptcp.Load() && atomic.LoadUint32(&c.shm.St.PeerWndSet) != 0 {
+		ack := seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerDataAck))
+		end := seqnum.DSN(atomic.LoadUint64(&c.shm.St.PeerWndEnd))
+		v.Window = 0
+		if ack.LessThan(end) {
+			v.Window = int(end.Sub(ack))
+		}
+	}
+	return v
 }
 
 // windowLimited reports whether new data waits for the peer's window.

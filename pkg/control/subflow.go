@@ -64,6 +64,7 @@ type subflow struct {
 	peerBackup bool          // the peer's (its MP_JOIN B flag, or its MP_PRIO)
 	inflight   []dsnRange    // mappings handed to this subflow not yet DATA_ACKed
 	health     subflowHealth // what checkSubflows learnt of its progress
+	rttVar     time.Duration // RTT mean deviation at checkSubflows' last TCP_INFO sample
 	ackBase    uint64        // TCP_INFO bytes_acked before any data (1 on an active open: the SYN)
 	bytesRecv  uint64
 	lastRst    *ResetError
@@ -464,10 +465,13 @@ func (sf *subflow) view() SubflowView {
 		cwnd, mss = 10, 1400
 	}
 	return SubflowView{
-		Backup: sf.backup || sf.peerBackup, SRTT: sf.srtt(), Cwnd: cwnd, MSS: mss,
-		InFlight: sf.inFlight(), Queued: sf.queued,
+		Backup: sf.backup || sf.peerBackup, SRTT: sf.srtt(), RTTVar: sf.rttVar, Cwnd: cwnd, MSS: mss,
+		InFlight: sf.inFlight(), Queued: sf.queued, Blocked: !sf.takes(),
 	}
 }
+
+// takes reports whether the subflow's writer takes another mapping now.
+func (sf *subflow) takes() bool { return sf.queued < writerQueued && len(sf.txCh) < cap(sf.txCh) }
 
 // trimInflight drops the mappings the peer DATA_ACKed.
 func (sf *subflow) trimInflight(una seqnum.DSN) {
