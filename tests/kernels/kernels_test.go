@@ -58,6 +58,7 @@ var matrixTests = []string{
 	"TestRawAddAddrHMAC",
 	"TestRawJoinAckHMAC",
 	"TestChecksums",
+	"TestCoupledToKernel",
 }
 
 // matrixVar turns on TestKernelMatrix (make test-kernels).
