@@ -115,6 +115,34 @@ static __always_inline void dp_emit_opt(const struct sk_sub *s, const struct opt
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* dp_emit_unmapped reports in-order data no mapping covers (EV_UNMAPPED): a = its relative SSN,
+ * b = its length, c = the TCP options' length | the end of the subflow's current mapping (relative
+ * SSN, 0 without one) << 32; raw holds the first 32 bytes of its options, for the log. */
+static __always_inline void dp_emit_unmapped(const struct sk_sub *s, const struct optbuf *ob, __u32 optlen, __u32 ssn,
+					     __u32 len, __u32 map_end)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		dp_event_lost(s);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = EV_UNMAPPED;
+	e->conn = s->conn;
+	e->sub = s->sub;
+	e->a = ssn;
+	e->b = len;
+	e->c = optlen | (__u64)map_end << 32;
+	for (__u32 k = 0; k < 32; k++) {
+		if (k >= optlen)
+			break;
+		e->raw[k] = OB(ob->b, k);
+	}
+	e->raw_len = optlen < 32 ? optlen : 32;
+	bpf_ringbuf_submit(e, 0);
+}
+
 /* Wrap-safe 64-bit sequence comparison (RFC 8684 data sequence space). */
 static __always_inline int before64(__u64 a, __u64 b)
 {

@@ -334,7 +334,8 @@ static __always_inline int on_parse_hdr(struct bpf_sock_ops *skops)
 		dp_count(DP_UnmappedDataRx);
 		if (!(s->flags & SUBF_UNMAPPED_RX)) {
 			s->flags |= SUBF_UNMAPPED_RX;
-			dp_emit(EV_UNMAPPED, s, 0, bpf_ntohl(th.seq) - s->rcv_isn, payload, 0, 0);
+			dp_emit_unmapped(s, &sc->ob, optlen, bpf_ntohl(th.seq) - s->rcv_isn, payload,
+					 (s->flags & SUBF_RX_MAP_VALID) ? s->rx_map_ssn + s->rx_map_len : 0);
 		}
 		return 1;
 	}

@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -183,7 +184,8 @@ func (c *Conn) handleEvent(ev datapath.Event) {
 		c.startTxFallback(at)
 	case datapath.EvUnmapped:
 		c.stack.log.Warn("data without a mapping (RFC 8684 §3.7)", "token", c.token, "slot", sf.slot, "joined", c.st.joined,
-			"ssn", uint32(ev.A), "len", ev.B, "mapped_to", uint32(sf.lastEnd.ssn), "held", sf.heldBytes, "maps", len(sf.rxMaps))
+			"ssn", uint32(ev.A), "len", ev.B, "map_end", uint32(ev.C>>32), "mapped_to", uint32(sf.lastEnd.ssn), "held", sf.heldBytes,
+			"maps", len(sf.rxMaps), "options", fmt.Sprintf("% x", ev.Raw[:min(int(ev.RawLen), len(ev.Raw))]))
 		c.badMapping(sf, errors.New("mptcp: data without a mapping"))
 	}
 }
