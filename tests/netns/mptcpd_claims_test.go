@@ -36,10 +36,11 @@ import (
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
-// TestMptcpdClaims: mptcpd --forward with --scheduler roundrobin and --metrics opens a
+// TestMptcpdClaims: mptcpd --forward with --scheduler roundrobin, --cc lia and --metrics opens a
 // connection to a kernel MPTCP server, and mptcpctl drives and reports it as the README says:
 //
-//   - show (text and --json) reports the roundrobin scheduler for the connection;
+//   - show (text and --json) reports the roundrobin scheduler and the lia congestion control
+//     for the connection;
 //
 //   - without --max-conns the daemon carries 4096 connections: the metrics' limit, and the
 //     datapath's connection and subflow maps sized for 4096;
@@ -74,7 +75,7 @@ func TestMptcpdClaims(t *testing.T) {
 	}
 	sock := ctlSocket(t)
 	mptcpctl(t)
-	d, addrs := startMptcpd(t, ctx, topo.A, "--ctl", sock, "--scheduler", "roundrobin", "--metrics", "127.0.0.1:0",
+	d, addrs := startMptcpd(t, ctx, topo.A, "--ctl", sock, "--scheduler", "roundrobin", "--cc", "lia", "--metrics", "127.0.0.1:0",
 		"--forward", "127.0.0.1:0="+ln.Addr().String())
 	// The limit is far above what 4096 connections need: no warning (it would come before the
 	// ready file).
@@ -117,14 +118,14 @@ func TestMptcpdClaims(t *testing.T) {
 		t.Errorf("monitor printed %q, want %q (the JSON event's token %d in hexadecimal)", line, want, tok)
 	}
 
-	// --scheduler roundrobin took effect: show reports it for the connection.
+	// --scheduler roundrobin and --cc lia took effect: show reports them for the connection.
 	var conns []ctl.Connection
 	ctlJSON(t, sock, &conns, "show")
-	if c := connOf(t, conns, tok); c.Scheduler != "roundrobin" {
-		t.Errorf("show --json: scheduler %q, want roundrobin", c.Scheduler)
+	if c := connOf(t, conns, tok); c.Scheduler != "roundrobin" || c.CongestionControl != "lia" {
+		t.Errorf("show --json: scheduler %q, congestion control %q; want roundrobin, lia", c.Scheduler, c.CongestionControl)
 	}
-	if f := rowOf(t, ctlCmd(t, sock, "show"), fmt.Sprintf("%08x", tok)); f[len(f)-1] != "roundrobin" {
-		t.Errorf("show: row %q, want the scheduler roundrobin last", f)
+	if f := rowOf(t, ctlCmd(t, sock, "show"), fmt.Sprintf("%08x", tok)); f[len(f)-2] != "roundrobin" || f[len(f)-1] != "lia" {
+		t.Errorf("show: row %q, want the scheduler roundrobin and the congestion control lia last", f)
 	}
 
 	// add-addr --flags subflow,backup: a backup subflow from the address, joined by the kernel.
