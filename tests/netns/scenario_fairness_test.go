@@ -23,21 +23,16 @@ import (
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
-// Fairness at a shared bottleneck (RFC 6356's goals, issue E0–E2): A sends to B through three
-// paths whose A-to-B directions all cross one 20 Mbit/s bottleneck (emu.Bottleneck, a FIFO of
-// 100 ms), 20 ms each way (40 ms RTT before queueing). Path 2 carries one TCP Reno flow; the
-// multipath connection uses paths 0 and 1 (or path 0 alone). Each experiment runs its flows for
-// fairnessWarmup, then measures what each sink received over fairnessWindow; it runs three
-// times at once (on separate topologies) and reports the median. The competing flow runs Reno
-// (this host's default is BBR), and so do the kernel's MPTCP sockets of the uncoupled reference.
-//
-// Goals: E0, Reno against Reno, 0.8–1.25 (else the rig is not fair and nothing else counts);
-// E1, two subflows against one Reno flow: uncoupled ≥ 1.6× the TCP flow, coupled 0.8–1.25× with
-// the link ≥ 90 % used; E2, one coupled subflow against Reno: 0.8–1.25.
+// Fairness of the congestion controls (RFC 6356's goals; the issue's E0–E5). A sends to B over
+// three paths; paths 0 and 1 carry the multipath connection (or path 0 alone), path 2 one TCP
+// Reno flow. The A-to-B direction of each path crosses a bottleneck of the emulator
+// (emu.Bottleneck, a FIFO of 100 ms at its rate); paths in the same group share one. Each
+// experiment runs its flows for fairnessWarmup, then measures what each sink received (and what
+// each of paths 0 and 1 carried) over fairnessWindow; it runs three times at once, on separate
+// topologies, and reports the median. The competing flow runs Reno (this host's default is
+// BBR), and so do the kernel's MPTCP sockets of the uncoupled reference.
 
 const (
-	fairnessRate   = 20e6
-	fairnessDelay  = 20 * time.Millisecond
 	fairnessWarmup = 10 * time.Second
 	fairnessRuns   = 3
 )
@@ -50,15 +45,26 @@ func fairnessWindow() time.Duration {
 	return 40 * time.Second
 }
 
+// fairPath is one path: the bottleneck group its A-to-B direction crosses, and its one-way delay
+// (both directions).
+type fairPath struct {
+	group int
+	delay time.Duration
+}
+
 // fairnessCase is one experiment: the multipath flow (mp: "ours" or "kernel", or "" for a
-// second Reno TCP flow on path 0), its congestion control and number of subflows.
+// second Reno TCP flow on path 0), its congestion control and number of subflows, whether a Reno
+// flow runs on path 2 (and stops, for E5), the bottlenecks and paths, and the goal.
 type fairnessCase struct {
 	name     string
 	mp       string
 	cc       string
 	subflows int
-	lo, hi   float64 // the goal for MPTCP/TCP goodput
-	minUse   float64 // the least share of the link both flows must use together
+	tcp      bool
+	stopTCP  bool      // E5: the TCP flow stops half-way through the window
+	rates    []float64 // bottleneck rate of each group, bits/s
+	paths    [3]fairPath
+	goal     func(r fairnessResult) (string, bool)
 }
 
 func (fc fairnessCase) label() string {
@@ -71,37 +77,98 @@ func (fc fairnessCase) label() string {
 	return fmt.Sprintf("ours, %s, %d subflow(s)", fc.cc, fc.subflows)
 }
 
-var fairnessCases = []fairnessCase{
-	{name: "E0", cc: "reno", subflows: 1, lo: 0.8, hi: 1.25},
-	{name: "E1", mp: "kernel", cc: "reno", subflows: 2, lo: 1.6, hi: 100},
-	{name: "E1", mp: "ours", cc: "reno", subflows: 2, lo: 1.6, hi: 100},
-	{name: "E1", mp: "ours", cc: "lia", subflows: 2, lo: 0.8, hi: 1.25, minUse: 0.9},
-	{name: "E1", mp: "ours", cc: "olia", subflows: 2, lo: 0.8, hi: 1.25, minUse: 0.9},
-	{name: "E1", mp: "ours", cc: "balia", subflows: 2, lo: 0.8, hi: 1.25, minUse: 0.9},
-	{name: "E2", mp: "ours", cc: "lia", subflows: 1, lo: 0.8, hi: 1.25},
-	{name: "E2", mp: "ours", cc: "olia", subflows: 1, lo: 0.8, hi: 1.25},
-	{name: "E2", mp: "ours", cc: "balia", subflows: 1, lo: 0.8, hi: 1.25},
-}
-
-// fairnessResult is one run: the goodputs in bits/s over the window.
+// fairnessResult is one run, or the median of several: goodputs in bits/s over the window, what
+// paths 0 and 1 carried (IP bytes, bits/s), and for E5 how long the multipath flow took after
+// the TCP flow stopped to reach 90 % of the bottleneck in a one-second sample (-1: never).
 type fairnessResult struct {
 	mp, tcp float64
+	sub     [2]float64
+	reach   time.Duration
 	err     error
+}
+
+func (r fairnessResult) ratio() float64 { return r.mp / max(r.tcp, 1) }
+
+func mbps(v float64) string { return fmt.Sprintf("%.2f", v/1e6) }
+
+// Path layouts.
+var (
+	shared20 = []float64{20e6}
+	sharedPaths = [3]fairPath{{0, 20 * time.Millisecond}, {0, 20 * time.Millisecond}, {0, 20 * time.Millisecond}}
+	disjoint10  = []float64{10e6, 10e6, 10e6}
+	disjointEq  = [3]fairPath{{0, 20 * time.Millisecond}, {1, 20 * time.Millisecond}, {2, 20 * time.Millisecond}}
+	disjointRTT = [3]fairPath{{0, 5 * time.Millisecond}, {1, 30 * time.Millisecond}, {2, 20 * time.Millisecond}}
+	// E4: path 0 shares its bottleneck with the TCP flow's path 2; path 1 has one of its own.
+	balance10    = []float64{10e6, 10e6}
+	balancePaths = [3]fairPath{{0, 20 * time.Millisecond}, {1, 20 * time.Millisecond}, {0, 20 * time.Millisecond}}
+)
+
+func ratioGoal(lo, hi, minUse float64) func(r fairnessResult) (string, bool) {
+	return func(r fairnessResult) (string, bool) {
+		g := fmt.Sprintf("ratio %.2f–%.2f", lo, hi)
+		if hi >= 100 {
+			g = fmt.Sprintf("ratio ≥ %.2f", lo)
+		}
+		use := (r.mp + r.tcp) / 20e6
+		if minUse > 0 {
+			g += fmt.Sprintf(", link use ≥ %.0f %%", minUse*100)
+		}
+		return g, r.ratio() >= lo && r.ratio() <= hi && use >= minUse
+	}
+}
+
+func fairnessCases() []fairnessCase {
+	cs := []fairnessCase{
+		{name: "E0", cc: "reno", subflows: 1, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(0.8, 1.25, 0)},
+		{name: "E1", mp: "kernel", cc: "reno", subflows: 2, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(1.6, 100, 0)},
+		{name: "E1", mp: "ours", cc: "reno", subflows: 2, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(1.6, 100, 0)},
+	}
+	for _, cc := range []string{"lia", "olia", "balia"} {
+		cs = append(cs, fairnessCase{name: "E1", mp: "ours", cc: cc, subflows: 2, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(0.8, 1.25, 0.9)})
+	}
+	for _, cc := range []string{"lia", "olia", "balia"} {
+		cs = append(cs, fairnessCase{name: "E2", mp: "ours", cc: cc, subflows: 1, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(0.8, 1.25, 0)})
+	}
+	for _, cc := range []string{"reno", "lia", "olia", "balia"} {
+		cs = append(cs, fairnessCase{name: "E3", mp: "ours", cc: cc, subflows: 2, rates: disjoint10, paths: disjointEq,
+			goal: func(r fairnessResult) (string, bool) { return "≥ 17 Mbit/s", r.mp >= 17e6 }})
+		cs = append(cs, fairnessCase{name: "E3 (10/60 ms)", mp: "ours", cc: cc, subflows: 2, rates: disjoint10, paths: disjointRTT,
+			goal: func(r fairnessResult) (string, bool) {
+				return "each path ≥ 70 % of its link", r.sub[0] >= 7e6 && r.sub[1] >= 7e6
+			}})
+	}
+	for _, cc := range []string{"reno", "lia", "olia", "balia"} {
+		cs = append(cs, fairnessCase{name: "E4", mp: "ours", cc: cc, subflows: 2, tcp: true, rates: balance10, paths: balancePaths,
+			goal: func(r fairnessResult) (string, bool) {
+				// The comparison with the uncoupled run is made in TestScenarioFairness.
+				return "TCP ≥ 6 Mbit/s, MPTCP ≥ 9 Mbit/s", r.tcp >= 6e6 && r.mp >= 9e6
+			}})
+	}
+	for _, cc := range []string{"lia", "olia", "balia"} {
+		cs = append(cs, fairnessCase{name: "E5", mp: "ours", cc: cc, subflows: 2, tcp: true, stopTCP: true, rates: shared20, paths: sharedPaths,
+			goal: func(r fairnessResult) (string, bool) {
+				return "90 % of the link within 10 s of the TCP flow's end", r.reach >= 0 && r.reach <= 10*time.Second
+			}})
+	}
+	return cs
 }
 
 func TestScenarioFairness(t *testing.T) {
 	requireScenarios(t)
 	window := fairnessWindow()
 	var b strings.Builder
-	b.WriteString("## Fairness at a shared bottleneck\n\n")
-	fmt.Fprintf(&b, "Three paths from A to B cross one %s Mbit/s bottleneck (a shared FIFO of 100 ms in the emulator), %v each way. ",
-		mbit(fairnessRate), fairnessDelay)
-	b.WriteString("Path 2 carries one TCP Reno flow; the multipath connection uses paths 0 and 1 (or path 0 alone); both send as fast as they can. ")
-	fmt.Fprintf(&b, "Goodput is what the sinks received over %v after %v of warm-up; median of %d runs. ", window, fairnessWarmup, fairnessRuns)
-	b.WriteString("Ratio is the multipath flow's goodput over the TCP flow's (E0: a second Reno flow on path 0 instead); link use is both together over the bottleneck's rate.\n\n")
-	b.WriteString("| experiment | multipath flow | goodput (Mbit/s) | TCP Reno (Mbit/s) | ratio | link use | goal | runs (ratio) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
-	for _, fc := range fairnessCases {
+	b.WriteString("## Fairness of the congestion controls\n\n")
+	b.WriteString("A sends to B over three paths: the multipath connection on paths 0 and 1 (or path 0 alone), one TCP Reno flow on path 2, both as fast as they can. ")
+	b.WriteString("Each path's A-to-B direction crosses a bottleneck of the emulator (a FIFO of 100 ms at its rate); paths of one group share it. ")
+	fmt.Fprintf(&b, "Goodput is what the sinks received over %v after %v of warm-up; paths 0/1 is what each carried (IP bytes); median of %d runs. ", window, fairnessWarmup, fairnessRuns)
+	b.WriteString("E0–E2: one 20 Mbit/s bottleneck shared by all three paths, 20 ms each way (E0: a second Reno flow on path 0 instead of the multipath one; E2: one subflow). ")
+	b.WriteString("E3: two 10 Mbit/s paths alone, 20 ms each way, or 5 and 30 ms. ")
+	b.WriteString("E4: path 0 shares a 10 Mbit/s bottleneck with the TCP flow, path 1 has 10 Mbit/s of its own. ")
+	b.WriteString("E5: as E1, the TCP flow stops half-way; time until a one-second sample of the multipath flow reaches 90 % of the link.\n\n")
+	b.WriteString("| experiment | multipath flow | goodput (Mbit/s) | TCP Reno (Mbit/s) | ratio | paths 0 / 1 (Mbit/s) | goal | holds | runs (goodput / TCP) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	uncoupledTCP := map[string]float64{} // E4: the TCP flow's share beside uncoupled Reno subflows
+	for _, fc := range fairnessCases() {
 		name := fc.name + "/" + strings.ReplaceAll(fc.label(), " ", "_")
 		t.Run(name, func(t *testing.T) {
 			if fc.mp == "ours" {
@@ -121,48 +188,78 @@ func TestScenarioFairness(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			var ratios []float64
-			var mps, tcps []float64
+			var ok []fairnessResult
+			var runs []string
 			for _, r := range res {
 				if r.err != nil {
 					t.Errorf("run: %v", r.err)
 					continue
 				}
-				ratios = append(ratios, r.mp/max(r.tcp, 1))
-				mps = append(mps, r.mp)
-				tcps = append(tcps, r.tcp)
+				ok = append(ok, r)
+				runs = append(runs, mbps(r.mp)+" / "+mbps(r.tcp))
 			}
-			if len(ratios) == 0 {
-				fmt.Fprintf(&b, "| %s | %s | failed | | | | | |\n", fc.name, fc.label())
+			if len(ok) == 0 {
+				fmt.Fprintf(&b, "| %s | %s | failed | | | | | | |\n", fc.name, fc.label())
 				return
 			}
-			ratio, mp, tcp := medianF(ratios), medianF(mps), medianF(tcps)
-			use := (mp + tcp) / fairnessRate
-			goal := fmt.Sprintf("%.2f–%.2f", fc.lo, fc.hi)
-			if fc.hi >= 100 {
-				goal = fmt.Sprintf("≥ %.2f", fc.lo)
+			m := fairnessMedian(ok)
+			goal, holds := fc.goal(m)
+			if fc.name == "E4" {
+				if fc.cc == "reno" {
+					uncoupledTCP["E4"] = m.tcp
+				} else if u := uncoupledTCP["E4"]; u > 0 {
+					goal += ", TCP ≥ 1.2× its share beside uncoupled Reno"
+					holds = holds && m.tcp >= 1.2*u
+				}
 			}
-			if fc.minUse > 0 {
-				goal += fmt.Sprintf(", use ≥ %.0f %%", fc.minUse*100)
+			tcp, ratio, reach := "", "", ""
+			if fc.tcp {
+				tcp, ratio = mbps(m.tcp), fmt.Sprintf("%.2f", m.ratio())
 			}
-			var runs []string
-			for _, r := range ratios {
-				runs = append(runs, fmt.Sprintf("%.2f", r))
+			if fc.stopTCP {
+				reach = "never"
+				if m.reach >= 0 {
+					reach = fmt.Sprintf("%.1f s", m.reach.Seconds())
+				}
+				ratio += " (reached 90 %: " + reach + ")"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.0f %% | %s | %s |\n", fc.name, fc.label(), mp/1e6, tcp/1e6, ratio, use*100, goal, strings.Join(runs, ", "))
-			t.Logf("%s: %.2f vs %.2f Mbit/s, ratio %.2f (runs %s), link use %.0f %%", fc.label(), mp/1e6, tcp/1e6, ratio, strings.Join(runs, ", "), use*100)
-			if ratio < fc.lo || ratio > fc.hi || use < fc.minUse {
-				t.Errorf("%s: ratio %.2f, link use %.0f %%: goal %s", fc.label(), ratio, use*100, goal)
+			check := "yes"
+			if !holds {
+				check = "**no**"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |\n", fc.name, fc.label(), mbps(m.mp), tcp, ratio,
+				mbps(m.sub[0]), mbps(m.sub[1]), goal, check, strings.Join(runs, ", "))
+			t.Logf("%s %s: %s vs %s Mbit/s, ratio %s, paths %s / %s; runs %s; goal %s: %s", fc.name, fc.label(), mbps(m.mp), tcp, ratio,
+				mbps(m.sub[0]), mbps(m.sub[1]), strings.Join(runs, ", "), goal, check)
+			if !holds {
+				t.Errorf("%s %s: goal %s does not hold", fc.name, fc.label(), goal)
 			}
 		})
 	}
 	writeScenarioSection(t, "fairness", b.String())
 }
 
-func medianF(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+// fairnessMedian takes the median of each figure of the runs.
+func fairnessMedian(rs []fairnessResult) fairnessResult {
+	med := func(f func(fairnessResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return fairnessResult{
+		mp:  med(func(r fairnessResult) float64 { return r.mp }),
+		tcp: med(func(r fairnessResult) float64 { return r.tcp }),
+		sub: [2]float64{med(func(r fairnessResult) float64 { return r.sub[0] }), med(func(r fairnessResult) float64 { return r.sub[1] })},
+		reach: time.Duration(med(func(r fairnessResult) float64 {
+			if r.reach < 0 {
+				return 1e18 // never sorts last
+			}
+			return float64(r.reach)
+		})),
+	}
 }
 
 // runFairness runs one experiment on a topology of its own.
@@ -175,14 +272,18 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 	ctx, cancel := context.WithTimeout(t.Context(), fairnessWarmup+window+60*time.Second)
 	defer cancel()
 	topo := netns.New(t, netns.Config{Paths: 3, A: ourSide})
-	bn, err := emu.NewBottleneck(fairnessRate, 0)
-	if err != nil {
-		return fairnessResult{err: err}
+	bns := make([]*emu.Bottleneck, len(fc.rates))
+	for i, rate := range fc.rates {
+		var err error
+		if bns[i], err = emu.NewBottleneck(uint64(rate), 0); err != nil {
+			return fairnessResult{err: err}
+		}
 	}
-	for i := range 3 {
+	var links [3]*emu.Link
+	for i, fp := range fc.paths {
 		p := topo.Path(i)
-		p.A.Emulate(emu.Config{Delay: fairnessDelay, Shared: bn})
-		p.B.Emulate(emu.Config{Delay: fairnessDelay})
+		links[i] = p.A.Emulate(emu.Config{Delay: fp.delay, Shared: bns[fp.group]})
+		p.B.Emulate(emu.Config{Delay: fp.delay})
 	}
 	p0, p1, p2 := topo.Path(0), topo.Path(1), topo.Path(2)
 	var mpBytes, tcpBytes atomic.Int64
@@ -207,11 +308,7 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 			}
 		}()
 	}
-	tcpLn, err := topo.B.ListenTCP(p2.B.HostPort(netns.IPv4, 0))
-	if err != nil {
-		return fairnessResult{err: err}
-	}
-	sink(tcpLn, &tcpBytes)
+	var err error
 	var mpLn net.Listener
 	if fc.mp == "" {
 		mpLn, err = topo.B.ListenTCP(p0.B.HostPort(netns.IPv4, 0))
@@ -263,14 +360,23 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 		return fairnessResult{err: err}
 	}
 	defer mpConn.Close()
-	td := &net.Dialer{LocalAddr: &net.TCPAddr{IP: p2.A.Addr(netns.IPv4).AsSlice()}, Control: reno}
-	td.SetMultipathTCP(false)
-	tcpConn, err := topo.A.Dial(ctx, td, "tcp", tcpLn.Addr().String())
-	if err != nil {
-		return fairnessResult{err: err}
+	conns := []net.Conn{mpConn}
+	var tcpConn net.Conn
+	if fc.tcp {
+		tcpLn, err := topo.B.ListenTCP(p2.B.HostPort(netns.IPv4, 0))
+		if err != nil {
+			return fairnessResult{err: err}
+		}
+		sink(tcpLn, &tcpBytes)
+		td := &net.Dialer{LocalAddr: &net.TCPAddr{IP: p2.A.Addr(netns.IPv4).AsSlice()}, Control: reno}
+		td.SetMultipathTCP(false)
+		if tcpConn, err = topo.A.Dial(ctx, td, "tcp", tcpLn.Addr().String()); err != nil {
+			return fairnessResult{err: err}
+		}
+		defer tcpConn.Close()
+		conns = append(conns, tcpConn)
 	}
-	defer tcpConn.Close()
-	for _, c := range []net.Conn{mpConn, tcpConn} {
+	for _, c := range conns {
 		go func() {
 			buf := make([]byte, 256<<10)
 			for ctx.Err() == nil {
@@ -280,25 +386,55 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 			}
 		}()
 	}
-	select {
-	case <-time.After(fairnessWarmup):
-	case <-ctx.Done():
-		return fairnessResult{err: ctx.Err()}
+	wait := func(d time.Duration) error {
+		select {
+		case <-time.After(d):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	m0, t0 := mpBytes.Load(), tcpBytes.Load()
+	if err := wait(fairnessWarmup); err != nil {
+		return fairnessResult{err: err}
+	}
+	linkBytes := func(i int) uint64 { return links[i].Stats().Bytes }
+	m0, t0, l0, l1 := mpBytes.Load(), tcpBytes.Load(), linkBytes(0), linkBytes(1)
 	start := time.Now()
-	select {
-	case <-time.After(window):
-	case <-ctx.Done():
-		return fairnessResult{err: ctx.Err()}
+	res.reach = -1
+	if fc.stopTCP {
+		// Half the window with the TCP flow, then one-second samples of the multipath flow
+		// alone; the goodputs cover the first half.
+		if err := wait(window / 2); err != nil {
+			return fairnessResult{err: err}
+		}
+		el := time.Since(start).Seconds()
+		res.mp, res.tcp = float64(mpBytes.Load()-m0)*8/el, float64(tcpBytes.Load()-t0)*8/el
+		tcpConn.Close()
+		stop := time.Now()
+		prev, at := mpBytes.Load(), stop
+		for time.Since(stop) < window/2 {
+			if err := wait(time.Second); err != nil {
+				return fairnessResult{err: err}
+			}
+			now, n := time.Now(), mpBytes.Load()
+			if float64(n-prev)*8/now.Sub(at).Seconds() >= 0.9*fc.rates[0] {
+				res.reach = now.Sub(stop)
+				break
+			}
+			prev, at = n, now
+		}
+	} else {
+		if err := wait(window); err != nil {
+			return fairnessResult{err: err}
+		}
+		el := time.Since(start).Seconds()
+		res.mp, res.tcp = float64(mpBytes.Load()-m0)*8/el, float64(tcpBytes.Load()-t0)*8/el
 	}
 	el := time.Since(start).Seconds()
-	res = fairnessResult{mp: float64(mpBytes.Load()-m0) * 8 / el, tcp: float64(tcpBytes.Load()-t0) * 8 / el}
+	res.sub = [2]float64{float64(linkBytes(0)-l0) * 8 / el, float64(linkBytes(1)-l1) * 8 / el}
 	if fc.mp == "ours" {
-		if in, ok := mpConn.(*control.Conn).Info(); ok {
-			if len(in.Subflows) != fc.subflows {
-				res.err = fmt.Errorf("%d subflows, want %d", len(in.Subflows), fc.subflows)
-			}
+		if in, ok := mpConn.(*control.Conn).Info(); ok && len(in.Subflows) != fc.subflows {
+			res.err = fmt.Errorf("%d subflows, want %d", len(in.Subflows), fc.subflows)
 		}
 	}
 	return res
