@@ -93,7 +93,7 @@ func mbps(v float64) string { return fmt.Sprintf("%.2f", v/1e6) }
 
 // Path layouts.
 var (
-	shared20 = []float64{20e6}
+	shared20    = []float64{20e6}
 	sharedPaths = [3]fairPath{{0, 20 * time.Millisecond}, {0, 20 * time.Millisecond}, {0, 20 * time.Millisecond}}
 	disjoint10  = []float64{10e6, 10e6, 10e6}
 	disjointEq  = [3]fairPath{{0, 20 * time.Millisecond}, {1, 20 * time.Millisecond}, {2, 20 * time.Millisecond}}
