@@ -102,7 +102,12 @@ int drop_match(struct __sk_buff *skb)
  * lie in their DSS mapping: after cfg.skip data segments, the first segment of a mapping; after
  * as many again, one from a mapping's middle; after as many again, a burst of cfg.burst data
  * segments in a row. Each once. IPv4, a DSS with a mapping, connections whose SYN it saw (the
- * ISN makes the mapping's relative sequence number comparable). Counted per kind. */
+ * ISN makes the mapping's relative sequence number comparable). Counted per kind.
+ *
+ * Only first transmissions are seen and dropped: a retransmission passes. Dropping those too
+ * would make the burst, when it falls near the end of a transfer (no new data behind it to
+ * bring SACK blocks), eat the retransmission timeouts' lone segments one by one, and the
+ * sender's backoff turn 50 drops into minutes of silence. */
 struct drop_dss_cfg {
 	__u32 skip;
 	__u32 burst;
@@ -134,17 +139,23 @@ struct {
 	__type(value, __u64);
 } drop_dss_stats SEC(".maps");
 
-/* The ISN of each direction of a connection, by its addresses and ports. */
+/* Each direction of a connection, by its addresses and ports: its ISN, and the relative
+ * sequence number after the highest byte seen (what lies before it is a retransmission). */
 struct isn_key {
 	__u32 saddr, daddr;
 	__u16 sport, dport;
+};
+
+struct dss_flow {
+	__u32 isn;
+	__u32 high;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 64);
 	__type(key, struct isn_key);
-	__type(value, __u32);
+	__type(value, struct dss_flow);
 } drop_dss_isn SEC(".maps");
 
 /* dix bounds an index into the 64-byte options copy for the verifier. */
@@ -176,7 +187,8 @@ int drop_dss(struct __sk_buff *skb)
 	struct drop_dss_cfg *cfg;
 	struct isn_key k = {};
 	__u8 *ip, *th, opts[64] = {};
-	__u32 seq, hl, payload, *isn, rel, ssn = 0, seen, zero = 0;
+	struct dss_flow *fl;
+	__u32 seq, hl, payload, rel, ssn = 0, seen, zero = 0;
 	__u64 olen;
 	__u16 mlen = 0;
 	int found = 0;
@@ -196,7 +208,9 @@ int drop_dss(struct __sk_buff *skb)
 	__builtin_memcpy(&k.dport, th + 2, 2);
 	seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
 	if (th[13] & 0x02) { /* SYN */
-		bpf_map_update_elem(&drop_dss_isn, &k, &seq, BPF_ANY);
+		struct dss_flow fl = {.isn = seq, .high = 1};
+
+		bpf_map_update_elem(&drop_dss_isn, &k, &fl, BPF_ANY);
 		return TCX_NEXT;
 	}
 	hl = (th[12] >> 4) * 4;
@@ -204,10 +218,13 @@ int drop_dss(struct __sk_buff *skb)
 	if (hl < 20 || hl > 60 || payload <= 20 + hl)
 		return TCX_NEXT;
 	payload -= 20 + hl;
-	isn = bpf_map_lookup_elem(&drop_dss_isn, &k);
-	if (!isn)
+	fl = bpf_map_lookup_elem(&drop_dss_isn, &k);
+	if (!fl)
 		return TCX_NEXT;
-	rel = seq - *isn;
+	rel = seq - fl->isn;
+	if ((__s32)(rel - fl->high) < 0)
+		return TCX_NEXT; /* a retransmission */
+	fl->high = rel + payload;
 	if (hl < 24)
 		return TCX_NEXT;
 	olen = (hl - 20) & 0x3f;

@@ -37,6 +37,12 @@ type DropperDropMatchCfg struct {
 	Pad      uint8
 }
 
+type DropperDssFlow struct {
+	_    structs.HostLayout
+	Isn  uint32
+	High uint32
+}
+
 type DropperIsnKey struct {
 	_     structs.HostLayout
 	Saddr uint32

@@ -120,7 +120,8 @@ func (dr *Dropper) Matched() (uint64, error) {
 
 // DSSDrop drops data segments by where they lie in their DSS mapping (bpf/dropper.bpf.c
 // drop_dss): after skip data segments with a mapping, the first segment of a mapping; after as
-// many again, one from a mapping's middle; after as many again, burst segments in a row.
+// many again, one from a mapping's middle; after as many again, burst segments in a row. Only
+// first transmissions count and are dropped; retransmissions pass.
 type DSSDrop struct {
 	objs testbpf.DropperObjects
 	l    *tcattach.Link

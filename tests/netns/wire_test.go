@@ -34,16 +34,27 @@ func capture(t *testing.T, ctx context.Context, e *netns.Iface) (file string, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	return file, func() {
-		if err := e.StopCapture(ctx, p, file); err != nil {
-			t.Fatal(err)
-		}
+	keep := func() {
 		if dir := os.Getenv("MPTCPGO_KEEP_CAPTURE"); dir != "" {
 			if b, err := os.ReadFile(file); err == nil {
 				name := strings.ReplaceAll(t.Name(), "/", "_") + "-" + e.Name + ".pcapng"
+				os.MkdirAll(dir, 0o755)
 				os.WriteFile(filepath.Join(dir, name), b, 0o644)
 			}
 		}
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped && t.Failed() {
+			keep() // what was written before the test failed, to study the failure
+		}
+	})
+	return file, func() {
+		stopped = true
+		if err := e.StopCapture(ctx, p, file); err != nil {
+			t.Fatal(err)
+		}
+		keep()
 	}
 }
 
