@@ -11,7 +11,7 @@ import (
 var statsShown = []string{
 	"ActiveOpens", "PassiveOpens", "FallbackActive", "FallbackPassive", "Fastclose", "MPFailFallback",
 	"EventsOrphaned", "TicketsReclaimed", "TokenCollision", "Joins", "JoinRefused", "ReinjectedBytes",
-	"SubflowStale", "SubflowLossy", "DataRetransmit", "AddAddrAccepted", "AddAddrHMacFailure",
+	"SubflowStale", "SubflowLossy", "SubflowCloseReset", "DataRetransmit", "AddAddrAccepted", "AddAddrHMacFailure",
 	"RmAddrAccepted", "MPPrioAccepted", "EchoAdd", "AddAddrTx", "EchoAddTx", "RmAddrTx", "MPPrioTx",
 	"RmSubflow", "EventsRefused", "EventOverflowReset", "EventLostReset", "NoDSSInWindow",
 	"DSSNoMatchTCP", "RxMapOverflow", "InfiniteMapRx", "DssFallback", "DSSNotMatching",

@@ -244,6 +244,16 @@ func testSilentFailover(t *testing.T, p pairing, fam netns.Family) {
 		t.Errorf("the transfer took %v after path 0 went silent, want under %v", took, limit)
 	}
 	wantCarriedRest(t, "path 1", up, down, leftA, leftB)
+	// The silent subflow still holds what it sent before the silence when the connection
+	// closes (all of it DATA_ACKed by way of path 1): ours resets it rather than let the kernel
+	// send those bytes on after close(), without the DSS its datapath state carried.
+	r.cli.Close()
+	r.srv.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for d, _ := r.moved(ours, "SubflowCloseReset"); d == 0 && time.Now().Before(deadline); d, _ = r.moved(ours, "SubflowCloseReset") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.wantDelta(ours, "SubflowCloseReset", 1)
 	r.wantDelta(ours, "SubflowStale", 1)
 	r.wantDelta(ours, "ReinjectedBytes", 1)
 	r.logNonZeroDelta(ours, "DataRetransmit", "SubflowLossy")

@@ -497,7 +497,7 @@ func (r *rig) checkHealthy() {
 	r.t.Helper()
 	for _, s := range []netns.Side{netns.SideA, netns.SideB} {
 		r.wantNoDelta(s, r.healthCounters(s)...)
-		r.logNonZeroDelta(s, "DataRetransmit", "SubflowStale", "SubflowLossy")
+		r.logNonZeroDelta(s, "DataRetransmit", "SubflowStale", "SubflowLossy", "SubflowCloseReset")
 	}
 }
 
@@ -508,7 +508,7 @@ func (r *rig) healthCounters(s netns.Side) []string {
 	names := []string{"MPJoinAckHMacFailure", "MPJoinSynAckHMacFailure", "MPCapableFallbackACK",
 		"MPCapableFallbackSYNACK", "DssFallback", "DSSNotMatching", "InfiniteMapRx", "MPFailTx"}
 	if r.impl(s) == oursImpl {
-		names = append(names, "OptionNoSpace", "DSSTxNoMapping", "UnmappedDataRx", "EventLost", "DataAckInvalid",
+		names = append(names, "OptionNoSpace", "DSSTxNoMapping", "UnmappedDataRx", "EventLost", "DataAckInvalid", "ScratchNested", "NoState",
 			"AddAddrHMacFailure", "FallbackActive", "FallbackPassive")
 		if r.daemon(s) != nil {
 			// mptcpd's relay: its dial to the test's listener failed, or it refused a connection.
