@@ -28,7 +28,7 @@ type Stats struct {
 	ReinjectedBytes    atomic.Uint64 // bytes sent again on another subflow
 	SubflowStale       atomic.Uint64 // subflows found stale
 	SubflowLossy       atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
-	SubflowCloseReset  atomic.Uint64 // subflows reset at a graceful close: their socket still held data, now DATA_ACKed elsewhere
+	SubflowCloseReset  atomic.Uint64 // MPTCP subflows reset at the connection's graceful close: their socket or writer still held data
 	DataRetransmit     atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
 	AddAddrAccepted    atomic.Uint64 // ADD_ADDRs with a valid HMAC
 	AddAddrHMacFailure atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC

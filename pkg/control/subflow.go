@@ -315,23 +315,25 @@ func (sf *subflow) writeEOR(bufs [][]byte) error {
 // datapath state, so that segments still arriving (FIN states) produce no events for a reused
 // slot; abort resets the socket (with MP_FASTCLOSE or MP_TCPRST when the connection asked).
 //
-// A graceful close of an MPTCP subflow whose socket still holds bytes (unsent, or sent and not
-// acknowledged) resets it instead. The connection closes gracefully only once the peer
-// acknowledged all of it at the data level, so those bytes are copies it has (or data of a
-// connection given up); and the kernel would go on sending them after close() while the
-// datapath, its state gone, writes no DSS on them: the peer would see data no mapping covers
-// (§3.7). A subflow of a connection that fell back is plain TCP and closes gracefully.
+// A graceful close of an MPTCP subflow whose socket or writer still holds bytes (unwritten,
+// unsent, or sent and not acknowledged) resets it instead: the kernel would go on sending them
+// after close() while the datapath, its state gone, writes no DSS on them, and the peer would
+// see data no mapping covers (§3.7). After a normal close the peer has DATA_ACKed everything, so
+// those bytes are copies it has; after the linger ran out or the stack closed, the connection is
+// given up and they go unsent. A subflow that is plain TCP (the connection fell back, either
+// way) closes gracefully and delivers them.
 func (sf *subflow) shutdown(abort bool) {
 	if sf.gone {
 		return
 	}
 	sf.gone = true
 	sf.closeTx()
-	if !abort && sf.c.stack != nil && sf.c.mptcp.Load() {
-		if n, err := unix.IoctlGetInt(sf.fd, unix.SIOCOUTQ); err == nil && n > 0 {
+	if !abort && sf.c.stack != nil && sf.c.mptcp.Load() && !sf.c.st.rcv.fallback {
+		n, err := unix.IoctlGetInt(sf.fd, unix.SIOCOUTQ)
+		if err == nil && n+sf.queued > 0 {
 			abort = true
 			sf.c.stack.stats.SubflowCloseReset.Add(1)
-			sf.c.stack.log.Debug("subflow closed with a reset: its socket still held data", "token", sf.c.token, "slot", sf.slot, "bytes", n)
+			sf.c.stack.log.Debug("subflow closed with a reset: it still held data", "token", sf.c.token, "slot", sf.slot, "socket", n, "writer", sf.queued)
 		}
 	}
 	if abort {
