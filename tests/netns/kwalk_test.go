@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/internal/testbpf"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
@@ -75,13 +74,7 @@ func setCongestion(t *testing.T, c net.Conn, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, name)
-	}); err != nil {
+	if err := netns.SetCongestionOn(raw, name); err != nil {
 		t.Fatal(err)
-	}
-	if serr != nil {
-		t.Fatalf("TCP_CONGESTION %s: %v", name, serr)
 	}
 }

@@ -65,17 +65,23 @@ func (ns *Namespace) withCongestion(next func(network, address string, c syscall
 				return err
 			}
 		}
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
-		}); err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("TCP_CONGESTION %s: %w", cc, serr)
-		}
-		return nil
+		return SetCongestionOn(c, cc)
 	}
+}
+
+// SetCongestionOn selects congestion control name on one socket with TCP_CONGESTION (on a
+// kernel MPTCP socket: for all its subflows, the ones to come included).
+func SetCongestionOn(c syscall.RawConn, name string) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, name)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("TCP_CONGESTION %s: %w", name, serr)
+	}
+	return nil
 }
 
 // ListenMPTCP listens with the kernel's MPTCP (IPPROTO_MPTCP) on a "tcp" address such

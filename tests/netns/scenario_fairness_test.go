@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mptcpgo/mptcpgo/internal/emu"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
@@ -330,13 +328,7 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 	sink(mpLn, &mpBytes)
 
 	reno := func(network, address string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno")
-		}); err != nil {
-			return err
-		}
-		return serr
+		return netns.SetCongestionOn(c, "reno")
 	}
 	var mpConn net.Conn
 	switch fc.mp {
