@@ -45,11 +45,6 @@ struct mptcp_sock___k {
 	struct list_head___k conn_list;
 } __attribute__((preserve_access_index));
 
-struct tcp_sock___k {
-	__u32 snd_cwnd;
-	__u32 srtt_us;
-} __attribute__((preserve_access_index));
-
 #define KWALK_MAX_SUBS 8
 
 /* What the walks saw, for the test. */
@@ -107,7 +102,8 @@ static __always_inline void walk(struct sock *sk, struct kwalk_stats *st)
 	node_off = bpf_core_field_offset(struct mptcp_subflow_context___k, node);
 	pos = BPF_CORE_READ(head, next);
 	for (i = 0; i < KWALK_MAX_SUBS; i++) {
-		struct tcp_sock___k *tp;
+		struct tcp_sock *tp;
+		__u32 srtt;
 
 		if (!pos || pos == head)
 			break;
@@ -117,8 +113,9 @@ static __always_inline void walk(struct sock *sk, struct kwalk_stats *st)
 			tp = (void *)ssk;
 			n++;
 			cwnd_sum += BPF_CORE_READ(tp, snd_cwnd);
-			if (BPF_CORE_READ(tp, srtt_us) < srtt_min)
-				srtt_min = BPF_CORE_READ(tp, srtt_us);
+			srtt = BPF_CORE_READ(tp, srtt_us);
+			if (srtt < srtt_min)
+				srtt_min = srtt;
 			if (ssk == sk)
 				self = 1;
 		}
