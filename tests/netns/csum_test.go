@@ -563,7 +563,8 @@ func TestChecksumCorruptionJoined(t *testing.T) {
 	}
 }
 
-// TestChecksumsLossy: DSS checksums with 2 % loss both ways on the only path, ours as client
+// TestChecksumsLossy: DSS checksums with 2 % loss both ways on the only path (100 Mbit/s each
+// way), ours as client
 // and as server of the kernel (which requires them): SACK blocks crowd out mappings, which the
 // TC rewrite puts back with their checksums (SackRwData moves). 16 MiB each way byte-exact,
 // the kernel finds no checksum wrong and nobody falls back.
@@ -584,6 +585,11 @@ func TestChecksumsLossy(t *testing.T) {
 			topo := netns.New(t, cfg)
 			kns(topo).SetSysctl("net.mptcp.checksum_enabled", "1")
 			path := topo.Path(0)
+			// The same rate both ways keeps the two directions overlapping for the whole
+			// transfer: our data segments carry SACK blocks only while we also hold
+			// out-of-order data from the kernel. Unshaped, one direction could finish first
+			// and leave no data segment to rewrite.
+			path.SetTBF(netns.TBF{Rate: 100e6, Latency: 20 * time.Millisecond})
 			for _, e := range []*netns.Iface{path.A, path.B} {
 				// Per-segment loss: without segmentation offloads each packet is one segment.
 				e.NS.Run("ethtool", "-K", e.Name, "tso", "off", "gso", "off", "gro", "off")
