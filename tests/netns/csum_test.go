@@ -564,10 +564,9 @@ func TestChecksumCorruptionJoined(t *testing.T) {
 }
 
 // TestChecksumsLossy: DSS checksums with 2 % loss both ways on the only path (100 Mbit/s each
-// way), ours as client
-// and as server of the kernel (which requires them): SACK blocks crowd out mappings, which the
-// TC rewrite puts back with their checksums (SackRwData moves). 16 MiB each way byte-exact,
-// the kernel finds no checksum wrong and nobody falls back.
+// way), ours as client and as server of the kernel (which requires them): SACK blocks crowd out
+// mappings, which the TC rewrite puts back with their checksums (SackRwData moves). 16 MiB each
+// way byte-exact, the kernel finds no checksum wrong and nobody falls back.
 func TestChecksumsLossy(t *testing.T) {
 	const size = 16 << 20
 	for _, r := range []role{ourClientKernelServer, kernelClientOurServer} {
