@@ -208,10 +208,10 @@ enum sub_cc_flag {
 	SUBCC_CA_SAVED = 0x2,  /* ca_save holds CUBIC's state across the switch that rings the ACK doorbell */
 };
 
-/* A subflow's congestion control state that must outlive a re-initialisation of the kernel's
- * (the ACK doorbell switches algorithms, which clears icsk_ca_priv), written by the congestion
- * control only. path is what the connection's other subflows read. */
-struct sub_cc {
+/* What a coupled algorithm keeps per subflow (coupled_ca.h), written by that subflow's congestion
+ * control only; path is what the connection's other subflows read. Our subflows keep it in their
+ * slot (sub_cc), the kernel's MPTCP subflows in icsk_ca_priv (kcc.bpf.c). */
+struct cc_state {
 	struct cc_path path;
 	__s64 cnt;          /* OLIA: window change accumulated, in 2^-CC_INC_SHIFT packets */
 	__u32 loss1;        /* OLIA: snd_una at the loss before last, */
@@ -220,6 +220,13 @@ struct sub_cc {
 	__u8 ca_state;      /* the TCP congestion state last set (TCP_CA_*) */
 	__u8 flags;         /* SUBCC_* */
 	__u8 _pad[2];
+};
+
+/* A subflow's congestion control state that must outlive a re-initialisation of the kernel's
+ * (the ACK doorbell switches algorithms, which clears icsk_ca_priv), written by the congestion
+ * control only. */
+struct sub_cc {
+	struct cc_state cs;
 	__u64 ca_save[13];  /* CUBIC's icsk_ca_priv while the algorithms switch */
 };
 

@@ -12,11 +12,11 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
+	"github.com/mptcpgo/mptcpgo/internal/structops"
 	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 )
 
@@ -216,14 +216,14 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	// dead process left behind (see removeStaleStructOps).
 	for i, m := range caMaps {
 		d.ccNames[i] = fmt.Sprintf("%s%d%c", ccPrefix, os.Getpid(), 'a'+i)
-		if err := setStructOpsName(spec.Maps[m], d.ccNames[i]); err != nil {
+		if err := structops.SetName(spec.Maps[m], d.ccNames[i]); err != nil {
 			return nil, err
 		}
 		spec.Maps[m].Name = d.ccNames[i]
 	}
 	// A probe that fails for another reason than the feature's absence (EPERM, ENOMEM) fails
 	// Open: a fallback would be reported as a missing feature of a kernel that has it.
-	if d.features.StructOpsLink, err = probe(without["struct_ops_link"], func() error { return haveStructOpsLink(spec.Maps[caMaps[0]]) }); err != nil {
+	if d.features.StructOpsLink, err = probe(without["struct_ops_link"], func() error { return structops.HaveLink(spec.Maps[caMaps[0]]) }); err != nil {
 		return nil, err
 	}
 	if d.features.RTOMax, err = probe(without["tcp_rto_max_ms"], haveRTOMax); err != nil {
@@ -242,7 +242,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		// congestion control registers when the loader stores the map's value, and stays
 		// registered until the value is deleted (close), or for good if this process dies.
 		for _, m := range caMaps {
-			spec.Maps[m].Flags &^= bpfFLink
+			spec.Maps[m].Flags &^= structops.FLink
 		}
 		removeStaleStructOps(d.lock, cfg.Logger)
 	}
@@ -562,33 +562,6 @@ func mmapArray(m *ebpf.Map) ([]byte, error) {
 		return nil, fmt.Errorf("mmap %s: %w", m, err)
 	}
 	return b, nil
-}
-
-// setStructOpsName overwrites the name member of a struct_ops map's initial value.
-func setStructOpsName(ms *ebpf.MapSpec, name string) error {
-	st, ok := ms.Value.(*btf.Struct)
-	if !ok || len(ms.Contents) != 1 {
-		return fmt.Errorf("struct_ops map %s: unexpected layout", ms.Name)
-	}
-	val, ok := ms.Contents[0].Value.([]byte)
-	if !ok {
-		return fmt.Errorf("struct_ops map %s: value is %T", ms.Name, ms.Contents[0].Value)
-	}
-	for _, m := range st.Members {
-		if m.Name != "name" {
-			continue
-		}
-		off := int(m.Offset.Bytes())
-		if off+16 > len(val) || len(name) > 15 {
-			return fmt.Errorf("struct_ops map %s: name %q does not fit", ms.Name, name)
-		}
-		val = append([]byte(nil), val...)
-		clear(val[off : off+16])
-		copy(val[off:], name)
-		ms.Contents[0].Value = val
-		return nil
-	}
-	return fmt.Errorf("struct_ops map %s: no name member", ms.Name)
 }
 
 // Forget removes a socket's datapath state: the datapath leaves it alone from then on.

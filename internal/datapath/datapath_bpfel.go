@@ -254,22 +254,25 @@ type DatapathSub struct {
 		NomapRel     uint32
 		AckSent      uint64
 		Cc           struct {
-			_    structs.HostLayout
-			Path struct {
-				_       structs.HostLayout
-				Cwnd    uint32
-				SrttUs  uint32
-				LossInt uint32
-				Pad     uint32
+			_  structs.HostLayout
+			Cs struct {
+				_    structs.HostLayout
+				Path struct {
+					_       structs.HostLayout
+					Cwnd    uint32
+					SrttUs  uint32
+					LossInt uint32
+					Pad     uint32
+				}
+				Cnt     int64
+				Loss1   uint32
+				Loss2   uint32
+				Loss3   uint32
+				CaState uint8
+				Flags   uint8
+				Pad     [2]uint8
 			}
-			Cnt     int64
-			Loss1   uint32
-			Loss2   uint32
-			Loss3   uint32
-			CaState uint8
-			Flags   uint8
-			Pad     [2]uint8
-			CaSave  [13]uint64
+			CaSave [13]uint64
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/mptcpgo/mptcpgo/internal/structops"
 	"github.com/mptcpgo/mptcpgo/internal/tcattach"
 )
 
@@ -92,9 +93,6 @@ func parseWithout(names []string) (map[string]bool, error) {
 	return out, nil
 }
 
-// bpfFLink is BPF_F_LINK: a struct_ops map made for a link (.struct_ops.link sections).
-const bpfFLink = 1 << 13
-
 // caMaps are the struct_ops maps of our two congestion-control twins.
 var caMaps = [2]string{"ca_a", "ca_b"}
 
@@ -103,23 +101,6 @@ var caMaps = [2]string{"ca_a", "ca_b"}
 const ccPrefix = "mpg"
 
 var ccMapName = regexp.MustCompile(`^` + ccPrefix + `([0-9]+)[ab]$`)
-
-// haveStructOpsLink reports whether a struct_ops map can be made for a link here: it creates
-// one like ms, empty (an empty struct_ops map registers nothing), and closes it. Kernels before
-// Linux 6.4 refuse the flag with EINVAL.
-func haveStructOpsLink(ms *ebpf.MapSpec) error {
-	probe := ms.Copy()
-	probe.Contents = nil
-	probe.Flags |= bpfFLink
-	m, err := ebpf.NewMap(probe)
-	if err != nil {
-		if errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("struct_ops link: %w", ebpf.ErrNotSupported)
-		}
-		return err
-	}
-	return m.Close()
-}
 
 // haveRTOMax reports whether TCP sockets have TCP_RTO_MAX_MS here (ENOPROTOOPT where not).
 func haveRTOMax() error {
@@ -220,7 +201,7 @@ func (l *ownerLock) ownerGone(pid int) bool {
 // mpg<pid>b whose owner is gone (ownerGone). It runs before our own maps are loaded, so a
 // leftover of an earlier process with our pid cannot collide with ours.
 func removeStaleStructOps(lock *ownerLock, log *slog.Logger) {
-	forEachStructOps(func(m *ebpf.Map, name string) {
+	structops.ForEach(func(m *ebpf.Map, name string) {
 		sm := ccMapName.FindStringSubmatch(name)
 		if sm == nil {
 			return
@@ -242,31 +223,11 @@ func removeStaleStructOps(lock *ownerLock, log *slog.Logger) {
 // unregisterByName deletes the value of the struct_ops maps with these names: the registrations
 // a failed load may have made before it failed.
 func unregisterByName(names ...string) {
-	forEachStructOps(func(m *ebpf.Map, name string) {
+	structops.ForEach(func(m *ebpf.Map, name string) {
 		if slices.Contains(names, name) {
 			m.Delete(uint32(0))
 		}
 	})
-}
-
-// forEachStructOps calls f for each struct_ops map on the host, with its name.
-func forEachStructOps(f func(m *ebpf.Map, name string)) {
-	var id ebpf.MapID
-	for {
-		next, err := ebpf.MapGetNextID(id)
-		if err != nil {
-			return // ErrNotExist: the end
-		}
-		id = next
-		m, err := ebpf.NewMapFromID(id)
-		if err != nil {
-			continue // gone meanwhile
-		}
-		if info, err := m.Info(); err == nil && info.Type == ebpf.StructOpsMap {
-			f(m, info.Name)
-		}
-		m.Close()
-	}
 }
 
 // filterName names our cls_bpf filters (where there is no tcx): mpg<pid>_syn_in and

@@ -521,8 +521,8 @@ func (sf *subflow) info() SubflowInfo {
 		in.SRTT = sf.srtt()
 		in.Cwnd = atomic.LoadUint32(&sf.shm.St.SndCwnd)
 		in.Retrans = atomic.LoadUint32(&sf.shm.St.TotalRetrans)
-		in.CCWindow = atomic.LoadUint32(&sf.shm.St.Cc.Path.Cwnd)
-		in.CCSRTT = time.Duration(atomic.LoadUint32(&sf.shm.St.Cc.Path.SrttUs)) * time.Microsecond
+		in.CCWindow = atomic.LoadUint32(&sf.shm.St.Cc.Cs.Path.Cwnd)
+		in.CCSRTT = time.Duration(atomic.LoadUint32(&sf.shm.St.Cc.Cs.Path.SrttUs)) * time.Microsecond
 	}
 	return in
 }
