@@ -50,7 +50,8 @@ func newApp() *cli.App {
 		Usage: "control mptcpd: endpoints, limits, subflow priorities, connections, events and counters",
 		Description: `mptcpctl talks to mptcpd through its control socket (root only). The verbs follow
 ` + "`ip mptcp`" + `: endpoints (add-addr, del-addr, or "endpoint add|delete|change|show|flush"),
-limits, set-prio, show, monitor and stats. Errors go to stderr with a non-zero exit status
+limits, set-prio, show, monitor and stats; "cc" loads coupled congestion control for the
+kernel's own MPTCP sockets (no daemon needed). Errors go to stderr with a non-zero exit status
 (2 for a mistake in the command line).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ctl", Value: ctl.DefaultSocket, Usage: "the daemon's control socket `PATH`", EnvVars: []string{"MPTCPCTL_SOCKET"}},
@@ -122,6 +123,7 @@ The token is the hexadecimal one "mptcpctl show" prints.`,
 				Action: limits,
 			},
 			endpointCommand(endpointFlags),
+			ccCommand(),
 			{
 				Name:      "show",
 				Usage:     "show connections (the default), subflows, endpoints or the kernel features in use",

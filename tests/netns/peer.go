@@ -84,6 +84,18 @@ func SetCongestionOn(c syscall.RawConn, name string) error {
 	return nil
 }
 
+// CongestionOf reads the congestion control of one socket (TCP_CONGESTION).
+func CongestionOf(c syscall.RawConn) (string, error) {
+	var name string
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		name, serr = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+	}); err != nil {
+		return "", err
+	}
+	return name, serr
+}
+
 // ListenMPTCP listens with the kernel's MPTCP (IPPROTO_MPTCP) on a "tcp" address such
 // as "10.0.0.2:0" or "[::]:8080". If MPTCP is disabled in the namespace the listener is
 // plain TCP (Go falls back silently).
