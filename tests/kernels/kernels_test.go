@@ -26,15 +26,17 @@ import (
 // smokeTests run in make test: the datapath loads and unloads (internal/datapath's tests), a
 // transfer both ways with the kernel's MPTCP, byte-exact with its counters checked, a join, an
 // ADD_ADDR and a path failure (TestDemo), the daemon's forward and accept proxies against the
-// kernel, a stop that leaves nothing attached (TestMptcpdStopSignals), and SACK segments
+// kernel, a stop that leaves nothing attached (TestMptcpdStopSignals), SACK segments
 // rewritten by TC in both roles with the retransmissions of dropped segments carrying their
-// mappings (TestSackDrops).
+// mappings (TestSackDrops), and the coupled congestion controls for the kernel's own MPTCP
+// sockets loaded, used and unloaded by mptcpctl (TestMptcpctlCC; internal/kcc's tests run too).
 var smokeTests = []string{
 	"TestDemo",
 	"TestMptcpdForwardToKernel",
 	"TestMptcpdAcceptFromKernel",
 	"TestMptcpdStopSignals",
 	"TestSackDrops",
+	"TestMptcpctlCC",
 }
 
 // matrixTests run in make test-kernels, on every kernel, after the smoke list.
@@ -59,6 +61,7 @@ var matrixTests = []string{
 	"TestRawJoinAckHMAC",
 	"TestChecksums",
 	"TestCoupledToKernel",
+	"TestKernelCoupledCC",
 }
 
 // matrixVar turns on TestKernelMatrix (make test-kernels).
@@ -118,6 +121,7 @@ func buildAll(t *testing.T) string {
 			{"build", "-o", dir + "/", "github.com/mptcpgo/mptcpgo/cmd/..."},
 			{"test", "-c", "-o", filepath.Join(dir, "netns.test"), "github.com/mptcpgo/mptcpgo/tests/netns"},
 			{"test", "-c", "-o", filepath.Join(dir, "datapath.test"), "github.com/mptcpgo/mptcpgo/internal/datapath"},
+			{"test", "-c", "-o", filepath.Join(dir, "kcc.test"), "github.com/mptcpgo/mptcpgo/internal/kcc"},
 		} {
 			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 				built.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -191,7 +195,7 @@ cd %[2]s/internal/datapath && %[1]s/datapath.test -test.count=1 -test.v -test.ru
 	}
 }
 
-// runKernel boots k and runs internal/datapath's tests and the named tests of tests/netns in
+// runKernel boots k and runs internal/datapath's and internal/kcc's tests and the named tests of tests/netns in
 // it; every one must pass (a skip fails: the guest runs with every feature expected, or with the
 // missing ones stated in the test).
 func runKernel(t *testing.T, k vm.Kernel, tests []string) {
@@ -210,6 +214,7 @@ export MPTCPGO_PREBUILT=%[1]s MPTCPGO_TEST_SCALE=16 MPTCPGO_EXPECT_ALL_FEATURES=
 echo "guest: $(uname -r)"
 rc=0
 cd %[2]s/internal/datapath && %[1]s/datapath.test -test.count=1 -test.timeout=5m || rc=1
+cd %[2]s/internal/kcc && %[1]s/kcc.test -test.count=1 -test.timeout=5m || rc=1
 cd %[2]s/tests/netns && %[1]s/netns.test -test.count=1 -test.v -test.timeout=30m -test.run '^(%[3]s)$' || rc=1
 exit $rc
 `, bin, root, strings.Join(tests, "|"), strings.Join(k.Missing, ","))
