@@ -4,11 +4,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
@@ -180,6 +182,42 @@ func TestMapSizes(t *testing.T) {
 		}
 		if want := []int{tc.conns, tc.subs, tc.tokens}; !slices.Equal(got, want) {
 			t.Errorf("MaxConns %d, MaxSubs %d: conns, subs, tokens maps of %v entries, want %v", tc.conns, tc.subs, got, want)
+		}
+	}
+}
+
+// verifierBudget is the share of the kernel's limit of 1,000,000 instructions processed per
+// program that we allow ours: other kernels' verifiers explore differently, and a program that
+// needs most of the limit here may not load there.
+const verifierBudget = 250_000
+
+// TestVerifierCost reports the instructions the verifier processed for each of the datapath's
+// programs on this kernel and holds them within the budget.
+func TestVerifierCost(t *testing.T) {
+	testenv.RequireRoot(t)
+	d, err := Open(Config{MaxConns: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	v := reflect.ValueOf(d.objs.DatapathPrograms)
+	for i := range v.NumField() {
+		p, ok := v.Field(i).Interface().(*ebpf.Program)
+		if !ok || p == nil {
+			continue
+		}
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		info, err := p.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, ok := info.VerifiedInstructions()
+		if !ok {
+			t.Fatalf("%s: this kernel does not report the instructions verified", name)
+		}
+		t.Logf("%s: %d instructions verified", name, n)
+		if n > verifierBudget {
+			t.Errorf("%s: %d instructions verified, over the budget of %d", name, n, verifierBudget)
 		}
 	}
 }

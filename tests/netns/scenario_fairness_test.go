@@ -28,7 +28,8 @@ import (
 // experiment runs its flows for fairnessWarmup, then measures what each sink received (and what
 // each of paths 0 and 1 carried) over fairnessWindow; it runs three times at once, on separate
 // topologies, and reports the median. The competing flow runs Reno (this host's default is
-// BBR), and so do the kernel's MPTCP sockets of the uncoupled reference.
+// BBR), and so do the kernel's MPTCP sockets of the uncoupled reference; the kernel's coupled
+// runs select our controls for its sockets (internal/kcc) on the client's MPTCP socket.
 
 const (
 	fairnessWarmup = 10 * time.Second
@@ -41,6 +42,15 @@ func fairnessWindow() time.Duration {
 		return d
 	}
 	return 40 * time.Second
+}
+
+// fairnessQueue is how long the bottleneck's FIFO holds at its rate: 100 ms, or
+// MPTCPGO_FAIRNESS_QUEUE for a look at another size.
+func fairnessQueue() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("MPTCPGO_FAIRNESS_QUEUE")); err == nil && d > 0 {
+		return d
+	}
+	return 100 * time.Millisecond
 }
 
 // fairPath is one path: the bottleneck group its A-to-B direction crosses, and its one-way delay
@@ -63,6 +73,7 @@ type fairnessCase struct {
 	rates    []float64 // bottleneck rate of each group, bits/s
 	paths    [3]fairPath
 	goal     func(r fairnessResult) (string, bool)
+	kernelCC string // the name cc is registered under for the kernel's sockets (internal/kcc)
 }
 
 func (fc fairnessCase) label() string {
@@ -124,6 +135,10 @@ func fairnessCases() []fairnessCase {
 	for _, cc := range []string{"lia", "olia", "balia"} {
 		cs = append(cs, fairnessCase{name: "E1", mp: "ours", cc: cc, subflows: 2, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(0.8, 1.25, 0.9)})
 	}
+	// The kernel's MPTCP with our coupled controls for its sockets (internal/kcc).
+	for _, cc := range []string{"lia", "olia", "balia"} {
+		cs = append(cs, fairnessCase{name: "E1", mp: "kernel", cc: cc, subflows: 2, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(0.8, 1.25, 0.9)})
+	}
 	for _, cc := range []string{"lia", "olia", "balia"} {
 		cs = append(cs, fairnessCase{name: "E2", mp: "ours", cc: cc, subflows: 1, tcp: true, rates: shared20, paths: sharedPaths, goal: ratioGoal(0.8, 1.25, 0)})
 	}
@@ -160,7 +175,7 @@ func TestScenarioFairness(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("## Fairness of the congestion controls\n\n")
 	b.WriteString("A sends to B over three paths: the multipath connection on paths 0 and 1 (or path 0 alone), one TCP Reno flow on path 2, both as fast as they can. ")
-	b.WriteString("Each path's A-to-B direction crosses a bottleneck of the emulator (a FIFO of 100 ms at its rate); paths of one group share it. ")
+	fmt.Fprintf(&b, "Each path's A-to-B direction crosses a bottleneck of the emulator (a FIFO of %v at its rate); paths of one group share it. ", fairnessQueue())
 	fmt.Fprintf(&b, "Goodput is what the sinks received over %v after %v of warm-up; paths 0/1 is what each carried (IP bytes); median of %d runs. ", window, fairnessWarmup, fairnessRuns)
 	b.WriteString("E0–E2: one 20 Mbit/s bottleneck shared by all three paths, 20 ms each way (E0: a second Reno flow on path 0 instead of the multipath one; E2: one subflow). ")
 	b.WriteString("E3: two 10 Mbit/s paths alone, 20 ms each way, or 5 and 30 ms. ")
@@ -169,7 +184,11 @@ func TestScenarioFairness(t *testing.T) {
 	b.WriteString("| experiment | multipath flow | goodput (Mbit/s) | TCP Reno (Mbit/s) | ratio | paths 0 / 1 (Mbit/s) | goal | holds | runs (goodput / TCP) |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	uncoupledTCP := map[string]float64{} // E4: the TCP flow's share beside uncoupled Reno subflows
+	kernelCC := loadKernelCC(t, fmt.Sprintf("_s%d", os.Getpid()))
 	for _, fc := range fairnessCases() {
+		if fc.mp == "kernel" && fc.cc != "reno" {
+			fc.kernelCC = kernelCCName(t, kernelCC, fc.cc)
+		}
 		name := fc.name + "/" + strings.ReplaceAll(fc.label(), " ", "_")
 		t.Run(name, func(t *testing.T) {
 			if fc.mp == "ours" {
@@ -281,7 +300,7 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 	bns := make([]*emu.Bottleneck, len(fc.rates))
 	for i, rate := range fc.rates {
 		var err error
-		if bns[i], err = emu.NewBottleneck(uint64(rate), 0); err != nil {
+		if bns[i], err = emu.NewBottleneck(uint64(rate), int(rate/8*fairnessQueue().Seconds())); err != nil {
 			return fairnessResult{err: err}
 		}
 	}
@@ -341,7 +360,13 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 			topo.A.SetMPTCPLimits(2, 0)
 			topo.A.AddMPTCPEndpoint(p1.A.Addr(netns.IPv4), p1.A.Name, "subflow")
 		}
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: p0.A.Addr(netns.IPv4).AsSlice()}, Control: reno}
+		ctl := reno
+		if fc.kernelCC != "" {
+			ctl = func(network, address string, c syscall.RawConn) error {
+				return netns.SetCongestionOn(c, fc.kernelCC)
+			}
+		}
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: p0.A.Addr(netns.IPv4).AsSlice()}, Control: ctl}
 		d.SetMultipathTCP(true)
 		mpConn, err = topo.A.Dial(ctx, d, "tcp", mpLn.Addr().String())
 	default:
@@ -440,7 +465,11 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 	case "kernel":
 		if m, err := netns.IsMPTCP(mpConn); err != nil || !m {
 			res.err = fmt.Errorf("the kernel's connection is not MPTCP (%v)", err)
-		} else if fc.subflows > 1 && res.sub[1] < 1e6 {
+		} else if n, err := kernelSubflows(mpConn); err != nil || n != fc.subflows {
+			res.err = fmt.Errorf("the kernel's connection has %d subflows (%v), want %d", n, err, fc.subflows)
+		} else if fc.subflows > 1 && fc.kernelCC == "" && res.sub[1] < 1e6 {
+			// Uncoupled, each subflow takes its own share; coupled, OLIA may leave one nearly
+			// idle on equal paths, as it is meant to.
 			res.err = fmt.Errorf("the kernel's second subflow carried %.2f Mbit/s", res.sub[1]/1e6)
 		}
 	}
