@@ -66,12 +66,16 @@ type rig struct {
 	port     uint16       // where the client connects
 	cli, srv net.Conn
 	before   map[netns.Side]map[string]uint64
+	sched    string // rigConfig.scheduler
 }
 
 type rigConfig struct {
 	paths int
 	fam   netns.Family // of the initial subflow
 	ipv6  bool         // configure IPv6 addresses too (implied by fam IPv6)
+	// scheduler is our stack's scheduler where ours opens the connection and where mptcpd
+	// serves it ("": the default).
+	scheduler string
 }
 
 // newRig builds the topology with limits wide open on both sides and a listener on the server
@@ -88,7 +92,7 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 	if p.server == oursImpl {
 		nc.B = ourSide
 	}
-	r := &rig{t: t, ctx: ctx, topo: netns.New(t, nc), p: p, fam: cfg.fam}
+	r := &rig{t: t, ctx: ctx, topo: netns.New(t, nc), p: p, fam: cfg.fam, sched: cfg.scheduler}
 	// The kernel's sockets run CUBIC, as ours do: this host's default (BBR, which namespaces
 	// inherit) would compare two congestion controls instead of two MPTCP stacks.
 	for _, ns := range []*netns.Namespace{r.topo.A, r.topo.B} {
@@ -104,7 +108,11 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.ln.Close() })
-		r.d = startRigDaemon(t, ctx, r.topo.B, wild, r.ln.Addr().String())
+		var extra []string
+		if cfg.scheduler != "" {
+			extra = []string{"--scheduler", cfg.scheduler}
+		}
+		r.d = startRigDaemon(t, ctx, r.topo.B, wild, r.ln.Addr().String(), extra...)
 	}
 	if r.inProcess(netns.SideA) || r.inProcess(netns.SideB) {
 		r.m = ourPM(t, pm.Limits{Subflows: 8, AddAddrAccepted: 8})
@@ -295,7 +303,7 @@ func (r *rig) connect() {
 		accepted <- c
 	}()
 	if r.p.client == oursImpl {
-		r.cli = dialOurs(r.t, r.ctx, r.topo.A, addr)
+		r.cli = dialOursSched(r.t, r.ctx, r.topo.A, addr, r.sched)
 	} else {
 		c, err := r.topo.A.DialMPTCP(r.ctx, addr)
 		if err != nil {

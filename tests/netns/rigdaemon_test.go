@@ -29,7 +29,7 @@ type rigDaemon struct {
 
 // startRigDaemon starts mptcpd in ns with the rig's limits, listening on wild and relaying to
 // target.
-func startRigDaemon(t testing.TB, ctx context.Context, ns *netns.Namespace, wild, target string) *rigDaemon {
+func startRigDaemon(t testing.TB, ctx context.Context, ns *netns.Namespace, wild, target string, extra ...string) *rigDaemon {
 	t.Helper()
 	// A short directory: a Unix socket's path has at most 107 bytes.
 	dir, err := os.MkdirTemp("", "rigd-")
@@ -39,8 +39,8 @@ func startRigDaemon(t testing.TB, ctx context.Context, ns *netns.Namespace, wild
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	d := &rigDaemon{sock: filepath.Join(dir, "ctl.sock")}
 	var addrs []string
-	d.p, addrs = startMptcpdB(t, ctx, ns, "--ctl", d.sock, "--accept", wild+"="+target,
-		"--limits", "subflows=8,add-addr-accepted=8", "--max-conns", "64")
+	d.p, addrs = startMptcpdB(t, ctx, ns, append([]string{"--ctl", d.sock, "--accept", wild + "=" + target,
+		"--limits", "subflows=8,add-addr-accepted=8", "--max-conns", "64"}, extra...)...)
 	if len(addrs) != 1 {
 		t.Fatalf("mptcpd listens on %q, want one address", addrs)
 	}

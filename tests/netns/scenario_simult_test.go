@@ -59,6 +59,28 @@ func (c simultCase) scenario() scenario {
 	}
 }
 
+// simultVariant is one run of a case: a pairing, and our scheduler where ours sends.
+type simultVariant struct {
+	p     pairing
+	sched string
+}
+
+// simultVariants are every pairing with the default scheduler, then the schedulers for paths
+// of unequal delay (BLEST and ECF) where ours opens the connection: ours → kernel (ours sends
+// the upload) and ours ↔ ours (mptcpd, the server, runs the same scheduler).
+func simultVariants() []simultVariant {
+	var vs []simultVariant
+	for _, p := range scenarioPairings {
+		vs = append(vs, simultVariant{p: p})
+	}
+	for _, sched := range []string{"blest", "ecf"} {
+		for _, p := range []pairing{{oursImpl, kernelImpl}, {oursImpl, oursImpl}} {
+			vs = append(vs, simultVariant{p: p, sched: sched})
+		}
+	}
+	return vs
+}
+
 func TestScenarioSimultFlows(t *testing.T) {
 	requireScenarios(t)
 	type row struct {
@@ -70,17 +92,23 @@ func TestScenarioSimultFlows(t *testing.T) {
 	var plotted []scenarioResult
 	for _, c := range simultCases {
 		t.Run(strings.NewReplacer(" ", "", "/", "-", ",", "_").Replace(c.String()), func(t *testing.T) {
-			s := c.scenario()
-			for _, p := range scenarioPairings {
-				t.Run(p.String(), func(t *testing.T) {
+			for _, v := range simultVariants() {
+				s := c.scenario()
+				s.scheduler = v.sched
+				p := v.p
+				name := p.String()
+				if v.sched != "" {
+					name += "/" + v.sched
+				}
+				t.Run(name, func(t *testing.T) {
 					res := runScenario(t, p, s)
 					rows = append(rows, row{c, res, t.Failed()})
 					if res.err == nil {
 						t.Logf("%v %v: up %v (%.2f Mbit/s), down %v (%.2f Mbit/s), shares %.2f, budget %v",
-							c, pairingLabel(p), res.upTime.Round(time.Millisecond), res.upMbps(s),
+							c, res.label(), res.upTime.Round(time.Millisecond), res.upMbps(s),
 							res.downTime.Round(time.Millisecond), res.downMbps(s), res.shares(), c.budget(simultSize))
 					}
-					if c == (simultCase{15, 5, 25, 1}) {
+					if c == (simultCase{15, 5, 25, 1}) && v.sched == "" {
 						plotted = append(plotted, res)
 					}
 				})
@@ -93,12 +121,13 @@ func TestScenarioSimultFlows(t *testing.T) {
 	b.WriteString("The kernel selftest's cases (`simult_flows.sh`): rates and one-way delays of path 1 / path 2, in both directions; ")
 	b.WriteString("the client opens the second subflow. Budget = the script's: 16 MiB at 90 % of the summed rate + 450 ms ")
 	fmt.Fprintf(&b, "(%.3f s for every case). Time is from the start of the transfer (both subflows up) to the last byte received; ", simultCases[0].budget(simultSize).Seconds())
-	b.WriteString("share is each path's part of all bytes both directions put on the paths.\n\n")
+	b.WriteString("share is each path's part of all bytes both directions put on the paths. ")
+	b.WriteString("A pairing followed by blest or ecf ran that scheduler of ours where ours sends: the upload with ours → kernel, both directions with ours ↔ ours (mptcpd serves with it); the others ran `default`.\n\n")
 	b.WriteString("| rates, delays | pairing | time up / down (s) | goodput up / down (Mbit/s) | of summed rate | share path 1 / 2 | within budget | checks |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		if r.res.err != nil {
-			fmt.Fprintf(&b, "| %v | %s | failed: %v | | | | no | |\n", r.c, pairingLabel(r.res.p), r.res.err)
+			fmt.Fprintf(&b, "| %v | %s | failed: %v | | | | no | |\n", r.c, r.res.label(), r.res.err)
 			continue
 		}
 		s := scenario{up: simultSize, down: simultSize}
@@ -110,7 +139,7 @@ func TestScenarioSimultFlows(t *testing.T) {
 		}
 		sum := float64(r.c.rate1 + r.c.rate2)
 		fmt.Fprintf(&b, "| %v | %s | %.2f / %.2f | %.2f / %.2f | %.0f %% / %.0f %% | %.2f / %.2f | %s | %s |\n",
-			r.c, pairingLabel(r.res.p), r.res.upTime.Seconds(), r.res.downTime.Seconds(),
+			r.c, r.res.label(), r.res.upTime.Seconds(), r.res.downTime.Seconds(),
 			r.res.upMbps(s), r.res.downMbps(s), 100*r.res.upMbps(s)/sum, 100*r.res.downMbps(s)/sum,
 			sh[0], sh[1], ok, r.res.checks(r.failed))
 	}

@@ -51,6 +51,14 @@ func pairingLabel(p pairing) string {
 	return p.client.String() + " → " + p.server.String()
 }
 
+// label names the result's pairing, and our scheduler when it is not the default.
+func (r scenarioResult) label() string {
+	if r.sched == "" {
+		return pairingLabel(r.p)
+	}
+	return pairingLabel(r.p) + ", " + r.sched
+}
+
 // scenario is one transfer over emulated paths: path 0 carries the initial subflow, the
 // client (A) opens one more subflow over each further path.
 type scenario struct {
@@ -60,6 +68,7 @@ type scenario struct {
 	events    []emu.Event
 	eventPath int           // the path the events apply to
 	timeout   time.Duration // for the whole case, set-up included
+	scheduler string        // ours' scheduler where ours sends ("": the default)
 }
 
 // sampleEvery is how often the paths' byte counters are read.
@@ -68,6 +77,7 @@ const sampleEvery = 250 * time.Millisecond
 // scenarioResult is what one run of a scenario measured.
 type scenarioResult struct {
 	p                pairing
+	sched            string        // scenario.scheduler
 	err              error         // the transfer failed (timeout, reset): no times
 	upTime, downTime time.Duration // from the start until the last byte arrived
 	upGap, downGap   time.Duration // the longest wait for data at the server, at the client
@@ -116,8 +126,8 @@ func (r scenarioResult) shares() []float64 {
 func runScenario(t testing.TB, p pairing, s scenario) scenarioResult {
 	t.Helper()
 	ctx := caseCtx(t, s.timeout)
-	res := scenarioResult{p: p}
-	r := newRig(t, ctx, p, rigConfig{paths: len(s.paths)})
+	res := scenarioResult{p: p, sched: s.scheduler}
+	r := newRig(t, ctx, p, rigConfig{paths: len(s.paths), scheduler: s.scheduler})
 	var pes []*netns.PathEmu
 	for i := 1; i < len(s.paths); i++ {
 		r.endpoint(A, i, netns.IPv4, s.flags...)
