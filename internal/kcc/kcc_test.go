@@ -150,11 +150,14 @@ const verifierBudget = 250_000
 // kernel (E6 of the coupled congestion control's issue) and holds them within the budget.
 func TestVerifierCost(t *testing.T) {
 	testenv.RequireRoot(t)
-	var objs KccObjects
-	if err := LoadKccObjects(&objs, nil); err != nil {
+	// Loaded as for use (by map value where the kernel has no struct_ops links, which registers
+	// them), under names of the test's own.
+	l, err := Load(Options{Suffix: fmt.Sprintf("_v%d", os.Getpid())})
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer objs.Close()
+	defer l.Close()
+	objs := &l.objs
 	progs := map[string]*ebpf.Program{
 		"lia_cong_avoid": objs.LiaCongAvoid, "olia_cong_avoid": objs.OliaCongAvoid, "balia_cong_avoid": objs.BaliaCongAvoid,
 		"balia_ssthresh": objs.BaliaSsthresh, "lia_set_state": objs.LiaSetState, "lia_init": objs.LiaInit,
