@@ -44,6 +44,21 @@ func handoverScenario(backup bool) scenario {
 	}
 }
 
+// handoverVariants are the pairings with the default scheduler, then, with LTE a plain subflow,
+// ours at both ends with BLEST and with ECF (mptcpd, the server, sends the download with it).
+func handoverVariants(backup bool) []simultVariant {
+	var vs []simultVariant
+	for _, p := range handoverPairings {
+		vs = append(vs, simultVariant{p: p})
+	}
+	if !backup {
+		for _, sched := range []string{"blest", "ecf"} {
+			vs = append(vs, simultVariant{p: pairing{oursImpl, oursImpl}, sched: sched})
+		}
+	}
+	return vs
+}
+
 func TestScenarioHandover(t *testing.T) {
 	requireScenarios(t)
 	var b strings.Builder
@@ -52,7 +67,8 @@ func TestScenarioHandover(t *testing.T) {
 	fmt.Fprintf(&b, "The client downloads %d MiB (and sends %d MiB); Wi-Fi drops every packet from 5 s to 15 s (no link event). ", handoverDown>>20, handoverUp>>20)
 	b.WriteString("Throughput per path and phase is what the emulator delivered downward (IP bytes, Mbit/s); ")
 	b.WriteString("the gap is the longest wait between two reads that returned data at the client; ")
-	b.WriteString("Wi-Fi back is when Wi-Fi first carried more than 1 Mbit/s again (in 250 ms samples).\n\n")
+	b.WriteString("Wi-Fi back is when Wi-Fi first carried more than 1 Mbit/s again (in 250 ms samples). ")
+	b.WriteString("A pairing followed by blest or ecf ran that scheduler of ours in mptcpd, which sends the download; the others ran `default`.\n\n")
 	b.WriteString("| LTE | pairing | time (s) | goodput (Mbit/s) | longest gap (ms) | Wi-Fi 0–5 / 5–15 / 15– s | LTE 0–5 / 5–15 / 15– s | Wi-Fi back at | checks |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, backup := range []bool{false, true} {
@@ -60,15 +76,23 @@ func TestScenarioHandover(t *testing.T) {
 		if backup {
 			name = "backup"
 		}
-		s := handoverScenario(backup)
 		var runs []scenarioResult
 		t.Run(name, func(t *testing.T) {
-			for _, p := range handoverPairings {
-				t.Run(p.String(), func(t *testing.T) {
+			for _, v := range handoverVariants(backup) {
+				s := handoverScenario(backup)
+				s.scheduler = v.sched
+				p := v.p
+				sub := p.String()
+				if v.sched != "" {
+					sub += "/" + v.sched
+				}
+				t.Run(sub, func(t *testing.T) {
 					res := runScenario(t, p, s)
-					runs = append(runs, res)
+					if v.sched == "" {
+						runs = append(runs, res) // the plot compares the stacks
+					}
 					if res.err != nil {
-						fmt.Fprintf(&b, "| %s | %s | failed: %v | | | | | | |\n", name, pairingLabel(p), res.err)
+						fmt.Fprintf(&b, "| %s | %s | failed: %v | | | | | | |\n", name, res.label(), res.err)
 						return
 					}
 					wifi, lte := phaseMbps(res, 0), phaseMbps(res, 1)
@@ -77,7 +101,7 @@ func TestScenarioHandover(t *testing.T) {
 						back = fmt.Sprintf("%.2f s", at.Seconds())
 					}
 					row := fmt.Sprintf("| %s | %s | %.2f | %.2f | %d | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %s | %s |\n",
-						name, pairingLabel(p), res.downTime.Seconds(), res.downMbps(s), res.downGap.Milliseconds(),
+						name, res.label(), res.downTime.Seconds(), res.downMbps(s), res.downGap.Milliseconds(),
 						wifi[0], wifi[1], wifi[2], lte[0], lte[1], lte[2], back, res.checks(t.Failed()))
 					t.Log(strings.TrimSpace(row))
 					b.WriteString(row)
