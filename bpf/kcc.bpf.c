@@ -66,11 +66,12 @@ static __always_inline struct cc_state *kcc_state(struct sock *sk)
 #define KCC_BACKUP 0x2 /* a backup subflow (either end asked for it) */
 #define KCC_SELF 0x4   /* the calling subflow */
 
-/* kcc_select keeps the paths that count among the n slots a walk filled (cc_compact leaves out a
- * path without a window): the regular subflows, or the backups when there is no regular one. It
- * returns n and, in bits 8..15, the caller's slot (CC_MAX_SUBS when it has none), as coupled_ca.h
- * wants. A global function, verified once on its own: inlined, the branches on each slot's marks
- * multiplied the walk's verifier states beyond its limit. */
+/* kcc_select keeps the paths that count among the n slots a walk filled: the regular subflows,
+ * or the backups when there is no regular one, moved to the front (cc_compact, which also leaves
+ * out a path without a window or an RTT). It returns their number and, in bits 8..15, the
+ * caller's index among them (CC_MAX_SUBS when it does not count), as coupled_ca.h wants. A global
+ * function, verified once on its own: inlined, the branches on each slot's marks multiplied the
+ * walk's verifier states beyond its limit. */
 __attribute__((noinline)) __u32 kcc_select(struct cc_paths *ps, __u32 n)
 {
 	__u32 nreg = 0, self = CC_MAX_SUBS, f;
@@ -98,11 +99,12 @@ __attribute__((noinline)) __u32 kcc_select(struct cc_paths *ps, __u32 n)
 			kcc_count(KCC_BACKUP_LEFT, 1);
 		}
 	}
-	return n | self << 8;
+	return cc_compact(ps, n, self);
 }
 
 /* kcc_gather walks the connection of subflow sk and copies each subflow's published path into
- * its slot of ps, marked; it returns kcc_select's result, 0 when sk is no MPTCP subflow. Only
+ * its slot of ps, marked; it returns kcc_select's result (cc_avoid_coupled's compaction of it
+ * changes nothing), 0 when sk is no MPTCP subflow. Only
  * the loop counter indexes ps: an index the data chose would be a verifier state of its own. */
 static __always_inline __u32 kcc_gather(struct sock *sk, struct cc_paths *ps)
 {
@@ -163,7 +165,7 @@ static __always_inline void kcc_cong_avoid(struct sock *sk, __u32 acked, __u32 a
 	acked = cc_avoid_begin(tp, cs, acked);
 	if (!acked)
 		return;
-	r = kcc_gather(sk, &ps);
+	r = kcc_gather(sk, &ps); /* compacted already: the counts below are the coupling's */
 	n = r & 0xff;
 	if (n > 1 && (r >> 8) < n) {
 		kcc_count(KCC_COUPLED, 1);
