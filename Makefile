@@ -110,12 +110,12 @@ bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory/m
 	set -o pipefail; $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
 
 .PHONY: scenarios
-scenarios: deps ## Multipath scenarios on emulated paths beside the kernel's MPTCP, and the fairness experiments (root, ~35 min): docs/scenarios.md, docs/*.png
+scenarios: deps ## Multipath scenarios on emulated paths beside the kernel's MPTCP, and the fairness experiments (root, ~45 min): docs/scenarios.md, docs/*.png
 	@set -o pipefail; $(GO) test -count=1 -v -run '^TestScenario' -timeout 60m ./tests/netns -scenarios 2>&1 | grep -v '^=== \|netns: A=mpg'
 	@echo "results: docs/scenarios.md"
 
 .PHONY: fairness
-fairness: deps ## The fairness experiments of the congestion controls alone (root, ~22 min): their section of docs/scenarios.md
+fairness: deps ## The fairness experiments of the congestion controls alone (root, ~25 min): their section of docs/scenarios.md
 	@set -o pipefail; $(GO) test -count=1 -v -run '^TestScenarioFairness$$' -timeout 40m ./tests/netns -scenarios 2>&1 | grep -v '^=== \|netns: A=mpg'
 	@echo "results: docs/scenarios.md"
 
