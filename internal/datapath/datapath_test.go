@@ -186,13 +186,8 @@ func TestMapSizes(t *testing.T) {
 	}
 }
 
-// verifierBudget is the share of the kernel's limit of 1,000,000 instructions processed per
-// program that we allow ours: other kernels' verifiers explore differently, and a program that
-// needs most of the limit here may not load there.
-const verifierBudget = 250_000
-
 // TestVerifierCost reports the instructions the verifier processed for each of the datapath's
-// programs on this kernel and holds them within the budget.
+// programs on this kernel and holds them within testenv.VerifierBudget.
 func TestVerifierCost(t *testing.T) {
 	testenv.RequireRoot(t)
 	d, err := Open(Config{MaxConns: 16})
@@ -206,18 +201,6 @@ func TestVerifierCost(t *testing.T) {
 		if !ok || p == nil {
 			continue
 		}
-		name := v.Type().Field(i).Tag.Get("ebpf")
-		info, err := p.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, ok := info.VerifiedInstructions()
-		if !ok {
-			t.Fatalf("%s: this kernel does not report the instructions verified", name)
-		}
-		t.Logf("%s: %d instructions verified", name, n)
-		if n > verifierBudget {
-			t.Errorf("%s: %d instructions verified, over the budget of %d", name, n, verifierBudget)
-		}
+		testenv.CheckVerifierCost(t, v.Type().Field(i).Tag.Get("ebpf"), p)
 	}
 }

@@ -141,13 +141,9 @@ func TestPinned(t *testing.T) {
 	}
 }
 
-// verifierBudget is the share of the kernel's limit of 1,000,000 instructions processed per
-// program that we allow our programs: other kernels' verifiers explore differently, and a
-// program that needs most of the limit here may not load there.
-const verifierBudget = 250_000
-
 // TestVerifierCost reports the instructions the verifier processed for each program on this
-// kernel (E6 of the coupled congestion control's issue) and holds them within the budget.
+// kernel (E6 of the coupled congestion control's issue) and holds them within
+// testenv.VerifierBudget.
 func TestVerifierCost(t *testing.T) {
 	testenv.RequireRoot(t)
 	// Loaded as for use (by map value where the kernel has no struct_ops links, which registers
@@ -163,17 +159,6 @@ func TestVerifierCost(t *testing.T) {
 		"balia_ssthresh": objs.BaliaSsthresh, "lia_set_state": objs.LiaSetState, "lia_init": objs.LiaInit,
 	}
 	for _, name := range slices.Sorted(maps.Keys(progs)) {
-		info, err := progs[name].Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, ok := info.VerifiedInstructions()
-		if !ok {
-			t.Fatalf("%s: this kernel does not report the instructions verified", name)
-		}
-		t.Logf("%s: %d instructions verified", name, n)
-		if n > verifierBudget {
-			t.Errorf("%s: %d instructions verified, over the budget of %d", name, n, verifierBudget)
-		}
+		testenv.CheckVerifierCost(t, name, progs[name])
 	}
 }

@@ -150,15 +150,7 @@ func TestCoupledChurn(t *testing.T) {
 				}
 			}
 			stage(paths - 3)
-			r := <-done
-			if r.Err != nil {
-				t.Fatal(r.Err)
-			}
-			s := <-served
-			if s.Err != nil {
-				t.Fatal(s.Err)
-			}
-			checkDigests(t, r.Transfer, s.Transfer, up, down)
+			checkServed(t, <-done, served, up, down)
 			kc := counters(t, topo.B)
 			checkNoFallback(t, kc)
 			// Three deletions in a row may travel as one REMOVE_ADDR with several IDs.

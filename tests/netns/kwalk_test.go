@@ -2,7 +2,6 @@ package netns_test
 
 import (
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,15 +65,7 @@ func TestKernelMPTCPSubflowWalk(t *testing.T) {
 // setCongestion selects a congestion control on a connection's socket.
 func setCongestion(t *testing.T, c net.Conn, name string) {
 	t.Helper()
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		t.Fatalf("%T has no socket", c)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.SetCongestionOn(raw, name); err != nil {
+	if err := netns.SetCongestionOn(rawConn(t, c), name); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -174,14 +174,7 @@ func TestMptcpdAcceptFromKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := <-netns.ExchangeAsync(ctx, c, up, 1)
-	if r.Err != nil {
-		t.Fatal(r.Err)
-	}
-	s := <-served
-	if s.Err != nil {
-		t.Fatal(s.Err)
-	}
-	checkDigests(t, r.Transfer, s.Transfer, up, down)
+	checkServed(t, r, served, up, down)
 	if !r.MPTCP {
 		t.Errorf("kernel client socket is not MPTCP")
 	}
@@ -375,14 +368,21 @@ func availableCongestionControl(t testing.TB) []string {
 func exchangeServed(t testing.TB, ctx context.Context, c net.Conn, served <-chan netns.Result, up, down int64) netns.Result {
 	t.Helper()
 	tr, err := netns.Exchange(ctx, c, up, 1)
-	if err != nil {
-		t.Fatal(err)
+	return checkServed(t, netns.Result{Transfer: tr, Err: err}, served, up, down)
+}
+
+// checkServed checks the client's finished exchange r (up bytes of seed 1 out) against the
+// server's (ServeOne, down bytes of seed 2), which it waits for; it returns the server's result.
+func checkServed(t testing.TB, r netns.Result, served <-chan netns.Result, up, down int64) netns.Result {
+	t.Helper()
+	if r.Err != nil {
+		t.Fatal(r.Err)
 	}
 	s := <-served
 	if s.Err != nil {
 		t.Fatal(s.Err)
 	}
-	checkDigests(t, tr, s.Transfer, up, down)
+	checkDigests(t, r.Transfer, s.Transfer, up, down)
 	return s
 }
 
