@@ -126,12 +126,12 @@ func Load(o Options) (_ *Loaded, err error) {
 				err = m.Pin(p)
 			}
 			if err != nil {
-				unpinAll(o.PinDir)
+				Unload(o.PinDir) // what this load pinned so far
 				return nil, fmt.Errorf("kcc: pin %s: %w", l.Names[i], err)
 			}
 		}
 		if err := l.objs.KccStats.Pin(filepath.Join(o.PinDir, statsPin)); err != nil {
-			unpinAll(o.PinDir)
+			Unload(o.PinDir) // what this load pinned so far
 			return nil, fmt.Errorf("kcc: pin counters: %w", err)
 		}
 		l.pinned = true
@@ -260,11 +260,6 @@ func unpinRegistration(p string) error {
 		return err
 	}
 	return m.Unpin()
-}
-
-// unpinAll removes a pin directory's pins after a failed load.
-func unpinAll(dir string) {
-	Unload(dir)
 }
 
 func readCounters(m *ebpf.Map) (map[string]uint64, error) {
