@@ -494,29 +494,14 @@ func startMptcpdVia(t *testing.T, ctx context.Context, ns *netns.Namespace, wrap
 	ready := filepath.Join(t.TempDir(), "ready")
 	argv := append(append(slices.Clone(wrapper[1:]), mptcpd(t), "--ready-file", ready, "--log-level", "debug"), args...)
 	p := ns.StartCmd(ns.Command(context.Background(), wrapper[0], argv...))
-	for {
-		if b, err := os.ReadFile(ready); err == nil {
-			return p, strings.Fields(string(b))
-		}
-		select {
-		case <-p.Done():
-			t.Fatalf("mptcpd exited: %v\n%s", p.Err(), p.Output())
-		case <-ctx.Done():
-			t.Fatalf("mptcpd not ready: %v\n%s", ctx.Err(), p.Output())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return p, awaitReady(t, ctx, p, ready)
 }
 
 // waitOutputCount waits until the process has printed s n times.
 func waitOutputCount(t *testing.T, ctx context.Context, p *netns.Process, s string, n int) {
 	t.Helper()
-	for strings.Count(p.Output(), s) < n {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%q printed %d times, waiting for %d: %v", s, strings.Count(p.Output(), s), n, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
+	if err := p.WaitOutputCount(ctx, s, n); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -87,15 +87,29 @@ func startMptcpdB(t testing.TB, ctx context.Context, ns *netns.Namespace, args .
 			t.Logf("mptcpd output:\n%s", p.Output())
 		}
 	})
+	return p, awaitReady(t, ctx, p, ready)
+}
+
+// awaitReady waits for the daemon's ready file and returns the addresses it lists. It then
+// waits for the log to hold one "listening" line per address: the daemon writes the file after
+// those lines, but its output reaches the test through a pipe, and a check of what it logged
+// while starting must not run before that output is here.
+func awaitReady(t testing.TB, ctx context.Context, p *netns.Process, ready string) []string {
+	t.Helper()
 	for {
-		if b, err := os.ReadFile(ready); err == nil {
-			return p, strings.Fields(string(b))
+		b, err := os.ReadFile(ready)
+		if err == nil {
+			addrs := strings.Fields(string(b))
+			if err := p.WaitOutputCount(ctx, "msg=listening", len(addrs)); err != nil {
+				t.Fatalf("mptcpd ready: %v\n%s", err, p.Output())
+			}
+			return addrs
 		}
 		select {
 		case <-p.Done():
 			t.Fatalf("mptcpd exited: %v\n%s", p.Err(), p.Output())
 		case <-ctx.Done():
-			t.Fatalf("mptcpd not ready: %v", ctx.Err())
+			t.Fatalf("mptcpd not ready: %v\n%s", ctx.Err(), p.Output())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -227,20 +241,7 @@ func TestMptcpdIPNetnsExec(t *testing.T) {
 		"--ready-file", ready, "--log-level", "debug", "--ctl", "", "--forward", "127.0.0.1:0="+ln.Addr().String())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	d := topo.A.StartCmd(cmd)
-	var addrs []string
-	for addrs == nil {
-		if b, err := os.ReadFile(ready); err == nil {
-			addrs = strings.Fields(string(b))
-			break
-		}
-		select {
-		case <-d.Done():
-			t.Fatalf("mptcpd under ip netns exec exited: %v\n%s", d.Err(), d.Output())
-		case <-ctx.Done():
-			t.Fatalf("mptcpd not ready: %v", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	addrs := awaitReady(t, ctx, d, ready)
 	// ip netns exec execs the daemon: the pid is the daemon's. Its mount table has no cgroup2
 	// mount (the case under test), and it is in its cgroup of the one hierarchy.
 	pid := d.Pid()

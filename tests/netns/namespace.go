@@ -490,20 +490,28 @@ func (p *Process) Output() string { return p.out.String() }
 
 // WaitOutput waits until the output contains s. It fails if the process exits first.
 func (p *Process) WaitOutput(ctx context.Context, s string) error {
+	return p.WaitOutputCount(ctx, s, 1)
+}
+
+// WaitOutputCount waits until the output contains s at least n times. It fails if the process
+// exits first. The output reaches the buffer through a pipe, after the process wrote it: a
+// file the process writes after a log line can be seen before the line is.
+func (p *Process) WaitOutputCount(ctx context.Context, s string, n int) error {
 	for {
 		ch := p.out.changed()
-		if strings.Contains(p.out.String(), s) {
+		if strings.Count(p.out.String(), s) >= n {
 			return nil
 		}
 		select {
 		case <-ch:
 		case <-p.done:
-			if strings.Contains(p.out.String(), s) {
+			if got := strings.Count(p.out.String(), s); got >= n {
 				return nil
+			} else {
+				return fmt.Errorf("%s exited (%v) having printed %q %d of %d times", p.name(), p.err, s, got, n)
 			}
-			return fmt.Errorf("%s exited (%v) before printing %q", p.name(), p.err, s)
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %q from %s: %w", s, p.name(), ctx.Err())
+			return fmt.Errorf("wait for %q %d times from %s (%d so far): %w", s, n, p.name(), strings.Count(p.out.String(), s), ctx.Err())
 		}
 	}
 }
