@@ -24,12 +24,23 @@ import (
 // Fairness of the congestion controls (RFC 6356's goals; the E0–E5). A sends to B over
 // three paths; paths 0 and 1 carry the multipath connection (or path 0 alone), path 2 one TCP
 // Reno flow. The A-to-B direction of each path crosses a bottleneck of the emulator
-// (emu.Bottleneck, a FIFO of 100 ms at its rate); paths in the same group share one. Each
-// experiment runs its flows for fairnessWarmup, then measures what each sink received (and what
-// each of paths 0 and 1 carried) over fairnessWindow; it runs three times at once, on separate
-// topologies, and reports the median. The competing flow runs Reno (this host's default is
-// BBR), and so do the kernel's MPTCP sockets of the uncoupled reference; the kernel's coupled
-// runs select our controls for its sockets (internal/kcc) on the client's MPTCP socket.
+// (emu.Bottleneck, a FIFO of 25 ms at its rate), then a delay with 2 ms of jitter; paths in the
+// same group share one bottleneck. Each experiment runs its flows for fairnessWarmup, then
+// measures what each sink received (and what each of paths 0 and 1 carried) over
+// fairnessWindow; it runs three times at once, on separate topologies, and reports the median.
+// The competing flow runs Reno (this host's default is BBR), and so do the kernel's MPTCP
+// sockets of the uncoupled reference; the kernel's coupled runs select our controls for its
+// sockets (internal/kcc) on the client's MPTCP socket.
+//
+// Why 25 ms and jitter. The emulator's bottleneck is exact: it serves packets at exactly its
+// rate and every path's delay is constant, so ACK-clocked flows arrive at the full queue in a
+// fixed phase, and the same flows keep finding it full (the phase effects of drop-tail gateways,
+// Floyd and Jacobson 1992). Without jitter, two uncoupled Reno subflows took 1.05–1.18× one Reno
+// flow (kernel and ours) where they should take about 2×. Jitter after the bottleneck breaks the
+// phase, as the variable delays of a real network do. With a FIFO of 100 ms (2.5 round trips),
+// each Reno sawtooth lasts seconds, a 40 s window holds a handful of losses, and which flow each
+// one hits decides the shares: runs of one case spread from 0.4× to 1.9×. With 25 ms (0.6 of the
+// round trip's bandwidth-delay product) the cycles are short and the runs agree.
 
 const (
 	fairnessWarmup = 10 * time.Second
@@ -44,13 +55,22 @@ func fairnessWindow() time.Duration {
 	return 40 * time.Second
 }
 
-// fairnessQueue is how long the bottleneck's FIFO holds at its rate: 100 ms, or
+// fairnessQueue is how long the bottleneck's FIFO holds at its rate: 25 ms, or
 // MPTCPGO_FAIRNESS_QUEUE for a look at another size.
 func fairnessQueue() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv("MPTCPGO_FAIRNESS_QUEUE")); err == nil && d > 0 {
 		return d
 	}
-	return 100 * time.Millisecond
+	return 25 * time.Millisecond
+}
+
+// fairnessJitter is the jitter each path's A-to-B direction adds after the bottleneck: 2 ms, or
+// MPTCPGO_FAIRNESS_JITTER ("0s" for none).
+func fairnessJitter() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("MPTCPGO_FAIRNESS_JITTER")); err == nil && d >= 0 {
+		return d
+	}
+	return 2 * time.Millisecond
 }
 
 // fairPath is one path: the bottleneck group its A-to-B direction crosses, and its one-way delay
@@ -175,7 +195,7 @@ func TestScenarioFairness(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("## Fairness of the congestion controls\n\n")
 	b.WriteString("A sends to B over three paths: the multipath connection on paths 0 and 1 (or path 0 alone), one TCP Reno flow on path 2, both as fast as they can. ")
-	fmt.Fprintf(&b, "Each path's A-to-B direction crosses a bottleneck of the emulator (a FIFO of %v at its rate); paths of one group share it. ", fairnessQueue())
+	fmt.Fprintf(&b, "Each path's A-to-B direction crosses a bottleneck of the emulator (a FIFO of %v at its rate), then its delay with %v of jitter; paths of one group share a bottleneck. ", fairnessQueue(), fairnessJitter())
 	fmt.Fprintf(&b, "Goodput is what the sinks received over %v after %v of warm-up; paths 0/1 is what each carried (IP bytes); median of %d runs. ", window, fairnessWarmup, fairnessRuns)
 	b.WriteString("E0–E2: one 20 Mbit/s bottleneck shared by all three paths, 20 ms each way (E0: a second Reno flow on path 0 instead of the multipath one; E2: one subflow). ")
 	b.WriteString("E3: two 10 Mbit/s paths alone, 20 ms each way, or 5 and 30 ms. ")
@@ -307,7 +327,7 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 	var links [3]*emu.Link
 	for i, fp := range fc.paths {
 		p := topo.Path(i)
-		links[i] = p.A.Emulate(emu.Config{Delay: fp.delay, Shared: bns[fp.group]})
+		links[i] = p.A.Emulate(emu.Config{Delay: fp.delay, Jitter: fairnessJitter(), Shared: bns[fp.group]})
 		p.B.Emulate(emu.Config{Delay: fp.delay})
 	}
 	p0, p1, p2 := topo.Path(0), topo.Path(1), topo.Path(2)
