@@ -224,6 +224,10 @@ func (b *backend) proxyCounters() map[string]uint64 {
 		c["ProxyActive"] += uint64(max(st.Active.Load(), 0))
 		c["ProxyBytesIn"] += st.BytesIn.Load()
 		c["ProxyBytesOut"] += st.BytesOut.Load()
+		c["ConvertConverted"] += st.Converted.Load()
+		c["ConvertRefused"] += st.ConvertRefused.Load()
+		c["ConvertErrorsSent"] += st.ConvertErrorsSent.Load()
+		c["ConvertErrorsReceived"] += st.ConvertErrorsReceived.Load()
 	}
 	return c
 }

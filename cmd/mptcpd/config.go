@@ -30,6 +30,9 @@ import (
 //
 //	forward: ["127.0.0.1:8080=server.example:80"]
 //	accept: [":5201=127.0.0.1:5201"]
+//	convert: [":5124"]                          # an RFC 8803 Transport Converter
+//	convert-clients: [198.51.100.0/24]
+//	convert-via: converter.example:5124           # with forward: reach REMOTE through it
 //	endpoint:
 //	  - 192.168.1.10,subflow                     # the --endpoint form, or:
 //	  - {addr: 10.64.0.2, flags: [subflow, backup], id: 5, dev: wwan0}
@@ -63,6 +66,21 @@ var configKeys = map[string]configKey{
 	"forward":  {list: true, value: scalar, check: checkRule},
 	"accept":   {list: true, value: scalar, check: checkRule},
 	"endpoint": {list: true, value: endpointValue, check: checkEndpoint, alias: []string{"endpoints"}},
+	"convert":  {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParseListen(v); return err }},
+	"convert-allow": {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParsePrefix(v); return err }},
+	"convert-clients": {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParsePrefix(v); return err }},
+	"convert-cookie": {value: scalar, check: func(v string) error {
+		if v == "" || len(v) > maxCookie {
+			return fmt.Errorf("want 1 to %d bytes", maxCookie)
+		}
+		return nil
+	}},
+	"convert-via": {value: scalar, check: func(v string) error {
+		if _, err := proxy.ParseRule("0.0.0.0:0=" + v); err != nil {
+			return fmt.Errorf("%q: want HOST:PORT", v)
+		}
+		return nil
+	}},
 	"limits":   {value: limitsValue, check: func(v string) error { _, err := pm.ParseLimits(v, pm.DefaultLimits); return err }},
 	"scheduler": {value: scalar, check: func(v string) error {
 		_, err := control.NewScheduler(v)
@@ -425,7 +443,7 @@ func lookupKey(k string) (string, configKey, bool) {
 
 func keyNames() []string {
 	var out []string
-	for _, n := range []string{"forward", "accept", "endpoint", "limits", "scheduler", "checksum", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
+	for _, n := range []string{"forward", "accept", "convert", "convert-allow", "convert-clients", "convert-cookie", "convert-via", "endpoint", "limits", "scheduler", "checksum", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
 		if _, ok := configKeys[n]; ok {
 			out = append(out, n)
 		}

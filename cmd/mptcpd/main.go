@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,6 +37,11 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "forward", Usage: "accept plain TCP on LISTEN and carry each connection over MPTCP to REMOTE (LISTEN=REMOTE, repeatable)"},
 			&cli.StringSliceFlag{Name: "accept", Usage: "accept MPTCP and plain TCP on LISTEN and relay each connection to TARGET over TCP (LISTEN=TARGET, repeatable)"},
+			&cli.StringSliceFlag{Name: "convert", Usage: "be an RFC 8803 Transport Converter on LISTEN: accept MPTCP and plain TCP, and relay each connection to the destination its Convert message's Connect TLV names (repeatable)"},
+			&cli.StringSliceFlag{Name: "convert-allow", Usage: "with --convert, allow destinations in this `CIDR` that the defaults refuse (loopback, unspecified, multicast, link-local, broadcast, the host's own addresses) (repeatable)"},
+			&cli.StringSliceFlag{Name: "convert-clients", Usage: "with --convert, serve only clients in this `CIDR` (repeatable; default: every client)"},
+			&cli.StringFlag{Name: "convert-cookie", Usage: "with --convert, require this `VALUE` in each Connect's Cookie TLV; with --convert-via, send it"},
+			&cli.StringFlag{Name: "convert-via", Usage: "with --forward, reach each rule's REMOTE through the RFC 8803 Transport Converter at `HOST:PORT` (a Connect TLV over MPTCP)"},
 			&cli.StringSliceFlag{Name: "endpoint", Usage: "a local address for the path manager: ADDR[,subflow|signal|backup|fullmesh][,port=N][,id=N][,dev=IF] (repeatable), as `ip mptcp endpoint add`"},
 			&cli.StringFlag{Name: "limits", Usage: "subflows=N,add-addr-accepted=N (0..8 each; the kernel's defaults are 2 and 0)"},
 			&cli.BoolFlag{Name: "checksum", Usage: "require DSS checksums (RFC 8684 §3.3.1) on every connection, as the kernel's net.mptcp.checksum_enabled=1 does; a peer that requires them gets them either way"},
@@ -118,8 +124,22 @@ func run(cc *cli.Context) error {
 			servers = append(servers, &proxy.Server{Rule: r, Forward: flag == "forward", Log: log, Limit: limit})
 		}
 	}
+	conv, err := converterPolicy(cc)
+	if err != nil {
+		return err
+	}
+	for _, spec := range cc.StringSlice("convert") {
+		r, err := proxy.ParseListen(spec)
+		if err != nil {
+			return fmt.Errorf("--convert %w", err)
+		}
+		servers = append(servers, &proxy.Server{Rule: r, Convert: conv, Log: log, Limit: limit})
+	}
+	if err := convertVia(cc, servers); err != nil {
+		return err
+	}
 	if len(servers) == 0 {
-		return errors.New("nothing to do: give at least one --forward or --accept")
+		return errors.New("nothing to do: give at least one --forward, --accept or --convert")
 	}
 	mgr, err := pathManager(cc, log)
 	if err != nil {
@@ -180,11 +200,14 @@ func run(cc *cli.Context) error {
 			stack.Close()
 			return err
 		}
-		mode := "accept"
-		if s.Forward {
-			mode = "forward"
+		args := []any{"mode", s.Mode(), "listen", s.Addr().String()}
+		if s.Convert == nil {
+			args = append(args, "remote", s.Rule.Remote)
 		}
-		log.Info("listening", "mode", mode, "listen", s.Addr().String(), "remote", s.Rule.Remote)
+		if s.Via != "" {
+			args = append(args, "via", s.Via)
+		}
+		log.Info("listening", args...)
 	}
 	if f := cc.String("ready-file"); f != "" {
 		if err := writeReady(f, servers); err != nil {
@@ -286,6 +309,66 @@ func writeReady(path string, servers []*proxy.Server) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("ready file: %w", err)
+	}
+	return nil
+}
+
+// converterPolicy reads --convert-allow, --convert-clients and --convert-cookie into the policy
+// the --convert servers share; the first two need --convert.
+func converterPolicy(cc *cli.Context) (*proxy.Converter, error) {
+	conv := &proxy.Converter{}
+	for _, f := range []struct {
+		name string
+		dst  *[]netip.Prefix
+	}{{"convert-allow", &conv.Allow}, {"convert-clients", &conv.Clients}} {
+		for _, v := range cc.StringSlice(f.name) {
+			p, err := proxy.ParsePrefix(v)
+			if err != nil {
+				return nil, fmt.Errorf("--%s %w", f.name, err)
+			}
+			*f.dst = append(*f.dst, p)
+		}
+		if len(*f.dst) > 0 && len(cc.StringSlice("convert")) == 0 {
+			return nil, fmt.Errorf("--%s needs --convert", f.name)
+		}
+	}
+	if v := cc.String("convert-cookie"); v != "" {
+		if len(v) > maxCookie {
+			return nil, fmt.Errorf("--convert-cookie: %d bytes, at most %d", len(v), maxCookie)
+		}
+		conv.Cookie = []byte(v)
+	} else if cc.IsSet("convert-cookie") {
+		return nil, errors.New("--convert-cookie: empty (a Cookie TLV cannot be empty)")
+	}
+	return conv, nil
+}
+
+// maxCookie bounds --convert-cookie: a Convert message holds at most 1020 bytes, a Connect
+// TLV takes 20 and the fixed header 4, a Cookie TLV's own header 2.
+const maxCookie = 256
+
+// convertVia applies --convert-via to the --forward servers; it needs at least one. The
+// converter must be named by address and port, or a name that resolves when the daemon starts.
+func convertVia(cc *cli.Context, servers []*proxy.Server) error {
+	via := cc.String("convert-via")
+	if via == "" {
+		return nil
+	}
+	if _, err := proxy.ParseRule("0.0.0.0:0=" + via); err != nil {
+		return fmt.Errorf("--convert-via %q: want HOST:PORT", via)
+	}
+	n := 0
+	for _, s := range servers {
+		if s.Forward {
+			s.Via = via
+			if v := cc.String("convert-cookie"); v != "" {
+				s.ViaCookie = []byte(v)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return errors.New("--convert-via needs --forward (the transparent modes are not built yet)")
 	}
 	return nil
 }

@@ -43,6 +43,10 @@ var (
 	descProxyMPTCP    = prometheus.NewDesc("mptcpd_proxy_mptcp_total", "Connections relayed over MPTCP (the others fell back to TCP).", proxyLabels, nil)
 	descProxyBytesIn  = prometheus.NewDesc("mptcpd_proxy_bytes_in_total", "Bytes relayed from the listening side to the remote side.", proxyLabels, nil)
 	descProxyBytesOut = prometheus.NewDesc("mptcpd_proxy_bytes_out_total", "Bytes relayed from the remote side to the listening side.", proxyLabels, nil)
+	descConverted     = prometheus.NewDesc("mptcpd_convert_converted_total", "Connections carried through RFC 8803 Convert: relayed to a Connect TLV's destination (--convert), or accepted by the converter (--convert-via).", proxyLabels, nil)
+	descConvRefused   = prometheus.NewDesc("mptcpd_convert_refused_total", "Convert requests refused by policy: client, destination or cookie (--convert).", proxyLabels, nil)
+	descConvErrSent   = prometheus.NewDesc("mptcpd_convert_errors_sent_total", "Convert Error TLVs sent (--convert).", proxyLabels, nil)
+	descConvErrRecv   = prometheus.NewDesc("mptcpd_convert_errors_received_total", "Convert Error TLVs received from the converter (--convert-via).", proxyLabels, nil)
 	descProxyActive   = prometheus.NewDesc("mptcpd_proxy_connections", "Connections a proxy relays now.", proxyLabels, nil)
 	descProxyMax      = prometheus.NewDesc("mptcpd_proxy_max_connections", "Connections all proxies together may relay at once (--max-conns).", nil, nil)
 )
@@ -50,7 +54,7 @@ var (
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCounter, descConns, descRTT, descCwnd, descSent, descRecv, descRetrans, descBackup,
 		descProxyAccepted, descProxyAcceptEr, descProxyRefused, descProxyFailed, descProxyDialWait, descProxyMPTCP, descProxyBytesIn, descProxyBytesOut,
-		descProxyActive, descProxyMax} {
+		descConverted, descConvRefused, descConvErrSent, descConvErrRecv, descProxyActive, descProxyMax} {
 		ch <- d
 	}
 }
@@ -88,11 +92,7 @@ func (m *metrics) collectProxies(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descProxyMax, prometheus.GaugeValue, float64(m.b.limit.Max()))
 	}
 	for _, s := range m.b.servers {
-		mode := "accept"
-		if s.Forward {
-			mode = "forward"
-		}
-		l := []string{mode, s.Rule.Listen, s.Rule.Remote}
+		l := []string{s.Mode(), s.Rule.Listen, s.Rule.Remote}
 		st := &s.Stats
 		for d, v := range map[*prometheus.Desc]uint64{
 			descProxyAccepted: st.Accepted.Load(),
@@ -103,6 +103,10 @@ func (m *metrics) collectProxies(ch chan<- prometheus.Metric) {
 			descProxyMPTCP:    st.MPTCP.Load(),
 			descProxyBytesIn:  st.BytesIn.Load(),
 			descProxyBytesOut: st.BytesOut.Load(),
+			descConverted:     st.Converted.Load(),
+			descConvRefused:   st.ConvertRefused.Load(),
+			descConvErrSent:   st.ConvertErrorsSent.Load(),
+			descConvErrRecv:   st.ConvertErrorsReceived.Load(),
 		} {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
 		}

@@ -17,7 +17,12 @@ func TestProxyMetrics(t *testing.T) {
 	fwd.Stats.Refused.Add(3)
 	acc.Stats.Accepted.Add(5)
 	acc.Stats.Active.Add(2)
-	m := &metrics{b: &backend{servers: []*proxy.Server{fwd, acc}, limit: proxy.NewLimit(8)}}
+	conv := &proxy.Server{Rule: proxy.Rule{Listen: ":5124"}, Convert: &proxy.Converter{}}
+	conv.Stats.Converted.Add(4)
+	conv.Stats.ConvertRefused.Add(2)
+	conv.Stats.ConvertErrorsSent.Add(3)
+	fwd.Stats.ConvertErrorsReceived.Add(1)
+	m := &metrics{b: &backend{servers: []*proxy.Server{fwd, acc, conv}, limit: proxy.NewLimit(8)}}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(proxiesOnly{m})
 	fams, err := reg.Gather()
@@ -39,19 +44,24 @@ func TestProxyMetrics(t *testing.T) {
 		"mptcpd_proxy_refused_total listen=127.0.0.1:8080 mode=forward remote=10.0.0.2:80":       3,
 		"mptcpd_proxy_accepted_total listen=:5201 mode=accept remote=127.0.0.1:5201":             5,
 		"mptcpd_proxy_connections listen=:5201 mode=accept remote=127.0.0.1:5201":                2,
-		"mptcpd_proxy_max_connections": 8,
+		"mptcpd_proxy_max_connections":                                                               8,
+		"mptcpd_convert_converted_total listen=:5124 mode=convert remote=":                           4,
+		"mptcpd_convert_refused_total listen=:5124 mode=convert remote=":                             2,
+		"mptcpd_convert_errors_sent_total listen=:5124 mode=convert remote=":                         3,
+		"mptcpd_convert_errors_received_total listen=127.0.0.1:8080 mode=forward remote=10.0.0.2:80": 1,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
 		}
 	}
-	if n := len(got); n != 2*9+1 {
-		t.Errorf("%d metrics, want %d", n, 2*9+1)
+	if n := len(got); n != 3*13+1 {
+		t.Errorf("%d metrics, want %d", n, 3*13+1)
 	}
-	b := &backend{servers: []*proxy.Server{fwd, acc}}
+	b := &backend{servers: []*proxy.Server{fwd, acc, conv}}
 	c := b.proxyCounters()
-	if c["ProxyAcceptErrors"] != 7 || c["ProxyRefused"] != 3 || c["ProxyAccepted"] != 5 || c["ProxyActive"] != 2 {
+	if c["ProxyAcceptErrors"] != 7 || c["ProxyRefused"] != 3 || c["ProxyAccepted"] != 5 || c["ProxyActive"] != 2 ||
+		c["ConvertConverted"] != 4 || c["ConvertRefused"] != 2 || c["ConvertErrorsSent"] != 3 || c["ConvertErrorsReceived"] != 1 {
 		t.Errorf("proxy counters %v", c)
 	}
 }

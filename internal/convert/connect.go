@@ -16,8 +16,8 @@ const lenConnect = 20
 //	Remote Peer IP Address (128): IPv6, or IPv4 as an IPv4-mapped IPv6 address
 //	TCP Options (optional, Extended Connect TLV), zero-padded to a 32-bit boundary
 //
-// The address must not be multicast, broadcast or loopback (§5.2.5); this package also refuses
-// the unspecified address, which Linux takes for the local host, and port 0. Parse returns an
+// §5.2.5 forbids multicast, broadcast and loopback addresses; this package leaves the address
+// to the converter's policy (checkRemote) and refuses only port 0. Parse returns an
 // IPv4-mapped address as IPv4.
 //
 // TCPOptions holds the TCP options the converter must put in its SYN to Remote, as they are
@@ -108,20 +108,13 @@ func parseConnect(b []byte) (Connect, error) {
 	return c, nil
 }
 
-// checkRemote applies §5.2.5's rule on the remote address, and refuses the unspecified
-// address and port 0, which name no server.
+// checkRemote refuses port 0, which names no server. Which addresses a converter connects to
+// is its policy, not the message's form: §5.2.5 forbids a Client to ask for a multicast,
+// broadcast or loopback address, and a converter refuses those (and more) with Not Authorized
+// unless its operator allowed them, as mptcpd --convert-allow does. Parse leaves the address
+// to it.
 func checkRemote(ap netip.AddrPort) error {
-	a := ap.Addr().Unmap()
-	switch {
-	case a.IsLoopback():
-		return fmt.Errorf("loopback address %v", a)
-	case a.IsMulticast():
-		return fmt.Errorf("multicast address %v", a)
-	case a == netip.IPv4Unspecified() || a == netip.IPv6Unspecified():
-		return fmt.Errorf("unspecified address %v", a)
-	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return fmt.Errorf("broadcast address %v", a)
-	case ap.Port() == 0:
+	if ap.Port() == 0 {
 		return errPort0
 	}
 	return nil

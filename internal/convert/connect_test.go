@@ -74,9 +74,26 @@ func TestConnectOptionsMax(t *testing.T) {
 }
 
 func TestConnectErrorText(t *testing.T) {
-	_, _, err := Parse(h("01 06 00 00  0a 05 01 bb  00 00 00 00  00 00 00 00  00 00 ff ff  7f 00 00 01"))
+	_, _, err := Parse(h("01 06 00 00  0a 05 00 00  00 00 00 00  00 00 00 00  00 00 ff ff  c0 00 02 01"))
 	pe, ok := errors.AsType[*ParseError](err)
-	if !ok || pe.Reason != "Connect TLV: loopback address 127.0.0.1" {
+	if !ok || pe.Reason != "Connect TLV: port 0" || pe.Offset != 6 {
 		t.Errorf("Parse = %v", err)
+	}
+}
+
+// TestConnectAnyAddress: the address is the converter's policy; Parse takes loopback,
+// multicast, broadcast and unspecified addresses, IPv4 as IPv4.
+func TestConnectAnyAddress(t *testing.T) {
+	for _, a := range []string{"127.0.0.1", "::1", "224.0.0.1", "ff02::1", "255.255.255.255", "0.0.0.0", "::"} {
+		want := netip.AddrPortFrom(netip.MustParseAddr(a), 80)
+		b, err := Message{TLVs: []TLV{Connect{Remote: want}}}.Marshal()
+		if err != nil {
+			t.Errorf("%s: Marshal: %v", a, err)
+			continue
+		}
+		m, _, err := Parse(b)
+		if c, ok := Find[Connect](m); err != nil || !ok || c.Remote != want {
+			t.Errorf("%s: Parse = %v, %v", a, c.Remote, err)
+		}
 	}
 }

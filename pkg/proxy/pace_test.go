@@ -25,7 +25,7 @@ func TestDialWaitsOutResourceErrors(t *testing.T) {
 		in, client := net.Pipe()
 		remote, far := net.Pipe()
 		var at []time.Time
-		s.dialRemote = func(context.Context) (net.Conn, error) {
+		s.dialRemote = func(context.Context, string) (net.Conn, error) {
 			at = append(at, time.Now())
 			if len(at) <= 4 {
 				return nil, emfile
@@ -69,7 +69,7 @@ func TestDialGivesUp(t *testing.T) {
 		s.init()
 		in, client := net.Pipe()
 		var at []time.Time
-		s.dialRemote = func(context.Context) (net.Conn, error) {
+		s.dialRemote = func(context.Context, string) (net.Conn, error) {
 			at = append(at, time.Now())
 			return nil, emfile
 		}

@@ -56,6 +56,13 @@ type Stats struct {
 	Active       atomic.Int64  // connections being relayed now
 	BytesIn      atomic.Uint64 // from the listening side to the remote side
 	BytesOut     atomic.Uint64
+
+	// RFC 8803. A converter counts the connections it relayed to a Connect TLV's
+	// destination, a client (Via) those a converter accepted.
+	Converted             atomic.Uint64
+	ConvertRefused        atomic.Uint64 // refused by the converter's policy: client, destination, cookie
+	ConvertErrorsSent     atomic.Uint64 // Error TLVs a converter sent
+	ConvertErrorsReceived atomic.Uint64 // Error TLVs a client received
 }
 
 // Limit bounds the connections that the servers sharing it carry at once.
@@ -83,14 +90,23 @@ func (l *Limit) acquire() bool {
 
 func (l *Limit) release() { l.n.Add(-1) }
 
-// Server runs one rule: Forward (TCP in, MPTCP out) or Accept (MPTCP in, TCP out).
+// Server runs one rule: Forward (TCP in, MPTCP out), Accept (MPTCP in, TCP out), or Convert
+// (MPTCP in, TCP out to the destination each client names, RFC 8803).
 type Server struct {
 	Rule    Rule
 	Forward bool
-	Stack   *control.Stack
-	Log     *slog.Logger
-	Limit   *Limit // nil: no limit
-	Stats   Stats
+	// Convert, when set, makes the server a Transport Converter with this policy: it listens
+	// on Rule.Listen as Accept does, and Rule.Remote is unused.
+	Convert *Converter
+	// Via, with Forward, is a Transport Converter (host:port) to reach Rule.Remote through:
+	// the MPTCP connection goes to Via and asks it, with a Connect TLV, for Rule.Remote.
+	Via string
+	// ViaCookie, when not nil, is sent in a Cookie TLV with each Connect.
+	ViaCookie []byte
+	Stack     *control.Stack
+	Log       *slog.Logger
+	Limit     *Limit // nil: no limit
+	Stats     Stats
 
 	ln      net.Listener
 	stop    context.Context // ends with Shutdown: cuts a wait after a failed accept short
@@ -100,13 +116,13 @@ type Server struct {
 	conns   map[*relay]struct{}
 	closing bool // Shutdown started: new relays end at once, gracefully
 	// dialRemote, when set (tests), opens the other side instead of the stack or net.Dialer.
-	dialRemote func(ctx context.Context) (net.Conn, error)
+	dialRemote func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Listen opens the server's listener.
 func (s *Server) Listen(ctx context.Context) error {
 	var err error
-	if s.Forward {
+	if s.Forward && s.Convert == nil {
 		lc := net.ListenConfig{}
 		lc.SetMultipathTCP(false) // applications reach us over plain TCP
 		s.ln, err = lc.Listen(ctx, "tcp", s.Rule.Listen)
@@ -126,6 +142,26 @@ func (s *Server) init() {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
+}
+
+// Mode names what the server does: forward, accept or convert.
+func (s *Server) Mode() string {
+	switch {
+	case s.Convert != nil:
+		return "convert"
+	case s.Forward:
+		return "forward"
+	}
+	return "accept"
+}
+
+// ParseListen parses the LISTEN of a rule without a remote side (--convert LISTEN): a
+// host:port with a numeric port, the host empty for every address.
+func ParseListen(s string) (Rule, error) {
+	if err := checkHostPort(s, true); err != nil {
+		return Rule{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return Rule{Listen: s}, nil
 }
 
 // Addr is the listening address.
@@ -173,10 +209,11 @@ var errTooMany = errors.New("connection limit reached")
 // dialTimeout bounds the opening of a connection's other side, waits for resources included.
 const dialTimeout = 30 * time.Second
 
-// dial opens the remote side. Out of descriptors, memory or buffers, it waits (5 ms doubling
-// to 1 s) and tries again until ctx ends or Shutdown: an accepted connection is not reset
-// because the descriptors other connections are releasing are not free yet.
-func (s *Server) dial(ctx context.Context) (net.Conn, error) {
+// dialTo opens the remote side, to addr: over MPTCP for a forward proxy, plain TCP otherwise.
+// Out of descriptors, memory or buffers, it waits (5 ms doubling to 1 s) and tries again until
+// ctx ends or Shutdown: an accepted connection is not reset because the descriptors other
+// connections are releasing are not free yet.
+func (s *Server) dialTo(ctx context.Context, addr string) (net.Conn, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.stop, cancel)()
@@ -186,14 +223,14 @@ func (s *Server) dial(ctx context.Context) (net.Conn, error) {
 		var err error
 		switch {
 		case s.dialRemote != nil:
-			out, err = s.dialRemote(ctx)
+			out, err = s.dialRemote(ctx, addr)
 		case s.Forward:
 			d := control.Dialer{Stack: s.Stack}
-			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
+			out, err = d.DialContext(ctx, "tcp", addr)
 		default:
 			var d net.Dialer
 			d.SetMultipathTCP(false)
-			out, err = d.DialContext(ctx, "tcp", s.Rule.Remote)
+			out, err = d.DialContext(ctx, "tcp", addr)
 		}
 		if err == nil || !resourceError(err) {
 			return out, err
@@ -218,25 +255,55 @@ func resourceError(err error) bool {
 }
 
 func (s *Server) handle(_ context.Context, in net.Conn) {
+	if s.Convert != nil {
+		s.handleConvert(in)
+		return
+	}
 	// Not the serving context: a dial that completes while the daemon shuts down must still
 	// end gracefully (Shutdown ends new relays at once), not leave the peer with a subflow
 	// closed under a connection that never saw a DATA_FIN.
 	dctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	out, err := s.dial(dctx)
+	to := s.Rule.Remote
+	if s.Via != "" {
+		to = s.Via
+	}
+	out, err := s.dialTo(dctx, to)
 	if err != nil {
 		s.Stats.Failed.Add(1)
 		if !errors.Is(err, control.ErrMemoryPressure) { // the stack logs those at a bounded rate
-			s.Log.Warn("connect to remote", "remote", s.Rule.Remote, "from", in.RemoteAddr(), "err", err)
+			s.Log.Warn("connect to remote", "remote", to, "from", in.RemoteAddr(), "err", err)
 		}
 		abort(in)
 		return
 	}
+	if s.Via != "" {
+		if err := s.convertVia(dctx, out, s.Rule.Remote); err != nil {
+			var ce *ConvertError
+			if errors.As(err, &ce) {
+				s.Stats.ConvertErrorsReceived.Add(1)
+			} else {
+				s.Stats.Failed.Add(1)
+			}
+			// The application sees what the destination did: a reset.
+			s.Log.Debug("converter refused", "via", s.Via, "remote", s.Rule.Remote, "from", in.RemoteAddr(), "err", err)
+			abort(in)
+			abort(out)
+			return
+		}
+		s.Stats.Converted.Add(1)
+	}
+	s.relay(in, out, to)
+}
+
+// relay carries one connection until both sides closed, counted among the server's relays
+// (which Shutdown ends).
+func (s *Server) relay(in, out net.Conn, to string) {
 	mp := control.IsMPTCP(in) || control.IsMPTCP(out)
 	if mp {
 		s.Stats.MPTCP.Add(1)
 	}
-	s.Log.Debug("relay", "from", in.RemoteAddr(), "to", out.RemoteAddr(), "mptcp", mp)
+	s.Log.Debug("relay", "from", in.RemoteAddr(), "to", to, "mptcp", mp)
 	r := &relay{a: in, b: out}
 	s.mu.Lock()
 	s.conns[r] = struct{}{}
