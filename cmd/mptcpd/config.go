@@ -63,11 +63,11 @@ func scalar(n *yaml.Node) (string, error) {
 }
 
 var configKeys = map[string]configKey{
-	"forward":  {list: true, value: scalar, check: checkRule},
-	"accept":   {list: true, value: scalar, check: checkRule},
-	"endpoint": {list: true, value: endpointValue, check: checkEndpoint, alias: []string{"endpoints"}},
-	"convert":  {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParseListen(v); return err }},
-	"convert-allow": {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParsePrefix(v); return err }},
+	"forward":         {list: true, value: scalar, check: checkRule},
+	"accept":          {list: true, value: scalar, check: checkRule},
+	"endpoint":        {list: true, value: endpointValue, check: checkEndpoint, alias: []string{"endpoints"}},
+	"convert":         {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParseListen(v); return err }},
+	"convert-allow":   {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParsePrefix(v); return err }},
 	"convert-clients": {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParsePrefix(v); return err }},
 	"convert-cookie": {value: scalar, check: func(v string) error {
 		if v == "" || len(v) > maxCookie {
@@ -81,7 +81,7 @@ var configKeys = map[string]configKey{
 		}
 		return nil
 	}},
-	"limits":   {value: limitsValue, check: func(v string) error { _, err := pm.ParseLimits(v, pm.DefaultLimits); return err }},
+	"limits": {value: limitsValue, check: func(v string) error { _, err := pm.ParseLimits(v, pm.DefaultLimits); return err }},
 	"scheduler": {value: scalar, check: func(v string) error {
 		_, err := control.NewScheduler(v)
 		return err
