@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/transparent"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
@@ -19,6 +21,8 @@ type backend struct {
 	stack   *control.Stack
 	servers []*proxy.Server
 	limit   *proxy.Limit // --max-conns, shared by the servers
+	// transparent is --transparent's interceptor, once started.
+	transparent atomic.Pointer[transparent.Interceptor]
 }
 
 var _ ctl.Backend = (*backend)(nil)
@@ -207,6 +211,15 @@ func (b *backend) Counters() (map[string]uint64, error) {
 	for name, v := range b.proxyCounters() {
 		c[name] = v
 	}
+	if icp := b.transparent.Load(); icp != nil {
+		tc, err := icp.Counters()
+		if err != nil {
+			return nil, err
+		}
+		for name, v := range tc {
+			c["Transparent"+name] = v
+		}
+	}
 	return c, nil
 }
 
@@ -224,6 +237,8 @@ func (b *backend) proxyCounters() map[string]uint64 {
 		c["ProxyActive"] += uint64(max(st.Active.Load(), 0))
 		c["ProxyBytesIn"] += st.BytesIn.Load()
 		c["ProxyBytesOut"] += st.BytesOut.Load()
+		c["TransparentCarried"] += st.Intercepted.Load()
+		c["TransparentLost"] += st.InterceptLost.Load()
 		c["ConvertConverted"] += st.Converted.Load()
 		c["ConvertRefused"] += st.ConvertRefused.Load()
 		c["ConvertErrorsSent"] += st.ConvertErrorsSent.Load()

@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mptcpgo/mptcpgo/internal/transparent"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
@@ -63,9 +64,22 @@ func scalar(n *yaml.Node) (string, error) {
 }
 
 var configKeys = map[string]configKey{
-	"forward":         {list: true, value: scalar, check: checkRule},
-	"accept":          {list: true, value: scalar, check: checkRule},
-	"endpoint":        {list: true, value: endpointValue, check: checkEndpoint, alias: []string{"endpoints"}},
+	"forward":  {list: true, value: scalar, check: checkRule},
+	"accept":   {list: true, value: scalar, check: checkRule},
+	"endpoint": {list: true, value: endpointValue, check: checkEndpoint, alias: []string{"endpoints"}},
+	"transparent": {value: scalar, check: func(v string) error {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("%q: want true or false", v)
+		}
+		return nil
+	}},
+	"transparent-exclude": {list: true, value: scalar, check: func(v string) error { _, err := transparent.ParseExclusion(v); return err }},
+	"transparent-cgroup": {value: scalar, check: func(v string) error {
+		if v == "" {
+			return errors.New("want a cgroup v2 directory")
+		}
+		return nil
+	}},
 	"convert":         {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParseListen(v); return err }},
 	"convert-allow":   {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParsePrefix(v); return err }},
 	"convert-clients": {list: true, value: scalar, check: func(v string) error { _, err := proxy.ParsePrefix(v); return err }},
@@ -443,7 +457,7 @@ func lookupKey(k string) (string, configKey, bool) {
 
 func keyNames() []string {
 	var out []string
-	for _, n := range []string{"forward", "accept", "convert", "convert-allow", "convert-clients", "convert-cookie", "convert-via", "endpoint", "limits", "scheduler", "checksum", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
+	for _, n := range []string{"forward", "accept", "transparent", "transparent-exclude", "transparent-cgroup", "convert", "convert-allow", "convert-clients", "convert-cookie", "convert-via", "endpoint", "limits", "scheduler", "checksum", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
 		if _, ok := configKeys[n]; ok {
 			out = append(out, n)
 		}

@@ -37,11 +37,14 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "forward", Usage: "accept plain TCP on LISTEN and carry each connection over MPTCP to REMOTE (LISTEN=REMOTE, repeatable)"},
 			&cli.StringSliceFlag{Name: "accept", Usage: "accept MPTCP and plain TCP on LISTEN and relay each connection to TARGET over TCP (LISTEN=TARGET, repeatable)"},
+			&cli.BoolFlag{Name: "transparent", Usage: "carry every outgoing TCP connection of this network namespace's processes (but mptcpd's) over MPTCP to its original destination (eBPF: cgroup connect and getpeername programs)"},
+			&cli.StringSliceFlag{Name: "transparent-exclude", Usage: "with --transparent, leave connections to `CIDR[:PORT]` alone (repeatable; an IPv6 prefix with a port as [2001:db8::/32]:443)"},
+			&cli.StringFlag{Name: "transparent-cgroup", Usage: "with --transparent, intercept only the processes of this cgroup v2 `PATH` and below (default: every process)"},
 			&cli.StringSliceFlag{Name: "convert", Usage: "be an RFC 8803 Transport Converter on LISTEN: accept MPTCP and plain TCP, and relay each connection to the destination its Convert message's Connect TLV names (repeatable)"},
 			&cli.StringSliceFlag{Name: "convert-allow", Usage: "with --convert, allow destinations in this `CIDR` that the defaults refuse (loopback, unspecified, multicast, link-local, broadcast, the host's own addresses) (repeatable)"},
 			&cli.StringSliceFlag{Name: "convert-clients", Usage: "with --convert, serve only clients in this `CIDR` (repeatable; default: every client)"},
 			&cli.StringFlag{Name: "convert-cookie", Usage: "with --convert, require this `VALUE` in each Connect's Cookie TLV; with --convert-via, send it"},
-			&cli.StringFlag{Name: "convert-via", Usage: "with --forward, reach each rule's REMOTE through the RFC 8803 Transport Converter at `HOST:PORT` (a Connect TLV over MPTCP)"},
+			&cli.StringFlag{Name: "convert-via", Usage: "with --forward or --transparent, reach each connection's destination through the RFC 8803 Transport Converter at `HOST:PORT` (a Connect TLV over MPTCP)"},
 			&cli.StringSliceFlag{Name: "endpoint", Usage: "a local address for the path manager: ADDR[,subflow|signal|backup|fullmesh][,port=N][,id=N][,dev=IF] (repeatable), as `ip mptcp endpoint add`"},
 			&cli.StringFlag{Name: "limits", Usage: "subflows=N,add-addr-accepted=N (0..8 each; the kernel's defaults are 2 and 0)"},
 			&cli.BoolFlag{Name: "checksum", Usage: "require DSS checksums (RFC 8684 §3.3.1) on every connection, as the kernel's net.mptcp.checksum_enabled=1 does; a peer that requires them gets them either way"},
@@ -135,11 +138,16 @@ func run(cc *cli.Context) error {
 		}
 		servers = append(servers, &proxy.Server{Rule: r, Convert: conv, Log: log, Limit: limit})
 	}
+	tp, err := transparentServers(cc, log, limit)
+	if err != nil {
+		return err
+	}
+	servers = append(servers, tp.servers...)
 	if err := convertVia(cc, servers); err != nil {
 		return err
 	}
 	if len(servers) == 0 {
-		return errors.New("nothing to do: give at least one --forward, --accept or --convert")
+		return errors.New("nothing to do: give at least one --forward, --accept, --convert or --transparent")
 	}
 	mgr, err := pathManager(cc, log)
 	if err != nil {
@@ -187,7 +195,8 @@ func run(cc *cli.Context) error {
 		stack.Close()
 		return fmt.Errorf("follow addresses and links: %w", err)
 	}
-	closeCtl, err := operatorSurface(uctx, cc, &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}, log)
+	be := &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}
+	closeCtl, err := operatorSurface(uctx, cc, be, log)
 	if err != nil {
 		stack.Close()
 		return err
@@ -200,8 +209,11 @@ func run(cc *cli.Context) error {
 			stack.Close()
 			return err
 		}
+		if !s.Listening() {
+			continue
+		}
 		args := []any{"mode", s.Mode(), "listen", s.Addr().String()}
-		if s.Convert == nil {
+		if s.Convert == nil && s.Original == nil {
 			args = append(args, "remote", s.Rule.Remote)
 		}
 		if s.Via != "" {
@@ -209,6 +221,11 @@ func run(cc *cli.Context) error {
 		}
 		log.Info("listening", args...)
 	}
+	if err := tp.start(be); err != nil {
+		stack.Close()
+		return err
+	}
+	defer tp.stop()
 	if f := cc.String("ready-file"); f != "" {
 		if err := writeReady(f, servers); err != nil {
 			stack.Close()
@@ -293,6 +310,9 @@ func pathManager(cc *cli.Context, log *slog.Logger) (*pm.Manager, error) {
 func writeReady(path string, servers []*proxy.Server) error {
 	var b []byte
 	for _, s := range servers {
+		if !s.Listening() {
+			continue
+		}
 		b = append(b, s.Addr().String()...)
 		b = append(b, '\n')
 	}
@@ -347,7 +367,7 @@ func converterPolicy(cc *cli.Context) (*proxy.Converter, error) {
 // TLV takes 20 and the fixed header 4, a Cookie TLV's own header 2.
 const maxCookie = 256
 
-// convertVia applies --convert-via to the --forward servers; it needs at least one. The
+// convertVia applies --convert-via to the --forward and --transparent servers; it needs one. The
 // converter must be named by address and port, or a name that resolves when the daemon starts.
 func convertVia(cc *cli.Context, servers []*proxy.Server) error {
 	via := cc.String("convert-via")
@@ -368,7 +388,7 @@ func convertVia(cc *cli.Context, servers []*proxy.Server) error {
 		}
 	}
 	if n == 0 {
-		return errors.New("--convert-via needs --forward (the transparent modes are not built yet)")
+		return errors.New("--convert-via needs --forward or --transparent")
 	}
 	return nil
 }

@@ -162,6 +162,16 @@ func addrOf(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
+// addrPortOf returns a connection end's address and port, IPv4 unmapped.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
 // writeConvert writes one Convert message, bounded in time.
 func writeConvert(c net.Conn, tlvs ...convert.TLV) error {
 	b, err := convert.Message{TLVs: tlvs}.Marshal()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,8 @@ type Stats struct {
 
 	// RFC 8803. A converter counts the connections it relayed to a Connect TLV's
 	// destination, a client (Via) those a converter accepted.
+	Intercepted           atomic.Uint64 // transparent: connections carried to their original destination
+	InterceptLost         atomic.Uint64 // transparent: connections whose original destination was not found (reset)
 	Converted             atomic.Uint64
 	ConvertRefused        atomic.Uint64 // refused by the converter's policy: client, destination, cookie
 	ConvertErrorsSent     atomic.Uint64 // Error TLVs a converter sent
@@ -103,6 +106,15 @@ type Server struct {
 	Via string
 	// ViaCookie, when not nil, is sent in a Cookie TLV with each Connect.
 	ViaCookie []byte
+	// Original, when set, makes a forward server transparent (mptcpd --transparent): each
+	// connection it accepts was sent to it by eBPF, and Original returns, from the
+	// connection's peer address, the destination the application connected to, which
+	// replaces Rule.Remote.
+	Original func(peer netip.AddrPort) (netip.AddrPort, bool)
+	// Optional servers that cannot listen (e.g. on [::1] in a namespace without IPv6) are
+	// left out rather than failing: Listen returns nil, Listening false, and Serve and
+	// Shutdown do nothing.
+	Optional bool
 	Stack     *control.Stack
 	Log       *slog.Logger
 	Limit     *Limit // nil: no limit
@@ -130,11 +142,21 @@ func (s *Server) Listen(ctx context.Context) error {
 		s.ln, err = s.Stack.Listen(ctx, "tcp", s.Rule.Listen)
 	}
 	if err != nil {
+		s.ln = nil
+		if s.Optional {
+			if s.Log != nil {
+				s.Log.Info("not listening", "listen", s.Rule.Listen, "err", err)
+			}
+			return nil
+		}
 		return fmt.Errorf("listen on %s: %w", s.Rule.Listen, err)
 	}
 	s.init()
 	return nil
 }
+
+// Listening reports whether Listen opened the listener.
+func (s *Server) Listening() bool { return s.ln != nil }
 
 func (s *Server) init() {
 	s.conns = map[*relay]struct{}{}
@@ -149,6 +171,8 @@ func (s *Server) Mode() string {
 	switch {
 	case s.Convert != nil:
 		return "convert"
+	case s.Original != nil:
+		return "transparent"
 	case s.Forward:
 		return "forward"
 	}
@@ -171,6 +195,10 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // descriptors, memory or buffers) is counted and waited out: the connections being relayed
 // carry on and the server accepts again once resources free up.
 func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
+		<-ctx.Done()
+		return nil
+	}
 	pace := acceptpace.Pacer{Log: s.Log, Msg: "accept failed; retrying"}
 	refusals := acceptpace.Pacer{Log: s.Log, Msg: "connection refused: too many connections"}
 	for {
@@ -264,7 +292,19 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 	// closed under a connection that never saw a DATA_FIN.
 	dctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	to := s.Rule.Remote
+	remote := s.Rule.Remote
+	if s.Original != nil {
+		dst, ok := s.Original(addrPortOf(in.RemoteAddr()))
+		if !ok {
+			s.Stats.InterceptLost.Add(1)
+			s.Log.Warn("transparent: no original destination", "from", in.RemoteAddr())
+			abort(in)
+			return
+		}
+		s.Stats.Intercepted.Add(1)
+		remote = dst.String()
+	}
+	to := remote
 	if s.Via != "" {
 		to = s.Via
 	}
@@ -278,7 +318,7 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 		return
 	}
 	if s.Via != "" {
-		if err := s.convertVia(dctx, out, s.Rule.Remote); err != nil {
+		if err := s.convertVia(dctx, out, remote); err != nil {
 			var ce *ConvertError
 			if errors.As(err, &ce) {
 				s.Stats.ConvertErrorsReceived.Add(1)
@@ -286,14 +326,14 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 				s.Stats.Failed.Add(1)
 			}
 			// The application sees what the destination did: a reset.
-			s.Log.Debug("converter refused", "via", s.Via, "remote", s.Rule.Remote, "from", in.RemoteAddr(), "err", err)
+			s.Log.Debug("converter refused", "via", s.Via, "remote", remote, "from", in.RemoteAddr(), "err", err)
 			abort(in)
 			abort(out)
 			return
 		}
 		s.Stats.Converted.Add(1)
 	}
-	s.relay(in, out, to)
+	s.relay(in, out, remote)
 }
 
 // relay carries one connection until both sides closed, counted among the server's relays
@@ -320,6 +360,9 @@ func (s *Server) relay(in, out net.Conn, to string) {
 // Shutdown stops accepting and closes every relayed connection gracefully (a DATA_FIN on the
 // MPTCP side), waiting at most until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.ln == nil {
+		return nil
+	}
 	if s.stopped != nil {
 		s.stopped()
 	}
