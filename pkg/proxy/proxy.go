@@ -115,10 +115,10 @@ type Server struct {
 	// left out rather than failing: Listen returns nil, Listening false, and Serve and
 	// Shutdown do nothing.
 	Optional bool
-	Stack     *control.Stack
-	Log       *slog.Logger
-	Limit     *Limit // nil: no limit
-	Stats     Stats
+	Stack    *control.Stack
+	Log      *slog.Logger
+	Limit    *Limit // nil: no limit
+	Stats    Stats
 
 	ln      net.Listener
 	stop    context.Context // ends with Shutdown: cuts a wait after a failed accept short
