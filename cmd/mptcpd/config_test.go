@@ -148,10 +148,12 @@ func TestCtlConfigTooLarge(t *testing.T) {
 	}
 }
 
-// TestCtlConfigSample: the sample shipped beside the systemd unit is valid.
+// TestCtlConfigSample: the samples shipped beside the systemd unit are valid.
 func TestCtlConfigSample(t *testing.T) {
-	if _, err := readConfig("../../packaging/systemd/mptcpd.yaml"); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"mptcpd.yaml", "concentrator.yaml", "host.yaml"} {
+		if _, err := readConfig("../../packaging/systemd/" + f); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
