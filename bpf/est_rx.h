@@ -167,8 +167,15 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 	case MPTCPOPT_MP_CAPABLE:
 		if (s->role == ROLE_PASSIVE && o->len >= LEN_MPC_ACK_DATA && o->key_b == s->local_key) {
 			/* The client's first data repeats MP_CAPABLE: an implicit mapping at SSN 1 and
-			 * DSN IDSN+1, which Go provides once it accepted the connection. */
-			__u64 dsn = (c->ctl.flags & CONNF_CAN_ACK) ? c->ctl.peer_idsn + 1 : 0;
+			 * DSN IDSN+1 (Go takes the DSN from the keys). The DSN is also the base the
+			 * next mapping's 32-bit DSN is expanded against (dss_mapping): the client's
+			 * IDSN is known from its key before Go has taken the connection over. */
+			__u64 dsn = 0;
+
+			if (c->ctl.flags & CONNF_CAN_ACK)
+				dsn = c->ctl.peer_idsn + 1;
+			else if (s->flags & SUBF_PEER_IDSN)
+				dsn = s->peer_idsn + 1;
 
 			s->rx_map_dsn = dsn;
 			if (!(s->flags & SUBF_RX_MAP_VALID) || s->rx_map_ssn != 1 || s->rx_map_len != o->data_len) {

@@ -204,6 +204,8 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 	if (store_opt(skops, sc->out, n))
 		return 1;
 	dp_count(DP_DSSTx);
+	if (f.ack_len)
+		ack_written(c, sb, ack);
 	if (f.dsn_len) {
 		if (c->st.csum)
 			dp_count(DP_DSSCsumTx);
@@ -267,7 +269,7 @@ static __always_inline int write_third_ack(struct bpf_sock_ops *skops, struct dp
 /* write_data_ack writes a DSS without data: our pending DATA_FIN, or else the data ACK, in the
  * largest form that fits. With no room left (SACK blocks), the TC rewrite adds it. */
 static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s,
-					  struct conn *c, int has_ack, __u64 ack)
+					  struct conn *c, struct sub *sb, int has_ack, __u64 ack)
 {
 	__u32 room = s->tx_room, n, csum_len = c->st.csum ? LEN_DSS_CHECKSUM : 0;
 	struct dss_form f;
@@ -288,6 +290,8 @@ static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_
 				dp_count(DP_DataFinTx);
 				if (c->st.csum)
 					dp_count(DP_DSSCsumTx);
+				if (f.ack_len)
+					ack_written(c, sb, ack);
 			}
 			return 1;
 		}
@@ -296,8 +300,10 @@ static __always_inline int write_data_ack(struct bpf_sock_ops *skops, struct dp_
 	if (!f.ack_len)
 		return 1;
 	n = build_dss(sc->out, f, ack, 0, 0, 0, 0);
-	if (!bpf_store_hdr_opt(skops, sc->out, n, 0))
+	if (!bpf_store_hdr_opt(skops, sc->out, n, 0)) {
 		dp_count(DP_DSSTx);
+		ack_written(c, sb, ack);
+	}
 	return 1;
 }
 
@@ -332,7 +338,7 @@ static __always_inline int est_write_hdr(struct bpf_sock_ops *skops, struct dp_s
 	} else if (write_queued_opt(skops, sc, sb, tcp_flags) || write_third_ack(skops, sc, s, c, rel, tcp_flags)) {
 		return 1;
 	}
-	return write_data_ack(skops, sc, s, c, has_ack, ack);
+	return write_data_ack(skops, sc, s, c, sb, has_ack, ack);
 }
 
 #endif

@@ -589,9 +589,12 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 	}
 	if (mpc_len >= LEN_MPC_ACK_DATA) {
 		/* The third ACK was lost; this data segment completed the handshake and carries the
-		 * first mapping implicitly (§3.1). */
+		 * first mapping implicitly (§3.1), at the client's IDSN + 1: the base of the next
+		 * mapping's 32-bit DSN (est_rx.h dss_mapping). */
+		s->rx_map_dsn = (s->flags & SUBF_PEER_IDSN) ? s->peer_idsn + 1 : 0;
 		s->rx_map_ssn = 1;
 		s->rx_map_len = data_len;
+		s->rx_map_fin = 0;
 		s->flags |= SUBF_RX_MAP_VALID;
 		dp_count(DP_MappingRx);
 		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | RXMAP_MPC | map_csum, 0);

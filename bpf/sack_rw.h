@@ -73,6 +73,7 @@ struct sack_rw_scratch {
 	__u32 sack_len;
 	__u32 dss;      /* offset of a DSS, or 0xff */
 	__u32 dflags;   /* its flags */
+	__u32 ack_out;  /* the rewrite wrote a data ACK */
 };
 
 /* RW_LOAD reads a field of the scratch from memory: an unknown value lets the verifier prune
@@ -95,6 +96,7 @@ __noinline int sack_rw_opts(struct sack_rw_scratch *sc, const struct sack_rw *rw
 	in = sc->in;
 	out = sc->out;
 	sc->pos = 0;
+	sc->ack_out = 0;
 	sc->ts = 0xff;
 	sc->sack = 0xff;
 	sc->sack_len = 0;
@@ -162,6 +164,7 @@ __noinline int sack_rw_opts(struct sack_rw_scratch *sc, const struct sack_rw *rw
 		f.ack_len = 0;
 	if (!f.ack_len && !f.dsn_len)
 		return SACK_RW_NONE;
+	sc->ack_out = !!f.ack_len;
 	start = o;
 	o += build_dss(out + (o & 15), f, rw->ack, rw->dsn, rw->ssn, rw->len, rw->fin);
 	if (csum_len) {

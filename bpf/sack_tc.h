@@ -126,6 +126,8 @@ static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 s
 		dp_count(DP_SackRwFail);
 		return;
 	}
+	if (sc->sack.ack_out)
+		ack_written(c, sb, sc->rw.ack);
 	dp_count(sc->rw.dsn_len ? DP_SackRwData : DP_SackRwAck);
 	if (skb->gso_segs > 1)
 		dp_count(DP_SackRwGSO);

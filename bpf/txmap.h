@@ -59,7 +59,19 @@ static __always_inline __s64 find_txmap(struct sub *sb, __u32 rel)
 	return -1;
 }
 
-/* data_ack_of chooses the DATA_ACK a segment carries, in *ackp, and reports whether it carries one. */
+/* ack_written notes that a segment leaves with DATA_ACK ack in its options. Go compares it with
+ * its receive point and sends a pure ACK of its own when that runs ahead (ackIfIdle): so it is
+ * noted only once written, never for a segment whose option space went to something else (a
+ * queued option, a handshake repeat, SACK blocks), which would leave the peer without the
+ * DATA_ACK and Go believing it sent. */
+static __always_inline void ack_written(struct conn *c, struct sub *sb, __u64 ack)
+{
+	c->st.ack_sent = ack;
+	sb->st.ack_sent = ack;
+}
+
+/* data_ack_of chooses the DATA_ACK a segment carries, in *ackp, and reports whether it carries
+ * one; the writer notes it with ack_written once the option is in the segment. */
 static __always_inline int data_ack_of(struct sk_sub *s, struct conn *c, struct sub *sb, __u64 *ackp)
 {
 	int has_ack = !!(c->ctl.flags & CONNF_CAN_ACK);
@@ -71,10 +83,6 @@ static __always_inline int data_ack_of(struct sk_sub *s, struct conn *c, struct 
 		/* Go has not taken the connection over yet: nothing acknowledged at the data level. */
 		has_ack = 1;
 		ack = s->peer_idsn + 1;
-	}
-	if (has_ack) {
-		c->st.ack_sent = ack; /* Go sends an ACK of its own when its receive point runs ahead */
-		sb->st.ack_sent = ack;
 	}
 	*ackp = ack;
 	return has_ack;

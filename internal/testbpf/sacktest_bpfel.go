@@ -36,6 +36,7 @@ type SacktestSackRwScratch struct {
 	SackLen uint32
 	Dss     uint32
 	Dflags  uint32
+	AckOut  uint32
 }
 
 // Names of all BPF objects in the ELF.
