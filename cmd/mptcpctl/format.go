@@ -72,14 +72,21 @@ func bytesString(n uint64) string {
 
 func printConns(w io.Writer, conns []ctl.Connection) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOKEN\tLOCAL\tREMOTE\tSTATE\tROLE\tSENT\tRECEIVED\tSUBFLOWS\tSCHEDULER\tCC")
+	fmt.Fprintln(tw, "TOKEN\tLOCAL\tREMOTE\tSTATE\tROLE\tSENT\tRECEIVED\tSUBFLOWS\tSCHEDULER\tCC\tRELAY")
 	for _, c := range conns {
 		role := "client"
 		if c.Server {
 			role = "server"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", token(c.Token), c.Local, c.Remote, c.State, role,
-			bytesString(c.BytesSent), bytesString(c.BytesRecv), len(c.Subflows), c.Scheduler, c.CongestionControl)
+		relay := "-"
+		if r := c.Relay; r != nil {
+			relay = r.Mode + " " + r.From.String() + " -> " + r.Destination
+			if r.Via != "" {
+				relay += " via " + r.Via
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", token(c.Token), c.Local, c.Remote, c.State, role,
+			bytesString(c.BytesSent), bytesString(c.BytesRecv), len(c.Subflows), c.Scheduler, c.CongestionControl, relay)
 	}
 	tw.Flush()
 }

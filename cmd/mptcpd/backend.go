@@ -134,13 +134,25 @@ func unmapAP(a netip.AddrPort) netip.AddrPort {
 }
 
 func (b *backend) Connections(ctx context.Context) []ctl.Connection {
+	relays := map[uint32]proxy.RelayInfo{}
+	for _, s := range b.servers {
+		for _, r := range s.Relays() {
+			if r.Token != 0 {
+				relays[r.Token] = r
+			}
+		}
+	}
 	var out []ctl.Connection
 	for _, c := range b.stack.Conns() {
 		in, ok := connInfo(ctx, c)
 		if !ok {
 			continue
 		}
-		out = append(out, toCtlConn(in))
+		cc := toCtlConn(in)
+		if r, ok := relays[cc.Token]; ok {
+			cc.Relay = &ctl.Relay{Mode: r.Mode, From: r.From, Destination: r.Destination, Via: r.Via}
+		}
+		out = append(out, cc)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Token < out[j].Token })
 	return out

@@ -145,6 +145,19 @@ type Connection struct {
 	BytesSent         uint64    `json:"bytes_sent"`
 	BytesRecv         uint64    `json:"bytes_received"`
 	Subflows          []Subflow `json:"subflows"`
+	// Relay is what mptcpd carries on the connection, when it does: its mode, the
+	// application's (or client's) address, and where it goes.
+	Relay *Relay `json:"relay,omitempty"`
+}
+
+// Relay is the proxy side of a connection mptcpd carries.
+type Relay struct {
+	Mode string         `json:"mode"` // forward, accept, convert, transparent
+	From netip.AddrPort `json:"from"`
+	// Destination is where the connection goes: the rule's remote, the original destination
+	// (transparent) or the RFC 8803 Connect TLV's (convert).
+	Destination string `json:"destination"`
+	Via         string `json:"via,omitempty"` // the Transport Converter it goes through
 }
 
 // Subflow is one subflow of a connection.

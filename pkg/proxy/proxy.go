@@ -336,6 +336,28 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 	s.relay(in, out, remote)
 }
 
+// RelayInfo is one connection a server relays, for mptcpctl show.
+type RelayInfo struct {
+	Token uint32 // of its MPTCP side (ours), 0 when it has none
+	Mode  string // the server's: forward, accept, convert, transparent
+	From  netip.AddrPort
+	// Destination is where it goes: the rule's remote, the original destination
+	// (transparent) or the Connect TLV's (convert).
+	Destination string
+	Via         string // the converter it goes through (--convert-via), or ""
+}
+
+// Relays lists the connections the server relays now.
+func (s *Server) Relays() []RelayInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RelayInfo, 0, len(s.conns))
+	for r := range s.conns {
+		out = append(out, r.info)
+	}
+	return out
+}
+
 // relay carries one connection until both sides closed, counted among the server's relays
 // (which Shutdown ends).
 func (s *Server) relay(in, out net.Conn, to string) {
@@ -344,7 +366,12 @@ func (s *Server) relay(in, out net.Conn, to string) {
 		s.Stats.MPTCP.Add(1)
 	}
 	s.Log.Debug("relay", "from", in.RemoteAddr(), "to", to, "mptcp", mp)
-	r := &relay{a: in, b: out}
+	r := &relay{a: in, b: out, info: RelayInfo{Mode: s.Mode(), From: addrPortOf(in.RemoteAddr()), Destination: to, Via: s.Via}}
+	for _, c := range []net.Conn{in, out} {
+		if mc, ok := c.(*control.Conn); ok {
+			r.info.Token = mc.Token()
+		}
+	}
 	s.mu.Lock()
 	s.conns[r] = struct{}{}
 	if s.closing {
@@ -395,6 +422,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // other side's write direction (a DATA_FIN or a TCP FIN). A reset on one side resets the other.
 type relay struct {
 	a, b net.Conn
+	info RelayInfo
 }
 
 func (r *relay) run(st *Stats) {

@@ -2,13 +2,12 @@ package netns_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
@@ -73,6 +72,10 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 	if got, want := c.RemoteAddr().String(), mpSrv.Addr().String(); got != want {
 		t.Errorf("getpeername: %s, want the server's %s", got, want)
 	}
+	r := waitRelay(t, ctx, sock, mpSrv.Addr().String())
+	if r.Relay.Mode != "transparent" || r.Relay.From.String() != c.LocalAddr().String() || r.Relay.Via != "" {
+		t.Errorf("mptcpctl show: relay %+v, want transparent from %s", *r.Relay, c.LocalAddr())
+	}
 	if s := exchangeServed(t, ctx, c, served, up, down); !s.MPTCP {
 		t.Error("the kernel server's connection is not MPTCP")
 	}
@@ -95,14 +98,8 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 	// A refused port: a reset right after the application's connect (mptcpd accepted it), or
 	// already in its connect when the reset came first.
 	start := time.Now()
-	c, err = topo.A.DialTCP(ctx, netip.AddrPortFrom(p0.B.Addr(fam), 9).String())
-	if err == nil {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err = c.Read(make([]byte, 16))
-		c.Close()
-	}
-	if !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("a refused port: %v; want a reset", err)
+	if err := appReset(ctx, topo.A, netip.AddrPortFrom(p0.B.Addr(fam), 9).String()); err != nil {
+		t.Errorf("a refused port: %v", err)
 	} else if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("the reset came after %v", el)
 	}
@@ -167,4 +164,23 @@ func loopback(fam netns.Family) netip.Addr {
 		return netip.IPv6Loopback()
 	}
 	return netip.MustParseAddr("127.0.0.1")
+}
+
+// waitRelay waits until mptcpctl show lists a connection the daemon relays to destination.
+func waitRelay(t *testing.T, ctx context.Context, sock, destination string) ctl.Connection {
+	t.Helper()
+	for {
+		var conns []ctl.Connection
+		ctlJSON(t, sock, &conns, "show")
+		for _, c := range conns {
+			if c.Relay != nil && c.Relay.Destination == destination {
+				return c
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("mptcpctl show lists no relay to %s: %+v", destination, conns)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
