@@ -9,6 +9,7 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/internal/transparent"
+	"github.com/mptcpgo/mptcpgo/internal/transparentdev"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
@@ -23,6 +24,8 @@ type backend struct {
 	limit   *proxy.Limit // --max-conns, shared by the servers
 	// transparent is --transparent's interceptor, once started.
 	transparent atomic.Pointer[transparent.Interceptor]
+	// transparentDev is --transparent-dev's, once started.
+	transparentDev atomic.Pointer[transparentdev.Interceptor]
 }
 
 var _ ctl.Backend = (*backend)(nil)
@@ -230,6 +233,15 @@ func (b *backend) Counters() (map[string]uint64, error) {
 		}
 		for name, v := range tc {
 			c["Transparent"+name] = v
+		}
+	}
+	if icp := b.transparentDev.Load(); icp != nil {
+		tc, err := icp.Counters()
+		if err != nil {
+			return nil, err
+		}
+		for name, v := range tc {
+			c["TransparentDev"+name] = v
 		}
 	}
 	return c, nil

@@ -73,6 +73,12 @@ var configKeys = map[string]configKey{
 		}
 		return nil
 	}},
+	"transparent-dev": {list: true, value: scalar, check: func(v string) error {
+		if len(v) == 0 || len(v) > 15 {
+			return errors.New("want an interface name")
+		}
+		return nil
+	}},
 	"transparent-exclude": {list: true, value: scalar, check: func(v string) error { _, err := transparent.ParseExclusion(v); return err }},
 	"transparent-cgroup": {value: scalar, check: func(v string) error {
 		if v == "" {
@@ -457,7 +463,7 @@ func lookupKey(k string) (string, configKey, bool) {
 
 func keyNames() []string {
 	var out []string
-	for _, n := range []string{"forward", "accept", "transparent", "transparent-exclude", "transparent-cgroup", "convert", "convert-allow", "convert-clients", "convert-cookie", "convert-via", "endpoint", "limits", "scheduler", "checksum", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
+	for _, n := range []string{"forward", "accept", "transparent", "transparent-dev", "transparent-exclude", "transparent-cgroup", "convert", "convert-allow", "convert-clients", "convert-cookie", "convert-via", "endpoint", "limits", "scheduler", "checksum", "ctl", "metrics", "log-level", "ready-file", "max-conns", "memory-limit", "shutdown-timeout"} {
 		if _, ok := configKeys[n]; ok {
 			out = append(out, n)
 		}

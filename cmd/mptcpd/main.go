@@ -38,6 +38,7 @@ func main() {
 			&cli.StringSliceFlag{Name: "forward", Usage: "accept plain TCP on LISTEN and carry each connection over MPTCP to REMOTE (LISTEN=REMOTE, repeatable)"},
 			&cli.StringSliceFlag{Name: "accept", Usage: "accept MPTCP and plain TCP on LISTEN and relay each connection to TARGET over TCP (LISTEN=TARGET, repeatable)"},
 			&cli.BoolFlag{Name: "transparent", Usage: "carry every outgoing TCP connection of this network namespace's processes (but mptcpd's) over MPTCP to its original destination (eBPF: cgroup connect and getpeername programs)"},
+			&cli.StringSliceFlag{Name: "transparent-dev", Usage: "terminate the TCP connections this router forwards from the hosts behind `IFNAME` and carry them over MPTCP to where they were going (eBPF: TC ingress with socket assignment, and a policy rule; repeatable)"},
 			&cli.StringSliceFlag{Name: "transparent-exclude", Usage: "with --transparent, leave connections to `CIDR[:PORT]` alone (repeatable; an IPv6 prefix with a port as [2001:db8::/32]:443)"},
 			&cli.StringFlag{Name: "transparent-cgroup", Usage: "with --transparent, intercept only the processes of this cgroup v2 `PATH` and below (default: every process)"},
 			&cli.StringSliceFlag{Name: "convert", Usage: "be an RFC 8803 Transport Converter on LISTEN: accept MPTCP and plain TCP, and relay each connection to the destination its Convert message's Connect TLV names (repeatable)"},
@@ -143,11 +144,16 @@ func run(cc *cli.Context) error {
 		return err
 	}
 	servers = append(servers, tp.servers...)
+	dm, err := devServers(cc, log, limit)
+	if err != nil {
+		return err
+	}
+	servers = append(servers, dm.servers...)
 	if err := convertVia(cc, servers); err != nil {
 		return err
 	}
 	if len(servers) == 0 {
-		return errors.New("nothing to do: give at least one --forward, --accept, --convert or --transparent")
+		return errors.New("nothing to do: give at least one --forward, --accept, --convert, --transparent or --transparent-dev")
 	}
 	mgr, err := pathManager(cc, log)
 	if err != nil {
@@ -226,6 +232,12 @@ func run(cc *cli.Context) error {
 		return err
 	}
 	defer tp.stop()
+	if err := dm.start(be); err != nil {
+		tp.stop()
+		stack.Close()
+		return err
+	}
+	defer dm.stop()
 	if f := cc.String("ready-file"); f != "" {
 		if err := writeReady(f, servers); err != nil {
 			stack.Close()
@@ -388,7 +400,7 @@ func convertVia(cc *cli.Context, servers []*proxy.Server) error {
 		}
 	}
 	if n == 0 {
-		return errors.New("--convert-via needs --forward or --transparent")
+		return errors.New("--convert-via needs --forward, --transparent or --transparent-dev")
 	}
 	return nil
 }

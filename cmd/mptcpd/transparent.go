@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync/atomic"
 
@@ -36,14 +37,17 @@ func transparentServers(cc *cli.Context, log *slog.Logger, limit *proxy.Limit) (
 	}
 	tp.cfg.Cgroup = cc.String("transparent-cgroup")
 	if !cc.Bool("transparent") {
-		if len(tp.cfg.Exclude) > 0 || tp.cfg.Cgroup != "" {
-			return nil, errors.New("--transparent-exclude and --transparent-cgroup need --transparent")
+		if tp.cfg.Cgroup != "" {
+			return nil, errors.New("--transparent-cgroup needs --transparent")
+		}
+		if len(tp.cfg.Exclude) > 0 && len(cc.StringSlice("transparent-dev")) == 0 {
+			return nil, errors.New("--transparent-exclude needs --transparent or --transparent-dev")
 		}
 		return tp, nil
 	}
-	original := func(peer netip.AddrPort) (netip.AddrPort, bool) {
+	original := func(c net.Conn) (netip.AddrPort, bool) {
 		if icp := tp.icp.Load(); icp != nil {
-			return icp.Original(peer)
+			return icp.Original(proxy.AddrPortOf(c.RemoteAddr()))
 		}
 		return netip.AddrPort{}, false
 	}

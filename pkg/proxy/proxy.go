@@ -106,11 +106,12 @@ type Server struct {
 	Via string
 	// ViaCookie, when not nil, is sent in a Cookie TLV with each Connect.
 	ViaCookie []byte
-	// Original, when set, makes a forward server transparent (mptcpd --transparent): each
-	// connection it accepts was sent to it by eBPF, and Original returns, from the
-	// connection's peer address, the destination the application connected to, which
-	// replaces Rule.Remote.
-	Original func(peer netip.AddrPort) (netip.AddrPort, bool)
+	// Original, when set, makes a forward server transparent (mptcpd --transparent,
+	// --transparent-dev): each connection it accepts was sent to it by eBPF, and Original
+	// returns the destination the application connected to, which replaces Rule.Remote.
+	Original func(c net.Conn) (netip.AddrPort, bool)
+	// Label, when set, is the server's Mode.
+	Label string
 	// Optional servers that cannot listen (e.g. on [::1] in a namespace without IPv6) are
 	// left out rather than failing: Listen returns nil, Listening false, and Serve and
 	// Shutdown do nothing.
@@ -155,6 +156,15 @@ func (s *Server) Listen(ctx context.Context) error {
 	return nil
 }
 
+// TCPListener returns the listener of a forward server (plain TCP), nil for the others.
+func (s *Server) TCPListener() *net.TCPListener {
+	l, _ := s.ln.(*net.TCPListener)
+	return l
+}
+
+// AddrPortOf returns a connection end's address and port, IPv4 unmapped.
+func AddrPortOf(a net.Addr) netip.AddrPort { return addrPortOf(a) }
+
 // Listening reports whether Listen opened the listener.
 func (s *Server) Listening() bool { return s.ln != nil }
 
@@ -169,6 +179,8 @@ func (s *Server) init() {
 // Mode names what the server does: forward, accept or convert.
 func (s *Server) Mode() string {
 	switch {
+	case s.Label != "":
+		return s.Label
 	case s.Convert != nil:
 		return "convert"
 	case s.Original != nil:
@@ -294,7 +306,7 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 	defer cancel()
 	remote := s.Rule.Remote
 	if s.Original != nil {
-		dst, ok := s.Original(addrPortOf(in.RemoteAddr()))
+		dst, ok := s.Original(in)
 		if !ok {
 			s.Stats.InterceptLost.Add(1)
 			s.Log.Warn("transparent: no original destination", "from", in.RemoteAddr())
