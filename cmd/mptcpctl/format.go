@@ -78,11 +78,11 @@ func printConns(w io.Writer, conns []ctl.Connection) {
 		if c.Server {
 			role = "server"
 		}
-		relay := "-"
+		relay := "-" // one field: MODE:FROM->DESTINATION[,via=CONVERTER]
 		if r := c.Relay; r != nil {
-			relay = r.Mode + " " + r.From.String() + " -> " + r.Destination
+			relay = r.Mode + ":" + r.From.String() + "->" + r.Destination
 			if r.Via != "" {
-				relay += " via " + r.Via
+				relay += ",via=" + r.Via
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", token(c.Token), c.Local, c.Remote, c.State, role,
@@ -130,6 +130,13 @@ func eventString(ev ctl.Event) string {
 		}
 	case "removed":
 		fmt.Fprintf(&b, " remid=%d", ev.AddrID)
+	case "relay":
+		if r := ev.Relay; r != nil {
+			fmt.Fprintf(&b, " mode=%s from=%s to=%s", r.Mode, r.From, r.Destination)
+			if r.Via != "" {
+				fmt.Fprintf(&b, " via=%s", r.Via)
+			}
+		}
 	default:
 		if strings.HasPrefix(ev.Kind, "sub_") {
 			fmt.Fprintf(&b, " remid=%d locid=%d", ev.RemoteID, ev.LocalID)

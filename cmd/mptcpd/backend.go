@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
 	"github.com/mptcpgo/mptcpgo/internal/transparent"
@@ -26,6 +28,23 @@ type backend struct {
 	transparent atomic.Pointer[transparent.Interceptor]
 	// transparentDev is --transparent-dev's, once started.
 	transparentDev atomic.Pointer[transparentdev.Interceptor]
+
+	relayMu   sync.Mutex
+	relaySubs map[chan ctl.Event]struct{} // monitors, for the relays' events
+}
+
+// relayStarted reports a relay to the monitors, dropping it for one that does not keep up.
+func (b *backend) relayStarted(r proxy.RelayInfo) {
+	ev := ctl.Event{Kind: "relay", Time: time.Now(), Token: r.Token,
+		Relay: &ctl.Relay{Mode: r.Mode, From: r.From, Destination: r.Destination, Via: r.Via}}
+	b.relayMu.Lock()
+	defer b.relayMu.Unlock()
+	for ch := range b.relaySubs {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
 }
 
 var _ ctl.Backend = (*backend)(nil)
@@ -275,11 +294,25 @@ func (b *backend) Subscribe() (<-chan ctl.Event, func() uint64, func()) {
 	sub := b.stack.Subscribe(1024)
 	out := make(chan ctl.Event, 16)
 	stop := make(chan struct{})
+	relays := make(chan ctl.Event, 256)
+	b.relayMu.Lock()
+	if b.relaySubs == nil {
+		b.relaySubs = map[chan ctl.Event]struct{}{}
+	}
+	b.relaySubs[relays] = struct{}{}
+	b.relayMu.Unlock()
 	go func() {
 		for {
 			var ev control.Event
 			select {
 			case ev = <-sub.C:
+			case r := <-relays:
+				select {
+				case out <- r:
+				case <-stop:
+					return
+				}
+				continue
 			case <-stop:
 				return
 			}
@@ -295,6 +328,9 @@ func (b *backend) Subscribe() (<-chan ctl.Event, func() uint64, func()) {
 	}()
 	return out, sub.Dropped, func() {
 		sub.Cancel()
+		b.relayMu.Lock()
+		delete(b.relaySubs, relays)
+		b.relayMu.Unlock()
 		close(stop)
 	}
 }

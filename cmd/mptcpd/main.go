@@ -202,6 +202,9 @@ func run(cc *cli.Context) error {
 		return fmt.Errorf("follow addresses and links: %w", err)
 	}
 	be := &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}
+	for _, s := range servers {
+		s.OnRelay = be.relayStarted
+	}
 	closeCtl, err := operatorSurface(uctx, cc, be, log)
 	if err != nil {
 		stack.Close()

@@ -191,6 +191,9 @@ type Event struct {
 	AddrID   uint8          `json:"addr_id,omitempty"`
 	Addr     netip.AddrPort `json:"addr,omitzero"`
 	Err      string         `json:"error,omitempty"`
+	// Relay is what a "relay" event reports: a connection mptcpd began to carry (its token is
+	// the MPTCP side's, 0 when the connection fell back to TCP on both sides).
+	Relay *Relay `json:"relay,omitempty"`
 }
 
 // Error is an error the daemon answered with.

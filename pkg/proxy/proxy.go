@@ -112,6 +112,8 @@ type Server struct {
 	Original func(c net.Conn) (netip.AddrPort, bool)
 	// Label, when set, is the server's Mode.
 	Label string
+	// OnRelay, when set, is called as each relay begins (mptcpctl monitor). It must not block.
+	OnRelay func(RelayInfo)
 	// Optional servers that cannot listen (e.g. on [::1] in a namespace without IPv6) are
 	// left out rather than failing: Listen returns nil, Listening false, and Serve and
 	// Shutdown do nothing.
@@ -383,6 +385,9 @@ func (s *Server) relay(in, out net.Conn, to string) {
 		if mc, ok := c.(*control.Conn); ok {
 			r.info.Token = mc.Token()
 		}
+	}
+	if s.OnRelay != nil {
+		s.OnRelay(r.info)
 	}
 	s.mu.Lock()
 	s.conns[r] = struct{}{}

@@ -124,8 +124,10 @@ func TestMptcpdClaims(t *testing.T) {
 	if c := connOf(t, conns, tok); c.Scheduler != "roundrobin" || c.CongestionControl != "lia" {
 		t.Errorf("show --json: scheduler %q, congestion control %q; want roundrobin, lia", c.Scheduler, c.CongestionControl)
 	}
-	if f := rowOf(t, ctlCmd(t, sock, "show"), fmt.Sprintf("%08x", tok)); f[len(f)-2] != "roundrobin" || f[len(f)-1] != "lia" {
-		t.Errorf("show: row %q, want the scheduler roundrobin and the congestion control lia last", f)
+	// The columns: TOKEN LOCAL REMOTE STATE ROLE SENT RECEIVED SUBFLOWS SCHEDULER CC RELAY.
+	if f := rowOf(t, ctlCmd(t, sock, "show"), fmt.Sprintf("%08x", tok)); len(f) != 11 || f[8] != "roundrobin" || f[9] != "lia" ||
+		!strings.HasPrefix(f[10], "forward:127.0.0.1:") || !strings.HasSuffix(f[10], "->"+ln.Addr().String()) {
+		t.Errorf("show: row %q, want the scheduler roundrobin, the congestion control lia and the relay forward:APP->%s", f, ln.Addr())
 	}
 
 	// add-addr --flags subflow,backup: a backup subflow from the address, joined by the kernel.

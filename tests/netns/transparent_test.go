@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"regexp"
 	"testing"
 	"time"
 
@@ -60,6 +61,8 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 	if err := d.WaitOutput(ctx, "transparent: intercepting"); err != nil {
 		t.Fatal(err)
 	}
+	mon := startTextMonitor(t, ctx, sock)
+	waitOutputCount(t, ctx, d, "monitor subscribed", 1)
 
 	// A kernel MPTCP server: MPTCP end to end, both paths, the original address seen.
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
@@ -76,6 +79,9 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 	if r.Relay.Mode != "transparent" || r.Relay.From.String() != c.LocalAddr().String() || r.Relay.Via != "" {
 		t.Errorf("mptcpctl show: relay %+v, want transparent from %s", *r.Relay, c.LocalAddr())
 	}
+	relayLine := regexp.MustCompile(`^\[ +RELAY\] token=[0-9a-f]{8} mode=transparent from=` + regexp.QuoteMeta(c.LocalAddr().String()) +
+		` to=` + regexp.QuoteMeta(mpSrv.Addr().String()) + `$`)
+	mon.wait(ctx, relayLine)
 	if s := exchangeServed(t, ctx, c, served, up, down); !s.MPTCP {
 		t.Error("the kernel server's connection is not MPTCP")
 	}
