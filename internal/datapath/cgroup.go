@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,110 +10,15 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/mptcpgo/mptcpgo/internal/cgroup2"
 )
 
 // cgroupPrefix starts the name of the cgroup a datapath creates by default: mptcpgo-<pid>.
 const cgroupPrefix = "mptcpgo-"
 
-// errNoCgroup2Mount: /proc/mounts lists no cgroup2 file system.
-var errNoCgroup2Mount = errors.New("no cgroup2 mount in /proc/mounts")
-
 // Cgroup2Mount returns the mount point of the cgroup v2 hierarchy, read from /proc/mounts: where
 // a datapath creates its cgroup when this process's mount table shows one.
-func Cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == "cgroup2" {
-			return fields[1], nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", errNoCgroup2Mount
-}
-
-// cgroupRoot is where this process reaches the root of the cgroup v2 hierarchy: the cgroup2
-// mount /proc/mounts lists, or else a mount of our own that no other process sees.
-type cgroupRoot struct {
-	dir     string // the root directory
-	mountFD int    // our own detached mount behind dir; -1 when dir is the system's mount
-}
-
-// openCgroupRoot finds the cgroup2 mount, or mounts a view of our own when there is none.
-//
-// `ip netns exec` runs its command in a mount namespace of its own where /sys is mounted
-// afresh for the new network namespace, without the cgroup2 mount below it. The hierarchy is
-// still there, the same for every mount of it (a mount is only a view of the one cgroup v2
-// tree), so we mount one with fsopen/fsmount and keep it detached: it has no mount point,
-// never shows in any mount table, and goes when its descriptor is closed (at Close, or when the
-// process dies however it dies). No namespace check is needed: nothing is mounted anywhere.
-func openCgroupRoot() (*cgroupRoot, error) {
-	dir, err := Cgroup2Mount()
-	if err == nil {
-		return &cgroupRoot{dir: dir, mountFD: -1}, nil
-	}
-	if !errors.Is(err, errNoCgroup2Mount) {
-		return nil, fmt.Errorf("find the cgroup2 mount: %w", err)
-	}
-	fd, merr := mountCgroup2()
-	if merr != nil {
-		return nil, fmt.Errorf("%w, and mounting a view of our own failed: %w", err, merr)
-	}
-	// The process's own view of the descriptor: paths below it resolve in the mount.
-	return &cgroupRoot{dir: fmt.Sprintf("/proc/self/fd/%d", fd), mountFD: fd}, nil
-}
-
-// mountCgroup2 returns the descriptor of a new, detached mount of the cgroup2 file system.
-func mountCgroup2() (int, error) {
-	fs, err := unix.Fsopen("cgroup2", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsopen cgroup2: %w", err)
-	}
-	defer unix.Close(fs)
-	if err := unix.FsconfigCreate(fs); err != nil {
-		return -1, fmt.Errorf("create cgroup2 superblock: %w", err)
-	}
-	fd, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsmount cgroup2: %w", err)
-	}
-	return fd, nil
-}
-
-// close releases our own mount, if any.
-func (r *cgroupRoot) close() error {
-	if r.mountFD < 0 {
-		return nil
-	}
-	err := unix.Close(r.mountFD)
-	r.mountFD = -1
-	if err != nil {
-		return fmt.Errorf("release cgroup2 mount: %w", err)
-	}
-	return nil
-}
-
-// currentCgroup returns this process's cgroup v2 path relative to the mount.
-func currentCgroup() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "0::"); ok {
-			return rest, nil
-		}
-	}
-	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
-}
+func Cgroup2Mount() (string, error) { return cgroup2.Mount() }
 
 // removeStaleCgroups removes the cgroups mptcpgo-<pid> below root that processes killed before
 // they could close their datapath (kill -9, a crash) left behind, and returns their names. A
@@ -161,7 +65,7 @@ func removeStaleCgroups(root string, log *slog.Logger) []string {
 
 // ownCgroup is the cgroup the datapath creates for its process, and where the process was before.
 type ownCgroup struct {
-	root     *cgroupRoot
+	root     *cgroup2.Root
 	path     string   // absolute directory of our cgroup
 	previous string   // absolute directory the process came from
 	created  bool     // we made path: Close removes it
@@ -172,21 +76,21 @@ type ownCgroup struct {
 // mount and moves this process into it: sockets created afterwards belong to it, and the
 // sock_ops program sees them.
 func enterOwnCgroup(name string, log *slog.Logger) (_ *ownCgroup, err error) {
-	root, err := openCgroupRoot()
+	root, err := cgroup2.OpenRoot()
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			root.close()
+			root.Close()
 		}
 	}()
-	cur, err := currentCgroup()
+	previous, err := root.CurrentDir()
 	if err != nil {
 		return nil, err
 	}
-	cg := &ownCgroup{root: root, path: filepath.Join(root.dir, name), previous: filepath.Join(root.dir, cur)}
-	cg.stale = removeStaleCgroups(root.dir, log)
+	cg := &ownCgroup{root: root, path: filepath.Join(root.Dir, name), previous: previous}
+	cg.stale = removeStaleCgroups(root.Dir, log)
 	if err := os.Mkdir(cg.path, 0o755); err == nil {
 		cg.created = true
 	} else if !errors.Is(err, os.ErrExist) {
@@ -213,7 +117,7 @@ func (cg *ownCgroup) leave() error {
 	if rerr := cg.remove(); err == nil {
 		err = rerr
 	}
-	if cerr := cg.root.close(); err == nil {
+	if cerr := cg.root.Close(); err == nil {
 		err = cerr
 	}
 	return err

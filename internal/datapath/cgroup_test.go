@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mptcpgo/mptcpgo/internal/cgroup2"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
@@ -56,12 +57,12 @@ func (s *syncBuffer) String() string {
 // with a process in it.
 func TestOpenRemovesStaleCgroups(t *testing.T) {
 	testenv.RequireRoot(t)
-	root, err := openCgroupRoot()
+	root, err := cgroup2.OpenRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer root.close()
-	cur, err := currentCgroup()
+	defer root.Close()
+	cur, err := cgroup2.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +70,17 @@ func TestOpenRemovesStaleCgroups(t *testing.T) {
 	if err := sleep.Start(); err != nil {
 		t.Fatal(err)
 	}
-	dead := filepath.Join(root.dir, cgroupPrefix+strconv.Itoa(deadPid(t)))
-	live := filepath.Join(root.dir, cgroupPrefix+strconv.Itoa(sleep.Process.Pid))
-	busy := filepath.Join(root.dir, cgroupPrefix+strconv.Itoa(deadPid(t))) // dead pid, live process in it
-	other := filepath.Join(root.dir, "mptcpgo-x"+strconv.Itoa(deadPid(t))) // not our pattern
+	dead := filepath.Join(root.Dir, cgroupPrefix+strconv.Itoa(deadPid(t)))
+	live := filepath.Join(root.Dir, cgroupPrefix+strconv.Itoa(sleep.Process.Pid))
+	busy := filepath.Join(root.Dir, cgroupPrefix+strconv.Itoa(deadPid(t))) // dead pid, live process in it
+	other := filepath.Join(root.Dir, "mptcpgo-x"+strconv.Itoa(deadPid(t))) // not our pattern
 	for _, dir := range []string{dead, live, busy, other} {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(root.dir, cur, "cgroup.procs"), []byte(strconv.Itoa(sleep.Process.Pid)), 0)
+		os.WriteFile(filepath.Join(root.Dir, cur, "cgroup.procs"), []byte(strconv.Itoa(sleep.Process.Pid)), 0)
 		sleep.Process.Kill()
 		sleep.Wait()
 		for _, dir := range []string{dead, live, busy, other} {
@@ -129,16 +130,16 @@ func TestCgroup2View(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := mountCgroup2()
+	fd, err := cgroup2.MountDetached()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &cgroupRoot{dir: fmt.Sprintf("/proc/self/fd/%d", fd), mountFD: fd}
-	cur, err := currentCgroup()
+	r := cgroup2.DetachedRoot(fd)
+	cur, err := cgroup2.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
-	procs, err := os.ReadFile(filepath.Join(r.dir, cur, "cgroup.procs"))
+	procs, err := os.ReadFile(filepath.Join(r.Dir, cur, "cgroup.procs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func TestCgroup2View(t *testing.T) {
 	if !bytes.Equal(before, during) {
 		t.Errorf("a mount table changed:\n%s\nthen\n%s", before, during)
 	}
-	if err := r.close(); err != nil {
+	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,108 +1,13 @@
 package transparent
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
-
-// errNoCgroup2Mount: /proc/mounts lists no cgroup2 file system.
-var errNoCgroup2Mount = errors.New("no cgroup2 mount in /proc/mounts")
-
-// cgroup2Mount returns the mount point of the cgroup v2 hierarchy, from /proc/mounts (as
-// internal/datapath's Cgroup2Mount).
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == "cgroup2" {
-			return fields[1], nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", errNoCgroup2Mount
-}
-
-// cgroupRoot is where this process reaches the root of the cgroup v2 hierarchy: the cgroup2
-// mount /proc/mounts lists, or else a detached mount of our own, which no other process sees
-// (under `ip netns exec`, whose mount namespace has /sys without the cgroup2 mount: the same
-// reasoning as internal/datapath's openCgroupRoot).
-type cgroupRoot struct {
-	dir     string // the root directory
-	mountFD int    // our own detached mount behind dir; -1 when dir is the system's mount
-}
-
-func openCgroupRoot() (*cgroupRoot, error) {
-	dir, err := cgroup2Mount()
-	if err == nil {
-		return &cgroupRoot{dir: dir, mountFD: -1}, nil
-	}
-	if !errors.Is(err, errNoCgroup2Mount) {
-		return nil, fmt.Errorf("find the cgroup2 mount: %w", err)
-	}
-	fd, merr := mountCgroup2()
-	if merr != nil {
-		return nil, fmt.Errorf("%w, and mounting a view of our own failed: %w", err, merr)
-	}
-	return &cgroupRoot{dir: fmt.Sprintf("/proc/self/fd/%d", fd), mountFD: fd}, nil
-}
-
-// mountCgroup2 returns the descriptor of a new, detached mount of the cgroup2 file system.
-func mountCgroup2() (int, error) {
-	fs, err := unix.Fsopen("cgroup2", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsopen cgroup2: %w", err)
-	}
-	defer unix.Close(fs)
-	if err := unix.FsconfigCreate(fs); err != nil {
-		return -1, fmt.Errorf("create cgroup2 superblock: %w", err)
-	}
-	fd, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsmount cgroup2: %w", err)
-	}
-	return fd, nil
-}
-
-// close releases our own mount, if any: what was opened through it stays valid.
-func (r *cgroupRoot) close() error {
-	if r.mountFD < 0 {
-		return nil
-	}
-	err := unix.Close(r.mountFD)
-	r.mountFD = -1
-	if err != nil {
-		return fmt.Errorf("release cgroup2 mount: %w", err)
-	}
-	return nil
-}
-
-// currentCgroup returns the directory of this process's cgroup v2 below root.
-func (r *cgroupRoot) currentCgroup() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "0::"); ok {
-			return filepath.Join(r.dir, rest), nil
-		}
-	}
-	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
-}
 
 // openCgroup opens a cgroup v2 directory, refusing anything else.
 func openCgroup(dir string) (*os.File, error) {

@@ -23,6 +23,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/mptcpgo/mptcpgo/internal/cgroup2"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,13 +100,13 @@ func Start(cfg Config) (_ *Interceptor, err error) {
 			return nil, fmt.Errorf("transparent: %w", err)
 		}
 	}
-	root, err := openCgroupRoot()
+	root, err := cgroup2.OpenRoot()
 	if err != nil {
 		return nil, fmt.Errorf("transparent: %w", err)
 	}
-	defer root.close() // what is opened through it stays valid
+	defer root.Close() // what is opened through it stays valid
 	if tc.OwnCgroup = cfg.OwnCgroupID; tc.OwnCgroup == 0 {
-		dir, err := root.currentCgroup()
+		dir, err := root.CurrentDir()
 		if err == nil {
 			tc.OwnCgroup, err = cgroupID(dir)
 		}
@@ -114,7 +116,7 @@ func Start(cfg Config) (_ *Interceptor, err error) {
 	}
 	dir := cfg.Cgroup
 	if dir == "" {
-		dir = root.dir
+		dir = root.Dir
 	}
 	cg, err := openCgroup(dir)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/mptcpgo/mptcpgo/internal/cgroup2"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
 )
 
@@ -87,16 +88,16 @@ func newEnv(t *testing.T) *env {
 // empty one.
 func (e *env) enterCgroup() {
 	t := e.t
-	root, err := openCgroupRoot()
+	root, err := cgroup2.OpenRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { root.close() })
-	prev, err := root.currentCgroup()
+	t.Cleanup(func() { root.Close() })
+	prev, err := root.CurrentDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cgroup = filepath.Join(root.dir, fmt.Sprintf("mptcpgo-transparent-%d", os.Getpid()))
+	e.cgroup = filepath.Join(root.Dir, fmt.Sprintf("mptcpgo-transparent-%d", os.Getpid()))
 	own := e.cgroup + "-own"
 	for _, dir := range []string{e.cgroup, own} {
 		if err := os.Mkdir(dir, 0o755); err != nil {
