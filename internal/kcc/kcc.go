@@ -17,10 +17,10 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/mptcpgo/mptcpgo/internal/bpfenum"
 	"github.com/mptcpgo/mptcpgo/internal/structops"
 )
 
@@ -289,25 +289,9 @@ func counterNames() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kcc: %w", err)
 	}
-	var e *btf.Enum
-	if err := spec.Types.TypeByName("kcc_counter", &e); err != nil {
+	names, err := bpfenum.Names(spec, "kcc_counter", "KCC_", int(KccKccCounterKCC_NR_COUNTERS))
+	if err != nil {
 		return nil, fmt.Errorf("kcc counters: %w", err)
-	}
-	names := make([]string, KccKccCounterKCC_NR_COUNTERS)
-	for _, v := range e.Values {
-		if v.Name == "KCC_NR_COUNTERS" {
-			continue
-		}
-		if v.Value >= uint64(len(names)) {
-			return nil, fmt.Errorf("kcc counters: %s = %d is out of place: regenerate", v.Name, v.Value)
-		}
-		var b strings.Builder
-		for _, w := range strings.Split(strings.TrimPrefix(v.Name, "KCC_"), "_") {
-			if w != "" {
-				b.WriteString(w[:1] + strings.ToLower(w[1:]))
-			}
-		}
-		names[v.Value] = b.String()
 	}
 	return names, nil
 }

@@ -17,12 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/mptcpgo/mptcpgo/internal/bpfenum"
 
 	"github.com/mptcpgo/mptcpgo/internal/cgroup2"
 	"golang.org/x/sys/unix"
@@ -278,25 +278,9 @@ func (i *Interceptor) Close() error {
 // counterNames names the counters by index, from enum tp_counter in the object's BTF:
 // TP_SKIP_OTHER_NETNS is SkipOtherNetns.
 func counterNames(spec *ebpf.CollectionSpec) ([]string, error) {
-	var e *btf.Enum
-	if err := spec.Types.TypeByName("tp_counter", &e); err != nil {
+	names, err := bpfenum.Names(spec, "tp_counter", "TP_", int(TransparentTpCounterTP_NR_COUNTERS))
+	if err != nil {
 		return nil, fmt.Errorf("transparent counters: %w", err)
-	}
-	names := make([]string, TransparentTpCounterTP_NR_COUNTERS)
-	for _, v := range e.Values {
-		if v.Name == "TP_NR_COUNTERS" {
-			continue
-		}
-		if v.Value >= uint64(len(names)) {
-			return nil, fmt.Errorf("transparent counters: %s = %d is out of place: regenerate", v.Name, v.Value)
-		}
-		var b strings.Builder
-		for _, w := range strings.Split(strings.TrimPrefix(v.Name, "TP_"), "_") {
-			if w != "" {
-				b.WriteString(w[:1] + strings.ToLower(w[1:]))
-			}
-		}
-		names[v.Value] = b.String()
 	}
 	return names, nil
 }

@@ -48,14 +48,13 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
+	"github.com/mptcpgo/mptcpgo/internal/bpfenum"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -442,25 +441,9 @@ func (i *Interceptor) Close() error {
 // counterNames names the counters by index, from enum tpd_counter in the object's BTF:
 // TPD_SKIP_NO_ROUTE is SkipNoRoute.
 func counterNames(spec *ebpf.CollectionSpec) ([]string, error) {
-	var e *btf.Enum
-	if err := spec.Types.TypeByName("tpd_counter", &e); err != nil {
+	names, err := bpfenum.Names(spec, "tpd_counter", "TPD_", int(TransparentdevTpdCounterTPD_NR_COUNTERS))
+	if err != nil {
 		return nil, fmt.Errorf("transparentdev counters: %w", err)
-	}
-	names := make([]string, TransparentdevTpdCounterTPD_NR_COUNTERS)
-	for _, v := range e.Values {
-		if v.Name == "TPD_NR_COUNTERS" {
-			continue
-		}
-		if v.Value >= uint64(len(names)) {
-			return nil, fmt.Errorf("transparentdev counters: %s = %d is out of place: regenerate", v.Name, v.Value)
-		}
-		var b strings.Builder
-		for _, w := range strings.Split(strings.TrimPrefix(v.Name, "TPD_"), "_") {
-			if w != "" {
-				b.WriteString(w[:1] + strings.ToLower(w[1:]))
-			}
-		}
-		names[v.Value] = b.String()
 	}
 	return names, nil
 }
