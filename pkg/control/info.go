@@ -66,6 +66,9 @@ type SubflowInfo struct {
 	// before its first ACK in congestion avoidance or slow start.
 	CCWindow uint32
 	CCSRTT   time.Duration
+	// OLIA's loss distance: the larger of the bytes acknowledged between the last two losses
+	// and since the last one.
+	CCLossInt uint64
 }
 
 // Info returns a snapshot of the connection's state; ok is false once it has ended.

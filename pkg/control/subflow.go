@@ -523,6 +523,7 @@ func (sf *subflow) info() SubflowInfo {
 		in.Retrans = atomic.LoadUint32(&sf.shm.St.TotalRetrans)
 		in.CCWindow = atomic.LoadUint32(&sf.shm.St.Cc.Cs.Path.Cwnd)
 		in.CCSRTT = time.Duration(atomic.LoadUint32(&sf.shm.St.Cc.Cs.Path.SrttUs)) * time.Microsecond
+		in.CCLossInt = uint64(atomic.LoadUint32(&sf.shm.St.Cc.Cs.Path.LossInt)) * 64
 	}
 	return in
 }

@@ -147,6 +147,21 @@ func TestMultipathRemoveAddr(t *testing.T) {
 					r.connect()
 					r.waitSubflows(A, 2)
 					r.waitSubflows(B, 2)
+					// The kernel can lose its own REMOVE_ADDR: the option is taken off the
+					// connection when it is first laid out, and tcp_current_mss lays out a
+					// header with no packet (mptcp_established_options with no skb) whenever
+					// it sizes a segment. In the middle of a transfer that can happen between
+					// the signal and the ACK meant to carry it, and the kernel counts it sent
+					// (RmAddrTx) though it never left. Where the kernel sends it, the
+					// receiver's paths are captured, and a REMOVE_ADDR our side did not count
+					// is a failure only if it is on the wire.
+					var caps []func() string
+					if r.impl(by) == kernelImpl {
+						for i := range 2 {
+							file, stop := capture(t, r.ctx, r.iface(by.Other(), i))
+							caps = append(caps, func() string { stop(); return file })
+						}
+					}
 					x := r.start(scaledSize(256<<20), scaledSize(256<<20))
 					time.Sleep(100 * time.Millisecond)
 					r.deleteEndpoint(by, 1)
@@ -154,7 +169,23 @@ func TestMultipathRemoveAddr(t *testing.T) {
 					r.waitSubflows(B, 1)
 					x.wait()
 					r.wantDelta(by, "RmAddrTx", 1)
-					r.wantDelta(by.Other(), "RmAddr", 1)
+					if caps != nil && r.delta(by.Other(), "RmAddr") == 0 {
+						var seen int
+						for _, c := range caps {
+							frames, err := netns.DissectTCP(c(), "tcp.options.mptcp.subtype == 4")
+							if err != nil {
+								t.Fatal(err)
+							}
+							seen += len(frames)
+						}
+						if seen > 0 {
+							t.Errorf("%s: RmAddr +0 with %d REMOVE_ADDR(s) on the wire", r.side(by.Other()), seen)
+						} else {
+							t.Logf("the kernel counted its REMOVE_ADDR sent, but none crossed the wire (see above)")
+						}
+					} else {
+						r.wantDelta(by.Other(), "RmAddr", 1)
+					}
 					r.checkHealthy()
 				})
 			})

@@ -439,6 +439,9 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 			return ctx.Err()
 		}
 	}
+	if os.Getenv("MPTCPGO_FAIRNESS_TRACE") != "" {
+		go traceFairness(ctx, t, fc, mpConn)
+	}
 	if err := wait(fairnessWarmup); err != nil {
 		return fairnessResult{err: err}
 	}
@@ -494,4 +497,30 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 		}
 	}
 	return res
+}
+
+// traceFairness logs, every second, what each of our subflows published for the coupled
+// control (window, RTT, loss distance): MPTCPGO_FAIRNESS_TRACE=1, for looking into a case.
+func traceFairness(ctx context.Context, t *testing.T, fc fairnessCase, c net.Conn) {
+	cc, ok := c.(*control.Conn)
+	if !ok {
+		return
+	}
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		in, ok := cc.Info()
+		if !ok {
+			return
+		}
+		var b strings.Builder
+		for _, sf := range in.Subflows {
+			fmt.Fprintf(&b, " | %s cwnd %d (cc %d) srtt %v loss-int %d KiB retrans %d", sf.Local, sf.Cwnd, sf.CCWindow,
+				sf.CCSRTT.Round(100*time.Microsecond), sf.CCLossInt>>10, sf.Retrans)
+		}
+		t.Logf("%s %s%s", fc.name, fc.cc, b.String())
+	}
 }
