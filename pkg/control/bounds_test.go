@@ -311,7 +311,7 @@ func TestSmallWritesShareBuffers(t *testing.T) {
 	for i := range 5000 {
 		c.st.snd.pieces = append(c.st.snd.pieces, sendPiece{dsn: seqnum.DSN(1000 + i), data: []byte{byte(i)}})
 	}
-	ch, ok := c.nextMapping()
+	ch, ok := c.nextMapping(maxMapping)
 	if !ok || len(ch.bufs) != 1024 || ch.n != 1024 {
 		t.Fatalf("mapping of %d bytes in %d buffers, want 1024 in 1024", ch.n, len(ch.bufs))
 	}

@@ -121,6 +121,8 @@ type connState struct {
 	csumFailSent bool
 
 	windowWaits uint64
+	oppUna      seqnum.DSN // the DATA_ACK of the last opportunistic retransmission (send.go)
+	oppDone     bool
 	ccSubs      []uint32 // the subflow slots last listed as coupled (conn_ctl.cc_subs)
 	pmStarted   bool     // the path manager was told the connection is fully established
 	startedAt   time.Time

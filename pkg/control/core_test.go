@@ -693,3 +693,66 @@ func TestMPFailAfterJoinIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestOpportunisticRetransmit: new data waits for the peer's window while a slow subflow (a
+// window of three packets) holds the bytes at its left edge: those bytes, up to oppChunk, go
+// again on the fast subflow, once for each DATA_ACK; a subflow with a window of ten packets
+// and an RTT not four times the fast one's is left to deliver its own.
+func TestOpportunisticRetransmit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cwnd uint32
+		want bool
+	}{{"three packets", 3, true}, {"ten packets", 10, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := newCoreConn(t, "default")
+			a := addCoreSub(c, 30*time.Millisecond)
+			a.shm.St.SndCwnd = tc.cwnd
+			c.shm.St.PeerWndSet = 1
+			c.shm.St.PeerWndEnd = uint64(coreSndStart.Add(20000))
+			queueWrite(c, 20000)
+			c.pumpTx()
+			if got := handed(a); len(got) != 1 {
+				t.Fatalf("%d mappings on the only subflow, want 1", len(got))
+			}
+			b := addCoreSub(c, 10*time.Millisecond)
+			queueWrite(c, 10000) // waits for the window
+			c.pumpTx()
+			got := handed(b)
+			if !tc.want {
+				if len(got) != 0 || c.stack.stats.OpportunisticRetransmit.Load() != 0 {
+					t.Fatalf("%d mappings sent again from a subflow of %d packets", len(got), tc.cwnd)
+				}
+				return
+			}
+			if len(got) != 1 || c.stack.stats.OpportunisticRetransmit.Load() != 1 {
+				t.Fatalf("%d mappings on the fast subflow, %d retransmissions, want 1 and 1", len(got), c.stack.stats.OpportunisticRetransmit.Load())
+			}
+			checkChunk(t, got[0], coreSndStart, oppChunk)
+			c.pumpTx()
+			if n := len(handed(b)); n != 0 {
+				t.Fatalf("%d more mappings for the same DATA_ACK", n)
+			}
+			// The peer acknowledges 10000 bytes without opening its window: b holds the left
+			// edge now, nothing goes.
+			c.shm.St.PeerDataAck = uint64(coreSndStart.Add(10000))
+			c.handleEvent(datapath.Event{Type: datapath.EvDataAck})
+			c.pumpTx()
+			if n := len(handed(b)); n != 0 {
+				t.Fatalf("%d mappings sent again while the fast subflow holds the left edge", n)
+			}
+			// Then 17000: the next left edge goes, up to the end of what a holds.
+			c.shm.St.PeerDataAck = uint64(coreSndStart.Add(17000))
+			c.handleEvent(datapath.Event{Type: datapath.EvDataAck})
+			c.pumpTx()
+			got = handed(b)
+			if len(got) != 1 {
+				t.Fatalf("%d mappings after the DATA_ACK moved, want 1", len(got))
+			}
+			checkChunk(t, got[0], coreSndStart.Add(17000), 3000)
+			if c.stack.stats.ReinjectedBytes.Load() != oppChunk+3000 {
+				t.Fatalf("ReinjectedBytes %d", c.stack.stats.ReinjectedBytes.Load())
+			}
+		})
+	}
+}

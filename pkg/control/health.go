@@ -37,9 +37,9 @@ func (q reinjectQueue) bytes() int {
 	return n
 }
 
-// next cuts the next mapping to send again from the send buffer, skipping what the peer
-// acknowledged meanwhile.
-func (q *reinjectQueue) next(b *sendBuf) (txChunk, bool) {
+// next cuts the next mapping to send again from the send buffer, at most size bytes, skipping
+// what the peer acknowledged meanwhile.
+func (q *reinjectQueue) next(b *sendBuf, size int) (txChunk, bool) {
 	for len(*q) > 0 {
 		r := &(*q)[0]
 		if r.dsn.LessThan(b.una) { // acknowledged meanwhile
@@ -50,7 +50,7 @@ func (q *reinjectQueue) next(b *sendBuf) (txChunk, bool) {
 			*q = (*q)[1:]
 			continue
 		}
-		ch := b.rangeAt(r.dsn, min(r.n, maxMapping))
+		ch := b.rangeAt(r.dsn, min(r.n, size))
 		if ch.n == 0 {
 			*q = (*q)[1:]
 			continue

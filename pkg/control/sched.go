@@ -34,17 +34,29 @@ type ConnView struct {
 	Now         time.Time
 }
 
-// room reports whether a subflow can take more data now: the socket holds at most about two
-// congestion windows, so that data waits for the subflow that will send it soonest.
-func (v SubflowView) room() bool {
+// room reports whether a subflow can take more data now (roomLeft).
+func (v SubflowView) room() bool { return v.roomLeft() > 0 }
+
+// roomTime is what a subflow's socket holds at least, in time at its current rate, on a path
+// whose round trip is short: two windows are gone there before the send path looks again.
+const roomTime = 10 * time.Millisecond
+
+// roomLeft is how many more bytes the subflow takes now: its socket and writer hold at most two
+// congestion windows (at least ten packets each, as the kernel sizes a socket's send buffer),
+// or roomTime at its rate when that is more, so that data waits for the subflow that will send
+// it soonest. A slow subflow given more holds the bytes the peer's connection-level window
+// waits for: with a window of three packets on a 50 ms path, the 256 KiB it once took were
+// three seconds of everyone's data stuck behind it.
+func (v SubflowView) roomLeft() int {
 	if v.Blocked {
-		return false
+		return 0
 	}
-	limit := 2 * v.Cwnd * v.MSS
-	if limit < 256<<10 {
-		limit = 256 << 10
+	wnd := max(v.Cwnd, 1) * max(v.MSS, 1)
+	limit := 2 * max(v.Cwnd, 10) * max(v.MSS, 1)
+	if v.SRTT > 0 {
+		limit = max(limit, int(float64(wnd)*float64(roomTime)/float64(v.SRTT)))
 	}
-	return v.InFlight+v.Queued < limit
+	return limit - v.InFlight - v.Queued
 }
 
 // Scheduler decides which subflows carry the next mapping. Pick gets the usable subflows (the

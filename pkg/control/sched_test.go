@@ -125,3 +125,29 @@ func TestFreedLate(t *testing.T) {
 		t.Fatalf("after the write: %v, want none", st.freedLate)
 	}
 }
+
+// TestRoomBounds: what a subflow's socket and writer may hold. A slow subflow with a small
+// window holds two windows of ten packets, not more (the bytes behind it wait for the peer's
+// connection-level window); a fast one on a short round trip holds what it sends in roomTime;
+// one with a large window two windows.
+func TestRoomBounds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v    SubflowView
+		want int
+	}{
+		{"3 packets, 50 ms", SubflowView{SRTT: 50 * time.Millisecond, Cwnd: 3, MSS: 1448}, 2 * 10 * 1448},
+		{"3 packets, 50 ms, 20000 held", SubflowView{SRTT: 50 * time.Millisecond, Cwnd: 3, MSS: 1448, InFlight: 15000, Queued: 5000}, 2*10*1448 - 20000},
+		{"100 packets, 1 ms", SubflowView{SRTT: time.Millisecond, Cwnd: 100, MSS: 1400}, 10 * 100 * 1400},
+		{"1000 packets, 40 ms", SubflowView{SRTT: 40 * time.Millisecond, Cwnd: 1000, MSS: 1400}, 2 * 1000 * 1400},
+		{"no RTT yet", SubflowView{Cwnd: 10, MSS: 1400}, 2 * 10 * 1400},
+		{"writer full", SubflowView{SRTT: time.Millisecond, Cwnd: 100, MSS: 1400, Blocked: true}, 0},
+	} {
+		if got := tc.v.roomLeft(); got != tc.want {
+			t.Errorf("%s: room %d, want %d", tc.name, got, tc.want)
+		}
+		if tc.v.room() != (tc.want > 0) {
+			t.Errorf("%s: room() %t with %d left", tc.name, tc.v.room(), tc.want)
+		}
+	}
+}

@@ -29,9 +29,10 @@ func TestSchedulersUnequalPaths(t *testing.T) {
 	slowBig := with(slowIdle, func(v *SubflowView) { v.Cwnd = 1000 })
 	slowBigHolding := with(slowBig, func(v *SubflowView) { v.InFlight = 300000 })
 	fastBlocked := with(fastIdle, func(v *SubflowView) { v.Blocked = true })
-	// Room, but ten windows queued: default prefers the idle slow path (110 ms against
-	// 100 ms); with the slow path's RTT deviation of 30 ms ecf does not.
-	fastQueued := with(fastIdle, func(v *SubflowView) { v.Cwnd, v.InFlight = 10, 140000 })
+	// Room (two windows of ten packets), but ten windows of one packet queued: default
+	// prefers the idle slow path (110 ms against 100 ms); with the slow path's RTT deviation
+	// of 30 ms ecf does not.
+	fastQueued := with(fastIdle, func(v *SubflowView) { v.Cwnd, v.InFlight = 1, 14000 })
 	slowJittery := with(slowIdle, func(v *SubflowView) { v.RTTVar = 30 * time.Millisecond })
 	equal := SubflowView{SRTT: 20 * time.Millisecond, Cwnd: 10, MSS: 1400}
 	equalLoaded := with(equal, func(v *SubflowView) { v.InFlight = 14000 })

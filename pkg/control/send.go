@@ -101,10 +101,24 @@ func (c *Conn) schedule() {
 				return
 			}
 		}
-		ch, ok := c.nextMapping()
+		// The mapping is at most what the roomiest pick takes (at least minMapping), so that a
+		// slow subflow's room bounds what it holds.
+		size := minMapping
+		for _, i := range picks {
+			if i < len(views) {
+				size = max(size, views[i].roomLeft())
+			}
+		}
+		if len(views) == 0 {
+			size = maxMapping
+		}
+		ch, ok := c.nextMapping(size)
 		if !ok {
 			if c.windowLimited() {
 				st.windowWaits++
+				if c.opportunistic(cands, picks) {
+					continue
+				}
 			}
 			if c.windowLimited() && !st.ackArmed && c.mptcp.Load() {
 				// Wait for the peer's window to open: the doorbell wakes us.
@@ -122,18 +136,78 @@ func (c *Conn) schedule() {
 			st.snd.nxt = end
 		}
 		for k, i := range picks {
-			sf := cands[i]
 			if k > 0 {
 				// Each writer gets its own slice of buffers: a partial write shortens its
 				// first buffer in place.
 				ch.bufs = append([][]byte(nil), ch.bufs...)
 			}
-			sf.txCh <- ch
-			sf.queued += ch.n
-			st.snd.handed(sf, dsnRange{ch.dsn, ch.n})
-			sf.inflight = append(sf.inflight, dsnRange{ch.dsn, ch.n})
+			c.hand(cands[i], ch)
 		}
 	}
+}
+
+// hand gives a mapping to a subflow's writer, which has room for it.
+func (c *Conn) hand(sf *subflow, ch txChunk) {
+	// Only the connection's goroutine sends on txCh, and only while it has room: never blocks.
+	sf.txCh <- ch
+	sf.queued += ch.n
+	c.st.snd.handed(sf, dsnRange{ch.dsn, ch.n})
+	sf.inflight = append(sf.inflight, dsnRange{ch.dsn, ch.n})
+}
+
+// oppChunk is the most an opportunistic retransmission sends again at once.
+const oppChunk = 16 << 10
+
+// opportunistic is the opportunistic retransmission of Raiciu et al. ("How hard can it be?",
+// NSDI 2012), with the multipath-tcp.org kernel's rule for when: new data waits for the peer's
+// connection-level window, a subflow picked has room, and the bytes at the window's left edge
+// (the DATA_ACK) are held by another subflow that is slow to deliver them, its window at most
+// four packets (a loss there waits for a timeout) or its RTT more than four times the picked
+// one's. The bytes at the left edge, up to oppChunk of them, go again on the subflow picked, once
+// for each DATA_ACK: the peer's buffer, full of what came by the fast path, empties as soon as
+// they arrive. It reports whether it handed anything over.
+func (c *Conn) opportunistic(cands []*subflow, picks []int) bool {
+	st := &c.st
+	una := st.snd.una
+	if !c.mptcp.Load() || c.sched.Name() == "redundant" || (st.oppDone && st.oppUna == una) || !una.LessThan(st.snd.nxt) {
+		return false
+	}
+	var fast *subflow
+	for _, i := range picks {
+		if i >= 0 && i < len(cands) && cands[i].takes() && !cands[i].holds(una) {
+			fast = cands[i]
+			break
+		}
+	}
+	if fast == nil {
+		return false
+	}
+	for _, sf := range c.subs {
+		if sf == fast || sf.gone || !sf.holds(una) {
+			continue
+		}
+		hv, fv := sf.view(), fast.view()
+		if hv.Cwnd > 4 && (fv.SRTT == 0 || hv.SRTT <= 4*fv.SRTT) {
+			return false
+		}
+		n := oppChunk
+		for _, r := range sf.inflight {
+			if r.contains(una) {
+				n = min(n, int(r.end().Sub(una)))
+				break
+			}
+		}
+		ch := st.snd.rangeAt(una, n)
+		if ch.n == 0 {
+			return false
+		}
+		st.oppUna, st.oppDone = una, true
+		c.stack.stats.OpportunisticRetransmit.Add(1)
+		c.stack.stats.ReinjectedBytes.Add(uint64(ch.n))
+		c.hand(fast, ch)
+		return true
+	}
+	return false
 }
 
 // connView is what the scheduler sees of the connection at now.
@@ -168,18 +242,22 @@ func (c *Conn) pending() bool {
 	return len(c.st.reinject) > 0 || c.st.snd.hasUnsent()
 }
 
-// nextMapping cuts the next mapping: data to send again first, then unsent data; up to
-// maxMapping bytes over as many buffers as it takes, without copying.
-func (c *Conn) nextMapping() (txChunk, bool) {
+// minMapping is the smallest mapping the send path cuts for want of room.
+const minMapping = 8 << 10
+
+// nextMapping cuts the next mapping: data to send again first, then unsent data; up to size
+// bytes (at most maxMapping) over as many buffers as it takes, without copying.
+func (c *Conn) nextMapping(size int) (txChunk, bool) {
 	b := &c.st.snd
-	if ch, ok := c.st.reinject.next(b); ok {
+	size = min(max(size, 1), maxMapping)
+	if ch, ok := c.st.reinject.next(b, size); ok {
 		c.stack.stats.ReinjectedBytes.Add(uint64(ch.n))
 		return ch, true
 	}
 	if !b.hasUnsent() {
 		return txChunk{}, false
 	}
-	limit := maxMapping
+	limit := size
 	if c.mptcp.Load() {
 		// New data stays within the peer's connection-level window (§3.3.4): data far ahead of
 		// a slow subflow would fill its receive buffer and close every subflow's window.

@@ -14,32 +14,35 @@ import (
 // field names are the contract and follow the kernel's MPTcpExt MIB where it has the counter.
 // Every field is an atomic.Uint64 (checked when the package loads).
 type Stats struct {
-	ActiveOpens        atomic.Uint64
-	PassiveOpens       atomic.Uint64
-	FallbackActive     atomic.Uint64 // our connects that continued as plain TCP
-	FallbackPassive    atomic.Uint64 // accepted connections that are plain TCP
-	Fastclose          atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
-	MPFailFallback     atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
-	EventsOrphaned     atomic.Uint64 // events for no known connection
-	TicketsReclaimed   atomic.Uint64 // tickets taken by a completed handshake and never accepted
-	TokenCollision     atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
-	Joins              atomic.Uint64 // MP_JOIN subflows attached (both roles)
-	JoinRefused        atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
-	ReinjectedBytes    atomic.Uint64 // bytes sent again on another subflow
-	SubflowStale       atomic.Uint64 // subflows found stale
-	SubflowLossy       atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
-	SubflowCloseReset  atomic.Uint64 // MPTCP subflows reset at the connection's graceful close: their socket or writer still held data
-	DataRetransmit     atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
-	AddAddrAccepted    atomic.Uint64 // ADD_ADDRs with a valid HMAC
-	AddAddrHMacFailure atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
-	RmAddrAccepted     atomic.Uint64 // REMOVE_ADDRs received (each may remove several addresses)
-	MPPrioAccepted     atomic.Uint64 // MP_PRIOs received: the subflow takes the peer's backup flag
-	EchoAdd            atomic.Uint64 // echoes of our ADD_ADDRs
-	AddAddrTx          atomic.Uint64 // ADD_ADDRs sent, retransmissions included
-	EchoAddTx          atomic.Uint64
-	RmAddrTx           atomic.Uint64
-	MPPrioTx           atomic.Uint64
-	RmSubflow          atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
+	ActiveOpens      atomic.Uint64
+	PassiveOpens     atomic.Uint64
+	FallbackActive   atomic.Uint64 // our connects that continued as plain TCP
+	FallbackPassive  atomic.Uint64 // accepted connections that are plain TCP
+	Fastclose        atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
+	MPFailFallback   atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
+	EventsOrphaned   atomic.Uint64 // events for no known connection
+	TicketsReclaimed atomic.Uint64 // tickets taken by a completed handshake and never accepted
+	TokenCollision   atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
+	Joins            atomic.Uint64 // MP_JOIN subflows attached (both roles)
+	JoinRefused      atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
+	ReinjectedBytes  atomic.Uint64 // bytes sent again on another subflow
+	// Opportunistic retransmissions: the bytes at the peer's window's left edge sent again on a
+	// faster subflow while a slow one held them and new data waited for the window.
+	OpportunisticRetransmit atomic.Uint64
+	SubflowStale            atomic.Uint64 // subflows found stale
+	SubflowLossy            atomic.Uint64 // subflows in loss recovery whose data was re-sent elsewhere
+	SubflowCloseReset       atomic.Uint64 // MPTCP subflows reset at the connection's graceful close: their socket or writer still held data
+	DataRetransmit          atomic.Uint64 // connection-level retransmissions: delivered data never DATA_ACKed
+	AddAddrAccepted         atomic.Uint64 // ADD_ADDRs with a valid HMAC
+	AddAddrHMacFailure      atomic.Uint64 // ADD_ADDRs ignored for a wrong HMAC
+	RmAddrAccepted          atomic.Uint64 // REMOVE_ADDRs received (each may remove several addresses)
+	MPPrioAccepted          atomic.Uint64 // MP_PRIOs received: the subflow takes the peer's backup flag
+	EchoAdd                 atomic.Uint64 // echoes of our ADD_ADDRs
+	AddAddrTx               atomic.Uint64 // ADD_ADDRs sent, retransmissions included
+	EchoAddTx               atomic.Uint64
+	RmAddrTx                atomic.Uint64
+	MPPrioTx                atomic.Uint64
+	RmSubflow               atomic.Uint64 // subflows closed for a REMOVE_ADDR or a withdrawn endpoint
 
 	EventsRefused      atomic.Uint64 // events refused: their connection's queue was full
 	EventOverflowReset atomic.Uint64 // connections reset for falling behind their events

@@ -440,7 +440,7 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 		}
 	}
 	if os.Getenv("MPTCPGO_FAIRNESS_TRACE") != "" {
-		go traceFairness(ctx, t, fc, mpConn)
+		go traceFairness(ctx, t, fc, mpConn, links)
 	}
 	if err := wait(fairnessWarmup); err != nil {
 		return fairnessResult{err: err}
@@ -501,11 +501,13 @@ func runFairness(t *testing.T, fc fairnessCase, window time.Duration) (res fairn
 
 // traceFairness logs, every second, what each of our subflows published for the coupled
 // control (window, RTT, loss distance): MPTCPGO_FAIRNESS_TRACE=1, for looking into a case.
-func traceFairness(ctx context.Context, t *testing.T, fc fairnessCase, c net.Conn) {
+func traceFairness(ctx context.Context, t *testing.T, fc fairnessCase, c net.Conn, links [3]*emu.Link) {
 	cc, ok := c.(*control.Conn)
 	if !ok {
 		return
 	}
+	var prev [2]uint64
+	var waits uint64
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
@@ -517,6 +519,14 @@ func traceFairness(ctx context.Context, t *testing.T, fc fairnessCase, c net.Con
 			return
 		}
 		var b strings.Builder
+		for i := range prev {
+			n := links[i].Stats().Bytes
+			fmt.Fprintf(&b, " path%d %.1f", i, float64(n-prev[i])*8/1e6)
+			prev[i] = n
+		}
+		fmt.Fprintf(&b, " Mbit/s; in flight %d KiB, window %d KiB, window waits +%d", (in.SndNxt-in.SndUna)>>10,
+			(in.PeerWndEnd-in.SndUna)>>10, in.WindowWaits-waits)
+		waits = in.WindowWaits
 		for _, sf := range in.Subflows {
 			fmt.Fprintf(&b, " | %s cwnd %d (cc %d) srtt %v loss-int %d KiB retrans %d", sf.Local, sf.Cwnd, sf.CCWindow,
 				sf.CCSRTT.Round(100*time.Microsecond), sf.CCLossInt>>10, sf.Retrans)
