@@ -67,6 +67,7 @@ type rig struct {
 	cli, srv net.Conn
 	before   map[netns.Side]map[string]uint64
 	sched    string // rigConfig.scheduler
+	cc       string // rigConfig.cc
 }
 
 type rigConfig struct {
@@ -76,6 +77,8 @@ type rigConfig struct {
 	// scheduler is our stack's scheduler where ours opens the connection and where mptcpd
 	// serves it ("": the default).
 	scheduler string
+	// cc is our subflows' congestion control in the same places ("": the default, CUBIC).
+	cc string
 }
 
 // newRig builds the topology with limits wide open on both sides and a listener on the server
@@ -92,7 +95,7 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 	if p.server == oursImpl {
 		nc.B = ourSide
 	}
-	r := &rig{t: t, ctx: ctx, topo: netns.New(t, nc), p: p, fam: cfg.fam, sched: cfg.scheduler}
+	r := &rig{t: t, ctx: ctx, topo: netns.New(t, nc), p: p, fam: cfg.fam, sched: cfg.scheduler, cc: cfg.cc}
 	// The kernel's sockets run CUBIC, as ours do: this host's default (BBR, which namespaces
 	// inherit) would compare two congestion controls instead of two MPTCP stacks.
 	for _, ns := range []*netns.Namespace{r.topo.A, r.topo.B} {
@@ -111,6 +114,9 @@ func newRig(t testing.TB, ctx context.Context, p pairing, cfg rigConfig) *rig {
 		var extra []string
 		if cfg.scheduler != "" {
 			extra = []string{"--scheduler", cfg.scheduler}
+		}
+		if cfg.cc != "" {
+			extra = append(extra, "--cc", cfg.cc)
 		}
 		r.d = startRigDaemon(t, ctx, r.topo.B, wild, r.ln.Addr().String(), extra...)
 	}
@@ -303,7 +309,7 @@ func (r *rig) connect() {
 		accepted <- c
 	}()
 	if r.p.client == oursImpl {
-		r.cli = dialOursSched(r.t, r.ctx, r.topo.A, addr, r.sched)
+		r.cli = dialOursWith(r.t, r.ctx, r.topo.A, addr, control.Dialer{Scheduler: r.sched, CongestionControl: r.cc})
 	} else {
 		c, err := r.topo.A.DialMPTCP(r.ctx, addr)
 		if err != nil {

@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,20 +45,28 @@ func handoverScenario(backup bool) scenario {
 	}
 }
 
-// handoverVariants are the pairings with the default scheduler, then, with LTE a plain subflow,
-// ours at both ends with BLEST and with ECF (mptcpd, the server, sends the download with it).
+// handoverVariants are both pairings with the defaults, then, with LTE a plain subflow, ours with
+// the schedulers for paths of unequal delay (BLEST, ECF) and with the coupled congestion controls
+// (LIA, OLIA, BALIA).
 func handoverVariants(backup bool) []simultVariant {
 	var vs []simultVariant
 	for _, p := range handoverPairings {
 		vs = append(vs, simultVariant{p: p})
 	}
 	if !backup {
+		ours := pairing{oursImpl, oursImpl}
 		for _, sched := range []string{"blest", "ecf"} {
-			vs = append(vs, simultVariant{p: pairing{oursImpl, oursImpl}, sched: sched})
+			vs = append(vs, simultVariant{p: ours, sched: sched})
+		}
+		for _, cc := range []string{"lia", "olia", "balia"} {
+			vs = append(vs, simultVariant{p: ours, cc: cc})
 		}
 	}
 	return vs
 }
+
+// handoverRuns is how many times each variant runs: the table gives the median.
+const handoverRuns = 3
 
 func TestScenarioHandover(t *testing.T) {
 	requireScenarios(t)
@@ -68,9 +77,13 @@ func TestScenarioHandover(t *testing.T) {
 	b.WriteString("Throughput per path and phase is what the emulator delivered downward (IP bytes, Mbit/s); ")
 	b.WriteString("the gap is the longest wait between two reads that returned data at the client; ")
 	b.WriteString("Wi-Fi back is when Wi-Fi first carried more than 1 Mbit/s again (in 250 ms samples). ")
-	b.WriteString("A pairing followed by blest or ecf ran that scheduler of ours in mptcpd, which sends the download; the others ran `default`.\n\n")
-	b.WriteString("| LTE | pairing | time (s) | goodput (Mbit/s) | longest gap (ms) | Wi-Fi 0–5 / 5–15 / 15– s | LTE 0–5 / 5–15 / 15– s | Wi-Fi back at | checks |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("A pairing followed by blest or ecf ran that scheduler of ours in mptcpd, which sends the download; the others ran `default`. ")
+	b.WriteString("One followed by lia, olia or balia ran that congestion control on our subflows at both ends; the others CUBIC, as the kernel's sockets. ")
+	fmt.Fprintf(&b, "Each ran %d times: the first table gives the medians, the second every run.\n\n", handoverRuns)
+	var rows strings.Builder
+	rows.WriteString("| LTE | pairing | time (s) | goodput (Mbit/s) | longest gap (ms) | Wi-Fi 0–5 / 5–15 / 15– s | LTE 0–5 / 5–15 / 15– s | Wi-Fi back at | checks |\n")
+	rows.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| LTE | pairing | median time (s) | median goodput (Mbit/s) | median longest gap (ms) | runs failed |\n|---|---|---|---|---|---|\n")
 	for _, backup := range []bool{false, true} {
 		name := "subflow"
 		if backup {
@@ -80,32 +93,53 @@ func TestScenarioHandover(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for _, v := range handoverVariants(backup) {
 				s := handoverScenario(backup)
-				s.scheduler = v.sched
+				s.scheduler, s.cc = v.sched, v.cc
 				p := v.p
-				sub := p.String()
-				if v.sched != "" {
-					sub += "/" + v.sched
+				var done []scenarioResult
+				failed := 0
+				for k := range handoverRuns {
+					t.Run(fmt.Sprintf("%s/%d", v.name(), k+1), func(t *testing.T) {
+						res := runScenario(t, p, s)
+						if v.sched == "" && v.cc == "" && k == 0 {
+							runs = append(runs, res) // the plot compares the stacks
+						}
+						if res.err != nil {
+							failed++
+							fmt.Fprintf(&rows, "| %s | %s | failed: %v | | | | | | |\n", name, res.label(), res.err)
+							return
+						}
+						done = append(done, res)
+						wifi, lte := phaseMbps(res, 0), phaseMbps(res, 1)
+						back := "never"
+						if at, ok := resumedAt(res, 0, 15*time.Second); ok {
+							back = fmt.Sprintf("%.2f s", at.Seconds())
+						}
+						row := fmt.Sprintf("| %s | %s | %.2f | %.2f | %d | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %s | %s |\n",
+							name, res.label(), res.downTime.Seconds(), res.downMbps(s), res.downGap.Milliseconds(),
+							wifi[0], wifi[1], wifi[2], lte[0], lte[1], lte[2], back, res.checks(t.Failed()))
+						t.Log(strings.TrimSpace(row))
+						rows.WriteString(row)
+					})
 				}
-				t.Run(sub, func(t *testing.T) {
-					res := runScenario(t, p, s)
-					if v.sched == "" {
-						runs = append(runs, res) // the plot compares the stacks
+				label := scenarioResult{p: p, sched: v.sched, cc: v.cc}.label()
+				if len(done) == 0 {
+					if failed > 0 {
+						fmt.Fprintf(&b, "| %s | %s | | | | %d |\n", name, label, failed)
 					}
-					if res.err != nil {
-						fmt.Fprintf(&b, "| %s | %s | failed: %v | | | | | | |\n", name, res.label(), res.err)
-						return
+					continue
+				}
+				med := func(f func(scenarioResult) float64) float64 {
+					x := make([]float64, len(done))
+					for i, r := range done {
+						x[i] = f(r)
 					}
-					wifi, lte := phaseMbps(res, 0), phaseMbps(res, 1)
-					back := "never"
-					if at, ok := resumedAt(res, 0, 15*time.Second); ok {
-						back = fmt.Sprintf("%.2f s", at.Seconds())
-					}
-					row := fmt.Sprintf("| %s | %s | %.2f | %.2f | %d | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %s | %s |\n",
-						name, res.label(), res.downTime.Seconds(), res.downMbps(s), res.downGap.Milliseconds(),
-						wifi[0], wifi[1], wifi[2], lte[0], lte[1], lte[2], back, res.checks(t.Failed()))
-					t.Log(strings.TrimSpace(row))
-					b.WriteString(row)
-				})
+					slices.Sort(x)
+					return x[len(x)/2]
+				}
+				fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.0f | %d |\n", name, label,
+					med(func(r scenarioResult) float64 { return r.downTime.Seconds() }),
+					med(func(r scenarioResult) float64 { return r.downMbps(s) }),
+					med(func(r scenarioResult) float64 { return float64(r.downGap.Milliseconds()) }), failed)
 			}
 		})
 		file := "scenario-handover-" + name + ".png"
@@ -117,6 +151,8 @@ func TestScenarioHandover(t *testing.T) {
 			t.Errorf("plot: %v", err)
 		}
 	}
+	b.WriteString("\n")
+	b.WriteString(rows.String())
 	b.WriteString("\n![handover, LTE as backup](scenario-handover-backup.png)\n")
 	b.WriteString("\n![handover, LTE as a plain subflow](scenario-handover-subflow.png)\n")
 	writeScenarioSection(t, "2-handover", b.String())

@@ -59,23 +59,45 @@ func (c simultCase) scenario() scenario {
 	}
 }
 
-// simultVariant is one run of a case: a pairing, and our scheduler where ours sends.
+// simultVariant is one run of a case: a pairing, and our scheduler and congestion control
+// where ours sends.
 type simultVariant struct {
 	p     pairing
 	sched string
+	cc    string
 }
 
-// simultVariants are every pairing with the default scheduler, then the schedulers for paths
-// of unequal delay (BLEST and ECF) where ours opens the connection: ours → kernel (ours sends
-// the upload) and ours ↔ ours (mptcpd, the server, runs the same scheduler).
+// name is the variant's subtest name.
+func (v simultVariant) name() string {
+	n := v.p.String()
+	for _, x := range []string{v.sched, v.cc} {
+		if x != "" {
+			n += "/" + x
+		}
+	}
+	return n
+}
+
+// ourSenders are the pairings where ours opens the connection: ours → kernel (ours sends the
+// upload) and ours ↔ ours (mptcpd, the server, runs the same scheduler and congestion control).
+var ourSenders = []pairing{{oursImpl, kernelImpl}, {oursImpl, oursImpl}}
+
+// simultVariants are every pairing with the defaults (scheduler `default`, CUBIC), then where
+// ours sends the schedulers for paths of unequal delay (BLEST and ECF), then the coupled
+// congestion controls (LIA, OLIA, BALIA) with the default scheduler.
 func simultVariants() []simultVariant {
 	var vs []simultVariant
 	for _, p := range scenarioPairings {
 		vs = append(vs, simultVariant{p: p})
 	}
 	for _, sched := range []string{"blest", "ecf"} {
-		for _, p := range []pairing{{oursImpl, kernelImpl}, {oursImpl, oursImpl}} {
+		for _, p := range ourSenders {
 			vs = append(vs, simultVariant{p: p, sched: sched})
+		}
+	}
+	for _, cc := range []string{"lia", "olia", "balia"} {
+		for _, p := range ourSenders {
+			vs = append(vs, simultVariant{p: p, cc: cc})
 		}
 	}
 	return vs
@@ -83,32 +105,23 @@ func simultVariants() []simultVariant {
 
 func TestScenarioSimultFlows(t *testing.T) {
 	requireScenarios(t)
-	type row struct {
-		c      simultCase
-		res    scenarioResult
-		failed bool
-	}
-	var rows []row
+	var rows []simultRow
 	var plotted []scenarioResult
 	for _, c := range simultCases {
 		t.Run(strings.NewReplacer(" ", "", "/", "-", ",", "_").Replace(c.String()), func(t *testing.T) {
 			for _, v := range simultVariants() {
 				s := c.scenario()
-				s.scheduler = v.sched
+				s.scheduler, s.cc = v.sched, v.cc
 				p := v.p
-				name := p.String()
-				if v.sched != "" {
-					name += "/" + v.sched
-				}
-				t.Run(name, func(t *testing.T) {
+				t.Run(v.name(), func(t *testing.T) {
 					res := runScenario(t, p, s)
-					rows = append(rows, row{c, res, t.Failed()})
+					rows = append(rows, simultRow{c, res, t.Failed()})
 					if res.err == nil {
 						t.Logf("%v %v: up %v (%.2f Mbit/s), down %v (%.2f Mbit/s), shares %.2f, budget %v",
 							c, res.label(), res.upTime.Round(time.Millisecond), res.upMbps(s),
 							res.downTime.Round(time.Millisecond), res.downMbps(s), res.shares(), c.budget(simultSize))
 					}
-					if c == (simultCase{15, 5, 25, 1}) && v.sched == "" {
+					if c == (simultCase{15, 5, 25, 1}) && v.sched == "" && v.cc == "" {
 						plotted = append(plotted, res)
 					}
 				})
@@ -122,7 +135,9 @@ func TestScenarioSimultFlows(t *testing.T) {
 	b.WriteString("the client opens the second subflow. Budget = the script's: 16 MiB at 90 % of the summed rate + 450 ms ")
 	fmt.Fprintf(&b, "(%.3f s for every case). Time is from the start of the transfer (both subflows up) to the last byte received; ", simultCases[0].budget(simultSize).Seconds())
 	b.WriteString("share is each path's part of all bytes both directions put on the paths. ")
-	b.WriteString("A pairing followed by blest or ecf ran that scheduler of ours where ours sends: the upload with ours → kernel, both directions with ours ↔ ours (mptcpd serves with it); the others ran `default`.\n\n")
+	b.WriteString("A pairing followed by blest or ecf ran that scheduler of ours where ours sends: the upload with ours → kernel, both directions with ours ↔ ours (mptcpd serves with it); the others ran `default`. ")
+	b.WriteString("A pairing followed by lia, olia or balia ran that congestion control on our subflows (the others CUBIC, the kernel's sockets CUBIC).\n\n")
+	b.WriteString(simultSummary(rows))
 	b.WriteString("| rates, delays | pairing | time up / down (s) | goodput up / down (Mbit/s) | of summed rate | share path 1 / 2 | within budget | checks |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -153,4 +168,57 @@ func TestScenarioSimultFlows(t *testing.T) {
 		}
 	}
 	writeScenarioSection(t, "1-simult", b.String())
+}
+
+// simultRow is one run of TestScenarioSimultFlows.
+type simultRow struct {
+	c      simultCase
+	res    scenarioResult
+	failed bool
+}
+
+// simultSummary is the table of each variant's mean over the cases: the share of the summed
+// rate each direction reached, and how many cases were within budget.
+func simultSummary(rows []simultRow) string {
+	type acc struct {
+		up, down  float64
+		n, within int
+		failed    int
+	}
+	var order []string
+	m := map[string]*acc{}
+	s := scenario{up: simultSize, down: simultSize}
+	for _, r := range rows {
+		l := r.res.label()
+		a := m[l]
+		if a == nil {
+			a = &acc{}
+			m[l] = a
+			order = append(order, l)
+		}
+		if r.res.err != nil {
+			a.failed++
+			continue
+		}
+		sum := float64(r.c.rate1 + r.c.rate2)
+		a.up += r.res.upMbps(s) / sum
+		a.down += r.res.downMbps(s) / sum
+		a.n++
+		if max(r.res.upTime, r.res.downTime) <= r.c.budget(simultSize) {
+			a.within++
+		}
+	}
+	var b strings.Builder
+	b.WriteString("Mean over the cases (one run each):\n\n")
+	b.WriteString("| pairing | of summed rate, up / down | cases within budget |\n|---|---|---|\n")
+	for _, l := range order {
+		a := m[l]
+		if a.n == 0 {
+			fmt.Fprintf(&b, "| %s | failed | 0 of %d |\n", l, a.failed)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %.0f %% / %.0f %% | %d of %d |\n", l, 100*a.up/float64(a.n), 100*a.down/float64(a.n), a.within, a.n+a.failed)
+	}
+	b.WriteString("\n")
+	return b.String()
 }

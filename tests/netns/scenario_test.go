@@ -51,12 +51,17 @@ func pairingLabel(p pairing) string {
 	return p.client.String() + " → " + p.server.String()
 }
 
-// label names the result's pairing, and our scheduler when it is not the default.
+// label names the result's pairing, and our scheduler and congestion control when they are
+// not the defaults.
 func (r scenarioResult) label() string {
-	if r.sched == "" {
-		return pairingLabel(r.p)
+	l := pairingLabel(r.p)
+	if r.sched != "" {
+		l += ", " + r.sched
 	}
-	return pairingLabel(r.p) + ", " + r.sched
+	if r.cc != "" {
+		l += ", " + r.cc
+	}
+	return l
 }
 
 // scenario is one transfer over emulated paths: path 0 carries the initial subflow, the
@@ -69,6 +74,7 @@ type scenario struct {
 	eventPath int           // the path the events apply to
 	timeout   time.Duration // for the whole case, set-up included
 	scheduler string        // ours' scheduler where ours sends ("": the default)
+	cc        string        // ours' congestion control ("": the default, CUBIC)
 }
 
 // sampleEvery is how often the paths' byte counters are read.
@@ -78,6 +84,7 @@ const sampleEvery = 250 * time.Millisecond
 type scenarioResult struct {
 	p                pairing
 	sched            string        // scenario.scheduler
+	cc               string        // scenario.cc
 	err              error         // the transfer failed (timeout, reset): no times
 	upTime, downTime time.Duration // from the start until the last byte arrived
 	upGap, downGap   time.Duration // the longest wait for data at the server, at the client
@@ -126,8 +133,8 @@ func (r scenarioResult) shares() []float64 {
 func runScenario(t testing.TB, p pairing, s scenario) scenarioResult {
 	t.Helper()
 	ctx := caseCtx(t, s.timeout)
-	res := scenarioResult{p: p, sched: s.scheduler}
-	r := newRig(t, ctx, p, rigConfig{paths: len(s.paths), scheduler: s.scheduler})
+	res := scenarioResult{p: p, sched: s.scheduler, cc: s.cc}
+	r := newRig(t, ctx, p, rigConfig{paths: len(s.paths), scheduler: s.scheduler, cc: s.cc})
 	var pes []*netns.PathEmu
 	for i := 1; i < len(s.paths); i++ {
 		r.endpoint(A, i, netns.IPv4, s.flags...)
