@@ -37,16 +37,20 @@ type ConnView struct {
 // room reports whether a subflow can take more data now (roomLeft).
 func (v SubflowView) room() bool { return v.roomLeft() > 0 }
 
-// roomTime is what a subflow's socket holds at least, in time at its current rate, on a path
-// whose round trip is short: two windows are gone there before the send path looks again.
-const roomTime = 10 * time.Millisecond
+// roomTime and roomMax: a subflow's socket holds at least what the subflow sends in roomTime,
+// up to roomMax, besides two windows: on a fast path two windows are gone before the send path
+// looks again.
+const (
+	roomTime = 10 * time.Millisecond
+	roomMax  = 256 << 10
+)
 
 // roomLeft is how many more bytes the subflow takes now: its socket and writer hold at most two
 // congestion windows (at least ten packets each, as the kernel sizes a socket's send buffer),
-// or roomTime at its rate when that is more, so that data waits for the subflow that will send
-// it soonest. A slow subflow given more holds the bytes the peer's connection-level window
-// waits for: with a window of three packets on a 50 ms path, the 256 KiB it once took were
-// three seconds of everyone's data stuck behind it.
+// or what it sends in roomTime when that is more (at most roomMax), so that data waits for the
+// subflow that will send it soonest. A slow subflow given more holds the bytes the peer's
+// connection-level window waits for: with a window of three packets on a 50 ms path, the 256 KiB
+// every subflow once took were three seconds of everyone's data stuck behind it.
 func (v SubflowView) roomLeft() int {
 	if v.Blocked {
 		return 0
@@ -54,7 +58,9 @@ func (v SubflowView) roomLeft() int {
 	wnd := max(v.Cwnd, 1) * max(v.MSS, 1)
 	limit := 2 * max(v.Cwnd, 10) * max(v.MSS, 1)
 	if v.SRTT > 0 {
-		limit = max(limit, int(float64(wnd)*float64(roomTime)/float64(v.SRTT)))
+		limit = max(limit, min(roomMax, int(float64(wnd)*float64(roomTime)/float64(v.SRTT))))
+	} else {
+		limit = max(limit, roomMax) // no RTT yet: as fast as any
 	}
 	return limit - v.InFlight - v.Queued
 }

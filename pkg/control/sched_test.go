@@ -128,8 +128,8 @@ func TestFreedLate(t *testing.T) {
 
 // TestRoomBounds: what a subflow's socket and writer may hold. A slow subflow with a small
 // window holds two windows of ten packets, not more (the bytes behind it wait for the peer's
-// connection-level window); a fast one on a short round trip holds what it sends in roomTime;
-// one with a large window two windows.
+// connection-level window); a fast one on a short round trip holds what it sends in roomTime,
+// at most 256 KiB; one with a large window two windows.
 func TestRoomBounds(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -138,9 +138,11 @@ func TestRoomBounds(t *testing.T) {
 	}{
 		{"3 packets, 50 ms", SubflowView{SRTT: 50 * time.Millisecond, Cwnd: 3, MSS: 1448}, 2 * 10 * 1448},
 		{"3 packets, 50 ms, 20000 held", SubflowView{SRTT: 50 * time.Millisecond, Cwnd: 3, MSS: 1448, InFlight: 15000, Queued: 5000}, 2*10*1448 - 20000},
-		{"100 packets, 1 ms", SubflowView{SRTT: time.Millisecond, Cwnd: 100, MSS: 1400}, 10 * 100 * 1400},
+		{"20 packets, 1 ms", SubflowView{SRTT: time.Millisecond, Cwnd: 20, MSS: 1400}, 256 << 10},
+		{"100 packets, 20 ms", SubflowView{SRTT: 20 * time.Millisecond, Cwnd: 100, MSS: 1400}, 2 * 100 * 1400},
+		{"20 packets, 2 ms", SubflowView{SRTT: 2 * time.Millisecond, Cwnd: 20, MSS: 1400}, 5 * 20 * 1400},
 		{"1000 packets, 40 ms", SubflowView{SRTT: 40 * time.Millisecond, Cwnd: 1000, MSS: 1400}, 2 * 1000 * 1400},
-		{"no RTT yet", SubflowView{Cwnd: 10, MSS: 1400}, 2 * 10 * 1400},
+		{"no RTT yet", SubflowView{Cwnd: 10, MSS: 1400}, 256 << 10},
 		{"writer full", SubflowView{SRTT: time.Millisecond, Cwnd: 100, MSS: 1400, Blocked: true}, 0},
 	} {
 		if got := tc.v.roomLeft(); got != tc.want {

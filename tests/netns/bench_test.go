@@ -363,3 +363,51 @@ func BenchmarkIdleMemory(b *testing.B) {
 	b.ReportMetric(perK/(1<<20), "MiB/1000-idle-conns")
 	fmt.Fprintf(os.Stderr, "mptcpd memory: %.1f MiB per 1000 idle connections\n", perK/(1<<20))
 }
+
+// BenchmarkTransparentCost measures what the hybrid-access modes cost per byte beside
+// --forward, in one run on one unshaped veth path to a kernel MPTCP server: one mptcpd in A
+// with --forward, --transparent and --transparent-dev lan0; an application in A connects to
+// the forward port, then straight to the server (intercepted by --transparent); a LAN host
+// behind A connects to the server (intercepted on lan0, one TCP hop more: the host's own). It
+// reports Gbit/s and CPU seconds (all cores, every namespace) per GiB, and the ratios to
+// --forward.
+func BenchmarkTransparentCost(b *testing.B) {
+	const size = 1 << 30
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	defer cancel()
+	topo := netns.New(b, netns.Config{Paths: 1, A: ourSide})
+	lan := newLANHost(b, topo)
+	p := topo.Path(0)
+	mpLn, err := topo.B.ListenMPTCP(p.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, addrs := startMptcpdB(b, ctx, topo.A, "--ctl", ctlSocket(b), "--forward", "127.0.0.1:0="+mpLn.Addr().String(),
+		"--transparent", "--transparent-dev", "lan0")
+	defer d.Stop()
+	if err := d.WaitOutput(ctx, "transparent-dev: intercepting"); err != nil {
+		b.Fatal(err)
+	}
+	const rounds = 3
+	var fwds, trs, devs []goodput
+	for i := 0; i < b.N*rounds; i++ {
+		fwds = append(fwds, measure(b, size, func() {
+			oneWay(b, ctx, mpLn, size, mptcpWant{served: true}, func() (net.Conn, error) { return dialCubic(ctx, topo.A, addrs[0], false) })
+		}))
+		trs = append(trs, measure(b, size, func() {
+			oneWay(b, ctx, mpLn, size, mptcpWant{served: true}, func() (net.Conn, error) { return dialCubic(ctx, topo.A, mpLn.Addr().String(), false) })
+		}))
+		devs = append(devs, measure(b, size, func() {
+			oneWay(b, ctx, mpLn, size, mptcpWant{served: true}, func() (net.Conn, error) { return lan.dial(ctx, mpLn.Addr().String()) })
+		}))
+	}
+	fwd, tr, dev := median(fwds), median(trs), median(devs)
+	b.ReportMetric(fwd.gbps, "forward-Gbit/s")
+	b.ReportMetric(tr.gbps, "transparent-Gbit/s")
+	b.ReportMetric(dev.gbps, "transparent-dev-Gbit/s")
+	b.ReportMetric(fwd.cpuPerGiB, "forward-cpu-s/GiB")
+	b.ReportMetric(tr.cpuPerGiB/fwd.cpuPerGiB, "transparent/forward-cpu")
+	b.ReportMetric(dev.cpuPerGiB/fwd.cpuPerGiB, "transparent-dev/forward-cpu")
+	fmt.Fprintf(os.Stderr, "hybrid-access modes, %d GiB one way to a kernel MPTCP server (median of 3): --forward %.2f Gbit/s (%.2f cpu-s/GiB), --transparent %.2f (%.2f: %.2f x forward), --transparent-dev from a LAN host %.2f (%.2f: %.2f x forward)\n",
+		size>>30, fwd.gbps, fwd.cpuPerGiB, tr.gbps, tr.cpuPerGiB, tr.cpuPerGiB/fwd.cpuPerGiB, dev.gbps, dev.cpuPerGiB, dev.cpuPerGiB/fwd.cpuPerGiB)
+}

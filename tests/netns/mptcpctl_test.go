@@ -28,7 +28,7 @@ var mptcpctlBin builtBin
 func mptcpctl(t testing.TB) string { return mptcpctlBin.get(t, "mptcpctl") }
 
 // ctlSocket returns a socket path in a directory any user may enter.
-func ctlSocket(t *testing.T) string {
+func ctlSocket(t testing.TB) string {
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ type lanHost struct {
 	addr map[netns.Family]netip.Addr
 }
 
-func newLANHost(t *testing.T, topo *netns.Topology) *lanHost {
+func newLANHost(t testing.TB, topo *netns.Topology) *lanHost {
 	t.Helper()
 	h := &lanHost{
 		name: fmt.Sprintf("mpglan-%d-%06x", os.Getpid(), rand.IntN(1<<24)),
