@@ -126,7 +126,7 @@ func runHybrid(t *testing.T, im impl, loss bool) scenarioResult {
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	res := scenarioResult{p: pairing{im, im}}
-	cfg := netns.Config{Paths: 2}
+	cfg := netns.Config{Paths: 2, IPv6: true} // the LAN host has IPv6 too
 	if im == oursImpl {
 		cfg.A, cfg.B = ourSide, ourSide
 	}
@@ -157,7 +157,7 @@ func runHybrid(t *testing.T, im impl, loss bool) scenarioResult {
 		if err != nil {
 			t.Fatal(err)
 		}
-		relay(t, ctx, far, func(ctx context.Context) (net.Conn, error) { return topo.B.DialTCP(ctx, target) })
+		relay(t, ctx, far, func(ctx context.Context) (net.Conn, error) { return topo.B.DialTCP(ctx, server.Addr().String()) })
 		near, err := topo.A.ListenTCP("192.168.77.1:0")
 		if err != nil {
 			t.Fatal(err)
