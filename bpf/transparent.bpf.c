@@ -37,6 +37,7 @@ enum tp_counter {
 	TP_SKIP_MPTCP,        /* a subflow of the kernel's own MPTCP (an IPPROTO_MPTCP socket) */
 	TP_SKIP_KERNEL,       /* a socket the kernel made for itself (NFS, iSCSI, ...) */
 	TP_SKIP_OWN_CGROUP,   /* connect by a process of the excluded cgroup (mptcpd's own) */
+	TP_SKIP_OUR_STACK,    /* a subflow of an mptcpgo stack (a program using the library) */
 	TP_SKIP_BOUND_DEV,    /* the socket is bound to a device: loopback is out of its reach */
 	TP_SKIP_UNSPEC,       /* destination 0.0.0.0 or :: */
 	TP_SKIP_LOOPBACK,     /* destination 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104 */
@@ -163,6 +164,26 @@ static __always_inline int tp_skip(struct bpf_sock *sk, enum tp_counter c)
 	return 1;
 }
 
+#ifndef SOL_TCP
+#define SOL_TCP 6
+#endif
+#ifndef TCP_CONGESTION
+#define TCP_CONGESTION 13
+#endif
+
+/* tp_our_stack reports whether the socket is a subflow of an mptcpgo stack, mptcpd's or that of
+ * any program using the library: those get our congestion control, named mpg<pid><a|b>
+ * (internal/datapath), before they connect. Sent to mptcpd's plain TCP listener, such a subflow
+ * would lose its MPTCP options on the way. */
+static __always_inline int tp_our_stack(struct bpf_sock_addr *ctx)
+{
+	char cc[8] = {};
+
+	if (bpf_getsockopt(ctx, SOL_TCP, TCP_CONGESTION, cc, sizeof(cc)))
+		return 0;
+	return cc[0] == 'm' && cc[1] == 'p' && cc[2] == 'g' && cc[3] >= '0' && cc[3] <= '9';
+}
+
 /* tp_socket_skip decides on what connect4 and connect6 share, the socket and its caller: it
  * returns the counter to increment when the connection is left alone, or TP_NR_COUNTERS. */
 static __always_inline enum tp_counter tp_socket_skip(struct bpf_sock_addr *ctx)
@@ -187,6 +208,8 @@ static __always_inline enum tp_counter tp_socket_skip(struct bpf_sock_addr *ctx)
 		return TP_SKIP_KERNEL;
 	if (bpf_get_current_cgroup_id() == tp_cfg.own_cgroup)
 		return TP_SKIP_OWN_CGROUP;
+	if (tp_our_stack(ctx))
+		return TP_SKIP_OUR_STACK;
 	if (sk->bound_dev_if)
 		return TP_SKIP_BOUND_DEV;
 	return TP_NR_COUNTERS;

@@ -40,17 +40,18 @@ const (
 	TransparentTpCounterTP_SKIP_MPTCP       TransparentTpCounter = 4
 	TransparentTpCounterTP_SKIP_KERNEL      TransparentTpCounter = 5
 	TransparentTpCounterTP_SKIP_OWN_CGROUP  TransparentTpCounter = 6
-	TransparentTpCounterTP_SKIP_BOUND_DEV   TransparentTpCounter = 7
-	TransparentTpCounterTP_SKIP_UNSPEC      TransparentTpCounter = 8
-	TransparentTpCounterTP_SKIP_LOOPBACK    TransparentTpCounter = 9
-	TransparentTpCounterTP_SKIP_LINK_LOCAL  TransparentTpCounter = 10
-	TransparentTpCounterTP_SKIP_NO_IPV6     TransparentTpCounter = 11
-	TransparentTpCounterTP_SKIP_EXCLUDED    TransparentTpCounter = 12
-	TransparentTpCounterTP_STORAGE_FAIL     TransparentTpCounter = 13
-	TransparentTpCounterTP_RECORDED         TransparentTpCounter = 14
-	TransparentTpCounterTP_RECORD_FAIL      TransparentTpCounter = 15
-	TransparentTpCounterTP_PEER_RESTORED    TransparentTpCounter = 16
-	TransparentTpCounterTP_NR_COUNTERS      TransparentTpCounter = 17
+	TransparentTpCounterTP_SKIP_OUR_STACK   TransparentTpCounter = 7
+	TransparentTpCounterTP_SKIP_BOUND_DEV   TransparentTpCounter = 8
+	TransparentTpCounterTP_SKIP_UNSPEC      TransparentTpCounter = 9
+	TransparentTpCounterTP_SKIP_LOOPBACK    TransparentTpCounter = 10
+	TransparentTpCounterTP_SKIP_LINK_LOCAL  TransparentTpCounter = 11
+	TransparentTpCounterTP_SKIP_NO_IPV6     TransparentTpCounter = 12
+	TransparentTpCounterTP_SKIP_EXCLUDED    TransparentTpCounter = 13
+	TransparentTpCounterTP_STORAGE_FAIL     TransparentTpCounter = 14
+	TransparentTpCounterTP_RECORDED         TransparentTpCounter = 15
+	TransparentTpCounterTP_RECORD_FAIL      TransparentTpCounter = 16
+	TransparentTpCounterTP_PEER_RESTORED    TransparentTpCounter = 17
+	TransparentTpCounterTP_NR_COUNTERS      TransparentTpCounter = 18
 )
 
 type TransparentTpExclKey struct {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -435,4 +436,122 @@ func appReset(ctx context.Context, ns *netns.Namespace, addr string) error {
 		return fmt.Errorf("%w, want a reset", err)
 	}
 	return nil
+}
+
+// TestConvertHostileClients: many clients misuse the converter at once while one uses it. From
+// A, 40 connections each: silent ones, ones that stop inside the header, ones that announce a
+// long message and stop, garbage, a wrong cookie, a Connect to the converter's loopback. Beside
+// them a client with the right cookie moves 16 MiB each way byte-exact while the silent ones
+// are still held; every misuse gets its Error TLV or its end (the silent ones once the
+// converter's 10 s for a Convert message ran out), the counters say so, and afterwards the
+// converter relays nothing and still serves.
+func TestConvertHostileClients(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 1, B: ourSide})
+	p0 := topo.Path(0)
+	server, err := topo.B.ListenTCP(p0.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort(server.Addr().String())
+	sock := ctlSocket(t)
+	mptcpctl(t)
+	const cookie = "k3y-k3y-k3y"
+	_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--convert", p0.B.HostPort(netns.IPv4, 0),
+		"--convert-allow", dst.Addr().String()+"/32", "--convert-cookie", cookie)
+	conv := addrs[0]
+
+	const each = 40
+	garbage := make([]byte, 64)
+	for i := range garbage {
+		garbage[i] = byte(0x5a ^ i*7)
+	}
+	kinds := []struct {
+		name   string
+		msg    []byte
+		answer []byte // nil: the converter says nothing and ends the connection
+	}{
+		{"silent", nil, nil},
+		{"stops inside the header", []byte{1, 5}, nil},
+		{"announces 255 words, sends 8 bytes", []byte{1, 255, 0, 0, 10, 5, 0, 80}, nil},
+		{"garbage", garbage, convertBadVersion},
+		{"wrong cookie", rfcConnect(dst, "k3y-k3y-k3z"), convertNotAuthorized},
+		{"loopback", rfcConnect(netip.MustParseAddrPort("127.0.0.1:22"), cookie), convertNotAuthorized},
+	}
+	type hostile struct {
+		kind int
+		c    net.Conn
+	}
+	var hs []hostile
+	for k, kd := range kinds {
+		for range each {
+			c, err := topo.A.DialTCP(ctx, conv)
+			if err != nil {
+				t.Fatalf("%s: %v", kd.name, err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if kd.msg != nil {
+				if _, err := c.Write(kd.msg); err != nil {
+					t.Fatalf("%s: %v", kd.name, err)
+				}
+			}
+			hs = append(hs, hostile{k, c})
+		}
+	}
+
+	const up, down = 16 << 20, 16 << 20
+	served := netns.ServeOne(ctx, server, down, 2)
+	c, reply := convertAsk(t, ctx, topo.A, conv, false, rfcConnect(dst, cookie))
+	if !bytes.Equal(reply, convertOK) {
+		t.Fatalf("the legitimate client: answer % x, want % x", reply, convertOK)
+	}
+	exchangeServed(t, ctx, c, served, up, down)
+	// The converter did not wait for the silent clients to serve this one: they are all still
+	// connected, unanswered.
+	for _, h := range hs {
+		if kinds[h.kind].answer != nil {
+			continue
+		}
+		h.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if n, err := h.c.Read(make([]byte, 8)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: before the converter's timeout: %d bytes, %v; want it still waiting", kinds[h.kind].name, n, err)
+		}
+	}
+
+	// Every misuse ends: with its Error TLV, or (nothing to answer) with the end of the
+	// connection once the converter gave up waiting.
+	for _, h := range hs {
+		kd := kinds[h.kind]
+		h.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if kd.answer != nil {
+			got, err := readConvertRaw(h.c)
+			if err != nil || !bytes.Equal(got, kd.answer) {
+				t.Fatalf("%s: answer % x (%v), want % x", kd.name, got, err, kd.answer)
+			}
+		}
+		if n, err := h.c.Read(make([]byte, 64)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: %d bytes, %v; want the end of the connection", kd.name, n, err)
+		}
+	}
+	st := daemonStats(t, sock)
+	for name, want := range map[string]uint64{
+		"ConvertConverted": 1, "ConvertRefused": 2 * each, "ConvertErrorsSent": 3 * each, "ProxyAccepted": uint64(len(hs) + 1),
+	} {
+		if st[name] != want {
+			t.Errorf("%s = %d, want %d", name, st[name], want)
+		}
+	}
+	if st["ProxyFailed"] < 3*each {
+		t.Errorf("ProxyFailed = %d, want at least %d (the clients that said too little)", st["ProxyFailed"], 3*each)
+	}
+
+	// And it still serves.
+	served = netns.ServeOne(ctx, server, 1<<20, 2)
+	c, reply = convertAsk(t, ctx, topo.A, conv, false, rfcConnect(dst, cookie))
+	if !bytes.Equal(reply, convertOK) {
+		t.Fatalf("after the misuse: answer % x, want % x", reply, convertOK)
+	}
+	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
+	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
 
@@ -18,7 +19,8 @@ import (
 // a kernel MPTCP server sees MPTCP (TCP_IS_MPTCP) and the bytes exact both ways, and
 // getpeername still names the server; a plain TCP server gets the fallback; a refused port
 // resets the application's connection at once; loopback and --transparent-exclude
-// destinations are left alone, and another namespace's connections too. IPv4 and IPv6.
+// destinations are left alone, and so are another namespace's connections and the subflows of
+// a program using our library. IPv4 and IPv6.
 func TestMptcpdTransparent(t *testing.T) {
 	for _, fam := range []netns.Family{netns.IPv4, netns.IPv6} {
 		t.Run(fam.String(), func(t *testing.T) {
@@ -128,6 +130,15 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 		s.Close()
 		c.Close()
 	}
+	// A program using our library in the namespace: its subflows (our congestion control set
+	// before connect) go straight to the server, MPTCP end to end, not through mptcpd.
+	served = netns.ServeOne(ctx, mpSrv, 1<<20, 2)
+	lc := dialOursWith(t, ctx, topo.A, mpSrv.Addr().String(), control.Dialer{})
+	s := exchangeServed(t, ctx, lc, served, 1<<20, 1<<20)
+	if !s.MPTCP || s.Remote == nil || s.Remote.String() != lc.LocalAddr().String() {
+		t.Errorf("our library's connection: the server sees %v (MPTCP %t), the client is %s", s.Remote, s.MPTCP, lc.LocalAddr())
+	}
+	lc.Close()
 	// Another namespace (B) connecting to A's address: untouched, refused by A.
 	if c, err := topo.B.DialTCP(ctx, netip.AddrPortFrom(p0.A.Addr(fam), 9).String()); err == nil {
 		c.Close()
@@ -141,7 +152,8 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 	if fam == netns.IPv6 {
 		icept = st["TransparentIntercepted6"]
 	}
-	if icept != 3 || st["TransparentSkipLoopback"] < 1 || st["TransparentSkipExcluded"] != 1 || st["TransparentLost"] != 0 {
+	if icept != 3 || st["TransparentSkipLoopback"] < 1 || st["TransparentSkipExcluded"] != 1 || st["TransparentLost"] != 0 ||
+		st["TransparentSkipOurStack"] < 1 {
 		t.Errorf("interception counters: %v", nonzero(st))
 	}
 
@@ -155,12 +167,12 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 	if err != nil {
 		t.Fatalf("after kill -9: %v", err)
 	}
-	s := <-acc
-	if s == nil || s.RemoteAddr().String() != c.LocalAddr().String() {
-		t.Errorf("after kill -9 the server sees %v, the client is %s: still intercepted", s, c.LocalAddr())
+	as := <-acc
+	if as == nil || as.RemoteAddr().String() != c.LocalAddr().String() {
+		t.Errorf("after kill -9 the server sees %v, the client is %s: still intercepted", as, c.LocalAddr())
 	}
-	if s != nil {
-		s.Close()
+	if as != nil {
+		as.Close()
 	}
 	c.Close()
 }
