@@ -110,7 +110,7 @@ bench: deps ## Benchmarks: Go micro-benchmarks, then goodput/setup rate/memory/m
 	set -o pipefail; $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/netns 2>&1 | grep -v '^    \|^goos\|^goarch\|^pkg\|^cpu'
 
 .PHONY: scenarios
-scenarios: deps ## Multipath scenarios on emulated paths beside the kernel's MPTCP, and the fairness experiments (root, ~45 min): docs/scenarios.md, docs/*.png
+scenarios: deps ## Multipath scenarios on emulated paths beside the kernel's MPTCP, and the fairness experiments (root, ~50 min): docs/scenarios.md, docs/*.png
 	@set -o pipefail; $(GO) test -count=1 -v -run '^TestScenario' -timeout 60m ./tests/netns -scenarios 2>&1 | grep -v '^=== \|netns: A=mpg'
 	@echo "results: docs/scenarios.md"
 
