@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -281,14 +280,7 @@ func TestScenarioFairness(t *testing.T) {
 
 // fairnessMedian takes the median of each figure of the runs.
 func fairnessMedian(rs []fairnessResult) fairnessResult {
-	med := func(f func(fairnessResult) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
+	med := func(f func(fairnessResult) float64) float64 { return medianOf(rs, f) }
 	return fairnessResult{
 		mp:  med(func(r fairnessResult) float64 { return r.mp }),
 		tcp: med(func(r fairnessResult) float64 { return r.tcp }),

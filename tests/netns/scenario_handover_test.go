@@ -2,7 +2,6 @@ package netns_test
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,14 +127,7 @@ func TestScenarioHandover(t *testing.T) {
 					}
 					continue
 				}
-				med := func(f func(scenarioResult) float64) float64 {
-					x := make([]float64, len(done))
-					for i, r := range done {
-						x[i] = f(r)
-					}
-					slices.Sort(x)
-					return x[len(x)/2]
-				}
+				med := func(f func(scenarioResult) float64) float64 { return medianOf(done, f) }
 				fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.0f | %d |\n", name, label,
 					med(func(r scenarioResult) float64 { return r.downTime.Seconds() }),
 					med(func(r scenarioResult) float64 { return r.downMbps(s) }),

@@ -169,21 +169,7 @@ func runHybrid(t *testing.T, im impl, loss bool) scenarioResult {
 	for i, c := range hybridPaths {
 		pes = append(pes, topo.Path(i).Emulate(c))
 	}
-	read := func() (ab, ba []uint64) {
-		for _, pe := range pes {
-			ab, ba = append(ab, pe.AB.Stats().Bytes), append(ba, pe.BA.Stats().Bytes)
-		}
-		return ab, ba
-	}
-	ab0, ba0 := read()
-	sample := func(at time.Duration) {
-		ab, ba := read()
-		for i := range ab {
-			ab[i] -= ab0[i]
-			ba[i] -= ba0[i]
-		}
-		res.ab, res.ba, res.at = append(res.ab, ab), append(res.ba, ba), append(res.at, at)
-	}
+	sample := pathSampler(pes, &res)
 
 	served := netns.ServeOne(ctx, server, hybridDown, 2)
 	start := time.Now()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -151,21 +152,7 @@ func runScenario(t testing.TB, p pairing, s scenario) scenarioResult {
 		pes = append(pes, r.topo.Path(i).Emulate(c))
 	}
 
-	read := func() (ab, ba []uint64) {
-		for _, pe := range pes {
-			ab, ba = append(ab, pe.AB.Stats().Bytes), append(ba, pe.BA.Stats().Bytes)
-		}
-		return ab, ba
-	}
-	ab0, ba0 := read()
-	sample := func(at time.Duration) {
-		ab, ba := read()
-		for i := range ab {
-			ab[i] -= ab0[i]
-			ba[i] -= ba0[i]
-		}
-		res.ab, res.ba, res.at = append(res.ab, ab), append(res.ba, ba), append(res.at, at)
-	}
+	sample := pathSampler(pes, &res)
 
 	start := time.Now()
 	if len(s.events) > 0 {
@@ -340,4 +327,34 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%d CPUs, Linux %s, CUBIC", n, rel)
+}
+
+// pathSampler returns a function that appends to res, at each call, what each path delivered
+// each way since pathSampler was called (IP bytes after the emulator) and when.
+func pathSampler(pes []*netns.PathEmu, res *scenarioResult) func(at time.Duration) {
+	read := func() (ab, ba []uint64) {
+		for _, pe := range pes {
+			ab, ba = append(ab, pe.AB.Stats().Bytes), append(ba, pe.BA.Stats().Bytes)
+		}
+		return ab, ba
+	}
+	ab0, ba0 := read()
+	return func(at time.Duration) {
+		ab, ba := read()
+		for i := range ab {
+			ab[i] -= ab0[i]
+			ba[i] -= ba0[i]
+		}
+		res.ab, res.ba, res.at = append(res.ab, ab), append(res.ba, ba), append(res.at, at)
+	}
+}
+
+// medianOf is the median of f over xs (the upper one of an even count).
+func medianOf[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
 }
