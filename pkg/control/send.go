@@ -103,14 +103,14 @@ func (c *Conn) schedule() {
 		}
 		// The mapping is at most what the roomiest pick takes (at least minMapping), so that a
 		// slow subflow's room bounds what it holds.
-		size := minMapping
-		for _, i := range picks {
-			if i < len(views) {
-				size = max(size, views[i].roomLeft())
+		size := maxMapping // one subflow: its socket's own buffer is the only limit
+		if len(views) > 0 {
+			size = minMapping
+			for _, i := range picks {
+				if i < len(views) {
+					size = max(size, views[i].roomLeft())
+				}
 			}
-		}
-		if len(views) == 0 {
-			size = maxMapping
 		}
 		ch, ok := c.nextMapping(size)
 		if !ok {
