@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
@@ -119,7 +117,7 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 	}
 	ns := c.stack.holdNetns(c.ns) // the dial may outlive the connection
 	if !c.stack.goroutine(func() {
-		tc, err := c.stack.dialJoin(ns.handle(), local, remote, c.Local().Addr(), st)
+		tc, err := c.stack.dialJoin(ns, local, remote, c.Local().Addr(), st)
 		c.stack.releaseNetns(ns)
 		j := joinResult{tc: tc, slot: slot, active: true, localID: localID, remoteID: remoteID, backup: backup, local: local, remote: remote, err: err}
 		if err == nil {
@@ -141,27 +139,17 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 // dialJoin connects a join subflow's socket in the connection's network namespace. From the
 // address routing picks (local invalid), the MP_JOIN carries that address's ID (RFC 8684 §3.2:
 // the ID of the source address), 0 only for the connection's first address (initial).
-func (s *Stack) dialJoin(ns netns.NsHandle, local netip.Addr, remote netip.AddrPort, initial netip.Addr, st datapath.SkState) (*net.TCPConn, error) {
-	runtime.LockOSThread()
-	if ns.IsOpen() {
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			return nil, err
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			return nil, err
-		}
-		defer func() {
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			} // else the thread stays locked and dies with its goroutine
-		}()
-	} else {
-		defer runtime.UnlockOSThread()
+func (s *Stack) dialJoin(ns *nsRef, local netip.Addr, remote netip.AddrPort, initial netip.Addr, st datapath.SkState) (*net.TCPConn, error) {
+	var tc *net.TCPConn
+	var err error
+	if nerr := inNetns(ns, func() { tc, err = s.dialJoinHere(local, remote, initial, st) }); nerr != nil {
+		return nil, nerr
 	}
+	return tc, err
+}
+
+// dialJoinHere is dialJoin on the calling thread, in its namespace.
+func (s *Stack) dialJoinHere(local netip.Addr, remote netip.AddrPort, initial netip.Addr, st datapath.SkState) (*net.TCPConn, error) {
 	if !local.IsValid() && st.LocalId == 0 {
 		if src, err := routedSource(remote); err == nil && src != initial.Unmap() {
 			if id, err := s.dp.LocalID(src); err == nil {

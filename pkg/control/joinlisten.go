@@ -295,6 +295,15 @@ func inNetns(r *nsRef, f func()) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		// A thread already in r's namespace stays where it is: entering a namespace needs
+		// CAP_SYS_ADMIN, which a daemon working in its own namespace (the systemd unit's
+		// capabilities) does not have.
+		if cur, err := currentNetns(); err == nil && cur == r.cookie {
+			f()
+			runtime.UnlockOSThread()
+			errc <- nil
+			return
+		}
 		orig, err := netns.Get()
 		if err != nil {
 			runtime.UnlockOSThread()

@@ -283,7 +283,7 @@ func (s *Server) handleConvert(in net.Conn) {
 		return
 	}
 	s.Stats.Converted.Add(1)
-	s.relay(in, out, dst.String())
+	s.relay(in, out, dst.String(), nil)
 }
 
 // padCookie is a cookie as a Cookie TLV carries it: zero-padded to a 32-bit boundary (§5.2.7
@@ -317,10 +317,9 @@ type ConvertError struct {
 
 func (e *ConvertError) Error() string { return "converter: " + e.Code.String() }
 
-// convertVia opens a connection to the converter s.Via and asks it for remote (host:port; a
-// name is resolved here, since a Connect TLV carries an address). It returns the connection
-// once the converter has answered; a *ConvertError when it refused.
-func (s *Server) convertVia(ctx context.Context, out net.Conn, remote string) error {
+// sendConnect asks the converter, over out, for remote (host:port; a name is resolved here,
+// since a Connect TLV carries an address).
+func (s *Server) sendConnect(ctx context.Context, out net.Conn, remote string) error {
 	host, port, err := net.SplitHostPort(remote)
 	if err != nil {
 		return err
@@ -350,6 +349,13 @@ func (s *Server) convertVia(ctx context.Context, out net.Conn, remote string) er
 	if err := writeConvert(out, tlvs...); err != nil {
 		return fmt.Errorf("send Connect: %w", err)
 	}
+	return nil
+}
+
+// convertAnswer reads the converter's answer to the Connect from out, exactly (the
+// destination's bytes behind it stay in out): nil when it accepted, a *ConvertError when it
+// refused.
+func (s *Server) convertAnswer(out net.Conn) error {
 	out.SetReadDeadline(time.Now().Add(dialTimeout + convertReadTimeout))
 	reply, err := convert.ReadMessage(out)
 	out.SetReadDeadline(time.Time{})

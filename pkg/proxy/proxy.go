@@ -331,23 +331,36 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 		abort(in)
 		return
 	}
+	var answer func() error
 	if s.Via != "" {
-		if err := s.convertVia(dctx, out, remote); err != nil {
+		// The Connect goes first and the application's bytes right behind it (RFC 8803:
+		// the converter keeps them until its connection to the destination is up); only the
+		// way down waits for the converter's answer, so the exchange costs no extra round trip.
+		if err := s.sendConnect(dctx, out, remote); err != nil {
+			s.Stats.Failed.Add(1)
+			s.Log.Warn("convert via", "via", s.Via, "remote", remote, "from", in.RemoteAddr(), "err", err)
+			abort(in)
+			abort(out)
+			return
+		}
+		answer = func() error {
+			err := s.convertAnswer(out)
+			if err == nil {
+				s.Stats.Converted.Add(1)
+				return nil
+			}
 			var ce *ConvertError
 			if errors.As(err, &ce) {
 				s.Stats.ConvertErrorsReceived.Add(1)
 			} else {
 				s.Stats.Failed.Add(1)
 			}
-			// The application sees what the destination did: a reset.
+			// The application sees what the destination did: a reset (the relay aborts both).
 			s.Log.Debug("converter refused", "via", s.Via, "remote", remote, "from", in.RemoteAddr(), "err", err)
-			abort(in)
-			abort(out)
-			return
+			return err
 		}
-		s.Stats.Converted.Add(1)
 	}
-	s.relay(in, out, remote)
+	s.relay(in, out, remote, answer)
 }
 
 // RelayInfo is one connection a server relays, for mptcpctl show.
@@ -374,13 +387,15 @@ func (s *Server) Relays() []RelayInfo {
 
 // relay carries one connection until both sides closed, counted among the server's relays
 // (which Shutdown ends).
-func (s *Server) relay(in, out net.Conn, to string) {
+// relay copies between in and out until both directions end. before, when not nil, runs first
+// on the way from out to in (the converter's answer); its error resets both.
+func (s *Server) relay(in, out net.Conn, to string, before func() error) {
 	mp := control.IsMPTCP(in) || control.IsMPTCP(out)
 	if mp {
 		s.Stats.MPTCP.Add(1)
 	}
 	s.Log.Debug("relay", "from", in.RemoteAddr(), "to", to, "mptcp", mp)
-	r := &relay{a: in, b: out, info: RelayInfo{Mode: s.Mode(), From: addrPortOf(in.RemoteAddr()), Destination: to, Via: s.Via}}
+	r := &relay{a: in, b: out, before: before, info: RelayInfo{Mode: s.Mode(), From: addrPortOf(in.RemoteAddr()), Destination: to, Via: s.Via}}
 	for _, c := range []net.Conn{in, out} {
 		if mc, ok := c.(*control.Conn); ok {
 			r.info.Token = mc.Token()
@@ -438,15 +453,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // relay copies both ways and propagates half-close: the end of one side's data closes the
 // other side's write direction (a DATA_FIN or a TCP FIN). A reset on one side resets the other.
 type relay struct {
-	a, b net.Conn
-	info RelayInfo
+	a, b   net.Conn
+	before func() error // first on the way from b to a; an error resets both
+	info   RelayInfo
 }
 
 func (r *relay) run(st *Stats) {
 	var wg sync.WaitGroup
 	var failed atomic.Bool
-	cp := func(dst, src net.Conn, n *atomic.Uint64) {
+	cp := func(dst, src net.Conn, n *atomic.Uint64, before func() error) {
 		defer wg.Done()
+		if before != nil {
+			if err := before(); err != nil {
+				if failed.CompareAndSwap(false, true) {
+					abort(dst)
+					abort(src)
+				}
+				return
+			}
+		}
 		c, err := copyConn(dst, src)
 		n.Add(uint64(c))
 		if err != nil && !errors.Is(err, net.ErrClosed) {
@@ -459,8 +484,8 @@ func (r *relay) run(st *Stats) {
 		closeWrite(dst)
 	}
 	wg.Add(2)
-	go cp(r.b, r.a, &st.BytesIn)
-	go cp(r.a, r.b, &st.BytesOut)
+	go cp(r.b, r.a, &st.BytesIn, nil)
+	go cp(r.a, r.b, &st.BytesOut, r.before)
 	wg.Wait()
 	r.a.Close()
 	r.b.Close()

@@ -249,10 +249,10 @@ func TestConvertOursBothEnds(t *testing.T) {
 		}
 	})
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
-	// 64 MiB each way at once. The Connect, alone in A's first data, is acknowledged before
-	// A sends more: A's next mapping then takes the 32-bit DSN, which our converter once
-	// expanded against a wrong base when that data had come before the connection was
-	// accepted (one run in five stalled).
+	// 64 MiB each way at once. The Connect is A's first data, the application's follow at
+	// once: A's later mappings may take the 32-bit DSN, which our converter once expanded
+	// against a wrong base when that data had come before the connection was accepted (one
+	// run in five stalled).
 	const up, down = 64 << 20, 64 << 20
 	served := netns.ServeOne(ctx, server, down, 2)
 	c, err := topo.A.DialTCP(ctx, fwd[0])
@@ -281,7 +281,9 @@ func TestConvertOursBothEnds(t *testing.T) {
 		name string
 		want uint64
 	}{
-		{"A", stA, "ConvertConverted", 1}, {"A", stA, "ConvertErrorsReceived", 1}, {"A", stA, "ProxyMPTCP", 1},
+		// Both of A's connections to the converter were MPTCP: the refused one is relayed
+		// too, from the Connect on, until the converter's answer.
+		{"A", stA, "ConvertConverted", 1}, {"A", stA, "ConvertErrorsReceived", 1}, {"A", stA, "ProxyMPTCP", 2},
 		{"B", stB, "ConvertConverted", 1}, {"B", stB, "ConvertRefused", 1}, {"B", stB, "ConvertErrorsSent", 1},
 	} {
 		if ck.st[ck.name] != ck.want {
@@ -293,7 +295,8 @@ func TestConvertOursBothEnds(t *testing.T) {
 // rfcConverter is a minimal Transport Converter written from RFC 8803 alone, on the kernel's
 // MPTCP: for each connection it reads one Convert message, takes the Connect TLV (which it
 // expects first), and either answers refusal (an Error TLV) when the destination is refuse and
-// closes, or connects to the destination, answers with the empty message and relays. It
+// closes, or connects to the destination, waits for the client's first data byte (which may
+// follow the Connect at once), answers with the empty message and relays. It
 // reports each message it read and whether the client's connection was MPTCP.
 type rfcConverter struct {
 	ln      net.Listener
@@ -305,6 +308,7 @@ type rfcConverter struct {
 type rfcSeen struct {
 	msg   []byte
 	mptcp bool
+	early int // bytes of the client's data read before answering
 	err   error
 }
 
@@ -318,23 +322,41 @@ func (cv *rfcConverter) serve(ctx context.Context, ns *netns.Namespace) {
 			defer c.Close()
 			msg, err := readConvertRaw(c)
 			mp, _ := netns.IsMPTCP(c)
-			cv.seen <- rfcSeen{msg: msg, mptcp: mp, err: err}
+			seen := rfcSeen{msg: msg, mptcp: mp, err: err}
 			if err != nil || len(msg) < 24 || msg[4] != 10 {
+				cv.seen <- seen
 				return
 			}
 			var a16 [16]byte
 			copy(a16[:], msg[8:24])
 			dst := netip.AddrPortFrom(netip.AddrFrom16(a16).Unmap(), uint16(msg[6])<<8|uint16(msg[7]))
 			if dst == cv.refuse {
+				cv.seen <- seen
 				c.Write(cv.refusal)
 				return
 			}
 			out, err := ns.DialTCP(ctx, dst.String())
 			if err != nil {
+				cv.seen <- seen
 				c.Write(convertConnReset)
 				return
 			}
 			defer out.Close()
+			// The client's data may follow the Convert message at once. This converter
+			// answers only once some arrived, so a client that waits for the answer first
+			// never gets one.
+			early := make([]byte, 1)
+			c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			n, err := c.Read(early)
+			c.SetReadDeadline(time.Time{})
+			seen.early = n
+			cv.seen <- seen
+			if err != nil {
+				return
+			}
+			if _, err := out.Write(early[:n]); err != nil {
+				return
+			}
 			if _, err := c.Write(convertOK); err != nil {
 				return
 			}
@@ -393,6 +415,9 @@ func TestConvertViaIndependentConverter(t *testing.T) {
 	}
 	if !seen.mptcp {
 		t.Error("the client's connection to the converter is not MPTCP")
+	}
+	if seen.early == 0 {
+		t.Error("the application's data did not follow the Connect before the converter answered")
 	}
 
 	// The rule whose destination the converter answers with Destination Unreachable.

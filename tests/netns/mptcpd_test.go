@@ -78,9 +78,21 @@ func startMptcpd(t *testing.T, ctx context.Context, ns *netns.Namespace, args ..
 
 func startMptcpdB(t testing.TB, ctx context.Context, ns *netns.Namespace, args ...string) (*netns.Process, []string) {
 	t.Helper()
+	return startMptcpdUnder(t, ctx, ns, nil, args...)
+}
+
+// startMptcpdUnder starts mptcpd as startMptcpd does, through the command wrap (e.g. setpriv
+// and its arguments, ending in "--") when it is not empty.
+func startMptcpdUnder(t testing.TB, ctx context.Context, ns *netns.Namespace, wrap []string, args ...string) (*netns.Process, []string) {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	args = append([]string{"--ready-file", ready, "--log-level", "debug"}, args...)
-	p := ns.Start(mptcpd(t), args...)
+	var p *netns.Process
+	if len(wrap) > 0 {
+		p = ns.Start(wrap[0], append(append(wrap[1:len(wrap):len(wrap)], mptcpd(t)), args...)...)
+	} else {
+		p = ns.Start(mptcpd(t), args...)
+	}
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {
