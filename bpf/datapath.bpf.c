@@ -7,6 +7,7 @@
  *   sockops_common.h   a sock_ops socket's state and its header's options
  *   opt_write.h        building MPTCP options
  *   handshake.h        MP_CAPABLE and MP_JOIN handshakes, both ways
+ *   tfo.h              MP_CAPABLE SYNs with data (TCP Fast Open) at our listeners
  *   est_tx.h           established subflows: the options of outgoing segments
  *   est_rx.h           established subflows: parsing incoming options
  *   syn_tc.h           TC: SACK-permitted off our SYNs, resets' options, unknown-token joins
@@ -24,6 +25,7 @@
 #include "est_rx.h"
 #include "est_tx.h"
 #include "handshake.h"
+#include "tfo.h"
 #include "sockops_common.h"
 #include "syn_tc.h"
 
@@ -43,6 +45,7 @@ struct events_map events SEC(".maps");
 struct dp_counters_map dp_counters SEC(".maps");
 struct dp_scratch_levels dp_scratch_map SEC(".maps");
 struct dp_depth_map dp_depth SEC(".maps");
+struct tfo_waiting_map tfo_waiting SEC(".maps");
 
 /* ---- sock_ops ----
  *
@@ -141,6 +144,9 @@ static __noinline int sockops_dispatch(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		return on_active_established(skops);
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		/* With a SYN, not the third ACK: TCP Fast Open made the child (tfo.h). */
+		if (skops->skb_tcp_flags & TCP_FLAG_SYN)
+			return on_tfo_passive(skops);
 		return on_passive_established(skops);
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
 		return on_hdr_len(skops);
@@ -148,6 +154,8 @@ static __noinline int sockops_dispatch(struct bpf_sock_ops *skops)
 		return on_write_hdr(skops);
 	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
 		return on_parse_hdr(skops);
+	case BPF_SOCK_OPS_STATE_CB:
+		return tfo_state(skops);
 	}
 	return 1;
 }

@@ -21,6 +21,16 @@ const volatile struct dp_config dp_cfg = {};
  * net.mptcp.checksum_enabled applies to the connections opened after it changes. */
 volatile __u32 dp_csum_required = 0;
 
+/* How many children of TCP Fast Open SYNs wait for their client's key (tfo.h): while none do,
+ * TC ingress looks no further into segments without SYN. */
+struct tfo_waiting_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+};
+extern struct tfo_waiting_map tfo_waiting;
+
 /* Per-socket MPTCP state of our subflows and listeners. */
 struct sk_subs_map {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

@@ -72,6 +72,8 @@ enum sub_state {
 	SUB_MPTCP = 2,        /* MP_CAPABLE completed; options flow */
 	SUB_FALLBACK = 3,     /* plain TCP: no MPTCP options are written */
 	SUB_JOIN_FAILED = 4,  /* MP_JOIN refused (bad HMAC, unknown token): Go resets it */
+	SUB_TFO_WAIT = 5,     /* passive TCP Fast Open: the SYN's data is queued, the client's key
+			       * not seen yet (tfo.h) */
 };
 
 /* struct sk_sub.flags */
@@ -96,6 +98,11 @@ enum join_flag {
 enum sub_tc_flag {
 	SUBTC_SYN_OUT = 0x1, /* our SYN passed our TC egress program, which will rewrite the segments
 			      * whose SACK blocks crowd out the DSS (sack_rw.h): SACK is kept */
+	SUBTC_TFO_KEY = 0x2,  /* passive TCP Fast Open: TC ingress saw the client's MP_CAPABLE echo
+			       * our key; remote_key holds the client's (tfo.h) */
+	SUBTC_TFO_CSUM = 0x4, /* ... and its A flag (DSS checksums) */
+	SUBTC_TFO_DATA = 0x8, /* ... on a data segment: the implicit first mapping, rx_map_len
+			       * bytes (with the checksum in remote_nonce when the option has one) */
 };
 
 /* Per-socket state, SK_STORAGE. Go creates it for its active and listening sockets; BPF creates
@@ -108,9 +115,11 @@ struct sk_sub {
 	__u8 flags;       /* SUBF_* */
 	__u8 fallback_reason;
 	__u32 snd_isn;    /* our ISN: relative SSN = seq - snd_isn */
-	__u32 rcv_isn;    /* the peer's ISN */
+	__u32 rcv_isn;    /* the peer's ISN, plus the data of its SYN (TCP Fast Open), which lies
+			   * before the data sequence space: relative SSN = seq - rcv_isn */
 	__u8 tx_room;     /* option room the length callback reserved for the segment being sent */
-	__u8 _pad0[3];
+	__u8 _pad0;
+	__u16 syn_data;   /* passive TCP Fast Open: bytes of data the SYN carried (tfo.h) */
 	__u64 local_key;
 	__u64 remote_key;
 	__u64 rx_map_dsn; /* the peer's current mapping */
@@ -422,6 +431,11 @@ enum dp_counter {
 
 	/* Congestion control (congestion.h) */
 	DP_CCCubicKept,                 /* CUBIC states put back after the ACK doorbell's algorithm switch */
+
+	/* TCP Fast Open at our listeners (tfo.h) */
+	DP_TFOSynDataRx,                /* MP_CAPABLE SYNs with data and a valid cookie: the child waits for the key */
+	DP_TFOKeyRx,                    /* their clients' MP_CAPABLE with both keys, read on ingress */
+	DP_TFOFallback,                 /* of those children, ones that continued as plain TCP */
 	DP_COUNTER_MAX,
 };
 

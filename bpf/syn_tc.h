@@ -37,6 +37,7 @@
 #include "datapath_common.h"
 #include "mptcp_parse.h"
 #include "sack_tc.h"
+#include "sockops_common.h"
 
 #define TCPOPT_SACK_PERM 4
 #define TCPOLEN_SACK_PERM 2
@@ -328,6 +329,54 @@ static __always_inline struct tcphdr *tcp_seg(struct __sk_buff *skb, struct tc_s
 	return th;
 }
 
+/* tfo_ingress reads, off an incoming segment without SYN (hl bytes of header, olen of options,
+ * at g), the MP_CAPABLE of a TCP Fast Open client whose child waits for it, into the child's
+ * storage. It looks only while some child waits. */
+static __always_inline void tfo_ingress(struct __sk_buff *skb, struct tc_seg *g, __u32 hl, __u64 olen)
+{
+	struct dp_scratch *sc;
+	struct bpf_sock *sk, *fsk;
+	struct sk_sub *s;
+	__u32 k = 0;
+	__s64 *w;
+	int payload;
+
+	w = bpf_map_lookup_elem(&tfo_waiting, &k);
+	if (!w || *w <= 0 || olen < LEN_MPC_ACK || olen > MAX_TCP_OPTION_SPACE)
+		return;
+	sc = dp_scratch();
+	if (!sc || bpf_skb_load_bytes(skb, g->l4 + sizeof(struct tcphdr), sc->ob.b, olen) < 0)
+		return;
+	payload = g->l4len > hl;
+	if (!find_mpc(sc, olen, TCP_FLAG_ACK | (payload ? SEG_HAS_PAYLOAD : 0)))
+		return;
+	/* The tuple's length as a constant: the verifier loses the bound of g->tlen. */
+	sk = bpf_skc_lookup_tcp(skb, &g->t, g->v6 ? sizeof(g->t.ipv6) : sizeof(g->t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return;
+	fsk = bpf_sk_fullsock(sk);
+	s = fsk ? bpf_sk_storage_get(&sk_subs, fsk, 0, 0) : NULL;
+	if (s && s->state == SUB_TFO_WAIT && !(s->tc_flags & SUBTC_TFO_KEY)) {
+		if (sc->opt.key_b == s->local_key) {
+			__u8 f = SUBTC_TFO_KEY;
+
+			s->remote_key = sc->opt.key_a;
+			if (sc->opt.flags & MPC_FLAG_CHECKSUM)
+				f |= SUBTC_TFO_CSUM;
+			if (payload && sc->opt.len >= LEN_MPC_ACK_DATA) {
+				s->rx_map_len = sc->opt.data_len;
+				s->remote_nonce = sc->opt.has_csum ? 0x10000 | sc->opt.csum : 0;
+				f |= SUBTC_TFO_DATA;
+			}
+			s->tc_flags |= f;
+			dp_count(DP_TFOKeyRx);
+		} else {
+			dp_count(DP_MPCapableACKBadKey);
+		}
+	}
+	bpf_sk_release(sk);
+}
+
 /* strip_sack_perm finds SACK-permitted among a SYN/ACK's olen bytes of options (copied to sc->ob)
  * and overwrites it with two NOPs, fixing the checksum over the two 16-bit words it may
  * straddle. */
@@ -421,6 +470,8 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 		/* Only a full header can hold SACK blocks that crowded out the DSS (est_tx.h). */
 		if (egress && hl == TCP_HDR_MAX)
 			sack_egress(skb, g.l4, bpf_ntohl(th->seq));
+		if (!egress)
+			tfo_ingress(skb, &g, hl, olen);
 		return TCX_NEXT;
 	}
 	if (egress) {

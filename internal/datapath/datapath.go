@@ -56,6 +56,7 @@ const (
 	StateMPTCP      = uint8(DatapathSubStateSUB_MPTCP)
 	StateFallback   = uint8(DatapathSubStateSUB_FALLBACK)
 	StateJoinFailed = uint8(DatapathSubStateSUB_JOIN_FAILED)
+	StateTFOWait    = uint8(DatapathSubStateSUB_TFO_WAIT)
 )
 
 // JoinBackup in SkState.JoinFlags asks the peer to treat a join as a backup (MP_JOIN B).

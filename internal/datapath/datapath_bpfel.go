@@ -141,7 +141,10 @@ const (
 	DatapathDpCounterDP_DSSCsumTx               DatapathDpCounter = 66
 	DatapathDpCounterDP_DSSCsumMissing          DatapathDpCounter = 67
 	DatapathDpCounterDP_CCCubicKept             DatapathDpCounter = 68
-	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 69
+	DatapathDpCounterDP_TFOSynDataRx            DatapathDpCounter = 69
+	DatapathDpCounterDP_TFOKeyRx                DatapathDpCounter = 70
+	DatapathDpCounterDP_TFOFallback             DatapathDpCounter = 71
+	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 72
 )
 
 type DatapathEvent struct {
@@ -201,7 +204,8 @@ type DatapathSkSub struct {
 	SndIsn         uint32
 	RcvIsn         uint32
 	TxRoom         uint8
-	Pad0           [3]uint8
+	Pad0           uint8
+	SynData        uint16
 	LocalKey       uint64
 	RemoteKey      uint64
 	RxMapDsn       uint64
@@ -321,6 +325,7 @@ const (
 	DatapathSubStateSUB_MPTCP       DatapathSubState = 2
 	DatapathSubStateSUB_FALLBACK    DatapathSubState = 3
 	DatapathSubStateSUB_JOIN_FAILED DatapathSubState = 4
+	DatapathSubStateSUB_TFO_WAIT    DatapathSubState = 5
 )
 
 type DatapathTicket struct {
@@ -370,6 +375,7 @@ const (
 	DatapathMapSkSubs           = "sk_subs"
 	DatapathMapSubSlots         = "sub_slots"
 	DatapathMapSubs             = "subs"
+	DatapathMapTfoWaiting       = "tfo_waiting"
 	DatapathMapTickets          = "tickets"
 	DatapathMapTokens           = "tokens"
 	DatapathProgCaCongAvoidA    = "ca_cong_avoid_a"
@@ -492,6 +498,7 @@ type DatapathMapSpecs struct {
 	SkSubs       *ebpf.MapSpec `ebpf:"sk_subs"`
 	SubSlots     *ebpf.MapSpec `ebpf:"sub_slots"`
 	Subs         *ebpf.MapSpec `ebpf:"subs"`
+	TfoWaiting   *ebpf.MapSpec `ebpf:"tfo_waiting"`
 	Tickets      *ebpf.MapSpec `ebpf:"tickets"`
 	Tokens       *ebpf.MapSpec `ebpf:"tokens"`
 }
@@ -550,6 +557,7 @@ type DatapathMaps struct {
 	SkSubs       *ebpf.Map `ebpf:"sk_subs"`
 	SubSlots     *ebpf.Map `ebpf:"sub_slots"`
 	Subs         *ebpf.Map `ebpf:"subs"`
+	TfoWaiting   *ebpf.Map `ebpf:"tfo_waiting"`
 	Tickets      *ebpf.Map `ebpf:"tickets"`
 	Tokens       *ebpf.Map `ebpf:"tokens"`
 }
@@ -569,6 +577,7 @@ func (m *DatapathMaps) Close() error {
 		m.SkSubs,
 		m.SubSlots,
 		m.Subs,
+		m.TfoWaiting,
 		m.Tickets,
 		m.Tokens,
 	)

@@ -132,6 +132,10 @@ var counterNamesShown = map[DatapathDpCounter]string{
 	DatapathDpCounterDP_DSSCsumMissing: "DSSCsumMissing",
 
 	DatapathDpCounterDP_CCCubicKept: "CCCubicKept",
+
+	DatapathDpCounterDP_TFOSynDataRx: "TFOSynDataRx",
+	DatapathDpCounterDP_TFOKeyRx:     "TFOKeyRx",
+	DatapathDpCounterDP_TFOFallback:  "TFOFallback",
 }
 
 // TestCounterNames checks that every datapath counter has a name, derived from its enumerator,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -206,6 +207,75 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 			s.acceptJoin(tc, st)
 			return nil, nil
 		}
+		if ok && st.State == datapath.StateTFOWait {
+			// A SYN with data (TCP Fast Open): the kernel queued the child before the third
+			// ACK, which brings the client's key. The wait is bounded by the listener's TCP
+			// Fast Open queue (SetFastOpen) and tfoKeyWait.
+			if !s.goroutine(func() { l.awaitTFO(tc) }) {
+				tc.Close()
+			}
+			return nil, nil
+		}
+		return l.accepted(tc, st, ok)
+	}
+}
+
+// tfoKeyWait bounds the wait for a TCP Fast Open client's third ACK (the SYN/ACK is sent again
+// after 1, 3 and 7 s when it is lost).
+const tfoKeyWait = 10 * time.Second
+
+// awaitTFO waits until the child of a TCP Fast Open SYN has its client's key, or went on as
+// plain TCP, and queues the connection.
+func (l *Listener) awaitTFO(tc *net.TCPConn) {
+	s := l.s
+	var st datapath.SkState
+	var ok bool
+	var err error
+	wait := time.Millisecond
+	for end := time.Now().Add(tfoKeyWait); ; {
+		if st, ok, err = s.socketState(tc); err != nil || !ok || st.State != datapath.StateTFOWait {
+			break
+		}
+		if time.Now().After(end) {
+			s.stats.TFOKeyTimeout.Add(1)
+			tc.SetLinger(0)
+			tc.Close()
+			return
+		}
+		select {
+		case <-l.stop.Done():
+			tc.Close()
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+	if err != nil {
+		tc.Close()
+		return
+	}
+	c, err := l.accepted(tc, st, ok)
+	if c == nil || err != nil {
+		return
+	}
+	select {
+	case <-l.stop.Done():
+		c.Close()
+		return
+	default:
+	}
+	select {
+	case l.queue <- acceptResult{c, nil}:
+	case <-l.stop.Done():
+		c.Close()
+	}
+}
+
+// accepted makes the connection of an accepted socket whose handshake is done: (nil, nil) when
+// it was refused.
+func (l *Listener) accepted(tc *net.TCPConn, st datapath.SkState, ok bool) (net.Conn, error) {
+	s := l.s
+	{
 		if s.refuseForMemory("accept", tc.RemoteAddr()) {
 			s.resetPassive(tc, st, ok, RstLackOfResources)
 			return nil, nil
@@ -240,8 +310,29 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 			tc.Close()
 			return nil, nil
 		}
+		// The data of a TCP Fast Open SYN starts the stream, before the data sequence space
+		// (the datapath's relative SSNs begin after it).
+		var synData []byte
+		if st.SynData > 0 {
+			synData = make([]byte, st.SynData)
+			tc.SetReadDeadline(time.Now().Add(time.Second)) // queued with the child already
+			_, err := io.ReadFull(tc, synData)
+			tc.SetReadDeadline(time.Time{})
+			if err != nil {
+				s.log.Warn("passive open: the SYN's data could not be read; resetting it", "err", err)
+				s.releaseSlots(st.Conn, st.Sub, token)
+				tc.SetLinger(0)
+				tc.Close()
+				return nil, nil
+			}
+			s.stats.PassiveFastOpen.Add(1)
+		}
 		c := newConn(s)
 		c.slot, c.token, c.localKey, c.remoteKey = st.Conn, token, st.LocalKey, st.RemoteKey
+		if len(synData) > 0 {
+			c.rxq.push(synData)
+			c.st.rcv.pushed += uint64(len(synData))
+		}
 		c.shm = s.dp.Conn(st.Conn)
 		c.cc = datapath.CC(atomic.LoadUint32(&c.shm.Ctl.Cc)) // the stack's, set with the ticket
 		c.laddr, c.raddr = tc.LocalAddr(), tc.RemoteAddr()
@@ -260,6 +351,24 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 		}
 		return c, nil
 	}
+}
+
+// SetFastOpen lets clients send data in their SYN (TCP Fast Open, RFC 7413) once they hold a
+// cookie from this listener, at most qlen such connections waiting for their third ACK. The
+// network namespace's net.ipv4.tcp_fastopen must have the server bit (2) set.
+func (l *Listener) SetFastOpen(qlen int) error {
+	rc, err := l.ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_FASTOPEN, qlen) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set TCP_FASTOPEN: %w", serr)
+	}
+	return nil
 }
 
 // Close stops listening.

@@ -18,6 +18,8 @@ type Stats struct {
 	PassiveOpens     atomic.Uint64
 	FallbackActive   atomic.Uint64 // our connects that continued as plain TCP
 	FallbackPassive  atomic.Uint64 // accepted connections that are plain TCP
+	PassiveFastOpen  atomic.Uint64 // accepted MPTCP connections whose SYN carried data (TCP Fast Open)
+	TFOKeyTimeout    atomic.Uint64 // TCP Fast Open children reset: the client's third ACK never came
 	Fastclose        atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
 	MPFailFallback   atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
 	EventsOrphaned   atomic.Uint64 // events for no known connection

@@ -10,8 +10,8 @@ import (
 // metrics print them; other tests parse them): renaming a field must not change them by accident.
 var statsShown = []string{
 	"ActiveOpens", "PassiveOpens", "FallbackActive", "FallbackPassive", "Fastclose", "MPFailFallback",
-	"EventsOrphaned", "TicketsReclaimed", "TokenCollision", "Joins", "JoinRefused", "ReinjectedBytes", "OpportunisticRetransmit",
-	"SubflowStale", "SubflowLossy", "SubflowCloseReset", "DataRetransmit", "AddAddrAccepted", "AddAddrHMacFailure",
+	"EventsOrphaned", "TicketsReclaimed", "TokenCollision", "Joins", "JoinRefused", "ReinjectedBytes", "OpportunisticRetransmit", "PassiveFastOpen",
+	"SubflowStale", "TFOKeyTimeout", "SubflowLossy", "SubflowCloseReset", "DataRetransmit", "AddAddrAccepted", "AddAddrHMacFailure",
 	"RmAddrAccepted", "MPPrioAccepted", "EchoAdd", "AddAddrTx", "EchoAddTx", "RmAddrTx", "MPPrioTx",
 	"RmSubflow", "EventsRefused", "EventOverflowReset", "EventLostReset", "NoDSSInWindow",
 	"DSSNoMatchTCP", "RxMapOverflow", "InfiniteMapRx", "DssFallback", "DSSNotMatching",

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,9 +156,24 @@ func (s *Server) Listen(ctx context.Context) error {
 		}
 		return fmt.Errorf("listen on %s: %w", s.Rule.Listen, err)
 	}
+	if l, ok := s.ln.(*control.Listener); ok && s.Convert != nil {
+		// RFC 8803 clients send their Convert message in a TCP Fast Open SYN.
+		if err := l.SetFastOpen(convertFastOpenQueue); err != nil && s.Log != nil {
+			s.Log.Warn("convert: no TCP Fast Open", "listen", s.Rule.Listen, "err", err)
+		} else if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_fastopen"); err == nil && s.Log != nil {
+			if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 0, 32); err == nil && v&2 == 0 {
+				s.Log.Info("convert: TCP Fast Open is off for servers in this network namespace (net.ipv4.tcp_fastopen lacks 2): Convert messages come after the handshake",
+					"listen", s.Rule.Listen)
+			}
+		}
+	}
 	s.init()
 	return nil
 }
+
+// convertFastOpenQueue bounds a converter's connections opened with data in their SYN that wait
+// for their third ACK.
+const convertFastOpenQueue = 256
 
 // TCPListener returns the listener of a forward server (plain TCP), nil for the others.
 func (s *Server) TCPListener() *net.TCPListener {

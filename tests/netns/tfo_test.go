@@ -1,0 +1,135 @@
+package netns_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mptcpgo/mptcpgo/tests/netns"
+)
+
+// tfoMPTCPDialer dials the kernel's MPTCP with TCP_FASTOPEN_CONNECT: the first write goes in
+// the SYN when the kernel holds a cookie for the server, else the SYN asks for one.
+func tfoMPTCPDialer() *net.Dialer {
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1) })
+		return errors.Join(err, serr)
+	}}
+	d.SetMultipathTCP(true)
+	return d
+}
+
+// TestConvertFastOpen: RFC 8803's way, the Convert message in a TCP Fast Open SYN, from the
+// kernel's MPTCP client (RFC 8684 Appendix B) to mptcpd --convert. The first connection asks
+// for a cookie (its SYN/ACK has no room for our MP_CAPABLE beside the cookie: plain TCP); the
+// next ones carry the Connect in their SYN: the kernel counts the SYN's data accepted
+// (TCPFastOpenPassive), our datapath reads the client's key off the third ACK, and the
+// connection is MPTCP on both paths, byte-exact both ways, the converter having read the
+// Connect from the SYN's data, before the data sequence space. Two such connections run, one
+// with 16 MiB each way, one with a Connect refused (its Error TLV).
+func TestConvertFastOpen(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	topo := netns.New(t, netns.Config{Paths: 2, B: ourSide})
+	p0, p1 := topo.Path(0), topo.Path(1)
+	topo.A.SetMPTCPLimits(2, 0)
+	topo.A.AddMPTCPEndpoint(p1.A.Addr(netns.IPv4), p1.A.Name, "subflow")
+	topo.A.SetSysctl("net.ipv4.tcp_fastopen", "1")
+	topo.B.SetSysctl("net.ipv4.tcp_fastopen", "3")
+	server, err := topo.B.ListenTCP(p0.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort(server.Addr().String())
+	sock := ctlSocket(t)
+	mptcpctl(t)
+	_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--convert", p0.B.HostPort(netns.IPv4, 0),
+		"--convert-allow", dst.Addr().String()+"/32")
+	conv := addrs[0]
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("B's counters: %v", nonzero(daemonStats(t, sock)))
+		}
+	})
+
+	// The cookie.
+	served := netns.ServeOne(ctx, server, 1<<20, 2)
+	c, err := topo.A.Dial(ctx, tfoMPTCPDialer(), "tcp", conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
+		t.Fatalf("the first connection's answer: % x, %v", reply, err)
+	}
+	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
+	c.Close()
+
+	kb, err := topo.B.TCPCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := daemonStats(t, sock)
+	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
+	const up, down = 64 << 20, 64 << 20
+	served = netns.ServeOne(ctx, server, down, 2)
+	c, err = topo.A.Dial(ctx, tfoMPTCPDialer(), "tcp", conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
+		t.Fatalf("the answer: % x, %v", reply, err)
+	}
+	exchangeServed(t, ctx, c, served, up, down)
+	if m, err := netns.IsMPTCP(c); err != nil || !m {
+		t.Errorf("the client's connection: MPTCP %v (%v), want MPTCP", m, err)
+	}
+	c.Close()
+	if d0, d1 := txBytes(t, p0.A)-tx0, txBytes(t, p1.A)-tx1; d0 < 4<<20 || d1 < 4<<20 {
+		t.Errorf("A sent %d bytes on path 0 and %d on path 1: want both paths to carry at least 4 MiB of the 64", d0, d1)
+	}
+
+	// Refused in the SYN: the Error TLV, then the end.
+	c, err = topo.A.Dial(ctx, tfoMPTCPDialer(), "tcp", conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(rfcConnect(netip.MustParseAddrPort("127.0.0.1:22"), "")); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertNotAuthorized) {
+		t.Errorf("a Connect to loopback in the SYN: answer % x (%v), want % x", reply, err, convertNotAuthorized)
+	}
+	expectClosed(t, c)
+	c.Close()
+
+	ka, err := topo.B.TCPCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := ka["TCPFastOpenPassive"] - kb["TCPFastOpenPassive"]; d != 2 {
+		t.Errorf("the kernel accepted the data of %d SYNs (TCPFastOpenPassive), want 2", d)
+	}
+	after := daemonStats(t, sock)
+	for name, want := range map[string]uint64{
+		"TFOSynDataRx": 2, "TFOKeyRx": 2, "TFOFallback": 0, "PassiveFastOpen": 2, "ConvertConverted": 1, "ConvertRefused": 1,
+	} {
+		if d := after[name] - before[name]; d != want {
+			t.Errorf("%s moved by %d, want %d", name, d, want)
+		}
+	}
+}
