@@ -126,7 +126,7 @@ static __always_inline int on_write_hdr(struct bpf_sock_ops *skops)
 		payload = 0;
 
 	if (s->state == SUB_SYN_SENT && (tcp_flags & TCP_FLAG_SYN))
-		return write_syn(skops, sc, s, seq);
+		return write_syn(skops, sc, s, seq, payload);
 	if (s->state == SUB_JOIN_FAILED)
 		return join_failed_rst(skops, sc, s, tcp_flags);
 	if (s->state != SUB_MPTCP)

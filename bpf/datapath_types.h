@@ -119,7 +119,8 @@ struct sk_sub {
 			   * before the data sequence space: relative SSN = seq - rcv_isn */
 	__u8 tx_room;     /* option room the length callback reserved for the segment being sent */
 	__u8 _pad0;
-	__u16 syn_data;   /* passive TCP Fast Open: bytes of data the SYN carried (tfo.h) */
+	__u16 syn_data;   /* TCP Fast Open: bytes of data the SYN carried (passive, tfo.h); that the
+			   * SYN/ACK acknowledged (active, on_active_established) */
 	__u64 local_key;
 	__u64 remote_key;
 	__u64 rx_map_dsn; /* the peer's current mapping */
@@ -330,6 +331,7 @@ enum event_type {
 	EV_OPTION = 9,      /* ADD_ADDR, REMOVE_ADDR, MP_PRIO: raw holds the option's bytes */
 	EV_JOIN = 10,       /* an MP_JOIN subflow: flags 1 = HMAC verified, 0 = refused; a = local id | remote id << 8 | peer backup << 16 */
 	EV_JOIN_ACKED = 11, /* our joined subflow got its fourth ACK: it may carry data */
+	EV_TFO_DONE = 12,   /* a TCP Fast Open child left SYN_RECV (tfo.h): cookie = its socket's */
 };
 
 /* EV_RX_MAP: flags in event.c above the mapping's 16-bit length */

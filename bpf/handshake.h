@@ -50,10 +50,13 @@ static __always_inline int on_listen(struct bpf_sock_ops *skops)
 }
 
 /* write_syn writes the option of our connecting socket's SYN: MP_CAPABLE, or MP_JOIN for a
- * join. The SYN's sequence number is our ISN. */
-static __always_inline int write_syn(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s, __u32 seq)
+ * join. The SYN's sequence number is our ISN; it may carry payload bytes of data (TCP Fast
+ * Open; a retransmitted SYN carries none). */
+static __always_inline int write_syn(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct sk_sub *s, __u32 seq,
+				     __u32 payload)
 {
 	s->snd_isn = seq;
+	s->syn_data = payload <= 0xffff ? payload : 0;
 	if (s->role == ROLE_JOIN_ACTIVE) {
 		build_mpj_syn(sc->out, s->join_flags & JOINF_BACKUP, s->local_id, s->remote_token, s->local_nonce);
 		if (!store_opt(skops, sc->out, LEN_MPJ_SYN))
@@ -109,6 +112,12 @@ static __always_inline int on_active_established(struct bpf_sock_ops *skops)
 
 	if (!s || !sc || (s->role != ROLE_ACTIVE && s->role != ROLE_JOIN_ACTIVE))
 		return 1;
+	/* Data in our SYN (TCP Fast Open) that the SYN/ACK acknowledged lies before the data
+	 * sequence space, as the kernel's MPTCP has it (RFC 8684 Appendix B): our first mapping's
+	 * relative SSN 1 is the byte after it. Data it did not acknowledge is sent again as
+	 * ordinary data: syn_data then reads 0 and Go resets the connection (it dials again). */
+	if (skops->snd_una - 1 - s->snd_isn != s->syn_data)
+		s->syn_data = 0;
 	s->rcv_isn = skops->rcv_nxt - 1;
 	s->snd_isn = skops->snd_una - 1;
 	optlen = copy_hdr_opts(skops, &sc->ob, &th);

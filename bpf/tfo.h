@@ -155,8 +155,11 @@ static __always_inline int tfo_state(struct bpf_sock_ops *skops)
 	tfo_waiting_add(-1);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
 	sc = dp_scratch();
-	if (sc && skops->args[1] == BPF_TCP_ESTABLISHED && (s->tc_flags & SUBTC_TFO_KEY) && !tfo_complete(skops, sc, s))
+	if (sc && skops->args[1] == BPF_TCP_ESTABLISHED && (s->tc_flags & SUBTC_TFO_KEY) && !tfo_complete(skops, sc, s)) {
+		/* Go waits for this to accept the connection before the client's joins come. */
+		dp_emit(EV_TFO_DONE, s, 1, 0, 0, 0, bpf_get_socket_cookie(skops));
 		return 1;
+	}
 	if (skops->args[1] == BPF_TCP_ESTABLISHED) {
 		dp_count(DP_TFOFallback);
 		dp_count(DP_MPCapableFallbackACK);
@@ -164,6 +167,7 @@ static __always_inline int tfo_state(struct bpf_sock_ops *skops)
 	s->state = SUB_FALLBACK;
 	s->fallback_reason = 3;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~OPT_FLAGS);
+	dp_emit(EV_TFO_DONE, NULL, 0, 0, 0, 0, bpf_get_socket_cookie(skops));
 	return 1;
 }
 

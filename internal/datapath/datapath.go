@@ -101,6 +101,7 @@ const (
 	EvOption      = uint32(DatapathEventTypeEV_OPTION)
 	EvJoin        = uint32(DatapathEventTypeEV_JOIN)
 	EvJoinAcked   = uint32(DatapathEventTypeEV_JOIN_ACKED)
+	EvTFODone     = uint32(DatapathEventTypeEV_TFO_DONE)
 )
 
 // EV_RX_MAP flags in Event.C above the 16-bit length (enum rx_map_flag).

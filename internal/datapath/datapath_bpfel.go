@@ -176,6 +176,7 @@ const (
 	DatapathEventTypeEV_OPTION      DatapathEventType = 9
 	DatapathEventTypeEV_JOIN        DatapathEventType = 10
 	DatapathEventTypeEV_JOIN_ACKED  DatapathEventType = 11
+	DatapathEventTypeEV_TFO_DONE    DatapathEventType = 12
 )
 
 type DatapathJoinFlag uint32

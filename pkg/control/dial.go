@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"syscall"
 	"time"
@@ -56,22 +57,40 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 			return nil, err
 		}
 	}
-	return s.dial(ctx, d, network, address)
+	c, _, err := s.dial(ctx, d, network, address, nil)
+	return c, err
 }
 
-func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (net.Conn, error) {
+// DialSYNData connects as DialContext does, with data in the SYN (TCP Fast Open, RFC 7413;
+// with MPTCP as RFC 8684 Appendix B has it) when the kernel holds a cookie of the server's.
+// It returns how many bytes of data the connection carries already, at the start of its
+// stream: the caller writes the rest, all of data when the SYN asked for a cookie instead. An
+// MPTCP server that answers without acknowledging the SYN's data gets a reset, and the dial
+// starts again without data.
+func (d *Dialer) DialSYNData(ctx context.Context, network, address string, data []byte) (net.Conn, int, error) {
+	s := d.Stack
+	if s == nil {
+		var err error
+		if s, err = DefaultStack(); err != nil {
+			return nil, 0, err
+		}
+	}
+	return s.dial(ctx, d, network, address, data)
+}
+
+func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, synData []byte) (net.Conn, int, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return nil, fmt.Errorf("mptcp: dial %s: unsupported network", network)
+		return nil, 0, fmt.Errorf("mptcp: dial %s: unsupported network", network)
 	}
 	if s.refuseForMemory("dial", address) {
-		return nil, fmt.Errorf("dial %s: %w", address, ErrMemoryPressure)
+		return nil, 0, fmt.Errorf("dial %s: %w", address, ErrMemoryPressure)
 	}
 	// The dial touches the datapath's shared memory: the stack's Close waits for it, and cuts
 	// its connect short.
 	if !s.enter() {
-		return nil, errStackClosed
+		return nil, 0, errStackClosed
 	}
 	defer s.exit()
 	ctx, cancel := s.stopContext(ctx)
@@ -80,7 +99,7 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := s.prepareNetns(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	// This thread's namespace: where joins are dialled. Taken before the socket, whose
 	// descriptor may be the last one the process can open.
@@ -93,43 +112,65 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	slot, sub, key, token, err := s.newSlotsLocked()
 	s.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sched, err := NewScheduler(firstNonEmpty(d.Scheduler, s.scheduler))
 	if err != nil {
 		s.releaseSlots(slot, sub, token)
-		return nil, err
+		return nil, 0, err
 	}
 	cc := s.cc
 	if d.CongestionControl != "" {
 		if cc, err = datapath.ParseCC(d.CongestionControl); err != nil {
 			s.releaseSlots(slot, sub, token)
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	c := newConn(s)
 	c.slot, c.token, c.localKey, c.shm, c.sched = slot, token, key, s.dp.Conn(slot), sched
 	c.setCC(cc)   // before connect(): the subflow's congestion control starts with it
 	s.register(c) // events can arrive as soon as the handshake completes
-	nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		return s.prepareSocket(rc, datapath.SkState{Role: datapath.RoleActive, Conn: slot, Sub: sub, LocalKey: key})
-	}}
-	nd.SetMultipathTCP(false)
-	raw, err := nd.DialContext(ctx, network, address)
+	st0 := datapath.SkState{Role: datapath.RoleActive, Conn: slot, Sub: sub, LocalKey: key}
+	var tc *net.TCPConn
+	sent := 0
+	if len(synData) > 0 {
+		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData)
+	} else {
+		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
+			return s.prepareSocket(rc, st0)
+		}}
+		nd.SetMultipathTCP(false)
+		var raw net.Conn
+		if raw, err = nd.DialContext(ctx, network, address); err == nil {
+			tc = raw.(*net.TCPConn)
+		}
+	}
 	if err != nil {
 		s.releaseSlots(slot, sub, token)
-		return nil, err
+		return nil, 0, err
 	}
-	tc := raw.(*net.TCPConn)
 	st, ok, err := s.socketState(tc)
 	if err != nil || !ok || st.State != datapath.StateMPTCP {
 		s.releaseSlots(slot, sub, token)
 		if err != nil {
 			tc.Close()
-			return nil, err
+			return nil, 0, err
 		}
 		s.stats.FallbackActive.Add(1)
-		return &TCPConn{tc}, nil
+		return &TCPConn{tc}, sent, nil // plain TCP carries the SYN's data either way
+	}
+	if sent > 0 && int(st.SynData) != sent {
+		// The SYN/ACK did not acknowledge the SYN's data: the kernel sends it again as
+		// ordinary data, which no mapping of ours covers. Reset, and dial without it.
+		s.stats.FastOpenDataRefused.Add(1)
+		s.log.Debug("TCP Fast Open: the SYN/ACK did not acknowledge the SYN's data; dialling again without it", "sent", sent, "acked", st.SynData, "remote", address)
+		tc.SetLinger(0)
+		tc.Close()
+		s.releaseSlots(slot, sub, token)
+		return s.dial(ctx, d, network, address, nil)
+	}
+	if sent > 0 {
+		s.stats.ActiveFastOpen.Add(1)
 	}
 	c.remoteKey = st.RemoteKey
 	c.laddr, c.raddr = tc.LocalAddr(), tc.RemoteAddr()
@@ -137,16 +178,98 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string) (n
 	if err != nil {
 		tc.Close()
 		s.releaseSlots(slot, sub, token)
-		return nil, err
+		return nil, 0, err
 	}
 	sf.active = true
 	c.subs = []*subflow{sf}
 	c.ns, ns = ns, nil
 	s.stats.ActiveOpens.Add(1)
 	if err := c.start(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return c, nil
+	return c, sent, nil
+}
+
+// dialFastOpen connects a socket registered as st to address with data in its SYN
+// (sendto with MSG_FASTOPEN): the SYN takes the data that fits when the kernel holds a cookie
+// of the server's, else it asks for one and takes none (the data is not queued either). It
+// waits for the handshake and returns the socket and how many bytes the SYN took.
+func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte) (*net.TCPConn, int, error) {
+	ra, err := net.ResolveTCPAddr(network, address)
+	if err != nil {
+		return nil, 0, err
+	}
+	family, rsa := unix.AF_INET6, unix.Sockaddr(nil)
+	if ip4 := ra.IP.To4(); ip4 != nil && network != "tcp6" {
+		family, rsa = unix.AF_INET, &unix.SockaddrInet4{Port: ra.Port, Addr: [4]byte(ip4)}
+	} else {
+		rsa = &unix.SockaddrInet6{Port: ra.Port, Addr: [16]byte(ra.IP.To16())}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return nil, 0, os.NewSyscallError("socket", err)
+	}
+	closeFD := true
+	defer func() {
+		if closeFD {
+			unix.Close(fd)
+		}
+	}()
+	if err := s.prepareFD(fd, st); err != nil {
+		return nil, 0, err
+	}
+	if la, ok := d.LocalAddr.(*net.TCPAddr); ok && la != nil {
+		var lsa unix.Sockaddr = &unix.SockaddrInet6{Port: la.Port, Addr: [16]byte(la.IP.To16())}
+		if family == unix.AF_INET {
+			lsa = &unix.SockaddrInet4{Port: la.Port, Addr: [4]byte(la.IP.To4())}
+		}
+		if err := unix.Bind(fd, lsa); err != nil {
+			return nil, 0, os.NewSyscallError("bind", err)
+		}
+	}
+	n, err := unix.SendmsgN(fd, data, nil, rsa, unix.MSG_FASTOPEN)
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EINPROGRESS):
+		n = 0 // a SYN asking for a cookie went, without data
+	default:
+		return nil, 0, os.NewSyscallError("sendmsg", err)
+	}
+	// The handshake: the socket turns writable when it ends.
+	deadline := time.Now().Add(30 * time.Second)
+	if d.Timeout > 0 {
+		deadline = time.Now().Add(d.Timeout)
+	}
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	for {
+		wait := time.Until(deadline)
+		if wait <= 0 || ctx.Err() != nil {
+			return nil, 0, fmt.Errorf("dial %s: %w", address, os.ErrDeadlineExceeded)
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(pfd, int(min(wait, 100*time.Millisecond)/time.Millisecond)+1); err != nil && !errors.Is(err, unix.EINTR) {
+			return nil, 0, os.NewSyscallError("poll", err)
+		}
+		if pfd[0].Revents != 0 {
+			break
+		}
+	}
+	if e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || e != 0 {
+		if err == nil {
+			err = syscall.Errno(e)
+		}
+		return nil, 0, &net.OpError{Op: "dial", Net: network, Addr: ra, Err: os.NewSyscallError("connect", err)}
+	}
+	f := os.NewFile(uintptr(fd), "tcp")
+	closeFD = false
+	c, err := net.FileConn(f) // a duplicate of fd
+	f.Close()
+	if err != nil {
+		return nil, 0, err
+	}
+	return c.(*net.TCPConn), n, nil
 }
 
 func firstNonEmpty(a, b string) string {
@@ -159,13 +282,16 @@ func firstNonEmpty(a, b string) string {
 // prepareSocket sets our congestion control on a new socket and registers it with the datapath.
 func (s *Stack) prepareSocket(rc syscall.RawConn, st datapath.SkState) error {
 	var err error
-	cerr := rc.Control(func(fd uintptr) {
-		if err = s.dp.UseCongestionControl(int(fd)); err != nil {
-			return
-		}
-		err = s.dp.Register(int(fd), st)
-	})
+	cerr := rc.Control(func(fd uintptr) { err = s.prepareFD(int(fd), st) })
 	return errors.Join(cerr, err)
+}
+
+// prepareFD is prepareSocket on a descriptor.
+func (s *Stack) prepareFD(fd int, st datapath.SkState) error {
+	if err := s.dp.UseCongestionControl(fd); err != nil {
+		return err
+	}
+	return s.dp.Register(fd, st)
 }
 
 // socketState reads a connected socket's datapath state. The TCP_INFO read takes the socket

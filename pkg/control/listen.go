@@ -225,30 +225,49 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 const tfoKeyWait = 10 * time.Second
 
 // awaitTFO waits until the child of a TCP Fast Open SYN has its client's key, or went on as
-// plain TCP, and queues the connection.
+// plain TCP (the datapath's EvTFODone), and queues the connection.
 func (l *Listener) awaitTFO(tc *net.TCPConn) {
 	s := l.s
+	cookie, err := socketCookie(tc)
+	if err != nil {
+		tc.Close()
+		return
+	}
+	done := make(chan struct{})
+	s.mu.Lock()
+	if s.mu.tfoWait == nil {
+		s.mu.tfoWait = map[uint64]chan struct{}{}
+	}
+	s.mu.tfoWait[cookie] = done
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.mu.tfoWait[cookie] == done {
+			delete(s.mu.tfoWait, cookie)
+		}
+		s.mu.Unlock()
+	}()
+	timeout := time.NewTimer(tfoKeyWait)
+	defer timeout.Stop()
 	var st datapath.SkState
 	var ok bool
-	var err error
-	wait := time.Millisecond
-	for end := time.Now().Add(tfoKeyWait); ; {
+	for {
+		// Read after registering: the event may have come before.
 		if st, ok, err = s.socketState(tc); err != nil || !ok || st.State != datapath.StateTFOWait {
 			break
 		}
-		if time.Now().After(end) {
+		select {
+		case <-done:
+			done = nil // read the state once more
+		case <-timeout.C:
 			s.stats.TFOKeyTimeout.Add(1)
 			tc.SetLinger(0)
 			tc.Close()
 			return
-		}
-		select {
 		case <-l.stop.Done():
 			tc.Close()
 			return
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, 50*time.Millisecond)
 	}
 	if err != nil {
 		tc.Close()
@@ -269,6 +288,20 @@ func (l *Listener) awaitTFO(tc *net.TCPConn) {
 	case <-l.stop.Done():
 		c.Close()
 	}
+}
+
+// socketCookie returns the socket's cookie (SO_COOKIE), as the datapath's events name it.
+func socketCookie(tc *net.TCPConn) (uint64, error) {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cookie uint64
+	var serr error
+	if err := rc.Control(func(fd uintptr) { cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE) }); err != nil {
+		return 0, err
+	}
+	return cookie, serr
 }
 
 // accepted makes the connection of an accepted socket whose handshake is done: (nil, nil) when

@@ -108,7 +108,7 @@ func TestStackRefusesForMemory(t *testing.T) {
 	if lines := strings.Count(buf.String(), "\n"); lines != 1 {
 		t.Errorf("%d log lines for 100 refusals within a second, want 1:\n%s", lines, buf.String())
 	}
-	if _, err := s.dial(t.Context(), &Dialer{}, "tcp", "10.0.0.2:80"); !errors.Is(err, ErrMemoryPressure) {
+	if _, _, err := s.dial(t.Context(), &Dialer{}, "tcp", "10.0.0.2:80", nil); !errors.Is(err, ErrMemoryPressure) {
 		t.Errorf("dial over the limit: %v, want ErrMemoryPressure", err)
 	}
 	f.heap = 50 << 20

@@ -72,6 +72,7 @@ type Stack struct {
 		nextSub   uint32
 		conns     map[uint32]*Conn            // by conn slot
 		pending   map[uint32][]datapath.Event // events for slots not claimed yet (passive opens)
+		tfoWait   map[uint64]chan struct{}    // TCP Fast Open children accept waits for, by socket cookie
 		claimed   map[uint32]bool             // conn slots accepted, their Conn not registered yet
 		listeners int
 		queued    []ticketRec          // pushed, not taken yet (FIFO, as the BPF queue)
@@ -263,6 +264,14 @@ func (s *Stack) dispatch() {
 // one that its connection's full queue refuses is counted (the connection resets itself).
 func (s *Stack) route(ev datapath.Event) {
 	s.mu.Lock()
+	if ev.Type == datapath.EvTFODone {
+		if ch := s.mu.tfoWait[ev.Cookie]; ch != nil {
+			close(ch)
+			delete(s.mu.tfoWait, ev.Cookie)
+		}
+		s.mu.Unlock()
+		return
+	}
 	c := s.mu.conns[ev.Conn]
 	if c == nil {
 		if len(s.mu.pending[ev.Conn]) < 4096 && s.ticketSlotLocked(ev.Conn) {

@@ -14,20 +14,23 @@ import (
 // field names are the contract and follow the kernel's MPTcpExt MIB where it has the counter.
 // Every field is an atomic.Uint64 (checked when the package loads).
 type Stats struct {
-	ActiveOpens      atomic.Uint64
-	PassiveOpens     atomic.Uint64
-	FallbackActive   atomic.Uint64 // our connects that continued as plain TCP
-	FallbackPassive  atomic.Uint64 // accepted connections that are plain TCP
-	PassiveFastOpen  atomic.Uint64 // accepted MPTCP connections whose SYN carried data (TCP Fast Open)
-	TFOKeyTimeout    atomic.Uint64 // TCP Fast Open children reset: the client's third ACK never came
-	Fastclose        atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
-	MPFailFallback   atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
-	EventsOrphaned   atomic.Uint64 // events for no known connection
-	TicketsReclaimed atomic.Uint64 // tickets taken by a completed handshake and never accepted
-	TokenCollision   atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
-	Joins            atomic.Uint64 // MP_JOIN subflows attached (both roles)
-	JoinRefused      atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
-	ReinjectedBytes  atomic.Uint64 // bytes sent again on another subflow
+	ActiveOpens     atomic.Uint64
+	PassiveOpens    atomic.Uint64
+	FallbackActive  atomic.Uint64 // our connects that continued as plain TCP
+	FallbackPassive atomic.Uint64 // accepted connections that are plain TCP
+	PassiveFastOpen atomic.Uint64 // accepted MPTCP connections whose SYN carried data (TCP Fast Open)
+	ActiveFastOpen  atomic.Uint64 // our MPTCP connections whose SYN's data the server acknowledged
+	// Our MPTCP connects whose SYN's data the server did not acknowledge: reset, dialled again.
+	FastOpenDataRefused atomic.Uint64
+	TFOKeyTimeout       atomic.Uint64 // TCP Fast Open children reset: the client's third ACK never came
+	Fastclose           atomic.Uint64 // connections aborted with MP_FASTCLOSE (either side)
+	MPFailFallback      atomic.Uint64 // fallbacks we started with MP_FAIL (options vanished)
+	EventsOrphaned      atomic.Uint64 // events for no known connection
+	TicketsReclaimed    atomic.Uint64 // tickets taken by a completed handshake and never accepted
+	TokenCollision      atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
+	Joins               atomic.Uint64 // MP_JOIN subflows attached (both roles)
+	JoinRefused         atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
+	ReinjectedBytes     atomic.Uint64 // bytes sent again on another subflow
 	// Opportunistic retransmissions: the bytes at the peer's window's left edge sent again on a
 	// faster subflow while a slow one held them and new data waited for the window.
 	OpportunisticRetransmit atomic.Uint64

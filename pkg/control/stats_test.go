@@ -10,7 +10,7 @@ import (
 // metrics print them; other tests parse them): renaming a field must not change them by accident.
 var statsShown = []string{
 	"ActiveOpens", "PassiveOpens", "FallbackActive", "FallbackPassive", "Fastclose", "MPFailFallback",
-	"EventsOrphaned", "TicketsReclaimed", "TokenCollision", "Joins", "JoinRefused", "ReinjectedBytes", "OpportunisticRetransmit", "PassiveFastOpen",
+	"EventsOrphaned", "TicketsReclaimed", "TokenCollision", "Joins", "JoinRefused", "ReinjectedBytes", "OpportunisticRetransmit", "PassiveFastOpen", "ActiveFastOpen", "FastOpenDataRefused",
 	"SubflowStale", "TFOKeyTimeout", "SubflowLossy", "SubflowCloseReset", "DataRetransmit", "AddAddrAccepted", "AddAddrHMacFailure",
 	"RmAddrAccepted", "MPPrioAccepted", "EchoAdd", "AddAddrTx", "EchoAddTx", "RmAddrTx", "MPPrioTx",
 	"RmSubflow", "EventsRefused", "EventOverflowReset", "EventLostReset", "NoDSSInWindow",

@@ -317,36 +317,40 @@ type ConvertError struct {
 
 func (e *ConvertError) Error() string { return "converter: " + e.Code.String() }
 
-// sendConnect asks the converter, over out, for remote (host:port; a name is resolved here,
-// since a Connect TLV carries an address).
-func (s *Server) sendConnect(ctx context.Context, out net.Conn, remote string) error {
+// connectMessage is the Convert message that asks a converter for remote (host:port; a name
+// is resolved here, since a Connect TLV carries an address).
+func (s *Server) connectMessage(ctx context.Context, remote string) ([]byte, error) {
 	host, port, err := net.SplitHostPort(remote)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var dst netip.AddrPort
-	if a, err := netip.ParseAddr(host); err == nil {
-		p, err := net.LookupPort("tcp", port)
-		if err != nil {
-			return err
-		}
-		dst = netip.AddrPortFrom(a, uint16(p))
-	} else {
+	p, err := net.LookupPort("tcp", port)
+	if err != nil {
+		return nil, err
+	}
+	var a netip.Addr
+	if a, err = netip.ParseAddr(host); err != nil {
 		ap, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		if err != nil || len(ap) == 0 {
-			return fmt.Errorf("resolve %s: %v", host, err)
+			return nil, fmt.Errorf("resolve %s: %v", host, err)
 		}
-		p, err := net.LookupPort("tcp", port)
-		if err != nil {
-			return err
-		}
-		dst = netip.AddrPortFrom(ap[0].Unmap(), uint16(p))
+		a = ap[0].Unmap()
 	}
-	tlvs := []convert.TLV{convert.Connect{Remote: dst}}
+	tlvs := []convert.TLV{convert.Connect{Remote: netip.AddrPortFrom(a, uint16(p))}}
 	if s.ViaCookie != nil {
 		tlvs = append(tlvs, convert.Cookie{Opaque: s.ViaCookie})
 	}
-	if err := writeConvert(out, tlvs...); err != nil {
+	return convert.Message{TLVs: tlvs}.Marshal()
+}
+
+// sendRest writes what of the Convert message the SYN did not carry.
+func sendRest(out net.Conn, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	out.SetWriteDeadline(time.Now().Add(convertReadTimeout))
+	defer out.SetWriteDeadline(time.Time{})
+	if _, err := out.Write(b); err != nil {
 		return fmt.Errorf("send Connect: %w", err)
 	}
 	return nil

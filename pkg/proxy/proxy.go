@@ -273,31 +273,39 @@ const dialTimeout = 30 * time.Second
 // ctx ends or Shutdown: an accepted connection is not reset because the descriptors other
 // connections are releasing are not free yet.
 func (s *Server) dialTo(ctx context.Context, addr string) (net.Conn, error) {
+	out, _, err := s.dialData(ctx, addr, nil)
+	return out, err
+}
+
+// dialData is dialTo with synData in the SYN when it can go there (TCP Fast Open, our stack's
+// dials only): it returns how many of its bytes the connection carries already.
+func (s *Server) dialData(ctx context.Context, addr string, synData []byte) (net.Conn, int, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.stop, cancel)()
 	var pace acceptpace.Pacer
 	for {
 		var out net.Conn
+		var sent int
 		var err error
 		switch {
 		case s.dialRemote != nil:
 			out, err = s.dialRemote(ctx, addr)
 		case s.Forward:
 			d := control.Dialer{Stack: s.Stack}
-			out, err = d.DialContext(ctx, "tcp", addr)
+			out, sent, err = d.DialSYNData(ctx, "tcp", addr, synData)
 		default:
 			var d net.Dialer
 			d.SetMultipathTCP(false)
 			out, err = d.DialContext(ctx, "tcp", addr)
 		}
 		if err == nil || !resourceError(err) {
-			return out, err
+			return out, sent, err
 		}
 		s.Stats.DialWaits.Add(1)
 		pace.Fail(wctx, err)
 		if wctx.Err() != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 }
@@ -336,10 +344,20 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 		remote = dst.String()
 	}
 	to := remote
+	var connect []byte // the Convert message for the converter at s.Via
 	if s.Via != "" {
 		to = s.Via
+		var err error
+		if connect, err = s.connectMessage(dctx, remote); err != nil {
+			s.Stats.Failed.Add(1)
+			s.Log.Warn("convert via", "via", s.Via, "remote", remote, "from", in.RemoteAddr(), "err", err)
+			abort(in)
+			return
+		}
 	}
-	out, err := s.dialTo(dctx, to)
+	// The Convert message goes in the SYN when the kernel holds the converter's TCP Fast Open
+	// cookie (RFC 8803), else right after the handshake.
+	out, sent, err := s.dialData(dctx, to, connect)
 	if err != nil {
 		s.Stats.Failed.Add(1)
 		if !errors.Is(err, control.ErrMemoryPressure) { // the stack logs those at a bounded rate
@@ -353,7 +371,7 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 		// The Connect goes first and the application's bytes right behind it (RFC 8803:
 		// the converter keeps them until its connection to the destination is up); only the
 		// way down waits for the converter's answer, so the exchange costs no extra round trip.
-		if err := s.sendConnect(dctx, out, remote); err != nil {
+		if err := sendRest(out, connect[sent:]); err != nil {
 			s.Stats.Failed.Add(1)
 			s.Log.Warn("convert via", "via", s.Via, "remote", remote, "from", in.RemoteAddr(), "err", err)
 			abort(in)

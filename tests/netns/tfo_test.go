@@ -117,19 +117,159 @@ func TestConvertFastOpen(t *testing.T) {
 	expectClosed(t, c)
 	c.Close()
 
+	// Plain TCP with the same cookie (the kernel keeps one per server address): the SYN's
+	// data is the start of a plain TCP stream.
+	served = netns.ServeOne(ctx, server, 1<<20, 2)
+	if c, err = topo.A.Dial(ctx, tfoDialer(), "tcp", conv); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
+		t.Fatalf("plain TCP: the answer % x, %v", reply, err)
+	}
+	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
+	c.Close()
+
 	ka, err := topo.B.TCPCounters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := ka["TCPFastOpenPassive"] - kb["TCPFastOpenPassive"]; d != 2 {
-		t.Errorf("the kernel accepted the data of %d SYNs (TCPFastOpenPassive), want 2", d)
+	if d := ka["TCPFastOpenPassive"] - kb["TCPFastOpenPassive"]; d != 3 {
+		t.Errorf("the kernel accepted the data of %d SYNs (TCPFastOpenPassive), want 3", d)
 	}
 	after := daemonStats(t, sock)
 	for name, want := range map[string]uint64{
-		"TFOSynDataRx": 2, "TFOKeyRx": 2, "TFOFallback": 0, "PassiveFastOpen": 2, "ConvertConverted": 1, "ConvertRefused": 1,
+		"TFOSynDataRx": 2, "TFOKeyRx": 2, "TFOFallback": 0, "PassiveFastOpen": 2, "ConvertConverted": 2, "ConvertRefused": 1,
+		"FallbackPassive": 1,
 	} {
 		if d := after[name] - before[name]; d != want {
 			t.Errorf("%s moved by %d, want %d", name, d, want)
+		}
+	}
+}
+
+// setFastOpen lets clients send data in their SYN to ln (a kernel TCP or MPTCP listener).
+func setFastOpen(t *testing.T, ln net.Listener) {
+	t.Helper()
+	rc, err := ln.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 16) }); err != nil || serr != nil {
+		t.Fatalf("TCP_FASTOPEN: %v %v", err, serr)
+	}
+}
+
+// TestConvertViaFastOpen: mptcpd --forward --convert-via puts the Connect in a TCP Fast Open SYN
+// with MP_CAPABLE once the converter gave it a cookie, to the independent converter on the
+// kernel's MPTCP (the kernel's placement of the SYN's data, before the data sequence space, is
+// the judge) and to our own. Each first connection asks for the cookie; the second carries the
+// Connect in its SYN: the converter's kernel counts the SYN's data accepted
+// (TCPFastOpenPassive), ours counts ActiveFastOpen, and the application's 64 MiB each way arrive
+// exact, over MPTCP on both paths.
+func TestConvertViaFastOpen(t *testing.T) {
+	for _, conv := range []string{"kernel", "ours"} {
+		t.Run(conv, func(t *testing.T) {
+			t.Parallel()
+			testConvertViaFastOpen(t, conv == "ours")
+		})
+	}
+}
+
+func testConvertViaFastOpen(t *testing.T, oursConv bool) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	cfg := netns.Config{Paths: 2, A: ourSide}
+	if oursConv {
+		cfg.B = ourSide
+	}
+	topo := netns.New(t, cfg)
+	p0, p1 := topo.Path(0), topo.Path(1)
+	topo.A.SetSysctl("net.ipv4.tcp_fastopen", "1")
+	topo.B.SetSysctl("net.ipv4.tcp_fastopen", "3")
+	server, err := topo.B.ListenTCP(p0.B.HostPort(netns.IPv4, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := netip.MustParseAddrPort(server.Addr().String())
+	var via string
+	var cv *rfcConverter
+	sockB := ""
+	if oursConv {
+		sockB = ctlSocket(t)
+		_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sockB, "--convert", p0.B.HostPort(netns.IPv4, 0),
+			"--convert-allow", remote.Addr().String()+"/32")
+		via = addrs[0]
+	} else {
+		topo.B.SetMPTCPLimits(2, 0)
+		ln, err := topo.B.ListenMPTCP(p0.B.HostPort(netns.IPv4, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		setFastOpen(t, ln)
+		cv = &rfcConverter{ln: ln, seen: make(chan rfcSeen, 4)}
+		go cv.serve(ctx, topo.B)
+		via = ln.Addr().String()
+	}
+	sockA := ctlSocket(t)
+	mptcpctl(t)
+	_, fwd := startMptcpd(t, ctx, topo.A, "--ctl", sockA, "--endpoint", p1.A.Addr(netns.IPv4).String()+",subflow",
+		"--forward", "127.0.0.1:0="+remote.String(), "--convert-via", via)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("A's counters: %v", nonzero(daemonStats(t, sockA)))
+			if sockB != "" {
+				t.Logf("B's counters: %v", nonzero(daemonStats(t, sockB)))
+			}
+		}
+	})
+
+	for i := range 2 {
+		kb, err := topo.B.TCPCounters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := daemonStats(t, sockA)
+		size := int64(1 << 20)
+		if i == 1 {
+			size = 64 << 20
+		}
+		tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
+		served := netns.ServeOne(ctx, server, size, 2)
+		c, err := topo.A.DialTCP(ctx, fwd[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		exchangeServed(t, ctx, c, served, size, size)
+		c.Close()
+		if cv != nil {
+			if seen := <-cv.seen; seen.err != nil || !bytes.Equal(seen.msg, rfcConnect(remote, "")) {
+				t.Errorf("connection %d: the converter read % x (%v), want % x", i, seen.msg, seen.err, rfcConnect(remote, ""))
+			} else if i == 1 && !seen.mptcp {
+				t.Error("the connection with the Connect in its SYN is not MPTCP at the converter")
+			}
+		}
+		if i == 0 {
+			continue
+		}
+		ka, err := topo.B.TCPCounters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := ka["TCPFastOpenPassive"] - kb["TCPFastOpenPassive"]; d != 1 {
+			t.Errorf("the converter's kernel accepted the data of %d SYNs (TCPFastOpenPassive), want 1", d)
+		}
+		after := daemonStats(t, sockA)
+		for name, want := range map[string]uint64{"ActiveFastOpen": 1, "FastOpenDataRefused": 0, "ConvertConverted": 1, "ProxyMPTCP": 1} {
+			if d := after[name] - before[name]; d != want {
+				t.Errorf("A: %s moved by %d, want %d", name, d, want)
+			}
+		}
+		if d0, d1 := txBytes(t, p0.A)-tx0, txBytes(t, p1.A)-tx1; d0 < 4<<20 || d1 < 4<<20 {
+			t.Errorf("A sent %d bytes on path 0 and %d on path 1: want both paths to carry at least 4 MiB of the 64", d0, d1)
 		}
 	}
 }
