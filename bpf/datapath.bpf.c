@@ -46,6 +46,7 @@ struct dp_counters_map dp_counters SEC(".maps");
 struct dp_scratch_levels dp_scratch_map SEC(".maps");
 struct dp_depth_map dp_depth SEC(".maps");
 struct tfo_waiting_map tfo_waiting SEC(".maps");
+struct synack_room_map synack_room SEC(".maps");
 
 /* ---- sock_ops ----
  *

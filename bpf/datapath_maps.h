@@ -31,6 +31,17 @@ struct tfo_waiting_map {
 };
 extern struct tfo_waiting_map tfo_waiting;
 
+/* SYN/ACKs of our listeners to MP_CAPABLE SYNs that had no room for our option (a TCP Fast Open
+ * cookie beside timestamps), by addresses and ports (client_isn 0): TC egress gives our option
+ * the room of the timestamps and SACK-permitted (syn_tc.h synack_make_room). Value: the A flag. */
+struct synack_room_map {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct synkey_in);
+	__type(value, __u32);
+};
+extern struct synack_room_map synack_room;
+
 /* Per-socket MPTCP state of our subflows and listeners. */
 struct sk_subs_map {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

@@ -438,6 +438,7 @@ enum dp_counter {
 	DP_TFOSynDataRx,                /* MP_CAPABLE SYNs with data and a valid cookie: the child waits for the key */
 	DP_TFOKeyRx,                    /* their clients' MP_CAPABLE with both keys, read on ingress */
 	DP_TFOFallback,                 /* of those children, ones that continued as plain TCP */
+	DP_SynAckRoomMade,              /* SYN/ACKs with a Fast Open cookie whose timestamps and SACK-permitted TC gave to our MP_CAPABLE */
 	DP_COUNTER_MAX,
 };
 

@@ -225,12 +225,53 @@ static __always_inline __u8 local_id_of(struct bpf_sock_ops *skops)
 	return id ? *id : 0;
 }
 
+/* synack_addrs fills in (zeroed first) with the version and addresses of the SYN a SYN/ACK of
+ * our listener answers, from the SYN's IP header. Returns nonzero when it is not available. */
+static __always_inline int synack_addrs(struct bpf_sock_ops *skops, struct dp_scratch *sc, struct synkey_in *in)
+{
+	__u8 *ip = sc->syn_ip;
+	long n;
+
+	n = bpf_getsockopt(skops, SOL_TCP, TCP_BPF_SYN_IP, ip, sizeof(sc->syn_ip));
+	if (n < 0 && n != -28 /* -ENOSPC: the first bytes were copied */)
+		return -1;
+	__builtin_memset(in, 0, sizeof(*in));
+	switch (ip[0] >> 4) {
+	case 4:
+		in->version = 4;
+		__builtin_memcpy(&in->remote_ip[0], ip + 12, 4);
+		__builtin_memcpy(&in->local_ip[0], ip + 16, 4);
+		return 0;
+	case 6:
+		in->version = 6;
+		__builtin_memcpy(in->remote_ip, ip + 8, 16);
+		__builtin_memcpy(in->local_ip, ip + 24, 16);
+		return 0;
+	}
+	return -1;
+}
+
+/* synack_no_room records a SYN/ACK to an MP_CAPABLE SYN (in sc->opt) that has no room for our
+ * option, for TC egress to make it (syn_tc.h synack_make_room). */
+static __always_inline void synack_no_room(struct bpf_sock_ops *skops, struct dp_scratch *sc)
+{
+	struct synkey_in *in = &sc->key_in;
+	__u32 csum = dp_csum_required || (sc->opt.flags & MPC_FLAG_CHECKSUM);
+
+	if (synack_addrs(skops, sc, in))
+		return;
+	in->local_port = skops->local_port;
+	in->remote_port = remote_port_of(skops);
+	bpf_map_update_elem(&synack_room, in, &csum, BPF_ANY);
+}
+
 /* synack_len reserves room on a SYN/ACK of our listener (request socket, no storage). */
 static __always_inline int synack_len(struct bpf_sock_ops *skops, struct dp_scratch *sc)
 {
 	switch (syn_kind(skops, sc)) {
 	case SYN_MPC:
-		bpf_reserve_hdr_opt(skops, LEN_MPC_SYNACK, 0);
+		if (bpf_reserve_hdr_opt(skops, LEN_MPC_SYNACK, 0) == -28 /* -ENOSPC */)
+			synack_no_room(skops, sc);
 		break;
 	case SYN_MPJ:
 		if (bpf_map_lookup_elem(&tokens, &sc->opt.token))
@@ -292,27 +333,9 @@ static __always_inline __u64 synack_key(struct bpf_sock_ops *skops, struct dp_sc
 					__u16 rport, __u32 client_isn)
 {
 	struct synkey_in *in = &sc->key_in;
-	__u8 *ip = sc->syn_ip;
-	long n;
 
-	n = bpf_getsockopt(skops, SOL_TCP, TCP_BPF_SYN_IP, ip, sizeof(sc->syn_ip));
-	if (n < 0 && n != -28 /* -ENOSPC: the first bytes were copied */)
+	if (synack_addrs(skops, sc, in))
 		return 0;
-	__builtin_memset(in, 0, sizeof(*in));
-	switch (ip[0] >> 4) {
-	case 4:
-		in->version = 4;
-		__builtin_memcpy(&in->remote_ip[0], ip + 12, 4);
-		__builtin_memcpy(&in->local_ip[0], ip + 16, 4);
-		break;
-	case 6:
-		in->version = 6;
-		__builtin_memcpy(in->remote_ip, ip + 8, 16);
-		__builtin_memcpy(in->local_ip, ip + 24, 16);
-		break;
-	default:
-		return 0;
-	}
 	in->local_port = lport;
 	in->remote_port = rport;
 	in->client_isn = client_isn;
@@ -497,8 +520,9 @@ static __always_inline __u64 passive_key(struct bpf_sock_ops *skops, struct dp_s
 /* passive_slots gives the connection of our key its slots: its token must be free on this host,
  * and a ticket must be queued. Returns 0 with s->conn, s->sub and the connection slot filled,
  * nonzero (counted) when the connection falls back. */
-static __always_inline int passive_slots(struct dp_scratch *sc, struct sk_sub *s, __u64 key)
+static __always_inline int passive_slots(struct dp_scratch *sc, struct sk_sub *s, __u64 key, __u64 remote_key)
 {
+	struct token_val tv = {.local_key = key, .remote_key = remote_key};
 	struct ticket t;
 	struct conn *c;
 	__u32 token;
@@ -522,6 +546,14 @@ static __always_inline int passive_slots(struct dp_scratch *sc, struct sk_sub *s
 	c = conn_of(s);
 	if (!c) {
 		dp_count(DP_NoState);
+		return -1;
+	}
+	/* Joinable at once, as the kernel's MPTCP is at the third ACK: the client may join as soon
+	 * as our first DATA_ACK reaches it, before Go accepts the connection (Go removes the token
+	 * of a connection it does not accept). */
+	tv.conn = t.conn;
+	if (bpf_map_update_elem(&tokens, &token, &tv, BPF_NOEXIST)) {
+		dp_count(DP_TokenFallbackInit);
 		return -1;
 	}
 	passive_conn_init(c, key, idsn);
@@ -575,7 +607,7 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 		dp_count(DP_MPCapableFallbackACK);
 		goto fallback;
 	}
-	if (passive_slots(sc, s, key))
+	if (passive_slots(sc, s, key, remote_key))
 		goto fallback;
 	/* DSS checksums when either side asked for them (§3.1): the client's A flag is on its
 	 * every MP_CAPABLE, the SYN's included (kept with the request). */

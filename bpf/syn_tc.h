@@ -38,6 +38,9 @@
 #include "mptcp_parse.h"
 #include "sack_tc.h"
 #include "sockops_common.h"
+#include "datapath_maps.h"
+#include "synkey.h"
+#include "opt_write.h"
 
 #define TCPOPT_SACK_PERM 4
 #define TCPOLEN_SACK_PERM 2
@@ -377,6 +380,82 @@ static __always_inline void tfo_ingress(struct __sk_buff *skb, struct tc_seg *g,
 	bpf_sk_release(sk);
 }
 
+#define TCPOPT_TS 8
+#define TCPOLEN_TS 10
+
+/* synack_make_room gives our MP_CAPABLE the room it did not find on a SYN/ACK of our listener (g, th,
+ * olen bytes of options) that sock_ops recorded in synack_room: a TCP Fast Open cookie beside
+ * MSS, SACK-permitted, timestamps and window scale leaves 8 bytes, ours takes 12. The kernel's
+ * MPTCP drops its timestamps there (RFC 8684 Appendix B); so do we, and SACK-permitted, which
+ * shares their 12-byte word: that word becomes our option, keyed as sock_ops keys every
+ * SYN/ACK (synack_key). The listener's child still believes in both; the client, which did not
+ * see them, sends neither, and ignores what the child sends of them. */
+static __always_inline void synack_make_room(struct __sk_buff *skb, struct tc_seg *g, struct tcphdr *th, __u64 olen)
+{
+	struct opt_walk w = {.pos = 0, .len = olen};
+	struct synkey_in *in;
+	struct dp_scratch *sc;
+	__be32 oldw[3], neww[3];
+	__u32 *csum, isn, word;
+	__s64 diff;
+	__u64 key;
+	int size;
+
+	sc = dp_scratch();
+	if (!sc || olen < 12 || olen > MAX_TCP_OPTION_SPACE)
+		return;
+	in = &sc->key_in;
+	__builtin_memset(in, 0, sizeof(*in));
+	if (g->v6) {
+		in->version = 6;
+		__builtin_memcpy(in->local_ip, g->t.ipv6.saddr, 16);
+		__builtin_memcpy(in->remote_ip, g->t.ipv6.daddr, 16);
+	} else {
+		in->version = 4;
+		in->local_ip[0] = g->t.ipv4.saddr;
+		in->remote_ip[0] = g->t.ipv4.daddr;
+	}
+	in->local_port = bpf_ntohs(th->source);
+	in->remote_port = bpf_ntohs(th->dest);
+	isn = bpf_ntohl(th->ack_seq) - 1;
+	csum = bpf_map_lookup_elem(&synack_room, in);
+	if (!csum)
+		return;
+	if (bpf_skb_load_bytes(skb, g->l4 + sizeof(struct tcphdr), sc->ob.b, olen) < 0)
+		return;
+	if (find_opt(sc, olen, TCP_FLAG_SYN | TCP_FLAG_ACK, MPTCPOPT_MP_CAPABLE))
+		return; /* it had room after all: a later connection on the same ports */
+	size = tcp_next_opt(&sc->ob, &w, TCPOPT_TS);
+	if (size != TCPOLEN_TS || w.pos < 2 || w.pos + TCPOLEN_TS > olen)
+		return;
+	/* The timestamps' 12-byte word: NOP NOP TS, or SACK-permitted TS. */
+	word = w.pos - 2;
+	if (((sizeof(struct tcphdr) + word) & 3) || word > MAX_TCP_OPTION_SPACE - 12)
+		return;
+	if (bpf_skb_load_bytes(skb, g->l4 + sizeof(struct tcphdr) + word, oldw, 12) < 0)
+		return;
+	{
+		__u8 b0 = ((__u8 *)oldw)[0], b1 = ((__u8 *)oldw)[1];
+
+		if (!((b0 == TCPOPT_NOP && b1 == TCPOPT_NOP) || (b0 == TCPOPT_SACK_PERM && b1 == TCPOLEN_SACK_PERM)))
+			return;
+	}
+	in->client_isn = isn;
+	key = synkey_derive(&sc->hmac, dp_cfg.synkey_secret, in);
+	if (!key)
+		return;
+	build_mpc(sc->out, LEN_MPC_SYNACK, *csum, key, 0, 0, 0);
+	__builtin_memcpy(neww, sc->out, 12);
+	diff = bpf_csum_diff(oldw, 12, neww, 12, 0);
+	if (diff < 0)
+		return;
+	if (bpf_skb_store_bytes(skb, g->l4 + sizeof(struct tcphdr) + word, neww, 12, BPF_F_RECOMPUTE_CSUM) < 0)
+		return;
+	bpf_l4_csum_replace(skb, g->l4 + 16, 0, diff, 0);
+	dp_count(DP_SynAckRoomMade);
+	dp_count(DP_MPCapableSYNACKTX);
+}
+
 /* strip_sack_perm finds SACK-permitted among a SYN/ACK's olen bytes of options (copied to sc->ob)
  * and overwrites it with two NOPs, fixing the checksum over the two 16-bit words it may
  * straddle. */
@@ -480,7 +559,11 @@ static __always_inline int syn_opts(struct __sk_buff *skb, int egress)
 		struct bpf_sock *own = skb->sk;
 		struct sk_sub *s;
 
-		if (th->ack || !own)
+		if (th->ack) {
+			synack_make_room(skb, &g, th, olen);
+			return TCX_NEXT;
+		}
+		if (!own)
 			return TCX_NEXT;
 		s = ours_egress(own);
 		if (!s)

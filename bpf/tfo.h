@@ -17,10 +17,10 @@
  * first mapping has relative SSN 1 at the byte after it): rcv_isn counts it, and Go reads
  * syn_data bytes as the start of the stream before any mapped byte.
  *
- * A SYN asking for a cookie gets none that fits beside our MP_CAPABLE with timestamps on (40
- * bytes of options: MSS, SACK-permitted and timestamps, window scale, the cookie, 12 of ours):
- * that SYN/ACK goes without MP_CAPABLE and the connection continues as plain TCP; the client
- * keeps the cookie for its next connections, whose SYN/ACKs carry no cookie. */
+ * A SYN asking for a cookie gets a SYN/ACK with no room for our MP_CAPABLE beside the cookie
+ * with timestamps on (40 bytes of options: MSS, SACK-permitted and timestamps, window scale, the
+ * cookie, 12 of ours): TC egress makes the room (syn_tc.h synack_make_room). The client keeps
+ * the cookie for its next connections, whose SYN/ACKs carry none. */
 #ifndef MPTCPGO_TFO_H
 #define MPTCPGO_TFO_H
 
@@ -109,7 +109,7 @@ static __always_inline int tfo_complete(struct bpf_sock_ops *skops, struct dp_sc
 	struct conn *c;
 	__u16 data_len;
 
-	if (passive_slots(sc, s, s->local_key))
+	if (passive_slots(sc, s, s->local_key, s->remote_key))
 		return -1;
 	c = conn_of(s);
 	if (c && (dp_csum_required || (s->tc_flags & SUBTC_TFO_CSUM))) {

@@ -585,6 +585,22 @@ func (d *Datapath) AddToken(token uint32, v TokenVal) error {
 	return nil
 }
 
+// DeleteTokenOf removes token when it names the connection in slot conn (the datapath makes a
+// passive open joinable at its third ACK; Go removes it when it does not accept it).
+func (d *Datapath) DeleteTokenOf(token, conn uint32) error {
+	var v TokenVal
+	if err := d.objs.Tokens.Lookup(token, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return fmt.Errorf("look up token: %w", err)
+	}
+	if v.Conn != conn {
+		return nil
+	}
+	return d.DeleteToken(token)
+}
+
 // DeleteToken ends joins to a connection.
 func (d *Datapath) DeleteToken(token uint32) error {
 	if err := d.objs.Tokens.Delete(token); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

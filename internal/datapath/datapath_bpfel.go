@@ -144,7 +144,8 @@ const (
 	DatapathDpCounterDP_TFOSynDataRx            DatapathDpCounter = 69
 	DatapathDpCounterDP_TFOKeyRx                DatapathDpCounter = 70
 	DatapathDpCounterDP_TFOFallback             DatapathDpCounter = 71
-	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 72
+	DatapathDpCounterDP_SynAckRoomMade          DatapathDpCounter = 72
+	DatapathDpCounterDP_COUNTER_MAX             DatapathDpCounter = 73
 )
 
 type DatapathEvent struct {
@@ -376,6 +377,7 @@ const (
 	DatapathMapSkSubs           = "sk_subs"
 	DatapathMapSubSlots         = "sub_slots"
 	DatapathMapSubs             = "subs"
+	DatapathMapSynackRoom       = "synack_room"
 	DatapathMapTfoWaiting       = "tfo_waiting"
 	DatapathMapTickets          = "tickets"
 	DatapathMapTokens           = "tokens"
@@ -499,6 +501,7 @@ type DatapathMapSpecs struct {
 	SkSubs       *ebpf.MapSpec `ebpf:"sk_subs"`
 	SubSlots     *ebpf.MapSpec `ebpf:"sub_slots"`
 	Subs         *ebpf.MapSpec `ebpf:"subs"`
+	SynackRoom   *ebpf.MapSpec `ebpf:"synack_room"`
 	TfoWaiting   *ebpf.MapSpec `ebpf:"tfo_waiting"`
 	Tickets      *ebpf.MapSpec `ebpf:"tickets"`
 	Tokens       *ebpf.MapSpec `ebpf:"tokens"`
@@ -558,6 +561,7 @@ type DatapathMaps struct {
 	SkSubs       *ebpf.Map `ebpf:"sk_subs"`
 	SubSlots     *ebpf.Map `ebpf:"sub_slots"`
 	Subs         *ebpf.Map `ebpf:"subs"`
+	SynackRoom   *ebpf.Map `ebpf:"synack_room"`
 	TfoWaiting   *ebpf.Map `ebpf:"tfo_waiting"`
 	Tickets      *ebpf.Map `ebpf:"tickets"`
 	Tokens       *ebpf.Map `ebpf:"tokens"`
@@ -578,6 +582,7 @@ func (m *DatapathMaps) Close() error {
 		m.SkSubs,
 		m.SubSlots,
 		m.Subs,
+		m.SynackRoom,
 		m.TfoWaiting,
 		m.Tickets,
 		m.Tokens,

@@ -133,9 +133,10 @@ var counterNamesShown = map[DatapathDpCounter]string{
 
 	DatapathDpCounterDP_CCCubicKept: "CCCubicKept",
 
-	DatapathDpCounterDP_TFOSynDataRx: "TFOSynDataRx",
-	DatapathDpCounterDP_TFOKeyRx:     "TFOKeyRx",
-	DatapathDpCounterDP_TFOFallback:  "TFOFallback",
+	DatapathDpCounterDP_TFOSynDataRx:   "TFOSynDataRx",
+	DatapathDpCounterDP_TFOKeyRx:       "TFOKeyRx",
+	DatapathDpCounterDP_TFOFallback:    "TFOFallback",
+	DatapathDpCounterDP_SynAckRoomMade: "SynAckRoomMade",
 }
 
 // TestCounterNames checks that every datapath counter has a name, derived from its enumerator,

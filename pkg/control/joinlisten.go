@@ -377,7 +377,8 @@ func (s *Stack) resetPassive(tc *net.TCPConn, st datapath.SkState, ok bool, reas
 		sub.Ctl.RstFlags = datapath.SubRstRequest
 		tc.SetLinger(0)
 		tc.Close()
-		s.releaseSlots(st.Conn, st.Sub, 0) // its token was never taken
+		s.dropPassiveToken(st.Conn, st.LocalKey) // the datapath's registration
+		s.releaseSlots(st.Conn, st.Sub, 0)       // the stack never took its token
 		return
 	}
 	tc.SetLinger(0)

@@ -327,6 +327,7 @@ func (l *Listener) accepted(tc *net.TCPConn, st datapath.SkState, ok bool) (net.
 		if !s.claimTicket(st.Conn, st.Sub, st.LocalKey) {
 			// Accepted after its slot was reclaimed: it cannot continue as MPTCP safely.
 			s.log.Warn("accepted an MPTCP connection whose slot was reclaimed; resetting it")
+			s.dropPassiveToken(st.Conn, st.LocalKey)
 			tc.SetLinger(0)
 			tc.Close()
 			return nil, nil
@@ -338,6 +339,7 @@ func (l *Listener) accepted(tc *net.TCPConn, st datapath.SkState, ok bool) (net.
 			// peer already counts on MPTCP: reset.
 			s.stats.TokenCollision.Add(1)
 			s.log.Warn("passive open's token is in use; resetting it", "token", token)
+			s.dropPassiveToken(st.Conn, st.LocalKey)
 			s.releaseSlots(st.Conn, st.Sub, 0)
 			tc.SetLinger(0)
 			tc.Close()
@@ -353,6 +355,7 @@ func (l *Listener) accepted(tc *net.TCPConn, st datapath.SkState, ok bool) (net.
 			tc.SetReadDeadline(time.Time{})
 			if err != nil {
 				s.log.Warn("passive open: the SYN's data could not be read; resetting it", "err", err)
+				s.dropPassiveToken(st.Conn, st.LocalKey)
 				s.releaseSlots(st.Conn, st.Sub, token)
 				tc.SetLinger(0)
 				tc.Close()
@@ -373,6 +376,7 @@ func (l *Listener) accepted(tc *net.TCPConn, st datapath.SkState, ok bool) (net.
 		sf, err := newSubflow(c, st.Sub, tc)
 		if err != nil {
 			tc.Close()
+			s.dropPassiveToken(st.Conn, st.LocalKey)
 			s.releaseSlots(st.Conn, st.Sub, token)
 			return nil, err
 		}

@@ -172,6 +172,17 @@ func (s *Stack) addToken(c *Conn) {
 	}
 }
 
+// dropPassiveToken removes the token the datapath registered for a passive open in slot conn
+// (with our key localKey) that the stack does not accept.
+func (s *Stack) dropPassiveToken(conn uint32, localKey uint64) {
+	if localKey == 0 {
+		return
+	}
+	if err := s.dp.DeleteTokenOf(mpcrypto.Token(localKey), conn); err != nil {
+		s.log.Warn("remove token", "token", mpcrypto.Token(localKey), "err", err)
+	}
+}
+
 func (s *Stack) removeToken(token uint32) {
 	if err := s.dp.DeleteToken(token); err != nil {
 		s.log.Warn("remove token", "token", token, "err", err)
@@ -240,6 +251,7 @@ func (s *Stack) refillTicketsLocked() (int, error) {
 		delete(s.mu.taken, conn)
 		delete(s.mu.inTicket, conn)
 		s.stats.TicketsReclaimed.Add(1)
+		s.dropPassiveToken(conn, s.dp.Conn(conn).Ctl.LocalKey)
 		s.dp.Conn(conn).Ctl.LocalKey = 0 // a late accept resets the connection (claimTicket)
 		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, now})
 		s.mu.freeSubs = append(s.mu.freeSubs, freeSlot{t.Sub, now})

@@ -29,8 +29,8 @@ func tfoMPTCPDialer() *net.Dialer {
 
 // TestConvertFastOpen: RFC 8803's way, the Convert message in a TCP Fast Open SYN, from the
 // kernel's MPTCP client (RFC 8684 Appendix B) to mptcpd --convert. The first connection asks
-// for a cookie (its SYN/ACK has no room for our MP_CAPABLE beside the cookie: plain TCP); the
-// next ones carry the Connect in their SYN: the kernel counts the SYN's data accepted
+// for a cookie: its SYN/ACK has no room for our MP_CAPABLE beside the cookie and timestamps, so
+// TC gives it theirs, and the connection is MPTCP; the next ones carry the Connect in their SYN: the kernel counts the SYN's data accepted
 // (TCPFastOpenPassive), our datapath reads the client's key off the third ACK, and the
 // connection is MPTCP on both paths, byte-exact both ways, the converter having read the
 // Connect from the SYN's data, before the data sequence space. Two such connections run, one
@@ -74,7 +74,13 @@ func TestConvertFastOpen(t *testing.T) {
 		t.Fatalf("the first connection's answer: % x, %v", reply, err)
 	}
 	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
+	if m, err := netns.IsMPTCP(c); err != nil || !m {
+		t.Errorf("the connection that got the cookie: MPTCP %v (%v), want MPTCP", m, err)
+	}
 	c.Close()
+	if st := daemonStats(t, sock); st["SynAckRoomMade"] != 1 || st["TFOSynDataRx"] != 0 {
+		t.Errorf("SynAckRoomMade = %d, TFOSynDataRx = %d after the connection that got the cookie; want 1 and 0", st["SynAckRoomMade"], st["TFOSynDataRx"])
+	}
 
 	kb, err := topo.B.TCPCounters()
 	if err != nil {
