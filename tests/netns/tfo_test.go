@@ -178,17 +178,19 @@ func setFastOpen(t *testing.T, ln net.Listener) {
 // exact, over MPTCP on both paths.
 func TestConvertViaFastOpen(t *testing.T) {
 	for _, conv := range []string{"kernel", "ours"} {
-		t.Run(conv, func(t *testing.T) {
-			t.Parallel()
-			testConvertViaFastOpen(t, conv == "ours")
-		})
+		for _, fam := range []netns.Family{netns.IPv4, netns.IPv6} {
+			t.Run(conv+"/"+fam.String(), func(t *testing.T) {
+				t.Parallel()
+				testConvertViaFastOpen(t, conv == "ours", fam)
+			})
+		}
 	}
 }
 
-func testConvertViaFastOpen(t *testing.T, oursConv bool) {
+func testConvertViaFastOpen(t *testing.T, oursConv bool, fam netns.Family) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	cfg := netns.Config{Paths: 2, A: ourSide}
+	cfg := netns.Config{Paths: 2, A: ourSide, IPv6: fam == netns.IPv6}
 	if oursConv {
 		cfg.B = ourSide
 	}
@@ -196,7 +198,7 @@ func testConvertViaFastOpen(t *testing.T, oursConv bool) {
 	p0, p1 := topo.Path(0), topo.Path(1)
 	topo.A.SetSysctl("net.ipv4.tcp_fastopen", "1")
 	topo.B.SetSysctl("net.ipv4.tcp_fastopen", "3")
-	server, err := topo.B.ListenTCP(p0.B.HostPort(netns.IPv4, 0))
+	server, err := topo.B.ListenTCP(p0.B.HostPort(fam, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,12 +208,12 @@ func testConvertViaFastOpen(t *testing.T, oursConv bool) {
 	sockB := ""
 	if oursConv {
 		sockB = ctlSocket(t)
-		_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sockB, "--convert", p0.B.HostPort(netns.IPv4, 0),
-			"--convert-allow", remote.Addr().String()+"/32")
+		_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sockB, "--convert", p0.B.HostPort(fam, 0),
+			"--convert-allow", netip.PrefixFrom(remote.Addr(), remote.Addr().BitLen()).String())
 		via = addrs[0]
 	} else {
 		topo.B.SetMPTCPLimits(2, 0)
-		ln, err := topo.B.ListenMPTCP(p0.B.HostPort(netns.IPv4, 0))
+		ln, err := topo.B.ListenMPTCP(p0.B.HostPort(fam, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +224,7 @@ func testConvertViaFastOpen(t *testing.T, oursConv bool) {
 	}
 	sockA := ctlSocket(t)
 	mptcpctl(t)
-	_, fwd := startMptcpd(t, ctx, topo.A, "--ctl", sockA, "--endpoint", p1.A.Addr(netns.IPv4).String()+",subflow",
+	_, fwd := startMptcpd(t, ctx, topo.A, "--ctl", sockA, "--endpoint", p1.A.Addr(fam).String()+",subflow",
 		"--forward", "127.0.0.1:0="+remote.String(), "--convert-via", via)
 	t.Cleanup(func() {
 		if t.Failed() {
