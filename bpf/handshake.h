@@ -56,7 +56,10 @@ static __always_inline int write_syn(struct bpf_sock_ops *skops, struct dp_scrat
 				     __u32 payload)
 {
 	s->snd_isn = seq;
-	s->syn_data = payload <= 0xffff ? payload : 0;
+	/* A retransmitted SYN carries no data: the first one's count stands (the SYN/ACK may
+	 * acknowledge it). */
+	if (payload && payload <= 0xffff)
+		s->syn_data = payload;
 	if (s->role == ROLE_JOIN_ACTIVE) {
 		build_mpj_syn(sc->out, s->join_flags & JOINF_BACKUP, s->local_id, s->remote_token, s->local_nonce);
 		if (!store_opt(skops, sc->out, LEN_MPJ_SYN))

@@ -383,13 +383,50 @@ static __always_inline void tfo_ingress(struct __sk_buff *skb, struct tc_seg *g,
 #define TCPOPT_TS 8
 #define TCPOLEN_TS 10
 
+#define TCPOPT_FASTOPEN 34
+#define TCPOLEN_FASTOPEN_8 10 /* kind, length, an 8-byte cookie */
+
+/* synack_sack_in_padding moves SACK-permitted, which synack_make_room overwrote, into the two
+ * NOPs that pad an 8-byte Fast Open cookie (sc->ob holds the options as they were), so that
+ * only the timestamps are lost, as with the kernel's MPTCP. */
+static __always_inline void synack_sack_in_padding(struct __sk_buff *skb, struct tc_seg *g, struct dp_scratch *sc,
+						   __u64 olen)
+{
+	struct opt_walk w = {.pos = 0, .len = olen};
+	__be32 oldw, neww;
+	__u32 word;
+	__s64 diff;
+	int size = tcp_next_opt(&sc->ob, &w, TCPOPT_FASTOPEN);
+
+	if (size != TCPOLEN_FASTOPEN_8 || w.pos + TCPOLEN_FASTOPEN_8 + 2 > olen)
+		return;
+	/* The padding is the last two bytes of the 4-byte word that ends the cookie. */
+	word = w.pos + TCPOLEN_FASTOPEN_8 - 2;
+	if (((sizeof(struct tcphdr) + word) & 3) || word > MAX_TCP_OPTION_SPACE - 4)
+		return;
+	if (bpf_skb_load_bytes(skb, g->l4 + sizeof(struct tcphdr) + word, &oldw, 4) < 0)
+		return;
+	if (((__u8 *)&oldw)[2] != TCPOPT_NOP || ((__u8 *)&oldw)[3] != TCPOPT_NOP)
+		return;
+	neww = oldw;
+	((__u8 *)&neww)[2] = TCPOPT_SACK_PERM;
+	((__u8 *)&neww)[3] = TCPOLEN_SACK_PERM;
+	diff = bpf_csum_diff(&oldw, 4, &neww, 4, 0);
+	if (diff < 0)
+		return;
+	if (bpf_skb_store_bytes(skb, g->l4 + sizeof(struct tcphdr) + word, &neww, 4, BPF_F_RECOMPUTE_CSUM) < 0)
+		return;
+	bpf_l4_csum_replace(skb, g->l4 + 16, 0, diff, 0);
+}
+
 /* synack_make_room gives our MP_CAPABLE the room it did not find on a SYN/ACK of our listener (g, th,
  * olen bytes of options) that sock_ops recorded in synack_room: a TCP Fast Open cookie beside
  * MSS, SACK-permitted, timestamps and window scale leaves 8 bytes, ours takes 12. The kernel's
- * MPTCP drops its timestamps there (RFC 8684 Appendix B); so do we, and SACK-permitted, which
- * shares their 12-byte word: that word becomes our option, keyed as sock_ops keys every
- * SYN/ACK (synack_key). The listener's child still believes in both; the client, which did not
- * see them, sends neither, and ignores what the child sends of them. */
+ * MPTCP drops its timestamps there (RFC 8684 Appendix B); so do we: their 12-byte word, which
+ * may hold SACK-permitted too, becomes our option, keyed as sock_ops keys every SYN/ACK
+ * (synack_key), and SACK-permitted moves into the cookie's padding. The listener's child still
+ * believes in timestamps; the client, which did not see them, sends none, and ignores the
+ * child's. */
 static __always_inline void synack_make_room(struct __sk_buff *skb, struct tc_seg *g, struct tcphdr *th, __u64 olen)
 {
 	struct opt_walk w = {.pos = 0, .len = olen};
@@ -399,7 +436,7 @@ static __always_inline void synack_make_room(struct __sk_buff *skb, struct tc_se
 	__u32 *csum, isn, word;
 	__s64 diff;
 	__u64 key;
-	int size;
+	int size, sack;
 
 	sc = dp_scratch();
 	if (!sc || olen < 12 || olen > MAX_TCP_OPTION_SPACE)
@@ -439,6 +476,7 @@ static __always_inline void synack_make_room(struct __sk_buff *skb, struct tc_se
 
 		if (!((b0 == TCPOPT_NOP && b1 == TCPOPT_NOP) || (b0 == TCPOPT_SACK_PERM && b1 == TCPOLEN_SACK_PERM)))
 			return;
+		sack = b0 == TCPOPT_SACK_PERM;
 	}
 	in->client_isn = isn;
 	key = synkey_derive(&sc->hmac, dp_cfg.synkey_secret, in);
@@ -454,6 +492,11 @@ static __always_inline void synack_make_room(struct __sk_buff *skb, struct tc_se
 	bpf_l4_csum_replace(skb, g->l4 + 16, 0, diff, 0);
 	dp_count(DP_SynAckRoomMade);
 	dp_count(DP_MPCapableSYNACKTX);
+	/* Done for this SYN/ACK (sock_ops records a retransmission again): a later connection on
+	 * these ports must not inherit it. */
+	bpf_map_delete_elem(&synack_room, in);
+	if (sack)
+		synack_sack_in_padding(skb, g, sc, olen);
 }
 
 /* strip_sack_perm finds SACK-permitted among a SYN/ACK's olen bytes of options (copied to sc->ob)

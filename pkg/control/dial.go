@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"syscall"
@@ -75,6 +76,20 @@ func (d *Dialer) DialSYNData(ctx context.Context, network, address string, data 
 			return nil, 0, err
 		}
 	}
+	if len(data) > 0 {
+		// Fast Open dials a numeric address (fastOpenable): resolve a name here.
+		if host, port, err := net.SplitHostPort(address); err == nil {
+			if _, err := netip.ParseAddr(host); err != nil && host != "" {
+				ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+				if err != nil {
+					return nil, 0, err
+				}
+				if len(ips) > 0 {
+					address = net.JoinHostPort(ips[0].Unmap().String(), port)
+				}
+			}
+		}
+	}
 	return s.dial(ctx, d, network, address, data)
 }
 
@@ -133,7 +148,7 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	st0 := datapath.SkState{Role: datapath.RoleActive, Conn: slot, Sub: sub, LocalKey: key}
 	var tc *net.TCPConn
 	sent := 0
-	if len(synData) > 0 {
+	if len(synData) > 0 && fastOpenable(d, network, address) {
 		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData)
 	} else {
 		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
@@ -190,20 +205,38 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	return c, sent, nil
 }
 
+// fastOpenable reports whether dialFastOpen can dial address: a numeric address of one family,
+// with a local address of that family or none, and no IPv6 zone (the others go the ordinary way,
+// without data in the SYN).
+func fastOpenable(d *Dialer, network, address string) bool {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || ap.Addr().Zone() != "" || ap.Addr().IsUnspecified() {
+		return false
+	}
+	v4 := ap.Addr().Unmap().Is4()
+	if (network == "tcp4" && !v4) || (network == "tcp6" && v4) {
+		return false
+	}
+	if d.LocalAddr == nil {
+		return true
+	}
+	la, ok := d.LocalAddr.(*net.TCPAddr)
+	return ok && la.Zone == "" && (la.IP == nil || (la.IP.To4() != nil) == v4)
+}
+
 // dialFastOpen connects a socket registered as st to address with data in its SYN
 // (sendto with MSG_FASTOPEN): the SYN takes the data that fits when the kernel holds a cookie
 // of the server's, else it asks for one and takes none (the data is not queued either). It
 // waits for the handshake and returns the socket and how many bytes the SYN took.
 func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte) (*net.TCPConn, int, error) {
-	ra, err := net.ResolveTCPAddr(network, address)
+	ap, err := netip.ParseAddrPort(address) // fastOpenable checked it
 	if err != nil {
 		return nil, 0, err
 	}
-	family, rsa := unix.AF_INET6, unix.Sockaddr(nil)
-	if ip4 := ra.IP.To4(); ip4 != nil && network != "tcp6" {
-		family, rsa = unix.AF_INET, &unix.SockaddrInet4{Port: ra.Port, Addr: [4]byte(ip4)}
-	} else {
-		rsa = &unix.SockaddrInet6{Port: ra.Port, Addr: [16]byte(ra.IP.To16())}
+	ra := net.TCPAddrFromAddrPort(ap)
+	family, rsa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()})
+	if a := ap.Addr().Unmap(); a.Is4() {
+		family, rsa = unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
@@ -219,9 +252,19 @@ func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address st
 		return nil, 0, err
 	}
 	if la, ok := d.LocalAddr.(*net.TCPAddr); ok && la != nil {
-		var lsa unix.Sockaddr = &unix.SockaddrInet6{Port: la.Port, Addr: [16]byte(la.IP.To16())}
+		var lsa unix.Sockaddr
 		if family == unix.AF_INET {
-			lsa = &unix.SockaddrInet4{Port: la.Port, Addr: [4]byte(la.IP.To4())}
+			sa := &unix.SockaddrInet4{Port: la.Port}
+			if ip4 := la.IP.To4(); ip4 != nil {
+				sa.Addr = [4]byte(ip4)
+			}
+			lsa = sa
+		} else {
+			sa := &unix.SockaddrInet6{Port: la.Port}
+			if ip16 := la.IP.To16(); ip16 != nil {
+				sa.Addr = [16]byte(ip16)
+			}
+			lsa = sa
 		}
 		if err := unix.Bind(fd, lsa); err != nil {
 			return nil, 0, os.NewSyscallError("bind", err)
@@ -232,8 +275,14 @@ func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address st
 	case err == nil:
 	case errors.Is(err, unix.EINPROGRESS):
 		n = 0 // a SYN asking for a cookie went, without data
+	case errors.Is(err, unix.EOPNOTSUPP):
+		// Fast Open is off for clients here (net.ipv4.tcp_fastopen lacks 1): connect.
+		n = 0
+		if err := unix.Connect(fd, rsa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+			return nil, 0, &net.OpError{Op: "dial", Net: network, Addr: ra, Err: os.NewSyscallError("connect", err)}
+		}
 	default:
-		return nil, 0, os.NewSyscallError("sendmsg", err)
+		return nil, 0, &net.OpError{Op: "dial", Net: network, Addr: ra, Err: os.NewSyscallError("sendmsg", err)}
 	}
 	// The handshake: the socket turns writable when it ends.
 	deadline := time.Now().Add(30 * time.Second)

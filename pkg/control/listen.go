@@ -36,6 +36,12 @@ type Listener struct {
 	cancel context.CancelFunc
 	dl     *deadline
 
+	// TCP Fast Open children waiting for their client's key (awaitTFO): at most
+	// maxTFOWaiting at once, the accept loop stalls beyond; it waits for them to end before
+	// it drains the queue at Close.
+	tfoSem chan struct{}
+	tfoWG  sync.WaitGroup
+
 	// Where it listens, for the join sockets (joinlisten.go).
 	bound    netip.AddrPort
 	v6only   bool   // an IPv6 wildcard listener that takes no IPv4
@@ -92,7 +98,8 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (*Listener,
 	if err != nil {
 		s.log.Warn("no handle on the listener's network namespace: joins of its connections are dialled from the process's", "err", err)
 	}
-	ln := &Listener{s: s, ln: l.(*net.TCPListener), ns: ns, queue: make(chan acceptResult, 128), done: make(chan struct{}), dl: newDeadline()}
+	ln := &Listener{s: s, ln: l.(*net.TCPListener), ns: ns, queue: make(chan acceptResult, 128), done: make(chan struct{}), dl: newDeadline(),
+		tfoSem: make(chan struct{}, maxTFOWaiting)}
 	ln.stop, ln.cancel = context.WithCancel(context.Background())
 	ln.bound, ln.nsCookie = tcpAddrPort(l.Addr()), cookie
 	if ln.bound.Addr().Is6() {
@@ -152,6 +159,7 @@ func (l *Listener) acceptLoop() {
 	for {
 		c, err := l.acceptOne()
 		if err != nil && errors.Is(err, net.ErrClosed) {
+			l.tfoWG.Wait() // they see the listener closed; what they queued is drained below
 			close(l.done)
 			for { // connections nobody will accept
 				select {
@@ -209,9 +217,21 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 		}
 		if ok && st.State == datapath.StateTFOWait {
 			// A SYN with data (TCP Fast Open): the kernel queued the child before the third
-			// ACK, which brings the client's key. The wait is bounded by the listener's TCP
-			// Fast Open queue (SetFastOpen) and tfoKeyWait.
-			if !s.goroutine(func() { l.awaitTFO(tc) }) {
+			// ACK, which brings the client's key. At most maxTFOWaiting wait at once, each
+			// at most tfoKeyWait; past that the accept loop (and so the backlog) waits too.
+			select {
+			case l.tfoSem <- struct{}{}:
+			case <-l.stop.Done():
+				tc.Close()
+				return nil, nil
+			}
+			l.tfoWG.Add(1)
+			if !s.goroutine(func() {
+				defer func() { <-l.tfoSem; l.tfoWG.Done() }()
+				l.awaitTFO(tc)
+			}) {
+				<-l.tfoSem
+				l.tfoWG.Done()
 				tc.Close()
 			}
 			return nil, nil
@@ -223,6 +243,10 @@ func (l *Listener) acceptOne() (net.Conn, error) {
 // tfoKeyWait bounds the wait for a TCP Fast Open client's third ACK (the SYN/ACK is sent again
 // after 1, 3 and 7 s when it is lost).
 const tfoKeyWait = 10 * time.Second
+
+// maxTFOWaiting bounds a listener's Fast Open children between accept and their third ACK, and
+// connections made of them waiting for the application's Accept.
+const maxTFOWaiting = 256
 
 // awaitTFO waits until the child of a TCP Fast Open SYN has its client's key, or went on as
 // plain TCP (the datapath's EvTFODone), and queues the connection.
@@ -260,12 +284,16 @@ func (l *Listener) awaitTFO(tc *net.TCPConn) {
 		case <-done:
 			done = nil // read the state once more
 		case <-timeout.C:
+			// The event may have been lost (a full ring buffer): the state has the last word.
+			if st, ok, err = s.socketState(tc); err == nil && ok && st.State != datapath.StateTFOWait {
+				break
+			}
 			s.stats.TFOKeyTimeout.Add(1)
-			tc.SetLinger(0)
-			tc.Close()
+			s.resetPassive(tc, st, ok, RstUnspecified)
 			return
 		case <-l.stop.Done():
-			tc.Close()
+			st, ok, _ = s.socketState(tc)
+			s.resetPassive(tc, st, ok, RstUnspecified)
 			return
 		}
 	}

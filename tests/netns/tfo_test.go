@@ -36,7 +36,17 @@ func tfoMPTCPDialer() *net.Dialer {
 // Connect from the SYN's data, before the data sequence space. Two such connections run, one
 // with 16 MiB each way, one with a Connect refused (its Error TLV).
 func TestConvertFastOpen(t *testing.T) {
-	t.Parallel()
+	// The converter on its address, and on the wildcard (a dual-stack socket, whose IPv4
+	// connections have mapped addresses).
+	for _, listen := range []string{"address", "wildcard"} {
+		t.Run(listen, func(t *testing.T) {
+			t.Parallel()
+			testConvertFastOpen(t, listen == "wildcard")
+		})
+	}
+}
+
+func testConvertFastOpen(t *testing.T, wildcard bool) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	topo := netns.New(t, netns.Config{Paths: 2, B: ourSide})
@@ -52,9 +62,20 @@ func TestConvertFastOpen(t *testing.T) {
 	dst := netip.MustParseAddrPort(server.Addr().String())
 	sock := ctlSocket(t)
 	mptcpctl(t)
-	_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--convert", p0.B.HostPort(netns.IPv4, 0),
+	listen := p0.B.HostPort(netns.IPv4, 0)
+	if wildcard {
+		listen = ":0"
+	}
+	_, addrs := startMptcpd(t, ctx, topo.B, "--ctl", sock, "--convert", listen,
 		"--convert-allow", dst.Addr().String()+"/32")
 	conv := addrs[0]
+	if wildcard {
+		_, port, err := net.SplitHostPort(conv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conv = net.JoinHostPort(p0.B.Addr(netns.IPv4).String(), port)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("B's counters: %v", nonzero(daemonStats(t, sock)))
@@ -62,6 +83,7 @@ func TestConvertFastOpen(t *testing.T) {
 	})
 
 	// The cookie.
+	file, stopCapture := capture(t, ctx, p0.B)
 	served := netns.ServeOne(ctx, server, 1<<20, 2)
 	c, err := topo.A.Dial(ctx, tfoMPTCPDialer(), "tcp", conv)
 	if err != nil {
@@ -80,6 +102,20 @@ func TestConvertFastOpen(t *testing.T) {
 	c.Close()
 	if st := daemonStats(t, sock); st["SynAckRoomMade"] != 1 || st["TFOSynDataRx"] != 0 {
 		t.Errorf("SynAckRoomMade = %d, TFOSynDataRx = %d after the connection that got the cookie; want 1 and 0", st["SynAckRoomMade"], st["TFOSynDataRx"])
+	}
+	// That SYN/ACK, as tshark reads it: our MP_CAPABLE, SACK-permitted (moved into the
+	// cookie's padding), the cookie, no timestamps, nothing malformed.
+	stopCapture()
+	synacks, err := netns.DissectTCP(file, "tcp.flags.syn == 1 && tcp.flags.ack == 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := netns.DissectTCP(file, "tcp.flags.syn == 1 && tcp.flags.ack == 1 && tcp.options.sack_perm && tcp.options.tfo.cookie && !tcp.options.timestamp.tsval")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(synacks) != 1 || len(want) != 1 || synacks[0].Malformed || len(synacks[0].MPTCP) != 1 || synacks[0].MPTCP[0].Subtype() != stMPC {
+		t.Errorf("the SYN/ACK with the cookie: %v; want one, with our MP_CAPABLE, SACK-permitted, the cookie and no timestamps (%d such)", synacks, len(want))
 	}
 
 	kb, err := topo.B.TCPCounters()
