@@ -563,6 +563,20 @@ static __always_inline int passive_slots(struct dp_scratch *sc, struct sk_sub *s
 	return 0;
 }
 
+/* passive_first_map records the mapping an MP_CAPABLE with data (22 bytes) carries implicitly:
+ * data_len bytes at relative SSN 1 and the client's IDSN + 1, the base of the next mapping's
+ * 32-bit DSN (est_rx.h dss_mapping); map_csum holds its checksum (RXMAP_CSUM) if it has one. */
+static __always_inline void passive_first_map(struct sk_sub *s, __u16 data_len, __u64 map_csum)
+{
+	s->rx_map_dsn = (s->flags & SUBF_PEER_IDSN) ? s->peer_idsn + 1 : 0;
+	s->rx_map_ssn = 1;
+	s->rx_map_len = data_len;
+	s->rx_map_fin = 0;
+	s->flags |= SUBF_RX_MAP_VALID;
+	dp_count(DP_MappingRx);
+	dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | RXMAP_MPC | map_csum, 0);
+}
+
 /* passive_mpc completes an MP_CAPABLE handshake of our listener (RFC 8684 §3.1): the third ACK
  * (20 bytes) or, when it was lost, the first data (22 bytes) must echo the key our SYN/ACK
  * derived from this 4-tuple and client ISN; its token must be free on this host (the kernel falls
@@ -635,13 +649,7 @@ static __always_inline int passive_mpc(struct bpf_sock_ops *skops, struct dp_scr
 		/* The third ACK was lost; this data segment completed the handshake and carries the
 		 * first mapping implicitly (§3.1), at the client's IDSN + 1: the base of the next
 		 * mapping's 32-bit DSN (est_rx.h dss_mapping). */
-		s->rx_map_dsn = (s->flags & SUBF_PEER_IDSN) ? s->peer_idsn + 1 : 0;
-		s->rx_map_ssn = 1;
-		s->rx_map_len = data_len;
-		s->rx_map_fin = 0;
-		s->flags |= SUBF_RX_MAP_VALID;
-		dp_count(DP_MappingRx);
-		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | RXMAP_MPC | map_csum, 0);
+		passive_first_map(s, data_len, map_csum);
 	}
 	dp_count(DP_MPCapableACKRX);
 	return 1;

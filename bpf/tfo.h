@@ -128,12 +128,7 @@ static __always_inline int tfo_complete(struct bpf_sock_ops *skops, struct dp_sc
 		if (s->remote_nonce & 0x10000)
 			map_csum = RXMAP_CSUM | ((__u64)(s->remote_nonce & 0xffff) << 32);
 		s->remote_nonce = 0;
-		s->rx_map_dsn = (s->flags & SUBF_PEER_IDSN) ? s->peer_idsn + 1 : 0;
-		s->rx_map_ssn = 1;
-		s->rx_map_fin = 0;
-		s->flags |= SUBF_RX_MAP_VALID;
-		dp_count(DP_MappingRx);
-		dp_emit(EV_RX_MAP, s, 0, 0, 1, data_len | RXMAP_MPC | map_csum, 0);
+		passive_first_map(s, data_len, map_csum);
 	}
 	dp_count(DP_MPCapableACKRX);
 	return 0;

@@ -78,15 +78,16 @@ var (
 	convertUnreachable   = unhex("01 02 00 00  1e 01 61 01") // Destination Unreachable, host (ICMP code 1)
 )
 
-// tfoDialer dials plain TCP with TCP_FASTOPEN_CONNECT, as an RFC 8803 client does: the first
-// write goes in the SYN when the kernel holds a cookie for the server.
-func tfoDialer() *net.Dialer {
+// tfoDialer dials plain TCP, or the kernel's MPTCP, with TCP_FASTOPEN_CONNECT, as an RFC 8803
+// client does: the first write goes in the SYN when the kernel holds a cookie for the server,
+// else the SYN asks for one.
+func tfoDialer(mptcp bool) *net.Dialer {
 	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1) })
 		return errors.Join(err, serr)
 	}}
-	d.SetMultipathTCP(false)
+	d.SetMultipathTCP(mptcp)
 	return d
 }
 
@@ -99,7 +100,7 @@ func convertAsk(t *testing.T, ctx context.Context, ns *netns.Namespace, addr str
 	if mptcp {
 		c, err = ns.DialMPTCP(ctx, addr)
 	} else {
-		c, err = ns.Dial(ctx, tfoDialer(), "tcp", addr)
+		c, err = ns.Dial(ctx, tfoDialer(false), "tcp", addr)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package netns_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"syscall"
@@ -14,18 +13,6 @@ import (
 
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
-
-// tfoMPTCPDialer dials the kernel's MPTCP with TCP_FASTOPEN_CONNECT: the first write goes in
-// the SYN when the kernel holds a cookie for the server, else the SYN asks for one.
-func tfoMPTCPDialer() *net.Dialer {
-	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1) })
-		return errors.Join(err, serr)
-	}}
-	d.SetMultipathTCP(true)
-	return d
-}
 
 // TestConvertFastOpen: RFC 8803's way, the Convert message in a TCP Fast Open SYN, from the
 // kernel's MPTCP client (RFC 8684 Appendix B) to mptcpd --convert. The first connection asks
@@ -85,7 +72,7 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	// The cookie.
 	file, stopCapture := capture(t, ctx, p0.B)
 	served := netns.ServeOne(ctx, server, 1<<20, 2)
-	c, err := topo.A.Dial(ctx, tfoMPTCPDialer(), "tcp", conv)
+	c, err := topo.A.Dial(ctx, tfoDialer(true), "tcp", conv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +113,7 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 	const up, down = 64 << 20, 64 << 20
 	served = netns.ServeOne(ctx, server, down, 2)
-	c, err = topo.A.Dial(ctx, tfoMPTCPDialer(), "tcp", conv)
+	c, err = topo.A.Dial(ctx, tfoDialer(true), "tcp", conv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +133,7 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	}
 
 	// Refused in the SYN: the Error TLV, then the end.
-	c, err = topo.A.Dial(ctx, tfoMPTCPDialer(), "tcp", conv)
+	c, err = topo.A.Dial(ctx, tfoDialer(true), "tcp", conv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +149,7 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	// Plain TCP with the same cookie (the kernel keeps one per server address): the SYN's
 	// data is the start of a plain TCP stream.
 	served = netns.ServeOne(ctx, server, 1<<20, 2)
-	if c, err = topo.A.Dial(ctx, tfoDialer(), "tcp", conv); err != nil {
+	if c, err = topo.A.Dial(ctx, tfoDialer(false), "tcp", conv); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
