@@ -47,6 +47,7 @@ struct dp_scratch_levels dp_scratch_map SEC(".maps");
 struct dp_depth_map dp_depth SEC(".maps");
 struct tfo_waiting_map tfo_waiting SEC(".maps");
 struct synack_room_map synack_room SEC(".maps");
+struct tfo_synacks_map tfo_synacks SEC(".maps");
 
 /* ---- sock_ops ----
  *

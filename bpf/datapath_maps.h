@@ -42,6 +42,29 @@ struct synack_room_map {
 };
 extern struct synack_room_map synack_room;
 
+/* The MP_CAPABLE of a Fast Open child's SYN/ACK (tfo.h), by the client's address and the ports:
+ * a retransmitted SYN/ACK of that child has no SYN to derive it from (the kernel moved the SYN
+ * to the child). Until the child leaves SYN_RECV. */
+struct tfo_synack_key {
+	__u32 raddr[4]; /* IPv4 in raddr[0], the rest 0, for IPv4 and IPv4-mapped */
+	__u16 lport;
+	__u16 rport;    /* host order */
+};
+
+struct tfo_synack_val {
+	__u64 key;
+	__u32 csum;     /* the A flag */
+	__u32 _pad;
+};
+
+struct tfo_synacks_map {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct tfo_synack_key);
+	__type(value, struct tfo_synack_val);
+};
+extern struct tfo_synacks_map tfo_synacks;
+
 /* Per-socket MPTCP state of our subflows and listeners. */
 struct sk_subs_map {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

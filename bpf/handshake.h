@@ -182,6 +182,7 @@ enum syn_kind {
 	SYN_PLAIN = 0,
 	SYN_MPC = 1, /* a usable MP_CAPABLE */
 	SYN_MPJ = 2, /* an MP_JOIN; sc->opt holds it */
+	SYN_GONE = 3, /* not available: a retransmitted SYN/ACK of a Fast Open child (tfo_synacks) */
 };
 
 static __always_inline int syn_kind(struct bpf_sock_ops *skops, struct dp_scratch *sc)
@@ -191,6 +192,8 @@ static __always_inline int syn_kind(struct bpf_sock_ops *skops, struct dp_scratc
 	__builtin_memset(sc->ob.b, 0, 8);
 	sc->ob.b[0] = TCPOPT_MPTCP; /* search by kind; length 0 matches any */
 	n = bpf_load_hdr_opt(skops, sc->ob.b, 40, BPF_LOAD_HDR_OPT_TCP_SYN);
+	if (n == -2 /* -ENOENT: no SYN kept */)
+		return SYN_GONE;
 	if (n <= 0 || mptcp_parse_opt(&sc->ob, 0, n, TCP_FLAG_SYN, &sc->opt) != PARSE_OK)
 		return SYN_PLAIN;
 	if (sc->opt.subtype == MPTCPOPT_MP_JOIN && sc->opt.len == LEN_MPJ_SYN)
@@ -198,6 +201,28 @@ static __always_inline int syn_kind(struct bpf_sock_ops *skops, struct dp_scratc
 	if (sc->opt.subtype == MPTCPOPT_MP_CAPABLE)
 		return SYN_MPC;
 	return SYN_PLAIN;
+}
+
+/* tfo_synack_key_of fills k for this request or socket: the client's address (IPv4 and
+ * IPv4-mapped alike, as a dual-stack listener's request has no IPv6 address for an IPv4 SYN)
+ * and the ports. */
+static __always_inline void tfo_synack_key_of(struct bpf_sock_ops *skops, struct tfo_synack_key *k)
+{
+	/* Each ctx field read on its own: the verifier allows no ctx pointer arithmetic. */
+	__u32 a0 = skops->remote_ip6[0], a1 = skops->remote_ip6[1];
+	__u32 a2 = skops->remote_ip6[2], a3 = skops->remote_ip6[3];
+
+	__builtin_memset(k, 0, sizeof(*k));
+	if ((!a0 && !a1 && !a2 && !a3) || (!a0 && !a1 && a2 == bpf_htonl(0xffff))) {
+		k->raddr[0] = skops->remote_ip4;
+	} else {
+		k->raddr[0] = a0;
+		k->raddr[1] = a1;
+		k->raddr[2] = a2;
+		k->raddr[3] = a3;
+	}
+	k->lport = skops->local_port;
+	k->rport = remote_port_of(skops);
 }
 
 /* local_id returns the MP_JOIN address ID of our address of this request or socket. */
@@ -276,6 +301,14 @@ static __always_inline int synack_len(struct bpf_sock_ops *skops, struct dp_scra
 		if (bpf_reserve_hdr_opt(skops, LEN_MPC_SYNACK, 0) == -28 /* -ENOSPC */)
 			synack_no_room(skops, sc);
 		break;
+	case SYN_GONE: {
+		struct tfo_synack_key k;
+
+		tfo_synack_key_of(skops, &k);
+		if (bpf_map_lookup_elem(&tfo_synacks, &k))
+			bpf_reserve_hdr_opt(skops, LEN_MPC_SYNACK, 0);
+		break;
+	}
 	case SYN_MPJ:
 		if (bpf_map_lookup_elem(&tokens, &sc->opt.token))
 			bpf_reserve_hdr_opt(skops, LEN_MPJ_SYNACK, 0);
@@ -365,6 +398,20 @@ static __always_inline int synack_write(struct bpf_sock_ops *skops, struct dp_sc
 	lport = bpf_ntohs(th->source);
 	rport = bpf_ntohs(th->dest);
 	kind = syn_kind(skops, sc);
+	if (kind == SYN_GONE) {
+		/* A Fast Open child's SYN/ACK again: the MP_CAPABLE its first one carried. */
+		struct tfo_synack_key k;
+		struct tfo_synack_val *v;
+
+		tfo_synack_key_of(skops, &k);
+		v = bpf_map_lookup_elem(&tfo_synacks, &k);
+		if (!v)
+			return 1;
+		build_mpc(sc->out, LEN_MPC_SYNACK, v->csum, v->key, 0, 0, 0);
+		if (!store_opt(skops, sc->out, LEN_MPC_SYNACK))
+			dp_count(DP_MPCapableSYNACKTX);
+		return 1;
+	}
 	if (kind == SYN_PLAIN)
 		return 1;
 	if (kind == SYN_MPJ) {

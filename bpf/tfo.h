@@ -79,6 +79,14 @@ static __always_inline int tfo_passive(struct bpf_sock_ops *skops, struct dp_scr
 	s->local_key = key;
 	s->tc_flags = (sc->opt.flags & MPC_FLAG_CHECKSUM) ? SUBTC_TFO_CSUM : 0;
 	s->state = SUB_TFO_WAIT;
+	{
+		/* For the SYN/ACK sent again, which has no SYN to derive the key from. */
+		struct tfo_synack_val v = {.key = key, .csum = dp_csum_required || (s->tc_flags & SUBTC_TFO_CSUM)};
+		struct tfo_synack_key k;
+
+		tfo_synack_key_of(skops, &k);
+		bpf_map_update_elem(&tfo_synacks, &k, &v, BPF_ANY);
+	}
 	tfo_waiting_add(1);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	dp_count(DP_TFOSynDataRx);
@@ -149,6 +157,12 @@ static __always_inline int tfo_state(struct bpf_sock_ops *skops)
 		return 1;
 	tfo_waiting_add(-1);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
+	{
+		struct tfo_synack_key k;
+
+		tfo_synack_key_of(skops, &k);
+		bpf_map_delete_elem(&tfo_synacks, &k);
+	}
 	sc = dp_scratch();
 	if (sc && skops->args[1] == BPF_TCP_ESTABLISHED && (s->tc_flags & SUBTC_TFO_KEY) && !tfo_complete(skops, sc, s)) {
 		/* Go waits for this to accept the connection before the client's joins come. */

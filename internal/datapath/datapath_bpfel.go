@@ -378,6 +378,7 @@ const (
 	DatapathMapSubSlots         = "sub_slots"
 	DatapathMapSubs             = "subs"
 	DatapathMapSynackRoom       = "synack_room"
+	DatapathMapTfoSynacks       = "tfo_synacks"
 	DatapathMapTfoWaiting       = "tfo_waiting"
 	DatapathMapTickets          = "tickets"
 	DatapathMapTokens           = "tokens"
@@ -502,6 +503,7 @@ type DatapathMapSpecs struct {
 	SubSlots     *ebpf.MapSpec `ebpf:"sub_slots"`
 	Subs         *ebpf.MapSpec `ebpf:"subs"`
 	SynackRoom   *ebpf.MapSpec `ebpf:"synack_room"`
+	TfoSynacks   *ebpf.MapSpec `ebpf:"tfo_synacks"`
 	TfoWaiting   *ebpf.MapSpec `ebpf:"tfo_waiting"`
 	Tickets      *ebpf.MapSpec `ebpf:"tickets"`
 	Tokens       *ebpf.MapSpec `ebpf:"tokens"`
@@ -562,6 +564,7 @@ type DatapathMaps struct {
 	SubSlots     *ebpf.Map `ebpf:"sub_slots"`
 	Subs         *ebpf.Map `ebpf:"subs"`
 	SynackRoom   *ebpf.Map `ebpf:"synack_room"`
+	TfoSynacks   *ebpf.Map `ebpf:"tfo_synacks"`
 	TfoWaiting   *ebpf.Map `ebpf:"tfo_waiting"`
 	Tickets      *ebpf.Map `ebpf:"tickets"`
 	Tokens       *ebpf.Map `ebpf:"tokens"`
@@ -583,6 +586,7 @@ func (m *DatapathMaps) Close() error {
 		m.SubSlots,
 		m.Subs,
 		m.SynackRoom,
+		m.TfoSynacks,
 		m.TfoWaiting,
 		m.Tickets,
 		m.Tokens,

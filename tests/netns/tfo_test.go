@@ -146,6 +146,52 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	expectClosed(t, c)
 	c.Close()
 
+	// The SYN/ACK lost: every one sent again carries our MP_CAPABLE too (the kernel moved the
+	// SYN it is derived from to the new socket; the datapath kept the option). Whether the
+	// connection is MPTCP then depends on the client: when its own SYN went again first (both
+	// wait 1 s), the kernel's MPTCP puts no MP_CAPABLE on its third ACK (that retransmitted
+	// SYN, without data, reset its count of the sequence number the option goes on), and the
+	// connection continues as plain TCP, as it would with the kernel's MPTCP as the converter.
+	dr := p0.B.DropFirst(1, 0x12 /* SYN|ACK */, 0)
+	lostFile, stopLost := capture(t, ctx, p0.A)
+	mid := daemonStats(t, sock)
+	served = netns.ServeOne(ctx, server, 1<<20, 2)
+	if c, err = topo.A.Dial(ctx, tfoDialer(true), "tcp", conv); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
+		t.Fatalf("SYN/ACK lost: the answer % x, %v", reply, err)
+	}
+	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
+	lostMPTCP, _ := netns.IsMPTCP(c)
+	c.Close()
+	stopLost()
+	if n, err := dr.Matched(); err != nil || n < 2 {
+		t.Errorf("%d SYN/ACKs seen (%v), want 2 or more: the first one dropped", n, err)
+	}
+	all, err := netns.DissectTCP(lostFile, "tcp.flags.syn == 1 && tcp.flags.ack == 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range all {
+		if f.Malformed || len(f.MPTCP) != 1 || f.MPTCP[0].Subtype() != stMPC {
+			t.Errorf("SYN/ACK lost: a SYN/ACK without our MP_CAPABLE: %v", f)
+		}
+	}
+	if len(all) < 2 {
+		t.Errorf("SYN/ACK lost: %d SYN/ACKs captured, want 2 or more", len(all))
+	}
+	st := daemonStats(t, sock)
+	keyed, plain := st["TFOKeyRx"]-mid["TFOKeyRx"], st["TFOFallback"]-mid["TFOFallback"]
+	if st["TFOSynDataRx"]-mid["TFOSynDataRx"] != 1 || keyed+plain != 1 || (keyed == 1) != lostMPTCP {
+		t.Errorf("SYN/ACK lost: TFOSynDataRx +%d, TFOKeyRx +%d, TFOFallback +%d, client MPTCP %v; want +1, and the key read exactly when MPTCP",
+			st["TFOSynDataRx"]-mid["TFOSynDataRx"], keyed, plain, lostMPTCP)
+	}
+	t.Logf("SYN/ACK lost: the connection is MPTCP: %v", lostMPTCP)
+
 	// Plain TCP with the same cookie (the kernel keeps one per server address): the SYN's
 	// data is the start of a plain TCP stream.
 	served = netns.ServeOne(ctx, server, 1<<20, 2)
@@ -165,13 +211,19 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := ka["TCPFastOpenPassive"] - kb["TCPFastOpenPassive"]; d != 3 {
-		t.Errorf("the kernel accepted the data of %d SYNs (TCPFastOpenPassive), want 3", d)
+	if d := ka["TCPFastOpenPassive"] - kb["TCPFastOpenPassive"]; d != 4 {
+		t.Errorf("the kernel accepted the data of %d SYNs (TCPFastOpenPassive), want 4", d)
 	}
 	after := daemonStats(t, sock)
+	// The connection whose SYN/ACK was lost is checked above; the others: two keyed, and the
+	// plain TCP client.
+	lost := uint64(0)
+	if lostMPTCP {
+		lost = 1
+	}
 	for name, want := range map[string]uint64{
-		"TFOSynDataRx": 2, "TFOKeyRx": 2, "TFOFallback": 0, "PassiveFastOpen": 2, "ConvertConverted": 2, "ConvertRefused": 1,
-		"FallbackPassive": 1,
+		"TFOKeyRx": 2 + lost, "PassiveFastOpen": 2 + lost, "TFOFallback": 1 - lost, "FallbackPassive": 2 - lost,
+		"TFOSynDataRx": 3, "ConvertConverted": 3, "ConvertRefused": 1,
 	} {
 		if d := after[name] - before[name]; d != want {
 			t.Errorf("%s moved by %d, want %d", name, d, want)
