@@ -95,16 +95,29 @@ func tfoDialer(mptcp bool) *net.Dialer {
 // when mptcp, else plain TCP with TFO) and returns the connection and the converter's answer.
 func convertAsk(t *testing.T, ctx context.Context, ns *netns.Namespace, addr string, mptcp bool, msg []byte) (net.Conn, []byte) {
 	t.Helper()
-	var c net.Conn
-	var err error
 	if mptcp {
-		c, err = ns.DialMPTCP(ctx, addr)
-	} else {
-		c, err = ns.Dial(ctx, tfoDialer(false), "tcp", addr)
+		c, err := ns.DialMPTCP(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return convertAskOn(t, c, msg)
 	}
+	return convertAskWith(t, ctx, ns, tfoDialer(false), addr, msg)
+}
+
+// convertAskWith is convertAsk on a connection d makes.
+func convertAskWith(t *testing.T, ctx context.Context, ns *netns.Namespace, d *net.Dialer, addr string, msg []byte) (net.Conn, []byte) {
+	t.Helper()
+	c, err := ns.Dial(ctx, d, "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return convertAskOn(t, c, msg)
+}
+
+// convertAskOn sends msg on c and returns c and the converter's answer.
+func convertAskOn(t *testing.T, c net.Conn, msg []byte) (net.Conn, []byte) {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	if _, err := c.Write(msg); err != nil {
 		t.Fatal(err)

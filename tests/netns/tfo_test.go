@@ -72,15 +72,9 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	// The cookie.
 	file, stopCapture := capture(t, ctx, p0.B)
 	served := netns.ServeOne(ctx, server, 1<<20, 2)
-	c, err := topo.A.Dial(ctx, tfoDialer(true), "tcp", conv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
-		t.Fatal(err)
-	}
-	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
-		t.Fatalf("the first connection's answer: % x, %v", reply, err)
+	c, reply := convertAskWith(t, ctx, topo.A, tfoDialer(true), conv, rfcConnect(dst, ""))
+	if !bytes.Equal(reply, convertOK) {
+		t.Fatalf("the first connection's answer: % x, want % x", reply, convertOK)
 	}
 	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
 	if m, err := netns.IsMPTCP(c); err != nil || !m {
@@ -113,15 +107,9 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 	const up, down = 64 << 20, 64 << 20
 	served = netns.ServeOne(ctx, server, down, 2)
-	c, err = topo.A.Dial(ctx, tfoDialer(true), "tcp", conv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
-		t.Fatal(err)
-	}
-	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
-		t.Fatalf("the answer: % x, %v", reply, err)
+	c, reply = convertAskWith(t, ctx, topo.A, tfoDialer(true), conv, rfcConnect(dst, ""))
+	if !bytes.Equal(reply, convertOK) {
+		t.Fatalf("the answer: % x, want % x", reply, convertOK)
 	}
 	exchangeServed(t, ctx, c, served, up, down)
 	if m, err := netns.IsMPTCP(c); err != nil || !m {
@@ -156,14 +144,9 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	lostFile, stopLost := capture(t, ctx, p0.A)
 	mid := daemonStats(t, sock)
 	served = netns.ServeOne(ctx, server, 1<<20, 2)
-	if c, err = topo.A.Dial(ctx, tfoDialer(true), "tcp", conv); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
-		t.Fatal(err)
-	}
-	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
-		t.Fatalf("SYN/ACK lost: the answer % x, %v", reply, err)
+	c, reply = convertAskWith(t, ctx, topo.A, tfoDialer(true), conv, rfcConnect(dst, ""))
+	if !bytes.Equal(reply, convertOK) {
+		t.Fatalf("SYN/ACK lost: the answer % x, want % x", reply, convertOK)
 	}
 	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
 	lostMPTCP, _ := netns.IsMPTCP(c)
@@ -195,14 +178,9 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 	// Plain TCP with the same cookie (the kernel keeps one per server address): the SYN's
 	// data is the start of a plain TCP stream.
 	served = netns.ServeOne(ctx, server, 1<<20, 2)
-	if c, err = topo.A.Dial(ctx, tfoDialer(false), "tcp", conv); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(rfcConnect(dst, "")); err != nil {
-		t.Fatal(err)
-	}
-	if reply, err := readConvertRaw(c); err != nil || !bytes.Equal(reply, convertOK) {
-		t.Fatalf("plain TCP: the answer % x, %v", reply, err)
+	c, reply = convertAskWith(t, ctx, topo.A, tfoDialer(false), conv, rfcConnect(dst, ""))
+	if !bytes.Equal(reply, convertOK) {
+		t.Fatalf("plain TCP: the answer % x, want % x", reply, convertOK)
 	}
 	exchangeServed(t, ctx, c, served, 1<<20, 1<<20)
 	c.Close()
