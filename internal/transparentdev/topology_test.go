@@ -103,15 +103,19 @@ func newNetns(t *testing.T) vnetns.NsHandle {
 			errc <- err
 			return
 		}
-		defer orig.Close()
+		// orig is closed before the answer goes: a test counting descriptors right after
+		// must not see it.
 		if ns, err = vnetns.New(); err != nil {
+			orig.Close()
 			errc <- err
 			return
 		}
 		if err := vnetns.Set(orig); err != nil {
+			orig.Close()
 			errc <- err // the thread stays locked and ends
 			return
 		}
+		orig.Close()
 		runtime.UnlockOSThread()
 		errc <- nil
 	}()
@@ -158,13 +162,16 @@ func inNetns(ns vnetns.NsHandle, f func() error) error {
 			errc <- err
 			return
 		}
-		defer orig.Close()
+		// orig is closed before the answer goes: TestNoLeak counts descriptors right after.
 		if err := vnetns.Set(ns); err != nil {
+			orig.Close()
 			errc <- err
 			return
 		}
 		err = f()
-		if vnetns.Set(orig) == nil {
+		restored := vnetns.Set(orig) == nil
+		orig.Close()
+		if restored {
 			runtime.UnlockOSThread()
 		}
 		errc <- err

@@ -310,14 +310,17 @@ func inNetns(r *nsRef, f func()) error {
 			errc <- fmt.Errorf("network namespace handle: %w", err)
 			return
 		}
-		defer orig.Close()
+		// orig is closed before the answer goes, so that the caller never sees it open.
 		if err := netns.Set(r.h); err != nil {
+			orig.Close()
 			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter network namespace: %w", err)
 			return
 		}
 		f()
-		if netns.Set(orig) == nil {
+		restored := netns.Set(orig) == nil
+		orig.Close()
+		if restored {
 			runtime.UnlockOSThread()
 		} // else the thread stays locked and dies with this goroutine
 		errc <- nil
