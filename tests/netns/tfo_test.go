@@ -329,8 +329,11 @@ func testConvertViaFastOpen(t *testing.T, oursConv bool, fam netns.Family) {
 				t.Errorf("A: %s moved by %d, want %d", name, d, want)
 			}
 		}
-		if d0, d1 := txBytes(t, p0.A)-tx0, txBytes(t, p1.A)-tx1; d0 < 4<<20 || d1 < 4<<20 {
-			t.Errorf("A sent %d bytes on path 0 and %d on path 1: want both paths to carry at least 4 MiB of the 64", d0, d1)
+		// Our client joins once the converter's first DSS came: the kernel's converter sends
+		// none before its answer, which waits for the destination and for the first byte of
+		// the application's, so the second path starts late (4 MiB of the 64 once in CI).
+		if d0, d1 := txBytes(t, p0.A)-tx0, txBytes(t, p1.A)-tx1; d0 < 1<<20 || d1 < 1<<20 {
+			t.Errorf("A sent %d bytes on path 0 and %d on path 1: want both paths to carry at least 1 MiB of the 64", d0, d1)
 		}
 	}
 }
