@@ -77,7 +77,7 @@ static __always_inline __u32 ca_gather(struct conn *c, __u32 me, struct cc_paths
 		if (i >= n)
 			break;
 		k = c->ctl.cc_subs[i];
-		p = bpf_map_lookup_elem(&subs, &k);
+		p = sub_at(k);
 		if (!p)
 			continue;
 		ps->p[CC_IDX(np)] = p->st.cc.cs.path;

@@ -55,6 +55,28 @@ static __always_inline struct dp_scratch *dp_scratch(void)
 	return bpf_map_lookup_elem(&dp_scratch_map, &idx);
 }
 
+/* conn_at and sub_at find a slot in its chunk (datapath_maps.h): NULL for a slot whose chunk
+ * Go has not created, which Go never hands out. */
+static __always_inline struct conn *conn_at(__u32 slot)
+{
+	__u32 hi = slot >> SLOT_CHUNK_SHIFT, lo = slot & (SLOT_CHUNK - 1);
+	void *chunk = bpf_map_lookup_elem(&conns, &hi);
+
+	if (!chunk)
+		return NULL;
+	return bpf_map_lookup_elem(chunk, &lo);
+}
+
+static __always_inline struct sub *sub_at(__u32 slot)
+{
+	__u32 hi = slot >> SLOT_CHUNK_SHIFT, lo = slot & (SLOT_CHUNK - 1);
+	void *chunk = bpf_map_lookup_elem(&subs, &hi);
+
+	if (!chunk)
+		return NULL;
+	return bpf_map_lookup_elem(chunk, &lo);
+}
+
 /* dp_event_lost counts an event the full ring buffer refused and marks its connection: Go
  * resets a connection that missed an event rather than run on with state it never saw. */
 static __always_inline void dp_event_lost(const struct sk_sub *s)
@@ -65,7 +87,7 @@ static __always_inline void dp_event_lost(const struct sk_sub *s)
 	/* The flag before the count: Go looks at the flags when it sees the count move. */
 	if (s) {
 		k = s->conn;
-		c = bpf_map_lookup_elem(&conns, &k);
+		c = conn_at(k);
 		if (c)
 			c->st.ev_lost = 1;
 	}
@@ -165,16 +187,12 @@ static __always_inline __u64 expand32(__u64 old, __u32 cur32)
 
 static __always_inline struct conn *conn_of(const struct sk_sub *s)
 {
-	__u32 k = s->conn;
-
-	return bpf_map_lookup_elem(&conns, &k);
+	return conn_at(s->conn);
 }
 
 static __always_inline struct sub *sub_of(const struct sk_sub *s)
 {
-	__u32 k = s->sub;
-
-	return bpf_map_lookup_elem(&subs, &k);
+	return sub_at(s->sub);
 }
 
 #endif

@@ -74,23 +74,44 @@ struct sk_subs_map {
 };
 extern struct sk_subs_map sk_subs;
 
-/* Connections, indexed by slot; Go maps this array into its memory. Size set by Go. */
-struct conns_map {
+/* Connection and subflow slots grow with demand: each array is split in chunks of SLOT_CHUNK
+ * slots, created by Go (and mapped into its memory) when it first hands out a slot of the chunk,
+ * and found through an array of maps indexed by slot >> SLOT_CHUNK_SHIFT. Go sets how many chunks
+ * the outer arrays hold (the ceiling); the memory is the chunks created. */
+#define SLOT_CHUNK_SHIFT 10
+#define SLOT_CHUNK (1u << SLOT_CHUNK_SHIFT)
+
+struct conns_chunk {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);
+	__uint(max_entries, SLOT_CHUNK);
 	__type(key, __u32);
 	__type(value, struct conn);
 };
-extern struct conns_map conns;
 
-/* Subflows, indexed by slot; Go maps this array into its memory. Size set by Go. */
-struct subs_map {
+struct subs_chunk {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);
+	__uint(max_entries, SLOT_CHUNK);
 	__type(key, __u32);
 	__type(value, struct sub);
+};
+
+/* Connections, indexed by slot (conn_at). Size set by Go. */
+struct conns_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct conns_chunk);
+};
+extern struct conns_map conns;
+
+/* Subflows, indexed by slot (sub_at). Size set by Go. */
+struct subs_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct subs_chunk);
 };
 extern struct subs_map subs;
 
@@ -114,6 +135,7 @@ extern struct reqs_map reqs;
 /* Our connections by our token, for MP_JOIN SYNs to our listeners (filled by Go). */
 struct tokens_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* sized for the ceiling, allocated per token */
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct token_val);
@@ -198,6 +220,10 @@ extern struct dp_depth_map dp_depth;
 
 /* Emit the shared types into BTF for bpf2go. */
 const enum dp_counter *dp_counter_btf __attribute__((unused));
+/* The chunks' value types: behind the arrays of maps' pointers clang emits them as forward
+ * declarations only, and the loader needs their sizes. */
+const struct conn *dp_conn_btf __attribute__((unused));
+const struct sub *dp_sub_btf __attribute__((unused));
 const enum event_type *event_type_btf __attribute__((unused));
 const struct event *event_btf __attribute__((unused));
 const struct dp_config *dp_config_btf __attribute__((unused));

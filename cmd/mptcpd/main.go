@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/pkg/pm"
 	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
@@ -53,13 +54,14 @@ func main() {
 			&cli.StringFlag{Name: "cc", Value: "cubic", Usage: "congestion control of new connections' subflows: " + strings.Join(control.CongestionControlNames(), ", ") + " (lia, olia and balia couple the subflows, RFC 6356)"},
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.IntFlag{Name: "max-conns", Value: 4096, Usage: "connections carried at once, over all rules (1 to 65536); beyond it new ones are reset. Sizes the datapath: about 8.5 KB of kernel memory each"},
+			&cli.IntFlag{Name: "max-conns", Value: control.MaxConnsLimit, Usage: fmt.Sprintf("connections carried at once, over all rules (1 to %d); beyond it new ones are reset. The datapath grows with the connections (about 6.7 KB of kernel memory each, taken %d at a time); --memory-limit and the file descriptor limit bound them too", control.MaxConnsLimit, datapath.SlotChunk)},
 			&cli.StringFlag{Name: "memory-limit", Usage: "a memory limit for the daemon, such as 512MiB or 2GiB: Go's soft limit (as GOMEMLIMIT), and while the Go heap is above 90% of it new connections are refused (reset, or their dial fails); off unless given"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long a graceful shutdown waits for connections to close"},
 			&cli.StringFlag{Name: "ctl", Value: ctl.DefaultSocket, Usage: "the control socket for mptcpctl (root only; \"\" for none)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (off unless given)"},
 			&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys are the long flag names); flags given here override it"},
 			&cli.StringFlag{Name: "cpuprofile", Hidden: true, Usage: "write a CPU profile to this file until shutdown"},
+			&cli.BoolFlag{Name: "pprof", Hidden: true, Usage: "with --metrics, serve Go's runtime profiles at /debug/pprof/ too"},
 		},
 		HideHelpCommand: true,
 		// --endpoint values hold commas; every slice flag is repeated instead.
@@ -117,7 +119,7 @@ func run(cc *cli.Context) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cc.String("log-level"))
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	checkFDBudget(log, maxConns)
+	checkFDBudget(log, maxConns, cc.IsSet("max-conns"))
 	var servers []*proxy.Server
 	for _, flag := range []string{"forward", "accept"} {
 		for _, spec := range cc.StringSlice(flag) {
@@ -282,17 +284,28 @@ const (
 	fdsOfDaemon = 128
 )
 
-// checkFDBudget warns when --max-conns connections need more file descriptors than the process
-// may open (Go raises the soft limit to the hard one at start).
-func checkFDBudget(log *slog.Logger, maxConns int) {
+// checkFDBudget warns when the --max-conns given need more file descriptors than the process
+// may open (Go raises the soft limit to the hard one at start); without the flag it tells how
+// many connections the descriptors allow.
+func checkFDBudget(log *slog.Logger, maxConns int, given bool) {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		return
 	}
-	if need := uint64(fdsPerConn*maxConns + fdsOfDaemon); need > rl.Cur {
+	need := uint64(fdsPerConn*maxConns + fdsOfDaemon)
+	if need <= rl.Cur {
+		return
+	}
+	allowed := uint64(0)
+	if rl.Cur > fdsOfDaemon {
+		allowed = (rl.Cur - fdsOfDaemon) / fdsPerConn
+	}
+	if given {
 		log.Warn("the file descriptor limit is below what --max-conns connections need: past it, accepts wait (EMFILE) until descriptors are released",
 			"max_conns", maxConns, "needed", need, "limit", rl.Cur)
+		return
 	}
+	log.Info("the file descriptor limit bounds the connections", "connections", allowed, "limit", rl.Cur)
 }
 
 // pathManager builds the path manager from --endpoint and --limits.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -115,11 +116,16 @@ func (m *metrics) collectProxies(ch chan<- prometheus.Metric) {
 }
 
 // serveMetrics listens on addr and serves /metrics until ctx ends.
-func serveMetrics(ctx context.Context, addr string, b *backend, log *slog.Logger) (net.Addr, error) {
+// With withPprof it serves Go's runtime profiles at /debug/pprof/ as well.
+func serveMetrics(ctx context.Context, addr string, withPprof bool, b *backend, log *slog.Logger) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&metrics{b: b}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)

@@ -37,7 +37,7 @@ func operatorSurface(ctx context.Context, cc *cli.Context, b *backend, log *slog
 		}
 	}
 	if addr := cc.String("metrics"); addr != "" {
-		a, err := serveMetrics(ctx, addr, b, log)
+		a, err := serveMetrics(ctx, addr, cc.Bool("pprof"), b, log)
 		if err != nil {
 			closeCtl()
 			return nil, fmt.Errorf("--metrics: %w", err)

@@ -120,8 +120,11 @@ const TxMapDataFin = uint16(DatapathTxmapFlagTXMAP_DATA_FIN)
 
 // Config sizes and names the datapath.
 type Config struct {
-	MaxConns int    // connection slots (default 4096)
-	MaxSubs  int    // subflow slots (default 2*MaxConns)
+	// MaxConns and MaxSubs are the most connection and subflow slots the datapath can grow to
+	// (rounded up to a whole SlotChunk; defaults DefaultMaxConns and 2*MaxConns). Slots take
+	// memory only once Go grows the arrays to hold them (GrowConn, GrowSub).
+	MaxConns int
+	MaxSubs  int
 	Cgroup   string // cgroup directory name under the cgroup2 mount (default mptcpgo-<pid>)
 	// Logger receives what Open cleans up (stale cgroups of dead processes) and the kernel
 	// features it found missing; nil: slog.Default().
@@ -148,10 +151,8 @@ type Datapath struct {
 	log        *slog.Logger
 	features   Features
 	ccNames    [2]string
-	conns      []byte
-	subs       []byte
-	maxConns   int
-	maxSubs    int
+	conns      *slotArray
+	subs       *slotArray
 	events     *ringbuf.Reader
 
 	counterNames []string // by Counter
@@ -167,7 +168,7 @@ type Datapath struct {
 // there and registers the congestion control.
 func Open(cfg Config) (_ *Datapath, err error) {
 	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = 4096
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if cfg.MaxSubs <= 0 {
 		cfg.MaxSubs = 2 * cfg.MaxConns
@@ -206,12 +207,15 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if err := spec.Variables["dp_cfg"].Set(dcfg); err != nil {
 		return nil, fmt.Errorf("configure datapath: %w", err)
 	}
-	spec.Maps["conns"].MaxEntries = uint32(cfg.MaxConns)
-	spec.Maps["subs"].MaxEntries = uint32(cfg.MaxSubs)
+	if cfg.MaxConns > MaxSlots || cfg.MaxSubs > MaxSlots {
+		return nil, fmt.Errorf("datapath: %d connection and %d subflow slots: at most %d each", cfg.MaxConns, cfg.MaxSubs, MaxSlots)
+	}
+	spec.Maps["conns"].MaxEntries = uint32((cfg.MaxConns + SlotChunk - 1) / SlotChunk)
+	spec.Maps["subs"].MaxEntries = uint32((cfg.MaxSubs + SlotChunk - 1) / SlotChunk)
 	if t := spec.Maps["tokens"]; t.MaxEntries < uint32(cfg.MaxConns) {
 		t.MaxEntries = uint32(cfg.MaxConns) // every connection can be joinable
 	}
-	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs, counterNames: names, log: cfg.Logger}
+	d := &Datapath{counterNames: names, log: cfg.Logger}
 	d.tc.links = map[IfaceKey][]*tcattach.Link{}
 	// Congestion-control names are global to the host: make ours unique per process. The
 	// struct_ops maps carry the same name, so that a later datapath can find a registration a
@@ -277,12 +281,8 @@ func Open(cfg Config) (_ *Datapath, err error) {
 		}
 		d.links = append(d.links, l)
 	}
-	if d.conns, err = mmapArray(d.objs.Conns); err != nil {
-		return nil, err
-	}
-	if d.subs, err = mmapArray(d.objs.Subs); err != nil {
-		return nil, err
-	}
+	d.conns = newSlotArray("connection", d.objs.Conns, spec.Maps["conns"].InnerMap, unsafe.Sizeof(Conn{}))
+	d.subs = newSlotArray("subflow", d.objs.Subs, spec.Maps["subs"].InnerMap, unsafe.Sizeof(Sub{}))
 	if d.events, err = ringbuf.NewReader(d.objs.Events); err != nil {
 		return nil, fmt.Errorf("open event ring: %w", err)
 	}
@@ -349,12 +349,11 @@ func (d *Datapath) close(unmap bool) error {
 		d.cg = nil
 	}
 	if unmap {
-		for _, b := range [][]byte{d.conns, d.subs} {
-			if b != nil {
-				errs = append(errs, unix.Munmap(b))
+		for _, a := range []*slotArray{d.conns, d.subs} {
+			if a != nil {
+				errs = append(errs, a.close())
 			}
 		}
-		d.conns, d.subs = nil, nil
 	}
 	errs = append(errs, d.objs.Close())
 	if d.lock != nil {
@@ -402,27 +401,38 @@ func (d *Datapath) Checksum() bool {
 // TicketQueue returns how many passive-open tickets the datapath's queue holds.
 func (d *Datapath) TicketQueue() int { return int(d.objs.Tickets.MaxEntries()) }
 
-// MaxConns and MaxSubs return the number of slots.
-func (d *Datapath) MaxConns() int { return d.maxConns }
-func (d *Datapath) MaxSubs() int  { return d.maxSubs }
+// DefaultMaxConns is Config.MaxConns's default: the slots grow with demand, so the default
+// is a ceiling, not a reservation.
+const DefaultMaxConns = 1 << 20
 
-// Conn returns the shared memory of a connection slot. The pointer is valid until Close.
-func (d *Datapath) Conn(slot uint32) *Conn {
-	if d.conns == nil {
-		panic("datapath: Conn after Close")
-	}
-	sz := unsafe.Sizeof(Conn{})
-	return (*Conn)(unsafe.Pointer(&d.conns[uintptr(slot)*sz]))
+// MaxSlots is the most connection or subflow slots a datapath can be sized for (slots are
+// 32-bit indices; the ceiling keeps the outer arrays of chunks small).
+const MaxSlots = 1 << 22
+
+// MaxConns and MaxSubs return the number of slots the arrays can grow to.
+func (d *Datapath) MaxConns() int { return d.conns.slots() }
+func (d *Datapath) MaxSubs() int  { return d.subs.slots() }
+
+// GrowConn and GrowSub make sure the chunk holding a slot exists: Go calls them before it
+// hands out a slot it never used.
+func (d *Datapath) GrowConn(slot uint32) error { return d.conns.grow(slot) }
+func (d *Datapath) GrowSub(slot uint32) error  { return d.subs.grow(slot) }
+
+// SlotMemory reports the chunks of connection and subflow slots created and the kernel
+// memory they hold.
+func (d *Datapath) SlotMemory() (connChunks, subChunks int, bytes int64) {
+	cn, cb := d.conns.chunks()
+	sn, sb := d.subs.chunks()
+	return cn, sn, cb + sb
 }
 
-// Sub returns the shared memory of a subflow slot. The pointer is valid until Close.
-func (d *Datapath) Sub(slot uint32) *Sub {
-	if d.subs == nil {
-		panic("datapath: Sub after Close")
-	}
-	sz := unsafe.Sizeof(Sub{})
-	return (*Sub)(unsafe.Pointer(&d.subs[uintptr(slot)*sz]))
-}
+// Conn returns the shared memory of a connection slot, whose chunk exists (GrowConn). The
+// pointer is valid until Close.
+func (d *Datapath) Conn(slot uint32) *Conn { return (*Conn)(d.conns.at(slot)) }
+
+// Sub returns the shared memory of a subflow slot, whose chunk exists (GrowSub). The pointer
+// is valid until Close.
+func (d *Datapath) Sub(slot uint32) *Sub { return (*Sub)(d.subs.at(slot)) }
 
 // Register attaches datapath state to a socket before connect() or listen(): an active subflow
 // (RoleActive, with its slots and our key) or a listener (RoleListener).
@@ -553,17 +563,6 @@ func (d *Datapath) Attached(k IfaceKey) bool {
 	defer d.tc.Unlock()
 	_, ok := d.tc.links[k]
 	return ok
-}
-
-func mmapArray(m *ebpf.Map) ([]byte, error) {
-	size := int(m.MaxEntries()) * int(m.ValueSize())
-	page := os.Getpagesize()
-	size = (size + page - 1) / page * page
-	b, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mmap %s: %w", m, err)
-	}
-	return b, nil
 }
 
 // Forget removes a socket's datapath state: the datapath leaves it alone from then on.

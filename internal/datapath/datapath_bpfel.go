@@ -406,8 +406,10 @@ const (
 	DatapathVarConnFlagBtf      = "conn_flag_btf"
 	DatapathVarDpCfg            = "dp_cfg"
 	DatapathVarDpConfigBtf      = "dp_config_btf"
+	DatapathVarDpConnBtf        = "dp_conn_btf"
 	DatapathVarDpCounterBtf     = "dp_counter_btf"
 	DatapathVarDpCsumRequired   = "dp_csum_required"
+	DatapathVarDpSubBtf         = "dp_sub_btf"
 	DatapathVarEventBtf         = "event_btf"
 	DatapathVarEventTypeBtf     = "event_type_btf"
 	DatapathVarJoinFlagBtf      = "join_flag_btf"
@@ -516,8 +518,10 @@ type DatapathVariableSpecs struct {
 	ConnFlagBtf    *ebpf.VariableSpec `ebpf:"conn_flag_btf"`
 	DpCfg          *ebpf.VariableSpec `ebpf:"dp_cfg"`
 	DpConfigBtf    *ebpf.VariableSpec `ebpf:"dp_config_btf"`
+	DpConnBtf      *ebpf.VariableSpec `ebpf:"dp_conn_btf"`
 	DpCounterBtf   *ebpf.VariableSpec `ebpf:"dp_counter_btf"`
 	DpCsumRequired *ebpf.VariableSpec `ebpf:"dp_csum_required"`
+	DpSubBtf       *ebpf.VariableSpec `ebpf:"dp_sub_btf"`
 	EventBtf       *ebpf.VariableSpec `ebpf:"event_btf"`
 	EventTypeBtf   *ebpf.VariableSpec `ebpf:"event_type_btf"`
 	JoinFlagBtf    *ebpf.VariableSpec `ebpf:"join_flag_btf"`
@@ -600,8 +604,10 @@ type DatapathVariables struct {
 	ConnFlagBtf    *ebpf.Variable `ebpf:"conn_flag_btf"`
 	DpCfg          *ebpf.Variable `ebpf:"dp_cfg"`
 	DpConfigBtf    *ebpf.Variable `ebpf:"dp_config_btf"`
+	DpConnBtf      *ebpf.Variable `ebpf:"dp_conn_btf"`
 	DpCounterBtf   *ebpf.Variable `ebpf:"dp_counter_btf"`
 	DpCsumRequired *ebpf.Variable `ebpf:"dp_csum_required"`
+	DpSubBtf       *ebpf.Variable `ebpf:"dp_sub_btf"`
 	EventBtf       *ebpf.Variable `ebpf:"event_btf"`
 	EventTypeBtf   *ebpf.Variable `ebpf:"event_type_btf"`
 	JoinFlagBtf    *ebpf.Variable `ebpf:"join_flag_btf"`

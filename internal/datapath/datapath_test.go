@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/mptcpgo/mptcpgo/internal/testenv"
@@ -169,15 +170,16 @@ func TestCounterNames(t *testing.T) {
 	}
 }
 
-// TestMapSizes: Config sizes the slot maps, and the tokens map holds a token for every
-// connection slot (never fewer than its default).
+// TestMapSizes: Config sizes the arrays of slot chunks (SlotChunk slots each, rounded up), and
+// the tokens map holds a token for every connection slot (never fewer than its default).
 func TestMapSizes(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, tc := range []struct{ conns, subs, tokens int }{
-		{16, 4, 65536},
-		{70000, 4, 70000},
+	for _, tc := range []struct{ maxConns, maxSubs, conns, subs, tokens int }{
+		{16, 4, 1, 1, 65536},
+		{70000, 4, 69, 1, 70000},
+		{SlotChunk, SlotChunk + 1, 1, 2, 65536},
 	} {
-		d, err := Open(Config{MaxConns: tc.conns, MaxSubs: tc.subs})
+		d, err := Open(Config{MaxConns: tc.maxConns, MaxSubs: tc.maxSubs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,9 +188,69 @@ func TestMapSizes(t *testing.T) {
 			t.Fatal(err)
 		}
 		if want := []int{tc.conns, tc.subs, tc.tokens}; !slices.Equal(got, want) {
-			t.Errorf("MaxConns %d, MaxSubs %d: conns, subs, tokens maps of %v entries, want %v", tc.conns, tc.subs, got, want)
+			t.Errorf("MaxConns %d, MaxSubs %d: conns, subs, tokens maps of %v entries, want %v", tc.maxConns, tc.maxSubs, got, want)
 		}
 	}
+}
+
+// TestSlotGrowth: the slot arrays take memory only for the chunks Go grows them to; a slot Go
+// writes is what the datapath reads through its array of maps; a slot beyond the ceiling is
+// refused, and one of a chunk not created panics rather than touch memory it does not own.
+func TestSlotGrowth(t *testing.T) {
+	testenv.RequireRoot(t)
+	d, err := Open(Config{MaxConns: 3 * SlotChunk, MaxSubs: SlotChunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if c, s, b := d.SlotMemory(); c != 0 || s != 0 || b != 0 {
+		t.Fatalf("before any growth: %d connection and %d subflow chunks, %d bytes", c, s, b)
+	}
+	const slot = 2*SlotChunk + 5
+	for range 2 { // the second is a no-op
+		if err := d.GrowConn(slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.GrowSub(3); err != nil {
+		t.Fatal(err)
+	}
+	c, s, b := d.SlotMemory()
+	if c != 1 || s != 1 || b < int64(SlotChunk)*int64(unsafe.Sizeof(Conn{})+unsafe.Sizeof(Sub{})) {
+		t.Fatalf("after one chunk each: %d connection and %d subflow chunks, %d bytes", c, s, b)
+	}
+	d.Conn(slot).Ctl.LocalKey = 0x1122334455667788
+	*d.Sub(3) = Sub{}
+	var id ebpf.MapID
+	if err := d.objs.Conns.Lookup(uint32(slot/SlotChunk), &id); err != nil {
+		t.Fatalf("the datapath's array has no chunk %d: %v", slot/SlotChunk, err)
+	}
+	chunk, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chunk.Close()
+	var got Conn
+	if err := chunk.Lookup(uint32(slot%SlotChunk), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Ctl.LocalKey != 0x1122334455667788 {
+		t.Errorf("the datapath reads key %#x in slot %d, want what Go wrote", got.Ctl.LocalKey, slot)
+	}
+	if err := d.objs.Conns.Lookup(uint32(0), &id); err == nil {
+		t.Error("chunk 0 exists though no slot of it was grown")
+	}
+	if err := d.GrowConn(3 * SlotChunk); err == nil {
+		t.Error("a slot beyond the ceiling was grown")
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Conn of a slot whose chunk does not exist did not panic")
+			}
+		}()
+		d.Conn(1)
+	}()
 }
 
 // TestVerifierCost reports the instructions the verifier processed for each of the datapath's

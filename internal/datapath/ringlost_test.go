@@ -48,7 +48,7 @@ func TestRingFullMarksConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec.Maps["conns"].MaxEntries = 2
+	spec.Maps["conns"].MaxEntries = 1 // one chunk, created below
 	var objs struct {
 		Prog     *ebpf.Program `ebpf:"mptcp_syn_opts_in"`
 		Conns    *ebpf.Map     `ebpf:"conns"`
@@ -64,6 +64,14 @@ func TestRingFullMarksConnection(t *testing.T) {
 	defer objs.SkSubs.Close()
 	defer objs.Events.Close()
 	defer objs.Counters.Close()
+	chunk, err := ebpf.NewMap(spec.Maps["conns"].InnerMap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chunk.Close()
+	if err := objs.Conns.Put(uint32(0), chunk); err != nil {
+		t.Fatal(err)
+	}
 
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -102,7 +110,7 @@ func TestRingFullMarksConnection(t *testing.T) {
 	}
 	marked := func(conn uint32) uint32 {
 		var c Conn
-		if err := objs.Conns.Lookup(conn, &c); err != nil {
+		if err := chunk.Lookup(conn, &c); err != nil {
 			t.Fatal(err)
 		}
 		return c.St.EvLost

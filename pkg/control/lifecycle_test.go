@@ -252,6 +252,9 @@ func TestStackCloseLeavesMemoryMapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
+	if err := s.dp.GrowConn(3); err != nil {
+		t.Fatal(err)
+	}
 	shm := s.dp.Conn(3)
 	s.goroutine(func() {
 		<-release

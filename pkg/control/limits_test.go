@@ -1,6 +1,10 @@
 package control
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
+)
 
 // TestDatapathConfig: after the passive-open ticket queue (a quarter of the slots) the slots
 // cover the connections and the reserve; subflow slots are twice the connection slots and the
@@ -17,5 +21,8 @@ func TestDatapathConfig(t *testing.T) {
 	}
 	if c := DatapathConfig(8); c.MaxConns != 182 || c.MaxSubs != 428 {
 		t.Errorf("DatapathConfig(8) = %+v, want 182 connection and 428 subflow slots", c)
+	}
+	if c := DatapathConfig(MaxConnsLimit); c.MaxConns > datapath.MaxSlots || c.MaxSubs > datapath.MaxSlots {
+		t.Errorf("DatapathConfig(MaxConnsLimit) = %+v: beyond the datapath's %d slots", c, datapath.MaxSlots)
 	}
 }

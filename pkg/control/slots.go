@@ -51,8 +51,9 @@ func (s *Stack) ticketSlotLocked(slot uint32) bool {
 	return s.mu.claimed[slot] || s.mu.inTicket[slot]
 }
 
-// allocLocked takes a slot from a free list (past its cooldown) or a fresh one.
-func allocLocked(free *[]freeSlot, next *uint32, max int) (uint32, error) {
+// allocLocked takes a slot from a free list (past its cooldown) or a fresh one, for which grow
+// makes room in the datapath's arrays first (they grow by a chunk of slots at a time).
+func allocLocked(free *[]freeSlot, next *uint32, max int, grow func(uint32) error) (uint32, error) {
 	now := time.Now()
 	if len(*free) > 0 && now.Sub((*free)[0].at) >= slotCooldown {
 		slot := (*free)[0].slot
@@ -60,6 +61,9 @@ func allocLocked(free *[]freeSlot, next *uint32, max int) (uint32, error) {
 		return slot, nil
 	}
 	if int(*next) < max {
+		if err := grow(*next); err != nil {
+			return 0, err
+		}
 		*next++
 		return *next - 1, nil
 	}
@@ -72,10 +76,10 @@ func (s *Stack) newSlotsLocked() (conn, sub uint32, key uint64, token uint32, er
 	if s.mu.closed {
 		return 0, 0, 0, 0, errStackClosed
 	}
-	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns()); err != nil {
+	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns(), s.dp.GrowConn); err != nil {
 		return 0, 0, 0, 0, err
 	}
-	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs()); err != nil {
+	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub); err != nil {
 		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
 		return 0, 0, 0, 0, err
 	}
@@ -103,10 +107,10 @@ func (s *Stack) newTicketSlotsLocked() (conn, sub uint32, err error) {
 	if s.mu.closed {
 		return 0, 0, errStackClosed
 	}
-	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns()); err != nil {
+	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns(), s.dp.GrowConn); err != nil {
 		return 0, 0, err
 	}
-	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs()); err != nil {
+	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub); err != nil {
 		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
 		return 0, 0, err
 	}
@@ -157,9 +161,9 @@ func (s *Stack) allocSubLocked() (uint32, error) {
 	if s.mu.closed {
 		return 0, errStackClosed
 	}
-	sub, err := allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs())
+	sub, err := allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub)
 	if err != nil {
-		return 0, errors.New("no free subflow slots")
+		return 0, fmt.Errorf("no free subflow slots: %w", err)
 	}
 	*s.dp.Sub(sub) = datapath.Sub{}
 	return sub, nil

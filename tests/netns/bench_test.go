@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -308,8 +311,19 @@ func BenchmarkIdleMemory(b *testing.B) {
 			}()
 		}
 	}()
-	d, addrs := startMptcpdB(b, ctx, topo.A, "--forward", "127.0.0.1:0="+ln.Addr().String())
+	// MPTCPGO_BENCH_PROFILES=DIR: the daemon's heap and goroutine profiles while the
+	// connections are idle go to DIR (go tool pprof reads them).
+	profiles := os.Getenv("MPTCPGO_BENCH_PROFILES")
+	args := []string{"--metrics", "127.0.0.1:0", "--forward", "127.0.0.1:0=" + ln.Addr().String()}
+	if profiles != "" {
+		args = append(args, "--pprof")
+	}
+	d, addrs := startMptcpdB(b, ctx, topo.A, args...)
 	defer d.Stop()
+	metricsURL := regexp.MustCompile(`msg=metrics url=(http://\S+/metrics)`).FindStringSubmatch(d.Output())
+	if metricsURL == nil {
+		b.Fatalf("no metrics URL in the log:\n%s", d.Output())
+	}
 	rss := func() float64 {
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Pid()))
 		if err != nil {
@@ -325,8 +339,13 @@ func BenchmarkIdleMemory(b *testing.B) {
 		return 0
 	}
 	var perK float64
+	// What each idle connection holds beside its share of the resident set: goroutines, their
+	// stacks, the Go heap in use and descriptors, from the daemon's metrics.
+	parts := []string{"go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "process_open_fds"}
+	per := map[string]float64{}
 	for i := 0; i < b.N; i++ {
 		before := rss()
+		m0 := scrapeMetrics(b, ctx, topo.A, metricsURL[1])
 		var conns []net.Conn
 		for j := 0; j < n; j++ {
 			c, err := topo.A.DialTCP(ctx, addrs[0])
@@ -356,12 +375,52 @@ func BenchmarkIdleMemory(b *testing.B) {
 		}
 		time.Sleep(time.Second) // the daemon's memory settles
 		perK = (rss() - before) / (n / 1000)
+		m1 := scrapeMetrics(b, ctx, topo.A, metricsURL[1])
+		if profiles != "" {
+			base := strings.TrimSuffix(metricsURL[1], "/metrics")
+			for _, prof := range []string{"heap", "goroutine"} {
+				fetchTo(b, ctx, topo.A, base+"/debug/pprof/"+prof, filepath.Join(profiles, prof+".pb.gz"))
+			}
+		}
+		for _, k := range parts {
+			per[k] = (m1[k] - m0[k]) / n
+		}
 		for _, c := range conns {
 			c.Close()
 		}
 	}
 	b.ReportMetric(perK/(1<<20), "MiB/1000-idle-conns")
-	fmt.Fprintf(os.Stderr, "mptcpd memory: %.1f MiB per 1000 idle connections\n", perK/(1<<20))
+	b.ReportMetric(per["go_goroutines"], "goroutines/conn")
+	b.ReportMetric(per["go_memstats_stack_inuse_bytes"]/1024, "stack-KiB/conn")
+	b.ReportMetric(per["go_memstats_heap_inuse_bytes"]/1024, "heap-KiB/conn")
+	b.ReportMetric(per["process_open_fds"], "fds/conn")
+	fmt.Fprintf(os.Stderr, "mptcpd memory: %.1f MiB per 1000 idle connections (%.1f KiB each: %.1f goroutines, %.1f KiB of stacks, %.1f KiB of Go heap, %.1f descriptors)\n",
+		perK/(1<<20), perK/1000/1024, per["go_goroutines"], per["go_memstats_stack_inuse_bytes"]/1024, per["go_memstats_heap_inuse_bytes"]/1024, per["process_open_fds"])
+}
+
+// fetchTo writes what an HTTP GET of url from ns returns to the file path.
+func fetchTo(tb testing.TB, ctx context.Context, ns *netns.Namespace, url, path string) {
+	tb.Helper()
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return ns.DialTCP(ctx, addr) },
+	}}
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // BenchmarkTransparentCost measures what the hybrid-access modes cost per byte beside

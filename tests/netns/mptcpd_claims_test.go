@@ -32,6 +32,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/mptcpgo/mptcpgo/internal/ctl"
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/pkg/control"
 	"github.com/mptcpgo/mptcpgo/tests/netns"
 )
@@ -42,8 +43,9 @@ import (
 //   - show (text and --json) reports the roundrobin scheduler and the lia congestion control
 //     for the connection;
 //
-//   - without --max-conns the daemon carries 4096 connections: the metrics' limit, and the
-//     datapath's connection and subflow maps sized for 4096;
+//   - without --max-conns the daemon's limit is control.MaxConnsLimit (a ceiling the datapath's
+//     slot arrays grow to): the metrics' limit, and the datapath's arrays of slot chunks sized
+//     for it;
 //
 //   - monitor's text lines read "[       CREATED] token=1a2b3c4d saddr=…", the token the
 //     hexadecimal of the JSON event's number;
@@ -77,10 +79,13 @@ func TestMptcpdClaims(t *testing.T) {
 	mptcpctl(t)
 	d, addrs := startMptcpd(t, ctx, topo.A, "--ctl", sock, "--scheduler", "roundrobin", "--cc", "lia", "--metrics", "127.0.0.1:0",
 		"--forward", "127.0.0.1:0="+ln.Addr().String())
-	// The limit is far above what 4096 connections need: no warning (it would come before the
-	// ready file).
-	if out := d.Output(); strings.Contains(out, "file descriptor limit") {
-		t.Errorf("descriptor warning with a limit of %d:\n%s", fdLimit(t, d.Pid()), out)
+	// Without --max-conns, the daemon tells how many connections its descriptor limit allows
+	// (two descriptors each, 128 of its own) and warns of nothing: no count was asked for (the
+	// line comes before the ready file).
+	lim := fdLimit(t, d.Pid())
+	if out := d.Output(); regexp.MustCompile(`level=WARN.*file descriptor limit`).MatchString(out) ||
+		!strings.Contains(out, fmt.Sprintf(`msg="the file descriptor limit bounds the connections" connections=%d limit=%d`, (lim-128)/2, lim)) {
+		t.Errorf("descriptor limit %d: want its connections told, and no warning:\n%s", lim, out)
 	}
 	metricsURL := regexp.MustCompile(`msg=metrics url=(http://\S+/metrics)`).FindStringSubmatch(d.Output())
 	if metricsURL == nil {
@@ -88,16 +93,12 @@ func TestMptcpdClaims(t *testing.T) {
 	}
 	scrape := func() map[string]float64 { t.Helper(); return scrapeMetrics(t, ctx, topo.A, metricsURL[1]) }
 
-	// --max-conns not given: 4096, as the metrics and the datapath's maps have it.
-	if got := scrape()["mptcpd_proxy_max_connections"]; got != 4096 {
-		t.Errorf("mptcpd_proxy_max_connections = %v, want 4096 (the default)", got)
+	// --max-conns not given: control.MaxConnsLimit, as the metrics and the datapath's maps
+	// have it.
+	if got := scrape()["mptcpd_proxy_max_connections"]; got != control.MaxConnsLimit {
+		t.Errorf("mptcpd_proxy_max_connections = %v, want %d (the default)", got, control.MaxConnsLimit)
 	}
-	want := control.DatapathConfig(4096)
-	dm := daemonMaps(t, d.Pid())
-	if dm["conns"] != uint32(want.MaxConns) || dm["subs"] != uint32(want.MaxSubs) {
-		t.Errorf("datapath maps conns %d, subs %d entries; want %d, %d (sized for 4096 connections)",
-			dm["conns"], dm["subs"], want.MaxConns, want.MaxSubs)
-	}
+	checkSlotCeiling(t, d.Pid(), control.MaxConnsLimit)
 
 	mon := startMonitor(t, ctx, sock)
 	txt := startTextMonitor(t, ctx, sock)
@@ -397,16 +398,15 @@ func waitStopped(t *testing.T, p *netns.Process, sock string) {
 	}
 }
 
-// TestMptcpdFDLimitWarning: started under a descriptor limit of 1024, below the 8320 that the
-// default 4096 connections need (two each and 128 of the daemon's), mptcpd warns at start,
-// and runs.
+// TestMptcpdFDLimitWarning: started under a descriptor limit of 1024, below the 8320 that
+// --max-conns 4096 needs (two each and 128 of the daemon's), mptcpd warns at start, and runs.
 func TestMptcpdFDLimitWarning(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	topo := netns.New(t, netns.Config{Paths: 1, A: ourSide})
 	d, _ := startMptcpdVia(t, ctx, topo.A, []string{"prlimit", "--nofile=1024:1024", "--"},
-		"--ctl", "", "--forward", "127.0.0.1:0=127.0.0.1:9")
+		"--ctl", "", "--max-conns", "4096", "--forward", "127.0.0.1:0=127.0.0.1:9")
 	if got := fdLimit(t, d.Pid()); got != 1024 {
 		t.Fatalf("the daemon's descriptor limit is %d, want 1024: the test does not test what it says", got)
 	}
@@ -681,7 +681,7 @@ func subflowMetric(name string, token uint32, s ctl.Subflow) string {
 
 // scrapeMetrics fetches a Prometheus text page from inside ns: the value of each series, keyed
 // by its name and labels as printed.
-func scrapeMetrics(t *testing.T, ctx context.Context, ns *netns.Namespace, url string) map[string]float64 {
+func scrapeMetrics(t testing.TB, ctx context.Context, ns *netns.Namespace, url string) map[string]float64 {
 	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return ns.DialTCP(ctx, addr) },
@@ -716,6 +716,19 @@ func scrapeMetrics(t *testing.T, ctx context.Context, ns *netns.Namespace, url s
 }
 
 // daemonMaps returns the max_entries of the BPF maps process pid holds, by name.
+// checkSlotCeiling checks that the daemon's datapath can grow to the slots
+// control.DatapathConfig(maxConns) gives: its arrays of slot chunks have room for them.
+func checkSlotCeiling(t *testing.T, pid, maxConns int) {
+	t.Helper()
+	want := control.DatapathConfig(maxConns)
+	chunks := func(n int) uint32 { return uint32((n + datapath.SlotChunk - 1) / datapath.SlotChunk) }
+	dm := daemonMaps(t, pid)
+	if dm["conns"] != chunks(want.MaxConns) || dm["subs"] != chunks(want.MaxSubs) {
+		t.Errorf("datapath slot arrays: conns %d, subs %d chunks; want %d, %d (%d and %d slots, for %d connections)",
+			dm["conns"], dm["subs"], chunks(want.MaxConns), chunks(want.MaxSubs), want.MaxConns, want.MaxSubs, maxConns)
+	}
+}
+
 func daemonMaps(t *testing.T, pid int) map[string]uint32 {
 	t.Helper()
 	dir := fmt.Sprintf("/proc/%d/fd", pid)

@@ -1,8 +1,6 @@
 package netns_test
 
 import (
-	"unsafe"
-
 	"context"
 	"errors"
 	"fmt"
@@ -15,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/mptcpgo/mptcpgo/internal/datapath"
 
 	"golang.org/x/sys/unix"
 
@@ -260,11 +256,7 @@ func testMaxConns(t *testing.T, mode string) {
 	r := startProxyRig(t, ctx, mode, false, 1, "--ctl", sock, "--max-conns", strconv.Itoa(max))
 	echoAll(ctx, r.targets[0])
 
-	want := control.DatapathConfig(max)
-	conns, subs := slotMaps(t, r.d.Pid())
-	if conns != want.MaxConns || subs != want.MaxSubs {
-		t.Errorf("datapath slots: %d connections, %d subflows; want %d, %d", conns, subs, want.MaxConns, want.MaxSubs)
-	}
+	checkSlotCeiling(t, r.d.Pid(), max)
 
 	var held []net.Conn
 	for range max {
@@ -315,54 +307,18 @@ func testMaxConns(t *testing.T, mode string) {
 	stopMptcpd(t, r.d)
 }
 
-// slotMaps returns the sizes of the daemon's connection and subflow slot maps, found among its
-// descriptors as the memory-mappable arrays whose values are a connection's and a subflow's
-// shared state.
-func slotMaps(t *testing.T, pid int) (conns, subs int) {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
-		if err != nil {
-			continue
-		}
-		f := map[string]string{}
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok {
-				f[k] = strings.TrimSpace(v)
-			}
-		}
-		flags, _ := strconv.ParseUint(f["map_flags"], 0, 32)
-		if f["map_type"] != "2" || flags&unix.BPF_F_MMAPABLE == 0 {
-			continue
-		}
-		n, _ := strconv.Atoi(f["max_entries"])
-		// The slot arrays' values are struct conn and struct sub (bpf/datapath_types.h).
-		switch f["value_size"] {
-		case strconv.Itoa(int(unsafe.Sizeof(datapath.DatapathConn{}))):
-			conns = n
-		case strconv.Itoa(int(unsafe.Sizeof(datapath.DatapathSub{}))):
-			subs = n
-		}
-	}
-	if conns == 0 || subs == 0 {
-		t.Fatalf("mptcpd's slot maps not found among its descriptors (connections %d, subflows %d)", conns, subs)
-	}
-	return conns, subs
-}
-
 // TestMptcpdMaxConnsRange: --max-conns out of its range is refused with a clear error.
 func TestMptcpdMaxConnsRange(t *testing.T) {
-	for _, v := range []string{"0", "-3", "65537"} {
-		out, err := exec.Command(mptcpd(t), "--max-conns", v, "--forward", "127.0.0.1:0=127.0.0.1:1").CombinedOutput()
+	for _, v := range []string{"0", "-3", strconv.Itoa(control.MaxConnsLimit + 1)} {
+		// A value taken would start the daemon: the context ends it.
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, mptcpd(t), "--max-conns", v, "--forward", "127.0.0.1:0=127.0.0.1:1").CombinedOutput()
+		cancel()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 			t.Errorf("--max-conns %s: %v, want exit status 2", v, err)
 		}
-		if want := "mptcpd: --max-conns " + v + ": want a number from 1 to 65536"; !strings.Contains(string(out), want) {
+		if want := fmt.Sprintf("mptcpd: --max-conns %s: want a number from 1 to %d", v, control.MaxConnsLimit); !strings.Contains(string(out), want) {
 			t.Errorf("--max-conns %s: %q, want %q", v, out, want)
 		}
 	}
