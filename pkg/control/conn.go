@@ -69,11 +69,11 @@ type Conn struct {
 	ctl      chan ctlOp
 	infoCh   chan chan ConnInfo
 	cmdCh    chan func()
-	pmq      struct { // calls to the path manager, in order, made by pmLoop
+	pmq      struct { // calls to the path manager, in order, made by pmRun
 		sync.Mutex
-		q    []func(PathManager)
-		last bool // Closed is queued: the loop ends after it
-		wake chan struct{}
+		q       []func(PathManager)
+		last    bool // Closed is queued: nothing is taken after it
+		running bool // a pmRun goroutine is taking the queue
 	}
 	done       chan struct{} // closed when run returned
 	closed     chan struct{} // closed by Close
@@ -183,7 +183,7 @@ func (c *Conn) start() error {
 	sf.ready = true
 	c.stack.register(c)
 	c.emitCreated()
-	if !c.stack.goroutine(sf.readLoop, sf.writeLoop, c.run) {
+	if !c.stack.goroutine(sf.readLoop, c.run) {
 		// Run's part, as it would on an abort: nothing else owns the connection.
 		c.fail(errStackClosed)
 		c.teardown(true)
@@ -426,12 +426,6 @@ func (c *Conn) run() {
 	defer timer.stop()
 	var evs []datapath.Event
 	c.st.startedAt = time.Now()
-	if c.pm != nil {
-		c.pmq.wake = make(chan struct{}, 1)
-		if !c.stack.goroutine(c.pmLoop) {
-			c.pm = nil // the stack is closing: the path manager is told nothing more
-		}
-	}
 	for _, ev := range c.early {
 		c.handleEvent(ev)
 	}

@@ -205,7 +205,7 @@ func (c *Conn) attachSubflow(j joinResult) {
 	// A join may carry data once the peer acknowledged its third ACK (ours: the fourth ACK
 	// came; the peer's: we verified its HMAC and answer with the fourth ACK).
 	sf.ready = !j.active || j.st.Flags&datapath.SubMPCAcked != 0
-	if !c.stack.goroutine(sf.readLoop, sf.writeLoop) {
+	if !c.stack.goroutine(sf.readLoop) {
 		c.stack.refuseJoinSocket(j, RstUnspecified) // the stack is closing
 		return
 	}
@@ -517,38 +517,48 @@ func (c *Conn) handleOption(sf *subflow, raw []byte) {
 }
 
 // toPM queues a call to the path manager. The calls run in order on a goroutine of their own,
-// as they call back into the connection's (through c.do).
+// as they call back into the connection's (through c.do); that goroutine runs only while calls
+// are queued, so an idle connection holds none.
 func (c *Conn) toPM(f func(PathManager)) {
 	if c.pm == nil {
 		return
 	}
 	c.pmq.Lock()
+	defer c.pmq.Unlock()
+	if c.pmq.last {
+		return // Closed was queued: the path manager is told nothing after it
+	}
 	c.pmq.q = append(c.pmq.q, f)
-	c.pmq.Unlock()
-	select {
-	case c.pmq.wake <- struct{}{}:
-	default:
+	c.pmStartLocked()
+}
+
+// pmStartLocked starts pmRun unless one runs; a stack that is closing starts none, and the
+// path manager is told nothing more.
+func (c *Conn) pmStartLocked() {
+	if c.pmq.running {
+		return
+	}
+	c.pmq.running = true
+	if !c.stack.goroutine(c.pmRun) {
+		c.pmq.running = false
+		c.pmq.q = nil
 	}
 }
 
-// pmLoop makes the queued path-manager calls, until the connection's teardown queued its last
-// (Closed).
-func (c *Conn) pmLoop() {
-	for range c.pmq.wake {
-		for {
-			c.pmq.Lock()
-			q, last := c.pmq.q, c.pmq.last
-			c.pmq.q = nil
+// pmRun makes the queued path-manager calls, in order, until the queue is empty.
+func (c *Conn) pmRun() {
+	for {
+		c.pmq.Lock()
+		q := c.pmq.q
+		c.pmq.q = nil
+		if len(q) == 0 {
+			c.pmq.running = false
 			c.pmq.Unlock()
-			if len(q) == 0 {
-				if last {
-					return
-				}
-				break
-			}
-			for _, f := range q {
-				f(c.pm)
-			}
+			return
+		}
+		c.pmq.Unlock()
+		for _, f := range q {
+			f(c.pm)
 		}
 	}
 }
@@ -559,13 +569,13 @@ func (c *Conn) pmClosed() {
 		return
 	}
 	c.pmq.Lock()
+	defer c.pmq.Unlock()
+	if c.pmq.last {
+		return
+	}
 	c.pmq.q = append(c.pmq.q, func(p PathManager) { p.Closed(c) })
 	c.pmq.last = true
-	c.pmq.Unlock()
-	select {
-	case c.pmq.wake <- struct{}{}:
-	default:
-	}
+	c.pmStartLocked()
 }
 
 // routedSource returns the local address routing picks toward remote: a connected UDP socket

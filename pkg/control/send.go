@@ -150,6 +150,7 @@ func (c *Conn) schedule() {
 func (c *Conn) hand(sf *subflow, ch txChunk) {
 	// Only the connection's goroutine sends on txCh, and only while it has room: never blocks.
 	sf.txCh <- ch
+	sf.wakeWriter()
 	sf.queued += ch.n
 	c.st.snd.handed(sf, dsnRange{ch.dsn, ch.n})
 	sf.inflight = append(sf.inflight, dsnRange{ch.dsn, ch.n})

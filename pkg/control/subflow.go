@@ -78,8 +78,14 @@ type subflow struct {
 		ok  bool         // ssn is set
 	}
 
-	written atomic.Uint64 // bytes written to the socket (writer goroutine)
-	txWait  *time.Timer   // the writer's wait for a mapping slot (claimTxSlot), reused
+	// The writer: a goroutine that runs while txCh holds mappings (hand starts it), so that an
+	// idle subflow holds none. Its state below is the writer's; one runs at a time (wRunning).
+	startWriter func() bool // starts writeRun on a tracked goroutine (nil: a test drains txCh)
+	wRunning    atomic.Bool
+	wSndRel     seqnum.Value  // relative SSN of the next byte written
+	wAcked      uint32        // relative SSN known acknowledged (cached TCP_INFO)
+	written     atomic.Uint64 // bytes written to the socket (writer goroutine)
+	txWait      *time.Timer   // the writer's wait for a mapping slot (claimTxSlot), reused
 }
 
 // rxChunk is bytes read from a subflow starting at relative SSN off, or its end (err).
@@ -114,7 +120,10 @@ func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
 	if err != nil {
 		return nil, err
 	}
-	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64)}
+	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64), wSndRel: 1}
+	if c.stack != nil {
+		sf.startWriter = func() bool { return c.stack.goroutine(sf.writeRun) }
+	}
 	sf.health.lastProgress = time.Now()
 	if a, ok := tc.LocalAddr().(*net.TCPAddr); ok {
 		sf.local = a.AddrPort()
@@ -192,27 +201,57 @@ func (sf *subflow) readLoop() {
 	}
 }
 
-// writeLoop writes mappings until its channel closes.
-func (sf *subflow) writeLoop() {
-	sndRel := seqnum.Value(1)
-	var acked uint32 // relative SSN known acknowledged (cached TCP_INFO)
-	for ch := range sf.txCh {
-		if sf.c.mptcp.Load() {
-			if err := sf.claimTxSlot(&acked); err != nil {
-				sf.reportTx(0, err)
+// wakeWriter starts the writer for what hand queued, unless it runs.
+func (sf *subflow) wakeWriter() {
+	if sf.startWriter != nil && sf.wRunning.CompareAndSwap(false, true) && !sf.startWriter() {
+		sf.wRunning.Store(false) // the stack is closing: nothing more is written
+	}
+}
+
+// writeRun writes the queued mappings and ends when none is left (or txCh closed). A mapping
+// queued as it ends finds either the writer still running or wRunning false, which starts
+// another. After a failure it ends with wRunning set: no writer starts again, txCh fills and
+// the subflow takes nothing more (takes).
+func (sf *subflow) writeRun() {
+	for {
+		var ch txChunk
+		var ok bool
+		select {
+		case ch, ok = <-sf.txCh:
+			if !ok {
 				return
 			}
-			sf.addTxMap(ch, sndRel)
+		default:
+			sf.wRunning.Store(false)
+			if len(sf.txCh) == 0 || !sf.wRunning.CompareAndSwap(false, true) {
+				return
+			}
+			continue
 		}
-		err := sf.writeEOR(ch.bufs)
-		if err != nil {
-			sf.reportTx(0, err)
+		if !sf.writeChunk(ch) {
 			return
 		}
-		sndRel = sndRel.Add(uint32(ch.n))
-		sf.written.Add(uint64(ch.n))
-		sf.reportTx(ch.n, nil)
 	}
+}
+
+// writeChunk writes one mapping, recorded in the datapath's table first, and reports it; false
+// when the subflow failed.
+func (sf *subflow) writeChunk(ch txChunk) bool {
+	if sf.c.mptcp.Load() {
+		if err := sf.claimTxSlot(&sf.wAcked); err != nil {
+			sf.reportTx(0, err)
+			return false
+		}
+		sf.addTxMap(ch, sf.wSndRel)
+	}
+	if err := sf.writeEOR(ch.bufs); err != nil {
+		sf.reportTx(0, err)
+		return false
+	}
+	sf.wSndRel = sf.wSndRel.Add(uint32(ch.n))
+	sf.written.Add(uint64(ch.n))
+	sf.reportTx(ch.n, nil)
+	return true
 }
 
 func (sf *subflow) reportTx(n int, err error) {

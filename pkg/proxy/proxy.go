@@ -518,9 +518,10 @@ func (r *relay) run(st *Stats) {
 		}
 		closeWrite(dst)
 	}
+	// One direction on a goroutine of its own, the other on this one: an idle relay holds two.
 	wg.Add(2)
 	go cp(r.b, r.a, &st.BytesIn, nil)
-	go cp(r.a, r.b, &st.BytesOut, r.before)
+	cp(r.a, r.b, &st.BytesOut, r.before)
 	wg.Wait()
 	r.a.Close()
 	r.b.Close()
