@@ -153,6 +153,8 @@ type Datapath struct {
 	ccNames    [2]string
 	conns      *slotArray
 	subs       *slotArray
+	maxConns   int // Config.MaxConns: slots beyond it are never handed out, though a chunk has them
+	maxSubs    int
 	events     *ringbuf.Reader
 
 	counterNames []string // by Counter
@@ -215,7 +217,7 @@ func Open(cfg Config) (_ *Datapath, err error) {
 	if t := spec.Maps["tokens"]; t.MaxEntries < uint32(cfg.MaxConns) {
 		t.MaxEntries = uint32(cfg.MaxConns) // every connection can be joinable
 	}
-	d := &Datapath{counterNames: names, log: cfg.Logger}
+	d := &Datapath{maxConns: cfg.MaxConns, maxSubs: cfg.MaxSubs, counterNames: names, log: cfg.Logger}
 	d.tc.links = map[IfaceKey][]*tcattach.Link{}
 	// Congestion-control names are global to the host: make ours unique per process. The
 	// struct_ops maps carry the same name, so that a later datapath can find a registration a
@@ -409,9 +411,9 @@ const DefaultMaxConns = 1 << 20
 // 32-bit indices; the ceiling keeps the outer arrays of chunks small).
 const MaxSlots = 1 << 22
 
-// MaxConns and MaxSubs return the number of slots the arrays can grow to.
-func (d *Datapath) MaxConns() int { return d.conns.slots() }
-func (d *Datapath) MaxSubs() int  { return d.subs.slots() }
+// MaxConns and MaxSubs return the number of slots the arrays can grow to (Config's).
+func (d *Datapath) MaxConns() int { return d.maxConns }
+func (d *Datapath) MaxSubs() int  { return d.maxSubs }
 
 // GrowConn and GrowSub make sure the chunk holding a slot exists: Go calls them before it
 // hands out a slot it never used.
