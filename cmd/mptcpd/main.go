@@ -55,7 +55,7 @@ func main() {
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file once every listener is up"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.IntFlag{Name: "max-conns", Value: control.MaxConnsLimit, Usage: fmt.Sprintf("connections carried at once, over all rules (1 to %d); beyond it new ones are reset. The datapath grows with the connections (about 6.7 KB of kernel memory each, taken %d at a time); --memory-limit and the file descriptor limit bound them too", control.MaxConnsLimit, datapath.SlotChunk)},
-			&cli.StringFlag{Name: "memory-limit", Usage: "a memory limit for the daemon, such as 512MiB or 2GiB: Go's soft limit (as GOMEMLIMIT), and while the Go heap is above 90% of it new connections are refused (reset, or their dial fails); off unless given"},
+			&cli.StringFlag{Name: "memory-limit", Usage: "a memory limit for the daemon, such as 512MiB or 2GiB: Go's soft limit (as GOMEMLIMIT), and while the Go heap and goroutine stacks are above 90% of it new connections are refused (reset, or their dial fails); off unless given"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long a graceful shutdown waits for connections to close"},
 			&cli.StringFlag{Name: "ctl", Value: ctl.DefaultSocket, Usage: "the control socket for mptcpctl (root only; \"\" for none)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (off unless given)"},
@@ -181,7 +181,7 @@ func run(cc *cli.Context) error {
 		}()
 	}
 	if memLimit > 0 {
-		log.Info("memory limit: new connections are refused while the Go heap is above 90% of it", "bytes", memLimit)
+		log.Info("memory limit: new connections are refused while the Go heap and goroutine stacks are above 90% of it", "bytes", memLimit)
 	}
 	dpcfg := control.DatapathConfig(maxConns)
 	dpcfg.Logger = log

@@ -13,10 +13,10 @@ import (
 )
 
 // Memory pressure: a connection's memory is bounded by constants (send and receive buffers,
-// its events, the peer's mappings), the number of connections by the datapath's slots; an
-// operator bounds the whole with a memory limit (StackConfig.MemoryLimit, mptcpd
-// --memory-limit). While the Go heap in use is above memoryHighWater of it, the stack refuses
-// new connections: an accepted one is reset (MP_TCPRST "lack of resources" when it is MPTCP),
+// its events, the peer's mappings), the number of connections by --max-conns and the
+// descriptors; an operator bounds the whole with a memory limit (StackConfig.MemoryLimit,
+// mptcpd --memory-limit). While the Go heap in use and the goroutine stacks are above
+// memoryHighWater of it, the stack refuses new connections: an accepted one is reset (MP_TCPRST "lack of resources" when it is MPTCP),
 // a Dial fails with ErrMemoryPressure. The connections it carries go on, and joins to them
 // are still accepted. The heap is sampled at most every memorySampleEvery, from runtime/metrics
 // (which does not stop the world, unlike runtime.ReadMemStats). The reading counts dead objects
@@ -32,16 +32,24 @@ const (
 // ErrMemoryPressure is the error of a Dial refused because the stack is above its memory limit.
 var ErrMemoryPressure = errors.New("mptcp: memory limit reached: new connections are refused")
 
-// heapMetric is the Go heap in use: live objects and dead ones not yet swept.
-const heapMetric = "/memory/classes/heap/objects:bytes"
+// The Go memory the guard counts: heap objects (live and dead ones not yet swept) and goroutine
+// stacks, which grow with the connections as the heap does (an idle connection's goroutines
+// hold more in stacks than in heap).
+const (
+	heapMetric   = "/memory/classes/heap/objects:bytes"
+	stacksMetric = "/memory/classes/heap/stacks:bytes"
+)
 
 func heapInUse() uint64 {
-	s := [1]metrics.Sample{{Name: heapMetric}}
+	s := [2]metrics.Sample{{Name: heapMetric}, {Name: stacksMetric}}
 	metrics.Read(s[:])
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+	var n uint64
+	for _, v := range s {
+		if v.Value.Kind() == metrics.KindUint64 {
+			n += v.Value.Uint64()
+		}
 	}
-	return s[0].Value.Uint64()
+	return n
 }
 
 // memGuard decides whether the stack takes a new connection under its memory limit. Accept
@@ -64,7 +72,7 @@ type memGuard struct {
 }
 
 func (g *memGuard) init(limit int64, log *slog.Logger) {
-	g.log.pace = acceptpace.Pacer{Log: log, Msg: "new connection refused: the Go heap is near the memory limit"}
+	g.log.pace = acceptpace.Pacer{Log: log, Msg: "new connection refused: the Go heap and stacks are near the memory limit"}
 	if g.heap == nil {
 		g.heap = heapInUse
 	}

@@ -25,15 +25,17 @@ const slotCooldown = 2 * time.Second
 // maintainEvery, or every maintainFast while tickets are being taken. A ticket taken and never
 // accepted (a listener closed with connections in its backlog) is reclaimed after ticketTimeout.
 //
-// The queue holds min(ticketQueueMax, MaxConns/4) tickets: with maintainEvery alone that
-// refills more than 10,000 connections per second (1024 per 100 ms with the default 4096
-// slots), and each ticket reserves slots that live connections cannot use.
+// The queue holds min(ticketTargetMax, MaxConns/4) tickets: with maintainEvery alone that
+// refills more than 10,000 connections per second (1024 per 100 ms), and each ticket reserves
+// slots that live connections cannot use, and their memory (a subflow slot is 6.4 KB: 1024
+// tickets hold one chunk of each array).
 const (
-	ticketQueueMax = 4096 // the datapath's queue (bpf/datapath_maps.h)
-	joinTarget     = 64   // subflow slots and nonces queued for passive joins
-	ticketTimeout  = 2 * time.Minute
-	maintainEvery  = 100 * time.Millisecond
-	maintainFast   = 10 * time.Millisecond
+	ticketQueueMax  = 4096 // the datapath's queue (bpf/datapath_maps.h)
+	ticketTargetMax = 1024 // the most tickets kept queued
+	joinTarget      = 64   // subflow slots and nonces queued for passive joins
+	ticketTimeout   = 2 * time.Minute
+	maintainEvery   = 100 * time.Millisecond
+	maintainFast    = 10 * time.Millisecond
 )
 
 type freeSlot struct {

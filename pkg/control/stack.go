@@ -33,7 +33,7 @@ type StackConfig struct {
 	CongestionControl string
 	PathManager       PathManager // nil: no extra subflows, no announcements
 	// MemoryLimit, in bytes, makes the stack refuse new connections while the Go heap in use
-	// is above 90% of it (mempressure.go); 0 is no limit. The process's soft memory limit
+	// and the goroutine stacks are above 90% of it (mempressure.go); 0 is no limit. The process's soft memory limit
 	// (runtime/debug.SetMemoryLimit) is the caller's to set: mptcpd --memory-limit sets both.
 	MemoryLimit int64
 }
@@ -130,7 +130,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.mu.claimed = map[uint32]bool{}
 	s.mu.taken = map[uint32]ticketRec{}
 	s.mu.inTicket = map[uint32]bool{}
-	s.ticketTarget = min(ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
+	s.ticketTarget = min(ticketTargetMax, ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
 	s.joinLn.init()
 	s.rt.init()
 	s.mem.init(cfg.MemoryLimit, s.log)
