@@ -18,8 +18,8 @@ func TestTicketRefillRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.ticketTarget != ticketQueueMax {
-		t.Fatalf("ticket target %d with 16384 slots, want %d", s.ticketTarget, ticketQueueMax)
+	if s.ticketTarget != ticketTargetMax {
+		t.Fatalf("ticket target %d with 16384 slots, want %d", s.ticketTarget, ticketTargetMax)
 	}
 	start := time.Now()
 	s.addListener(1) // fills the queue
@@ -28,8 +28,8 @@ func TestTicketRefillRate(t *testing.T) {
 	s.mu.Lock()
 	queued := len(s.mu.queued)
 	s.mu.Unlock()
-	if queued != ticketQueueMax {
-		t.Fatalf("%d tickets queued, want %d", queued, ticketQueueMax)
+	if queued != ticketTargetMax {
+		t.Fatalf("%d tickets queued, want %d", queued, ticketTargetMax)
 	}
 	rate := float64(queued) / el.Seconds()
 	t.Logf("%d tickets queued in %v: %.0f per second; per maintainFast period %.0f", queued, el, rate, rate*maintainFast.Seconds())
