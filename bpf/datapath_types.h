@@ -320,7 +320,7 @@ struct addr_key {
 
 /* Event types sent to Go through the ring buffer. */
 enum event_type {
-	EV_ESTABLISHED = 1, /* active subflow: MP_CAPABLE completed (a = remote key) or fell back */
+	EV_ESTABLISHED = 1, /* unused: an active open's outcome is in the socket's storage */
 	EV_RX_MAP = 2,      /* a new peer mapping: a = DSN, b = relative SSN, c = len | fin << 16 | mpc << 17 */
 	EV_DATA_FIN = 3,    /* the peer's DATA_FIN: a = DSN */
 	EV_DATA_ACK = 4,    /* the peer's DATA_ACK advanced past a doorbell: a = DATA_ACK */
