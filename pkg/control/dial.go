@@ -110,18 +110,11 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	defer s.exit()
 	ctx, cancel := s.stopContext(ctx)
 	defer cancel()
-	// The socket must be created in this thread's network namespace, where the rewriter is.
+	// The socket is made on this thread, in its network namespace: the rewriter is attached
+	// there and joins are dialled there (prepareDialFD, once the socket exists).
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := s.prepareNetns(); err != nil {
-		return nil, 0, err
-	}
-	// This thread's namespace: where joins are dialled. Taken before the socket, whose
-	// descriptor may be the last one the process can open.
-	ns, err := s.acquireNetns()
-	if err != nil {
-		s.log.Debug("no handle on the network namespace: joins are dialled from the process's", "err", err)
-	}
+	var ns *nsRef
 	defer func() { s.releaseNetns(ns) }() // unless the connection took it
 	s.mu.Lock()
 	slot, sub, key, token, err := s.newSlotsLocked()
@@ -149,10 +142,12 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	var tc *net.TCPConn
 	sent := 0
 	if len(synData) > 0 && fastOpenable(d, network, address) {
-		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData)
+		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData, &ns)
 	} else {
 		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
-			return s.prepareSocket(rc, st0)
+			var err error
+			cerr := rc.Control(func(fd uintptr) { err = s.prepareDialFD(int(fd), st0, &ns) })
+			return errors.Join(cerr, err)
 		}}
 		nd.SetMultipathTCP(false)
 		var raw net.Conn
@@ -228,7 +223,7 @@ func fastOpenable(d *Dialer, network, address string) bool {
 // (sendto with MSG_FASTOPEN): the SYN takes the data that fits when the kernel holds a cookie
 // of the server's, else it asks for one and takes none (the data is not queued either). It
 // waits for the handshake and returns the socket and how many bytes the SYN took.
-func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte) (*net.TCPConn, int, error) {
+func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte, ns **nsRef) (*net.TCPConn, int, error) {
 	ap, err := netip.ParseAddrPort(address) // fastOpenable checked it
 	if err != nil {
 		return nil, 0, err
@@ -248,7 +243,7 @@ func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address st
 			unix.Close(fd)
 		}
 	}()
-	if err := s.prepareFD(fd, st); err != nil {
+	if err := s.prepareDialFD(fd, st, ns); err != nil {
 		return nil, 0, err
 	}
 	if la, ok := d.LocalAddr.(*net.TCPAddr); ok && la != nil {
@@ -333,6 +328,28 @@ func (s *Stack) prepareSocket(rc syscall.RawConn, st datapath.SkState) error {
 	var err error
 	cerr := rc.Control(func(fd uintptr) { err = s.prepareFD(int(fd), st) })
 	return errors.Join(cerr, err)
+}
+
+// prepareDialFD prepares a socket Dial made, before its connect: the rewriter attached in its
+// network namespace (read from the socket: no socket of its own is made to learn it), a handle
+// on that namespace for the connection's joins (once per dial; without one, joins are dialled
+// from the process's namespace), and its datapath state.
+func (s *Stack) prepareDialFD(fd int, st datapath.SkState, ns **nsRef) error {
+	cookie, err := socketNetns(fd)
+	if err != nil {
+		return err
+	}
+	if err := s.prepareNetnsOf(cookie); err != nil {
+		return err
+	}
+	if *ns == nil {
+		r, err := s.acquireNetnsOf(cookie)
+		if err != nil {
+			s.log.Debug("no handle on the network namespace: joins are dialled from the process's", "err", err)
+		}
+		*ns = r
+	}
+	return s.prepareFD(fd, st)
 }
 
 // prepareFD is prepareSocket on a descriptor.

@@ -38,6 +38,21 @@ func (s *Stack) prepareNetns() error {
 	if err != nil {
 		return err
 	}
+	return s.prepareNetnsOf(ns)
+}
+
+// socketNetns returns the cookie of a socket's network namespace.
+func socketNetns(fd int) (uint64, error) {
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	return c, nil
+}
+
+// prepareNetnsOf is prepareNetns for the namespace whose cookie is ns, which the calling
+// thread is in.
+func (s *Stack) prepareNetnsOf(ns uint64) error {
 	now := time.Now()
 	s.mu.Lock()
 	if s.mu.netnsScan == nil {
@@ -96,6 +111,12 @@ func (s *Stack) acquireNetns() (*nsRef, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.acquireNetnsOf(cookie)
+}
+
+// acquireNetnsOf is acquireNetns for the namespace whose cookie is cookie, which the calling
+// thread is in.
+func (s *Stack) acquireNetnsOf(cookie uint64) (*nsRef, error) {
 	s.nsRefs.mu.Lock()
 	defer s.nsRefs.mu.Unlock()
 	if r := s.nsRefs.m[cookie]; r != nil {
