@@ -131,6 +131,24 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	s.mu.taken = map[uint32]ticketRec{}
 	s.mu.inTicket = map[uint32]bool{}
 	s.ticketTarget = min(ticketTargetMax, ticketQueueMax, dp.TicketQueue(), dp.MaxConns()/4)
+	// The slots the ticket and passive-join queues take first are created now: a connection
+	// chunk first created by the ticket refill as a listener started was seen to leave that
+	// listener's first connection's second path at 15 % of its share (mptcpd at both ends, two
+	// shaped paths), which chunks created at start, or later, did not do (cause not found).
+	for slot := 0; slot < min(s.ticketTarget+joinTarget+connSlotsReserve, dp.MaxConns()); slot += datapath.SlotChunk {
+		if err := dp.GrowConn(uint32(slot)); err != nil {
+			dp.Close()
+			stackOpen.Store(false)
+			return nil, err
+		}
+	}
+	for slot := 0; slot < min(s.ticketTarget+2*joinTarget, dp.MaxSubs()); slot += datapath.SlotChunk {
+		if err := dp.GrowSub(uint32(slot)); err != nil {
+			dp.Close()
+			stackOpen.Store(false)
+			return nil, err
+		}
+	}
 	s.joinLn.init()
 	s.rt.init()
 	s.mem.init(cfg.MemoryLimit, s.log)

@@ -266,6 +266,10 @@ func BenchmarkMultipathTBF(b *testing.B) {
 			line += fmt.Sprintf(", %.2f x kernel", f/kern)
 		}
 		line += fmt.Sprintf(", %.0f%% on path 1);", share)
+		// Two equal paths: one carrying less than a quarter is a fault, not a figure.
+		if share < 25 {
+			b.Errorf("%s: path 1 carried %.0f%% over two equal shaped paths", c.name, share)
+		}
 	}
 	fmt.Fprintln(os.Stderr, line[:len(line)-1])
 }
