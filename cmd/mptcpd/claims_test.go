@@ -60,7 +60,7 @@ func TestMptcpdConfigMistakeAtStart(t *testing.T) {
 		reason string
 	}{
 		{rule + "colour: red\n", "3", `unknown option "colour" (want one of forward, accept, `},
-		{rule + "max-conns: 0\n", "3", "max-conns: 0: want a number from 1 to 65536"},
+		{rule + "max-conns: 0\n", "3", "max-conns: 0: want a number from 1 to 1048576"},
 		{"scheduler: fastest\n" + rule, "1", `scheduler: unknown scheduler "fastest"`},
 		{rule + "endpoint:\n  - 10.0.0.1,subflow\n  - {addr: 10.0.0.2, colour: red}\n", "5", `endpoint: unknown key "colour"`},
 		// YAML's own mistakes, the parser's (go-yaml counts their lines from 0) and the scanner's.

@@ -119,7 +119,6 @@ func run(cc *cli.Context) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cc.String("log-level"))
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	checkFDBudget(log, maxConns, cc.IsSet("max-conns"))
 	var servers []*proxy.Server
 	for _, flag := range []string{"forward", "accept"} {
 		for _, spec := range cc.StringSlice(flag) {
@@ -183,6 +182,7 @@ func run(cc *cli.Context) error {
 	if memLimit > 0 {
 		log.Info("memory limit: new connections are refused while the Go heap and goroutine stacks are above 90% of it", "bytes", memLimit)
 	}
+	checkFDBudget(log, maxConns, cc.IsSet("max-conns"))
 	dpcfg := control.DatapathConfig(maxConns)
 	dpcfg.Logger = log
 	dpcfg.Checksum = cc.Bool("checksum")

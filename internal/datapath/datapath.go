@@ -420,6 +420,11 @@ func (d *Datapath) MaxSubs() int  { return d.maxSubs }
 func (d *Datapath) GrowConn(slot uint32) error { return d.conns.grow(slot) }
 func (d *Datapath) GrowSub(slot uint32) error  { return d.subs.grow(slot) }
 
+// GrowConnAhead and GrowSubAhead create the chunk that will hold a slot in the background,
+// so that GrowConn and GrowSub seldom have to: inserting a chunk waits for an RCU grace period.
+func (d *Datapath) GrowConnAhead(slot uint32) { d.conns.growAhead(slot) }
+func (d *Datapath) GrowSubAhead(slot uint32)  { d.subs.growAhead(slot) }
+
 // SlotMemory reports the chunks of connection and subflow slots created and the kernel
 // memory they hold.
 func (d *Datapath) SlotMemory() (connChunks, subChunks int, bytes int64) {

@@ -29,6 +29,7 @@ type slotArray struct {
 	mu     sync.Mutex
 	mems   [][]byte // the mappings, by chunk
 	closed bool
+	ahead  atomic.Bool // a growAhead goroutine runs
 }
 
 func newSlotArray(name string, outer *ebpf.Map, inner *ebpf.MapSpec, size uintptr) *slotArray {
@@ -90,6 +91,21 @@ func (a *slotArray) grow(slot uint32) error {
 	a.mems[ci] = mem
 	atomic.StorePointer(&a.ptrs[ci], unsafe.Pointer(&mem[0]))
 	return nil
+}
+
+// growAhead creates the chunk that will hold slot on a goroutine of its own, unless it exists
+// or another growAhead runs: inserting a chunk into the array of maps waits for an RCU grace
+// period (milliseconds), which the caller, holding its stack's lock, should not. A failure is
+// left to the grow of the slot itself, which reports it.
+func (a *slotArray) growAhead(slot uint32) {
+	ci := slot >> slotChunkShift
+	if int(ci) >= len(a.ptrs) || atomic.LoadPointer(&a.ptrs[ci]) != nil || !a.ahead.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer a.ahead.Store(false)
+		a.grow(slot)
+	}()
 }
 
 // chunks returns how many chunks exist and the bytes they hold.

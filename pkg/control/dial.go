@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -114,8 +115,8 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	// there and joins are dialled there (prepareDialFD, once the socket exists).
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var ns *nsRef
-	defer func() { s.releaseNetns(ns) }() // unless the connection took it
+	var ns dialNetns
+	defer func() { s.releaseNetns(ns.ref) }() // unless the connection took it
 	s.mu.Lock()
 	slot, sub, key, token, err := s.newSlotsLocked()
 	s.mu.Unlock()
@@ -192,7 +193,7 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	}
 	sf.active = true
 	c.subs = []*subflow{sf}
-	c.ns, ns = ns, nil
+	c.ns, ns.ref = ns.ref, nil
 	s.stats.ActiveOpens.Add(1)
 	if err := c.start(); err != nil {
 		return nil, 0, err
@@ -223,7 +224,7 @@ func fastOpenable(d *Dialer, network, address string) bool {
 // (sendto with MSG_FASTOPEN): the SYN takes the data that fits when the kernel holds a cookie
 // of the server's, else it asks for one and takes none (the data is not queued either). It
 // waits for the handshake and returns the socket and how many bytes the SYN took.
-func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte, ns **nsRef) (*net.TCPConn, int, error) {
+func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte, ns *dialNetns) (*net.TCPConn, int, error) {
 	ap, err := netip.ParseAddrPort(address) // fastOpenable checked it
 	if err != nil {
 		return nil, 0, err
@@ -334,7 +335,7 @@ func (s *Stack) prepareSocket(rc syscall.RawConn, st datapath.SkState) error {
 // network namespace (read from the socket: no socket of its own is made to learn it), a handle
 // on that namespace for the connection's joins (once per dial; without one, joins are dialled
 // from the process's namespace), and its datapath state.
-func (s *Stack) prepareDialFD(fd int, st datapath.SkState, ns **nsRef) error {
+func (s *Stack) prepareDialFD(fd int, st datapath.SkState, ns *dialNetns) error {
 	cookie, err := socketNetns(fd)
 	if err != nil {
 		return err
@@ -342,14 +343,23 @@ func (s *Stack) prepareDialFD(fd int, st datapath.SkState, ns **nsRef) error {
 	if err := s.prepareNetnsOf(cookie); err != nil {
 		return err
 	}
-	if *ns == nil {
+	// The dialer may try a host's IPv4 and IPv6 addresses at once, each on a goroutine.
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.ref == nil {
 		r, err := s.acquireNetnsOf(cookie)
 		if err != nil {
 			s.log.Debug("no handle on the network namespace: joins are dialled from the process's", "err", err)
 		}
-		*ns = r
+		ns.ref = r
 	}
 	return s.prepareFD(fd, st)
+}
+
+// dialNetns is the handle on a dial's network namespace, taken by the first of its sockets.
+type dialNetns struct {
+	mu  sync.Mutex
+	ref *nsRef
 }
 
 // prepareFD is prepareSocket on a descriptor.

@@ -563,19 +563,26 @@ func (c *Conn) pmRun() {
 	}
 }
 
-// pmClosed queues the path manager's Closed call, the last.
+// pmClosed queues the path manager's Closed call, the last. When the stack is closing and no
+// goroutine may start, Closed is called here: the path manager forgets the connection either
+// way (the calls queued before it are dropped).
 func (c *Conn) pmClosed() {
 	if c.pm == nil {
 		return
 	}
 	c.pmq.Lock()
-	defer c.pmq.Unlock()
 	if c.pmq.last {
+		c.pmq.Unlock()
 		return
 	}
 	c.pmq.q = append(c.pmq.q, func(p PathManager) { p.Closed(c) })
 	c.pmq.last = true
 	c.pmStartLocked()
+	refused := !c.pmq.running && c.pmq.q == nil
+	c.pmq.Unlock()
+	if refused {
+		c.pm.Closed(c)
+	}
 }
 
 // routedSource returns the local address routing picks toward remote: a connected UDP socket

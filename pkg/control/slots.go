@@ -53,9 +53,14 @@ func (s *Stack) ticketSlotLocked(slot uint32) bool {
 	return s.mu.claimed[slot] || s.mu.inTicket[slot]
 }
 
+// growAhead is how many fresh slots before a chunk's first one its creation starts, in the
+// background (datapath.GrowConnAhead), so that the stack's lock is seldom held over it.
+const growAhead = 256
+
 // allocLocked takes a slot from a free list (past its cooldown) or a fresh one, for which grow
-// makes room in the datapath's arrays first (they grow by a chunk of slots at a time).
-func allocLocked(free *[]freeSlot, next *uint32, max int, grow func(uint32) error) (uint32, error) {
+// makes room in the datapath's arrays first (they grow by a chunk of slots at a time; ahead
+// starts the next chunk in the background).
+func allocLocked(free *[]freeSlot, next *uint32, max int, grow func(uint32) error, ahead func(uint32)) (uint32, error) {
 	now := time.Now()
 	if len(*free) > 0 && now.Sub((*free)[0].at) >= slotCooldown {
 		slot := (*free)[0].slot
@@ -67,6 +72,9 @@ func allocLocked(free *[]freeSlot, next *uint32, max int, grow func(uint32) erro
 			return 0, err
 		}
 		*next++
+		if int(*next)+growAhead < max {
+			ahead(*next + growAhead)
+		}
 		return *next - 1, nil
 	}
 	return 0, errors.New("no free connection slots")
@@ -78,10 +86,10 @@ func (s *Stack) newSlotsLocked() (conn, sub uint32, key uint64, token uint32, er
 	if s.mu.closed {
 		return 0, 0, 0, 0, errStackClosed
 	}
-	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns(), s.dp.GrowConn); err != nil {
+	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns(), s.dp.GrowConn, s.dp.GrowConnAhead); err != nil {
 		return 0, 0, 0, 0, err
 	}
-	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub); err != nil {
+	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub, s.dp.GrowSubAhead); err != nil {
 		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
 		return 0, 0, 0, 0, err
 	}
@@ -109,10 +117,10 @@ func (s *Stack) newTicketSlotsLocked() (conn, sub uint32, err error) {
 	if s.mu.closed {
 		return 0, 0, errStackClosed
 	}
-	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns(), s.dp.GrowConn); err != nil {
+	if conn, err = allocLocked(&s.mu.freeConns, &s.mu.nextConn, s.dp.MaxConns(), s.dp.GrowConn, s.dp.GrowConnAhead); err != nil {
 		return 0, 0, err
 	}
-	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub); err != nil {
+	if sub, err = allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub, s.dp.GrowSubAhead); err != nil {
 		s.mu.freeConns = append(s.mu.freeConns, freeSlot{conn, time.Time{}})
 		return 0, 0, err
 	}
@@ -163,7 +171,7 @@ func (s *Stack) allocSubLocked() (uint32, error) {
 	if s.mu.closed {
 		return 0, errStackClosed
 	}
-	sub, err := allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub)
+	sub, err := allocLocked(&s.mu.freeSubs, &s.mu.nextSub, s.dp.MaxSubs(), s.dp.GrowSub, s.dp.GrowSubAhead)
 	if err != nil {
 		return 0, fmt.Errorf("no free subflow slots: %w", err)
 	}

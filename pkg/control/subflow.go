@@ -82,6 +82,7 @@ type subflow struct {
 	// idle subflow holds none. Its state below is the writer's; one runs at a time (wRunning).
 	startWriter func() bool // starts writeRun on a tracked goroutine (nil: a test drains txCh)
 	wRunning    atomic.Bool
+	wPending    atomic.Int32  // mappings in txCh (hand adds after sending, the writer takes off)
 	wSndRel     seqnum.Value  // relative SSN of the next byte written
 	wAcked      uint32        // relative SSN known acknowledged (cached TCP_INFO)
 	written     atomic.Uint64 // bytes written to the socket (writer goroutine)
@@ -201,8 +202,9 @@ func (sf *subflow) readLoop() {
 	}
 }
 
-// wakeWriter starts the writer for what hand queued, unless it runs.
+// wakeWriter counts the mapping hand queued and starts the writer for it, unless it runs.
 func (sf *subflow) wakeWriter() {
+	sf.wPending.Add(1)
 	if sf.startWriter != nil && sf.wRunning.CompareAndSwap(false, true) && !sf.startWriter() {
 		sf.wRunning.Store(false) // the stack is closing: nothing more is written
 	}
@@ -221,9 +223,12 @@ func (sf *subflow) writeRun() {
 			if !ok {
 				return
 			}
+			sf.wPending.Add(-1)
 		default:
+			// hand counts a mapping after sending it and then tries to start a writer: either
+			// it sees this one stopped and starts another, or this one sees the count.
 			sf.wRunning.Store(false)
-			if len(sf.txCh) == 0 || !sf.wRunning.CompareAndSwap(false, true) {
+			if sf.wPending.Load() == 0 || !sf.wRunning.CompareAndSwap(false, true) {
 				return
 			}
 			continue
