@@ -127,10 +127,14 @@ func TestMemGuardCollects(t *testing.T) {
 	f := &fakeHeap{heap: 95 << 20, now: time.Unix(1000, 0)}
 	done := make(chan struct{}, 10)
 	g := f.guard(100<<20, nil)
-	g.gc = func() { f.heap = 10 << 20; done <- struct{}{} } // the collection frees the garbage
+	// The collection frees the garbage; it runs once the asks below are made, so that none of
+	// them reads the heap again after it (and marks the reading fresh).
+	release := make(chan struct{})
+	g.gc = func() { <-release; f.heap = 10 << 20; done <- struct{}{} }
 	for range 100 {
 		g.pressure()
 	}
+	close(release)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
