@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -469,24 +468,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 // fetchTo writes what an HTTP GET of url from ns returns to the file path.
 func fetchTo(tb testing.TB, ctx context.Context, ns *netns.Namespace, url, path string) {
 	tb.Helper()
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return ns.DialTCP(ctx, addr) },
-	}}
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(f, resp.Body); err != nil {
+	if err := os.WriteFile(path, nsGet(tb, ctx, ns, url), 0o644); err != nil {
 		tb.Fatal(err)
 	}
 }

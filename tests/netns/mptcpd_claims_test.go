@@ -683,6 +683,25 @@ func subflowMetric(name string, token uint32, s ctl.Subflow) string {
 // by its name and labels as printed.
 func scrapeMetrics(t testing.TB, ctx context.Context, ns *netns.Namespace, url string) map[string]float64 {
 	t.Helper()
+	body := nsGet(t, ctx, ns, url)
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(body), "\n") {
+		i := strings.LastIndexByte(l, ' ')
+		if l == "" || l[0] == '#' || i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", l, err)
+		}
+		out[l[:i]] = v
+	}
+	return out
+}
+
+// nsGet returns the body of an HTTP GET of url from inside ns, which must answer 200.
+func nsGet(t testing.TB, ctx context.Context, ns *netns.Namespace, url string) []byte {
+	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return ns.DialTCP(ctx, addr) },
 	}}
@@ -700,22 +719,9 @@ func scrapeMetrics(t testing.TB, ctx context.Context, ns *netns.Namespace, url s
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET %s: %v, %s", url, err, resp.Status)
 	}
-	out := map[string]float64{}
-	for _, l := range strings.Split(string(body), "\n") {
-		i := strings.LastIndexByte(l, ' ')
-		if l == "" || l[0] == '#' || i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", l, err)
-		}
-		out[l[:i]] = v
-	}
-	return out
+	return body
 }
 
-// daemonMaps returns the max_entries of the BPF maps process pid holds, by name.
 // checkSlotCeiling checks that the daemon's datapath can grow to the slots
 // control.DatapathConfig(maxConns) gives: its arrays of slot chunks have room for them.
 func checkSlotCeiling(t *testing.T, pid, maxConns int) {
@@ -729,6 +735,7 @@ func checkSlotCeiling(t *testing.T, pid, maxConns int) {
 	}
 }
 
+// daemonMaps returns the max_entries of the BPF maps process pid holds, by name.
 func daemonMaps(t *testing.T, pid int) map[string]uint32 {
 	t.Helper()
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
