@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
@@ -237,6 +238,17 @@ func (c *Conn) Write(b []byte) (int, error) {
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	size := minReadBuf
+	take := func() []byte {
+		if size >= bufSize {
+			return getBuf()
+		}
+		return make([]byte, size)
+	}
+	// From a socket, nothing is held while it waits for data (readReady).
+	var raw syscall.RawConn
+	if sc, ok := r.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
+	}
 	for {
 		select {
 		case <-c.closed:
@@ -244,12 +256,14 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 		default:
 		}
 		var buf []byte
-		if size >= bufSize {
-			buf = getBuf()
+		var n int
+		var err error
+		if raw != nil {
+			buf, n, err = readReady(raw, take, putBuf)
 		} else {
-			buf = make([]byte, size)
+			buf = take()
+			n, err = r.Read(buf)
 		}
-		n, err := r.Read(buf)
 		switch {
 		case n == len(buf) && size < bufSize:
 			size = min(2*size, bufSize)

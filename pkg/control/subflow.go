@@ -167,15 +167,20 @@ func (sf *subflow) readLoop() {
 	for {
 		// A busy subflow reads into pooled buffers, which come back once the application has
 		// consumed them (Conn.releaseRx): fresh large buffers cost page faults and zeroing.
+		// Nothing is held while the socket waits for data (readReady).
 		var pooled *rxBuf
-		var buf []byte
-		if size == maxReadBuf {
-			pooled = getRxBuf()
-			buf = pooled[:]
-		} else {
-			buf = make([]byte, size)
-		}
-		n, err := sf.tc.Read(buf)
+		buf, n, err := readReady(sf.raw, func() []byte {
+			if size == maxReadBuf {
+				pooled = getRxBuf()
+				return pooled[:]
+			}
+			return make([]byte, size)
+		}, func([]byte) {
+			if pooled != nil {
+				putRxBuf(pooled)
+				pooled = nil
+			}
+		})
 		switch {
 		case n == size && size < maxReadBuf:
 			size *= 2
@@ -189,8 +194,6 @@ func (sf *subflow) readLoop() {
 				return
 			}
 			off = off.Add(uint32(n))
-		} else if pooled != nil {
-			putRxBuf(pooled)
 		}
 		if err != nil {
 			select {
