@@ -132,9 +132,9 @@ func TestStackCloseUnderLoad(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	})
-	// Per connection: run and a reader per subflow (the writers and the path manager's calls
-	// run while they have work); the dispatcher, maintain and the accept loop.
-	if n, want := s.goroutines(), int64(2*conns*(1+2)+3); n < want {
+	// Per connection: run (the subflows' readers and writers and the path manager's calls run
+	// while they have work); the dispatcher, maintain, the poller and the accept loop.
+	if n, want := s.goroutines(), int64(2*conns+4); n < want {
 		t.Fatalf("the stack tracks %d goroutines with %d connections moving data, want at least %d", n, conns, want)
 	}
 

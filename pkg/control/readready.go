@@ -18,10 +18,15 @@ import (
 // It returns the buffer and how many bytes it holds; at the end of the data, io.EOF and no
 // buffer. A closed socket or a passed deadline gives the error a Read would.
 func readReady(rc syscall.RawConn, take func() []byte, drop func([]byte)) ([]byte, int, error) {
-	var buf []byte
-	var n int
+	buf, n, err, _ := readSocket(rc, take, drop, true)
+	return buf, n, err
+}
+
+// readSocket is readReady; without wait, a socket with nothing to read returns at once with
+// empty set (no buffer, no error).
+func readSocket(rc syscall.RawConn, take func() []byte, drop func([]byte), wait bool) (buf []byte, n int, err error, empty bool) {
 	var rerr error
-	err := rc.Read(func(fd uintptr) bool {
+	err = rc.Read(func(fd uintptr) bool {
 		if buf == nil {
 			buf = take()
 		}
@@ -34,21 +39,24 @@ func readReady(rc syscall.RawConn, take func() []byte, drop func([]byte)) ([]byt
 		if errors.Is(rerr, unix.EAGAIN) {
 			drop(buf)
 			buf = nil
-			return false
+			empty = !wait
+			return !wait
 		}
 		return true
 	})
 	switch {
 	case err != nil:
+	case empty:
+		return nil, 0, nil, true
 	case rerr != nil:
 		err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
 	case n == 0:
 		err = io.EOF
 	default:
-		return buf, n, nil
+		return buf, n, nil, false
 	}
 	if buf != nil {
 		drop(buf)
 	}
-	return nil, 0, err
+	return nil, 0, err, false
 }

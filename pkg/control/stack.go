@@ -57,6 +57,7 @@ type Stack struct {
 	joinLn    joinListen // listeners, signal endpoints, sockets for joins to announced addresses (joinlisten.go)
 	mem       memGuard   // refuses new connections near the memory limit (mempressure.go)
 	done      chan struct{}
+	poll      *poller  // idle subflows' sockets (nil: each reader waits on its own goroutine)
 	rt        routines // every goroutine of the stack, its listeners and connections (routines.go)
 
 	ticketTarget int // how many passive-open tickets the datapath's queue is kept at
@@ -169,6 +170,12 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 			s.endpointChanged(e, present)
 		})
 	}
+	if p, err := newPoller(); err != nil {
+		s.log.Warn("no poller for idle sockets: every subflow keeps a goroutine while idle", "err", err)
+	} else {
+		s.poll = p
+		s.goroutine(p.run)
+	}
 	s.goroutine(s.dispatch, s.maintain)
 	return s, nil
 }
@@ -244,6 +251,9 @@ func (s *Stack) Close() error {
 		c.abort(errStackClosed, false)
 	}
 	close(s.done)
+	if s.poll != nil {
+		s.poll.close()
+	}
 	s.dp.StopEvents() // ends the dispatcher's blocking read
 	defer stackOpen.Store(false)
 	if err := s.waitRoutines(closeWait); err != nil {

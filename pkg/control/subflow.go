@@ -87,6 +87,13 @@ type subflow struct {
 	wAcked      uint32        // relative SSN known acknowledged (cached TCP_INFO)
 	written     atomic.Uint64 // bytes written to the socket (writer goroutine)
 	txWait      *time.Timer   // the writer's wait for a mapping slot (claimTxSlot), reused
+
+	// The reader: a goroutine that runs while the socket has data; a reader that finds it
+	// empty parks it with the stack's poller and ends (readLoop). Its state below is the
+	// reader's; one runs at a time (the poller starts the next).
+	rdOff  seqnum.Value // relative SSN of the next byte read
+	rdSize int          // the size of the next read's buffer
+	rdPark parking      // the socket's registration with the poller (under its lock)
 }
 
 // rxChunk is bytes read from a subflow starting at relative SSN off, or its end (err).
@@ -161,48 +168,74 @@ const (
 )
 
 // readLoop passes everything the socket delivers to the connection, starting at relative SSN 1.
+// It runs while the socket has data: once it finds the socket empty it parks it with the
+// stack's poller and ends, and the poller starts it again when data, the end or an error
+// arrive. Without a poller (a test, or one that failed) it waits on its own goroutine.
 func (sf *subflow) readLoop() {
-	off := seqnum.Value(1)
-	size := minReadBuf
+	if sf.rdOff == 0 {
+		sf.rdOff, sf.rdSize = 1, minReadBuf
+	}
+	var pooled *rxBuf
+	take := func() []byte {
+		if sf.rdSize == maxReadBuf {
+			// A busy subflow reads into pooled buffers, which come back once the application
+			// has consumed them (Conn.releaseRx): fresh large buffers cost page faults and
+			// zeroing.
+			pooled = getRxBuf()
+			return pooled[:]
+		}
+		return make([]byte, sf.rdSize)
+	}
+	drop := func([]byte) {
+		if pooled != nil {
+			putRxBuf(pooled)
+			pooled = nil
+		}
+	}
 	for {
-		// A busy subflow reads into pooled buffers, which come back once the application has
-		// consumed them (Conn.releaseRx): fresh large buffers cost page faults and zeroing.
-		// Nothing is held while the socket waits for data (readReady).
-		var pooled *rxBuf
-		buf, n, err := readReady(sf.raw, func() []byte {
-			if size == maxReadBuf {
-				pooled = getRxBuf()
-				return pooled[:]
+		pooled = nil
+		buf, n, err, empty := readSocket(sf.raw, take, drop, false)
+		if empty {
+			if sf.parkReader() {
+				return
 			}
-			return make([]byte, size)
-		}, func([]byte) {
-			if pooled != nil {
-				putRxBuf(pooled)
-				pooled = nil
-			}
-		})
-		switch {
+			buf, n, err = readReady(sf.raw, take, drop)
+		}
+		switch size := sf.rdSize; {
 		case n == size && size < maxReadBuf:
-			size *= 2
+			sf.rdSize *= 2
 		case n < size/4 && size > minReadBuf:
-			size /= 2
+			sf.rdSize /= 2
 		}
 		if n > 0 {
 			select {
-			case sf.c.rxCh <- rxChunk{sf: sf, off: off, data: buf[:n:n], pooled: pooled}:
+			case sf.c.rxCh <- rxChunk{sf: sf, off: sf.rdOff, data: buf[:n:n], pooled: pooled}:
 			case <-sf.c.done:
 				return
 			}
-			off = off.Add(uint32(n))
+			sf.rdOff = sf.rdOff.Add(uint32(n))
 		}
 		if err != nil {
 			select {
-			case sf.c.rxCh <- rxChunk{sf: sf, off: off, err: err}:
+			case sf.c.rxCh <- rxChunk{sf: sf, off: sf.rdOff, err: err}:
 			case <-sf.c.done:
 			}
 			return
 		}
 	}
+}
+
+// parkReader parks the empty socket with the stack's poller, which starts readLoop again
+// once it is readable; false when it cannot (no poller, or it is closing, or epoll failed):
+// the reader then waits itself.
+func (sf *subflow) parkReader() bool {
+	s := sf.c.stack
+	if s == nil || s.poll == nil {
+		return false
+	}
+	return s.poll.park(sf.fd, &sf.rdPark, func() {
+		s.goroutine(sf.readLoop) // refused once the stack closes: its connections are ending
+	}) == nil
 }
 
 // wakeWriter counts the mapping hand queued and starts the writer for it, unless it runs.
@@ -387,6 +420,11 @@ func (sf *subflow) shutdown(abort bool) {
 		sf.tc.SetLinger(0)
 	} else if sf.c.stack != nil {
 		sf.c.stack.dp.Forget(sf.fd)
+	}
+	// A parked reader is forgotten before the descriptor goes (its number may be reused); it
+	// is not started again: the subflow is gone, and what it would read is ignored.
+	if s := sf.c.stack; s != nil && s.poll != nil {
+		s.poll.unpark(&sf.rdPark)
 	}
 	sf.tc.Close()
 }

@@ -405,7 +405,17 @@ func BenchmarkIdleMemory(b *testing.B) {
 	// stacks, the Go heap in use and descriptors, from the daemon's metrics.
 	parts := []string{"go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "process_open_fds"}
 	per := map[string]float64{}
+	// A garbage collection before each reading, as the runtime starts one by itself within two
+	// minutes of idling: the figures are then what is held, not the garbage left over. (A heap
+	// profile with gc=1 runs one; two, as a stack shrinks by half at most per collection.)
+	base := strings.TrimSuffix(metricsURL[1], "/metrics")
+	collect := func() {
+		for range 2 {
+			nsGet(b, ctx, topo.A, base+"/debug/pprof/heap?gc=1")
+		}
+	}
 	for i := 0; i < b.N; i++ {
+		collect()
 		before := rss()
 		m0 := scrapeMetrics(b, ctx, topo.A, metricsURL[1])
 		var conns []net.Conn
@@ -436,14 +446,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 			b.Fatalf("%d of %d connections reached the server over MPTCP", m-i*n, n)
 		}
 		time.Sleep(time.Second) // the daemon's memory settles
-		// A garbage collection, as the runtime starts one by itself within two minutes of
-		// idling: the figures are then what idle connections hold, not the garbage their
-		// setup left. (A heap profile with gc=1 runs one; two, as a stack shrinks by half at
-		// most per collection.)
-		base := strings.TrimSuffix(metricsURL[1], "/metrics")
-		for range 2 {
-			nsGet(b, ctx, topo.A, base+"/debug/pprof/heap?gc=1")
-		}
+		collect()
 		perK = (rss() - before) / (n / 1000)
 		m1 := scrapeMetrics(b, ctx, topo.A, metricsURL[1])
 		if profiles != "" {
