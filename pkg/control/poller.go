@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,10 +34,12 @@ type pollWait struct {
 	resume func()
 }
 
-// parking is a socket's registration with the poller, owned by its one reader.
+// parking is a socket's registration with the poller, owned by its one reader; its fields
+// are the poller's (under its lock).
 type parking struct {
-	added bool   // registered once (later parks re-arm it)
-	id    uint64 // of the park in progress, 0 when none
+	added   bool   // registered once (later parks re-arm it)
+	id      uint64 // of the park in progress, 0 when none
+	stopped bool   // unpark ran: the socket is closing, nothing parks it again
 }
 
 var errPollerClosed = errors.New("poller closed")
@@ -62,14 +65,23 @@ func newPoller() (*poller, error) {
 
 const pollReady = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
-// park registers fd, which the caller found empty, and calls resume once it is readable (or
-// ended, or failed). On an error nothing is registered and resume is not called: the caller
-// waits by itself. After park returns nil the caller must not touch what resume uses, and
-// must call unpark before it closes fd.
-func (p *poller) park(fd int, pk *parking, resume func()) error {
+// park registers the socket of rc, which the caller found empty, and calls resume once it is
+// readable (or ended, or failed). The descriptor is used only while rc holds it, so a socket
+// closed meanwhile is refused, never another one that took its number. On an error nothing is
+// registered and resume is not called: the caller waits by itself. After park returns nil the
+// caller must not touch what resume uses.
+func (p *poller) park(rc syscall.RawConn, pk *parking, resume func()) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) { err = p.parkFD(int(fd), pk, resume) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+func (p *poller) parkFD(fd int, pk *parking, resume func()) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.closed || pk.stopped {
 		return errPollerClosed
 	}
 	p.next++
@@ -90,11 +102,12 @@ func (p *poller) park(fd int, pk *parking, resume func()) error {
 	return nil
 }
 
-// unpark forgets a park that has not fired; true when it was still waiting (its resume will
-// not be called: the caller resumes, or ends, itself).
+// unpark ends a socket's parks before it closes: a park waiting is forgotten (true: its resume
+// will not be called, the caller ends the reader's work itself) and later parks are refused.
 func (p *poller) unpark(pk *parking) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	pk.stopped = true
 	if pk.id == 0 {
 		return false
 	}

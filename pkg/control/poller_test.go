@@ -17,15 +17,13 @@ func TestPoller(t *testing.T) {
 	go func() { p.run(); close(ran) }()
 
 	a, b := tcpPair(t)
-	var fd int
 	rc, err := b.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc.Control(func(f uintptr) { fd = int(f) })
 	resumed := make(chan int, 10)
 	var pk parking
-	if err := p.park(fd, &pk, func() { resumed <- 1 }); err != nil {
+	if err := p.park(rc, &pk, func() { resumed <- 1 }); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -42,11 +40,11 @@ func TestPoller(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("not resumed when data arrived")
 	}
-	if p.parked() != 0 || p.unpark(&pk) {
+	if p.parked() != 0 {
 		t.Fatal("a resumed park is still waiting")
 	}
 	// Parked again with the byte unread: it fires at once (level-triggered).
-	if err := p.park(fd, &pk, func() { resumed <- 2 }); err != nil {
+	if err := p.park(rc, &pk, func() { resumed <- 2 }); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -60,8 +58,8 @@ func TestPoller(t *testing.T) {
 	var one [1]byte
 	b.Read(one[:])
 
-	// Unparked before data: never resumed.
-	if err := p.park(fd, &pk, func() { resumed <- 3 }); err != nil {
+	// Unparked before data: never resumed, and never parked again.
+	if err := p.park(rc, &pk, func() { resumed <- 3 }); err != nil {
 		t.Fatal(err)
 	}
 	if !p.unpark(&pk) {
@@ -73,6 +71,21 @@ func TestPoller(t *testing.T) {
 		t.Fatalf("an unparked socket was resumed (%d)", v)
 	case <-time.After(100 * time.Millisecond):
 	}
+	if err := p.park(rc, &pk, func() { resumed <- 4 }); err == nil {
+		t.Fatal("a socket parked again after unpark")
+	}
+	// A closed socket is refused (its number is not looked at).
+	c, d := tcpPair(t)
+	_ = c
+	drc, err := d.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	var dpk parking
+	if err := p.park(drc, &dpk, func() { resumed <- 5 }); err == nil {
+		t.Fatal("a closed socket was parked")
+	}
 
 	p.close()
 	select {
@@ -80,7 +93,8 @@ func TestPoller(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("run did not end after close")
 	}
-	if err := p.park(fd, &pk, func() {}); err == nil {
+	var epk parking
+	if err := p.park(rc, &epk, func() {}); err == nil {
 		t.Fatal("park after close succeeded")
 	}
 }

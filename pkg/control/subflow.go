@@ -233,7 +233,7 @@ func (sf *subflow) parkReader() bool {
 	if s == nil || s.poll == nil {
 		return false
 	}
-	return s.poll.park(sf.fd, &sf.rdPark, func() {
+	return s.poll.park(sf.raw, &sf.rdPark, func() {
 		s.goroutine(sf.readLoop) // refused once the stack closes: its connections are ending
 	}) == nil
 }

@@ -491,37 +491,80 @@ type relay struct {
 	a, b   net.Conn
 	before func() error // first on the way from b to a; an error resets both
 	info   RelayInfo
+
+	aborting atomic.Bool
+	mu       sync.Mutex
+	pump     *control.SendPump // the way from a TCP socket into the MPTCP connection, when pumped
 }
 
 func (r *relay) run(st *Stats) {
 	var wg sync.WaitGroup
 	var failed atomic.Bool
+	// end ends one direction: the end of src's data closes dst's write side; an error resets
+	// both.
+	end := func(dst net.Conn, c int64, n *atomic.Uint64, err error) {
+		n.Add(uint64(c))
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			if failed.CompareAndSwap(false, true) {
+				r.abort()
+			}
+			return
+		}
+		if !r.aborting.Load() {
+			closeWrite(dst)
+		}
+	}
 	cp := func(dst, src net.Conn, n *atomic.Uint64, before func() error) {
 		defer wg.Done()
 		if before != nil {
 			if err := before(); err != nil {
 				if failed.CompareAndSwap(false, true) {
-					abort(dst)
-					abort(src)
+					r.abort()
 				}
 				return
 			}
 		}
 		c, err := copyConn(dst, src)
-		n.Add(uint64(c))
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			if failed.CompareAndSwap(false, true) {
-				abort(dst)
-				abort(src)
-			}
-			return
-		}
-		closeWrite(dst)
+		end(dst, c, n, err)
 	}
-	// One direction on a goroutine of its own, the other on this one: an idle relay holds two.
+	// The way from a TCP socket into an MPTCP connection is pumped: while nothing comes that
+	// way it holds no goroutine (the stack's poller watches the socket). The other way runs on
+	// this goroutine: an idle relay holds one. Otherwise each way runs on a goroutine: this
+	// one and another.
+	pump := func(dst, src net.Conn, n *atomic.Uint64) bool {
+		mc, ok := dst.(*control.Conn)
+		if !ok {
+			return false
+		}
+		sc, ok := src.(syscall.Conn)
+		if _, mp := src.(*control.Conn); !ok || mp {
+			return false
+		}
+		p, err := mc.PumpFrom(sc, func(c int64, err error) {
+			defer wg.Done()
+			end(dst, c, n, err)
+		})
+		if err != nil {
+			return false
+		}
+		r.mu.Lock()
+		r.pump = p
+		r.mu.Unlock()
+		if r.aborting.Load() {
+			p.Stop()
+		}
+		return true
+	}
 	wg.Add(2)
-	go cp(r.b, r.a, &st.BytesIn, nil)
-	cp(r.a, r.b, &st.BytesOut, r.before)
+	switch {
+	case pump(r.b, r.a, &st.BytesIn):
+		cp(r.a, r.b, &st.BytesOut, r.before)
+	case r.before == nil && pump(r.a, r.b, &st.BytesOut):
+		cp(r.b, r.a, &st.BytesIn, nil)
+	default:
+		go cp(r.b, r.a, &st.BytesIn, nil)
+		cp(r.a, r.b, &st.BytesOut, r.before)
+	}
 	wg.Wait()
 	r.a.Close()
 	r.b.Close()
@@ -556,7 +599,15 @@ func (r *relay) shutdown() {
 	closeWrite(r.b)
 }
 
+// abort resets both sides. A pump stops first: it must not read a socket being closed.
 func (r *relay) abort() {
+	r.aborting.Store(true)
+	r.mu.Lock()
+	p := r.pump
+	r.mu.Unlock()
+	if p != nil {
+		p.Stop()
+	}
 	abort(r.a)
 	abort(r.b)
 }
