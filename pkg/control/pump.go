@@ -108,3 +108,55 @@ func (s *Stack) poller() *poller {
 	}
 	return s.poll
 }
+
+// RecvPump carries a connection's received stream to a writer (Conn.PumpTo).
+type RecvPump struct {
+	c    *Conn
+	w    io.Writer
+	done func(int64, error)
+	once sync.Once
+
+	total int64 // the pump's: one goroutine runs it at a time (onData starts the next)
+}
+
+// PumpTo writes the received stream to w until its end, as WriteTo does, but holds no
+// goroutine while nothing has arrived: the connection starts the pump again when data or the
+// end come. Bytes count as read (and are DATA_ACKed) once w took them. done is called once, on
+// some goroutine, with the bytes written and nil at the stream's end, or the error that ended
+// it: w's (what w did not take stays queued), or the connection's. The connection's read
+// deadline does not apply.
+func (c *Conn) PumpTo(w io.Writer, done func(int64, error)) *RecvPump {
+	p := &RecvPump{c: c, w: w, done: done}
+	go p.run()
+	return p
+}
+
+func (p *RecvPump) run() {
+	c := p.c
+	for {
+		bufs, start, err, ok := c.rxq.popAllOr(func() { go p.run() })
+		if !ok {
+			return // onData runs the pump again
+		}
+		for i, b := range bufs {
+			n, werr := p.w.Write(b)
+			p.total += int64(n)
+			c.rxq.consume(start, n)
+			if werr != nil {
+				rest := append([][]byte{b[n:]}, bufs[i+1:]...)
+				c.rxq.giveBack(start, rest)
+				c.poke()
+				p.once.Do(func() { p.done(p.total, werr) })
+				return
+			}
+		}
+		c.poke()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			p.once.Do(func() { p.done(p.total, err) })
+			return
+		}
+	}
+}

@@ -21,6 +21,9 @@ type byteQueue struct {
 	// written (consume). Their buffers may be reused only once done with.
 	taken uint64
 	lent  []lentBatch // popAll's batches not yet fully consumed, in stream order
+	// onData is a taker without a goroutine (Conn.PumpTo) waiting: the next push, giveBack or
+	// finish calls it, once, outside the lock.
+	onData func()
 }
 
 // lentBatch is a batch popAll handed out: stream positions [start, end), done up to done.
@@ -35,6 +38,14 @@ func (q *byteQueue) notifyLocked() {
 	q.wake = make(chan struct{})
 }
 
+// takeOnData returns the waiting taker's onData, if any, and forgets it; called under the lock
+// by what brings data or the end, which calls it once unlocked.
+func (q *byteQueue) takeOnData() func() {
+	f := q.onData
+	q.onData = nil
+	return f
+}
+
 // push appends b (taking ownership) and wakes waiters.
 func (q *byteQueue) push(b []byte) {
 	if len(b) == 0 {
@@ -44,17 +55,26 @@ func (q *byteQueue) push(b []byte) {
 	q.bufs = append(q.bufs, b)
 	q.n += len(b)
 	q.notifyLocked()
+	f := q.takeOnData()
 	q.mu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 // finish records that no more data comes, with err as the reason.
 func (q *byteQueue) finish(err error) {
 	q.mu.Lock()
+	var f func()
 	if q.err == nil {
 		q.err = err
 		q.notifyLocked()
+		f = q.takeOnData()
 	}
 	q.mu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 func (q *byteQueue) len() int {
@@ -225,21 +245,9 @@ func (q *byteQueue) consumedBytes() uint64 {
 func (q *byteQueue) popAll(deadline *deadline, cancel <-chan struct{}) ([][]byte, uint64, error) {
 	for {
 		q.mu.Lock()
-		if q.n > 0 {
-			out := q.bufs
-			start := q.taken
-			q.taken += uint64(q.n)
-			q.lent = append(q.lent, lentBatch{start, q.taken, start})
-			q.bufs = nil
-			q.n = 0
-			q.notifyLocked()
+		if out, start, err, ok := q.popAllLocked(); ok {
 			q.mu.Unlock()
-			return out, start, nil
-		}
-		if q.err != nil {
-			err := q.err
-			q.mu.Unlock()
-			return nil, 0, err
+			return out, start, err
 		}
 		wake := q.wake
 		q.mu.Unlock()
@@ -247,6 +255,36 @@ func (q *byteQueue) popAll(deadline *deadline, cancel <-chan struct{}) ([][]byte
 			return nil, 0, err
 		}
 	}
+}
+
+// popAllOr is popAll without the wait: with neither data nor the end queued, it leaves
+// onData to be called when one comes, and reports ok false.
+func (q *byteQueue) popAllOr(onData func()) (out [][]byte, start uint64, err error, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if out, start, err, ok = q.popAllLocked(); !ok {
+		q.onData = onData
+	}
+	return out, start, err, ok
+}
+
+// popAllLocked takes every buffered slice, lent (ok), or reports the end (ok, with its error);
+// ok is false while neither is there.
+func (q *byteQueue) popAllLocked() ([][]byte, uint64, error, bool) {
+	if q.n > 0 {
+		out := q.bufs
+		start := q.taken
+		q.taken += uint64(q.n)
+		q.lent = append(q.lent, lentBatch{start, q.taken, start})
+		q.bufs = nil
+		q.n = 0
+		q.notifyLocked()
+		return out, start, nil, true
+	}
+	if q.err != nil {
+		return nil, 0, q.err, true
+	}
+	return nil, 0, nil, false
 }
 
 // pushOwned appends b, which the queue takes over, waiting while the queue is over its limit.

@@ -186,7 +186,13 @@ func writeConvert(c net.Conn, tlvs ...convert.TLV) error {
 
 // handleConvert serves one client of a converter: the Convert message, the policy, the
 // destination, the answer, then the relay.
-func (s *Server) handleConvert(in net.Conn) {
+func (s *Server) handleConvert(in net.Conn, done func()) {
+	relayed := false // the relay calls done
+	defer func() {
+		if !relayed {
+			done()
+		}
+	}()
 	cv := s.Convert
 	from := in.RemoteAddr()
 	refuse := func(policy bool, e convert.ErrorTLV, why string, args ...any) {
@@ -283,7 +289,8 @@ func (s *Server) handleConvert(in net.Conn) {
 		return
 	}
 	s.Stats.Converted.Add(1)
-	s.relay(in, out, dst.String(), nil)
+	relayed = true
+	s.relay(in, out, dst.String(), nil, done)
 }
 
 // padCookie is a cookie as a Cookie TLV carries it: zero-padded to a 32-bit boundary (§5.2.7

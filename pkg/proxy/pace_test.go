@@ -33,10 +33,7 @@ func TestDialWaitsOutResourceErrors(t *testing.T) {
 			return remote, nil
 		}
 		done := make(chan struct{})
-		go func() {
-			s.handle(context.Background(), in)
-			close(done)
-		}()
+		go s.handle(context.Background(), in, func() { close(done) })
 		time.Sleep(time.Second) // well past 5+10+20+40 ms
 		synctest.Wait()
 		if len(at) != 5 {
@@ -74,7 +71,11 @@ func TestDialGivesUp(t *testing.T) {
 			return nil, emfile
 		}
 		start := time.Now()
-		s.handle(context.Background(), in)
+		var ended bool
+		s.handle(context.Background(), in, func() { ended = true })
+		if !ended {
+			t.Error("the handling of a connection whose dial failed did not end")
+		}
 		if d := time.Since(start); d != dialTimeout {
 			t.Errorf("gave up after %v, want %v", d, dialTimeout)
 		}

@@ -252,14 +252,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		s.Stats.Active.Add(1)
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.Stats.Active.Add(-1)
+		// The connection's handling ends with done: when its handler returns, or, for a
+		// relay that waits without a goroutine, when both ways of it ended.
+		done := func() {
 			if s.Limit != nil {
-				defer s.Limit.release()
+				s.Limit.release()
 			}
-			s.handle(ctx, c)
-		}()
+			s.Stats.Active.Add(-1)
+			s.wg.Done()
+		}
+		go s.handle(ctx, c, done)
 	}
 }
 
@@ -321,11 +323,18 @@ func resourceError(err error) bool {
 	return false
 }
 
-func (s *Server) handle(_ context.Context, in net.Conn) {
+// handle serves one accepted connection; done is called once when its handling ended.
+func (s *Server) handle(_ context.Context, in net.Conn, done func()) {
 	if s.Convert != nil {
-		s.handleConvert(in)
+		s.handleConvert(in, done)
 		return
 	}
+	relayed := false // the relay calls done
+	defer func() {
+		if !relayed {
+			done()
+		}
+	}()
 	// Not the serving context: a dial that completes while the daemon shuts down must still
 	// end gracefully (Shutdown ends new relays at once), not leave the peer with a subflow
 	// closed under a connection that never saw a DATA_FIN.
@@ -395,7 +404,8 @@ func (s *Server) handle(_ context.Context, in net.Conn) {
 			return err
 		}
 	}
-	s.relay(in, out, remote, answer)
+	relayed = true
+	s.relay(in, out, remote, answer, done)
 }
 
 // RelayInfo is one connection a server relays, for mptcpctl show.
@@ -421,10 +431,11 @@ func (s *Server) Relays() []RelayInfo {
 }
 
 // relay carries one connection until both sides closed, counted among the server's relays
-// (which Shutdown ends).
-// relay copies between in and out until both directions end. before, when not nil, runs first
-// on the way from out to in (the converter's answer); its error resets both.
-func (s *Server) relay(in, out net.Conn, to string, before func() error) {
+// (which Shutdown ends), and then calls done. It copies between in and out until both
+// directions end. before, when not nil, runs first on the way from out to in (the converter's
+// answer); its error resets both. It returns once the ways that need no goroutine of their
+// own are started, or once the one it runs itself ended.
+func (s *Server) relay(in, out net.Conn, to string, before func() error, done func()) {
 	mp := control.IsMPTCP(in) || control.IsMPTCP(out)
 	if mp {
 		s.Stats.MPTCP.Add(1)
@@ -445,10 +456,12 @@ func (s *Server) relay(in, out net.Conn, to string, before func() error) {
 		r.shutdown()
 	}
 	s.mu.Unlock()
-	r.run(&s.Stats)
-	s.mu.Lock()
-	delete(s.conns, r)
-	s.mu.Unlock()
+	r.run(&s.Stats, func() {
+		s.mu.Lock()
+		delete(s.conns, r)
+		s.mu.Unlock()
+		done()
+	})
 }
 
 // Shutdown stops accepting and closes every relayed connection gracefully (a DATA_FIN on the
@@ -487,6 +500,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // relay copies both ways and propagates half-close: the end of one side's data closes the
 // other side's write direction (a DATA_FIN or a TCP FIN). A reset on one side resets the other.
+//
+// A way between a TCP socket and an MPTCP connection holds no goroutine while it is idle: from
+// the socket it is pumped (Conn.PumpFrom: the stack's poller watches the socket), to it the
+// connection pumps what it receives (Conn.PumpTo). An idle forwarded connection then holds
+// none. The other ways (plain TCP at both ends, the converter's answer) run on goroutines:
+// the first on the caller's, which run then keeps until that way ended.
 type relay struct {
 	a, b   net.Conn
 	before func() error // first on the way from b to a; an error resets both
@@ -497,77 +516,82 @@ type relay struct {
 	pump     *control.SendPump // the way from a TCP socket into the MPTCP connection, when pumped
 }
 
-func (r *relay) run(st *Stats) {
-	var wg sync.WaitGroup
+// run starts both ways; finish is called once both ended and both sides are closed.
+func (r *relay) run(st *Stats, finish func()) {
 	var failed atomic.Bool
-	// end ends one direction: the end of src's data closes dst's write side; an error resets
-	// both.
+	var left atomic.Int32
+	left.Store(2)
+	// end ends one way: the end of src's data closes dst's write side; an error resets both.
+	// The last way to end closes both sides.
 	end := func(dst net.Conn, c int64, n *atomic.Uint64, err error) {
 		n.Add(uint64(c))
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			if failed.CompareAndSwap(false, true) {
 				r.abort()
 			}
-			return
-		}
-		if !r.aborting.Load() {
+		} else if !r.aborting.Load() {
 			closeWrite(dst)
+		}
+		if left.Add(-1) == 0 {
+			r.a.Close()
+			r.b.Close()
+			finish()
 		}
 	}
 	cp := func(dst, src net.Conn, n *atomic.Uint64, before func() error) {
-		defer wg.Done()
 		if before != nil {
 			if err := before(); err != nil {
 				if failed.CompareAndSwap(false, true) {
 					r.abort()
 				}
+				end(dst, 0, n, net.ErrClosed) // reset already
 				return
 			}
 		}
 		c, err := copyConn(dst, src)
 		end(dst, c, n, err)
 	}
-	// The way from a TCP socket into an MPTCP connection is pumped: while nothing comes that
-	// way it holds no goroutine (the stack's poller watches the socket). The other way runs on
-	// this goroutine: an idle relay holds one. Otherwise each way runs on a goroutine: this
-	// one and another.
-	pump := func(dst, src net.Conn, n *atomic.Uint64) bool {
-		mc, ok := dst.(*control.Conn)
-		if !ok {
+	// start starts the way from src to dst without a goroutine if it can; false if it needs one.
+	start := func(dst, src net.Conn, n *atomic.Uint64, before func() error) bool {
+		if before != nil {
 			return false
 		}
-		sc, ok := src.(syscall.Conn)
-		if _, mp := src.(*control.Conn); !ok || mp {
-			return false
+		_, srcMP := src.(*control.Conn)
+		dstMC, dstMP := dst.(*control.Conn)
+		switch {
+		case dstMP && !srcMP:
+			sc, ok := src.(syscall.Conn)
+			if !ok {
+				return false
+			}
+			p, err := dstMC.PumpFrom(sc, func(c int64, err error) { end(dst, c, n, err) })
+			if err != nil {
+				return false
+			}
+			r.mu.Lock()
+			r.pump = p
+			r.mu.Unlock()
+			if r.aborting.Load() {
+				p.Stop()
+			}
+			return true
+		case srcMP && !dstMP:
+			src.(*control.Conn).PumpTo(dst, func(c int64, err error) { end(dst, c, n, err) })
+			return true
 		}
-		p, err := mc.PumpFrom(sc, func(c int64, err error) {
-			defer wg.Done()
-			end(dst, c, n, err)
-		})
-		if err != nil {
-			return false
-		}
-		r.mu.Lock()
-		r.pump = p
-		r.mu.Unlock()
-		if r.aborting.Load() {
-			p.Stop()
-		}
-		return true
+		return false
 	}
-	wg.Add(2)
+	ab := start(r.b, r.a, &st.BytesIn, nil)
+	ba := start(r.a, r.b, &st.BytesOut, r.before)
 	switch {
-	case pump(r.b, r.a, &st.BytesIn):
-		cp(r.a, r.b, &st.BytesOut, r.before)
-	case r.before == nil && pump(r.a, r.b, &st.BytesOut):
-		cp(r.b, r.a, &st.BytesIn, nil)
-	default:
+	case !ab && !ba:
 		go cp(r.b, r.a, &st.BytesIn, nil)
 		cp(r.a, r.b, &st.BytesOut, r.before)
+	case !ab:
+		cp(r.b, r.a, &st.BytesIn, nil)
+	case !ba:
+		cp(r.a, r.b, &st.BytesOut, r.before)
 	}
-	wg.Wait()
-	r.a.Close()
-	r.b.Close()
 }
 
 // copyConn copies src to dst until src's end. With an MPTCP side, io.Copy lets that side read
