@@ -76,7 +76,13 @@ type Conn struct {
 		last    bool // Closed is queued: nothing is taken after it
 		running bool // a pmRun goroutine is taking the queue
 	}
-	done       chan struct{} // closed when run returned
+	done       chan struct{} // closed when run ended the connection
+	// The loop runs while the connection has work: idle for runLinger with no deadline, it
+	// ends (park), and wake starts it again. running: a loop runs or is starting; woken:
+	// something came since the loop last looked (set by every waker after its send).
+	running atomic.Bool
+	woken   atomic.Bool
+	live    atomic.Bool // start started the loop: wake may start it again
 	closed     chan struct{} // closed by Close
 	closeMu    sync.Once
 	userClosed atomic.Bool // the application called Close
@@ -84,6 +90,14 @@ type Conn struct {
 	err        error
 
 	st connState // owned by run
+	rs runState  // owned by run
+}
+
+// runState is what the connection's loop keeps between its runs.
+type runState struct {
+	started bool // the prologue ran
+	timer   connTimer
+	evs     []datapath.Event
 }
 
 type ctlOp int
@@ -184,6 +198,8 @@ func (c *Conn) start() error {
 	sf.ready = true
 	c.stack.register(c)
 	c.emitCreated()
+	c.running.Store(true) // before live: a wake now sees a loop starting
+	c.live.Store(true)
 	if !c.stack.goroutine(sf.readLoop, c.run) {
 		// Run's part, as it would on an abort: nothing else owns the connection.
 		c.fail(errStackClosed)
@@ -197,12 +213,69 @@ func (c *Conn) start() error {
 // deliver queues an event for the connection's goroutine; it never waits (the stack's one
 // dispatcher serves every connection). It reports false when the queue is full: the connection
 // is then reset.
-func (c *Conn) deliver(ev datapath.Event) bool { return c.evq.put(ev) }
+func (c *Conn) deliver(ev datapath.Event) bool {
+	ok := c.evq.put(ev)
+	c.wake()
+	return ok
+}
 
 func (c *Conn) poke() {
 	select {
 	case c.kick <- struct{}{}:
 	default:
+	}
+	c.wake()
+}
+
+// runLinger is how long the connection's loop waits, idle and with no deadline, before it ends.
+const runLinger = 250 * time.Millisecond
+
+// wake makes sure the connection's loop looks at what its caller just queued: it starts the
+// loop unless one runs (which then sees woken). Every sender to the loop calls it after its
+// send, and before a send that may wait for the loop.
+func (c *Conn) wake() {
+	c.woken.Store(true)
+	if c.live.Load() && c.running.CompareAndSwap(false, true) {
+		c.startRun()
+	}
+}
+
+func (c *Conn) startRun() {
+	if c.stack == nil {
+		go c.run() // a test's connection
+		return
+	}
+	if !c.stack.goroutine(c.run) {
+		// The stack is closing: its Close runs the loop to the connection's end (runToEnd).
+		c.running.Store(false)
+	}
+}
+
+// park ends the loop of an idle connection; false when something came meanwhile (the loop
+// goes on). A waker sets woken before it tries to start a loop: either this sees it, or the
+// waker sees running false and starts another.
+func (c *Conn) park() bool {
+	c.running.Store(false)
+	return !c.woken.Load() || !c.running.CompareAndSwap(false, true)
+}
+
+// runToEnd runs the loop of a connection the stack's Close aborted on the caller's goroutine,
+// unless one runs, until the connection ended, or until the deadline.
+func (c *Conn) runToEnd(deadline time.Time) {
+	if !c.live.Load() {
+		return // not started: what started it ends it (Dial's error path, or start)
+	}
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		if c.running.CompareAndSwap(false, true) {
+			c.run()
+			continue
+		}
+		time.Sleep(time.Millisecond) // a loop runs, and ends the connection
 	}
 }
 
@@ -372,8 +445,10 @@ func (c *Conn) Abort() error {
 }
 
 func (c *Conn) send(op ctlOp) {
+	c.wake()
 	select {
 	case c.ctl <- op:
+		c.wake()
 	case <-c.done:
 	}
 }
@@ -434,29 +509,40 @@ func (c *Conn) fail(err error) {
 
 // run is the connection's goroutine. Besides what the channels bring, it runs its jobs at
 // their deadlines on one timer (timers.go).
+//
+// It runs while the connection has work: idle for runLinger with nothing due (an idle
+// connection arms no timer), it ends, and the next sender starts it again (wake). It ends the
+// connection (closing done) once and for all at teardown.
 func (c *Conn) run() {
-	defer close(c.done)
-	var timer connTimer
-	defer timer.stop()
-	var evs []datapath.Event
-	c.st.startedAt = time.Now()
-	for _, ev := range c.early {
-		c.handleEvent(ev)
+	timer := &c.rs.timer
+	if !c.rs.started {
+		c.rs.started = true
+		c.st.startedAt = time.Now()
+		for _, ev := range c.early {
+			c.handleEvent(ev)
+		}
+		c.early = nil
+		if c.server && c.mptcp.Load() {
+			// A client counts the connection fully established at our first DSS (RFC 8684
+			// §3.1): the kernel's opens its subflows only then. Do not wait for data to send it.
+			c.sendACK(c.subs[0])
+		}
 	}
-	c.early = nil
-	if c.server && c.mptcp.Load() {
-		// A client counts the connection fully established at our first DSS (RFC 8684
-		// §3.1): the kernel's opens its subflows only then. Do not wait for data to send it.
-		c.sendACK(c.subs[0])
+	ended := func() {
+		timer.stop()
+		close(c.done)
 	}
 	// Each round settles what the last wake-up (or the start) changed, then waits for the next.
 	for {
+		c.woken.Store(false)
 		if err := c.lostEvents(); err != nil {
 			c.resetSelf(err)
+			ended()
 			return
 		}
 		if c.Err() != nil {
 			c.teardown(c.st.resetOnErr)
+			ended()
 			return
 		}
 		c.releaseRx()
@@ -467,16 +553,24 @@ func (c *Conn) run() {
 		c.checkEstablished(false)
 		if c.st.appClosed && c.closeDone() {
 			c.teardown(false)
+			ended()
 			return
 		}
 		var rxIn chan rxChunk
 		if c.rxq.len() < rxLimit && !c.st.rcv.eof {
 			rxIn = c.rxCh
 		}
-		timer.set(c.nextDeadline(time.Now()))
+		now := time.Now()
+		at := c.nextDeadline(now)
+		idle := at.IsZero()
+		if idle {
+			at = now.Add(runLinger)
+		}
+		timer.set(at)
 		select {
 		case <-c.evq.wake:
-			if !c.takeEvents(&evs) {
+			if !c.takeEvents(&c.rs.evs) {
+				ended()
 				return
 			}
 		case ch := <-rxIn:
@@ -485,7 +579,8 @@ func (c *Conn) run() {
 			// towards rxLimit at once rather than being held while more are read.
 			select {
 			case <-c.evq.wake:
-				if !c.takeEvents(&evs) {
+				if !c.takeEvents(&c.rs.evs) {
+					ended()
 					return
 				}
 			default:
@@ -498,6 +593,7 @@ func (c *Conn) run() {
 			c.attachSubflow(j)
 		case op := <-c.ctl:
 			if c.handleCtl(op) {
+				ended()
 				return
 			}
 		case <-c.kick:
@@ -507,6 +603,12 @@ func (c *Conn) run() {
 			f()
 		case <-timer.c():
 			timer.fired()
+			if idle {
+				if c.park() {
+					return
+				}
+				continue
+			}
 			c.onTimer(time.Now())
 		}
 	}

@@ -218,6 +218,8 @@ func runCoreConn(t *testing.T, c *Conn, fp *fakePlane, deliver bool) (writers []
 	for _, sf := range c.subs {
 		writers = append(writers, startFakeWriter(c, fp, sf, deliver))
 	}
+	c.running.Store(true)
+	c.live.Store(true)
 	go c.run()
 	return writers, func() {
 		c.Abort()

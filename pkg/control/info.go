@@ -74,6 +74,7 @@ type SubflowInfo struct {
 // Info returns a snapshot of the connection's state; ok is false once it has ended.
 func (c *Conn) Info() (ConnInfo, bool) {
 	r := make(chan ConnInfo, 1)
+	c.wake()
 	select {
 	case c.infoCh <- r:
 		return <-r, true

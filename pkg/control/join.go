@@ -44,6 +44,7 @@ const joinTimeout = 10 * time.Second
 // do runs f on the connection's goroutine and waits for it; false if the connection ended.
 func (c *Conn) do(f func()) bool {
 	done := make(chan struct{})
+	c.wake()
 	select {
 	case c.cmdCh <- func() { f(); close(done) }:
 	case <-c.done:
@@ -122,8 +123,10 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 		if err == nil {
 			j.st, _, j.err = c.stack.socketState(tc)
 		}
+		c.wake()
 		select {
 		case c.joinCh <- j:
+			c.wake()
 		case <-c.done:
 			c.stack.refuseJoinSocket(j, RstUnspecified)
 		}

@@ -466,8 +466,10 @@ func (s *Stack) acceptJoin(tc *net.TCPConn, st datapath.SkState) {
 		return
 	}
 	if !s.goroutine(func() {
+		c.wake()
 		select {
 		case c.joinCh <- j:
+			c.wake()
 		case <-c.done:
 			s.refuseJoinSocket(j, RstMPTCPError)
 		}

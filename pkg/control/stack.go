@@ -252,6 +252,11 @@ func (s *Stack) Close() error {
 	for _, c := range conns {
 		c.abort(errStackClosed, false)
 	}
+	// A connection whose loop had ended (idle) cannot start it again now: its end runs here.
+	end := time.Now().Add(closeWait)
+	for _, c := range conns {
+		c.runToEnd(end)
+	}
 	close(s.done)
 	if s.poll != nil {
 		s.poll.close()

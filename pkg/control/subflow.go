@@ -210,6 +210,7 @@ func (sf *subflow) readLoop() {
 		if n > 0 {
 			select {
 			case sf.c.rxCh <- rxChunk{sf: sf, off: sf.rdOff, data: buf[:n:n], pooled: pooled}:
+				sf.c.wake()
 			case <-sf.c.done:
 				return
 			}
@@ -218,6 +219,7 @@ func (sf *subflow) readLoop() {
 		if err != nil {
 			select {
 			case sf.c.rxCh <- rxChunk{sf: sf, off: sf.rdOff, err: err}:
+				sf.c.wake()
 			case <-sf.c.done:
 			}
 			return
@@ -298,6 +300,7 @@ func (sf *subflow) writeChunk(ch txChunk) bool {
 func (sf *subflow) reportTx(n int, err error) {
 	select {
 	case sf.c.txDoneCh <- txDone{sf: sf, n: n, err: err}:
+		sf.c.wake()
 	case <-sf.c.done:
 	}
 }
