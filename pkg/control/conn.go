@@ -77,17 +77,18 @@ type Conn struct {
 		running bool // a pmRun goroutine is taking the queue
 	}
 	done       chan struct{} // closed when run ended the connection
+	closed     chan struct{} // closed by Close
+	closeMu    sync.Once
+	userClosed atomic.Bool // the application called Close
+	errMu      sync.Mutex
+	err        error
+
 	// The loop runs while the connection has work: idle for runLinger with no deadline, it
 	// ends (park), and wake starts it again. running: a loop runs or is starting; woken:
 	// something came since the loop last looked (set by every waker after its send).
 	running atomic.Bool
 	woken   atomic.Bool
 	live    atomic.Bool // start started the loop: wake may start it again
-	closed     chan struct{} // closed by Close
-	closeMu    sync.Once
-	userClosed atomic.Bool // the application called Close
-	errMu      sync.Mutex
-	err        error
 
 	st connState // owned by run
 	rs runState  // owned by run
