@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,7 +224,11 @@ func TestMptcpdIdleConnections(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	r := newIdleRig(t, ctx, n+1)
+	r := newIdleRig(t, ctx, n+1, "--metrics", "127.0.0.1:0")
+	metricsURL := regexp.MustCompile(`msg=metrics url=(http://\S+/metrics)`).FindStringSubmatch(r.d.Output())
+	if metricsURL == nil {
+		t.Fatalf("no metrics URL in the log:\n%s", r.d.Output())
+	}
 	rss0 := rssOf(t, r.d.Pid())
 	start := time.Now()
 	conns := r.open(t, ctx, 0, n, 8)
@@ -232,6 +237,12 @@ func TestMptcpdIdleConnections(t *testing.T) {
 		t.Errorf("ProxyActive %d with %d connections held", st["ProxyActive"], n)
 	}
 	time.Sleep(2 * time.Second)
+	// Idle connections hold no goroutine: what runs is the daemon's own (a few dozen).
+	if g := scrapeMetrics(t, ctx, r.topo.A, metricsURL[1])["go_goroutines"]; g > float64(n)/20 {
+		t.Errorf("mptcpd runs %.0f goroutines with %d idle connections: idle ones should hold none", g, n)
+	} else {
+		t.Logf("mptcpd runs %.0f goroutines with %d idle connections", g, n)
+	}
 	checkAll(t, conns, 8)
 	extra := r.open(t, ctx, n, n+1, 1)
 	t.Logf("%d connections opened in %v (%.0f/s); mptcpd holds %.1f KiB each", n, opened.Round(time.Millisecond),
