@@ -56,6 +56,7 @@ type mpResult struct {
 	gbps       float64
 	path1Share float64       // of the bytes A sent on both paths, the share path 1 carried
 	maxGap     time.Duration // the receiver's longest wait for data, after its first read
+	sockets    string        // both namespaces' sockets (ss) once half the bytes were sent
 }
 
 func newMPBench(b *testing.B, ctx context.Context, shape *netns.TBF) *mpBench {
@@ -153,6 +154,21 @@ func (m *mpBench) run(c mpCase, n, failAt int64) mpResult {
 		cc.Close()
 		sent <- gapResult{Transfer: tr, err: err}
 	}()
+	// The sockets midway, for a case that fails (a path that carries too little).
+	var sockets string
+	if failAt == 0 {
+		for tx := m.txA(); tx[0]+tx[1]-tx0[0]-tx0[1] < uint64(n/2); tx = m.txA() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+				continue
+			}
+			break
+		}
+		for _, ns := range []*netns.Namespace{m.topo.A, m.topo.B} {
+			sockets += fmt.Sprintf("%s sockets:\n%s", ns, ns.Run("ss", "-tnmiMO"))
+		}
+	}
 	if failAt > 0 {
 		for tx := m.txA(); tx[0]+tx[1]-tx0[0]-tx0[1] < uint64(failAt); tx = m.txA() {
 			select {
@@ -181,6 +197,7 @@ func (m *mpBench) run(c mpCase, n, failAt int64) mpResult {
 		gbps:       float64(8*n) / el.Seconds() / 1e9,
 		path1Share: float64(d1) / float64(d0+d1),
 		maxGap:     sr.maxGap,
+		sockets:    sockets,
 	}
 	// One subflow per path, or the figure is not a multipath one: say so.
 	if d1 < uint64(n/100) {
@@ -268,7 +285,7 @@ func BenchmarkMultipathTBF(b *testing.B) {
 		line += fmt.Sprintf(", %.0f%% on path 1);", share)
 		// Two equal paths: one carrying less than a quarter is a fault, not a figure.
 		if share < 25 {
-			b.Errorf("%s: path 1 carried %.0f%% over two equal shaped paths", c.name, share)
+			b.Errorf("%s: path 1 carried %.0f%% over two equal shaped paths; midway:\n%s", c.name, share, res[i][len(res[i])-1].sockets)
 		}
 	}
 	fmt.Fprintln(os.Stderr, line[:len(line)-1])

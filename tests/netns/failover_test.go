@@ -134,6 +134,12 @@ func TestMultipathRestoration(t *testing.T) {
 				r.waitSubflows(A, 2)
 				r.waitSubflows(B, 2)
 				r.wantDelta(B, "MPJoinAckRx", 2)
+				// Both paths at 200 Mbit/s: unshaped, 64 MiB took a few tens of milliseconds,
+				// too few for the new subflow to open its window beside the old one's, and
+				// its share was left to chance (once 0.8 MiB of 64).
+				for i := range 2 {
+					r.topo.Path(i).SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
+				}
 				tx := r.linkTx(A, 1)
 				r.start(64<<20, 64<<20).wait()
 				if d := r.linkTx(A, 1) - tx; d < 4<<20 {
