@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
 	"github.com/mptcpgo/mptcpgo/pkg/pmapi"
@@ -159,7 +161,21 @@ func (s *Stack) dialJoinHere(local netip.Addr, remote netip.AddrPort, initial ne
 			}
 		}
 	}
+	// A subflow from an endpoint that names its device is bound to it, as the kernel's path
+	// manager binds one (sk_bound_dev_if): it leaves by that link or not at all. Unbound, a
+	// join dialled as an address comes back, before its link's routes do, takes another link
+	// and keeps that route.
+	var dev string
+	if local.IsValid() {
+		dev = s.endpointDev(local)
+	}
 	d := net.Dialer{Timeout: joinTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		if dev != "" {
+			var err error
+			if cerr := rc.Control(func(fd uintptr) { err = unix.BindToDevice(int(fd), dev) }); cerr != nil || err != nil {
+				return fmt.Errorf("bind to device %s: %w", dev, errors.Join(cerr, err))
+			}
+		}
 		return s.prepareSocket(rc, st)
 	}}
 	if local.IsValid() {

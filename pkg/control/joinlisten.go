@@ -39,11 +39,13 @@ import (
 type joinListen struct {
 	mu    sync.Mutex
 	eps   map[uint8]pmapi.Endpoint // signal endpoints by ID
+	devs  map[netip.Addr]string    // the device of each endpoint that names one, by address
 	lns   map[*Listener]bool
 	socks map[joinKey]*joinSocket
 }
 
 func (j *joinListen) init() {
+	j.devs = map[netip.Addr]string{}
 	j.eps = map[uint8]pmapi.Endpoint{}
 	j.lns = map[*Listener]bool{}
 	j.socks = map[joinKey]*joinSocket{}
@@ -74,12 +76,24 @@ func (js *joinSocket) close() {
 func (s *Stack) endpointChanged(e pmapi.Endpoint, present bool) {
 	s.joinLn.mu.Lock()
 	defer s.joinLn.mu.Unlock()
+	if a := e.Addr.Unmap(); present && e.Dev != "" {
+		s.joinLn.devs[a] = e.Dev
+	} else {
+		delete(s.joinLn.devs, a)
+	}
 	if present && e.Flags&pmapi.FlagSignal != 0 {
 		s.joinLn.eps[e.ID] = e
 	} else {
 		delete(s.joinLn.eps, e.ID)
 	}
 	s.syncJoinSocketsLocked(nil)
+}
+
+// endpointDev returns the device of the endpoint at local address a, "" when it names none.
+func (s *Stack) endpointDev(a netip.Addr) string {
+	s.joinLn.mu.Lock()
+	defer s.joinLn.mu.Unlock()
+	return s.joinLn.devs[a.Unmap()]
 }
 
 // backupEndpoint reports whether our signal endpoint id is a backup: the subflows peers join

@@ -229,7 +229,8 @@ func (r *rig) endpoint(s netns.Side, path int, fam netns.Family, flags ...string
 		e.NS.AddMPTCPEndpoint(e.Addr(fam), e.Name, append(flags, "id", strconv.Itoa(int(id)))...)
 		return
 	}
-	spec := e.Addr(fam).String() + ",id=" + strconv.Itoa(int(id))
+	// The device too, as the kernel's endpoint above gets it: subflows from it are bound to it.
+	spec := e.Addr(fam).String() + ",id=" + strconv.Itoa(int(id)) + ",dev=" + e.Name
 	for _, f := range flags {
 		spec += "," + f
 	}
