@@ -163,8 +163,8 @@ func newConn(s *Stack) *Conn {
 		txDoneCh: make(chan txDone, 16),
 		kick:     make(chan struct{}, 1),
 		ctl:      make(chan ctlOp, 4),
-		infoCh:   make(chan chan ConnInfo),
-		cmdCh:    make(chan func()),
+		infoCh:   make(chan chan ConnInfo, 1),
+		cmdCh:    make(chan func(), 1),
 		joinCh:   make(chan joinResult, 4),
 		done:     make(chan struct{}),
 		closed:   make(chan struct{}),
@@ -605,7 +605,14 @@ func (c *Conn) run() {
 		case <-timer.c():
 			timer.fired()
 			if idle {
-				if c.park() {
+				// A select picks at random among ready cases: what came while the timer
+				// was due too (the loop held off that long) is taken before the loop ends.
+				got, exit := c.idleCheck(rxIn)
+				if exit {
+					ended()
+					return
+				}
+				if !got && c.park() {
 					return
 				}
 				continue
@@ -613,6 +620,39 @@ func (c *Conn) run() {
 			c.onTimer(time.Now())
 		}
 	}
+}
+
+// idleCheck takes one thing queued for the loop, without waiting: got is false when nothing
+// was; exit when the connection ended with it.
+func (c *Conn) idleCheck(rxIn chan rxChunk) (got, exit bool) {
+	select {
+	case <-c.evq.wake:
+		return true, !c.takeEvents(&c.rs.evs)
+	case ch := <-rxIn:
+		select {
+		case <-c.evq.wake:
+			if !c.takeEvents(&c.rs.evs) {
+				return true, true
+			}
+		default:
+		}
+		c.handleRx(ch)
+		c.ackIfIdle()
+	case d := <-c.txDoneCh:
+		c.handleTxDone(d)
+	case j := <-c.joinCh:
+		c.attachSubflow(j)
+	case op := <-c.ctl:
+		return true, c.handleCtl(op)
+	case <-c.kick:
+	case r := <-c.infoCh:
+		r <- c.info()
+	case f := <-c.cmdCh:
+		f()
+	default:
+		return false, false
+	}
+	return true, false
 }
 
 // takeEvents handles the datapath's queued events; false when the connection was reset

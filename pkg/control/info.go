@@ -77,9 +77,20 @@ func (c *Conn) Info() (ConnInfo, bool) {
 	c.wake()
 	select {
 	case c.infoCh <- r:
-		return <-r, true
+		c.wake()
 	case <-c.done:
 		return ConnInfo{}, false
+	}
+	select {
+	case in := <-r:
+		return in, true
+	case <-c.done:
+		select {
+		case in := <-r: // answered as it ended
+			return in, true
+		default:
+			return ConnInfo{}, false
+		}
 	}
 }
 

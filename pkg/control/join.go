@@ -49,6 +49,7 @@ func (c *Conn) do(f func()) bool {
 	c.wake()
 	select {
 	case c.cmdCh <- func() { f(); close(done) }:
+		c.wake()
 	case <-c.done:
 		return false
 	}

@@ -124,10 +124,13 @@ func (p *poller) parked() int {
 	return len(p.waits)
 }
 
-// run waits for the parked sockets until close.
+// run waits for the parked sockets until close, or until epoll fails (then as close).
 func (p *poller) run() {
-	defer unix.Close(p.epfd)
-	defer unix.Close(p.evfd)
+	defer func() {
+		p.shut(false)
+		unix.Close(p.epfd)
+		unix.Close(p.evfd)
+	}()
 	evs := make([]unix.EpollEvent, 128)
 	var ready []func()
 	for {
@@ -162,19 +165,31 @@ func (p *poller) run() {
 	}
 }
 
-// close ends run; the sockets still parked are not resumed (their connections are closing
-// with the stack).
-func (p *poller) close() {
+// close ends run. The sockets still parked are resumed, once: their readers then find the
+// poller closed and end, or wait by themselves (a subflow's reader is not started again on a
+// closing stack; a pump sees its connection closed or its socket's end).
+func (p *poller) close() { p.shut(true) }
+
+// shut marks the poller closed (wake: and wakes run, the first time) and resumes what was
+// parked. run's descriptors stay open until run returns, which it does only after it saw
+// closed under mu.
+func (p *poller) shut(wake bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
+	if wake && !p.closed {
+		var one [8]byte
+		one[0] = 1
+		unix.Write(p.evfd, one[:])
 	}
 	p.closed = true
+	resume := make([]func(), 0, len(p.waits))
+	for _, w := range p.waits {
+		resume = append(resume, w.resume)
+	}
 	clear(p.waits)
-	var one [8]byte
-	one[0] = 1
-	unix.Write(p.evfd, one[:])
+	p.mu.Unlock()
+	for _, f := range resume {
+		f()
+	}
 }
 
 // The 64-bit user data of an epoll event is its Fd and Pad fields.

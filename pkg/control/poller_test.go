@@ -87,7 +87,25 @@ func TestPoller(t *testing.T) {
 		t.Fatal("a closed socket was parked")
 	}
 
+	// Close resumes what is parked, once.
+	_, e := tcpPair(t)
+	erc, err := e.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var epk0 parking
+	if err := p.park(erc, &epk0, func() { resumed <- 6 }); err != nil {
+		t.Fatal(err)
+	}
 	p.close()
+	select {
+	case v := <-resumed:
+		if v != 6 {
+			t.Fatalf("close resumed %d, want the parked socket's", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("close did not resume a parked socket")
+	}
 	select {
 	case <-ran:
 	case <-time.After(5 * time.Second):

@@ -21,8 +21,8 @@ type byteQueue struct {
 	// written (consume). Their buffers may be reused only once done with.
 	taken uint64
 	lent  []lentBatch // popAll's batches not yet fully consumed, in stream order
-	// onData is a taker without a goroutine (Conn.PumpTo) waiting: the next push, giveBack or
-	// finish calls it, once, outside the lock.
+	// onData is a taker without a goroutine (Conn.PumpTo) waiting: the next push or finish
+	// calls it, once, outside the lock.
 	onData func()
 }
 

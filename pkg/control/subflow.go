@@ -91,9 +91,10 @@ type subflow struct {
 	// The reader: a goroutine that runs while the socket has data; a reader that finds it
 	// empty parks it with the stack's poller and ends (readLoop). Its state below is the
 	// reader's; one runs at a time (the poller starts the next).
-	rdOff  seqnum.Value // relative SSN of the next byte read
-	rdSize int          // the size of the next read's buffer
-	rdPark parking      // the socket's registration with the poller (under its lock)
+	rdStarted bool         // the first run set rdOff and rdSize
+	rdOff     seqnum.Value // relative SSN of the next byte read
+	rdSize    int          // the size of the next read's buffer
+	rdPark    parking      // the socket's registration with the poller (under its lock)
 }
 
 // rxChunk is bytes read from a subflow starting at relative SSN off, or its end (err).
@@ -172,8 +173,8 @@ const (
 // stack's poller and ends, and the poller starts it again when data, the end or an error
 // arrive. Without a poller (a test, or one that failed) it waits on its own goroutine.
 func (sf *subflow) readLoop() {
-	if sf.rdOff == 0 {
-		sf.rdOff, sf.rdSize = 1, minReadBuf
+	if !sf.rdStarted {
+		sf.rdStarted, sf.rdOff, sf.rdSize = true, 1, minReadBuf
 	}
 	var pooled *rxBuf
 	take := func() []byte {

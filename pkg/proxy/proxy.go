@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -488,11 +490,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		// Not under mu: an abort can end a relay at once, and its end takes mu.
 		s.mu.Lock()
-		for r := range s.conns {
+		rs := slices.Collect(maps.Keys(s.conns))
+		s.mu.Unlock()
+		for _, r := range rs {
 			r.abort()
 		}
-		s.mu.Unlock()
 		<-done
 	}
 	return err
