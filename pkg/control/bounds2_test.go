@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -189,22 +188,8 @@ func TestReceiveBufferBounded(t *testing.T) {
 // TestMappingOneSendmsg: a mapping of 1,024 buffers (maxMappingBufs) is written with one
 // sendmsg; 1,025 are more than sendmsg takes (UIO_MAXIOV), which is why a mapping is cut there.
 func TestMappingOneSendmsg(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	raw, err := a.(*net.TCPConn).SyscallConn()
+	a, b := tcpPair(t)
+	raw, err := a.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

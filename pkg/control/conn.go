@@ -575,19 +575,10 @@ func (c *Conn) run() {
 				return
 			}
 		case ch := <-rxIn:
-			// The datapath reports a segment's mapping before its bytes can be read: take
-			// the events queued meanwhile first, so the bytes find their mapping and count
-			// towards rxLimit at once rather than being held while more are read.
-			select {
-			case <-c.evq.wake:
-				if !c.takeEvents(&c.rs.evs) {
-					ended()
-					return
-				}
-			default:
+			if !c.takeRx(ch) {
+				ended()
+				return
 			}
-			c.handleRx(ch)
-			c.ackIfIdle()
 		case d := <-c.txDoneCh:
 			c.handleTxDone(d)
 		case j := <-c.joinCh:
@@ -622,6 +613,23 @@ func (c *Conn) run() {
 	}
 }
 
+// takeRx handles bytes a subflow read; false when the connection was reset because events
+// were lost. The datapath reports a segment's mapping before its bytes can be read: the events
+// queued meanwhile go first, so the bytes find their mapping and count towards rxLimit at once
+// rather than being held while more are read.
+func (c *Conn) takeRx(ch rxChunk) bool {
+	select {
+	case <-c.evq.wake:
+		if !c.takeEvents(&c.rs.evs) {
+			return false
+		}
+	default:
+	}
+	c.handleRx(ch)
+	c.ackIfIdle()
+	return true
+}
+
 // idleCheck takes one thing queued for the loop, without waiting: got is false when nothing
 // was; exit when the connection ended with it.
 func (c *Conn) idleCheck(rxIn chan rxChunk) (got, exit bool) {
@@ -629,15 +637,7 @@ func (c *Conn) idleCheck(rxIn chan rxChunk) (got, exit bool) {
 	case <-c.evq.wake:
 		return true, !c.takeEvents(&c.rs.evs)
 	case ch := <-rxIn:
-		select {
-		case <-c.evq.wake:
-			if !c.takeEvents(&c.rs.evs) {
-				return true, true
-			}
-		default:
-		}
-		c.handleRx(ch)
-		c.ackIfIdle()
+		return true, !c.takeRx(ch)
 	case d := <-c.txDoneCh:
 		c.handleTxDone(d)
 	case j := <-c.joinCh:
