@@ -1,8 +1,6 @@
 package control
 
 import (
-	"net"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -11,17 +9,8 @@ import (
 // TestFastProbe: a stale subflow's socket gets the short maximum RTO and the long user timeout,
 // and gets its own settings back when it recovers.
 func TestFastProbe(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	raw, err := c.(syscall.Conn).SyscallConn()
+	c, _ := tcpPair(t)
+	raw, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
