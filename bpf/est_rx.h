@@ -22,6 +22,23 @@ static __always_inline void rx_ack_advance(struct conn *c, __u64 want, __u64 to)
 		dp_count(DP_DataAckFastPath);
 }
 
+/* advance64 moves *p forward to to, never back: the connection's subflows parse their
+ * segments on several CPUs at once, and a plain read-compare-write could put back an older
+ * value over a newer one another subflow just wrote (a DATA_ACK arriving late by the slower
+ * path). It returns nonzero when it moved *p. */
+static __always_inline int advance64(__u64 *p, __u64 to)
+{
+	for (int i = 0; i < 8; i++) {
+		__u64 cur = *(volatile __u64 *)p;
+
+		if (!before64(cur, to))
+			return 0;
+		if (__sync_val_compare_and_swap(p, cur, to) == cur)
+			return 1;
+	}
+	return 0;
+}
+
 /* dss_data_ack takes the peer's DATA_ACK and receive window from a DSS: they bound what we may
  * send, and the first DATA_ACK completes our handshake's repeats. */
 static __always_inline void dss_data_ack(struct sk_sub *s, struct conn *c, struct sub *sb, struct mptcp_opt *o,
@@ -34,8 +51,7 @@ static __always_inline void dss_data_ack(struct sk_sub *s, struct conn *c, struc
 	if (before64(c->ctl.snd_nxt + 1, ack)) {
 		dp_count(DP_DataAckInvalid);
 	} else {
-		if (before64(old, ack)) {
-			c->st.peer_data_ack = ack;
+		if (advance64(&c->st.peer_data_ack, ack)) {
 			dp_count(DP_DataAckRx);
 			moved = 1;
 		}
@@ -46,9 +62,11 @@ static __always_inline void dss_data_ack(struct sk_sub *s, struct conn *c, struc
 		 * moves forward (a window is not shrunk, §3.3.4).
 		 */
 		wnd_end = ack + ((__u64)window << (sb->ctl.snd_wscale & 15));
-		if (!c->st.peer_wnd_set || before64(c->st.peer_wnd_end, wnd_end)) {
+		if (!c->st.peer_wnd_set) {
 			c->st.peer_wnd_end = wnd_end;
 			c->st.peer_wnd_set = 1;
+			moved = 1;
+		} else if (advance64(&c->st.peer_wnd_end, wnd_end)) {
 			moved = 1;
 		}
 		if (moved && c->ctl.ack_wakeup != c->st.ack_wakeup) {
