@@ -591,6 +591,42 @@ func TestLoneLossySubflowIdles(t *testing.T) {
 	})
 }
 
+// TestRedundantWritersOwnBuffers: with the redundant scheduler every subflow's writer gets the
+// mapping's buffers in a slice of its own, made before any writer starts. A writer that starts at
+// once and shortens its first buffer after a partial write (writeEOR) must not shorten another
+// writer's: that one would write fewer bytes than its mapping says, and the peer would see the
+// next mapping inside this one (the kernel's DSSNotMatching).
+func TestRedundantWritersOwnBuffers(t *testing.T) {
+	c, _ := newCoreConn(t, "redundant")
+	subs := []*subflow{addCoreSub(c, 10*time.Millisecond), addCoreSub(c, 10*time.Millisecond)}
+	var got []txChunk
+	for _, sf := range subs {
+		sf.startWriter = func() bool {
+			// A writer that runs at once and sends the first 100 bytes.
+			ch := <-sf.txCh
+			sf.wPending.Add(-1)
+			ch.bufs[0] = ch.bufs[0][100:]
+			got = append(got, ch)
+			sf.wRunning.Store(false)
+			return true
+		}
+	}
+	queueWrite(c, 5000)
+	c.pumpTx()
+	if len(got) != 2 {
+		t.Fatalf("%d mappings handed, want one to each subflow", len(got))
+	}
+	for k, ch := range got {
+		n := 0
+		for _, b := range ch.bufs {
+			n += len(b)
+		}
+		if n != ch.n-100 {
+			t.Errorf("writer %d: %d bytes left after writing 100 of a %d-byte mapping, want %d", k, n, ch.n, ch.n-100)
+		}
+	}
+}
+
 // TestBadMapping: data a subflow's mappings cannot place (no mapping, or one contradicting an
 // earlier mapping) makes a connection that never had a second subflow send MP_FAIL and fall
 // back (DssFallback), and one that had reset that subflow only (RFC 8684 §3.7, as the kernel).

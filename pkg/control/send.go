@@ -135,11 +135,16 @@ func (c *Conn) schedule() {
 			}
 			st.snd.nxt = end
 		}
+		// Each writer gets its own slice of buffers: a partial write shortens its first
+		// buffer in place. The copies are made before any writer has the original, which
+		// goes last: a writer that started at once could otherwise shorten it under the copy,
+		// and the next subflow would write fewer bytes than its mapping says.
+		bufs := ch.bufs
 		for k, i := range picks {
-			if k > 0 {
-				// Each writer gets its own slice of buffers: a partial write shortens its
-				// first buffer in place.
-				ch.bufs = append([][]byte(nil), ch.bufs...)
+			if k < len(picks)-1 {
+				ch.bufs = slices.Clone(bufs)
+			} else {
+				ch.bufs = bufs
 			}
 			c.hand(cands[i], ch)
 		}
