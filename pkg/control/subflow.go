@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,12 +82,17 @@ type subflow struct {
 	// The writer: a goroutine that runs while txCh holds mappings (hand starts it), so that an
 	// idle subflow holds none. Its state below is the writer's; one runs at a time (wRunning).
 	startWriter func() bool // starts writeRun on a tracked goroutine (nil: a test drains txCh)
-	wRunning    atomic.Bool
-	wPending    atomic.Int32  // mappings in txCh (hand adds after sending, the writer takes off)
-	wSndRel     seqnum.Value  // relative SSN of the next byte written
-	wAcked      uint32        // relative SSN known acknowledged (cached TCP_INFO)
-	written     atomic.Uint64 // bytes written to the socket (writer goroutine)
-	txWait      *time.Timer   // the writer's wait for a mapping slot (claimTxSlot), reused
+	// wMu is held by the writer while it records a mapping and writes it; stopWriter sets
+	// wStop under it. Once stopWriter returns, no writer touches the socket or the slot again:
+	// the slot may go to another subflow, the descriptor number to another socket.
+	wMu      sync.Mutex
+	wStop    atomic.Bool
+	wRunning atomic.Bool
+	wPending atomic.Int32  // mappings in txCh (hand adds after sending, the writer takes off)
+	wSndRel  seqnum.Value  // relative SSN of the next byte written
+	wAcked   uint32        // relative SSN known acknowledged (cached TCP_INFO)
+	written  atomic.Uint64 // bytes written to the socket (writer goroutine)
+	txWait   *time.Timer   // the writer's wait for a mapping slot (claimTxSlot), reused
 
 	// The reader: a goroutine that runs while the socket has data; a reader that finds it
 	// empty parks it with the stack's poller and ends (readLoop). Its state below is the
@@ -281,14 +287,25 @@ func (sf *subflow) writeRun() {
 // writeChunk writes one mapping, recorded in the datapath's table first, and reports it; false
 // when the subflow failed.
 func (sf *subflow) writeChunk(ch txChunk) bool {
-	if sf.c.mptcp.Load() {
+	mptcp := sf.c.mptcp.Load()
+	if mptcp {
 		if err := sf.claimTxSlot(&sf.wAcked); err != nil {
 			sf.reportTx(0, err)
 			return false
 		}
+	}
+	sf.wMu.Lock()
+	if sf.wStop.Load() {
+		sf.wMu.Unlock()
+		sf.reportTx(0, errWriterStopped)
+		return false
+	}
+	if mptcp {
 		sf.addTxMap(ch, sf.wSndRel)
 	}
-	if err := sf.writeEOR(ch.bufs); err != nil {
+	err := sf.writeEOR(ch.bufs)
+	sf.wMu.Unlock()
+	if err != nil {
 		sf.reportTx(0, err)
 		return false
 	}
@@ -322,10 +339,14 @@ func (sf *subflow) claimTxSlot(acked *uint32) error {
 		if end.LessThanEq(seqnum.Value(*acked)) {
 			return nil
 		}
-		una, _, err := sf.ackedRel()
+		if sf.wStop.Load() {
+			return errWriterStopped
+		}
+		info, err := sf.socketTCPInfo()
 		if err != nil {
 			return err
 		}
+		una, _ := sf.ackedFrom(info)
 		*acked = uint32(una)
 		if end.LessThanEq(seqnum.Value(*acked)) {
 			return nil
@@ -433,12 +454,32 @@ func (sf *subflow) shutdown(abort bool) {
 	sf.tc.Close()
 }
 
-// closeTx ends the writer.
+// closeTx ends the writer: nothing more is handed to it, and what it still holds is not
+// written.
 func (sf *subflow) closeTx() {
 	if !sf.txClosed {
 		sf.txClosed = true
 		close(sf.txCh)
+		sf.stopWriter()
 	}
+}
+
+// errWriterStopped ends a writer stopped by stopWriter.
+var errWriterStopped = errors.New("subflow writer stopped")
+
+// stopWriter stops the writer for good: a write it waits in gives up at once (a deadline in the
+// past), and once this returns it touches neither the socket nor the datapath slot again. A
+// writer that outlived its subflow would otherwise record mappings in a slot another subflow
+// took after the cooldown, or read TCP_INFO through a descriptor number another socket took.
+// The writer reports its end (errWriterStopped, or the interrupted write's error), which drops
+// what it still held.
+func (sf *subflow) stopWriter() {
+	sf.wStop.Store(true)
+	if sf.tc != nil {
+		sf.tc.SetWriteDeadline(time.Now())
+	}
+	sf.wMu.Lock()
+	sf.wMu.Unlock()
 }
 
 // startDrain detaches a subflow that still has bytes to give: what reached its socket is read
@@ -513,6 +554,25 @@ func (sf *subflow) setFastProbe(on bool) error {
 
 func (sf *subflow) tcpInfo() (*unix.TCPInfo, error) {
 	info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return nil, fmt.Errorf("read subflow TCP_INFO: %w", err)
+	}
+	return info, nil
+}
+
+// socketTCPInfo is tcpInfo through the socket, not its descriptor number, for the writer: once
+// the subflow closes, that number may belong to another socket.
+func (sf *subflow) socketTCPInfo() (*unix.TCPInfo, error) {
+	if sf.raw == nil {
+		return nil, errors.New("read subflow TCP_INFO: no socket")
+	}
+	var info *unix.TCPInfo
+	var err error
+	if cerr := sf.raw.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); cerr != nil {
+		return nil, fmt.Errorf("read subflow TCP_INFO: %w", cerr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read subflow TCP_INFO: %w", err)
 	}
