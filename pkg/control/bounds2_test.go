@@ -145,7 +145,7 @@ func TestReceiveBufferBounded(t *testing.T) {
 				off := i * chunk
 				c.deliver(rxMapEvent(sf, coreRcvStart.Add(uint64(off)), seqnum.Value(1+off), chunk))
 				select {
-				case c.rxCh <- rxChunk{sf: sf, off: seqnum.Value(1 + off), data: pattern(coreRcvStart.Add(uint64(off)), chunk)}:
+				case c.rxCh <- &rxChunk{sf: sf, off: seqnum.Value(1 + off), data: pattern(coreRcvStart.Add(uint64(off)), chunk)}:
 				case <-c.done:
 					return
 				}

@@ -304,8 +304,8 @@ func TestClosedSubflowReadToEnd(t *testing.T) {
 				defer stop()
 				data := pattern(coreRcvStart, n)
 				bytesIn := func() {
-					c.rxCh <- rxChunk{sf: b, off: 1, data: append([]byte(nil), data...)}
-					c.rxCh <- rxChunk{sf: b, err: io.EOF}
+					c.rxCh <- &rxChunk{sf: b, off: 1, data: append([]byte(nil), data...)}
+					c.rxCh <- &rxChunk{sf: b, err: io.EOF}
 					synctest.Wait()
 				}
 				if tc.mappedFirst {

@@ -56,7 +56,7 @@ type Conn struct {
 	cc           datapath.CC // the subflows' congestion control (conn_ctl.cc)
 	ns           *nsRef      // network namespace for join subflows' sockets
 	pm           PathManager
-	joinCh       chan joinResult
+	joinCh       chan *joinResult
 
 	rxq      *byteQueue
 	txq      *byteQueue
@@ -64,7 +64,7 @@ type Conn struct {
 
 	evq      *evQueue
 	early    []datapath.Event // events that came before the Conn was registered; run handles them first
-	rxCh     chan rxChunk
+	rxCh     chan *rxChunk
 	txDoneCh chan txDone
 	kick     chan struct{}
 	ctl      chan ctlOp
@@ -159,13 +159,13 @@ func newConn(s *Stack) *Conn {
 		rdl:      newDeadline(),
 		wdl:      newDeadline(),
 		evq:      newEvQueue(),
-		rxCh:     make(chan rxChunk, 16),
+		rxCh:     make(chan *rxChunk, 16),
 		txDoneCh: make(chan txDone, 16),
 		kick:     make(chan struct{}, 1),
 		ctl:      make(chan ctlOp, 4),
 		infoCh:   make(chan chan ConnInfo, 1),
 		cmdCh:    make(chan func(), 1),
-		joinCh:   make(chan joinResult, 4),
+		joinCh:   make(chan *joinResult, 4),
 		done:     make(chan struct{}),
 		closed:   make(chan struct{}),
 	}
@@ -249,6 +249,35 @@ func (c *Conn) startRun() {
 	if !c.stack.goroutine(c.run) {
 		// The stack is closing: its Close runs the loop to the connection's end (runToEnd).
 		c.running.Store(false)
+	}
+}
+
+// trimIdle lets go of the buffers of lists that are empty, whose memory a busy spell left
+// behind, as the loop ends on an idle connection.
+func (c *Conn) trimIdle() {
+	b := &c.st.snd
+	if len(b.pieces) == 0 {
+		b.pieces, b.unsent, b.unsentN = nil, 0, 0
+	}
+	if len(b.unwritten) == 0 {
+		b.unwritten = nil
+	}
+	if len(b.freedLate) == 0 {
+		b.freedLate = nil
+	}
+	if len(c.st.reinject) == 0 {
+		c.st.reinject = nil
+	}
+	for _, sf := range c.subs {
+		if len(sf.inflight) == 0 {
+			sf.inflight = nil
+		}
+		if len(sf.rxHeld) == 0 {
+			sf.rxHeld = nil
+		}
+		if len(sf.rxMaps) == 0 {
+			sf.rxMaps = nil
+		}
 	}
 }
 
@@ -557,7 +586,7 @@ func (c *Conn) run() {
 			ended()
 			return
 		}
-		var rxIn chan rxChunk
+		var rxIn chan *rxChunk
 		if c.rxq.len() < rxLimit && !c.st.rcv.eof {
 			rxIn = c.rxCh
 		}
@@ -575,14 +604,14 @@ func (c *Conn) run() {
 				return
 			}
 		case ch := <-rxIn:
-			if !c.takeRx(ch) {
+			if !c.takeRx(*ch) {
 				ended()
 				return
 			}
 		case d := <-c.txDoneCh:
 			c.handleTxDone(d)
 		case j := <-c.joinCh:
-			c.attachSubflow(j)
+			c.attachSubflow(*j)
 		case op := <-c.ctl:
 			if c.handleCtl(op) {
 				ended()
@@ -603,8 +632,14 @@ func (c *Conn) run() {
 					ended()
 					return
 				}
-				if !got && c.park() {
-					return
+				if !got {
+					// Idle: the event buffers go (a connection idle for long holds none).
+					c.rs.evs = nil
+					c.evq.trim()
+					c.trimIdle()
+					if c.park() {
+						return
+					}
 				}
 				continue
 			}
@@ -632,16 +667,16 @@ func (c *Conn) takeRx(ch rxChunk) bool {
 
 // idleCheck takes one thing queued for the loop, without waiting: got is false when nothing
 // was; exit when the connection ended with it.
-func (c *Conn) idleCheck(rxIn chan rxChunk) (got, exit bool) {
+func (c *Conn) idleCheck(rxIn chan *rxChunk) (got, exit bool) {
 	select {
 	case <-c.evq.wake:
 		return true, !c.takeEvents(&c.rs.evs)
 	case ch := <-rxIn:
-		return true, !c.takeRx(ch)
+		return true, !c.takeRx(*ch)
 	case d := <-c.txDoneCh:
 		c.handleTxDone(d)
 	case j := <-c.joinCh:
-		c.attachSubflow(j)
+		c.attachSubflow(*j)
 	case op := <-c.ctl:
 		return true, c.handleCtl(op)
 	case <-c.kick:
@@ -763,7 +798,7 @@ func (c *Conn) teardown(abort bool) {
 	for {
 		select {
 		case j := <-c.joinCh:
-			c.refuseJoin(j, RstUnspecified)
+			c.refuseJoin(*j, RstUnspecified)
 		default:
 			return
 		}

@@ -126,7 +126,7 @@ func (f *connFuzz) newSub(slot uint32, off uint64) *fuzzSub {
 		raw.Control(func(x uintptr) { fd = int(x) })
 	}
 	sf := &subflow{c: f.c, slot: slot, tc: tc, raw: refusingRaw{&f.acks}, fd: fd, shm: new(datapath.Sub),
-		txCh: make(chan txChunk, 64), mapped: 1, ready: true}
+		txCh: make(chan *txChunk, 64), mapped: 1, ready: true}
 	fs := &fuzzSub{sf: sf, next: 1, off: off}
 	f.subs = append(f.subs, fs)
 	return fs

@@ -606,7 +606,7 @@ func TestRedundantWritersOwnBuffers(t *testing.T) {
 			ch := <-sf.txCh
 			sf.wPending.Add(-1)
 			ch.bufs[0] = ch.bufs[0][100:]
-			got = append(got, ch)
+			got = append(got, *ch)
 			sf.wRunning.Store(false)
 			return true
 		}

@@ -66,6 +66,15 @@ func (e *evQueue) take(buf []datapath.Event) ([]datapath.Event, bool) {
 	return out, e.overflow
 }
 
+// trim lets the queue's buffer go while it is empty: an idle connection holds none.
+func (e *evQueue) trim() {
+	e.mu.Lock()
+	if len(e.q) == 0 {
+		e.q = nil
+	}
+	e.mu.Unlock()
+}
+
 // eventsMissed returns the error to reset the connection with when it missed events: the
 // datapath lost one (the ring buffer was full), or its queue refused one (overflow), counted.
 func (c *Conn) eventsMissed(overflow bool) error {

@@ -139,7 +139,7 @@ func newCoreConn(t *testing.T, sched string) (*Conn, *fakePlane) {
 
 // addCoreSub attaches a ready subflow with the given smoothed RTT, as the datapath reports it.
 func addCoreSub(c *Conn, srtt time.Duration) *subflow {
-	sf := &subflow{c: c, slot: uint32(len(c.subs)), fd: -1, shm: new(datapath.Sub), txCh: make(chan txChunk, 64),
+	sf := &subflow{c: c, slot: uint32(len(c.subs)), fd: -1, shm: new(datapath.Sub), txCh: make(chan *txChunk, 64),
 		mapped: 1, ready: true}
 	sf.health.lastProgress = time.Now()
 	sf.shm.St.SrttUs = uint32(srtt.Microseconds())
@@ -173,7 +173,7 @@ func handed(sf *subflow) []txChunk {
 			if !ok {
 				return out
 			}
-			out = append(out, ch)
+			out = append(out, *ch)
 		default:
 			return out
 		}
@@ -209,7 +209,7 @@ func startFakeWriter(c *Conn, fp *fakePlane, sf *subflow, deliver bool) *fakeWri
 	go func() {
 		for ch := range sf.txCh {
 			w.mu.Lock()
-			w.chunks = append(w.chunks, ch)
+			w.chunks = append(w.chunks, *ch)
 			w.mu.Unlock()
 			sf.written.Add(uint64(ch.n))
 			if deliver {

@@ -128,7 +128,7 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 		}
 		c.wake()
 		select {
-		case c.joinCh <- j:
+		case c.joinCh <- &j:
 			c.wake()
 		case <-c.done:
 			c.stack.refuseJoinSocket(j, RstUnspecified)

@@ -468,7 +468,7 @@ func (s *Stack) acceptJoin(tc *net.TCPConn, st datapath.SkState) {
 	if !s.goroutine(func() {
 		c.wake()
 		select {
-		case c.joinCh <- j:
+		case c.joinCh <- &j:
 			c.wake()
 		case <-c.done:
 			s.refuseJoinSocket(j, RstMPTCPError)

@@ -101,6 +101,9 @@ func (q *byteQueue) popInto(b []byte, deadline *deadline, cancel <-chan struct{}
 			}
 			q.n -= n
 			q.taken += uint64(n)
+			if len(q.bufs) == 0 {
+				q.bufs = nil // an idle queue holds no array
+			}
 			q.notifyLocked()
 			q.mu.Unlock()
 			return n, nil
@@ -140,6 +143,9 @@ func (q *byteQueue) take(max int) [][]byte {
 		taken += len(b)
 		q.bufs[0] = nil
 		q.bufs = q.bufs[1:]
+	}
+	if len(q.bufs) == 0 {
+		q.bufs = nil // an idle queue holds no array
 	}
 	q.n -= taken
 	if taken > 0 {

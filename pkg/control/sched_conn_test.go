@@ -29,7 +29,7 @@ func TestScheduleConnView(t *testing.T) {
 	a := addCoreSub(c, 10*time.Millisecond)
 	b := addCoreSub(c, 40*time.Millisecond)
 	for range cap(b.txCh) {
-		b.txCh <- txChunk{}
+		b.txCh <- &txChunk{}
 	}
 	c.shm.St.PeerDataAck = uint64(coreSndStart.Add(1000))
 	c.shm.St.PeerWndEnd = uint64(coreSndStart.Add(71000))
@@ -72,7 +72,7 @@ func TestScheduleDropsBadPicks(t *testing.T) {
 		addCoreSub(c, 10*time.Millisecond)
 		b := addCoreSub(c, 40*time.Millisecond)
 		for range cap(b.txCh) {
-			b.txCh <- txChunk{}
+			b.txCh <- &txChunk{}
 		}
 		queueWrite(c, 1000)
 		done := make(chan struct{})

@@ -154,7 +154,7 @@ func (c *Conn) schedule() {
 // hand gives a mapping to a subflow's writer, which has room for it.
 func (c *Conn) hand(sf *subflow, ch txChunk) {
 	// Only the connection's goroutine sends on txCh, and only while it has room: never blocks.
-	sf.txCh <- ch
+	sf.txCh <- &ch
 	sf.wakeWriter()
 	sf.queued += ch.n
 	c.st.snd.handed(sf, dsnRange{ch.dsn, ch.n})

@@ -38,7 +38,7 @@ type subflow struct {
 	raw  syscall.RawConn
 	fd   int
 	shm  *datapath.Sub
-	txCh chan txChunk
+	txCh chan *txChunk
 
 	local, remote     netip.AddrPort
 	localID, remoteID uint8
@@ -135,7 +135,7 @@ func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
 	if err != nil {
 		return nil, err
 	}
-	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan txChunk, 64), wSndRel: 1}
+	sf := &subflow{c: c, slot: slot, tc: tc, raw: raw, txCh: make(chan *txChunk, 64), wSndRel: 1}
 	if c.stack != nil {
 		sf.startWriter = func() bool { return c.stack.goroutine(sf.writeRun) }
 	}
@@ -216,7 +216,7 @@ func (sf *subflow) readLoop() {
 		}
 		if n > 0 {
 			select {
-			case sf.c.rxCh <- rxChunk{sf: sf, off: sf.rdOff, data: buf[:n:n], pooled: pooled}:
+			case sf.c.rxCh <- &rxChunk{sf: sf, off: sf.rdOff, data: buf[:n:n], pooled: pooled}:
 				sf.c.wake()
 			case <-sf.c.done:
 				return
@@ -225,7 +225,7 @@ func (sf *subflow) readLoop() {
 		}
 		if err != nil {
 			select {
-			case sf.c.rxCh <- rxChunk{sf: sf, off: sf.rdOff, err: err}:
+			case sf.c.rxCh <- &rxChunk{sf: sf, off: sf.rdOff, err: err}:
 				sf.c.wake()
 			case <-sf.c.done:
 			}
@@ -261,7 +261,7 @@ func (sf *subflow) wakeWriter() {
 // the subflow takes nothing more (takes).
 func (sf *subflow) writeRun() {
 	for {
-		var ch txChunk
+		var ch *txChunk
 		var ok bool
 		select {
 		case ch, ok = <-sf.txCh:
@@ -278,7 +278,7 @@ func (sf *subflow) writeRun() {
 			}
 			continue
 		}
-		if !sf.writeChunk(ch) {
+		if !sf.writeChunk(*ch) {
 			return
 		}
 	}

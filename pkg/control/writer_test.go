@@ -17,7 +17,7 @@ func writerSub(t *testing.T, c *Conn) *subflow {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sf := &subflow{c: c, tc: tc, raw: raw, shm: new(datapath.Sub), txCh: make(chan txChunk, 64), wSndRel: 1}
+	sf := &subflow{c: c, tc: tc, raw: raw, shm: new(datapath.Sub), txCh: make(chan *txChunk, 64), wSndRel: 1}
 	raw.Control(func(fd uintptr) { sf.fd = int(fd) })
 	return sf
 }
