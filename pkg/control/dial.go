@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -112,9 +113,25 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	ctx, cancel := s.stopContext(ctx)
 	defer cancel()
 	// The socket is made on this thread, in its network namespace: the rewriter is attached
-	// there and joins are dialled there (prepareDialFD, once the socket exists).
+	// there and joins are dialled there (prepareDialFD, once the socket exists). The thread is
+	// held only until then: a connect that waits on a held thread keeps it from running other
+	// goroutines, and the runtime makes another thread meanwhile, which it keeps for good (a
+	// burst of dials made a thread per connection, 48 KiB of stacks each). The connect goes on
+	// in the socket's namespace on any thread.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	held := true
+	release := func() {
+		if held {
+			held = false
+			runtime.UnlockOSThread()
+		}
+	}
+	defer release()
+	// With an address literal the dialer makes one socket, on this goroutine: it lets the
+	// thread go from its Control. A host name may be dialled over both families at once, on
+	// goroutines of the dialer's, and keeps the thread to the end.
+	_, literalErr := netip.ParseAddrPort(address)
+	releaseInControl := literalErr == nil
 	var ns dialNetns
 	defer func() { s.releaseNetns(ns.ref) }() // unless the connection took it
 	s.mu.Lock()
@@ -143,11 +160,14 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	var tc *net.TCPConn
 	sent := 0
 	if len(synData) > 0 && fastOpenable(d, network, address) {
-		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData, &ns)
+		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData, &ns, release)
 	} else {
 		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
 			var err error
 			cerr := rc.Control(func(fd uintptr) { err = s.prepareDialFD(int(fd), st0, &ns) })
+			if releaseInControl {
+				release()
+			}
 			return errors.Join(cerr, err)
 		}}
 		nd.SetMultipathTCP(false)
@@ -224,7 +244,7 @@ func fastOpenable(d *Dialer, network, address string) bool {
 // (sendto with MSG_FASTOPEN): the SYN takes the data that fits when the kernel holds a cookie
 // of the server's, else it asks for one and takes none (the data is not queued either). It
 // waits for the handshake and returns the socket and how many bytes the SYN took.
-func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte, ns *dialNetns) (*net.TCPConn, int, error) {
+func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte, ns *dialNetns, release func()) (*net.TCPConn, int, error) {
 	ap, err := netip.ParseAddrPort(address) // fastOpenable checked it
 	if err != nil {
 		return nil, 0, err
@@ -247,6 +267,7 @@ func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address st
 	if err := s.prepareDialFD(fd, st, ns); err != nil {
 		return nil, 0, err
 	}
+	release() // the socket exists, in this thread's namespace
 	if la, ok := d.LocalAddr.(*net.TCPAddr); ok && la != nil {
 		var lsa unix.Sockaddr
 		if family == unix.AF_INET {
@@ -280,7 +301,8 @@ func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address st
 	default:
 		return nil, 0, &net.OpError{Op: "dial", Net: network, Addr: ra, Err: os.NewSyscallError("sendmsg", err)}
 	}
-	// The handshake: the socket turns writable when it ends.
+	// The handshake: the socket turns writable when it ends. The runtime's poller waits for it
+	// (the descriptor is non-blocking), not a thread.
 	deadline := time.Now().Add(30 * time.Second)
 	if d.Timeout > 0 {
 		deadline = time.Now().Add(d.Timeout)
@@ -288,29 +310,39 @@ func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address st
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	for {
-		wait := time.Until(deadline)
-		if wait <= 0 || ctx.Err() != nil {
-			return nil, 0, fmt.Errorf("dial %s: %w", address, os.ErrDeadlineExceeded)
-		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		if _, err := unix.Poll(pfd, int(min(wait, 100*time.Millisecond)/time.Millisecond)+1); err != nil && !errors.Is(err, unix.EINTR) {
-			return nil, 0, os.NewSyscallError("poll", err)
-		}
-		if pfd[0].Revents != 0 {
-			break
-		}
+	f := os.NewFile(uintptr(fd), "tcp")
+	closeFD = false
+	defer f.Close() // net.FileConn below makes a duplicate
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, 0, err
 	}
-	if e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || e != 0 {
+	f.SetWriteDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Now()) })
+	defer stop()
+	var perr error
+	if err := rc.Write(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(pfd, 0)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			perr = os.NewSyscallError("poll", err)
+			return true
+		}
+		return n > 0 && pfd[0].Revents != 0
+	}); err != nil {
+		return nil, 0, fmt.Errorf("dial %s: %w", address, os.ErrDeadlineExceeded)
+	}
+	if perr != nil {
+		return nil, 0, perr
+	}
+	var soErr int
+	if cerr := rc.Control(func(fd uintptr) { soErr, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); cerr != nil || err != nil || soErr != 0 {
 		if err == nil {
-			err = syscall.Errno(e)
+			err = cmp.Or(cerr, error(syscall.Errno(soErr)))
 		}
 		return nil, 0, &net.OpError{Op: "dial", Net: network, Addr: ra, Err: os.NewSyscallError("connect", err)}
 	}
-	f := os.NewFile(uintptr(fd), "tcp")
-	closeFD = false
 	c, err := net.FileConn(f) // a duplicate of fd
-	f.Close()
 	if err != nil {
 		return nil, 0, err
 	}
