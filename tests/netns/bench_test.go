@@ -403,7 +403,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 	var perK float64
 	// What each idle connection holds beside its share of the resident set: goroutines, their
 	// stacks, the Go heap in use and descriptors, from the daemon's metrics.
-	parts := []string{"go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "process_open_fds"}
+	parts := []string{"go_goroutines", "go_threads", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "process_open_fds"}
 	per := map[string]float64{}
 	// A garbage collection before each reading, as the runtime starts one by itself within two
 	// minutes of idling: the figures are then what is held, not the garbage left over. (A heap
@@ -448,9 +448,10 @@ func BenchmarkIdleMemory(b *testing.B) {
 		time.Sleep(time.Second) // the daemon's memory settles
 		collect()
 		perK = (rss() - before) / (n / 1000)
+		b.Logf("mptcpd threads now: %v", procStatus(b, d.Pid(), "Threads"))
 		m1 := scrapeMetrics(b, ctx, topo.A, metricsURL[1])
 		if profiles != "" {
-			for _, prof := range []string{"heap", "goroutine"} {
+			for _, prof := range []string{"heap", "goroutine", "threadcreate"} {
 				fetchTo(b, ctx, topo.A, base+"/debug/pprof/"+prof, filepath.Join(profiles, prof+".pb.gz"))
 			}
 		}
@@ -463,6 +464,9 @@ func BenchmarkIdleMemory(b *testing.B) {
 	}
 	b.ReportMetric(perK/(1<<20), "MiB/1000-idle-conns")
 	b.ReportMetric(per["go_goroutines"], "goroutines/conn")
+	// OS threads the daemon made while the connections came: the runtime keeps them (and their
+	// stacks, 48 KiB each) for good.
+	b.ReportMetric(per["go_threads"]*1000, "threads/1000-conns")
 	b.ReportMetric(per["go_memstats_stack_inuse_bytes"]/1024, "stack-KiB/conn")
 	b.ReportMetric(per["go_memstats_heap_inuse_bytes"]/1024, "heap-KiB/conn")
 	b.ReportMetric(per["process_open_fds"], "fds/conn")

@@ -188,17 +188,23 @@ func checkAll(tb testing.TB, conns []net.Conn, workers int) {
 // rssOf returns a process's resident memory in bytes.
 func rssOf(tb testing.TB, pid int) float64 {
 	tb.Helper()
+	return procStatus(tb, pid, "VmRSS") * 1024
+}
+
+// procStatus reads a number from a process's /proc status (kB for sizes).
+func procStatus(tb testing.TB, pid int, field string) float64 {
+	tb.Helper()
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	for _, line := range strings.Split(string(st), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb * 1024
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
 		}
 	}
-	tb.Fatal("no VmRSS")
+	tb.Fatalf("no %s in the status of process %d", field, pid)
 	return 0
 }
 
