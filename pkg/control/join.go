@@ -147,6 +147,15 @@ func (c *Conn) startJoin(local netip.Addr, localID uint8, remote netip.AddrPort,
 func (s *Stack) dialJoin(ns *nsRef, local netip.Addr, remote netip.AddrPort, initial netip.Addr, st datapath.SkState) (*net.TCPConn, error) {
 	var tc *net.TCPConn
 	var err error
+	if ns != nil {
+		if home, herr := processNetns(); herr == nil && ns.cookie == home {
+			// The caller is a goroutine of the stack's, not locked to a thread: its thread is
+			// in the process's namespace. A join there needs no thread of its own: one held
+			// through the connect keeps the runtime from running other goroutines on it, and
+			// the runtime starts another thread, which it keeps for good.
+			ns = nil
+		}
+	}
 	if nerr := inNetns(ns, func() { tc, err = s.dialJoinHere(local, remote, initial, st) }); nerr != nil {
 		return nil, nerr
 	}

@@ -41,6 +41,24 @@ func (s *Stack) prepareNetns() error {
 	return s.prepareNetnsOf(ns)
 }
 
+// processNetns returns the cookie of the process's network namespace: the one of every thread
+// that goroutines not locked to a thread run on (a thread that entered another namespace stays
+// locked to its goroutine until it left it, or ends with it). Read once, on a goroutine of its
+// own, so that a caller locked in another namespace does not answer for the process.
+var processNetns = sync.OnceValues(func() (uint64, error) {
+	type result struct {
+		cookie uint64
+		err    error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := currentNetns()
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.cookie, r.err
+})
+
 // socketNetns returns the cookie of a socket's network namespace.
 func socketNetns(fd int) (uint64, error) {
 	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
