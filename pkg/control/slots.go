@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unsafe"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/mpcrypto"
@@ -106,7 +107,7 @@ func (s *Stack) newSlotsLocked() (conn, sub uint32, key uint64, token uint32, er
 	c.St.PeerDataAck = idsn + 1
 	// Until the peer's first DATA_ACK tells its window, send at most one initial window.
 	c.St.PeerWndEnd = idsn + 1 + initialWindow
-	*s.dp.Sub(sub) = datapath.Sub{}
+	clearSub(s.dp.Sub(sub))
 	return conn, sub, key, token, nil
 }
 
@@ -128,7 +129,7 @@ func (s *Stack) newTicketSlotsLocked() (conn, sub uint32, err error) {
 	// The connection's congestion control is the stack's: it starts with the subflow, before
 	// Go takes the connection over.
 	s.dp.Conn(conn).Ctl.Cc = uint32(s.cc)
-	*s.dp.Sub(sub) = datapath.Sub{}
+	clearSub(s.dp.Sub(sub))
 	return conn, sub, nil
 }
 
@@ -175,7 +176,7 @@ func (s *Stack) allocSubLocked() (uint32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("no free subflow slots: %w", err)
 	}
-	*s.dp.Sub(sub) = datapath.Sub{}
+	clearSub(s.dp.Sub(sub))
 	return sub, nil
 }
 
@@ -390,4 +391,16 @@ func (s *Stack) addListener(d int) {
 	if d > 0 {
 		s.refillTickets()
 	}
+}
+
+// clearSub resets a subflow slot for a new subflow, all but its mapping table: the datapath
+// reads only the entries written since (txmap_head starts at 0 again, and Go writes an entry
+// whole before publishing it). The table is 6 KB of the slot's 6.5: on a fresh chunk, whose
+// pages the kernel maps on first touch, a subflow that carries little never makes most of it
+// resident.
+func clearSub(sb *datapath.Sub) {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(sb)), unsafe.Sizeof(*sb))
+	ring := unsafe.Offsetof(sb.Ctl) + unsafe.Offsetof(sb.Ctl.Txmap)
+	clear(b[:ring])
+	clear(b[ring+unsafe.Sizeof(sb.Ctl.Txmap):])
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/mptcpgo/mptcpgo/internal/datapath"
 	"github.com/mptcpgo/mptcpgo/internal/seqnum"
@@ -71,6 +72,29 @@ func TestClaimTxSlotKeepsUnackedInView(t *testing.T) {
 		if rng.IntN(128) == 0 {
 			inflight := uint32(ssn) - acked
 			acked += uint32(rng.IntN(int(inflight)/2 + 1))
+		}
+	}
+}
+
+// TestClearSub: a slot cleared for a new subflow is zero everywhere but in its mapping table,
+// which the datapath reads only as far as the new subflow wrote it (the head is 0 again).
+func TestClearSub(t *testing.T) {
+	var sb datapath.Sub
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&sb)), unsafe.Sizeof(sb))
+	for i := range b {
+		b[i] = 0xa5
+	}
+	clearSub(&sb)
+	if sb.Ctl.TxmapHead != 0 || sb.Ctl.Flags != 0 || sb.Ctl.OptGen != 0 || sb.St.SndUnaRel != 0 || sb.St.AckSent != 0 {
+		t.Fatalf("state left: head %d, flags %#x, opt gen %d, snd_una %d, ack_sent %d",
+			sb.Ctl.TxmapHead, sb.Ctl.Flags, sb.Ctl.OptGen, sb.St.SndUnaRel, sb.St.AckSent)
+	}
+	ring := unsafe.Offsetof(sb.Ctl) + unsafe.Offsetof(sb.Ctl.Txmap)
+	end := ring + unsafe.Sizeof(sb.Ctl.Txmap)
+	for i, v := range b {
+		inRing := uintptr(i) >= ring && uintptr(i) < end
+		if inRing && v != 0xa5 || !inRing && v != 0 {
+			t.Fatalf("byte %d (ring %t) is %#x after clearSub", i, inRing, v)
 		}
 	}
 }
