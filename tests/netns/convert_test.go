@@ -262,6 +262,7 @@ func TestConvertOursBothEnds(t *testing.T) {
 			t.Logf("A's counters: %v\nB's counters: %v", nonzero(daemonStats(t, sockA)), nonzero(daemonStats(t, sockB)))
 		}
 	})
+	shapeForShares(p0, p1)
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 	// 64 MiB each way at once. The Connect is A's first data, the application's follow at
 	// once: A's later mappings may take the 32-bit DSN, which our converter once expanded

@@ -664,3 +664,13 @@ func (r *rig) logConns(prefix string) {
 		}
 	}
 }
+
+// shapeForShares rate-limits the paths (200 Mbit/s each way), so that a transfer over them has
+// to use each: on unshaped veths the subflow with the lowest RTT can carry nearly all of it, and
+// a test that wants every path to carry a share then fails now and then (in CI: 0.4 MiB of 64
+// on one path, 0.9 MiB of 32 on another).
+func shapeForShares(paths ...*netns.Path) {
+	for _, p := range paths {
+		p.SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
+	}
+}

@@ -104,6 +104,7 @@ func testConvertFastOpen(t *testing.T, wildcard bool) {
 		t.Fatal(err)
 	}
 	before := daemonStats(t, sock)
+	shapeForShares(p0, p1)
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 	const up, down = 64 << 20, 64 << 20
 	served = netns.ServeOne(ctx, server, down, 2)
@@ -298,6 +299,7 @@ func testConvertViaFastOpen(t *testing.T, oursConv bool, fam netns.Family) {
 		if i == 1 {
 			size = 64 << 20
 		}
+		shapeForShares(p0, p1)
 		tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 		served := netns.ServeOne(ctx, server, size, 2)
 		c, err := topo.A.DialTCP(ctx, fwd[0])

@@ -66,12 +66,8 @@ func testMptcpdTransparent(t *testing.T, fam netns.Family) {
 	mon := startTextMonitor(t, ctx, sock)
 	waitOutputCount(t, ctx, d, "monitor subscribed", 1)
 
-	// A kernel MPTCP server: MPTCP end to end, both paths, the original address seen. The paths
-	// are rate-limited, so that each has to carry its share: on unshaped veths the subflow with
-	// the lowest RTT can carry nearly everything (once in CI, path 1 carried 0.9 MiB of 32).
-	for _, p := range []*netns.Path{p0, p1} {
-		p.SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
-	}
+	// A kernel MPTCP server: MPTCP end to end, both paths, the original address seen.
+	shapeForShares(p0, p1)
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 	const up, down = 32 << 20, 32 << 20
 	served := netns.ServeOne(ctx, mpSrv, down, 2)

@@ -134,6 +134,7 @@ func testMptcpdTransparentDev(t *testing.T, fam netns.Family) {
 		t.Fatal(err)
 	}
 
+	shapeForShares(p0, p1)
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 	const up, down = 32 << 20, 32 << 20
 	served := netns.ServeOne(ctx, mpSrv, down, 2)

@@ -109,6 +109,7 @@ func TestMptcpdUnitCapabilities(t *testing.T) {
 	}
 
 	const up, down = 32 << 20, 32 << 20
+	shapeForShares(p0, p1)
 	tx0, tx1 := txBytes(t, p0.A), txBytes(t, p1.A)
 	for _, from := range []string{"LAN host", "router"} {
 		served := netns.ServeOne(ctx, server, down, 2)
