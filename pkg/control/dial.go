@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -112,26 +111,15 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	defer s.exit()
 	ctx, cancel := s.stopContext(ctx)
 	defer cancel()
-	// The socket is made on this thread, in its network namespace: the rewriter is attached
-	// there and joins are dialled there (prepareDialFD, once the socket exists). The thread is
-	// held only until then: a connect that waits on a held thread keeps it from running other
-	// goroutines, and the runtime makes another thread meanwhile, which it keeps for good (a
-	// burst of dials made a thread per connection, 48 KiB of stacks each). The connect goes on
-	// in the socket's namespace on any thread.
-	runtime.LockOSThread()
-	held := true
-	release := func() {
-		if held {
-			held = false
-			runtime.UnlockOSThread()
-		}
-	}
-	defer release()
-	// With an address literal the dialer makes one socket, on this goroutine: it lets the
-	// thread go from its Control. A host name may be dialled over both families at once, on
-	// goroutines of the dialer's, and keeps the thread to the end.
-	_, literalErr := netip.ParseAddrPort(address)
-	releaseInControl := literalErr == nil
+	// The socket is made in the calling thread's network namespace: the rewriter is attached
+	// there and joins are dialled there (prepareDialFD, once the socket exists). The dial does
+	// not lock the thread for that: a caller that entered another namespace has locked its
+	// thread already (else its goroutine could move to a thread of the process's namespace at
+	// any time), and every thread an unlocked goroutine runs on is in the process's. A locked
+	// dial made the runtime start threads, which it keeps for good: the goroutine blocked on
+	// the connect, on the stack's lock or in a slow system call, and its thread could run
+	// nothing else meanwhile; a burst of dials through mptcpd --forward made up to a thread per
+	// connection (48 KiB of stacks each).
 	var ns dialNetns
 	defer func() { s.releaseNetns(ns.ref) }() // unless the connection took it
 	s.mu.Lock()
@@ -160,14 +148,11 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	var tc *net.TCPConn
 	sent := 0
 	if len(synData) > 0 && fastOpenable(d, network, address) {
-		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData, &ns, release)
+		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData, &ns)
 	} else {
 		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
 			var err error
 			cerr := rc.Control(func(fd uintptr) { err = s.prepareDialFD(int(fd), st0, &ns) })
-			if releaseInControl {
-				release()
-			}
 			return errors.Join(cerr, err)
 		}}
 		nd.SetMultipathTCP(false)
@@ -244,7 +229,7 @@ func fastOpenable(d *Dialer, network, address string) bool {
 // (sendto with MSG_FASTOPEN): the SYN takes the data that fits when the kernel holds a cookie
 // of the server's, else it asks for one and takes none (the data is not queued either). It
 // waits for the handshake and returns the socket and how many bytes the SYN took.
-func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte, ns *dialNetns, release func()) (*net.TCPConn, int, error) {
+func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address string, st datapath.SkState, data []byte, ns *dialNetns) (*net.TCPConn, int, error) {
 	ap, err := netip.ParseAddrPort(address) // fastOpenable checked it
 	if err != nil {
 		return nil, 0, err
@@ -267,7 +252,6 @@ func (s *Stack) dialFastOpen(ctx context.Context, d *Dialer, network, address st
 	if err := s.prepareDialFD(fd, st, ns); err != nil {
 		return nil, 0, err
 	}
-	release() // the socket exists, in this thread's namespace
 	if la, ok := d.LocalAddr.(*net.TCPAddr); ok && la != nil {
 		var lsa unix.Sockaddr
 		if family == unix.AF_INET {
