@@ -249,6 +249,14 @@ static __always_inline void parse_other(struct bpf_sock_ops *skops, struct sk_su
 		return;
 	case MPTCPOPT_MP_JOIN:
 		dp_count(DP_MPJoinUnexpected);
+		if (s->role == ROLE_JOIN_PASSIVE && o->len == LEN_MPJ_ACK) {
+			/* The initiator sent its third ACK again: our fourth ACK did not reach it, and it
+			 * sends no data until one does (RFC 8684 §3.2). Answer with another. */
+			struct sub *sb = sub_of(s);
+
+			if (sb)
+				sb->st.ack_pending = 1;
+		}
 		return;
 	}
 }

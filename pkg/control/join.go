@@ -234,6 +234,10 @@ func (c *Conn) attachSubflow(j joinResult) {
 	// A join may carry data once the peer acknowledged its third ACK (ours: the fourth ACK
 	// came; the peer's: we verified its HMAC and answer with the fourth ACK).
 	sf.ready = !j.active || j.st.Flags&datapath.SubMPCAcked != 0
+	if !sf.ready {
+		sf.joinAck.rto = joinAckRTO
+		sf.joinAck.at = time.Now().Add(joinAckRTO)
+	}
 	if !c.stack.goroutine(sf.readLoop) {
 		c.stack.refuseJoinSocket(j, RstUnspecified) // the stack is closing
 		return

@@ -28,9 +28,11 @@ type Stats struct {
 	EventsOrphaned      atomic.Uint64 // events for no known connection
 	TicketsReclaimed    atomic.Uint64 // tickets taken by a completed handshake and never accepted
 	TokenCollision      atomic.Uint64 // passive opens reset at accept: their token was taken meanwhile
-	Joins               atomic.Uint64 // MP_JOIN subflows attached (both roles)
-	JoinRefused         atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
-	ReinjectedBytes     atomic.Uint64 // bytes sent again on another subflow
+	// Our MP_JOIN third ACKs sent again: no fourth ACK showed the peer had it (RFC 8684 §3.2).
+	MPJoinAckRexmit atomic.Uint64
+	Joins           atomic.Uint64 // MP_JOIN subflows attached (both roles)
+	JoinRefused     atomic.Uint64 // MP_JOIN subflows reset: failed HMAC, unknown connection
+	ReinjectedBytes atomic.Uint64 // bytes sent again on another subflow
 	// Opportunistic retransmissions: the bytes at the peer's window's left edge sent again on a
 	// faster subflow while a slow one held them and new data waited for the window.
 	OpportunisticRetransmit atomic.Uint64

@@ -9,7 +9,7 @@ import (
 // statsShown are the names Counters has always reported for Stats (mptcpctl stats and mptcpd's
 // metrics print them; other tests parse them): renaming a field must not change them by accident.
 var statsShown = []string{
-	"ActiveOpens", "PassiveOpens", "FallbackActive", "FallbackPassive", "Fastclose", "MPFailFallback",
+	"ActiveOpens", "PassiveOpens", "FallbackActive", "FallbackPassive", "Fastclose", "MPFailFallback", "MPJoinAckRexmit",
 	"EventsOrphaned", "TicketsReclaimed", "TokenCollision", "Joins", "JoinRefused", "ReinjectedBytes", "OpportunisticRetransmit", "PassiveFastOpen", "ActiveFastOpen", "FastOpenDataRefused",
 	"SubflowStale", "TFOKeyTimeout", "SubflowLossy", "SubflowCloseReset", "DataRetransmit", "AddAddrAccepted", "AddAddrHMacFailure",
 	"RmAddrAccepted", "MPPrioAccepted", "EchoAdd", "AddAddrTx", "EchoAddTx", "RmAddrTx", "MPPrioTx",

@@ -69,8 +69,12 @@ type subflow struct {
 	ackBase    uint64        // TCP_INFO bytes_acked before any data (1 on an active open: the SYN)
 	bytesRecv  uint64
 	lastRst    *ResetError
-	optQueue   [][]byte // options for pure ACKs of their own, in order
-	lastEnd    struct { // end of the last mapping consumed, for an infinite-mapping fallback
+	joinAck    struct { // an active join's third ACK, sent again until the fourth ACK comes
+		at  time.Time
+		rto time.Duration
+	}
+	optQueue [][]byte // options for pure ACKs of their own, in order
+	lastEnd  struct { // end of the last mapping consumed, for an infinite-mapping fallback
 		ssn seqnum.Value
 		dsn seqnum.DSN
 	}

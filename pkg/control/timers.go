@@ -88,6 +88,7 @@ func (c *Conn) nextDeadline(now time.Time) time.Time {
 	d = earliest(d, c.lingerDeadline())
 	d = earliest(d, c.establishedDeadline())
 	d = earliest(d, c.announceDeadline())
+	d = earliest(d, c.joinAckDeadline())
 	switch {
 	case !c.polled():
 		st.pollAt = time.Time{}
@@ -149,6 +150,44 @@ func (c *Conn) onTimer(now time.Time) {
 		c.retransmitAnnounces()
 	} else if due(c.announceDeadline(), now) {
 		c.retransmitAnnounces()
+	}
+	if due(c.joinAckDeadline(), now) {
+		c.retransmitJoinAcks(now)
+	}
+}
+
+// An active join's third ACK is sent again, from joinAckRTO doubling to joinAckRTOMax, until the
+// fourth ACK shows the peer has it (RFC 8684 §3.2: the third ACK is reliable; the kernel sends
+// it again too). The join carries no data until then, and a peer that sends nothing on that
+// subflow (the receiver of a one-way transfer) would otherwise leave it unused for good: the
+// pure ACK carries the third ACK again (the datapath repeats it while the fourth is missing),
+// and the peer answers it with another fourth ACK.
+const (
+	joinAckRTO    = 200 * time.Millisecond
+	joinAckRTOMax = 5 * time.Second
+)
+
+// joinAckDeadline is when the next third ACK goes again (zero: none waits for its fourth).
+func (c *Conn) joinAckDeadline() time.Time {
+	var d time.Time
+	for _, sf := range c.subs {
+		if !sf.ready && !sf.gone {
+			d = earliest(d, sf.joinAck.at)
+		}
+	}
+	return d
+}
+
+// retransmitJoinAcks sends again the third ACKs that are due.
+func (c *Conn) retransmitJoinAcks(now time.Time) {
+	for _, sf := range c.subs {
+		if sf.ready || sf.gone || !due(sf.joinAck.at, now) {
+			continue
+		}
+		c.sendACK(sf)
+		c.stack.stats.MPJoinAckRexmit.Add(1)
+		sf.joinAck.rto = min(2*sf.joinAck.rto, joinAckRTOMax)
+		sf.joinAck.at = now.Add(sf.joinAck.rto)
 	}
 }
 
