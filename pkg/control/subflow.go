@@ -346,11 +346,10 @@ func (sf *subflow) claimTxSlot(acked *uint32) error {
 		if sf.wStop.Load() {
 			return errWriterStopped
 		}
-		info, err := sf.socketTCPInfo()
+		una, _, err := sf.ackedRel()
 		if err != nil {
 			return err
 		}
-		una, _ := sf.ackedFrom(info)
 		*acked = uint32(una)
 		if end.LessThanEq(seqnum.Value(*acked)) {
 			return nil
@@ -556,17 +555,10 @@ func (sf *subflow) setFastProbe(on bool) error {
 	return nil
 }
 
+// tcpInfo reads the subflow socket's TCP_INFO.
 func (sf *subflow) tcpInfo() (*unix.TCPInfo, error) {
-	info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return nil, fmt.Errorf("read subflow TCP_INFO: %w", err)
-	}
-	return info, nil
-}
-
-// socketTCPInfo is tcpInfo through the socket, not its descriptor number, for the writer: once
-// the subflow closes, that number may belong to another socket.
-func (sf *subflow) socketTCPInfo() (*unix.TCPInfo, error) {
+	// Through the socket, not its descriptor number: the writer reads it too (claimTxSlot), and
+	// once the subflow closes that number may belong to another socket.
 	if sf.raw == nil {
 		return nil, errors.New("read subflow TCP_INFO: no socket")
 	}
