@@ -40,6 +40,11 @@ struct cc_path {
 /* struct txmap flags */
 enum txmap_flag {
 	TXMAP_DATA_FIN = 0x1, /* the mapping ends with our DATA_FIN (one more DSN) */
+	/* The connection's first data (DSN = our IDSN + 1) at the subflow's first byte: the only
+	 * mapping the implicit one of an MP_CAPABLE carrying data can stand for (RFC 8684 §3.1). A
+	 * join can carry the first data, and the initial subflow's first mapping then starts
+	 * further on: it needs a DSS. */
+	TXMAP_MPC_DATA = 0x2,
 };
 
 /* One outgoing mapping: DSNs [dsn, dsn+len) on relative subflow sequence [ssn, ssn+len). On a

@@ -177,7 +177,7 @@ static __always_inline int write_data(struct bpf_sock_ops *skops, struct dp_scra
 	m = &sb->ctl.txmap[idx & TXMAP_MASK];
 	mlen = m->len;
 	fin = txmap_fin(c, m);
-	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && m->ssn == 1 && !fin) {
+	if (txmap_on_mpc(s, m, fin)) {
 		/* The first data repeats MP_CAPABLE with the data-level length until the peer's
 		 * DSS shows it arrived (§3.1); the mapping is implicit. */
 		__u32 mpc_len = c->st.csum ? LEN_MPC_ACK_DATA_CSUM : LEN_MPC_ACK_DATA;

@@ -45,6 +45,7 @@ struct sack_rw {
 	__u8 dsn_len;   /* 0: no mapping; 4 or 8: the mapping's DSN size */
 	__u8 fin;       /* the mapping ends with DATA_FIN */
 	__u8 has_csum;  /* the mapping carries a DSS checksum (RFC 8684 §3.3.1) */
+	__u8 on_mpc;    /* the mapping goes in MP_CAPABLE, which sock_ops wrote: leave it (txmap_on_mpc) */
 	__u16 csum;     /* that checksum */
 };
 

@@ -43,6 +43,7 @@ static __always_inline int sack_rw_fill(struct sk_sub *s, struct conn *c, struct
 		rw->ssn = m->ssn;
 		rw->len = m->len + rw->fin;
 		rw->dsn_len = map_dsn_len(sb, idx, m);
+		rw->on_mpc = txmap_on_mpc(s, m, rw->fin);
 		if (c->st.csum) {
 			/* The checksum sock_ops would have written (est_tx.h write_data). */
 			rw->has_csum = 1;
@@ -117,7 +118,7 @@ static __always_inline void sack_egress(struct __sk_buff *skb, __u32 l4, __u32 s
 		dp_count(DP_SackRwFail);
 		return;
 	}
-	if (s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && sc->rw.ssn == 1 && payload && !sc->rw.fin)
+	if (sc->rw.on_mpc)
 		return; /* the first data carries MP_CAPABLE (§3.1), not a DSS */
 	r = sack_rw_apply(skb, l4, &sc->rw, &sc->sack);
 	if (r == SACK_RW_NONE)

@@ -97,6 +97,17 @@ static __always_inline int txmap_fin(struct conn *c, struct txmap *m)
 	return (c->ctl.flags & CONNF_DATA_FIN) && m->dsn + m->len == c->ctl.snd_fin_dsn && m->len < 0xffff;
 }
 
+/* txmap_on_mpc reports whether mapping m goes out in an MP_CAPABLE carrying data rather than a
+ * DSS: our initial subflow's first data while the peer has not shown (by a DSS) that our third
+ * ACK arrived, when the mapping is the connection's first data, which is what the MP_CAPABLE's
+ * implicit mapping stands for (§3.1). Any other mapping on that subflow goes in a DSS: a join
+ * carried the first data, so the peer knows the connection and its keys. */
+static __always_inline int txmap_on_mpc(struct sk_sub *s, struct txmap *m, int fin)
+{
+	return s->role == ROLE_ACTIVE && !(s->flags & SUBF_MPC_ACKED) && m->ssn == 1 && (m->flags & TXMAP_MPC_DATA) &&
+	       !fin;
+}
+
 /* map_dsn_len returns how many bytes the DSN of mapping idx takes on the wire. The 4-byte form
  * (RFC 8684 §3.3) saves 4 bytes, and a kernel peer answers it with 4-byte data ACKs, which
  * leaves it room for a second SACK block on its ACKs. A receiver expands a 4-byte DSN against

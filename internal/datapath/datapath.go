@@ -118,6 +118,10 @@ const TxMapRing = len(Sub{}.Ctl.Txmap)
 // TxMapDataFin in TxMap.Flags marks a mapping that ends with our DATA_FIN (enum txmap_flag).
 const TxMapDataFin = uint16(DatapathTxmapFlagTXMAP_DATA_FIN)
 
+// TxMapMPCData in TxMap.Flags marks the connection's first data at a subflow's first byte: the
+// one mapping an MP_CAPABLE carrying data may stand for (enum txmap_flag).
+const TxMapMPCData = uint16(DatapathTxmapFlagTXMAP_MPC_DATA)
+
 // Config sizes and names the datapath.
 type Config struct {
 	// MaxConns and MaxSubs are the most connection and subflow slots the datapath can grow to

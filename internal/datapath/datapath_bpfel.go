@@ -358,6 +358,7 @@ type DatapathTxmapFlag uint32
 
 const (
 	DatapathTxmapFlagTXMAP_DATA_FIN DatapathTxmapFlag = 1
+	DatapathTxmapFlagTXMAP_MPC_DATA DatapathTxmapFlag = 2
 )
 
 // Names of all BPF objects in the ELF.

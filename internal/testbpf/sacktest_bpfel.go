@@ -23,7 +23,10 @@ type SacktestSackRw struct {
 	DsnLen  uint8
 	Fin     uint8
 	HasCsum uint8
+	OnMpc   uint8
+	_       [1]byte
 	Csum    uint16
+	_       [6]byte
 }
 
 type SacktestSackRwScratch struct {

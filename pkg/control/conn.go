@@ -43,6 +43,7 @@ type Conn struct {
 	token        uint32
 	localKey     uint64
 	remoteKey    uint64
+	firstDSN     seqnum.DSN // our IDSN + 1, set before the goroutines start
 	laddr        net.Addr
 	raddr        net.Addr
 	mptcp        atomic.Bool
@@ -176,7 +177,8 @@ func newConn(s *Stack) *Conn {
 func (c *Conn) start() error {
 	localIDSN := mpcrypto.IDSN(c.localKey)
 	remoteIDSN := mpcrypto.IDSN(c.remoteKey)
-	c.st.snd.start(seqnum.DSN(localIDSN + 1))
+	c.firstDSN = seqnum.DSN(localIDSN + 1)
+	c.st.snd.start(c.firstDSN)
 	c.st.rcv.rx.rcvNxt = seqnum.DSN(remoteIDSN + 1)
 	c.shm.Ctl.RemoteKey = c.remoteKey
 	c.shm.Ctl.PeerIdsn = remoteIDSN

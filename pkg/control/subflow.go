@@ -378,6 +378,9 @@ func (sf *subflow) addTxMap(ch txChunk, ssn seqnum.Value) {
 	e.Ssn = uint32(ssn)
 	e.Len = uint16(ch.n)
 	e.Flags = 0
+	if ssn == 1 && ch.dsn == sf.c.firstDSN {
+		e.Flags = datapath.TxMapMPCData // may ride on MP_CAPABLE (txmap_on_mpc)
+	}
 	e.Csum = 0
 	if sf.c.csumOn() {
 		var sum dsscsum.Sum

@@ -98,3 +98,26 @@ func TestClearSub(t *testing.T) {
 		}
 	}
 }
+
+// TestAddTxMapMPCData: the only mapping marked as one an MP_CAPABLE may carry (txmap_on_mpc in
+// bpf/txmap.h) is the connection's first data at a subflow's first byte; the initial subflow's
+// first mapping starts further on when a join carried the first data.
+func TestAddTxMapMPCData(t *testing.T) {
+	const first = seqnum.DSN(1 << 40)
+	for _, tc := range []struct {
+		dsn  seqnum.DSN
+		ssn  seqnum.Value
+		want uint16
+	}{
+		{first, 1, datapath.TxMapMPCData},
+		{first + 7000, 1, 0}, // a join carried the first 7000 bytes
+		{first, 7001, 0},     // not the subflow's first byte
+		{first - 1, 1, 0},
+	} {
+		sf := &subflow{shm: &datapath.Sub{}, fd: -1, c: &Conn{firstDSN: first}}
+		sf.addTxMap(txChunk{dsn: tc.dsn, n: 100}, tc.ssn)
+		if got := sf.shm.Ctl.Txmap[0].Flags; got != tc.want {
+			t.Errorf("mapping at DSN first%+d, SSN %d: flags %#x, want %#x", int64(tc.dsn-first), tc.ssn, got, tc.want)
+		}
+	}
+}

@@ -212,6 +212,14 @@ func testSilentFailover(t *testing.T, p pairing, fam netns.Family) {
 	for i := range 2 {
 		r.topo.Path(i).SetTBF(netns.TBF{Rate: 200e6, Latency: 20 * time.Millisecond})
 	}
+	// Asked to keep captures (to study a failure that comes now and then): both paths, at the
+	// server's end.
+	stopCaptures := func() {}
+	if os.Getenv("MPTCPGO_KEEP_CAPTURE") != "" {
+		_, s0 := capture(t, r.ctx, p0.B)
+		_, s1 := capture(t, r.ctx, r.topo.Path(1).B)
+		stopCaptures = func() { s0(); s1() }
+	}
 	r.connect()
 	r.waitSubflows(A, 2)
 	r.waitSubflows(B, 2)
@@ -236,6 +244,7 @@ func testSilentFailover(t *testing.T, p pairing, fam netns.Family) {
 	cut := time.Now()
 	cliGap, srvGap := x.wait()
 	took := time.Since(cut)
+	stopCaptures()
 	up, down := r.linkTx(A, 1)-txA, r.linkTx(B, 1)-txB
 	t.Logf("path 0 silent after %d MiB up, %d MiB down; the rest took %v, path 1 then carried %d MiB up, %d MiB down; longest receive gap: server %v, client %v",
 		movedA>>20, movedB>>20, took.Round(time.Millisecond), up>>20, down>>20, srvGap.Round(time.Millisecond), cliGap.Round(time.Millisecond))
