@@ -212,13 +212,29 @@ static __always_inline void ca_cwnd_event(struct sock *sk, enum tcp_ca_event ev)
 		cubictcp_cwnd_event(sk, ev);
 }
 
+/* data_rtt_sample folds an ACK's RTT sample into the subflow's data RTT (sub_st.data_srtt_us),
+ * once the ACK acknowledges data: not the SYN's or the SYN/ACK's sample. */
+static __always_inline void data_rtt_sample(struct sock *sk, struct sk_sub *s, struct sub *sb, __s32 rtt_us)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 srtt, rtt;
+
+	if (!s || !sb || rtt_us <= 0 || (__s32)(tp->snd_una - s->snd_isn) <= 1)
+		return;
+	rtt = rtt_us;
+	srtt = sb->st.data_srtt_us;
+	sb->st.data_srtt_us = srtt ? srtt - (srtt >> 3) + (rtt >> 3) : rtt;
+}
+
 static __always_inline void ca_pkts_acked(struct sock *sk, const struct ack_sample *sample)
 {
 	struct sk_sub *s;
 	struct conn *c;
 	struct sub *sb;
+	__u32 algo = ca_of(sk, &s, &c, &sb);
 
-	if (ca_of(sk, &s, &c, &sb) == CC_CUBIC)
+	data_rtt_sample(sk, s, sb, sample->rtt_us);
+	if (algo == CC_CUBIC)
 		cubictcp_acked(sk, sample);
 }
 

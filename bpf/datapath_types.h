@@ -260,6 +260,12 @@ struct sub_st {
 	__u32 packets_out;
 	__u32 total_retrans;
 	__u32 nomap_rel;    /* relative SSN of the last data segment without a mapping */
+	/* The smoothed RTT of acknowledged data alone (the kernel's 7/8 + 1/8 rule over the ACK
+	 * samples congestion control sees), 0 before the first: the scheduler's RTT. The
+	 * handshake's sample is left out: a SYN held for a second (a neighbour not yet resolved on
+	 * a link just up) makes TCP's own estimate a second for many round trips, and a subflow
+	 * whose RTT looks that bad would never be given the data that measures it anew. */
+	__u32 data_srtt_us;
 	__u64 ack_sent;     /* the DATA_ACK this subflow last wrote (a dead path's count for nothing) */
 	struct sub_cc cc;   /* its congestion control's state (congestion.h) */
 };

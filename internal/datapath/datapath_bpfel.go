@@ -258,6 +258,8 @@ type DatapathSub struct {
 		PacketsOut   uint32
 		TotalRetrans uint32
 		NomapRel     uint32
+		DataSrttUs   uint32
+		_            [4]byte
 		AckSent      uint64
 		Cc           struct {
 			_  structs.HostLayout

@@ -143,7 +143,8 @@ func addCoreSub(c *Conn, srtt time.Duration) *subflow {
 		mapped: 1, ready: true}
 	sf.health.lastProgress = time.Now()
 	sf.shm.St.SrttUs = uint32(srtt.Microseconds())
-	sf.shm.St.SndCwnd = 20 // two windows of room: 56000 bytes, more than the tests write at once
+	sf.shm.St.DataSrttUs = uint32(srtt.Microseconds()) // measured on data already
+	sf.shm.St.SndCwnd = 20                             // two windows of room: 56000 bytes, more than the tests write at once
 	sf.shm.St.Mss = 1400
 	sf.shm.St.AckSent = c.shm.St.AckSent
 	c.subs = append(c.subs, sf)

@@ -53,6 +53,7 @@ type SubflowInfo struct {
 	Stale      bool
 	Lossy      bool // in loss recovery holding the oldest data: its data went elsewhere too
 	SRTT       time.Duration
+	SchedRTT   time.Duration // the RTT the scheduler compares: of acknowledged data alone, 0 before any
 	Cwnd       uint32
 	BytesSent  uint64 // written to the socket
 	BytesRecv  uint64 // read from the socket

@@ -9,7 +9,7 @@ import (
 // SubflowView is what a scheduler sees of a usable subflow.
 type SubflowView struct {
 	Backup   bool          // our or the peer's backup flag: used only when nothing else is
-	SRTT     time.Duration // smoothed RTT, 0 while unknown
+	SRTT     time.Duration // smoothed RTT of acknowledged data, 0 while unknown (schedRTT)
 	RTTVar   time.Duration // RTT mean deviation (TCP_INFO rttvar, checkSubflows), 0 while unknown
 	Cwnd     int           // congestion window, packets
 	MSS      int
@@ -59,9 +59,8 @@ func (v SubflowView) roomLeft() int {
 	limit := 2 * max(v.Cwnd, 10) * max(v.MSS, 1)
 	if v.SRTT > 0 {
 		limit = max(limit, min(roomMax, int(float64(wnd)*float64(roomTime)/float64(v.SRTT))))
-	} else {
-		limit = max(limit, roomMax) // no RTT yet: as fast as any
 	}
+	// No RTT yet: two windows, which measure it; a slow path given more would hold it all.
 	return limit - v.InFlight - v.Queued
 }
 

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/mptcpgo/mptcpgo/internal/datapath"
 )
 
 func TestSchedulers(t *testing.T) {
@@ -142,7 +144,7 @@ func TestRoomBounds(t *testing.T) {
 		{"100 packets, 20 ms", SubflowView{SRTT: 20 * time.Millisecond, Cwnd: 100, MSS: 1400}, 2 * 100 * 1400},
 		{"20 packets, 2 ms", SubflowView{SRTT: 2 * time.Millisecond, Cwnd: 20, MSS: 1400}, 5 * 20 * 1400},
 		{"1000 packets, 40 ms", SubflowView{SRTT: 40 * time.Millisecond, Cwnd: 1000, MSS: 1400}, 2 * 1000 * 1400},
-		{"no RTT yet", SubflowView{Cwnd: 10, MSS: 1400}, 256 << 10},
+		{"no RTT yet", SubflowView{Cwnd: 10, MSS: 1400}, 2 * 10 * 1400},
 		{"writer full", SubflowView{SRTT: time.Millisecond, Cwnd: 100, MSS: 1400, Blocked: true}, 0},
 	} {
 		if got := tc.v.roomLeft(); got != tc.want {
@@ -151,5 +153,37 @@ func TestRoomBounds(t *testing.T) {
 		if tc.v.room() != (tc.want > 0) {
 			t.Errorf("%s: room() %t with %d left", tc.name, tc.v.room(), tc.want)
 		}
+	}
+}
+
+// TestSchedRTT: the scheduler's RTT is that of acknowledged data; before any, unknown (0), and
+// TCP's estimate only after schedRTTFallback bytes acknowledged without a sample of our own. A
+// subflow whose RTT is unknown is taken first, for two windows: a join whose handshake took a
+// second gets the data that measures its path, however busy the other subflow is.
+func TestSchedRTT(t *testing.T) {
+	sf := &subflow{shm: new(datapath.Sub)}
+	sf.shm.St.SrttUs = 1_030_000 // the handshake's, a SYN held for a second
+	sf.shm.St.SndUnaRel = 1
+	if got := sf.schedRTT(); got != 0 {
+		t.Errorf("nothing acknowledged: %v, want 0 (unknown)", got)
+	}
+	sf.shm.St.DataSrttUs = 800
+	if got := sf.schedRTT(); got != 800*time.Microsecond {
+		t.Errorf("data sampled: %v, want 800µs", got)
+	}
+	sf.shm.St.DataSrttUs = 0
+	sf.shm.St.SndUnaRel = 1 + schedRTTFallback + 1
+	if got := sf.schedRTT(); got != 1030*time.Millisecond {
+		t.Errorf("no sample after %d bytes: %v, want TCP's 1.03s", schedRTTFallback+1, got)
+	}
+
+	busy := SubflowView{SRTT: 7 * time.Millisecond, Cwnd: 600, MSS: 1400, InFlight: 600 * 1400}
+	fresh := SubflowView{Cwnd: 10, MSS: 1400}
+	if got := (&minRTT{}).Pick([]SubflowView{busy, fresh}, ConnView{}); len(got) != 1 || got[0] != 1 {
+		t.Errorf("picked %v, want the subflow whose RTT is unknown (1)", got)
+	}
+	fresh.InFlight = 2 * 10 * 1400
+	if got := (&minRTT{}).Pick([]SubflowView{busy, fresh}, ConnView{}); len(got) != 1 || got[0] != 0 {
+		t.Errorf("with two windows in flight on the unknown one: picked %v, want 0", got)
 	}
 }

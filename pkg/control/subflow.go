@@ -159,15 +159,13 @@ func newSubflow(c *Conn, slot uint32, tc *net.TCPConn) (*subflow, error) {
 		return nil, err
 	}
 	// TCP counts the SYN in bytes_acked on an active open: the baseline taken before any data
-	// is written makes acknowledged relative SSNs exact in both roles.
+	// is written makes acknowledged relative SSNs exact in both roles. The datapath scales the
+	// peer's window with its window scale (the DATA_ACK's window, §3.3.4). One read for both.
 	if info, err := unix.GetsockoptTCPInfo(sf.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 		sf.ackBase = info.Bytes_acked
-	}
-	if sf.shm != nil {
-		// The datapath scales the peer's window with it (the DATA_ACK's window, §3.3.4).
-		var ws uint8
-		raw.Control(func(fd uintptr) { ws = sndWscale(int(fd)) })
-		sf.shm.Ctl.SndWscale = ws
+		if sf.shm != nil {
+			sf.shm.Ctl.SndWscale = sndWscale(info)
+		}
 	}
 	return sf, nil
 }
@@ -612,6 +610,25 @@ func (sf *subflow) srtt() time.Duration {
 	return time.Duration(atomic.LoadUint32(&sf.shm.St.SrttUs)) * time.Microsecond
 }
 
+// schedRTT is the RTT the scheduler compares: that of acknowledged data (sub_st.data_srtt_us),
+// without the handshake's sample, which a SYN held for a second inflates for many round trips;
+// 0 (unknown: the subflow takes two windows, which measure it) before data is acknowledged.
+// Should no sample come once its first windows are acknowledged (a congestion control other
+// than ours), TCP's own estimate.
+func (sf *subflow) schedRTT() time.Duration {
+	if us := atomic.LoadUint32(&sf.shm.St.DataSrttUs); us != 0 {
+		return time.Duration(us) * time.Microsecond
+	}
+	if acked := atomic.LoadUint32(&sf.shm.St.SndUnaRel); acked != 0 && int32(acked-1) > schedRTTFallback {
+		return sf.srtt()
+	}
+	return 0
+}
+
+// schedRTTFallback is how much data a subflow has acknowledged before schedRTT takes TCP's
+// estimate for want of samples of its own.
+const schedRTTFallback = 256 << 10
+
 // inFlight is the bytes written to the socket and not yet acknowledged at the subflow level.
 func (sf *subflow) inFlight() int {
 	una := atomic.LoadUint32(&sf.shm.St.SndUnaRel)
@@ -629,7 +646,7 @@ func (sf *subflow) view() SubflowView {
 		cwnd, mss = 10, 1400
 	}
 	return SubflowView{
-		Backup: sf.backup || sf.peerBackup, SRTT: sf.srtt(), RTTVar: sf.rttVar, Cwnd: cwnd, MSS: mss,
+		Backup: sf.backup || sf.peerBackup, SRTT: sf.schedRTT(), RTTVar: sf.rttVar, Cwnd: cwnd, MSS: mss,
 		InFlight: sf.inFlight(), Queued: sf.queued, Blocked: !sf.takes(),
 	}
 }
@@ -667,6 +684,7 @@ func (sf *subflow) info() SubflowInfo {
 	}
 	if sf.shm != nil {
 		in.SRTT = sf.srtt()
+		in.SchedRTT = sf.schedRTT()
 		in.Cwnd = atomic.LoadUint32(&sf.shm.St.SndCwnd)
 		in.Retrans = atomic.LoadUint32(&sf.shm.St.TotalRetrans)
 		in.CCWindow = atomic.LoadUint32(&sf.shm.St.Cc.Cs.Path.Cwnd)
@@ -678,12 +696,8 @@ func (sf *subflow) info() SubflowInfo {
 
 func loadU32(p *uint32) uint32 { return atomic.LoadUint32(p) }
 
-// sndWscale returns the peer's window scale of a connected socket (TCP_INFO's tcpi_snd_wscale,
+// sndWscale returns the peer's window scale from a connected socket's TCP_INFO (tcpi_snd_wscale,
 // a bit field the Go struct leaves unnamed: the low nibble of byte 6).
-func sndWscale(fd int) uint8 {
-	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return 0
-	}
+func sndWscale(info *unix.TCPInfo) uint8 {
 	return (*[8]byte)(unsafe.Pointer(info))[6] & 0x0f
 }

@@ -144,6 +144,8 @@ func TestMultipathRestoration(t *testing.T) {
 				r.start(64<<20, 64<<20).wait()
 				if d := r.linkTx(A, 1) - tx; d < 4<<20 {
 					t.Errorf("the restored path carried %d bytes up, want a share", d)
+					r.logConns("after the transfer, ")
+					logNonZero(t, r.side(A), r.counters(A))
 				}
 				r.checkHealthy()
 			})
