@@ -10,6 +10,7 @@ import (
 type SubflowView struct {
 	Backup   bool          // our or the peer's backup flag: used only when nothing else is
 	SRTT     time.Duration // smoothed RTT of acknowledged data, 0 while unknown (schedRTT)
+	TCPRTT   time.Duration // TCP's smoothed RTT, the handshake's sample included: orders subflows whose SRTT is unknown
 	RTTVar   time.Duration // RTT mean deviation (TCP_INFO rttvar, checkSubflows), 0 while unknown
 	Cwnd     int           // congestion window, packets
 	MSS      int
@@ -141,7 +142,9 @@ func soonest(v []SubflowView) int {
 		if !s.room() {
 			continue
 		}
-		if at := s.delivery(); best < 0 || at < bestAt {
+		// Among subflows whose RTT on data is unknown (all deliver "at once"), the handshake's
+		// RTT decides: the first data of a connection goes on its fastest path.
+		if at := s.delivery(); best < 0 || at < bestAt || at == bestAt && s.TCPRTT < v[best].TCPRTT {
 			best, bestAt = i, at
 		}
 	}

@@ -187,3 +187,17 @@ func TestSchedRTT(t *testing.T) {
 		t.Errorf("with two windows in flight on the unknown one: picked %v, want 0", got)
 	}
 }
+
+// TestSoonestUnknownByHandshake: subflows whose RTT on data is unknown are ordered by TCP's
+// RTT, the handshake's: a connection's first data goes on its fastest path.
+func TestSoonestUnknownByHandshake(t *testing.T) {
+	slow := SubflowView{Cwnd: 10, MSS: 1400, TCPRTT: 100 * time.Millisecond}
+	fast := SubflowView{Cwnd: 10, MSS: 1400, TCPRTT: 200 * time.Microsecond}
+	if got := soonest([]SubflowView{slow, fast}); got != 1 {
+		t.Errorf("picked %d, want the subflow whose handshake was faster (1)", got)
+	}
+	known := SubflowView{SRTT: time.Millisecond, Cwnd: 10, MSS: 1400, TCPRTT: time.Millisecond}
+	if got := soonest([]SubflowView{known, slow}); got != 1 {
+		t.Errorf("picked %d, want the one whose RTT on data is unknown (1)", got)
+	}
+}

@@ -646,7 +646,7 @@ func (sf *subflow) view() SubflowView {
 		cwnd, mss = 10, 1400
 	}
 	return SubflowView{
-		Backup: sf.backup || sf.peerBackup, SRTT: sf.schedRTT(), RTTVar: sf.rttVar, Cwnd: cwnd, MSS: mss,
+		Backup: sf.backup || sf.peerBackup, SRTT: sf.schedRTT(), TCPRTT: sf.srtt(), RTTVar: sf.rttVar, Cwnd: cwnd, MSS: mss,
 		InFlight: sf.inFlight(), Queued: sf.queued, Blocked: !sf.takes(),
 	}
 }
