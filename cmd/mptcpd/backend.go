@@ -24,6 +24,7 @@ type backend struct {
 	stack   *control.Stack
 	servers []*proxy.Server
 	limit   *proxy.Limit // --max-conns, shared by the servers
+	heap    *heapReleaser
 	// transparent is --transparent's interceptor, once started.
 	transparent atomic.Pointer[transparent.Interceptor]
 	// transparentDev is --transparent-dev's, once started.

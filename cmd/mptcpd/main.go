@@ -203,7 +203,8 @@ func run(cc *cli.Context) error {
 		stack.Close()
 		return fmt.Errorf("follow addresses and links: %w", err)
 	}
-	be := &backend{mgr: mgr, stack: stack, servers: servers, limit: limit}
+	be := &backend{mgr: mgr, stack: stack, servers: servers, limit: limit, heap: newHeapReleaser(log)}
+	go be.heap.run(uctx)
 	for _, s := range servers {
 		s.OnRelay = be.relayStarted
 	}

@@ -50,18 +50,24 @@ var (
 	descConvErrRecv   = prometheus.NewDesc("mptcpd_convert_errors_received_total", "Convert Error TLVs received from the converter (--convert-via).", proxyLabels, nil)
 	descProxyActive   = prometheus.NewDesc("mptcpd_proxy_connections", "Connections a proxy relays now.", proxyLabels, nil)
 	descProxyMax      = prometheus.NewDesc("mptcpd_proxy_max_connections", "Connections all proxies together may relay at once (--max-conns).", nil, nil)
+	descHeapReleases  = prometheus.NewDesc("mptcpd_heap_releases_total", "Times the Go heap's free pages were given back to the system once the daemon was quiet.", nil, nil)
+	descHeapReleased  = prometheus.NewDesc("mptcpd_heap_released_bytes_total", "Free heap bytes given back by those releases.", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCounter, descConns, descRTT, descCwnd, descSent, descRecv, descRetrans, descBackup,
 		descProxyAccepted, descProxyAcceptEr, descProxyRefused, descProxyFailed, descProxyDialWait, descProxyMPTCP, descProxyBytesIn, descProxyBytesOut,
-		descConverted, descConvRefused, descConvErrSent, descConvErrRecv, descProxyActive, descProxyMax} {
+		descConverted, descConvRefused, descConvErrSent, descConvErrRecv, descProxyActive, descProxyMax, descHeapReleases, descHeapReleased} {
 		ch <- d
 	}
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.collectProxies(ch)
+	if h := m.b.heap; h != nil {
+		ch <- prometheus.MustNewConstMetric(descHeapReleases, prometheus.CounterValue, float64(h.releases.Load()))
+		ch <- prometheus.MustNewConstMetric(descHeapReleased, prometheus.CounterValue, float64(h.released.Load()))
+	}
 	if c, err := m.b.stack.Counters(); err == nil {
 		for name, v := range c {
 			ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), name)
