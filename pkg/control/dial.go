@@ -150,9 +150,13 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	if len(synData) > 0 && fastOpenable(d, network, address) {
 		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData, &ns)
 	} else {
-		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(network, address string, rc syscall.RawConn) error {
 			var err error
-			cerr := rc.Control(func(fd uintptr) { err = s.prepareDialFD(int(fd), st0, &ns) })
+			cerr := rc.Control(func(fd uintptr) {
+				if err = s.prepareDialFD(int(fd), st0, &ns); err == nil && d.LocalAddr == nil {
+					err = connectNow(int(fd), network, address)
+				}
+			})
 			return errors.Join(cerr, err)
 		}}
 		nd.SetMultipathTCP(false)
@@ -204,6 +208,56 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 		return nil, 0, err
 	}
 	return c, sent, nil
+}
+
+// connectNow starts the connection of a prepared socket before the dialer's own connect (only
+// for a dial without a local address: the dialer would bind after it), and finds out at once,
+// without waiting, whether the handshake is done: to a nearby peer it often completes within
+// the connect call (the SYN/ACK is processed as the SYN goes out). The dialer's connect then
+// finds the socket connected (Linux answers success, or EISCONN; the dialer takes both) and
+// returns without parking the goroutine on the runtime's poller, where, with the stack's other
+// goroutines busy, a dial waited about as long again as its handshake had taken. Still in
+// progress, the dialer's connect sees EALREADY and waits as it always does. A failure is
+// returned. An address that is not numeric with a port, has a zone, or is of the other family
+// is left to the dialer.
+func connectNow(fd int, network, address string) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || ap.Addr().Zone() != "" {
+		return nil
+	}
+	var sa unix.Sockaddr
+	switch a := ap.Addr(); network {
+	case "tcp4":
+		if !a.Unmap().Is4() {
+			return nil
+		}
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	case "tcp6":
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+	default:
+		return nil
+	}
+	switch err := unix.Connect(fd, sa); {
+	case err == nil:
+		return nil
+	case !errors.Is(err, unix.EINPROGRESS):
+		return os.NewSyscallError("connect", err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	if n, err := unix.Poll(pfd, 0); err != nil || n == 0 || pfd[0].Revents == 0 {
+		return nil // in progress (or poll failed): the dialer waits
+	}
+	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	switch {
+	case err != nil:
+		return os.NewSyscallError("getsockopt", err)
+	case soErr != 0:
+		return os.NewSyscallError("connect", syscall.Errno(soErr))
+	case pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0:
+		// Closed with no error left to read: the dialer's connect would start anew.
+		return os.NewSyscallError("connect", unix.ECONNRESET)
+	}
+	return nil
 }
 
 // fastOpenable reports whether dialFastOpen can dial address: a numeric address of one family,
