@@ -160,6 +160,7 @@ type Datapath struct {
 	maxConns   int // Config.MaxConns: slots beyond it are never handed out, though a chunk has them
 	maxSubs    int
 	events     *ringbuf.Reader
+	eventRec   ringbuf.Record // ReadEvent's
 
 	counterNames []string // by Counter
 
@@ -476,10 +477,11 @@ func (d *Datapath) PushTicket(t Ticket) error {
 	return nil
 }
 
-// ReadEvent blocks for the next event.
+// ReadEvent blocks for the next event. One goroutine reads them: the record's buffer is
+// reused.
 func (d *Datapath) ReadEvent(ev *Event) error {
-	rec, err := d.events.Read()
-	if err != nil {
+	rec := &d.eventRec
+	if err := d.events.ReadInto(rec); err != nil {
 		return err
 	}
 	if len(rec.RawSample) < int(unsafe.Sizeof(*ev)) {
@@ -488,6 +490,10 @@ func (d *Datapath) ReadEvent(ev *Event) error {
 	*ev = *(*Event)(unsafe.Pointer(&rec.RawSample[0]))
 	return nil
 }
+
+// EventsWaiting reports whether events wait in the ring: when none does, ReadEvent blocks in
+// a system call.
+func (d *Datapath) EventsWaiting() bool { return d.events.AvailableBytes() > 0 }
 
 // UseCongestionControl makes a socket use our congestion control; call it before connect().
 func (d *Datapath) UseCongestionControl(fd int) error {

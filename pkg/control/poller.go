@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -160,6 +161,11 @@ func (p *poller) run() {
 		p.mu.Unlock()
 		for _, f := range ready {
 			f()
+		}
+		if len(ready) > 0 {
+			// The readers just started wait on this P while EpollWait blocks in a system
+			// call, holding it (as the stack's dispatcher's woken loops do): let them run.
+			runtime.Gosched()
 		}
 		clear(ready)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -280,7 +281,16 @@ func (s *Stack) isClosed() bool {
 // dispatch routes datapath events to their connections.
 func (s *Stack) dispatch() {
 	var ev datapath.Event
+	routed := false
 	for {
+		if routed && !s.dp.EventsWaiting() {
+			// The loops just woken wait on this P (the last one in its run queue's next
+			// place) while ReadEvent blocks in a system call, holding it: until the runtime's
+			// monitor takes the P back, 20 µs to 10 ms later, or another thread steals them.
+			// Yield first, so that they run now.
+			runtime.Gosched()
+			routed = false
+		}
 		if err := s.dp.ReadEvent(&ev); err != nil {
 			select {
 			case <-s.done:
@@ -292,6 +302,7 @@ func (s *Stack) dispatch() {
 			continue
 		}
 		s.route(ev)
+		routed = true
 	}
 }
 
