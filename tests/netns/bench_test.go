@@ -339,6 +339,79 @@ func BenchmarkConnectRate(b *testing.B) {
 	fmt.Fprintf(os.Stderr, "connection setup (median of %d rounds of %d): kernel MPTCP %.0f/s, ours %.0f/s: %.2f x kernel\n", len(kerns), n, kern, ours, ours/kern)
 }
 
+// BenchmarkForwardSetupHeld measures mptcpd --forward's connection setup rate while it holds
+// many idle connections: an application's connect, its 4 bytes echoed by a kernel MPTCP server
+// (relayed over MPTCP), close, one at a time; with no other connection, then while it holds as
+// many idle forwarded connections as its descriptors allow (two each), in one run; and beside
+// them the kernel's MPTCP client doing the same with the server directly. The held connections
+// are checked to echo afterwards. It reports the rates and their ratios: new connections
+// should come as fast while the others are held.
+func BenchmarkForwardSetupHeld(b *testing.B) {
+	const setups = 1000
+	limit := fdLimitSelf(b)
+	held := min(idleWant, (int(limit)-daemonFDs)/2-2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := newIdleRig(b, ctx, held+setups)
+	next := held // the setups' indices follow the held connections'
+	kernel := false
+	rate := func() float64 {
+		start := time.Now()
+		for range setups {
+			var c net.Conn
+			var err error
+			if kernel {
+				c, err = r.topo.A.DialMPTCP(ctx, r.echo[0])
+			} else {
+				c, err = r.dial(ctx, next)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			if m, err := idleHello(c, uint32(next)); err != nil || !m {
+				b.Fatalf("setup %d: MPTCP %v, %v", next, m, err)
+			}
+			c.Close()
+			next = held + (next-held+1)%setups
+		}
+		return setups / time.Since(start).Seconds()
+	}
+	// Rounds of each, the medians reported (two cores make single runs noisy).
+	const rounds = 3
+	var empty, loaded, kern []float64
+	for i := 0; i < b.N; i++ {
+		for range rounds {
+			kernel = true
+			kern = append(kern, rate())
+			kernel = false
+			empty = append(empty, rate())
+		}
+		conns := r.open(b, ctx, 0, held, 8)
+		time.Sleep(time.Second)
+		for range rounds {
+			loaded = append(loaded, rate())
+		}
+		checkAll(b, conns, 8)
+		for _, c := range conns {
+			c.Close()
+		}
+		waitStat(b, ctx, r.sock, "ProxyActive", 0)
+	}
+	slices.Sort(empty)
+	slices.Sort(loaded)
+	slices.Sort(kern)
+	e, l, k := empty[len(empty)/2], loaded[len(loaded)/2], kern[len(kern)/2]
+	b.ReportMetric(k, "kernel-setups/s")
+	b.ReportMetric(e/k, "alone/kernel")
+	b.ReportMetric(e, "setups/s-alone")
+	b.ReportMetric(l, "setups/s-held")
+	b.ReportMetric(l/e, "held/alone")
+	b.ReportMetric(float64(held), "held-conns")
+	fmt.Fprintf(os.Stderr, "mptcpd --forward setup rate (median of %d rounds of %d): %.0f/s alone (%.2f x the kernel's MPTCP client to the same server, %.0f/s), %.0f/s while it holds %d idle connections: %.2f x alone\n",
+		rounds, setups, e, e/k, k, l, held, l/e)
+}
+
 // BenchmarkIdleMemory measures mptcpd's resident memory per 1000 idle connections it carries
 // (forward proxy to a kernel MPTCP server).
 func BenchmarkIdleMemory(b *testing.B) {

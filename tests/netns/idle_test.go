@@ -50,6 +50,7 @@ type idleRig struct {
 	topo  *netns.Topology
 	d     *netns.Process
 	addrs []string // the forward listeners
+	echo  []string // their remotes: the echo servers
 	sock  string   // the control socket
 }
 
@@ -80,7 +81,8 @@ func newIdleRig(tb testing.TB, ctx context.Context, conns int, args ...string) *
 			tb.Fatalf("echo server: %v\n%s", err, srv.Output())
 		}
 		_, addr, _ := strings.Cut(strings.TrimSpace(srv.Output()), "listening ")
-		all = append(all, "--forward", "127.0.0.1:0="+strings.Fields(addr)[0])
+		r.echo = append(r.echo, strings.Fields(addr)[0])
+		all = append(all, "--forward", "127.0.0.1:0="+r.echo[len(r.echo)-1])
 	}
 	r.d, r.addrs = startMptcpdB(tb, ctx, r.topo.A, all...)
 	return r

@@ -37,7 +37,7 @@ func ctlSocket(t testing.TB) string {
 }
 
 // ctlCmd runs mptcpctl against sock; it fails the test unless the command succeeds.
-func ctlCmd(t *testing.T, sock string, args ...string) string {
+func ctlCmd(t testing.TB, sock string, args ...string) string {
 	t.Helper()
 	out, errOut, err := ctlTry(sock, nil, args...)
 	if err != nil {
@@ -60,7 +60,7 @@ func ctlTry(sock string, cred *syscall.Credential, args ...string) (string, stri
 	return out.String(), errOut.String(), err
 }
 
-func ctlJSON(t *testing.T, sock string, v any, args ...string) {
+func ctlJSON(t testing.TB, sock string, v any, args ...string) {
 	t.Helper()
 	out := ctlCmd(t, sock, append(args, "--json")...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {

@@ -164,7 +164,7 @@ func echo(c net.Conn, msg string) error {
 }
 
 // daemonStats reads the daemon's counters through mptcpctl.
-func daemonStats(t *testing.T, sock string) map[string]uint64 {
+func daemonStats(t testing.TB, sock string) map[string]uint64 {
 	t.Helper()
 	var st map[string]uint64
 	ctlJSON(t, sock, &st, "stats")
@@ -172,7 +172,7 @@ func daemonStats(t *testing.T, sock string) map[string]uint64 {
 }
 
 // waitStat waits until the daemon's counter name equals want.
-func waitStat(t *testing.T, ctx context.Context, sock, name string, want uint64) {
+func waitStat(t testing.TB, ctx context.Context, sock, name string, want uint64) {
 	t.Helper()
 	for {
 		got := daemonStats(t, sock)[name]
