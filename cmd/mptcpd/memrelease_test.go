@@ -6,19 +6,23 @@ import (
 	"testing"
 )
 
-// TestHeapReleaserRule: quiet, and the free pages many both absolutely and against what is
+// TestHeapReleaserRule: quiet (little allocated, and so little that at that rate the free
+// pages would outlast a minute), and the free pages many both absolutely and against what is
 // live; anything else keeps them.
 func TestHeapReleaserRule(t *testing.T) {
 	r := newHeapReleaser(nil)
-	const mi = 1 << 20
+	const mi, ki = 1 << 20, 1 << 10
 	for _, tc := range []struct {
 		allocated, free, live uint64
 		want                  bool
 	}{
 		{0, 16 * mi, 8 * mi, true},
-		{1 * mi, 4 * mi, 16 * mi, true},      // at each bound
-		{1*mi + 1, 16 * mi, 8 * mi, false},   // allocating
+		{1 * mi, 61 * mi, 200 * mi, true},    // at the allocation bound
+		{1*mi + 1, 200 * mi, 8 * mi, false},  // allocating
 		{64 * mi, 200 * mi, 100 * mi, false}, // moving data
+		{900 * ki, 8 * mi, 8 * mi, false},    // steadily, a little: the pages would be taken again
+		{100 * ki, 5 * mi, 8 * mi, false},    // under a minute's worth at this rate
+		{64 * ki, 4*mi + 1, 8 * mi, true},    // less than that
 		{0, 4*mi - 1, 0, false},              // too little free, even with nothing live
 		{0, 5 * mi, 0, true},                 //
 		{0, 15 * mi, 64 * mi, false},         // little against what is live
@@ -27,7 +31,7 @@ func TestHeapReleaserRule(t *testing.T) {
 		{0, 0, 0, false},                     // nothing
 		{0, 16 * mi, 1<<64 - 1, false},       // no overflow in the ratio
 		{1<<64 - 1, 1<<64 - 1, 0, false},     // busy beats everything
-		{0, 1<<64 - 1, 1<<64 - 1, true},      //
+		{1 * mi, 1<<64 - 1, 1<<64 - 1, true}, // no overflow in the horizon
 	} {
 		if got := r.shouldRelease(tc.allocated, tc.free, tc.live); got != tc.want {
 			t.Errorf("allocated %d, free %d, live %d: release %v, want %v", tc.allocated, tc.free, tc.live, got, tc.want)
@@ -63,20 +67,40 @@ func TestHeapReleaserReleases(t *testing.T) {
 	if r.step() || calls != 0 {
 		t.Fatalf("released while allocating (%d calls)", calls)
 	}
-	// Quiet now: released, and the runtime's count of free pages falls.
+	// Quiet once: not yet. Quiet twice in a row: released, and the runtime's count of free pages
+	// falls.
+	if r.step() || calls != 0 {
+		t.Fatalf("released after one quiet check (%d calls)", calls)
+	}
 	before := heapFree()
 	if !r.step() || calls != 1 {
-		t.Fatalf("quiet with %d bytes free: not released (%d calls)", before, calls)
+		t.Fatalf("quiet twice with %d bytes free: not released (%d calls)", before, calls)
 	}
 	if after := heapFree(); after > before/4 {
 		t.Errorf("free, not released: %d bytes before, %d after", before, after)
 	}
-	if r.releases.Load() != 1 || r.released.Load() < 32<<20 {
+	if r.releases.Load() != 1 || r.released.Load() < 24<<20 {
 		t.Errorf("counted %d releases of %d bytes", r.releases.Load(), r.released.Load())
 	}
-	// Nothing left to release: the next quiet step keeps what little is free.
+	// Nothing left to release: the next quiet steps keep what little is free.
+	for range 3 {
+		if r.step() || calls != 1 {
+			t.Errorf("released again with %d bytes free (%d calls)", heapFree(), calls)
+		}
+	}
+	// A burst between two quiet checks starts the count again.
+	burst()
+	r.step() // the burst's second
+	r.step() // quiet once
+	burst()
 	if r.step() || calls != 1 {
-		t.Errorf("released again with %d bytes free (%d calls)", heapFree(), calls)
+		t.Errorf("released in a second that allocated 64 MiB (%d calls)", calls)
+	}
+	if r.step(); calls != 1 {
+		t.Errorf("released after one quiet check since the burst (%d calls)", calls)
+	}
+	if !r.step() || calls != 2 {
+		t.Errorf("quiet twice after the burst: not released (%d calls)", calls)
 	}
 }
 

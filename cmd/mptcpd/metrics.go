@@ -51,7 +51,7 @@ var (
 	descProxyActive   = prometheus.NewDesc("mptcpd_proxy_connections", "Connections a proxy relays now.", proxyLabels, nil)
 	descProxyMax      = prometheus.NewDesc("mptcpd_proxy_max_connections", "Connections all proxies together may relay at once (--max-conns).", nil, nil)
 	descHeapReleases  = prometheus.NewDesc("mptcpd_heap_releases_total", "Times the Go heap's free pages were given back to the system once the daemon was quiet.", nil, nil)
-	descHeapReleased  = prometheus.NewDesc("mptcpd_heap_released_bytes_total", "Free heap bytes given back by those releases.", nil, nil)
+	descHeapReleased  = prometheus.NewDesc("mptcpd_heap_released_bytes_total", "Heap bytes those releases gave back to the system, by the runtime's count.", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {

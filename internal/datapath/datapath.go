@@ -491,9 +491,11 @@ func (d *Datapath) ReadEvent(ev *Event) error {
 	return nil
 }
 
-// EventsWaiting reports whether events wait in the ring: when none does, ReadEvent blocks in
-// a system call.
-func (d *Datapath) EventsWaiting() bool { return d.events.AvailableBytes() > 0 }
+// EventsWaiting reports whether events waited in the ring after the one ReadEvent returned
+// last (the reader's count then): when none did, the next ReadEvent most likely blocks in a
+// system call. The reader's goroutine calls it; it does not touch the ring, which StopEvents
+// unmaps.
+func (d *Datapath) EventsWaiting() bool { return d.eventRec.Remaining > 0 }
 
 // UseCongestionControl makes a socket use our congestion control; call it before connect().
 func (d *Datapath) UseCongestionControl(fd int) error {

@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"net"
+	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -83,4 +84,58 @@ func TestConnectNow(t *testing.T) {
 	if _, err := unix.Getpeername(fd); err != nil {
 		t.Errorf("IPv6: not connected after connectNow: %v", err)
 	}
+}
+
+// TestDialControl dials through Go's dialer with the Control a dial uses: connected at once to a
+// listener on loopback, with the addresses the dialer reports; a refusal is the dialer's usual
+// error (an OpError holding connect's SyscallError, ECONNREFUSED); with a local address to
+// bind, connectNow is not called (the dialer binds after Control, which a connected socket
+// refuses) and the dial works from that address.
+func TestDialControl(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	prepared := 0
+	prepare := func(int) error { prepared++; return nil }
+	d := net.Dialer{Control: dialControl(prepare, false)}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	if c.RemoteAddr().String() != ln.Addr().String() || prepared != 1 {
+		t.Errorf("connected to %v (want %v), prepared %d times", c.RemoteAddr(), ln.Addr(), prepared)
+	}
+	c.Close()
+
+	closed, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := closed.Addr().String()
+	closed.Close()
+	_, err = d.Dial("tcp", addr)
+	var oe *net.OpError
+	var se *os.SyscallError
+	if !errors.As(err, &oe) || !errors.As(oe.Err, &se) || oe.Err != error(se) || !errors.Is(err, unix.ECONNREFUSED) {
+		t.Errorf("dial to a closed port: %#v, want an OpError holding connect's SyscallError (ECONNREFUSED)", err)
+	}
+
+	// A failure to prepare the socket is the dial's error.
+	bad := errors.New("no slot")
+	if _, err := (&net.Dialer{Control: dialControl(func(int) error { return bad }, false)}).Dial("tcp", ln.Addr().String()); !errors.Is(err, bad) {
+		t.Errorf("dial with a failing prepare: %v", err)
+	}
+
+	la := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}
+	d = net.Dialer{LocalAddr: la, Control: dialControl(prepare, true)}
+	c, err = d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial from %v: %v", la, err)
+	}
+	if got := c.LocalAddr().(*net.TCPAddr).IP; !got.Equal(la.IP) {
+		t.Errorf("dialled from %v, want %v", got, la.IP)
+	}
+	c.Close()
 }

@@ -150,15 +150,8 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	if len(synData) > 0 && fastOpenable(d, network, address) {
 		tc, sent, err = s.dialFastOpen(ctx, d, network, address, st0, synData, &ns)
 	} else {
-		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: func(network, address string, rc syscall.RawConn) error {
-			var err error
-			cerr := rc.Control(func(fd uintptr) {
-				if err = s.prepareDialFD(int(fd), st0, &ns); err == nil && d.LocalAddr == nil {
-					err = connectNow(int(fd), network, address)
-				}
-			})
-			return errors.Join(cerr, err)
-		}}
+		prepare := func(fd int) error { return s.prepareDialFD(fd, st0, &ns) }
+		nd := net.Dialer{LocalAddr: d.LocalAddr, Timeout: d.Timeout, Control: dialControl(prepare, d.LocalAddr != nil)}
 		nd.SetMultipathTCP(false)
 		var raw net.Conn
 		if raw, err = nd.DialContext(ctx, network, address); err == nil {
@@ -210,6 +203,24 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 	return c, sent, nil
 }
 
+// dialControl is a dial's Control: it prepares the socket, then, unless the dialer is to bind a
+// local address, starts the connection (connectNow). An error is returned as it is: the
+// dialer's OpError then holds the connect's SyscallError, as when its own connect fails.
+func dialControl(prepare func(fd int) error, bindsLocal bool) func(network, address string, rc syscall.RawConn) error {
+	return func(network, address string, rc syscall.RawConn) error {
+		var err error
+		cerr := rc.Control(func(fd uintptr) {
+			if err = prepare(int(fd)); err == nil && !bindsLocal {
+				err = connectNow(int(fd), network, address)
+			}
+		})
+		if cerr != nil {
+			return cerr
+		}
+		return err
+	}
+}
+
 // connectNow starts the connection of a prepared socket before the dialer's own connect (only
 // for a dial without a local address: the dialer would bind after it), and finds out at once,
 // without waiting, whether the handshake is done: to a nearby peer it often completes within
@@ -218,8 +229,8 @@ func (s *Stack) dial(ctx context.Context, d *Dialer, network, address string, sy
 // returns without parking the goroutine on the runtime's poller, where, with the stack's other
 // goroutines busy, a dial waited about as long again as its handshake had taken. Still in
 // progress, the dialer's connect sees EALREADY and waits as it always does. A failure is
-// returned. An address that is not numeric with a port, has a zone, or is of the other family
-// is left to the dialer.
+// returned. An address that is not numeric with a port or has a zone, or an IPv6 address on an
+// IPv4 socket, is left to the dialer.
 func connectNow(fd int, network, address string) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil || ap.Addr().Zone() != "" {
@@ -240,6 +251,8 @@ func connectNow(fd int, network, address string) error {
 	switch err := unix.Connect(fd, sa); {
 	case err == nil:
 		return nil
+	case errors.Is(err, unix.EINTR), errors.Is(err, unix.EALREADY):
+		return nil // in progress, as the dialer takes them: its connect waits
 	case !errors.Is(err, unix.EINPROGRESS):
 		return os.NewSyscallError("connect", err)
 	}
@@ -247,15 +260,17 @@ func connectNow(fd int, network, address string) error {
 	if n, err := unix.Poll(pfd, 0); err != nil || n == 0 || pfd[0].Revents == 0 {
 		return nil // in progress (or poll failed): the dialer waits
 	}
+	if pfd[0].Revents&unix.POLLERR == 0 {
+		return nil // established: the dialer's connect says so
+	}
+	// Failed: the error is read here, as the dialer would after its wait (SO_ERROR clears it;
+	// none left, its connect reports what the kernel says of the closed socket).
 	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	switch {
 	case err != nil:
 		return os.NewSyscallError("getsockopt", err)
 	case soErr != 0:
 		return os.NewSyscallError("connect", syscall.Errno(soErr))
-	case pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0:
-		// Closed with no error left to read: the dialer's connect would start anew.
-		return os.NewSyscallError("connect", unix.ECONNRESET)
 	}
 	return nil
 }

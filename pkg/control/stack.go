@@ -292,6 +292,7 @@ func (s *Stack) dispatch() {
 			routed = false
 		}
 		if err := s.dp.ReadEvent(&ev); err != nil {
+			routed = false
 			select {
 			case <-s.done:
 				return
@@ -301,15 +302,15 @@ func (s *Stack) dispatch() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		s.route(ev)
-		routed = true
+		routed = s.route(ev) || routed
 	}
 }
 
 // route hands one event to its connection without waiting: an event of a connection not
 // registered yet waits for it if its slot is in a ticket (at most 4,096), else it is orphaned;
-// one that its connection's full queue refuses is counted (the connection resets itself).
-func (s *Stack) route(ev datapath.Event) {
+// one that its connection's full queue refuses is counted (the connection resets itself). It
+// reports whether it handed the event to a connection (which may have woken its loop).
+func (s *Stack) route(ev datapath.Event) bool {
 	s.mu.Lock()
 	if ev.Type == datapath.EvTFODone {
 		if ch := s.mu.tfoWait[ev.Cookie]; ch != nil {
@@ -317,7 +318,7 @@ func (s *Stack) route(ev datapath.Event) {
 			delete(s.mu.tfoWait, ev.Cookie)
 		}
 		s.mu.Unlock()
-		return
+		return false
 	}
 	c := s.mu.conns[ev.Conn]
 	if c == nil {
@@ -327,12 +328,13 @@ func (s *Stack) route(ev datapath.Event) {
 			s.stats.EventsOrphaned.Add(1)
 		}
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.mu.Unlock()
 	if !c.deliver(ev) {
 		s.stats.EventsRefused.Add(1)
 	}
+	return true
 }
 
 // maintain keeps the ticket queue filled while listeners exist and reclaims stale tickets: every
