@@ -526,9 +526,9 @@ func BenchmarkIdleMemory(b *testing.B) {
 		if m < (i+1)*n {
 			b.Fatalf("%d of %d connections reached the server over MPTCP", m-i*n, n)
 		}
-		// The daemon's memory settles: quiet for a second, it gives the heap pages the burst of
-		// setups left free back to the system (checked once a second).
-		time.Sleep(3 * time.Second)
+		// The daemon's memory settles: quiet for two checks in a row (once a second), it gives
+		// the heap pages the burst of setups left free back to the system.
+		time.Sleep(4 * time.Second)
 		collect()
 		perK = (rss() - before) / (n / 1000)
 		for _, k := range kinds {
