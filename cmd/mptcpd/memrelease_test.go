@@ -2,6 +2,8 @@ package main
 
 import (
 	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
 	rtmetrics "runtime/metrics"
 	"testing"
 )
@@ -116,3 +118,36 @@ func heapFree() uint64 {
 	rtmetrics.Read(s)
 	return s[0].Value.Uint64()
 }
+
+// TestHeapReleaserMetrics: the releases and the bytes released are exported as counters.
+func TestHeapReleaserMetrics(t *testing.T) {
+	h := newHeapReleaser(nil)
+	h.releases.Add(3)
+	h.released.Add(12 << 20)
+	m := &metrics{b: &backend{heap: h}}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(heapOnly{m})
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, pb := range f.GetMetric() {
+			got[f.GetName()] = pb.GetCounter().GetValue()
+		}
+	}
+	if len(got) != 2 || got["mptcpd_heap_releases_total"] != 3 || got["mptcpd_heap_released_bytes_total"] != 12<<20 {
+		t.Errorf("heap metrics %v, want 3 releases of 12 MiB", got)
+	}
+}
+
+// heapOnly collects the heap releaser's metrics alone.
+type heapOnly struct{ m *metrics }
+
+func (h heapOnly) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHeapReleases
+	ch <- descHeapReleased
+}
+
+func (h heapOnly) Collect(ch chan<- prometheus.Metric) { h.m.collectHeap(ch) }

@@ -64,10 +64,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.collectProxies(ch)
-	if h := m.b.heap; h != nil {
-		ch <- prometheus.MustNewConstMetric(descHeapReleases, prometheus.CounterValue, float64(h.releases.Load()))
-		ch <- prometheus.MustNewConstMetric(descHeapReleased, prometheus.CounterValue, float64(h.released.Load()))
-	}
+	m.collectHeap(ch)
 	if c, err := m.b.stack.Counters(); err == nil {
 		for name, v := range c {
 			ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), name)
@@ -91,6 +88,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRetrans, prometheus.GaugeValue, float64(s.Retrans), l...)
 			ch <- prometheus.MustNewConstMetric(descBackup, prometheus.GaugeValue, backup, l...)
 		}
+	}
+}
+
+// collectHeap exports what the heap releaser did.
+func (m *metrics) collectHeap(ch chan<- prometheus.Metric) {
+	if h := m.b.heap; h != nil {
+		ch <- prometheus.MustNewConstMetric(descHeapReleases, prometheus.CounterValue, float64(h.releases.Load()))
+		ch <- prometheus.MustNewConstMetric(descHeapReleased, prometheus.CounterValue, float64(h.released.Load()))
 	}
 }
 
