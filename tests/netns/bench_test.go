@@ -343,7 +343,8 @@ func BenchmarkConnectRate(b *testing.B) {
 // many idle connections: an application's connect, its 4 bytes echoed by a kernel MPTCP server
 // (relayed over MPTCP), close, one at a time; with no other connection, then while it holds as
 // many idle forwarded connections as its descriptors allow (two each), in one run; and beside
-// them the kernel's MPTCP client doing the same with the server directly. The held connections
+// them the kernel's MPTCP client doing the same with the server directly, and through a relay
+// made of the kernel's MPTCP and Go's standard library (kernelRelay). The held connections
 // are checked to echo afterwards. It reports the rates and their ratios: new connections
 // should come as fast while the others are held.
 func BenchmarkForwardSetupHeld(b *testing.B) {
@@ -353,16 +354,25 @@ func BenchmarkForwardSetupHeld(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r := newIdleRig(b, ctx, held+setups)
+	relay := kernelRelay(b, ctx, r.topo.A, r.echo[0])
 	next := held // the setups' indices follow the held connections'
-	kernel := false
+	const (
+		viaOurs = iota
+		direct
+		viaKernelRelay
+	)
+	mode := viaOurs
 	rate := func() float64 {
 		start := time.Now()
 		for range setups {
 			var c net.Conn
 			var err error
-			if kernel {
+			switch mode {
+			case direct:
 				c, err = r.topo.A.DialMPTCP(ctx, r.echo[0])
-			} else {
+			case viaKernelRelay:
+				c, err = r.topo.A.DialTCP(ctx, relay)
+			default:
 				c, err = r.dial(ctx, next)
 			}
 			if err != nil {
@@ -379,12 +389,14 @@ func BenchmarkForwardSetupHeld(b *testing.B) {
 	}
 	// Rounds of each, the medians reported (two cores make single runs noisy).
 	const rounds = 3
-	var empty, loaded, kern []float64
+	var empty, loaded, kern, relayed []float64
 	for i := 0; i < b.N; i++ {
 		for range rounds {
-			kernel = true
+			mode = direct
 			kern = append(kern, rate())
-			kernel = false
+			mode = viaKernelRelay
+			relayed = append(relayed, rate())
+			mode = viaOurs
 			empty = append(empty, rate())
 		}
 		conns := r.open(b, ctx, 0, held, 8)
@@ -401,15 +413,53 @@ func BenchmarkForwardSetupHeld(b *testing.B) {
 	slices.Sort(empty)
 	slices.Sort(loaded)
 	slices.Sort(kern)
-	e, l, k := empty[len(empty)/2], loaded[len(loaded)/2], kern[len(kern)/2]
+	slices.Sort(relayed)
+	e, l, k, kr := empty[len(empty)/2], loaded[len(loaded)/2], kern[len(kern)/2], relayed[len(relayed)/2]
 	b.ReportMetric(k, "kernel-setups/s")
 	b.ReportMetric(e/k, "alone/kernel")
+	b.ReportMetric(kr, "kernel-relay-setups/s")
+	b.ReportMetric(e/kr, "alone/kernel-relay")
 	b.ReportMetric(e, "setups/s-alone")
 	b.ReportMetric(l, "setups/s-held")
 	b.ReportMetric(l/e, "held/alone")
 	b.ReportMetric(float64(held), "held-conns")
-	fmt.Fprintf(os.Stderr, "mptcpd --forward setup rate (median of %d rounds of %d): %.0f/s alone (%.2f x the kernel's MPTCP client to the same server, %.0f/s), %.0f/s while it holds %d idle connections: %.2f x alone\n",
-		rounds, setups, e, e/k, k, l, held, l/e)
+	fmt.Fprintf(os.Stderr, "mptcpd --forward setup rate (median of %d rounds of %d): %.0f/s alone (%.2f x the kernel's MPTCP client to the same server, %.0f/s; %.2f x a relay of Go's with the kernel's MPTCP, %.0f/s), %.0f/s while it holds %d idle connections: %.2f x alone\n",
+		rounds, setups, e, e/k, k, e/kr, kr, l, held, l/e)
+}
+
+// kernelRelay is what mptcpd --forward does, made of the kernel's MPTCP and Go's standard
+// library: it listens on loopback in ns and relays each connection over a kernel MPTCP
+// connection to remote (io.Copy both ways, which splices). It returns the address to connect
+// to; it ends with the test.
+func kernelRelay(tb testing.TB, ctx context.Context, ns *netns.Namespace, remote string) string {
+	tb.Helper()
+	ln, err := ns.ListenTCP("127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := ns.DialMPTCP(ctx, remote)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() {
+					io.Copy(out, in)
+					out.(*net.TCPConn).CloseWrite()
+				}()
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // BenchmarkIdleMemory measures mptcpd's resident memory per 1000 idle connections it carries
