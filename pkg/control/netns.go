@@ -68,19 +68,62 @@ func socketNetns(fd int) (uint64, error) {
 	return c, nil
 }
 
+// netnsScan is a namespace's scan for interfaces: when the last one completed, and the one in
+// progress.
+type netnsScan struct {
+	last     time.Time     // zero: none completed yet
+	scanning chan struct{} // closed when the scan in progress ends; nil when none runs
+}
+
 // prepareNetnsOf is prepareNetns for the namespace whose cookie is ns, which the calling
-// thread is in.
+// thread is in. One caller scans at a time: the others go on at once if a scan completed
+// before (its interfaces have the rewriter; a new one is seen at most netnsRescan late, as
+// between scans), or wait for the first one to end. Without that, a burst of dials in a
+// namespace whose last scan was a second old all listed its interfaces at once (a netlink
+// dump each, blocking their threads: mptcpd made threads, and kept them, for it).
 func (s *Stack) prepareNetnsOf(ns uint64) error {
-	now := time.Now()
-	s.mu.Lock()
-	if s.mu.netnsScan == nil {
-		s.mu.netnsScan = map[uint64]time.Time{}
+	for {
+		now := time.Now()
+		s.mu.Lock()
+		if s.mu.netnsScan == nil {
+			s.mu.netnsScan = map[uint64]*netnsScan{}
+		}
+		sc := s.mu.netnsScan[ns]
+		if sc == nil {
+			sc = &netnsScan{}
+			s.mu.netnsScan[ns] = sc
+		}
+		if !sc.last.IsZero() && (now.Sub(sc.last) < netnsRescan || sc.scanning != nil) {
+			s.mu.Unlock()
+			return nil
+		}
+		if wait := sc.scanning; wait != nil {
+			s.mu.Unlock()
+			<-wait // the first scan: then go on, or scan again if it failed
+			continue
+		}
+		done := make(chan struct{})
+		sc.scanning = done
+		s.mu.Unlock()
+		scan := s.scanNetns
+		if scan == nil {
+			scan = s.attachInterfaces
+		}
+		err := scan(ns)
+		s.mu.Lock()
+		if err == nil {
+			sc.last = now
+		}
+		sc.scanning = nil
+		s.mu.Unlock()
+		close(done)
+		return err
 	}
-	last, seen := s.mu.netnsScan[ns]
-	s.mu.Unlock()
-	if seen && now.Sub(last) < netnsRescan {
-		return nil
-	}
+}
+
+// attachInterfaces attaches the SYN option rewriter to each interface of the calling thread's
+// namespace (cookie ns) that does not have it yet.
+func (s *Stack) attachInterfaces(ns uint64) error {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
@@ -94,9 +137,6 @@ func (s *Stack) prepareNetnsOf(ns uint64) error {
 			return err
 		}
 	}
-	s.mu.Lock()
-	s.mu.netnsScan[ns] = now
-	s.mu.Unlock()
 	return nil
 }
 

@@ -45,6 +45,7 @@ type StackConfig struct {
 // Locking: the fields under mu are guarded by it; methods that need it held end in Locked.
 type Stack struct {
 	dp        *datapath.Datapath
+	scanNetns func(ns uint64) error // prepareNetnsOf's scan; nil: attachInterfaces (a test's stand-in)
 	log       *slog.Logger
 	rand      io.Reader
 	tokens    mpcrypto.TokenSet
@@ -77,16 +78,16 @@ type Stack struct {
 		tfoWait   map[uint64]chan struct{}    // TCP Fast Open children accept waits for, by socket cookie
 		claimed   map[uint32]bool             // conn slots accepted, their Conn not registered yet
 		listeners int
-		queued    []ticketRec          // pushed, not taken yet (FIFO, as the BPF queue)
-		taken     map[uint32]ticketRec // by conn slot: taken by a third ACK, not yet accepted
-		takenFIFO []uint32             // conn slots in the order taken, for reclaiming (may hold claimed ones)
-		inTicket  map[uint32]bool      // conn slots of queued and taken tickets
-		usedSeen  uint64               // the datapath's PassiveTicketUsed when last read
-		subQueued []ticketRec          // subflow slots queued for passive joins (Ticket.Sub)
-		subTaken  []ticketRec          // taken by a join SYN/ACK, not yet accepted
-		subSeen   uint64               // the datapath's JoinSlotUsed when last read
-		nonces    int                  // nonces pushed
-		netnsScan map[uint64]time.Time // namespaces whose interfaces were scanned, and when
+		queued    []ticketRec           // pushed, not taken yet (FIFO, as the BPF queue)
+		taken     map[uint32]ticketRec  // by conn slot: taken by a third ACK, not yet accepted
+		takenFIFO []uint32              // conn slots in the order taken, for reclaiming (may hold claimed ones)
+		inTicket  map[uint32]bool       // conn slots of queued and taken tickets
+		usedSeen  uint64                // the datapath's PassiveTicketUsed when last read
+		subQueued []ticketRec           // subflow slots queued for passive joins (Ticket.Sub)
+		subTaken  []ticketRec           // taken by a join SYN/ACK, not yet accepted
+		subSeen   uint64                // the datapath's JoinSlotUsed when last read
+		nonces    int                   // nonces pushed
+		netnsScan map[uint64]*netnsScan // namespaces whose interfaces were scanned
 		closed    bool
 	}
 }
