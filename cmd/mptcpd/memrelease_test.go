@@ -125,18 +125,7 @@ func TestHeapReleaserMetrics(t *testing.T) {
 	h.releases.Add(3)
 	h.released.Add(12 << 20)
 	m := &metrics{b: &backend{heap: h}}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(heapOnly{m})
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range fams {
-		for _, pb := range f.GetMetric() {
-			got[f.GetName()] = pb.GetCounter().GetValue()
-		}
-	}
+	got := gather(t, heapOnly{m})
 	if len(got) != 2 || got["mptcpd_heap_releases_total"] != 3 || got["mptcpd_heap_released_bytes_total"] != 12<<20 {
 		t.Errorf("heap metrics %v, want 3 releases of 12 MiB", got)
 	}

@@ -23,22 +23,7 @@ func TestProxyMetrics(t *testing.T) {
 	conv.Stats.ConvertErrorsSent.Add(3)
 	fwd.Stats.ConvertErrorsReceived.Add(1)
 	m := &metrics{b: &backend{servers: []*proxy.Server{fwd, acc, conv}, limit: proxy.NewLimit(8)}}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(proxiesOnly{m})
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range fams {
-		for _, pb := range f.GetMetric() {
-			key := f.GetName()
-			for _, l := range pb.GetLabel() {
-				key += " " + l.GetName() + "=" + l.GetValue()
-			}
-			got[key] = pb.GetCounter().GetValue() + pb.GetGauge().GetValue()
-		}
-	}
+	got := gather(t, proxiesOnly{m})
 	want := map[string]float64{
 		"mptcpd_proxy_accept_errors_total listen=127.0.0.1:8080 mode=forward remote=10.0.0.2:80": 7,
 		"mptcpd_proxy_refused_total listen=127.0.0.1:8080 mode=forward remote=10.0.0.2:80":       3,
@@ -64,6 +49,28 @@ func TestProxyMetrics(t *testing.T) {
 		c["ConvertConverted"] != 4 || c["ConvertRefused"] != 2 || c["ConvertErrorsSent"] != 3 || c["ConvertErrorsReceived"] != 1 {
 		t.Errorf("proxy counters %v", c)
 	}
+}
+
+// gather collects c's metrics: each value by its name and labels ("name label=value ...").
+func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, pb := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range pb.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = pb.GetCounter().GetValue() + pb.GetGauge().GetValue()
+		}
+	}
+	return got
 }
 
 // proxiesOnly collects the proxies' metrics alone (the others need a stack).

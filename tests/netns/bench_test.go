@@ -429,36 +429,15 @@ func BenchmarkForwardSetupHeld(b *testing.B) {
 
 // kernelRelay is what mptcpd --forward does, made of the kernel's MPTCP and Go's standard
 // library: it listens on loopback in ns and relays each connection over a kernel MPTCP
-// connection to remote (io.Copy both ways, which splices). It returns the address to connect
-// to; it ends with the test.
+// connection to remote (relay: io.Copy both ways, which splices). It returns the address to
+// connect to; it ends with the test.
 func kernelRelay(tb testing.TB, ctx context.Context, ns *netns.Namespace, remote string) string {
 	tb.Helper()
 	ln, err := ns.ListenTCP("127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := ns.DialMPTCP(ctx, remote)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() {
-					io.Copy(out, in)
-					out.(*net.TCPConn).CloseWrite()
-				}()
-				io.Copy(in, out)
-			}()
-		}
-	}()
+	relay(tb, ctx, ln, func(ctx context.Context) (net.Conn, error) { return ns.DialMPTCP(ctx, remote) })
 	return ln.Addr().String()
 }
 

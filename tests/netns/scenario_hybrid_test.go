@@ -226,7 +226,7 @@ func runHybrid(t *testing.T, im impl, loss bool) scenarioResult {
 
 // relay accepts connections on ln for the test's lifetime and relays each to a connection
 // dial makes, both ways, passing on each direction's end (a half-close).
-func relay(t *testing.T, ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) {
+func relay(t testing.TB, ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
